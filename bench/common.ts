@@ -1,0 +1,73 @@
+// Shared benchmark plumbing: argument flags, timing (median of repeats), the table, and the
+// peer scripts in ../shared/bench run in the same process tree so ratios come from one run.
+import { execFileSync } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+
+export const argv = process.argv.slice(2)
+export const wantJson = argv.includes('--json')
+export const wantPeer = argv.includes('--peer')
+
+export function flagValue(name: string): string | undefined {
+  const i = argv.indexOf(name)
+  return i >= 0 ? argv[i + 1] : undefined
+}
+
+/** Median seconds of `repeats` runs after `warmup` runs. */
+export async function timeIt(fn: () => unknown, repeats = 5, warmup = 1): Promise<number> {
+  for (let i = 0; i < warmup; i++) await fn()
+  const ts: number[] = []
+  for (let i = 0; i < repeats; i++) {
+    const t0 = process.hrtime.bigint()
+    await fn()
+    ts.push(Number(process.hrtime.bigint() - t0) / 1e9)
+  }
+  ts.sort((a, b) => a - b)
+  return ts[Math.floor(ts.length / 2)]
+}
+
+export interface Row {
+  key: string
+  value: number
+  unit: string
+  peer?: number
+}
+
+/** Prints the table (and the peer's figure and ratio where there is one), then the JSON line. */
+export function report(title: string, rows: Row[], extra: Record<string, number | string> = {}): void {
+  const out: Record<string, number | string> = { ...extra }
+  console.log(`\n${title}`)
+  const hasPeer = rows.some((r) => r.peer !== undefined)
+  console.log(
+    `${'benchmark'.padEnd(30)} ${'value'.padStart(10)}  ${'unit'.padEnd(9)}` + (hasPeer ? ` ${'peer'.padStart(10)} ${'ratio'.padStart(7)}` : ''),
+  )
+  for (const r of rows) {
+    let line = `${r.key.padEnd(30)} ${r.value.toFixed(1).padStart(10)}  ${r.unit.padEnd(9)}`
+    if (r.peer !== undefined) line += ` ${r.peer.toFixed(1).padStart(10)} ${(r.value / r.peer).toFixed(2).padStart(6)}x`
+    console.log(line)
+    out[r.key] = Number(r.value.toFixed(2))
+    if (r.peer !== undefined) {
+      out[`peer_${r.key}`] = Number(r.peer.toFixed(2))
+      out[`ratio_${r.key}`] = Number((r.value / r.peer).toFixed(3))
+    }
+  }
+  if (wantJson) console.log(JSON.stringify(out))
+}
+
+/** Runs a peer script from ../shared/bench (ERNIE_PEER_DIR) with Debian's python3; its last JSON line. */
+export function runPeer(script: string, args: string[] = []): Record<string, unknown> | undefined {
+  const dir = process.env.ERNIE_PEER_DIR ?? path.join(__dirname, '..', '..', '..', 'shared', 'bench')
+  const file = path.join(dir, script)
+  if (!fs.existsSync(file)) {
+    console.error(`peer ${file} not found (set ERNIE_PEER_DIR)`)
+    return undefined
+  }
+  const python = fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3'
+  console.error(`running peer: ${python} ${script} ${args.join(' ')}`)
+  const out = execFileSync(python, [file, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], cwd: dir })
+  const lines = out.trim().split('\n')
+  for (let i = lines.length - 1; i >= 0; i--) {
+    if (lines[i].startsWith('{')) return JSON.parse(lines[i])
+  }
+  return undefined
+}

@@ -1,0 +1,2 @@
+// ernie-sentiment: the public API.
+export * as kernels from './kernels'

@@ -1,0 +1,37 @@
+// Typed access to the engine's kernels and settings. Each kernel runs off the JS thread and
+// returns a Promise (argument errors reject it); `kernels.sync` holds blocking twins for tests
+// and tiny inputs.
+import { native, type GemmOptions } from './native'
+
+export type { GemmOptions, GemmSegment, ALayout, BLayout, F32OrBf16 } from './native'
+
+export type Isa = 'generic' | 'avx2' | 'avx512' | 'avx512bf16'
+
+/** Instruction sets this CPU and binary support, lowest first. */
+export function supportedIsas(): Isa[] {
+  return native.supportedIsas() as Isa[]
+}
+/** The instruction set the kernels use now. */
+export function activeIsa(): Isa {
+  return native.activeIsa() as Isa
+}
+/** Selects a lower (or the best) instruction set; RangeError if this CPU lacks it. */
+export function setIsa(isa: Isa): void {
+  native.setIsa(isa)
+}
+/** Threads the engine computes on (physical cores unless ERNIE_NUM_THREADS says otherwise). */
+export function numThreads(): number {
+  return native.numThreads()
+}
+export function setNumThreads(n: number): void {
+  native.setNumThreads(n)
+}
+
+/** C[m, n] (+)= alpha * sum over segments of A[m, k] . B[n, k]^T, f32 accumulation. */
+export async function gemm(o: GemmOptions): Promise<void> {
+  return native.gemm(o)
+}
+
+export const sync = {
+  gemm: (o: GemmOptions): void => native.gemmSync(o),
+}

@@ -1,0 +1,102 @@
+// The N-API boundary. Every native operation is registered once, with a parser that checks
+// its arguments on the JS thread and returns a Job; the module then exports it twice:
+//   name(args)      -> Promise, the Job running on a libuv worker thread (AsyncWorker)
+//   nameSync(args)  -> the result, run on the calling thread (tests and tiny inputs only)
+// Arguments come as one options object, so errors can name the field at fault. Bad arguments
+// throw TypeError (wrong type) or RangeError (wrong length, shape or value) with a `code`.
+#pragma once
+#include <napi.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cpu/tensor.h"
+
+namespace ernie::addon {
+
+struct Job {
+  std::function<void()> run;                        // the heavy part; may throw std::exception
+  std::function<Napi::Value(Napi::Env)> result;     // on the JS thread afterwards; empty: undefined
+};
+
+// A typed array argument: Float32Array (f32), Uint16Array (bf16 bits) or Int32Array.
+struct ArrayArg {
+  void* data = nullptr;
+  size_t length = 0;
+  napi_typedarray_type type = napi_float32_array;
+  cpu::DType dtype() const { return type == napi_uint16_array ? cpu::DType::bf16 : cpu::DType::f32; }
+  float* f32() const { return static_cast<float*>(data); }
+  int32_t* i32() const { return static_cast<int32_t*>(data); }
+  uint16_t* u16() const { return static_cast<uint16_t*>(data); }
+  uint8_t* u8() const { return static_cast<uint8_t*>(data); }
+};
+
+[[noreturn]] void throw_type_error(Napi::Env env, const std::string& msg);
+[[noreturn]] void throw_range_error(Napi::Env env, const std::string& msg);
+
+// Reads the fields of an op's options object, prefixing errors with the op's name, and keeps
+// every typed array it hands out alive until the Job is done.
+class Args {
+ public:
+  Args(const Napi::CallbackInfo& info, const char* op);
+  // The objects of an array field, e.g. gemm's `segments`: errors then name "segments[1].k".
+  std::vector<Args> objects(const char* key, size_t min_count, size_t max_count);
+  Napi::Env env() const { return env_; }
+  const std::string& op() const { return op_; }
+
+  bool has(const char* key) const;
+  // Float32Array only.
+  ArrayArg f32(const char* key);
+  // Float32Array (f32) or Uint16Array (bf16 bits).
+  ArrayArg f32_or_bf16(const char* key);
+  ArrayArg i32(const char* key);
+  ArrayArg u8(const char* key);
+  // An integer in [min, max].
+  int64_t integer(const char* key, int64_t min = 0, int64_t max = INT64_MAX);
+  int64_t integer_or(const char* key, int64_t fallback, int64_t min = 0, int64_t max = INT64_MAX);
+  double number(const char* key);
+  double number_or(const char* key, double fallback);
+  bool boolean_or(const char* key, bool fallback);
+  std::string string_or(const char* key, const std::string& fallback);
+
+  // RangeError unless the array holds exactly `expected` elements ("`what` = expected").
+  void expect_length(const char* key, const ArrayArg& a, uint64_t expected, const std::string& what);
+  // RangeError if the byte ranges of two arrays overlap (an output aliasing an input).
+  void expect_disjoint(const char* key_a, const ArrayArg& a, const char* key_b, const ArrayArg& b);
+  // The field's name as errors print it, quoted, with the nesting prefix: 'segments[0].a'.
+  std::string name(const char* key) const { return "'" + prefix_ + key + "'"; }
+  [[noreturn]] void range_error(const std::string& msg);
+  [[noreturn]] void type_error(const std::string& msg);
+
+  std::vector<Napi::Reference<Napi::Value>>& kept() { return *kept_; }
+
+ private:
+  Args(Napi::Env env, std::string op, std::string prefix, Napi::Object options,
+       std::shared_ptr<std::vector<Napi::Reference<Napi::Value>>> kept);
+  
+  Napi::Value field(const char* key) const;
+  ArrayArg array(const char* key, std::initializer_list<napi_typedarray_type> types, const char* expected);
+
+  Napi::Env env_;
+  std::string op_;
+  std::string prefix_;  // "segments[1]." for a nested object
+  Napi::Object options_;
+  std::shared_ptr<std::vector<Napi::Reference<Napi::Value>>> kept_;
+};
+
+using Parser = Job (*)(Args&);
+
+// Registers an op under `name`; returns true so it can initialise a static.
+bool register_op(const char* name, Parser parser);
+void export_ops(Napi::Env env, Napi::Object exports);
+
+}  // namespace ernie::addon
+
+// Defines and registers an op: ERNIE_OP(gemm) { ...; return Job{...}; }  (`args` is an Args&)
+#define ERNIE_OP(name)                                                             \
+  static ::ernie::addon::Job ernie_op_##name(::ernie::addon::Args& args);         \
+  static const bool ernie_op_registered_##name = ::ernie::addon::register_op(#name, ernie_op_##name); \
+  static ::ernie::addon::Job ernie_op_##name(::ernie::addon::Args& args)

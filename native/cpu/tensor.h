@@ -1,0 +1,37 @@
+// Plain descriptors shared by the kernels and the addon: element types and strided matrices.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+namespace ernie::cpu {
+
+enum class DType : int { f32 = 0, bf16 = 1 };
+
+static inline int dtype_size(DType t) { return t == DType::f32 ? 4 : 2; }
+
+// `static`: each translation unit, each ISA copy of the kernels included, gets its own.
+// bf16 <-> f32. bf16 is the top half of an f32; rounding to nearest even, NaN kept quiet.
+static inline float bf16_to_f32(uint16_t h) {
+  uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+static inline uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffff) > 0x7f800000) return uint16_t((u >> 16) | 0x40);
+  u += 0x7fff + ((u >> 16) & 1);
+  return uint16_t(u >> 16);
+}
+
+// A matrix seen as logical [rows, cols]. Element (r, c) is at data[r * ld + c], or at
+// data[c * ld + r] when `trans` is set (the matrix is stored as its transpose).
+struct MatrixRef {
+  const void* data = nullptr;
+  DType dtype = DType::f32;
+  int64_t ld = 0;
+  bool trans = false;
+};
+
+}  // namespace ernie::cpu

@@ -1,0 +1,70 @@
+// The engine's thread pool: one thread per physical core (ERNIE_NUM_THREADS overrides), the
+// calling thread counted as thread 0. A parallel region splits [0, n) into one contiguous range
+// per thread. Regions from concurrent callers (two AsyncWorkers) take turns; a region started
+// from inside a region runs serially on the calling thread.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace ernie::cpu {
+
+using RangeFn = std::function<void(int64_t begin, int64_t end, int thread)>;
+
+class ThreadPool {
+ public:
+  static ThreadPool& instance();
+
+  int num_threads() const { return num_threads_; }
+  // Stops and restarts the workers; waits for any running region first.
+  void resize(int num_threads);
+  // fn(begin, end, thread) on contiguous parts of [0, n); returns when all are done.
+  // An exception thrown by a part is rethrown here after every part has finished.
+  void parallel_for(int64_t n, const RangeFn& fn);
+  // Per-thread scratch memory, 64-byte aligned, valid until the next call for that thread.
+  // It belongs to the innermost region: code that holds scratch must not start a region.
+  void* scratch(int thread, size_t bytes);
+
+  ~ThreadPool();
+
+ private:
+  explicit ThreadPool(int num_threads);
+  void start(int num_threads);
+  void stop();
+  void worker_loop(int thread);
+  void run_part(int thread);
+
+  int num_threads_ = 1;
+  std::vector<std::thread> workers_;
+  std::mutex region_mutex_;  // one region at a time
+
+  // The current region, published by bumping generation_.
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stopping_{false};
+  const RangeFn* job_ = nullptr;
+  int64_t job_n_ = 0;
+  std::mutex error_mutex_;
+  std::exception_ptr error_;
+
+  struct Scratch {
+    std::unique_ptr<unsigned char[]> data;
+    size_t size = 0;
+  };
+  std::vector<Scratch> scratch_;
+};
+
+// Physical cores available to this process (CPU affinity and SMT siblings taken into account).
+int physical_core_count();
+
+inline void parallel_for(int64_t n, const RangeFn& fn) { ThreadPool::instance().parallel_for(n, fn); }
+
+}  // namespace ernie::cpu

@@ -1,0 +1,104 @@
+// Shared test utilities: a seeded RNG, float64 reference math, bf16 rounding, error norms.
+import { kernels } from '../lib/index'
+
+/** Deterministic uniform random numbers (mulberry32). */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** n values uniform in [-scale, scale). */
+export function randomF32(n: number, seed: number, scale = 1): Float32Array {
+  const r = rng(seed)
+  const out = new Float32Array(n)
+  for (let i = 0; i < n; i++) out[i] = (2 * r() - 1) * scale
+  return out
+}
+
+const f32 = new Float32Array(1)
+const u32 = new Uint32Array(f32.buffer)
+/** f32 -> bf16 bits, round to nearest even (what the engine and PyTorch do). */
+export function toBf16Bits(x: number): number {
+  f32[0] = x
+  const u = u32[0]
+  if ((u & 0x7fffffff) > 0x7f800000) return ((u >>> 16) | 0x40) & 0xffff
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff
+}
+export function fromBf16Bits(h: number): number {
+  u32[0] = h << 16
+  return f32[0]
+}
+export function toBf16(a: Float32Array): Uint16Array {
+  const out = new Uint16Array(a.length)
+  for (let i = 0; i < a.length; i++) out[i] = toBf16Bits(a[i])
+  return out
+}
+export function bf16ToF64(a: Uint16Array): Float64Array {
+  const out = new Float64Array(a.length)
+  for (let i = 0; i < a.length; i++) out[i] = fromBf16Bits(a[i])
+  return out
+}
+/** The values an operand holds, as float64: bf16 bits decoded, f32 widened. */
+export function valuesOf(a: Float32Array | Uint16Array): Float64Array {
+  return a instanceof Uint16Array ? bf16ToF64(a) : Float64Array.from(a)
+}
+
+/** ||out - ref|| / ||ref|| over all elements (ref taken as float64). */
+export function relErr(out: ArrayLike<number>, ref: ArrayLike<number>): number {
+  if (out.length !== ref.length) throw new Error(`length ${out.length} vs ${ref.length}`)
+  let num = 0
+  let den = 0
+  for (let i = 0; i < ref.length; i++) {
+    const d = out[i] - ref[i]
+    num += d * d
+    den += ref[i] * ref[i]
+  }
+  return Math.sqrt(num / (den || 1))
+}
+
+/** Index of the first NaN (an element the kernel never wrote), or -1. */
+export function firstNaN(a: ArrayLike<number>): number {
+  for (let i = 0; i < a.length; i++) if (Number.isNaN(a[i])) return i
+  return -1
+}
+
+export function nanFilled(n: number): Float32Array {
+  return new Float32Array(n).fill(NaN)
+}
+
+/** Runs fn once per instruction set this machine supports, restoring the best one after. */
+export async function forEachIsa(fn: (isa: kernels.Isa) => void | Promise<void>): Promise<void> {
+  const isas = kernels.supportedIsas()
+  try {
+    for (const isa of isas) {
+      kernels.setIsa(isa)
+      await fn(isa)
+    }
+  } finally {
+    kernels.setIsa(isas[isas.length - 1])
+  }
+}
+
+/** float64 C[m, n] = sum_k A(i, k) B(j, k), with accessors for any layout. */
+export function refGemm(
+  m: number,
+  n: number,
+  k: number,
+  a: (i: number, p: number) => number,
+  b: (j: number, p: number) => number,
+): Float64Array {
+  const c = new Float64Array(m * n)
+  for (let i = 0; i < m; i++)
+    for (let j = 0; j < n; j++) {
+      let s = 0
+      for (let p = 0; p < k; p++) s += a(i, p) * b(j, p)
+      c[i * n + j] = s
+    }
+  return c
+}
