@@ -1,33 +1,13 @@
 // Loads the native addon (a prebuild from prebuilds/, or build/Release from a source build)
-// through node-gyp-build, and describes its raw interface. Library code calls the typed
-// wrappers in kernels.ts; this module is the only place that touches the binding object.
+// through node-gyp-build. Library code calls the typed wrappers in lib/kernels/; this module
+// is the only place that touches the binding object.
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-/** Matrix storage: a logical [rows, k] operand stored as is ('mk' / 'nk') or transposed. */
-export type ALayout = 'mk' | 'km'
-export type BLayout = 'nk' | 'kn'
-/** bf16 values travel as their raw 16-bit patterns in a Uint16Array. */
-export type F32OrBf16 = Float32Array | Uint16Array
-
-export interface GemmSegment {
-  a: F32OrBf16
-  b: F32OrBf16
-  k: number
-  aLayout?: ALayout
-  bLayout?: BLayout
-}
-
-export interface GemmOptions {
-  c: Float32Array
-  m: number
-  n: number
-  segments: GemmSegment[]
-  alpha?: number
-  accumulate?: boolean
-}
-
-/** The addon's exports. Each op `x` returns a Promise; `xSync` runs on the calling thread. */
+/**
+ * The addon's exports. Each op `x` returns a Promise and has a blocking twin `xSync`; the
+ * typed signatures live beside their wrappers in lib/kernels/ (gemm.ts, ...).
+ */
 export interface NativeBinding {
   supportedIsas(): string[]
   activeIsa(): string
@@ -35,8 +15,16 @@ export interface NativeBinding {
   numThreads(): number
   setNumThreads(n: number): void
   physicalCores(): number
-  gemm(o: GemmOptions): Promise<void>
-  gemmSync(o: GemmOptions): void
+  [op: string]: unknown
+}
+
+/** One op's two entry points, typed: `const gemm = nativeOp<GemmOptions>('gemm')`. */
+export function nativeOp<O, R = void>(name: string): { run: (o: O) => Promise<R>; sync: (o: O) => R } {
+  const run = native[name] as ((o: O) => Promise<R>) | undefined
+  const sync = native[`${name}Sync`] as ((o: O) => R) | undefined
+  if (typeof run !== 'function' || typeof sync !== 'function')
+    throw new Error(`ernie-sentiment: the native addon has no op '${name}'; rebuild it (npm rebuild ernie-sentiment)`)
+  return { run, sync }
 }
 
 // The package root: lib/ when run from source, dist/lib/ when compiled.

@@ -1,9 +1,10 @@
 // Typed access to the engine's kernels and settings. Each kernel runs off the JS thread and
 // returns a Promise (argument errors reject it); `kernels.sync` holds blocking twins for tests
-// and tiny inputs.
-import { native, type GemmOptions } from './native'
+// and tiny inputs. One file per kernel family.
+import { native } from '../native'
+import { gemmSync } from './gemm'
 
-export type { GemmOptions, GemmSegment, ALayout, BLayout, F32OrBf16 } from './native'
+export * from './gemm'
 
 export type Isa = 'generic' | 'avx2' | 'avx512' | 'avx512bf16'
 
@@ -27,11 +28,8 @@ export function setNumThreads(n: number): void {
   native.setNumThreads(n)
 }
 
-/** C[m, n] (+)= alpha * sum over segments of A[m, k] . B[n, k]^T, f32 accumulation. */
-export async function gemm(o: GemmOptions): Promise<void> {
-  return native.gemm(o)
+/** Blocking twins of the kernels, for tests and tiny inputs. */
+export const sync = {
+  gemm: gemmSync,
 }
 
-export const sync = {
-  gemm: (o: GemmOptions): void => native.gemmSync(o),
-}

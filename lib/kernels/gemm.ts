@@ -1,0 +1,38 @@
+// GEMM: C[m, n] (+)= alpha * sum over segments of A[m, k] . B[n, k]^T, f32 accumulation.
+import { nativeOp } from '../native'
+
+/** Matrix storage: a logical [rows, k] operand stored as is ('mk' / 'nk') or transposed. */
+export type ALayout = 'mk' | 'km'
+export type BLayout = 'nk' | 'kn'
+/** bf16 values travel as their raw 16-bit patterns in a Uint16Array. */
+export type F32OrBf16 = Float32Array | Uint16Array
+
+export interface GemmSegment {
+  /** Logical [m, k]: Float32Array or bf16 bits. */
+  a: F32OrBf16
+  /** Logical [n, k]: Float32Array or bf16 bits (weights are [out, in] = [n, k]). */
+  b: F32OrBf16
+  k: number
+  aLayout?: ALayout
+  bLayout?: BLayout
+}
+
+export interface GemmOptions {
+  /** [m, n], written (or added to, with `accumulate`). Must not share memory with A or B. */
+  c: Float32Array
+  m: number
+  n: number
+  /** Summed products over K-segments: LoRA's x W^T + s (x A^T) B^T is two segments. */
+  segments: GemmSegment[]
+  alpha?: number
+  accumulate?: boolean
+}
+
+const op = nativeOp<GemmOptions>('gemm')
+
+export async function gemm(o: GemmOptions): Promise<void> {
+  return op.run(o)
+}
+export function gemmSync(o: GemmOptions): void {
+  op.sync(o)
+}
