@@ -15,6 +15,8 @@ export interface GemmSegment {
   k: number
   aLayout?: ALayout
   bLayout?: BLayout
+  /** This segment's factor (default 1), on top of `alpha`. */
+  scale?: number
 }
 
 export interface GemmOptions {

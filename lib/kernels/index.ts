@@ -3,8 +3,10 @@
 // and tiny inputs. One file per kernel family.
 import { native } from '../native'
 import { gemmSync } from './gemm'
+import { loraSync } from './lora'
 
 export * from './gemm'
+export * from './lora'
 
 export type Isa = 'generic' | 'avx2' | 'avx512' | 'avx512bf16'
 
@@ -31,5 +33,6 @@ export function setNumThreads(n: number): void {
 /** Blocking twins of the kernels, for tests and tiny inputs. */
 export const sync = {
   gemm: gemmSync,
+  ...loraSync,
 }
 

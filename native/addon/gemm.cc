@@ -1,5 +1,5 @@
-// gemm({ c, m, n, segments: [{ a, b, k, aLayout, bLayout }], alpha, accumulate })
-//   c: Float32Array [m, n];  C (+)= alpha * sum over segments of A . B^T
+// gemm({ c, m, n, segments: [{ a, b, k, aLayout, bLayout, scale }], alpha, accumulate })
+//   c: Float32Array [m, n];  C (+)= alpha * sum over segments of scale * A . B^T
 //   a: Float32Array | Uint16Array (bf16), logical [m, k], stored 'mk' (default) or 'km'
 //   b: Float32Array | Uint16Array (bf16), logical [n, k], stored 'nk' (default) or 'kn'
 #include "addon/op.h"
@@ -31,6 +31,7 @@ ERNIE_OP(gemm) {
   for (Args& s : args.objects("segments", 1, 8)) {
     cpu::GemmSegment seg;
     seg.k = s.integer("k", 0, INT32_MAX);
+    seg.scale = float(s.number_or("scale", 1.0));
     ArrayArg a = s.f32_or_bf16("a"), b = s.f32_or_bf16("b");
     s.expect_length("a", a, uint64_t(m) * seg.k, "m * k");
     s.expect_length("b", b, uint64_t(n) * seg.k, "n * k");

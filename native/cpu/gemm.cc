@@ -75,7 +75,7 @@ void gemm(const GemmArgs& g) {
             const int64_t ib = t / n_slices, slice = t % n_slices;
             const int64_t i0 = ib * mc, rows = std::min(mc, g.m - i0);
             if (ib != packed_block) {
-              kt.gemm_pack_a(seg.a, i0, rows, pc, kc, g.alpha, ap);
+              kt.gemm_pack_a(seg.a, i0, rows, pc, kc, g.alpha * seg.scale, ap);
               packed_block = ib;
             }
             const int64_t p0 = slice * panels_per_slice;

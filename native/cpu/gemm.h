@@ -1,4 +1,4 @@
-// GEMM: C[M, N] = alpha * sum_s A_s[M, K_s] . B_s[N, K_s]^T  (+ C when accumulating).
+// GEMM: C[M, N] = alpha * sum_s scale_s * A_s[M, K_s] . B_s[N, K_s]^T  (+ C when accumulating).
 //
 // Operands are MatrixRefs, so the forward (x . W^T), the input gradient (dY . W: B stored
 // transposed) and the weight gradient (dY^T . x) are one routine. Several K-segments share
@@ -28,6 +28,7 @@ struct GemmSegment {
   MatrixRef a;  // logical [M, k]
   MatrixRef b;  // logical [N, k]
   int64_t k = 0;
+  float scale = 1.0f;  // this segment's factor, on top of GemmArgs::alpha
 };
 
 struct GemmArgs {

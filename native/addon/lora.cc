@@ -1,0 +1,79 @@
+// loraForward({ x, weight, loraA, loraB, m, n, k, rank, scale, u, out, accumulate })
+// loraBackward({ x, weight, loraA, loraB, m, n, k, rank, scale, u, dout, dx?, dxAccumulate, dA, dB })
+//   x [m, k] f32; weight [n, k] f32 | bf16; loraA [rank, k]; loraB [n, rank]; u [m, rank] = x A^T
+//   out [m, n]; dx [m, k]; dA, dB accumulate.
+#include <tuple>
+
+#include "addon/op.h"
+#include "cpu/lora.h"
+
+namespace ernie::addon {
+namespace {
+
+struct LoraCall {
+  cpu::LinearShape shape;
+  const float* x;
+  cpu::MatrixRef w;
+  cpu::LoraRef lora;
+  ArrayArg u;
+};
+
+LoraCall parse_common(Args& args) {
+  LoraCall c;
+  c.shape.m = args.integer("m", 0, INT32_MAX);
+  c.shape.n = args.integer("n", 1, INT32_MAX);
+  c.shape.k = args.integer("k", 1, INT32_MAX);
+  const int64_t r = args.integer("rank", 1, 4096);
+  const auto [m, n, k] = std::tuple{uint64_t(c.shape.m), uint64_t(c.shape.n), uint64_t(c.shape.k)};
+  ArrayArg x = args.f32("x"), w = args.f32_or_bf16("weight"), a = args.f32("loraA"), b = args.f32("loraB");
+  args.expect_length("x", x, m * k, "m * k");
+  args.expect_length("weight", w, n * k, "n * k");
+  args.expect_length("loraA", a, uint64_t(r) * k, "rank * k");
+  args.expect_length("loraB", b, n * r, "n * rank");
+  c.u = args.f32("u");
+  args.expect_length("u", c.u, m * r, "m * rank");
+  c.x = x.f32();
+  c.w = cpu::MatrixRef{w.data, w.dtype(), int64_t(k), false};
+  c.lora = cpu::LoraRef{a.f32(), b.f32(), r, float(args.number("scale"))};
+  return c;
+}
+
+}  // namespace
+
+ERNIE_OP(loraForward) {
+  LoraCall c = parse_common(args);
+  ArrayArg out = args.f32("out");
+  args.expect_length("out", out, uint64_t(c.shape.m) * c.shape.n, "m * n");
+  ArrayArg x = args.f32("x");
+  args.expect_disjoint("out", out, "x", x);
+  args.expect_disjoint("u", c.u, "x", x);
+  args.expect_disjoint("out", out, "u", c.u);
+  const bool accumulate = args.boolean_or("accumulate", false);
+  return Job{[c, out, accumulate] { cpu::lora_linear_forward(c.shape, c.x, c.w, c.lora, c.u.f32(), out.f32(), accumulate); }, {}};
+}
+
+ERNIE_OP(loraBackward) {
+  LoraCall c = parse_common(args);
+  const uint64_t m = c.shape.m, n = c.shape.n, k = c.shape.k, r = c.lora.r;
+  ArrayArg dout = args.f32("dout"), da = args.f32("dA"), db = args.f32("dB");
+  args.expect_length("dout", dout, m * n, "m * n");
+  args.expect_length("dA", da, r * k, "rank * k");
+  args.expect_length("dB", db, n * r, "n * rank");
+  args.expect_disjoint("dA", da, "dB", db);
+  float* dx = nullptr;
+  if (args.has("dx")) {
+    ArrayArg dxa = args.f32("dx");
+    args.expect_length("dx", dxa, m * k, "m * k");
+    args.expect_disjoint("dx", dxa, "dout", dout);
+    args.expect_disjoint("dx", dxa, "x", args.f32("x"));
+    dx = dxa.f32();
+  }
+  const bool dx_accumulate = args.boolean_or("dxAccumulate", false);
+  return Job{[c, dout, dx, dx_accumulate, da, db] {
+               cpu::lora_linear_backward(c.shape, c.x, c.w, c.lora, c.u.f32(), dout.f32(), dx, dx_accumulate, da.f32(),
+                                         db.f32());
+             },
+             {}};
+}
+
+}  // namespace ernie::addon

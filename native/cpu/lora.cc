@@ -1,0 +1,86 @@
+#include "cpu/lora.h"
+
+#include <vector>
+
+#include "cpu/gemm.h"
+
+namespace ernie::cpu {
+namespace {
+
+MatrixRef f32_ref(const float* p, int64_t ld, bool trans) { return MatrixRef{p, DType::f32, ld, trans}; }
+
+// The base weight W [n, k] seen as the logical [k, n] operand of dy . W.
+MatrixRef transposed(const MatrixRef& w) {
+  MatrixRef t = w;
+  t.trans = !w.trans;
+  return t;
+}
+
+}  // namespace
+
+void lora_linear_forward(const LinearShape& sh, const float* x, const MatrixRef& w, const LoraRef& lora, float* u,
+                         float* y, bool accumulate) {
+  // u = x A^T  [m, r]
+  GemmArgs ua;
+  ua.m = sh.m;
+  ua.n = lora.r;
+  ua.segments = {{f32_ref(x, sh.k, false), f32_ref(lora.a, sh.k, false), sh.k}};
+  ua.c = u;
+  ua.ldc = lora.r;
+  gemm(ua);
+  // y (+)= x W^T + s u B^T, one pass over y
+  GemmArgs ya;
+  ya.m = sh.m;
+  ya.n = sh.n;
+  ya.segments = {{f32_ref(x, sh.k, false), w, sh.k}, {f32_ref(u, lora.r, false), f32_ref(lora.b, lora.r, false), lora.r, lora.scale}};
+  ya.c = y;
+  ya.ldc = sh.n;
+  ya.accumulate = accumulate;
+  gemm(ya);
+}
+
+void lora_linear_backward(const LinearShape& sh, const float* x, const MatrixRef& w, const LoraRef& lora,
+                          const float* u, const float* dy, float* dx, bool dx_accumulate, float* da, float* db) {
+  const int64_t m = sh.m, n = sh.n, k = sh.k, r = lora.r;
+  // g = dy B  [m, r]: B [n, r] is the logical [r, n] operand stored transposed
+  std::vector<float> g(size_t(m * r));
+  GemmArgs ga;
+  ga.m = m;
+  ga.n = r;
+  ga.segments = {{f32_ref(dy, n, false), f32_ref(lora.b, r, true), n}};
+  ga.c = g.data();
+  ga.ldc = r;
+  gemm(ga);
+  // dB += s dy^T u  [n, r]
+  GemmArgs gb;
+  gb.m = n;
+  gb.n = r;
+  gb.segments = {{f32_ref(dy, n, true), f32_ref(u, r, true), m}};
+  gb.c = db;
+  gb.ldc = r;
+  gb.alpha = lora.scale;
+  gb.accumulate = true;
+  gemm(gb);
+  // dA += s g^T x  [r, k]
+  GemmArgs gA;
+  gA.m = r;
+  gA.n = k;
+  gA.segments = {{f32_ref(g.data(), r, true), f32_ref(x, k, true), m}};
+  gA.c = da;
+  gA.ldc = k;
+  gA.alpha = lora.scale;
+  gA.accumulate = true;
+  gemm(gA);
+  if (dx == nullptr) return;
+  // dx (+)= dy W + s g A, one pass over dx
+  GemmArgs gx;
+  gx.m = m;
+  gx.n = k;
+  gx.segments = {{f32_ref(dy, n, false), transposed(w), n}, {f32_ref(g.data(), r, false), f32_ref(lora.a, k, true), r, lora.scale}};
+  gx.c = dx;
+  gx.ldc = k;
+  gx.accumulate = dx_accumulate;
+  gemm(gx);
+}
+
+}  // namespace ernie::cpu

@@ -1,0 +1,156 @@
+// LoRA linear layer: forward and backward against float64 references and finite differences.
+import t from 'tap'
+import { kernels } from '../lib/index'
+import { forEachIsa, nanFilled, firstNaN, randomF32, relErr, toBf16, valuesOf } from './helpers'
+
+interface Problem {
+  m: number
+  n: number
+  k: number
+  r: number
+  scale: number
+  x: Float32Array
+  w: Float32Array | Uint16Array
+  a: Float32Array
+  b: Float32Array
+}
+
+function problem(m: number, n: number, k: number, r: number, seed: number, bf16: boolean): Problem {
+  const w = randomF32(n * k, seed + 1, 0.5)
+  return {
+    m, n, k, r, scale: 16 / r,
+    x: randomF32(m * k, seed),
+    w: bf16 ? toBf16(w) : w,
+    a: randomF32(r * k, seed + 2, 0.5),
+    b: randomF32(n * r, seed + 3, 0.5),
+  }
+}
+
+// float64: y = x W^T + s (x A^T) B^T
+function refForward(p: Problem, x = valuesOf(p.x), a = valuesOf(p.a), b = valuesOf(p.b)): Float64Array {
+  const w = valuesOf(p.w)
+  const y = new Float64Array(p.m * p.n)
+  for (let i = 0; i < p.m; i++) {
+    const u = new Float64Array(p.r)
+    for (let q = 0; q < p.r; q++) for (let c = 0; c < p.k; c++) u[q] += x[i * p.k + c] * a[q * p.k + c]
+    for (let j = 0; j < p.n; j++) {
+      let s = 0
+      for (let c = 0; c < p.k; c++) s += x[i * p.k + c] * w[j * p.k + c]
+      let l = 0
+      for (let q = 0; q < p.r; q++) l += u[q] * b[j * p.r + q]
+      y[i * p.n + j] = s + p.scale * l
+    }
+  }
+  return y
+}
+
+// float64 gradients of L = sum(y * R)
+function refBackward(p: Problem, R: Float32Array) {
+  const x = valuesOf(p.x), w = valuesOf(p.w), a = valuesOf(p.a), b = valuesOf(p.b)
+  const { m, n, k, r, scale } = p
+  const u = new Float64Array(m * r), g = new Float64Array(m * r)
+  for (let i = 0; i < m; i++)
+    for (let q = 0; q < r; q++) {
+      for (let c = 0; c < k; c++) u[i * r + q] += x[i * k + c] * a[q * k + c]
+      for (let j = 0; j < n; j++) g[i * r + q] += R[i * n + j] * b[j * r + q]
+    }
+  const dx = new Float64Array(m * k), dA = new Float64Array(r * k), dB = new Float64Array(n * r)
+  for (let i = 0; i < m; i++)
+    for (let c = 0; c < k; c++) {
+      let s = 0
+      for (let j = 0; j < n; j++) s += R[i * n + j] * w[j * k + c]
+      for (let q = 0; q < r; q++) s += scale * g[i * r + q] * a[q * k + c]
+      dx[i * k + c] = s
+    }
+  for (let q = 0; q < r; q++)
+    for (let c = 0; c < k; c++) {
+      let s = 0
+      for (let i = 0; i < m; i++) s += g[i * r + q] * x[i * k + c]
+      dA[q * k + c] = scale * s
+    }
+  for (let j = 0; j < n; j++)
+    for (let q = 0; q < r; q++) {
+      let s = 0
+      for (let i = 0; i < m; i++) s += R[i * n + j] * u[i * r + q]
+      dB[j * r + q] = scale * s
+    }
+  return { dx, dA, dB }
+}
+
+function call(p: Problem) {
+  return { m: p.m, n: p.n, k: p.k, rank: p.r, scale: p.scale, x: p.x, weight: p.w, loraA: p.a, loraB: p.b, u: new Float32Array(p.m * p.r) }
+}
+
+t.test('forward matches float64 (f32 and bf16 base weights)', async (t) => {
+  await forEachIsa(async (isa) => {
+    for (const [m, n, k, r] of [[1, 1, 1, 1], [37, 29, 51, 4], [130, 70, 300, 16]]) {
+      for (const bf16 of [false, true]) {
+        const p = problem(m, n, k, r, m + n, bf16)
+        const out = nanFilled(m * n)
+        kernels.sync.loraForward({ ...call(p), out })
+        t.equal(firstNaN(out), -1, 'every element written')
+        const err = relErr(out, refForward(p))
+        t.ok(err < (isa === 'avx512bf16' && bf16 ? 1e-2 : 2e-5), `${isa} ${m}x${n}x${k} r=${r} ${bf16 ? 'bf16' : 'f32'}: ${err.toExponential(2)}`)
+      }
+    }
+  })
+})
+
+t.test('backward matches float64 gradients', async (t) => {
+  await forEachIsa(async (isa) => {
+    for (const [m, n, k, r] of [[3, 5, 7, 2], [45, 33, 70, 8]]) {
+      const p = problem(m, n, k, r, 7 * m, false)
+      const R = randomF32(m * n, 99)
+      const base = call(p)
+      kernels.sync.loraForward({ ...base, out: new Float32Array(m * n) })
+      const dx = nanFilled(m * k), dA = new Float32Array(r * k), dB = new Float32Array(n * r)
+      kernels.sync.loraBackward({ ...base, dout: R, dx, dA, dB })
+      const ref = refBackward(p, R)
+      for (const [name, got, want] of [['dx', dx, ref.dx], ['dA', dA, ref.dA], ['dB', dB, ref.dB]] as const) {
+        const err = relErr(got, want)
+        t.ok(err < 2e-5, `${isa} ${m}x${n}x${k} r=${r} ${name}: ${err.toExponential(2)}`)
+      }
+      // dA and dB accumulate; dx accumulates on request
+      kernels.sync.loraBackward({ ...base, dout: R, dx, dxAccumulate: true, dA, dB })
+      t.ok(relErr(dA, ref.dA.map((v) => 2 * v)) < 2e-5, `${isa}: dA accumulates`)
+      t.ok(relErr(dx, ref.dx.map((v) => 2 * v)) < 2e-5, `${isa}: dx accumulates`)
+    }
+  })
+})
+
+t.test('backward agrees with central finite differences of the float64 forward', async (t) => {
+  const p = problem(4, 3, 5, 2, 5, false)
+  const R = randomF32(4 * 3, 17)
+  const base = call(p)
+  kernels.sync.loraForward({ ...base, out: new Float32Array(12) })
+  const dx = new Float32Array(20), dA = new Float32Array(10), dB = new Float32Array(6)
+  kernels.sync.loraBackward({ ...base, dout: R, dx, dA, dB })
+  const loss = (x: Float64Array, a: Float64Array, b: Float64Array) => refForward(p, x, a, b).reduce((s, v, i) => s + v * R[i], 0)
+  const h = 1e-6
+  const check = (name: string, which: 0 | 1 | 2, got: Float32Array) => {
+    const vals = [valuesOf(p.x), valuesOf(p.a), valuesOf(p.b)]
+    const fd = new Float64Array(got.length)
+    for (let i = 0; i < got.length; i++) {
+      const plus = vals.map((v) => Float64Array.from(v)), minus = vals.map((v) => Float64Array.from(v))
+      plus[which][i] += h
+      minus[which][i] -= h
+      fd[i] = (loss(plus[0], plus[1], plus[2]) - loss(minus[0], minus[1], minus[2])) / (2 * h)
+    }
+    const err = relErr(got, fd)
+    t.ok(err < 1e-5, `${name} vs finite differences: ${err.toExponential(2)}`)
+  }
+  check('dx', 0, dx)
+  check('dA', 1, dA)
+  check('dB', 2, dB)
+})
+
+t.test('bad arguments name the field', async (t) => {
+  const p = problem(2, 3, 4, 2, 1, false)
+  const base = call(p)
+  t.throws(() => kernels.sync.loraForward({ ...base, out: new Float32Array(5) }), { name: 'RangeError', message: /loraForward: 'out' has 5 elements, expected m \* n = 6/ })
+  t.throws(() => kernels.sync.loraForward({ ...base, loraA: new Float32Array(7), out: new Float32Array(6) }), { name: 'RangeError', message: /'loraA' has 7 elements, expected rank \* k = 8/ })
+  t.throws(() => kernels.sync.loraForward({ ...base, rank: 0, out: new Float32Array(6) }), { name: 'RangeError', message: /'rank' must be in \[1, 4096\]/ })
+  t.throws(() => kernels.sync.loraForward({ ...base, scale: 'x' as unknown as number, out: new Float32Array(6) }), { name: 'TypeError', message: /'scale' must be a number/ })
+  t.throws(() => kernels.sync.loraForward({ ...base, out: base.x.subarray(0, 6) }), { name: 'RangeError', message: /must not share memory/ })
+  await t.rejects(kernels.loraBackward({ ...base, dout: new Float32Array(6), dA: new Float32Array(8), dB: new Float32Array(5) }), { name: 'RangeError', message: /'dB' has 5 elements/ })
+})
