@@ -50,6 +50,40 @@ inline uint16_t elem_bf16(const void* p, int64_t i) {
 template <bool Trans>
 inline int64_t at(int64_t ld, int64_t r, int64_t c) { return Trans ? c * ld + r : r * ld + c; }
 
+#if defined(__AVX2__) && !defined(ERNIE_GEMM_BF16_PAIRS)
+// Eight consecutive elements as f32 (bf16 widened by a 16-bit shift), times scale.
+template <DType T>
+inline __m256 load8(const void* p, int64_t i, float scale) {
+  __m256 v;
+  if constexpr (T == DType::f32) {
+    v = _mm256_loadu_ps(static_cast<const float*>(p) + i);
+  } else {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + i));
+    v = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+  return scale == 1.0f ? v : _mm256_mul_ps(v, _mm256_set1_ps(scale));
+}
+
+inline void transpose8x8(__m256 (&r)[8]) {
+  __m256 t[8];
+  for (int j = 0; j < 8; j += 2) {
+    t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
+    t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
+  }
+  __m256 u[8];
+  for (int j = 0; j < 8; j += 4) {
+    u[j] = _mm256_shuffle_ps(t[j], t[j + 2], 0x44);
+    u[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], 0xEE);
+    u[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0x44);
+    u[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0xEE);
+  }
+  for (int j = 0; j < 4; ++j) {
+    r[j] = _mm256_permute2f128_ps(u[j], u[j + 4], 0x20);
+    r[j + 4] = _mm256_permute2f128_ps(u[j], u[j + 4], 0x31);
+  }
+}
+#endif
+
 // Packs rows [r0, r0+rows) x cols [k0, k0+kc) of a logical [R, K] matrix into panels of P rows:
 // panel p holds, for each k (or k pair), its P row values. Missing rows and k are zero.
 template <DType T, bool Trans, int P>
@@ -85,7 +119,22 @@ void pack_panels(const MatrixRef& m, int64_t r0, int64_t rows, int64_t k0, int64
         for (int64_t i = pr; i < P; ++i) out[i] = 0.0f;
       }
     } else {  // each row is contiguous along k: read rows, write strided
-      for (int64_t i = 0; i < pr; ++i) {
+      int64_t i = 0;
+#if defined(__AVX2__)
+      // Whole groups of 8 rows go through 8x8 register transposes (the weights' packing path).
+      for (; i + 8 <= pr; i += 8) {
+        int64_t k = 0;
+        for (; k + 8 <= kc; k += 8) {
+          __m256 r[8];
+          for (int j = 0; j < 8; ++j) r[j] = load8<T>(m.data, at<Trans>(m.ld, r0 + p + i + j, k0 + k), scale);
+          transpose8x8(r);
+          for (int j = 0; j < 8; ++j) _mm256_storeu_ps(panel + (k + j) * P + i, r[j]);
+        }
+        for (; k < kc; ++k)
+          for (int j = 0; j < 8; ++j) panel[k * P + i + j] = scale * elem<T>(m.data, at<Trans>(m.ld, r0 + p + i + j, k0 + k));
+      }
+#endif
+      for (; i < pr; ++i) {
         const int64_t base = at<Trans>(m.ld, r0 + p + i, k0);
         for (int64_t k = 0; k < kc; ++k) panel[k * P + i] = scale * elem<T>(m.data, base + k);
       }
