@@ -4,9 +4,11 @@
 import { native } from '../native'
 import { gemmSync } from './gemm'
 import { loraSync } from './lora'
+import { opsSync } from './ops'
 
 export * from './gemm'
 export * from './lora'
+export * from './ops'
 
 export type Isa = 'generic' | 'avx2' | 'avx512' | 'avx512bf16'
 
@@ -34,5 +36,6 @@ export function setNumThreads(n: number): void {
 export const sync = {
   gemm: gemmSync,
   ...loraSync,
+  ...opsSync,
 }
 

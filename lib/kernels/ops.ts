@@ -1,0 +1,195 @@
+// The decoder's row ops, forward and backward: RMSNorm, RoPE, SwiGLU, embedding lookup.
+// Tensors are flattened row-major typed arrays; activations and gradients are Float32Array,
+// weights Float32Array or bf16 bits (Uint16Array). Outputs are written in place; an output
+// must not share memory with another argument unless its comment says it may be the input.
+import { nativeOp } from '../native'
+import type { F32OrBf16 } from './gemm'
+
+export interface RmsNormForwardOptions {
+  /** [rows, dim] */
+  x: Float32Array
+  /** [dim], f32 or bf16 bits */
+  weight: F32OrBf16
+  rows: number
+  dim: number
+  /** y = x * rsqrt(mean(x^2) + eps) * weight */
+  eps: number
+  /** [rows, dim]. May be `x` itself (in place), which leaves nothing for the backward. */
+  out: Float32Array
+  /** [rows], optional: rsqrt(mean(x^2) + eps) per row, which the backward needs. */
+  rstd?: Float32Array
+}
+
+export interface RmsNormBackwardOptions {
+  /** [rows, dim]: the gradient of the loss with respect to the forward's output */
+  dout: Float32Array
+  /** [rows, dim]: the forward's input */
+  x: Float32Array
+  /** [dim], f32 or bf16 bits */
+  weight: F32OrBf16
+  /** [rows]: from the forward */
+  rstd: Float32Array
+  rows: number
+  dim: number
+  /** [rows, dim]: overwritten, or added to with `accumulate` (a residual stream's gradient). */
+  dx: Float32Array
+  accumulate?: boolean
+  /** [dim], optional: the weight's gradient is ADDED to it (bitwise reproducible). */
+  dweight?: Float32Array
+}
+
+/** 'adjacent' rotates pairs (2i, 2i+1) (ERNIE-4.5); 'half' rotates (i, i + headDim/2) (Qwen3). */
+export type RopePairing = 'adjacent' | 'half'
+
+interface RopeCommon {
+  /** [B*T] token positions, >= 0 (positions start at 0 for each sequence). */
+  positions: Int32Array
+  heads: number
+  /** Even. */
+  headDim: number
+  /** rope_theta: pair i turns by pos * theta^(-2i/headDim). */
+  theta: number
+  pairing: RopePairing
+}
+
+export interface RopeForwardOptions extends RopeCommon {
+  /** [B*T, heads, headDim]; rotated in place when `out` is omitted. */
+  x: Float32Array
+  /** Same shape as x; may be `x` itself. */
+  out?: Float32Array
+}
+
+export interface RopeBackwardOptions extends RopeCommon {
+  /** [B*T, heads, headDim]: gradient of the rotated tensor; rotated back in place without `dx`. */
+  dout: Float32Array
+  /** Same shape; may be `dout` itself. */
+  dx?: Float32Array
+}
+
+/** out = silu(gate) * up, elementwise over [n]. */
+export interface SwigluForwardSplit {
+  gate: Float32Array
+  up: Float32Array
+  out: Float32Array
+}
+/** The fused projection's output: each row of gateUp [rows, 2*dim] is gate, then up. */
+export interface SwigluForwardFused {
+  gateUp: Float32Array
+  rows: number
+  dim: number
+  /** [rows, dim] */
+  out: Float32Array
+}
+export type SwigluForwardOptions = SwigluForwardSplit | SwigluForwardFused
+
+export interface SwigluBackwardSplit {
+  dout: Float32Array
+  gate: Float32Array
+  up: Float32Array
+  /** Written: dout * up * silu'(gate) */
+  dgate: Float32Array
+  /** Written: dout * silu(gate) */
+  dup: Float32Array
+}
+export interface SwigluBackwardFused {
+  /** [rows, dim] */
+  dout: Float32Array
+  /** [rows, 2*dim] */
+  gateUp: Float32Array
+  rows: number
+  dim: number
+  /** [rows, 2*dim], written: dgate then dup in each row */
+  dgateUp: Float32Array
+}
+export type SwigluBackwardOptions = SwigluBackwardSplit | SwigluBackwardFused
+
+export interface EmbeddingForwardOptions {
+  /** [n] token ids, each in [0, vocab) (RangeError naming the first bad one otherwise). */
+  ids: Int32Array
+  /** [vocab, dim], f32 or bf16 bits */
+  table: F32OrBf16
+  vocab: number
+  dim: number
+  /** [n, dim] */
+  out: Float32Array
+}
+
+export interface EmbeddingBackwardOptions {
+  ids: Int32Array
+  /** [n, dim] */
+  dout: Float32Array
+  /** [vocab, dim]: row ids[k] gets dout[k] ADDED, in a fixed order (reproducible). */
+  dtable: Float32Array
+  vocab: number
+  dim: number
+}
+
+const rmsnormForwardOp = nativeOp<RmsNormForwardOptions>('rmsnormForward')
+const rmsnormBackwardOp = nativeOp<RmsNormBackwardOptions>('rmsnormBackward')
+const ropeForwardOp = nativeOp<RopeForwardOptions>('ropeForward')
+const ropeBackwardOp = nativeOp<RopeBackwardOptions>('ropeBackward')
+const swigluForwardOp = nativeOp<SwigluForwardOptions>('swigluForward')
+const swigluBackwardOp = nativeOp<SwigluBackwardOptions>('swigluBackward')
+const embeddingForwardOp = nativeOp<EmbeddingForwardOptions>('embeddingForward')
+const embeddingBackwardOp = nativeOp<EmbeddingBackwardOptions>('embeddingBackward')
+
+export async function rmsnormForward(o: RmsNormForwardOptions): Promise<void> {
+  return rmsnormForwardOp.run(o)
+}
+export function rmsnormForwardSync(o: RmsNormForwardOptions): void {
+  rmsnormForwardOp.sync(o)
+}
+export async function rmsnormBackward(o: RmsNormBackwardOptions): Promise<void> {
+  return rmsnormBackwardOp.run(o)
+}
+export function rmsnormBackwardSync(o: RmsNormBackwardOptions): void {
+  rmsnormBackwardOp.sync(o)
+}
+export async function ropeForward(o: RopeForwardOptions): Promise<void> {
+  return ropeForwardOp.run(o)
+}
+export function ropeForwardSync(o: RopeForwardOptions): void {
+  ropeForwardOp.sync(o)
+}
+export async function ropeBackward(o: RopeBackwardOptions): Promise<void> {
+  return ropeBackwardOp.run(o)
+}
+export function ropeBackwardSync(o: RopeBackwardOptions): void {
+  ropeBackwardOp.sync(o)
+}
+export async function swigluForward(o: SwigluForwardOptions): Promise<void> {
+  return swigluForwardOp.run(o)
+}
+export function swigluForwardSync(o: SwigluForwardOptions): void {
+  swigluForwardOp.sync(o)
+}
+export async function swigluBackward(o: SwigluBackwardOptions): Promise<void> {
+  return swigluBackwardOp.run(o)
+}
+export function swigluBackwardSync(o: SwigluBackwardOptions): void {
+  swigluBackwardOp.sync(o)
+}
+export async function embeddingForward(o: EmbeddingForwardOptions): Promise<void> {
+  return embeddingForwardOp.run(o)
+}
+export function embeddingForwardSync(o: EmbeddingForwardOptions): void {
+  embeddingForwardOp.sync(o)
+}
+export async function embeddingBackward(o: EmbeddingBackwardOptions): Promise<void> {
+  return embeddingBackwardOp.run(o)
+}
+export function embeddingBackwardSync(o: EmbeddingBackwardOptions): void {
+  embeddingBackwardOp.sync(o)
+}
+
+/** The blocking twins, for `kernels.sync`. */
+export const opsSync = {
+  rmsnormForward: rmsnormForwardSync,
+  rmsnormBackward: rmsnormBackwardSync,
+  ropeForward: ropeForwardSync,
+  ropeBackward: ropeBackwardSync,
+  swigluForward: swigluForwardSync,
+  swigluBackward: swigluBackwardSync,
+  embeddingForward: embeddingForwardSync,
+  embeddingBackward: embeddingBackwardSync,
+}
