@@ -1,9 +1,10 @@
-// npm run bench:kernels [-- --json] [-- --peer]
+// npm run bench:kernels [-- --json] [-- --peer] [-- --only gemm|ops]
 // GEMM GFLOP/s at the ERNIE-4.5-0.3B shapes (M = 1024 tokens) and 2048^3, bf16 weights (B) and
 // fp32; with --peer, PyTorch's figures from ../shared/bench/gemm_peer.py in the same run.
+// The row ops (RMSNorm, RoPE, SwiGLU, embedding) in GB/s of compulsory memory traffic.
 import { kernels } from '../lib/index'
 import { randomF32Fast, randomBf16Fast } from './data'
-import { report, runPeer, timeIt, wantPeer, type Row } from './common'
+import { flagValue, report, runPeer, timeIt, wantPeer, type Row } from './common'
 
 const GEMM_SHAPES: [number, number, number][] = [
   [1024, 2048, 1024],
@@ -28,8 +29,47 @@ async function benchGemm(): Promise<Row[]> {
   return rows
 }
 
+// ERNIE-4.5-0.3B: 1024 tokens, hidden 1024, 16 query heads of 128, intermediate 3072.
+async function benchOps(): Promise<Row[]> {
+  const T = 1024, H = 1024, heads = 16, hd = 128, I = 3072, V = 103424
+  const rows: Row[] = []
+  const gbps = async (key: string, bytes: number, fn: () => Promise<void>) => {
+    rows.push({ key, value: bytes / (await timeIt(fn, 9, 2)) / 1e9, unit: 'GB/s' })
+  }
+  const x = randomF32Fast(T * H, 1), dout = randomF32Fast(T * H, 2), out = new Float32Array(T * H)
+  const weight = randomBf16Fast(H, 3), rstd = new Float32Array(T), dx = new Float32Array(T * H), dweight = new Float32Array(H)
+  await gbps('rmsnorm_fwd_1024x1024', 8 * T * H, () => kernels.rmsnormForward({ x, weight, rows: T, dim: H, eps: 1e-5, out, rstd }))
+  await gbps('rmsnorm_bwd_1024x1024', 12 * T * H, () =>
+    kernels.rmsnormBackward({ dout, x, weight, rstd, rows: T, dim: H, dx, dweight }),
+  )
+  const q = randomF32Fast(T * heads * hd, 4), positions = Int32Array.from({ length: T }, (_, i) => i)
+  await gbps('rope_fwd_1024x16x128', 8 * T * heads * hd, () =>
+    kernels.ropeForward({ x: q, positions, heads, headDim: hd, theta: 500000, pairing: 'adjacent' }),
+  )
+  const gateUp = randomF32Fast(T * 2 * I, 5), act = new Float32Array(T * I), dact = randomF32Fast(T * I, 6)
+  const dgateUp = new Float32Array(T * 2 * I)
+  await gbps('swiglu_fwd_1024x3072', 12 * T * I, () => kernels.swigluForward({ gateUp, rows: T, dim: I, out: act }))
+  await gbps('swiglu_bwd_1024x3072', 20 * T * I, () =>
+    kernels.swigluBackward({ dout: dact, gateUp, rows: T, dim: I, dgateUp }),
+  )
+  const table = randomBf16Fast(V * H, 7), dtable = new Float32Array(V * H)
+  const ids = Int32Array.from({ length: T }, (_, i) => (i * 7919) % V)
+  await gbps('embedding_fwd_bf16_1024x1024', 6 * T * H, () => kernels.embeddingForward({ ids, table, vocab: V, dim: H, out }))
+  await gbps('embedding_bwd_1024x1024', 12 * T * H, () => kernels.embeddingBackward({ ids, dout, dtable, vocab: V, dim: H }))
+  return rows
+}
+
 async function main(): Promise<void> {
+  const only = flagValue('--only')
+  if (only === 'ops') {
+    report(`row ops (${kernels.activeIsa()}, ${kernels.numThreads()} threads)`, await benchOps(), {
+      isa: kernels.activeIsa(),
+      threads: kernels.numThreads(),
+    })
+    return
+  }
   const rows = await benchGemm()
+  if (only !== 'gemm') rows.push(...(await benchOps()))
   if (wantPeer) {
     const peer = runPeer('gemm_peer.py') as { gflops?: Record<string, number> } | undefined
     for (const r of rows) {
