@@ -14,6 +14,11 @@ std::map<std::string, Parser>& registry() {
   return ops;
 }
 
+std::vector<ExportFn>& export_fns() {
+  static std::vector<ExportFn> fns;
+  return fns;
+}
+
 [[noreturn]] void throw_with_code(Napi::Error err, const char* code) {
   err.Set("code", Napi::String::New(err.Env(), code));
   throw err;
@@ -80,27 +85,15 @@ class JobWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
 };
 
-Napi::Value call_async(const Napi::CallbackInfo& info) {
+Napi::Value call(const Napi::CallbackInfo& info, bool sync) {
   auto* name = static_cast<std::string*>(info.Data());
   Args args(info, name->c_str());
   Job job = registry().at(*name)(args);
-  auto* worker = new JobWorker(info.Env(), *name, std::move(job), std::move(args.kept()));
-  Napi::Promise promise = worker->promise();
-  worker->Queue();
-  return promise;
+  return run_job(info.Env(), *name, std::move(job), args, sync);
 }
 
-Napi::Value call_sync(const Napi::CallbackInfo& info) {
-  auto* name = static_cast<std::string*>(info.Data());
-  Args args(info, name->c_str());
-  Job job = registry().at(*name)(args);
-  try {
-    job.run();
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(info.Env(), *name + ": " + e.what());
-  }
-  return job.result ? job.result(info.Env()) : info.Env().Undefined();
-}
+Napi::Value call_async(const Napi::CallbackInfo& info) { return call(info, false); }
+Napi::Value call_sync(const Napi::CallbackInfo& info) { return call(info, true); }
 
 }  // namespace
 
@@ -224,6 +217,32 @@ void Args::expect_disjoint(const char* key_a, const ArrayArg& a, const char* key
   if (lo_a < hi_b && lo_b < hi_a) range_error(name(key_a) + " and " + name(key_b) + " must not share memory");
 }
 
+Napi::Value run_job(Napi::Env env, const std::string& name, Job job, Args& args, bool sync) {
+  if (!sync) {
+    auto* worker = new JobWorker(env, name, std::move(job), std::move(args.kept()));
+    Napi::Promise promise = worker->promise();
+    worker->Queue();
+    return promise;
+  }
+  try {
+    job.run();
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, name + ": " + e.what());
+  }
+  return job.result ? job.result(env) : env.Undefined();
+}
+
+Args Args::object(const char* key) {
+  Napi::Value v = field(key);
+  if (!v.IsObject() || v.IsArray() || v.IsTypedArray()) type_error(name(key) + " must be an object, got " + describe(v));
+  return Args(env_, op_, prefix_ + key + ".", v.As<Napi::Object>(), kept_);
+}
+
+bool register_exports(ExportFn fn) {
+  export_fns().push_back(fn);
+  return true;
+}
+
 bool register_op(const char* name, Parser parser) {
   registry()[name] = parser;
   return true;
@@ -235,6 +254,7 @@ void export_ops(Napi::Env env, Napi::Object exports) {
     exports.Set(name, Napi::Function::New(env, call_async, name, data));
     exports.Set(name + "Sync", Napi::Function::New(env, call_sync, name + "Sync", data));
   }
+  for (ExportFn fn : export_fns()) fn(env, exports);
 }
 
 }  // namespace ernie::addon

@@ -44,6 +44,12 @@ class Args {
   Args(const Napi::CallbackInfo& info, const char* op);
   // The objects of an array field, e.g. gemm's `segments`: errors then name "segments[1].k".
   std::vector<Args> objects(const char* key, size_t min_count, size_t max_count);
+  // A nested object field: errors then name "dims.heads".
+  Args object(const char* key);
+  // The raw value of a field, for ops that take native objects (a Model, an Adapter).
+  Napi::Value value(const char* key) const { return field(key); }
+  // Keeps any JS value alive until the Job is done (e.g. the object whose method runs).
+  void keep(Napi::Value v) { kept_->push_back(Napi::Persistent(v)); }
   Napi::Env env() const { return env_; }
   const std::string& op() const { return op_; }
 
@@ -89,8 +95,15 @@ class Args {
 
 using Parser = Job (*)(Args&);
 
+// Runs a parsed Job: on a libuv worker, returning a Promise, or here when `sync`.
+// For methods of native objects (ObjectWrap), which register themselves.
+Napi::Value run_job(Napi::Env env, const std::string& name, Job job, Args& args, bool sync);
+
 // Registers an op under `name`; returns true so it can initialise a static.
 bool register_op(const char* name, Parser parser);
+// Registers a function that adds exports of its own (an ObjectWrap class).
+using ExportFn = void (*)(Napi::Env, Napi::Object);
+bool register_exports(ExportFn fn);
 void export_ops(Napi::Env env, Napi::Object exports);
 
 }  // namespace ernie::addon

@@ -50,7 +50,9 @@ void gemm(const GemmArgs& g) {
   for (int64_t jc = 0; jc < g.n; jc += bl.nc) {
     const int64_t nc = std::min<int64_t>(bl.nc, g.n - jc);
     const int64_t n_panels = (nc + nr - 1) / nr;
-    int64_t n_slices = std::min<int64_t>(n_panels, std::max<int64_t>(1, (4 * threads + m_blocks - 1) / m_blocks));
+    // Enough tiles that a static split leaves little imbalance (threads own contiguous runs
+    // of tiles, so A is still packed about once per row block per thread).
+    int64_t n_slices = std::min<int64_t>(n_panels, std::max<int64_t>(1, (16 * threads + m_blocks - 1) / m_blocks));
     const int64_t panels_per_slice = (n_panels + n_slices - 1) / n_slices;
     n_slices = (n_panels + panels_per_slice - 1) / panels_per_slice;
     bool first = true;
