@@ -3,8 +3,10 @@
 // and tiny inputs. One file per kernel family.
 import { native } from '../native'
 import { gemmSync } from './gemm'
+import { crossEntropySync } from './loss'
 
 export * from './gemm'
+export * from './loss'
 
 export type Isa = 'generic' | 'avx2' | 'avx512' | 'avx512bf16'
 
@@ -31,5 +33,6 @@ export function setNumThreads(n: number): void {
 /** Blocking twins of the kernels, for tests and tiny inputs. */
 export const sync = {
   gemm: gemmSync,
+  crossEntropy: crossEntropySync,
 }
 
