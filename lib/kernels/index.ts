@@ -4,9 +4,19 @@
 import { native } from '../native'
 import { gemmSync } from './gemm'
 import { crossEntropySync } from './loss'
+import {
+  adamw8bitStepSync,
+  adamwStepSync,
+  clipGradNormSync,
+  dequantizeBlockwiseSync,
+  gradNormSync,
+  quantizeBlockwiseSync,
+  sgdStepSync,
+} from './optim'
 
 export * from './gemm'
 export * from './loss'
+export * from './optim'
 
 export type Isa = 'generic' | 'avx2' | 'avx512' | 'avx512bf16'
 
@@ -34,5 +44,12 @@ export function setNumThreads(n: number): void {
 export const sync = {
   gemm: gemmSync,
   crossEntropy: crossEntropySync,
+  adamwStep: adamwStepSync,
+  adamw8bitStep: adamw8bitStepSync,
+  sgdStep: sgdStepSync,
+  quantizeBlockwise: quantizeBlockwiseSync,
+  dequantizeBlockwise: dequantizeBlockwiseSync,
+  gradNorm: gradNormSync,
+  clipGradNorm: clipGradNormSync,
 }
 
