@@ -160,6 +160,30 @@ t.test('blockwise quantisation round trip: nearest code, error within half a gap
   })
 })
 
+t.test('quantisation picks the right side of every midpoint of both maps', async (t) => {
+  await forEachIsa((isa) => {
+    for (const signed of [true, false]) {
+      const map = signed ? MAP_S : MAP_U
+      // One block with absmax 1 (the value 1 is in it), so q = x exactly.
+      const xs: number[] = [1]
+      const expected: number[] = [255]
+      for (let k = 0; k < 255; k++) {
+        const mid = (map[k] + map[k + 1]) / 2
+        xs.push(Math.fround(mid * (1 + 2 ** -18)), Math.fround(mid * (1 - 2 ** -18)))
+        expected.push(mid > 0 ? k + 1 : k, mid > 0 ? k : k + 1)
+        xs.push(map[k])
+        expected.push(k)
+      }
+      const input = Float32Array.from(xs)
+      const codes = new Uint8Array(input.length), absmax = new Float32Array(1)
+      kernels.sync.quantizeBlockwise({ input, codes, absmax, blockSize: 65536, signed })
+      let wrong = 0
+      for (let i = 0; i < input.length; i++) if (codes[i] !== expected[i]) wrong++
+      t.equal(wrong, 0, `${isa} ${signed ? 'signed' : 'unsigned'}: ${input.length} values around all 255 midpoints`)
+    }
+  })
+})
+
 t.test('adamw8bitStep: one step matches a float64 reference of the same algorithm', async (t) => {
   await forEachIsa((isa) => {
     for (const blockSize of [256, 61]) {

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <stdexcept>
 
 #include "cpu/threadpool.h"
 
@@ -16,6 +18,37 @@ namespace {
 constexpr int64_t kPiece = int64_t(1) << 15;
 
 int64_t pieces(int64_t n) { return (n + kPiece - 1) / kPiece; }
+
+// The value range of |q| that bucket b stands for (the end buckets take everything clamped).
+float bucket_edge(int b) {
+  if (b <= 0) return 0.0f;
+  if (b >= kQuantBuckets) return std::numeric_limits<float>::infinity();
+  const uint32_t u = uint32_t(b + (104 << 8)) << 15;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// bucket_base = how many midpoints lie below every q of the bucket; quant_bucket() then needs
+// one comparison, which is exact only if the bucket holds at most one midpoint: checked here.
+void fill_buckets(QuantMap& map) {
+  const float* mid = map.midpoints;
+  auto count_below = [&](float x, bool inclusive) {
+    int c = 0;
+    while (c < 255 && (mid[c] < x || (inclusive && mid[c] == x))) ++c;
+    return c;
+  };
+  for (int b = 0; b < kQuantBuckets; ++b) {
+    const float lo = bucket_edge(b), hi = bucket_edge(b + 1);
+    const int pos = count_below(lo, false);           // q in [lo, hi)
+    const int neg = count_below(-hi, true);           // q in (-hi, -lo]
+    if (count_below(hi, false) - pos > 1 || count_below(-lo, true) - neg > 1)
+      throw std::logic_error("quantisation map: a bucket holds two midpoints");
+    map.bucket_base[b] = uint8_t(pos);
+    map.bucket_base[kQuantBuckets + b] = uint8_t(neg);
+  }
+  for (int i = 2 * kQuantBuckets; i < 2 * kQuantBuckets + 4; ++i) map.bucket_base[i] = 0;
+}
 
 // bitsandbytes' dynamic ("dynamic tree") map, as create_dynamic_map(signed, 7, 8) builds it.
 // Each decade i = 0..6 covers magnitudes [10^(i-6) * 0.1, 10^(i-6)]: the interval (0.1, 1) is
@@ -42,6 +75,7 @@ QuantMap build_dynamic_map(bool is_signed) {
   for (int i = 0; i < 256; ++i) map.values[i] = float(values[size_t(i)]);
   for (int i = 0; i < 255; ++i) map.midpoints[i] = float(0.5 * (values[size_t(i)] + values[size_t(i) + 1]));
   map.midpoints[255] = std::numeric_limits<float>::infinity();
+  fill_buckets(map);
   return map;
 }
 

@@ -1,6 +1,6 @@
 // The per-ISA loops of the optimisers. They are memory-bound: plain loops the compiler
 // vectorises, except the double-precision sum of squares (AVX2 by hand, since an FP reduction
-// is not reordered without -ffast-math) and the 8-bit code search.
+// is not reordered without -ffast-math).
 #include <cmath>
 
 #include "cpu/optim.h"
@@ -15,35 +15,43 @@ namespace {
 
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// The nearest code to x: how many of the 255 midpoints lie below x (a branchless binary
-// search over 256 slots, the last one +inf). Ties go to the lower code; NaN gives code 0.
-inline uint8_t nearest_code(const float* midpoints, float x) {
-  int idx = 0;
-  for (int step = 128; step >= 1; step >>= 1) idx += midpoints[idx + step - 1] < x ? step : 0;
-  return uint8_t(idx);
+#if defined(__AVX2__)
+// nearest_code() for eight values: the bucket's base and its midpoint are two gathers.
+inline __m256i nearest_codes8(const QuantMap& map, __m256 q) {
+  const __m256i u = _mm256_castps_si256(q);
+  __m256i key = _mm256_sub_epi32(_mm256_srli_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)), 15),
+                                 _mm256_set1_epi32(104 << 8));
+  key = _mm256_min_epi32(_mm256_max_epi32(key, _mm256_setzero_si256()), _mm256_set1_epi32(kQuantBuckets - 1));
+  key = _mm256_add_epi32(key, _mm256_and_si256(_mm256_srai_epi32(u, 31), _mm256_set1_epi32(kQuantBuckets)));
+  const __m256i base = _mm256_and_si256(
+      _mm256_i32gather_epi32(reinterpret_cast<const int*>(map.bucket_base), key, 1), _mm256_set1_epi32(0xff));
+  const __m256 mid = _mm256_i32gather_ps(map.midpoints, base, 4);
+  return _mm256_sub_epi32(base, _mm256_castps_si256(_mm256_cmp_ps(mid, q, _CMP_LT_OQ)));  // true = -1
 }
+
+// The low byte of each 32-bit lane, in order, to 8 bytes at dst.
+inline void store_codes8(uint8_t* dst, __m256i codes) {
+  const __m256i low_bytes = _mm256_shuffle_epi8(
+      codes, _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1,
+                              -1, -1, -1, -1, -1, -1, -1, -1, -1));
+  const __m256i packed = _mm256_permutevar8x32_epi32(low_bytes, _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), _mm256_castsi256_si128(packed));
+}
+
+inline __m256 load_codes8(const QuantMap& map, const uint8_t* codes) {
+  const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes)));
+  return _mm256_i32gather_ps(map.values, c, 4);
+}
+#endif
 
 void quantize_block(const float* x, int64_t len, float absmax, const QuantMap& map, uint8_t* codes) {
   const float inv = absmax > 0.0f ? 1.0f / absmax : 0.0f;  // an all-zero block: every value maps to 0
   int64_t j = 0;
 #if defined(__AVX2__)
-  // Eight lanes walk the same search with gathers.
   const __m256 vinv = _mm256_set1_ps(inv);
-  for (; j + 8 <= len; j += 8) {
-    const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + j), vinv);
-    __m256i idx = _mm256_setzero_si256();
-    for (int step = 128; step >= 1; step >>= 1) {
-      const __m256i probe = _mm256_add_epi32(idx, _mm256_set1_epi32(step - 1));
-      const __m256 mid = _mm256_i32gather_ps(map.midpoints, probe, 4);
-      const __m256i below = _mm256_castps_si256(_mm256_cmp_ps(mid, v, _CMP_LT_OQ));
-      idx = _mm256_add_epi32(idx, _mm256_and_si256(below, _mm256_set1_epi32(step)));
-    }
-    alignas(32) int32_t lanes[8];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), idx);
-    for (int l = 0; l < 8; ++l) codes[j + l] = uint8_t(lanes[l]);
-  }
+  for (; j + 8 <= len; j += 8) store_codes8(codes + j, nearest_codes8(map, _mm256_mul_ps(_mm256_loadu_ps(x + j), vinv)));
 #endif
-  for (; j < len; ++j) codes[j] = nearest_code(map.midpoints, x[j] * inv);
+  for (; j < len; ++j) codes[j] = nearest_code(map, x[j] * inv);
 }
 
 }  // namespace
@@ -80,7 +88,35 @@ void adamw8bit_update(float* p, const float* g, uint8_t* m_codes, uint8_t* v_cod
     const float* gb = g + b0;
     float* pb = p + b0;
     float m_max = 0.0f, v_max = 0.0f;
-    for (int64_t j = 0; j < len; ++j) {
+    int64_t j = 0;
+#if defined(__AVX2__)
+    {
+      const __m256 vb1 = _mm256_set1_ps(b1), vc1 = _mm256_set1_ps(c1), vb2 = _mm256_set1_ps(b2), vc2 = _mm256_set1_ps(c2);
+      const __m256 vms = _mm256_set1_ps(m_scale), vvs = _mm256_set1_ps(v_scale), vdecay = _mm256_set1_ps(decay);
+      const __m256 vstep = _mm256_set1_ps(step_size), vbias2 = _mm256_set1_ps(bias2_sqrt), veps = _mm256_set1_ps(eps);
+      const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+      __m256 mmax = _mm256_setzero_ps(), vmax = _mm256_setzero_ps();
+      for (; j + 8 <= len; j += 8) {
+        const __m256 gi = _mm256_loadu_ps(gb + j);
+        const __m256 mi = _mm256_add_ps(_mm256_mul_ps(vb1, _mm256_mul_ps(load_codes8(m_map, mc + j), vms)), _mm256_mul_ps(vc1, gi));
+        const __m256 vi = _mm256_add_ps(_mm256_mul_ps(vb2, _mm256_mul_ps(load_codes8(v_map, vc + j), vvs)),
+                                        _mm256_mul_ps(_mm256_mul_ps(vc2, gi), gi));
+        _mm256_storeu_ps(ms + j, mi);
+        _mm256_storeu_ps(vs + j, vi);
+        mmax = _mm256_max_ps(_mm256_and_ps(mi, abs_mask), mmax);  // a NaN lane keeps the old max, as below
+        vmax = _mm256_max_ps(vi, vmax);
+        const __m256 denom = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), vbias2), veps);
+        const __m256 p = _mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(pb + j), vdecay), _mm256_div_ps(_mm256_mul_ps(vstep, mi), denom));
+        _mm256_storeu_ps(pb + j, p);
+      }
+      alignas(32) float lanes[8];
+      _mm256_store_ps(lanes, mmax);
+      for (int l = 0; l < 8; ++l) m_max = lanes[l] > m_max ? lanes[l] : m_max;
+      _mm256_store_ps(lanes, vmax);
+      for (int l = 0; l < 8; ++l) v_max = lanes[l] > v_max ? lanes[l] : v_max;
+    }
+#endif
+    for (; j < len; ++j) {
       const float gi = gb[j];
       const float mi = b1 * (m_map.values[mc[j]] * m_scale) + c1 * gi;
       const float vi = b2 * (v_map.values[vc[j]] * v_scale) + c2 * gi * gi;
