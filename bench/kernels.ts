@@ -1,10 +1,19 @@
-// npm run bench:kernels [-- --json] [-- --peer] [-- --only gemm|ops]
+// npm run bench:kernels [-- --json] [-- --peer] [-- --only gemm,ops,ce,optim]
 // GEMM GFLOP/s at the ERNIE-4.5-0.3B shapes (M = 1024 tokens) and 2048^3, bf16 weights (B) and
 // fp32; with --peer, PyTorch's figures from ../shared/bench/gemm_peer.py in the same run.
+// ce_T1024_V103424: the chunked cross-entropy with its backward at the real head (1024 tokens,
+// hidden 1024, vocab 103,424, bf16 weight, dhidden and dweight), in model GFLOP/s counting the
+// three GEMMs of a head's forward and backward, 6 T V Hd; the engine also recomputes the logits
+// in its second pass (8 T V Hd executed), so this is the useful rate, not the GEMM's.
+// adamw / adamw8bit: optimiser steps over 16M fp32 params, in million params per second.
 // The row ops (RMSNorm, RoPE, SwiGLU, embedding) in GB/s of compulsory memory traffic.
 import { kernels } from '../lib/index'
 import { randomF32Fast, randomBf16Fast } from './data'
 import { flagValue, report, runPeer, timeIt, wantPeer, type Row } from './common'
+
+// --only picks sections (the cross-entropy alone runs about a minute on 2 cores).
+const only = flagValue('--only')?.split(',')
+const wanted = (section: string) => !only || only.includes(section)
 
 const GEMM_SHAPES: [number, number, number][] = [
   [1024, 2048, 1024],
@@ -27,6 +36,32 @@ async function benchGemm(): Promise<Row[]> {
     }
   }
   return rows
+}
+
+async function benchCrossEntropy(): Promise<Row[]> {
+  const T = 1024, V = 103424, H = 1024
+  const hidden = randomF32Fast(T * H, 3)
+  const weight = randomBf16Fast(V * H, 4)
+  const targets = Int32Array.from({ length: T }, (_, i) => (i * 7919) % V)
+  const dhidden = new Float32Array(T * H), dweight = new Float32Array(V * H)
+  const s = await timeIt(() => kernels.crossEntropy({ hidden, weight, targets, tokens: T, hiddenSize: H, vocab: V, dhidden, dweight }), 3, 1)
+  return [{ key: `ce_T${T}_V${V}`, value: (6 * T * V * H) / s / 1e9, unit: 'GFLOP/s' }]
+}
+
+async function benchOptimisers(): Promise<Row[]> {
+  const n = 1 << 24
+  const params = randomF32Fast(n, 5), grads = randomF32Fast(n, 6)
+  const m = new Float32Array(n), v = new Float32Array(n), paramsBf16 = new Uint16Array(n)
+  const blocks = Math.ceil(n / 256)
+  const m8 = new Uint8Array(n), v8 = new Uint8Array(n), mAbsmax = new Float32Array(blocks), vAbsmax = new Float32Array(blocks)
+  let step = 0
+  const fp32 = await timeIt(() => kernels.adamwStep({ params, grads, m, v, paramsBf16, lr: 1e-4, step: ++step }), 5, 1)
+  step = 0
+  const q8 = await timeIt(() => kernels.adamw8bitStep({ params, grads, m: m8, v: v8, mAbsmax, vAbsmax, paramsBf16, lr: 1e-4, step: ++step }), 5, 1)
+  return [
+    { key: 'adamw_n16M', value: n / fp32 / 1e6, unit: 'Mparam/s' },
+    { key: 'adamw8bit_n16M', value: n / q8 / 1e6, unit: 'Mparam/s' },
+  ]
 }
 
 // ERNIE-4.5-0.3B: 1024 tokens, hidden 1024, 16 query heads of 128, intermediate 3072.
@@ -60,23 +95,17 @@ async function benchOps(): Promise<Row[]> {
 }
 
 async function main(): Promise<void> {
-  const only = flagValue('--only')
-  if (only === 'ops') {
-    report(`row ops (${kernels.activeIsa()}, ${kernels.numThreads()} threads)`, await benchOps(), {
-      isa: kernels.activeIsa(),
-      threads: kernels.numThreads(),
-    })
-    return
-  }
-  const rows = await benchGemm()
-  if (only !== 'gemm') rows.push(...(await benchOps()))
-  if (wantPeer) {
+  const rows = wanted('gemm') ? await benchGemm() : []
+  if (wantPeer && wanted('gemm')) {
     const peer = runPeer('gemm_peer.py') as { gflops?: Record<string, number> } | undefined
     for (const r of rows) {
       const key = r.key.replace(/^bf16_/, 'bfloat16_').replace(/^fp32_/, 'float32_')
       if (peer?.gflops?.[key] !== undefined) r.peer = peer.gflops[key]
     }
   }
+  if (wanted('ops')) rows.push(...(await benchOps()))
+  if (wanted('ce')) rows.push(...(await benchCrossEntropy()))
+  if (wanted('optim')) rows.push(...(await benchOptimisers()))
   report(`kernels (${kernels.activeIsa()}, ${kernels.numThreads()} threads)`, rows, {
     isa: kernels.activeIsa(),
     threads: kernels.numThreads(),

@@ -9,6 +9,19 @@ import { opsSync } from './ops'
 export * from './gemm'
 export * from './lora'
 export * from './ops'
+import { crossEntropySync } from './loss'
+import {
+  adamw8bitStepSync,
+  adamwStepSync,
+  clipGradNormSync,
+  dequantizeBlockwiseSync,
+  gradNormSync,
+  quantizeBlockwiseSync,
+  sgdStepSync,
+} from './optim'
+
+export * from './loss'
+export * from './optim'
 
 export type Isa = 'generic' | 'avx2' | 'avx512' | 'avx512bf16'
 
@@ -37,5 +50,13 @@ export const sync = {
   gemm: gemmSync,
   ...loraSync,
   ...opsSync,
+  crossEntropy: crossEntropySync,
+  adamwStep: adamwStepSync,
+  adamw8bitStep: adamw8bitStepSync,
+  sgdStep: sgdStepSync,
+  quantizeBlockwise: quantizeBlockwiseSync,
+  dequantizeBlockwise: dequantizeBlockwiseSync,
+  gradNorm: gradNormSync,
+  clipGradNorm: clipGradNormSync,
 }
 

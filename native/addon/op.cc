@@ -242,6 +242,28 @@ bool register_exports(ExportFn fn) {
   export_fns().push_back(fn);
   return true;
 }
+std::vector<ArrayArg> Args::f32_list(const char* key) {
+  Napi::Value v = field(key);
+  if (!v.IsArray()) type_error(name(key) + " must be an Array of Float32Arrays, got " + describe(v));
+  auto arr = v.As<Napi::Array>();
+  std::vector<ArrayArg> out;
+  for (uint32_t i = 0; i < arr.Length(); ++i) {
+    Napi::Value item = arr.Get(i);
+    const std::string item_name = "'" + prefix_ + key + "[" + std::to_string(i) + "]'";
+    if (!item.IsTypedArray() || item.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      type_error(item_name + " must be a Float32Array, got " + describe(item));
+    auto ta = item.As<Napi::TypedArray>();
+    ArrayArg a;
+    a.type = napi_float32_array;
+    a.length = ta.ElementLength();
+    a.data = static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+    kept_->push_back(Napi::Persistent(item));
+    out.push_back(a);
+  }
+  return out;
+}
+
+ArrayArg Args::u16(const char* key) { return array(key, {napi_uint16_array}, "a Uint16Array of bf16 values"); }
 
 bool register_op(const char* name, Parser parser) {
   registry()[name] = parser;

@@ -78,6 +78,10 @@ class Args {
   [[noreturn]] void type_error(const std::string& msg);
 
   std::vector<Napi::Reference<Napi::Value>>& kept() { return *kept_; }
+  // An Array of Float32Arrays, e.g. clipGradNorm's `grads`: errors name "grads[2]".
+  std::vector<ArrayArg> f32_list(const char* key);
+  // Uint16Array only: raw bf16 bits that are written, e.g. an optimiser's bf16 copy of the params.
+  ArrayArg u16(const char* key);
 
  private:
   Args(Napi::Env env, std::string op, std::string prefix, Napi::Object options,

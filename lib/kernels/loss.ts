@@ -1,0 +1,43 @@
+// Cross-entropy through the tied LM head, chunked over the vocabulary so the [tokens, vocab]
+// logits never exist whole; optionally the gradients for the hidden states and the head.
+import { nativeOp } from '../native'
+import type { F32OrBf16 } from './gemm'
+
+export interface CrossEntropyOptions {
+  /** Final hidden states, [tokens, hiddenSize]. */
+  hidden: Float32Array
+  /** The head (tied to the embedding), [vocab, hiddenSize]: Float32Array or bf16 bits. */
+  weight: F32OrBf16
+  /** [tokens]: the token each position should predict; negative (e.g. -100) = ignored. */
+  targets: Int32Array
+  tokens: number
+  hiddenSize: number
+  vocab: number
+  /** Vocabulary rows per logits block (default 8192). */
+  chunk?: number
+  /** Tokens per logits block (default 512): memory is rowTile * chunk floats. */
+  rowTile?: number
+  /** [tokens, hiddenSize]: written with d(loss)/d(hidden) when given (zero on ignored rows). */
+  dhidden?: Float32Array
+  /** [vocab, hiddenSize]: d(loss)/d(weight) is ADDED here when given (the head trains). */
+  dweight?: Float32Array
+  /** The gradients are of gradScale * lossSum; default 1 / count, the gradient of the mean. */
+  gradScale?: number
+}
+
+export interface CrossEntropyResult {
+  /** Mean over the positions with a target; 0 when there are none. */
+  loss: number
+  /** Positions with a target. */
+  count: number
+  lossSum: number
+}
+
+const op = nativeOp<CrossEntropyOptions, CrossEntropyResult>('crossEntropy')
+
+export async function crossEntropy(o: CrossEntropyOptions): Promise<CrossEntropyResult> {
+  return op.run(o)
+}
+export function crossEntropySync(o: CrossEntropyOptions): CrossEntropyResult {
+  return op.sync(o)
+}

@@ -1,0 +1,95 @@
+// The per-ISA half of the cross-entropy: the exp-heavy row passes over a logits block.
+// AVX2 (and the AVX-512 builds, which include it) use a vector exp; generic calls expf.
+#include <cmath>
+
+#include "cpu/loss.h"
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+namespace ernie::cpu::ERNIE_ISA_NS {
+namespace {
+
+#if defined(__AVX2__)
+// e^x to about 2 ulp: x = n ln2 + r with |r| <= ln2 / 2, e^r from a degree-7 polynomial
+// (Cephes' expf coefficients), 2^n put into the exponent bits. x below ln(FLT_MIN) gives 0
+// (so -inf gives 0); NaN stays NaN, which the max/min operand order below lets through.
+inline __m256 exp_ps(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.33654f), hi = _mm256_set1_ps(88.0f);
+  const __m256 xc = _mm256_min_ps(hi, _mm256_max_ps(lo, x));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), xc);  // ln2 split in two for accuracy
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  const __m256 y = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256 result = _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
+  return _mm256_andnot_ps(_mm256_cmp_ps(x, lo, _CMP_LT_OQ), result);
+}
+
+inline float hmax(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
+}
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+#endif
+
+}  // namespace
+
+void ce_chunk_stats(const float* x, int64_t n, float* out_max, float* out_sum) {
+  int64_t j = 0;
+  float mx = -INFINITY;
+#if defined(__AVX2__)
+  __m256 vmax = _mm256_set1_ps(-INFINITY);
+  for (; j + 8 <= n; j += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(x + j));
+  mx = hmax(vmax);
+#endif
+  for (; j < n; ++j) mx = x[j] > mx ? x[j] : mx;
+  *out_max = mx;
+  if (mx == -INFINITY) {  // exp(x - max) would be NaN; these logits carry no mass
+    *out_sum = 0.0f;
+    return;
+  }
+  // A NaN the max skipped still reaches the sum through exp(NaN) and poisons the loss.
+  float sum = 0.0f;
+  j = 0;
+#if defined(__AVX2__)
+  const __m256 vm = _mm256_set1_ps(mx);
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  for (; j + 16 <= n; j += 16) {
+    s0 = _mm256_add_ps(s0, exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), vm)));
+    s1 = _mm256_add_ps(s1, exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j + 8), vm)));
+  }
+  for (; j + 8 <= n; j += 8) s0 = _mm256_add_ps(s0, exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), vm)));
+  sum = hsum(_mm256_add_ps(s0, s1));
+#endif
+  for (; j < n; ++j) sum += expf(x[j] - mx);
+  *out_sum = sum;
+}
+
+void ce_softmax_scaled(float* x, int64_t n, float lse, float scale) {
+  int64_t j = 0;
+#if defined(__AVX2__)
+  const __m256 vl = _mm256_set1_ps(lse), vs = _mm256_set1_ps(scale);
+  for (; j + 8 <= n; j += 8)
+    _mm256_storeu_ps(x + j, _mm256_mul_ps(exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), vl)), vs));
+#endif
+  for (; j < n; ++j) x[j] = expf(x[j] - lse) * scale;
+}
+
+}  // namespace ernie::cpu::ERNIE_ISA_NS
