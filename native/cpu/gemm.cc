@@ -25,7 +25,12 @@ void* shared_b_buffer(size_t bytes) {
 
 void gemm(const GemmArgs& g) {
   if (g.m <= 0 || g.n <= 0) return;
-  const gemm_kernel_table& kt = gemm_kernels();
+  // vdpbf16ps rounds both operands to bf16: take that path only when a weight (B) is bf16
+  // already, so an f32 x f32 product (weight gradients, f32 weights) keeps f32 precision.
+  bool any_bf16_b = false;
+  for (const GemmSegment& s : g.segments) any_bf16_b = any_bf16_b || s.b.dtype == DType::bf16;
+  const Isa isa = active_isa() == Isa::avx512bf16 && !any_bf16_b ? Isa::avx512 : active_isa();
+  const gemm_kernel_table& kt = gemm_kernels_for(isa);
   const GemmBlocking bl = kt.gemm_blocking();
   ThreadPool& pool = ThreadPool::instance();
   const int threads = pool.num_threads();

@@ -3,8 +3,9 @@
 // Operands are MatrixRefs, so the forward (x . W^T), the input gradient (dY . W: B stored
 // transposed) and the weight gradient (dY^T . x) are one routine. Several K-segments share
 // one pass over C: LoRA's y = x W^T + s (x A^T) B^T is the segments (x, W) and (s.u, B_lora).
-// A and B may each be f32 or bf16; accumulation is f32. On AVX512_BF16 CPUs a bf16 B is
-// multiplied with vdpbf16ps (A rounded to bf16); elsewhere operands are widened to f32.
+// A and B may each be f32 or bf16; accumulation is f32. On AVX512_BF16 CPUs a product with a
+// bf16 B is done with vdpbf16ps (A rounded to bf16); f32 x f32 stays f32 (AVX-512F); elsewhere
+// bf16 operands are widened to f32.
 //
 // The blocking is BLIS's: B is packed once per (K block, N block) by all threads together,
 // then threads split the M x N tile grid; a micro-kernel keeps an MR x NR tile of C in registers.
