@@ -72,11 +72,14 @@ class Args {
   [[noreturn]] void type_error(const std::string& msg);
 
   std::vector<Napi::Reference<Napi::Value>>& kept() { return *kept_; }
+  // Memory-mapped files that arrays handed out live in (see mmap.h), held until the Job is done.
+  std::vector<std::shared_ptr<void>>& pins() { return *pins_; }
 
  private:
   Args(Napi::Env env, std::string op, std::string prefix, Napi::Object options,
-       std::shared_ptr<std::vector<Napi::Reference<Napi::Value>>> kept);
-  
+       std::shared_ptr<std::vector<Napi::Reference<Napi::Value>>> kept,
+       std::shared_ptr<std::vector<std::shared_ptr<void>>> pins);
+
   Napi::Value field(const char* key) const;
   ArrayArg array(const char* key, std::initializer_list<napi_typedarray_type> types, const char* expected);
 
@@ -85,12 +88,17 @@ class Args {
   std::string prefix_;  // "segments[1]." for a nested object
   Napi::Object options_;
   std::shared_ptr<std::vector<Napi::Reference<Napi::Value>>> kept_;
+  std::shared_ptr<std::vector<std::shared_ptr<void>>> pins_;
 };
 
 using Parser = Job (*)(Args&);
 
 // Registers an op under `name`; returns true so it can initialise a static.
 bool register_op(const char* name, Parser parser);
+// Registers a function that adds other exports (classes such as MappedFile) at module load.
+using Exporter = void (*)(Napi::Env env, Napi::Object exports);
+bool register_exporter(Exporter exporter);
+// Exports the ops, twice each, and everything registered with register_exporter.
 void export_ops(Napi::Env env, Napi::Object exports);
 
 }  // namespace ernie::addon
