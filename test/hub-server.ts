@@ -21,6 +21,8 @@ export interface FakeHubOptions {
   corrupt?: string[]
   /** Stream bodies in 16 KiB pieces, 2 ms apart. */
   slow?: boolean
+  /** Answer every hub request with 503. */
+  unavailable?: boolean
 }
 
 export interface LoggedRequest {
@@ -121,6 +123,7 @@ export async function startFakeHub(repos: FakeRepo[], options: FakeHubOptions = 
   const hub = http.createServer((req, res) => {
     const url = new URL(req.url!, 'http://x')
     requests.push({ server: 'hub', method: req.method!, path: url.pathname, range: req.headers.range, authorization: req.headers.authorization })
+    if (options.unavailable) return json(res, 503, { error: 'Service Unavailable' })
     if (options.token && req.headers.authorization !== `Bearer ${options.token}`)
       return json(res, 401, { error: 'Invalid credentials in Authorization header' }, { 'X-Error-Code': 'GatedRepo' })
     const findRepo = (org: string, name: string, rev: string) => {

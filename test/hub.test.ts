@@ -126,6 +126,16 @@ t.test('a fresh download lands in the HF cache layout; a second resolve needs no
     delete process.env.HF_HUB_OFFLINE
   }
   t.equal(await resolveModel(plain.id, { cacheDir: cache, revision: plain.sha, endpoint: 'http://127.0.0.1:9' }), snapshot, 'a cached commit needs no network')
+  const down = await startFakeHub([plain], { unavailable: true })
+  try {
+    t.equal(await resolveModel(plain.id, { cacheDir: cache, endpoint: down.endpoint }), snapshot, 'a hub answering 503: the cached snapshot')
+    await t.rejects(resolveModel(plain.id, { cacheDir: freshCache(), endpoint: down.endpoint }), {
+      code: 'ERR_HUB_NETWORK',
+      message: /answered HTTP 503, and .* holds no snapshot of test-org\/ernie-tiny/,
+    })
+  } finally {
+    await down.close()
+  }
   using st = openSafetensors(snapshot)
   t.same(st.tensors['model.embed_tokens.weight'].shape, [6016, 64], 'the snapshot opens as a checkpoint')
 })

@@ -2,11 +2,13 @@
 // config.json; strict validation (every malformed case names file and tensor); sharded sets; the
 // atomic writer (round trip, SIGKILL mid-write); and a seeded fuzz that must never crash.
 import t from 'tap'
+import { constants as bufferConstants } from 'node:buffer'
 import { spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import { openSafetensors, saveSafetensors, SafetensorsError, type TensorArray, type TensorToSave } from '../lib/io/safetensors'
+import { MappedFile } from '../lib/io/mmap'
 import { fromBf16Bits, rng } from './helpers'
 
 const fixtures = path.join(__dirname, 'fixtures')
@@ -259,6 +261,32 @@ t.test('what the format allows: gaps, empty and scalar tensors, null metadata, m
   t.throws(() => openSafetensors(path.join(dir, 'missing.safetensors')), { code: 'ENOENT' })
 })
 
+t.test('a file past the largest ArrayBuffer (sparse, 4.5 GiB) still gives zero-copy views', { skip: process.platform === 'win32' && 'needs sparse files' }, async (t) => {
+  const far = 4.5 * 2 ** 30
+  const header = {
+    near: { dtype: 'I32', shape: [2], data_offsets: [0, 8] },
+    far: { dtype: 'F32', shape: [3], data_offsets: [far, far + 12] },
+  }
+  const file = craft(header, 8)
+  const { dataStart } = readHeader(file)
+  // Writing past the end leaves a hole: the file takes a few KiB of disk.
+  const fd = fs.openSync(file, 'r+')
+  try {
+    fs.writeSync(fd, Buffer.from(Int32Array.from([7, -7]).buffer), 0, 8, dataStart)
+    fs.writeSync(fd, Buffer.from(Float32Array.from([0.5, 1.5, -2.5]).buffer), 0, 12, dataStart + far)
+  } finally {
+    fs.closeSync(fd)
+  }
+  using st = openSafetensors(file)
+  t.same(Array.from(st.view('near')), [7, -7])
+  t.same(Array.from(st.view('far')), [0.5, 1.5, -2.5])
+  if (fs.statSync(file).size > bufferConstants.MAX_LENGTH) {
+    using m = new MappedFile(file)
+    t.throws(() => m.buffer(), { name: 'RangeError', message: /exceed the largest ArrayBuffer/ }, 'one buffer cannot span it')
+  }
+  fs.rmSync(file)
+})
+
 // --- writer ------------------------------------------------------------------------------------
 
 function randomTensors(seed: number): Record<string, TensorToSave> {
@@ -463,6 +491,10 @@ t.test('a sharded checkpoint opens as one set', async (t) => {
   t.throws(() => openSafetensors(dup), { code: 'ERR_SAFETENSORS_INDEX', tensor: first, message: /held by both/ })
   const missing = writeIndex(JSON.stringify({ weight_map: { [first]: 'gone.safetensors' } }))
   t.throws(() => openSafetensors(missing), { code: 'ENOENT' })
+  // A directory with both: model.safetensors wins, as in transformers.
+  fs.copyFileSync(source, path.join(shardDir, 'model.safetensors'))
+  using preferred = openSafetensors(shardDir)
+  t.equal(preferred.path, path.join(shardDir, 'model.safetensors'))
 })
 
 // --- fuzz --------------------------------------------------------------------------------------

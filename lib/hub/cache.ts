@@ -54,15 +54,16 @@ export async function writeRef(storage: string, revision: string, commit: string
 
 /**
  * The files of a snapshot a model cannot do without that are absent: config.json and the weights
- * (model.safetensors, or model.safetensors.index.json and every shard it names).
+ * (model.safetensors, else model.safetensors.index.json and every shard it names).
  */
 export async function missingModelFiles(snapshot: string): Promise<string[]> {
   const missing: string[] = []
   if (!(await exists(path.join(snapshot, 'config.json')))) missing.push('config.json')
   const index = path.join(snapshot, 'model.safetensors.index.json')
+  if (await exists(path.join(snapshot, 'model.safetensors'))) return missing
   if (await exists(index)) {
     for (const shard of await shardsOf(index)) if (!(await exists(path.join(snapshot, shard)))) missing.push(shard)
-  } else if (!(await exists(path.join(snapshot, 'model.safetensors')))) {
+  } else {
     missing.push('model.safetensors (or model.safetensors.index.json and its shards)')
   }
   return missing

@@ -150,6 +150,9 @@ async function resolveFromHub(repo: string, options: ResolveOptions): Promise<st
     commit = info.sha
   } catch (err) {
     if (isNetworkFailure(err)) return fromCache(`the hub at ${endpoint} could not be reached (${describe(err)})`, err)
+    // A hub in trouble (5xx, rate limit) is treated like an unreachable one, as huggingface_hub does.
+    if (err instanceof hub.HubApiError && (err.statusCode >= 500 || err.statusCode === 429))
+      return fromCache(`the hub at ${endpoint} answered HTTP ${err.statusCode}`, err)
     return apiError(err, `resolving revision '${revision}'`)
   }
   if (typeof commit !== 'string' || !isCommitHash(commit))
@@ -190,7 +193,10 @@ async function resolveFromHub(repo: string, options: ResolveOptions): Promise<st
     const f = remote.get(name)
     if (f) await ensureFile(ctx, f)
   }
-  if (index) {
+  if (single) {
+    // transformers' order: the single file when a repo has both.
+    await ensureFile(ctx, single)
+  } else if (index) {
     const indexFile = await ensureFile(ctx, index)
     let shards: string[]
     try {
@@ -202,8 +208,6 @@ async function resolveFromHub(repo: string, options: ResolveOptions): Promise<st
     const absent = shards.filter((s) => !shardFiles.has(s))
     if (absent.length) throw new HubError('ERR_HUB_MISSING_FILES', `${repo}: the index names shards the repo lacks: ${absent.join(', ')}`, { repo })
     for (const shard of shards) await ensureFile(ctx, shardFiles.get(shard)!)
-  } else {
-    await ensureFile(ctx, single!)
   }
   return path.join(storage, 'snapshots', commit)
 }

@@ -13,6 +13,7 @@
 #include <napi.h>
 #include <uv.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -266,7 +267,7 @@ class MappedFile : public Napi::ObjectWrap<MappedFile> {
     if (info.Length() <= i || info[i].IsUndefined()) return fallback;
     if (!info[i].IsNumber()) throw_type_error(env, std::string("MappedFile.buffer: '") + name + "' must be an integer");
     double d = info[i].As<Napi::Number>().DoubleValue();
-    if (!(d >= 0) || d != double(uint64_t(d)) || uint64_t(d) > max)
+    if (!(d >= 0) || d > double(max) || d != std::floor(d))
       throw_range_error(env, std::string("MappedFile.buffer: '") + name + "' must be an integer in [0, " +
                                  std::to_string(max) + "], got " + info[i].ToString().Utf8Value());
     return uint64_t(d);
