@@ -117,8 +117,8 @@ export async function startFakeHub(repos: FakeRepo[], options: FakeHubOptions = 
     if (!file) return json(res, 404, { error: 'no such object' })
     void serveBytes(req, res, file.name, file.bytes, { ETag: `"cdn-${m[1].slice(0, 12)}"` })
   })
-  // Another origin than the hub's (localhost vs 127.0.0.1), as the real CDN is.
-  const cdnUrl = (await listen(cdn)).replace('127.0.0.1', 'localhost')
+  // Another port is another origin, as the real CDN is another host.
+  const cdnUrl = await listen(cdn)
 
   const hub = http.createServer((req, res) => {
     const url = new URL(req.url!, 'http://x')

@@ -69,7 +69,7 @@ async function shardedRepo(): Promise<FakeRepo> {
   return { id: 'test-org/ernie-tiny-sharded', sha: sha('sharded'), files }
 }
 
-function checkLayout(t: Tap, cache: string, repo: FakeRepo, snapshot: string, files: string[]) {
+function checkLayout(t: Asserts, cache: string, repo: FakeRepo, snapshot: string, files: string[]) {
   const storage = path.join(cache, `models--${repo.id.replace('/', '--')}`)
   t.equal(snapshot, path.join(storage, 'snapshots', repo.sha), 'resolves to snapshots/<commit>')
   t.equal(fs.readFileSync(path.join(storage, 'refs', 'main'), 'utf8'), repo.sha, 'refs/main holds the commit, no newline')
@@ -83,10 +83,10 @@ function checkLayout(t: Tap, cache: string, repo: FakeRepo, snapshot: string, fi
   }
   t.same(fs.readdirSync(path.join(storage, 'blobs')).filter((b) => b.endsWith('.incomplete')), [], 'no partial download left')
 }
-type Tap = Parameters<Parameters<typeof t.test>[1] & ((t: never) => unknown)>[0] & {
-  ok: (v: unknown, m?: string) => void
-  equal: (a: unknown, b: unknown, m?: string) => void
-  same: (a: unknown, b: unknown, m?: string) => void
+interface Asserts {
+  ok(v: unknown, msg?: string): unknown
+  equal(a: unknown, b: unknown, msg?: string): unknown
+  same(a: unknown, b: unknown, msg?: string): unknown
 }
 
 t.test('a fresh download lands in the HF cache layout; a second resolve needs no server', async (t) => {
@@ -94,7 +94,7 @@ t.test('a fresh download lands in the HF cache layout; a second resolve needs no
   const cache = freshCache()
   const events: DownloadProgress[] = []
   const snapshot = await resolveModel(plain.id, { cacheDir: cache, endpoint: hub.endpoint, onProgress: (p) => events.push({ ...p }) })
-  checkLayout(t as unknown as Tap, cache, plain, snapshot, expectedFiles)
+  checkLayout(t, cache, plain, snapshot, expectedFiles)
   for (const f of ['golden.safetensors', 'README.md']) t.equal(hub.downloads(f).length, 0, `${f} is not fetched`)
   for (const f of expectedFiles) t.equal(hub.downloads(f).length, 1, `${f} fetched once`)
   t.ok(hub.requests.some((r) => r.path === `/api/models/${plain.id}/revision/main`), 'revision resolved through the API')
@@ -148,7 +148,7 @@ t.test('HF_HUB_CACHE, HF_ENDPOINT and HF_HOME are honoured', async (t) => {
   process.env.HF_ENDPOINT = hub.endpoint
   try {
     const snapshot = await resolveModel(plain.id)
-    checkLayout(t as unknown as Tap, cache, plain, snapshot, expectedFiles)
+    checkLayout(t, cache, plain, snapshot, expectedFiles)
   } finally {
     delete process.env.HF_HUB_CACHE
     delete process.env.HF_ENDPOINT
@@ -197,7 +197,7 @@ t.test('a sharded checkpoint: the index, then every shard it names', async (t) =
   t.teardown(() => hub.close())
   const cache = freshCache()
   const snapshot = await resolveModel(sharded.id, { cacheDir: cache, endpoint: hub.endpoint })
-  checkLayout(t as unknown as Tap, cache, sharded, snapshot, Object.keys(sharded.files))
+  checkLayout(t, cache, sharded, snapshot, Object.keys(sharded.files))
   using set = openSafetensors(snapshot)
   using whole = openSafetensors(path.join(fixture, 'model.safetensors'))
   t.same(Object.keys(set.tensors).sort(), Object.keys(whole.tensors).sort())
@@ -209,7 +209,7 @@ t.test('a dropped connection resumes with a Range request', async (t) => {
   const cache = freshCache()
   const events: DownloadProgress[] = []
   const snapshot = await resolveModel(plain.id, { cacheDir: cache, endpoint: hub.endpoint, onProgress: (p) => events.push({ ...p }) })
-  checkLayout(t as unknown as Tap, cache, plain, snapshot, expectedFiles)
+  checkLayout(t, cache, plain, snapshot, expectedFiles)
   for (const f of ['model.safetensors', 'config.json']) {
     const gets = hub.downloads(f)
     t.equal(gets.length, 2, `${f}: fetched twice`)
@@ -237,10 +237,9 @@ t.test('an interrupted run leaves a partial file the next run resumes', async (t
   const second = await startFakeHub([plain])
   t.teardown(() => second.close())
   const snapshot = await resolveModel(plain.id, { cacheDir: cache, endpoint: second.endpoint })
-  t.same(hub_ranges(second.downloads('model.safetensors')), [`bytes=${partial}-`], 'resumed from the partial size')
-  checkLayout(t as unknown as Tap, cache, plain, snapshot, expectedFiles)
+  t.same(second.downloads('model.safetensors').map((r) => r.range), [`bytes=${partial}-`], 'resumed from the partial size')
+  checkLayout(t, cache, plain, snapshot, expectedFiles)
 })
-const hub_ranges = (reqs: { range?: string }[]) => reqs.map((r) => r.range)
 
 t.test('corrupted bytes are rejected and nothing is left in the cache', async (t) => {
   const hub = await startFakeHub([plain], { corrupt: ['model.safetensors'] })
@@ -326,7 +325,7 @@ t.test('an AbortSignal stops the download; the partial file stays resumable', as
 
   const snapshot = await resolveModel(plain.id, { cacheDir: cache, endpoint: hub.endpoint })
   t.match(hub.downloads('model.safetensors').at(-1)?.range, /^bytes=\d+-$/, 'the next run resumes')
-  checkLayout(t as unknown as Tap, cache, plain, snapshot, expectedFiles)
+  checkLayout(t, cache, plain, snapshot, expectedFiles)
 })
 
 t.test('concurrent resolves of one repo share the downloads', async (t) => {
@@ -339,7 +338,7 @@ t.test('concurrent resolves of one repo share the downloads', async (t) => {
   ])
   t.equal(a, b)
   for (const f of expectedFiles) t.equal(hub.downloads(f).length, 1, `${f} downloaded once`)
-  checkLayout(t as unknown as Tap, cache, plain, a, expectedFiles)
+  checkLayout(t, cache, plain, a, expectedFiles)
 })
 
 t.test('sources: local directories as they are; bad ids and unknown repos are clear errors', async (t) => {

@@ -144,7 +144,7 @@ t.test('permission denied is EACCES with the path', { skip: process.platform ===
     return
   }
   // root reads anything: ask an unprivileged child (nobody) to map it.
-  const addon = require.resolve('../build/Release/ernie.node')
+  const addon = require('node-gyp-build').path(path.join(__dirname, '..')) as string // the binary lib/native.ts loads
   const script = `const { MappedFile } = require(${JSON.stringify(addon)})
 try { new MappedFile(${JSON.stringify(file)}); console.log('mapped') }
 catch (e) { console.log(JSON.stringify({ code: e.code, path: e.path, message: e.message })) }`
