@@ -1,2 +1,4 @@
 // ernie-sentiment: the public API.
 export * as kernels from './kernels'
+export * as io from './io'
+export * as hub from './hub'
