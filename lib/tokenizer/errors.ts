@@ -13,7 +13,7 @@ export type TokenizerErrorCode =
 export class TokenizerError extends Error {
   readonly code: TokenizerErrorCode
   /** The file at fault, when there is one. */
-  readonly file?: string
+  declare readonly file?: string
 
   constructor(code: TokenizerErrorCode, message: string, options: { file?: string; cause?: unknown } = {}) {
     super(options.file !== undefined ? `${options.file}: ${message}` : message, options.cause !== undefined ? { cause: options.cause } : undefined)

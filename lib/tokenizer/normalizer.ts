@@ -68,6 +68,20 @@ export function decodeUtf8Lenient(s: Uint8Array): string {
   return out
 }
 
+/** True when every character of `s` is well-formed UTF-8 (what the full normalizer would leave alone). */
+function validUtf8(s: Uint8Array): boolean {
+  for (let i = 0; i < s.length; ) {
+    if (s[i] < 0x80) {
+      i++
+      continue
+    }
+    const n = validUtf8Length(s, i, s.length)
+    if (n === 0) return false
+    i += n
+  }
+  return true
+}
+
 /** Growable byte buffer for normalizer output. */
 class ByteSink {
   buf: Uint8Array
@@ -262,6 +276,11 @@ export class BytePrefixMatcher {
     }
   }
 
+  /** True when some word contains byte `b`. */
+  hasByte(b: number): boolean {
+    return this.labels.includes(b)
+  }
+
   /** Length of the longest word that is a prefix of `s[pos..end)`, or 0. */
   longest(s: Uint8Array, pos: number, end: number): number {
     let node = 0
@@ -306,6 +325,8 @@ export class SentencePieceNormalizer {
   private readonly matcher: BytePrefixMatcher | undefined
   private readonly spaceSymbol: Uint8Array
   private readonly m: Match = { length: 0, start: 0, end: 0 }
+  /** No charsmap, no whitespace removal, no user-defined symbol with a space: only the escape applies. */
+  private readonly escapeOnly: boolean
 
   constructor(spec: NormalizerSpec, options: NormalizerOptions = {}) {
     this.spec = spec
@@ -313,12 +334,9 @@ export class SentencePieceNormalizer {
     this.matcher = options.userDefined && options.userDefined.size > 0 ? options.userDefined : undefined
     this.spaceSymbol = spec.escapeWhitespaces ? SPACE_SYMBOL_BYTES : SPACE_BYTES
     this.charsMap = spec.precompiledCharsmap.length > 0 ? PrecompiledCharsMap.parse(spec.precompiledCharsmap, { file: options.file }) : undefined
+    this.escapeOnly = this.charsMap === undefined && !spec.removeExtraWhitespaces && !(options.userDefined?.hasByte(0x20) ?? false)
   }
 
-  /** True when normalization can only be the whitespace escape (no map, no whitespace removal). */
-  get isIdentity(): boolean {
-    return this.charsMap === undefined && !this.spec.removeExtraWhitespaces
-  }
 
   // NormalizePrefix: the normalized form of the longest rule at `pos` as [src, start, end], plus bytes consumed.
   private prefix(input: Uint8Array, pos: number, end: number, out: { src: Uint8Array; start: number; end: number; consumed: number }): void {
@@ -353,9 +371,42 @@ export class SentencePieceNormalizer {
     }
   }
 
+  // The identity normalizer's whole effect: the dummy prefix and spaces as U+2581.
+  private escapeSpaces(input: Uint8Array): Uint8Array {
+    const space = this.spaceSymbol
+    const dummy = this.spec.addDummyPrefix
+    let spaces = dummy ? 1 : 0
+    for (let i = 0; i < input.length; i++) if (input[i] === 0x20) spaces++
+    if (spaces === 0 || space.length === 1) {
+      if (!dummy) return input
+      const out = new Uint8Array(input.length + space.length)
+      const at = this.suffix ? input.length : 0
+      out.set(space, at)
+      out.set(input, this.suffix ? 0 : space.length)
+      return out
+    }
+    const out = new Uint8Array(input.length + spaces * (space.length - 1) + (dummy ? 1 : 0))
+    let o = 0
+    if (dummy && !this.suffix) {
+      out.set(space, 0)
+      o = space.length
+    }
+    for (let i = 0; i < input.length; i++) {
+      const b = input[i]
+      if (b === 0x20) {
+        out[o++] = space[0]
+        out[o++] = space[1]
+        out[o++] = space[2]
+      } else out[o++] = b
+    }
+    if (dummy && this.suffix) out.set(space, o)
+    return out
+  }
+
   normalize(input: Uint8Array): Uint8Array {
     const n = input.length
     if (n === 0) return input
+    if (this.escapeOnly && validUtf8(input)) return this.escapeSpaces(input)
     const spec = this.spec
     const removeExtra = spec.removeExtraWhitespaces
     const space = this.spaceSymbol

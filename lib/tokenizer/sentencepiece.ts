@@ -24,9 +24,17 @@ export interface SentencePieceDecodeOptions {
 
 const fround = Math.fround
 
+let latin1Source: ArrayBufferLike | undefined
+let latin1View: Buffer | undefined
+
 /** Binary string (one char per byte) of a byte range: a cheap, exact Map key for byte strings. */
 function latin1(bytes: Uint8Array, start = 0, end = bytes.length): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset + start, end - start).toString('latin1')
+  // One Buffer view per underlying ArrayBuffer: the pieces of a model all share the file's.
+  if (bytes.buffer !== latin1Source) {
+    latin1Source = bytes.buffer
+    latin1View = Buffer.from(bytes.buffer)
+  }
+  return latin1View!.toString('latin1', bytes.byteOffset + start, bytes.byteOffset + end)
 }
 
 /** Byte trie over piece ids for the unigram lattice (pieces that the reference puts in its Darts trie). */
@@ -39,42 +47,58 @@ class PieceTrie {
   /** Direct table for the root's children (the busiest node). */
   private readonly root: Int32Array
 
-  constructor(entries: readonly [Uint8Array, number][]) {
-    const children: Map<number, number>[] = [new Map()]
-    const value: number[] = [-1]
-    for (const [bytes, id] of entries) {
-      let node = 0
-      for (const b of bytes) {
-        let next = children[node].get(b)
-        if (next === undefined) {
-          next = children.length
-          children.push(new Map())
-          value.push(-1)
-          children[node].set(b, next)
-        }
-        node = next
+  /** `pieces` maps byte strings (one char per byte) to ids. Built from the sorted keys, without recursion. */
+  constructor(pieces: ReadonlyMap<string, number>) {
+    // Default sort compares UTF-16 units: byte order for byte strings.
+    const sorted = [...pieces.keys()].sort()
+    let bytes = 0
+    for (const k of sorted) bytes += k.length
+    // A trie has at most one node per key byte, plus the root.
+    const first = new Int32Array(bytes + 1)
+    const count = new Int32Array(bytes + 1)
+    const value = new Int32Array(bytes + 1).fill(-1)
+    const labels = new Uint8Array(bytes)
+    const targets = new Int32Array(bytes)
+    let nodes = 1
+    let edges = 0
+    // Tasks: keys [lo, hi) share their first `depth` bytes and end at or below `node`.
+    const stack = new Int32Array(4 * (bytes + 1))
+    let top = 0
+    stack[top++] = 0
+    stack[top++] = sorted.length
+    stack[top++] = 0
+    stack[top++] = 0
+    while (top > 0) {
+      const node = stack[--top]
+      const depth = stack[--top]
+      const hi = stack[--top]
+      let lo = stack[--top]
+      if (lo < hi && sorted[lo].length === depth) value[node] = pieces.get(sorted[lo++])!
+      first[node] = edges
+      let children = 0
+      for (let i = lo; i < hi; ) {
+        const c = sorted[i].charCodeAt(depth)
+        let j = i + 1
+        while (j < hi && sorted[j].charCodeAt(depth) === c) j++
+        const child = nodes++
+        labels[edges] = c
+        targets[edges++] = child
+        stack[top++] = i
+        stack[top++] = j
+        stack[top++] = depth + 1
+        stack[top++] = child
+        children++
+        i = j
       }
-      value[node] = id
+      count[node] = children
     }
-    const nodes = children.length
-    this.first = new Int32Array(nodes)
-    this.count = new Int32Array(nodes)
-    this.labels = new Uint8Array(Math.max(0, nodes - 1))
-    this.targets = new Int32Array(Math.max(0, nodes - 1))
-    this.value = Int32Array.from(value)
-    let e = 0
-    for (let i = 0; i < nodes; i++) {
-      const kids = [...children[i].entries()].sort((a, b) => a[0] - b[0])
-      this.first[i] = e
-      this.count[i] = kids.length
-      for (const [label, target] of kids) {
-        this.labels[e] = label
-        this.targets[e] = target
-        e++
-      }
-    }
+    this.first = first.subarray(0, nodes)
+    this.count = count.subarray(0, nodes)
+    this.value = value.subarray(0, nodes)
+    this.labels = labels.subarray(0, edges)
+    this.targets = targets.subarray(0, edges)
     this.root = new Int32Array(256).fill(-1)
-    for (const [label, target] of children[0]) this.root[label] = target
+    for (let e = first[0]; e < first[0] + count[0]; e++) this.root[labels[e]] = targets[e]
   }
 
   /** Child of `node` along byte `c`, or -1. */
@@ -93,11 +117,12 @@ class PieceTrie {
   }
 }
 
-/** Max-heap of BPE candidate pairs: higher score first, then the leftmost (the reference's order). */
+/** Max-heap of BPE candidate pairs: higher score first, then the leftmost (the reference's order). Reused across calls. */
 class PairHeap {
   left: Int32Array
   right: Int32Array
   size: Int32Array
+  merged: Int32Array
   score: Float64Array
   private heap: Int32Array
   private pairs = 0
@@ -107,8 +132,15 @@ class PairHeap {
     this.left = new Int32Array(capacity)
     this.right = new Int32Array(capacity)
     this.size = new Int32Array(capacity)
+    this.merged = new Int32Array(capacity)
     this.score = new Float64Array(capacity)
     this.heap = new Int32Array(capacity)
+  }
+
+  /** Empties the heap for reuse (the arrays are kept). */
+  reset(): void {
+    this.pairs = 0
+    this.length = 0
   }
 
   private before(a: number, b: number): boolean {
@@ -128,17 +160,19 @@ class PairHeap {
     this.left = grow(this.left)
     this.right = grow(this.right)
     this.size = grow(this.size)
+    this.merged = grow(this.merged)
     this.score = grow(this.score)
     this.heap = grow(this.heap)
   }
 
-  push(left: number, right: number, score: number, size: number): void {
+  push(left: number, right: number, score: number, size: number, merged: number): void {
     this.ensure()
     const p = this.pairs++
     this.left[p] = left
     this.right[p] = right
     this.score[p] = score
     this.size[p] = size
+    this.merged[p] = merged
     const heap = this.heap
     let i = this.length++
     while (i > 0) {
@@ -186,7 +220,6 @@ export class SentencePieceModel {
   private readonly pieces = new Map<string, number>()
   /** UNKNOWN, CONTROL and BYTE pieces (the reference's `reserved_id_map_`). */
   private readonly reserved = new Map<string, number>()
-  private readonly pieceIds = new Map<string, number>()
   private readonly userDefined: BytePrefixMatcher
   private readonly maxPieceBytes: number
   private readonly hasUnused: boolean
@@ -226,7 +259,6 @@ export class SentencePieceModel {
       const map = normal ? this.pieces : this.reserved
       if (map.has(key)) fail(`piece ${i} ${JSON.stringify(p.piece)} is defined twice`)
       map.set(key, i)
-      this.pieceIds.set(p.piece, i)
       this.types[i] = p.type
       this.scores[i] = p.score
       this.displayPieces[i] = p.piece
@@ -249,6 +281,9 @@ export class SentencePieceModel {
       }
     }
     if (unkId < 0) fail('no piece of type UNKNOWN')
+    let shadowed = false
+    for (const key of this.reserved.keys()) if (this.pieces.has(key)) shadowed = true
+    this.shadowedPieces = shadowed
     if (spec.byteFallback) {
       const missing = this.byteIds.indexOf(-1)
       if (missing >= 0) fail(`byte_fallback is true but byte piece <0x${missing.toString(16).toUpperCase().padStart(2, '0')}> is missing`)
@@ -268,14 +303,7 @@ export class SentencePieceModel {
       proto.denormalizerSpec && proto.denormalizerSpec.precompiledCharsmap.length > 0
         ? new SentencePieceNormalizer(proto.denormalizerSpec, { file })
         : undefined
-    if (this.type === 'unigram') {
-      const entries: [Uint8Array, number][] = []
-      for (let i = 0; i < n; i++) {
-        const t = this.types[i]
-        if (t === PieceType.NORMAL || t === PieceType.USER_DEFINED || t === PieceType.UNUSED) entries.push([proto.pieces[i].bytes, i])
-      }
-      this.trie = new PieceTrie(entries)
-    }
+    if (this.type === 'unigram') this.trie = new PieceTrie(this.pieces)
   }
 
   /** Parses a tokenizer.model file's bytes. Throws TokenizerError (naming `file`) if it is not a usable model. */
@@ -297,7 +325,8 @@ export class SentencePieceModel {
 
   /** Id of a piece given exactly (any type), or undefined. */
   pieceToId(piece: string): number | undefined {
-    return this.pieceIds.get(piece)
+    const key = Buffer.from(piece, 'utf8').toString('latin1')
+    return this.reserved.get(key) ?? this.pieces.get(key)
   }
 
   pieceType(id: number): PieceType | undefined {
@@ -364,6 +393,42 @@ export class SentencePieceModel {
     return ids
   }
 
+  private readonly charCache = new Map<number, number>()
+  /** Some piece is both a normal and a reserved piece (allowed by the reference; reserved wins in PieceToId). */
+  private readonly shadowedPieces: boolean
+  private symbols = newSymbols(256)
+  private readonly heap = new PairHeap(512)
+
+  /**
+   * BPE pair cache: (left id * size + right id) -> id of the piece the two symbols concatenate to,
+   * or -1. Filled from exact byte lookups as pairs are met; cleared when it grows past a bound.
+   */
+  private readonly pairCache = new Map<number, number>()
+
+  // Piece id of the character at norm[pos, pos + len), or -1; cached under a small-integer key
+  // (its bytes for 1-3 byte characters, 2^24 + its code point for 4-byte ones).
+  private charPiece(norm: Uint8Array, text: string, pos: number, len: number): number {
+    let key: number
+    const b0 = norm[pos]
+    if (len === 1) key = b0
+    else if (len === 2) key = (b0 << 8) | norm[pos + 1]
+    else if (len === 3) key = (b0 << 16) | (norm[pos + 1] << 8) | norm[pos + 2]
+    else {
+      const b1 = norm[pos + 1]
+      const b2 = norm[pos + 2]
+      const b3 = norm[pos + 3]
+      // Only well-formed continuation bytes make the code point a unique key.
+      if ((b1 & 0xc0) !== 0x80 || (b2 & 0xc0) !== 0x80 || (b3 & 0xc0) !== 0x80) return this.pieces.get(text.slice(pos, pos + len)) ?? -1
+      key = 0x1000000 + (((b0 & 7) << 18) | ((b1 & 63) << 12) | ((b2 & 63) << 6) | (b3 & 63))
+    }
+    let id = this.charCache.get(key)
+    if (id === undefined) {
+      id = this.pieces.get(text.slice(pos, pos + len)) ?? -1
+      this.charCache.set(key, id)
+    }
+    return id
+  }
+
   // The reference's PieceToId: reserved pieces first, then normal ones, else unk.
   private idOf(key: string): number {
     return this.reserved.get(key) ?? this.pieces.get(key) ?? this.unkId
@@ -373,17 +438,24 @@ export class SentencePieceModel {
   private bpe(norm: Uint8Array): number[] {
     const n = norm.length
     const text = latin1(norm)
-    // Symbols: a doubly linked list over byte ranges; user-defined symbols are frozen whole.
-    const start = new Int32Array(n)
-    const len = new Int32Array(n)
-    const prev = new Int32Array(n)
-    const next = new Int32Array(n)
-    const frozen = new Uint8Array(n)
+    const pairs = this.pairCache
+    if (pairs.size > 1 << 20) pairs.clear()
+    const np = this.types.length
+    // Symbols: a doubly linked list over byte ranges, each with its piece id (-1 when the
+    // character is not a piece); user-defined symbols are frozen whole. Scratch reused across calls.
+    if (this.symbols.start.length < n) this.symbols = newSymbols(Math.max(n, 2 * this.symbols.start.length))
+    const { start, len, prev, next, sym, frozen } = this.symbols
     let count = 0
     for (let pos = 0; pos < n; ) {
       let l = this.userDefined.size > 0 ? this.userDefined.longest(norm, pos, n) : 0
-      if (l > 0) frozen[count] = 1
-      else l = Math.min(n - pos, oneCharLenByte(norm[pos]))
+      if (l > 0) {
+        frozen[count] = 1
+        sym[count] = this.pieces.get(text.slice(pos, pos + l)) ?? -1
+      } else {
+        l = Math.min(n - pos, oneCharLenByte(norm[pos]))
+        frozen[count] = 0
+        sym[count] = this.charPiece(norm, text, pos, l)
+      }
       start[count] = pos
       len[count] = l
       prev[count] = count - 1
@@ -391,18 +463,32 @@ export class SentencePieceModel {
       count++
       pos += l
     }
-    const heap = new PairHeap(Math.max(16, 2 * count))
+    const heap = this.heap
+    heap.reset()
     const maxBytes = this.maxPieceBytes
     const revMerge = this.hasUnused ? new Map<string, number>() : undefined
     const consider = (left: number, right: number) => {
       if (left < 0 || right < 0 || frozen[left] || frozen[right]) return
       const size = len[left] + len[right]
       if (size > maxBytes) return
-      const key = text.slice(start[left], start[left] + size)
-      const id = this.pieces.get(key)
-      if (id === undefined) return
-      heap.push(left, right, this.scores[id], size)
-      if (revMerge && this.types[id] === PieceType.UNUSED) revMerge.set(key, len[left])
+      const a = sym[left]
+      const b = sym[right]
+      let id: number | undefined
+      if (a >= 0 && b >= 0) {
+        // Both sides are pieces: their concatenation is a function of the two ids.
+        const pair = a * np + b
+        id = pairs.get(pair)
+        if (id === undefined) {
+          id = this.pieces.get(text.slice(start[left], start[left] + size)) ?? -1
+          pairs.set(pair, id)
+        }
+        if (id < 0) return
+      } else {
+        id = this.pieces.get(text.slice(start[left], start[left] + size))
+        if (id === undefined) return
+      }
+      heap.push(left, right, this.scores[id], size, id)
+      if (revMerge && this.types[id] === PieceType.UNUSED) revMerge.set(text.slice(start[left], start[left] + size), len[left])
     }
     for (let i = 1; i < count; i++) consider(i - 1, i)
     while (heap.length > 0) {
@@ -413,25 +499,28 @@ export class SentencePieceModel {
       if (len[left] === 0 || len[right] === 0 || len[left] + len[right] !== heap.size[p]) continue
       len[left] += len[right]
       len[right] = 0
+      sym[left] = heap.merged[p]
       next[left] = next[right]
       if (next[right] >= 0) prev[next[right]] = left
       consider(prev[left], left)
       consider(left, next[left])
     }
     const out: number[] = []
-    const emit = (s: number, l: number) => {
-      const key = text.slice(s, s + l)
-      const id = this.idOf(key)
+    const shadowed = this.shadowedPieces
+    const emit = (s: number, l: number, known: number) => {
+      // The reference's PieceToId looks in the reserved pieces first; only a clash makes that matter.
+      const key = known < 0 || shadowed || revMerge ? text.slice(s, s + l) : ''
+      const id = known >= 0 && !shadowed ? known : this.idOf(key)
       const split = revMerge && this.types[id] === PieceType.UNUSED ? revMerge.get(key) : undefined
       if (split === undefined) {
         out.push(s, s + l, id)
         return
       }
       // An UNUSED piece is resegmented into the two symbols it was merged from.
-      emit(s, split)
-      emit(s + split, l - split)
+      emit(s, split, -1)
+      emit(s + split, l - split, -1)
     }
-    for (let i = 0; i !== -1 && count > 0; i = next[i]) emit(start[i], len[i])
+    for (let i = 0; i !== -1 && count > 0; i = next[i]) emit(start[i], len[i], sym[i])
     return out
   }
 
@@ -545,6 +634,17 @@ export class SentencePieceModel {
     flush()
     if (this.denormalizer) text = Buffer.from(this.denormalizer.normalize(Buffer.from(text, 'utf8'))).toString('utf8')
     return text
+  }
+}
+
+function newSymbols(n: number) {
+  return {
+    start: new Int32Array(n),
+    len: new Int32Array(n),
+    prev: new Int32Array(n),
+    next: new Int32Array(n),
+    sym: new Int32Array(n),
+    frozen: new Uint8Array(n),
   }
 }
 
