@@ -1,4 +1,25 @@
 // ernie-sentiment: the public API.
 export * as kernels from './kernels'
-export { TokenizerError, SentencePieceModel } from './tokenizer'
-export type { TokenizerErrorCode } from './tokenizer'
+export {
+  Tokenizer,
+  TokenizerError,
+  SentencePieceModel,
+  sentencePieceToTokenizerJson,
+  convertSentencePieceFile,
+  renderChatTemplate,
+} from './tokenizer'
+export type {
+  AddedToken,
+  ApplyChatTemplateOptions,
+  BatchEncodeOptions,
+  BatchEncoding,
+  ChatMessage,
+  ChatRole,
+  ChatTemplateName,
+  DecodeOptions,
+  EncodeOptions,
+  FromDirectoryOptions,
+  SpecialTokenRole,
+  TokenizerErrorCode,
+  TokenizerJson,
+} from './tokenizer'
