@@ -80,6 +80,22 @@ t.test('added special tokens past the vocabulary get new ids', async (t) => {
   }
 })
 
+t.test('special_tokens_map.json and added_tokens.json', async (t) => {
+  for (const kind of KINDS) {
+    const dir = ernieDir(t, kind)
+    writeFileSync(join(dir, 'special_tokens_map.json'), JSON.stringify({ pad_token: { content: '</s>', lstrip: false }, additional_special_tokens: ['<mask:1>'] }))
+    writeFileSync(join(dir, 'added_tokens.json'), JSON.stringify({ '<extra>': 6000 }))
+    const tok = await Tokenizer.fromDirectory(dir)
+    t.equal(tok.padTokenId, 0, `${kind}: tokenizer_config.json's pad_token wins over special_tokens_map.json`)
+    t.equal(tok.vocabSize, 6001)
+    t.same(tok.encode('很好<extra>'), [...HEN_HAO, 6000], 'added tokens are matched without parseSpecial')
+    t.same(tok.encode('<mask:1>', { parseSpecial: true }), [5])
+    const { pad_token: _unused, ...noPad } = ERNIE_CONFIG
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(noPad))
+    t.equal((await Tokenizer.fromDirectory(dir)).padTokenId, 2, 'pad_token from special_tokens_map.json')
+  }
+})
+
 t.test('decode', async (t) => {
   for (const kind of KINDS) {
     const tok = await Tokenizer.fromDirectory(ernieDir(t, kind))

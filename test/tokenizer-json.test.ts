@@ -141,6 +141,9 @@ t.test('a byte-level BPE tokenizer.json (Qwen-style) with ChatML added tokens', 
   }
   const tok = Tokenizer.fromTokenizerJson(json, { config: { eos_token: '<|im_end|>', pad_token: '<|endoftext|>', chat_template: "{% for m in messages %}{{'<|im_start|>' + m.role }}{% endfor %}" } })
   t.same(tok.encode('hi hi!'), [2, 4, 5])
+  t.same(tok.encode('hi?'), [2], 'a byte the vocabulary lacks is dropped when there is no unk token')
+  const noUnk = Tokenizer.fromTokenizerJson({ model: { type: 'Unigram', unk_id: null, vocab: [['a', -1], ['b', -2]] } })
+  t.same(noUnk.encode('ab?a'), [0, 1, 0], 'unigram: so is a character, when there is no unk token')
   t.equal(tok.vocabSize, 22)
   t.equal(tok.eosTokenId, 21)
   t.equal(tok.padTokenId, 19)

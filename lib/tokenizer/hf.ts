@@ -130,7 +130,7 @@ export class HfBackend implements TokenizerBackend {
     const vocab = this.inner.model?.vocab
     if (!Array.isArray(vocab) || vocab.length === 0) throw new TokenizerError('ERR_TOKENIZER_JSON', 'the model has an empty vocabulary', { file })
     this.modelSize = vocab.length
-    this.unkId = this.inner.model?.unk_token_id
+    this.unkId = this.inner.model?.unk_token_id ?? undefined
     this.cleanUpSpaces = options.cleanUpTokenizationSpaces ?? false
     const isUnigram = model.type === 'Unigram' || (model.type === undefined && Array.isArray(model.vocab))
     if (isUnigram && model.byte_fallback === true) {
@@ -167,8 +167,13 @@ export class HfBackend implements TokenizerBackend {
     } catch (e) {
       throw new TokenizerError('ERR_TOKENIZER_JSON', `@huggingface/tokenizers failed to encode: ${(e as Error).message}`, { file: this.file, cause: e })
     }
+    // A token the vocabulary lacks, with no unk token to stand for it, is dropped (as HF's Rust crate does).
+    if (ids.some((id) => !Number.isInteger(id))) {
+      tokens = tokens.filter((_, k) => Number.isInteger(ids[k]))
+      ids = ids.filter((id) => Number.isInteger(id))
+    }
     const byteIds = this.unigramByteIds
-    if (byteIds === undefined || this.unkId === undefined || !ids.includes(this.unkId)) return ids
+    if (byteIds === undefined || !Number.isInteger(this.unkId) || !ids.includes(this.unkId!)) return ids
     const out: number[] = []
     for (let k = 0; k < ids.length; k++) {
       if (ids[k] === this.unkId && tokens[k] !== this.inner.model?.unk_token) for (const b of Buffer.from(tokens[k], 'utf8')) out.push(byteIds[b])

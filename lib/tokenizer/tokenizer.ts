@@ -190,10 +190,6 @@ export class Tokenizer {
           throw new TokenizerError('ERR_TOKENIZER_JSON', `added_tokens_decoder["${key}"] needs an integer key and a string "content"`, { file: source })
         }
         if (this.added.has(id) || this.addedByContent.has(value.content)) continue
-        const piece = backend.idToPiece(id)
-        if (id < backend.modelSize && piece !== value.content) {
-          throw new TokenizerError('ERR_TOKENIZER_JSON', `added_tokens_decoder gives id ${id} to ${JSON.stringify(value.content)} but the model has ${JSON.stringify(piece)} there`, { file: source })
-        }
         this.register({ id, content: value.content, special: value.special === true, lstrip: value.lstrip === true, rstrip: value.rstrip === true })
       }
     }
@@ -359,10 +355,11 @@ export class Tokenizer {
     const defaultRoles: Partial<Record<SpecialTokenRole, string>> = {}
     if (typeof model.unk_token === 'string') defaultRoles.unk = model.unk_token
     else if (Number.isInteger(model.unk_id)) defaultRoles.unk = backend.idToPiece(model.unk_id as number)
+    const matchedByLibrary = new Set(backend.addedTokens.filter((a) => !a.special).map((a) => a.id))
     return new Tokenizer(backend, files, {
       added: backend.addedTokens.map((t) => ({ ...t })),
-      // The library matches the non-special added tokens itself.
-      alwaysMatch: () => false,
+      // The library matches the file's own non-special added tokens; the config's are ours to match.
+      alwaysMatch: (t) => !matchedByLibrary.has(t.id),
       defaultRoles,
       template: templateOf(j.post_processor, file),
     })
