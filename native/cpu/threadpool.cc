@@ -63,7 +63,10 @@ void ThreadPool::start(int num_threads) {
   num_threads_ = num_threads < 1 ? 1 : num_threads;
   stopping_ = false;
   scratch_.resize(num_threads_);
-  for (int t = 1; t < num_threads_; ++t) workers_.emplace_back([this, t] { worker_loop(t); });
+  // Workers start at the current generation: after resize() the counter is past 0, and a worker
+  // starting from 0 would run a finished region's (null) job.
+  const uint64_t current = generation_.load(std::memory_order_acquire);
+  for (int t = 1; t < num_threads_; ++t) workers_.emplace_back([this, t, current] { worker_loop(t, current); });
 }
 
 void ThreadPool::stop() {
@@ -107,8 +110,7 @@ void ThreadPool::run_part(int thread) {
   t_in_region = false;
 }
 
-void ThreadPool::worker_loop(int thread) {
-  uint64_t seen = 0;
+void ThreadPool::worker_loop(int thread, uint64_t seen) {
   for (;;) {
     // Spin briefly: GEMMs issue regions back to back, and a sleeping worker costs ~50 us to wake.
     for (int spin = 0; spin < 20000 && generation_.load(std::memory_order_acquire) == seen && !stopping_; ++spin) {

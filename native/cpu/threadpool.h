@@ -37,7 +37,7 @@ class ThreadPool {
   explicit ThreadPool(int num_threads);
   void start(int num_threads);
   void stop();
-  void worker_loop(int thread);
+  void worker_loop(int thread, uint64_t seen);
   void run_part(int thread);
 
   int num_threads_ = 1;
