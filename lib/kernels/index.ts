@@ -2,8 +2,10 @@
 // returns a Promise (argument errors reject it); `kernels.sync` holds blocking twins for tests
 // and tiny inputs. One file per kernel family.
 import { native } from '../native'
+import { attentionBackwardSync, attentionForwardSync } from './attention'
 import { gemmSync } from './gemm'
 
+export * from './attention'
 export * from './gemm'
 
 export type Isa = 'generic' | 'avx2' | 'avx512' | 'avx512bf16'
@@ -31,5 +33,7 @@ export function setNumThreads(n: number): void {
 /** Blocking twins of the kernels, for tests and tiny inputs. */
 export const sync = {
   gemm: gemmSync,
+  attentionForward: attentionForwardSync,
+  attentionBackward: attentionBackwardSync,
 }
 
