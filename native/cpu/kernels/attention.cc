@@ -205,18 +205,36 @@ inline void micro_tile(int64_t K, const float* a, int64_t lda, int64_t rows_vali
 }
 #endif
 
+// Where a product's causal mask leaves anything: only pairs (row r, x) with lo <= x - r <= hi
+// can be non-zero, x being the column (axis columns) or the inner index k (axis inner).
+struct Band {
+  enum Axis { columns, inner } axis = inner;
+  int64_t lo = -(int64_t(1) << 60), hi = int64_t(1) << 60;
+};
+constexpr Band kFull{};
+
 // C[M, N] (+)= A[M, K] . B[K, N] over whole micro-tiles: N a multiple of NR; B packed as
-// [N / NR][panel_rows][NR], panel_rows >= K. Non-transposed A computes only the tiles holding its rows_valid rows;
-// transposed A needs M a multiple of MR and M readable columns.
+// [N / NR][panel_rows][NR], panel_rows >= K. Non-transposed A computes only the tiles holding
+// its rows_valid rows; transposed A needs M a multiple of MR and M readable columns.
+// Outside the band, C tiles are skipped (left as they were: callers mask them) and k ranges
+// are left out of the sums (their terms are zero).
 template <bool ATrans>
 void block_product(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, int64_t rows_valid, const float* bp,
-                   int64_t panel_rows, float* c, int64_t ldc, bool accumulate, const float* row_scale) {
+                   int64_t panel_rows, float* c, int64_t ldc, bool accumulate, const float* row_scale,
+                   Band band = kFull) {
   if (!ATrans) M = min64(M, round_up(rows_valid, MR));
   for (int64_t jb = 0; jb < N; jb += NR) {
     const float* panel = bp + (jb / NR) * panel_rows * NR;
     for (int64_t ib = 0; ib < M; ib += MR) {
-      const float* ai = ATrans ? a + ib : a + ib * lda;
-      micro_tile<ATrans>(K, ai, lda, rows_valid - ib, panel, c + ib * ldc + jb, ldc, accumulate,
+      int64_t k0 = 0, k1 = K;
+      if (band.axis == Band::columns) {
+        if (jb + NR - 1 - ib < band.lo || jb - (ib + MR - 1) > band.hi) continue;
+      } else {
+        k0 = max64(0, ib + band.lo);
+        k1 = max64(k0, min64(K, ib + MR + band.hi));
+      }
+      const float* ai = ATrans ? a + ib + k0 * lda : a + ib * lda + k0;
+      micro_tile<ATrans>(k1 - k0, ai, lda, rows_valid - ib, panel + k0 * NR, c + ib * ldc + jb, ldc, accumulate,
                          row_scale ? row_scale + ib : nullptr);
     }
   }
@@ -431,18 +449,22 @@ void attention_fwd_tile(const AttentionArgs& g, const float* kv_tiles, int64_t b
     // S^T[j][i] = K_j . Q_i (log2 units)
     const float* k_rows = kv_head + j0 / FWD_BK * tile_floats;
     const float* v_panels = k_rows + FWD_BK * D;
-    block_product<false>(kb, qcols, D, k_rows, D, kb, w.qt, D, w.st, FWD_BQ, false, nullptr);
-    // Masks: a padded key for every query; causally, key j0 + j is hidden from rows
-    // i < j0 + j - offset - q0. Only tiles reaching past the first row's position need it.
-    if (padding > 0 || j0 + kb - 1 > q0 + offset) {
+    // Key j0 + j is visible to query q0 + i when j - i <= diagonal.
+    const int64_t diagonal = q0 + offset - j0;
+    block_product<false>(kb, qcols, D, k_rows, D, kb, w.qt, D, w.st, FWD_BQ, false, nullptr,
+                         Band{Band::columns, -diagonal, kFull.hi});
+    // Masks: a padded key for every query; causally, key j0 + j from queries i < j - diagonal
+    // (including the micro-tiles the product skipped). Only tiles past the diagonal need it.
+    if (padding > 0 || kb - 1 > diagonal) {
       for (int64_t j = 0; j < kb; ++j) {
-        const int64_t hidden = (valid && !valid[j0 + j]) ? qcols : max64(0, min64(qcols, j0 + j - offset - q0));
+        const int64_t hidden = (valid && !valid[j0 + j]) ? qcols : max64(0, min64(qcols, j - diagonal));
         fill(w.st + j * FWD_BQ, hidden, -INFINITY);
       }
     }
     online_softmax(w.st, FWD_BQ, kb, qcols, w.m, w.l, w.alpha);
     // O = alpha * O + P . V
-    block_product<true>(qrows, dpad, kb, w.st, FWD_BQ, qrows, v_panels, FWD_BK, w.o, dpad, true, w.alpha);
+    block_product<true>(qrows, dpad, kb, w.st, FWD_BQ, qrows, v_panels, FWD_BK, w.o, dpad, true, w.alpha,
+                        Band{Band::inner, kFull.lo, diagonal});
   }
 
   for (int64_t i = 0; i < qb; ++i) {
@@ -521,11 +543,15 @@ void attention_bwd_tile(const AttentionArgs& g, const AttentionBwdRows& rows, in
     const float* delta = rows.delta + row;
 
     // S = Q K^T and dP = dO V^T, rows = queries, columns = keys
-    block_product<false>(qb, kcols, D, q_rows, D, qb, w.kt, D, w.p, BWD_BK, false, nullptr);
-    block_product<false>(qb, kcols, D, do_rows, D, qb, w.vt, D, w.ds, BWD_BK, false, nullptr);
+    // Key j0 + j is visible to query q0 + i when j - i <= diagonal.
+    const int64_t diagonal = q0 + offset - j0;
+    const Band keys_seen{Band::columns, kFull.lo, diagonal}, keys_as_k{Band::inner, kFull.lo, diagonal};
+    const Band queries_as_k{Band::inner, -diagonal, kFull.hi};
+    block_product<false>(qb, kcols, D, q_rows, D, qb, w.kt, D, w.p, BWD_BK, false, nullptr, keys_seen);
+    block_product<false>(qb, kcols, D, do_rows, D, qb, w.vt, D, w.ds, BWD_BK, false, nullptr, keys_seen);
     for (int64_t i = 0; i < qb; ++i) {
       // A row with lse = -inf saw no key in the forward: it has no gradient.
-      const int64_t visible = lse[i] == -INFINITY ? 0 : max64(0, min64(kb, q0 + i + offset - j0 + 1));
+      const int64_t visible = lse[i] == -INFINITY ? 0 : max64(0, min64(kb, i + diagonal + 1));
       float* p = w.p + i * BWD_BK;
       float* ds = w.ds + i * BWD_BK;
       probs_and_dscores(p, ds, visible, kcols, c, lse[i] * LOG2E, delta[i], g.scale);
@@ -536,9 +562,9 @@ void attention_bwd_tile(const AttentionArgs& g, const AttentionBwdRows& rows, in
     pack_rows(q_rows, D, qb, D, qb, w.qp);
     pack_rows(do_rows, D, qb, D, qb, w.dop);
     // dV += P^T dO, dK += dS^T Q (rows = keys); dQ = dS K (rows = queries)
-    block_product<true>(krows, dpad, qb, w.p, BWD_BK, krows, w.dop, qb, w.dv, dpad, true, nullptr);
-    block_product<true>(krows, dpad, qb, w.ds, BWD_BK, krows, w.qp, qb, w.dk, dpad, true, nullptr);
-    block_product<false>(qb, dpad, kb, w.ds, BWD_BK, qb, w.kp, kb, w.dq, dpad, false, nullptr);
+    block_product<true>(krows, dpad, qb, w.p, BWD_BK, krows, w.dop, qb, w.dv, dpad, true, nullptr, queries_as_k);
+    block_product<true>(krows, dpad, qb, w.ds, BWD_BK, krows, w.qp, qb, w.dk, dpad, true, nullptr, queries_as_k);
+    block_product<false>(qb, dpad, kb, w.ds, BWD_BK, qb, w.kp, kb, w.dq, dpad, false, nullptr, keys_as_k);
     for (int64_t i = 0; i < qb; ++i)
       for (int64_t d = 0; d < D; ++d) dq_rows[i * D + d] += w.dq[i * dpad + d];
   }
