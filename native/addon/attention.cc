@@ -100,6 +100,7 @@ ERNIE_OP(attentionForward) {
   expect_outputs_disjoint(args, {{"out", out}, {"lse", lse}}, p.inputs);
   g.out = out.f32();
   g.lse = lse.f32();
+  // The lambda holds the mask's bytes (g.key_valid points into them) until the job is done.
   return Job{[g, mask = p.key_valid] { cpu::attention_forward(g); }, {}};
 }
 
@@ -126,7 +127,7 @@ ERNIE_OP(attentionBackward) {
   g.dq = dq.f32();
   g.dk = dk.f32();
   g.dv = dv.f32();
-  return Job{[g, mask = p.key_valid] { cpu::attention_backward(g); }, {}};
+  return Job{[g, mask = p.key_valid] { cpu::attention_backward(g); }, {}};  // mask: as in the forward
 }
 
 }  // namespace ernie::addon

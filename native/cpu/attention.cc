@@ -13,7 +13,8 @@ ERNIE_DEFINE_KERNELS(attention, ERNIE_ATTENTION_KERNELS)
 namespace ernie::cpu {
 namespace {
 
-// Extra dq accumulators the backward may allocate, in bytes (see attention_backward).
+// Memory the backward's dq accumulators may take when it splits key tiles into chunks for
+// balance (see attention_backward); one accumulator is allocated whatever its size.
 constexpr int64_t kMaxDqPartialBytes = int64_t(256) << 20;
 
 // work(i, scratch) for every i in [0, n): the pool's threads take items one at a time from a
