@@ -1,4 +1,4 @@
-// npm run bench:kernels [-- --json] [-- --peer] [-- --only gemm,ops,ce,optim]
+// npm run bench:kernels [-- --json] [-- --peer] [-- --only gemm,attention,ops,ce,optim]
 // GEMM GFLOP/s at the ERNIE-4.5-0.3B shapes (M = 1024 tokens) and 2048^3, bf16 weights (B) and
 // fp32; with --peer, PyTorch's figures from ../shared/bench/gemm_peer.py in the same run.
 // ce_T1024_V103424: the chunked cross-entropy with its backward at the real head (1024 tokens,
@@ -7,6 +7,8 @@
 // in its second pass (8 T V Hd executed), so this is the useful rate, not the GEMM's.
 // adamw / adamw8bit: optimiser steps over 16M fp32 params, in million params per second.
 // The row ops (RMSNorm, RoPE, SwiGLU, embedding) in GB/s of compulsory memory traffic.
+// Causal attention GFLOP/s at the 0.3B model's heads (H = 16, KV = 2, D = 128), counted as
+// flash-attention's benchmarks count them: forward 4 B H T^2 D / 2, backward 2.5x that.
 import { kernels } from '../lib/index'
 import { randomF32Fast, randomBf16Fast } from './data'
 import { flagValue, report, runPeer, timeIt, wantPeer, type Row } from './common'
@@ -94,6 +96,27 @@ async function benchOps(): Promise<Row[]> {
   return rows
 }
 
+async function benchAttention(): Promise<Row[]> {
+  const rows: Row[] = []
+  const batch = 1, heads = 16, kvHeads = 2, headDim = 128
+  for (const T of [128, 512, 2048]) {
+    const shape = { batch, tq: T, tk: T, heads, kvHeads, headDim }
+    const q = randomF32Fast(batch * T * heads * headDim, 3)
+    const k = randomF32Fast(batch * T * kvHeads * headDim, 4)
+    const v = randomF32Fast(batch * T * kvHeads * headDim, 5)
+    const out = new Float32Array(q.length), lse = new Float32Array(batch * heads * T)
+    const dout = randomF32Fast(q.length, 6)
+    const dq = new Float32Array(q.length), dk = new Float32Array(k.length), dv = new Float32Array(v.length)
+    const flops = (4 * batch * heads * T * T * headDim) / 2
+    const repeats = T >= 2048 ? 3 : 7
+    const fwd = await timeIt(() => kernels.attentionForward({ ...shape, q, k, v, out, lse }), repeats, 1)
+    const bwd = await timeIt(() => kernels.attentionBackward({ ...shape, q, k, v, out, lse, dout, dq, dk, dv }), repeats, 1)
+    rows.push({ key: `attn_fwd_T${T}`, value: flops / fwd / 1e9, unit: 'GFLOP/s' })
+    rows.push({ key: `attn_bwd_T${T}`, value: (2.5 * flops) / bwd / 1e9, unit: 'GFLOP/s' })
+  }
+  return rows
+}
+
 async function main(): Promise<void> {
   const rows = wanted('gemm') ? await benchGemm() : []
   if (wantPeer && wanted('gemm')) {
@@ -103,6 +126,7 @@ async function main(): Promise<void> {
       if (peer?.gflops?.[key] !== undefined) r.peer = peer.gflops[key]
     }
   }
+  if (wanted('attention')) rows.push(...(await benchAttention()))
   if (wanted('ops')) rows.push(...(await benchOps()))
   if (wanted('ce')) rows.push(...(await benchCrossEntropy()))
   if (wanted('optim')) rows.push(...(await benchOptimisers()))

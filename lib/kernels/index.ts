@@ -2,10 +2,12 @@
 // returns a Promise (argument errors reject it); `kernels.sync` holds blocking twins for tests
 // and tiny inputs. One file per kernel family.
 import { native } from '../native'
+import { attentionBackwardSync, attentionForwardSync } from './attention'
 import { gemmSync } from './gemm'
 import { loraSync } from './lora'
 import { opsSync } from './ops'
 
+export * from './attention'
 export * from './gemm'
 export * from './lora'
 export * from './ops'
@@ -58,5 +60,7 @@ export const sync = {
   dequantizeBlockwise: dequantizeBlockwiseSync,
   gradNorm: gradNormSync,
   clipGradNorm: clipGradNormSync,
+  attentionForward: attentionForwardSync,
+  attentionBackward: attentionBackwardSync,
 }
 

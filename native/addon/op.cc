@@ -172,6 +172,9 @@ ArrayArg Args::f32_or_bf16(const char* key) {
 }
 ArrayArg Args::i32(const char* key) { return array(key, {napi_int32_array}, "an Int32Array"); }
 ArrayArg Args::u8(const char* key) { return array(key, {napi_uint8_array}, "a Uint8Array"); }
+ArrayArg Args::i32_or_u8(const char* key) {
+  return array(key, {napi_int32_array, napi_uint8_array}, "an Int32Array or a Uint8Array");
+}
 
 int64_t Args::integer(const char* key, int64_t min, int64_t max) {
   Napi::Value v = field(key);

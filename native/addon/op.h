@@ -60,6 +60,8 @@ class Args {
   ArrayArg f32_or_bf16(const char* key);
   ArrayArg i32(const char* key);
   ArrayArg u8(const char* key);
+  // Int32Array or Uint8Array (masks: either is accepted).
+  ArrayArg i32_or_u8(const char* key);
   // An integer in [min, max].
   int64_t integer(const char* key, int64_t min = 0, int64_t max = INT64_MAX);
   int64_t integer_or(const char* key, int64_t fallback, int64_t min = 0, int64_t max = INT64_MAX);

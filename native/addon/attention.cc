@@ -1,0 +1,133 @@
+// attentionForward({ q, k, v, out, lse, keyMask?, batch, tq, tk, heads, kvHeads, headDim, scale? })
+//   q [batch, tq, heads, headDim], k and v [batch, tk, kvHeads, headDim]: Float32Array
+//   out [batch, tq, heads, headDim], lse [batch, heads, tq]: Float32Array, written
+//   keyMask [batch, tk]: Int32Array or Uint8Array of 0 (padding) / 1 (real key)
+// attentionBackward({ ...the same, dout, dq, dk, dv }): out and lse as the forward left them,
+//   dout like out; dq like q, dk and dv like k, overwritten.
+// Causal, bottom-right aligned (tq <= tk: the queries are the last tq of tk positions).
+#include <cmath>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "addon/op.h"
+#include "cpu/attention.h"
+
+namespace ernie::addon {
+namespace {
+
+uint64_t product(Args& args, std::initializer_list<int64_t> factors, const std::string& what) {
+  uint64_t n = 1;
+  for (int64_t f : factors)
+    if (__builtin_mul_overflow(n, uint64_t(f), &n)) args.range_error(what + " is too large");
+  return n;
+}
+
+struct Parsed {
+  cpu::AttentionArgs g;
+  std::shared_ptr<std::vector<uint8_t>> key_valid;  // the mask as bytes, owned by the Job
+  std::vector<std::pair<const char*, ArrayArg>> inputs;
+};
+
+// The fields both ops share: shape, q, k, v, keyMask, scale.
+Parsed parse_common(Args& args) {
+  Parsed p;
+  cpu::AttentionArgs& g = p.g;
+  g.batch = args.integer("batch", 0, INT32_MAX);
+  g.tq = args.integer("tq", 0, INT32_MAX);
+  g.tk = args.integer("tk", 0, INT32_MAX);
+  g.heads = args.integer("heads", 1, 1 << 16);
+  g.kv_heads = args.integer("kvHeads", 1, 1 << 16);
+  g.head_dim = args.integer("headDim", 1, 1 << 16);
+  if (g.heads % g.kv_heads != 0)
+    args.range_error(args.name("heads") + " (" + std::to_string(g.heads) + ") must be a multiple of " +
+                     args.name("kvHeads") + " (" + std::to_string(g.kv_heads) + ")");
+  if (g.tq > g.tk)
+    args.range_error(args.name("tq") + " (" + std::to_string(g.tq) + ") must not exceed " + args.name("tk") + " (" +
+                     std::to_string(g.tk) + "): the queries are the last tq of tk positions");
+  const double scale = args.number_or("scale", 1.0 / std::sqrt(double(g.head_dim)));
+  g.scale = float(scale);
+
+  const uint64_t q_len = product(args, {g.batch, g.tq, g.heads, g.head_dim}, "batch * tq * heads * headDim");
+  const uint64_t kv_len = product(args, {g.batch, g.tk, g.kv_heads, g.head_dim}, "batch * tk * kvHeads * headDim");
+  ArrayArg q = args.f32("q"), k = args.f32("k"), v = args.f32("v");
+  args.expect_length("q", q, q_len, "batch * tq * heads * headDim");
+  args.expect_length("k", k, kv_len, "batch * tk * kvHeads * headDim");
+  args.expect_length("v", v, kv_len, "batch * tk * kvHeads * headDim");
+  g.q = q.f32();
+  g.k = k.f32();
+  g.v = v.f32();
+  p.inputs = {{"q", q}, {"k", k}, {"v", v}};
+
+  if (args.has("keyMask")) {
+    ArrayArg mask = args.i32_or_u8("keyMask");
+    const uint64_t n = uint64_t(g.batch) * uint64_t(g.tk);
+    args.expect_length("keyMask", mask, n, "batch * tk");
+    auto bytes = std::make_shared<std::vector<uint8_t>>(n);
+    for (uint64_t i = 0; i < n; ++i) {
+      const int32_t value = mask.type == napi_int32_array ? mask.i32()[i] : mask.u8()[i];
+      if (value != 0 && value != 1)
+        args.range_error(args.name("keyMask") + " must hold 0 (padding) or 1 (real key), got " +
+                         std::to_string(value) + " at index " + std::to_string(i));
+      (*bytes)[i] = uint8_t(value);
+    }
+    p.key_valid = bytes;
+    g.key_valid = bytes->data();
+    p.inputs.push_back({"keyMask", mask});
+  }
+  return p;
+}
+
+// Each output must not overlap any input or another output.
+void expect_outputs_disjoint(Args& args, const std::vector<std::pair<const char*, ArrayArg>>& outputs,
+                             const std::vector<std::pair<const char*, ArrayArg>>& inputs) {
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    for (const auto& in : inputs) args.expect_disjoint(outputs[i].first, outputs[i].second, in.first, in.second);
+    for (size_t j = i + 1; j < outputs.size(); ++j)
+      args.expect_disjoint(outputs[i].first, outputs[i].second, outputs[j].first, outputs[j].second);
+  }
+}
+
+}  // namespace
+
+ERNIE_OP(attentionForward) {
+  Parsed p = parse_common(args);
+  cpu::AttentionArgs& g = p.g;
+  ArrayArg out = args.f32("out"), lse = args.f32("lse");
+  args.expect_length("out", out, uint64_t(g.batch) * g.tq * g.heads * g.head_dim, "batch * tq * heads * headDim");
+  args.expect_length("lse", lse, uint64_t(g.batch) * g.heads * g.tq, "batch * heads * tq");
+  expect_outputs_disjoint(args, {{"out", out}, {"lse", lse}}, p.inputs);
+  g.out = out.f32();
+  g.lse = lse.f32();
+  // The lambda holds the mask's bytes (g.key_valid points into them) until the job is done.
+  return Job{[g, mask = p.key_valid] { cpu::attention_forward(g); }, {}};
+}
+
+ERNIE_OP(attentionBackward) {
+  Parsed p = parse_common(args);
+  cpu::AttentionArgs& g = p.g;
+  const uint64_t q_len = uint64_t(g.batch) * g.tq * g.heads * g.head_dim;
+  const uint64_t kv_len = uint64_t(g.batch) * g.tk * g.kv_heads * g.head_dim;
+  ArrayArg out = args.f32("out"), lse = args.f32("lse"), dout = args.f32("dout");
+  args.expect_length("out", out, q_len, "batch * tq * heads * headDim");
+  args.expect_length("lse", lse, uint64_t(g.batch) * g.heads * g.tq, "batch * heads * tq");
+  args.expect_length("dout", dout, q_len, "batch * tq * heads * headDim");
+  ArrayArg dq = args.f32("dq"), dk = args.f32("dk"), dv = args.f32("dv");
+  args.expect_length("dq", dq, q_len, "batch * tq * heads * headDim");
+  args.expect_length("dk", dk, kv_len, "batch * tk * kvHeads * headDim");
+  args.expect_length("dv", dv, kv_len, "batch * tk * kvHeads * headDim");
+  p.inputs.push_back({"out", out});
+  p.inputs.push_back({"lse", lse});
+  p.inputs.push_back({"dout", dout});
+  expect_outputs_disjoint(args, {{"dq", dq}, {"dk", dk}, {"dv", dv}}, p.inputs);
+  g.out = out.f32();
+  g.lse = lse.f32();
+  g.dout = dout.f32();
+  g.dq = dq.f32();
+  g.dk = dk.f32();
+  g.dv = dv.f32();
+  return Job{[g, mask = p.key_valid] { cpu::attention_backward(g); }, {}};  // mask: as in the forward
+}
+
+}  // namespace ernie::addon

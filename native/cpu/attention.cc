@@ -1,0 +1,122 @@
+#include "cpu/attention.h"
+
+#include <algorithm>
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "cpu/threadpool.h"
+
+ERNIE_DEFINE_KERNELS(attention, ERNIE_ATTENTION_KERNELS)
+
+namespace ernie::cpu {
+namespace {
+
+// Memory the backward's dq accumulators may take when it splits key tiles into chunks for
+// balance (see attention_backward); one accumulator is allocated whatever its size.
+constexpr int64_t kMaxDqPartialBytes = int64_t(256) << 20;
+
+// work(i, scratch) for every i in [0, n): the pool's threads take items one at a time from a
+// shared counter, so items of unequal cost (causal tiles) still finish together when they are
+// listed heaviest first.
+void run_items(int64_t n, size_t scratch_bytes, const std::function<void(int64_t, void*)>& work) {
+  if (n <= 0) return;
+  ThreadPool& pool = ThreadPool::instance();
+  std::atomic<int64_t> next{0};
+  parallel_for(std::min<int64_t>(n, pool.num_threads()), [&](int64_t, int64_t, int thread) {
+    void* scratch = pool.scratch(thread, scratch_bytes);
+    for (int64_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) work(i, scratch);
+  });
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+// K and V are packed once, tile by tile (K rows contiguous, V as the panels P . V reads), and
+// shared by every query head of their group and every query tile.
+void attention_forward(const AttentionArgs& g) {
+  const attention_kernel_table& kt = attention_kernels();
+  const AttentionBlocking bl = kt.attention_blocking();
+  const int64_t k_tiles = ceil_div(g.tk, bl.fwd_k_tile), kv_rows = g.batch * g.kv_heads;
+  const int64_t tile_floats = int64_t(kt.attention_fwd_kv_tile_floats(g.head_dim));
+  std::unique_ptr<float[]> kv_tiles(new float[kv_rows * k_tiles * tile_floats]);
+  parallel_for(kv_rows * k_tiles, [&](int64_t t0, int64_t t1, int) {
+    for (int64_t t = t0; t < t1; ++t)
+      kt.attention_fwd_pack_kv(g, t / k_tiles / g.kv_heads, t / k_tiles % g.kv_heads, t % k_tiles * bl.fwd_k_tile,
+                               kv_tiles.get() + t * tile_floats);
+  });
+
+  const int64_t q_tiles = ceil_div(g.tq, bl.fwd_q_tile), rows = g.batch * g.heads;
+  // Items (query tile, batch, head), the last query tiles first: they see the most keys.
+  run_items(q_tiles * rows, kt.attention_fwd_scratch_bytes(g.head_dim), [&](int64_t i, void* scratch) {
+    const int64_t tile = q_tiles - 1 - i / rows, bh = i % rows;
+    kt.attention_fwd_tile(g, kv_tiles.get(), bh / g.heads, bh % g.heads, tile * bl.fwd_q_tile, scratch);
+  });
+}
+
+// The backward runs over key tiles: a work item owns the dk/dv rows of its keys (summed over
+// the query heads of their kv group inside the item), so they need no synchronisation. dq is
+// what several items would add into: every key tile of a (batch, kv head) touches the same dq
+// rows. Items are (chunk, batch, kv head), a chunk being every C-th key tile; chunk c adds into
+// its own dq accumulator, and the accumulators are summed into dq at the end. Items with the
+// same chunk write disjoint rows, items of different chunks different buffers: no races, and a
+// summation order fixed by C. C = 1 when the (batch, kv head) pairs alone split evenly over the
+// threads; otherwise enough chunks to balance, within kMaxDqPartialBytes.
+// Temporary memory: head-major copies of q and dout, and C dq accumulators (each like q).
+void attention_backward(const AttentionArgs& g) {
+  const attention_kernel_table& kt = attention_kernels();
+  ThreadPool& pool = ThreadPool::instance();
+  const int64_t threads = pool.num_threads();
+  const int64_t B = g.batch, H = g.heads, KV = g.kv_heads, D = g.head_dim, Tq = g.tq, Tk = g.tk;
+  const int64_t q_size = B * Tq * H * D;
+  const int64_t k_tile = kt.attention_blocking().bwd_k_tile;
+  const int64_t k_tiles = ceil_div(Tk, k_tile), groups = B * KV;
+  if (k_tiles == 0 || groups == 0) return;
+
+  int64_t chunks = 1;
+  if (groups % threads != 0 && groups < 4 * threads) chunks = ceil_div(4 * threads, groups);
+  chunks = std::max<int64_t>(1, std::min({chunks, k_tiles, kMaxDqPartialBytes / std::max<int64_t>(1, q_size * 4)}));
+
+  // Uninitialised: the gather pass writes every element (and zeroes the accumulators).
+  std::unique_ptr<float[]> q_heads(new float[q_size]), dout_heads(new float[q_size]), delta(new float[B * H * Tq]);
+  std::unique_ptr<float[]> dq_acc(new float[chunks * q_size]);
+  AttentionBwdRows rows{q_heads.get(), dout_heads.get(), delta.get(), nullptr};
+  parallel_for(B * Tq, [&](int64_t r0, int64_t r1, int) {
+    kt.attention_bwd_gather(g, r0, r1 - r0, rows);
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t c = 0; c < chunks; ++c) {
+          float* acc = dq_acc.get() + c * q_size + ((r / Tq * H + h) * Tq + r % Tq) * D;
+          std::fill(acc, acc + D, 0.0f);
+        }
+  });
+
+  run_items(chunks * groups, kt.attention_bwd_scratch_bytes(D), [&](int64_t i, void* scratch) {
+    const int64_t chunk = i / groups, b = (i % groups) / KV, kv = i % KV;
+    AttentionBwdRows mine = rows;
+    mine.dq = dq_acc.get() + chunk * q_size;
+    // Head by head: one head's rows of q, dout and dq are what each key tile streams through,
+    // and they stay in cache from one key tile to the next, where all the group's would not.
+    for (int64_t h = kv * (H / KV); h < (kv + 1) * (H / KV); ++h)
+      for (int64_t tile = chunk; tile < k_tiles; tile += chunks)
+        kt.attention_bwd_tile(g, mine, b, h, tile * k_tile, scratch);
+  });
+
+  // dq = the sum of the accumulators, back in [B, Tq, H, D].
+  parallel_for(B * Tq, [&](int64_t r0, int64_t r1, int) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t b = r / Tq, i = r % Tq;
+      for (int64_t h = 0; h < H; ++h) {
+        float* dst = g.dq + (r * H + h) * D;
+        const float* src = dq_acc.get() + ((b * H + h) * Tq + i) * D;
+        std::copy(src, src + D, dst);
+        for (int64_t c = 1; c < chunks; ++c)
+          for (int64_t d = 0; d < D; ++d) dst[d] += src[c * q_size + d];
+      }
+    }
+  });
+}
+
+}  // namespace ernie::cpu

@@ -1,0 +1,590 @@
+// The per-ISA half of the fused attention: tile products, the online softmax and the
+// backward's recomputed probabilities. Compiled once per ISA (see cpu/dispatch.h).
+//
+// Every matrix product here is one routine, block_product: C[M, N] (+)= A . B with B packed in
+// NR-column panels (contiguous, so a panel stays in L1 while the MR-row micro-tiles of A stream
+// past it) and A read in place, row-major or transposed. The products and their operands:
+//   forward   S^T = K . Q^T      A = K rows               B = Q^T panels (scaled, once per item)
+//             O  += P . V        A = (S^T)^T              B = V panels (packed once per call)
+//   backward  S   = Q . K^T      A = Q rows               B = K^T panels  } once per key tile
+//             dP  = dO . V^T     A = dO rows              B = V^T panels  }
+//             dV += P^T . dO     A = P^T                  B = dO panels   } per query tile
+//             dK += dS^T . Q     A = dS^T                 B = Q panels    }
+//             dQ  = dS . K       A = dS rows              B = K panels (once per key tile)
+// Tiles are multiples of both MR and NR, because one product's rows are another's columns;
+// scratch rows and columns past the data are computed on padding and never read back.
+#include <cmath>
+
+#include "cpu/attention.h"
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+#if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)
+// GCC 12's AVX-512 headers pass _mm512_undefined_ps() through masked builtins, which
+// -Wmaybe-uninitialized reports at every inlined use (GCC PR 105593): a false positive.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace ernie::cpu::ERNIE_ISA_NS {
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int MR = 12, NR = 32;
+constexpr int FWD_BQ = 96, FWD_BK = 96, BWD_BQ = 96, BWD_BK = 96;
+#define ERNIE_ATTN_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#elif defined(__AVX2__)
+constexpr int MR = 6, NR = 16;
+// Measured on Zen 3 at D = 128: 48-row query tiles waste less of the causal diagonal than 96;
+// the backward's ~10 live tiles of [48, D] fit a 512 KiB L2.
+constexpr int FWD_BQ = 48, FWD_BK = 96, BWD_BQ = 48, BWD_BK = 48;
+#define ERNIE_ATTN_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#else
+constexpr int MR = 4, NR = 16;
+constexpr int FWD_BQ = 64, FWD_BK = 64, BWD_BQ = 64, BWD_BK = 64;
+#endif
+static_assert(FWD_BQ % MR == 0 && FWD_BQ % NR == 0 && FWD_BK % MR == 0 && FWD_BK % NR == 0, "tile sizes");
+static_assert(BWD_BQ % MR == 0 && BWD_BQ % NR == 0 && BWD_BK % MR == 0 && BWD_BK % NR == 0, "tile sizes");
+
+constexpr float LOG2E = 1.44269504088896340736f;
+constexpr float LN2 = 0.693147180559945309417f;
+
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+// Columns of a score tile that `rows` rows of its transpose need: whole MR rows, whole NR panels.
+inline int64_t padded_cols(int64_t rows) { return round_up(round_up(rows, MR), NR); }
+
+// ---- vector helpers -------------------------------------------------------------------------
+#if defined(__AVX512F__) || defined(__AVX2__)
+#if defined(__AVX512F__)
+using Vec = __m512;
+constexpr int VL = 16;
+inline Vec vzero() { return _mm512_setzero_ps(); }
+inline Vec vset1(float x) { return _mm512_set1_ps(x); }
+inline Vec vload(const float* p) { return _mm512_loadu_ps(p); }
+inline void vstore(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+inline Vec vbroadcast(const float* p) { return _mm512_set1_ps(*p); }
+inline Vec vadd(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+inline Vec vsub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
+inline Vec vmul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
+inline Vec vmax(Vec a, Vec b) { return _mm512_max_ps(a, b); }
+inline Vec vmin(Vec a, Vec b) { return _mm512_min_ps(a, b); }
+inline Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+inline Vec vfms(Vec a, Vec b, Vec c) { return _mm512_fmsub_ps(a, b, c); }
+inline Vec vround(Vec x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+inline Vec vpow2i(Vec n) {  // 2^n for integral n in [-127, 127] (2^-127 flushes to 0)
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
+}
+inline Vec vzero_where_below(Vec x, float limit, Vec r) {
+  return _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(x, vset1(limit), _CMP_LT_OQ), vzero());
+}
+inline Vec vreplace_neg_inf(Vec x, float replacement) {
+  return _mm512_mask_mov_ps(x, _mm512_cmp_ps_mask(x, vset1(-INFINITY), _CMP_EQ_OQ), vset1(replacement));
+}
+inline float vsum(Vec v) { return _mm512_reduce_add_ps(v); }
+#else
+using Vec = __m256;
+constexpr int VL = 8;
+inline Vec vzero() { return _mm256_setzero_ps(); }
+inline Vec vset1(float x) { return _mm256_set1_ps(x); }
+inline Vec vload(const float* p) { return _mm256_loadu_ps(p); }
+inline void vstore(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+inline Vec vbroadcast(const float* p) { return _mm256_broadcast_ss(p); }
+inline Vec vadd(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+inline Vec vsub(Vec a, Vec b) { return _mm256_sub_ps(a, b); }
+inline Vec vmul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
+inline Vec vmax(Vec a, Vec b) { return _mm256_max_ps(a, b); }
+inline Vec vmin(Vec a, Vec b) { return _mm256_min_ps(a, b); }
+inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+inline Vec vfms(Vec a, Vec b, Vec c) { return _mm256_fmsub_ps(a, b, c); }
+inline Vec vround(Vec x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+inline Vec vpow2i(Vec n) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
+}
+inline Vec vzero_where_below(Vec x, float limit, Vec r) {
+  return _mm256_andnot_ps(_mm256_cmp_ps(x, vset1(limit), _CMP_LT_OQ), r);
+}
+inline Vec vreplace_neg_inf(Vec x, float replacement) {
+  return _mm256_blendv_ps(x, vset1(replacement), _mm256_cmp_ps(x, vset1(-INFINITY), _CMP_EQ_OQ));
+}
+inline float vsum(Vec v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+#endif
+
+// 2^x: x = n + f with n integral and |f| <= 1/2; 2^f from its Taylor series to degree 7
+// (relative error ~5e-9, below f32's rounding). Exactly 0 below 2^-126, -inf included, so
+// masked scores contribute nothing.
+inline Vec vexp2(Vec x) {
+  const Vec xc = vmin(vmax(x, vset1(-127.0f)), vset1(127.0f));
+  const Vec n = vround(xc);
+  const Vec f = vsub(xc, n);
+  Vec p = vset1(1.5252733804059840e-5f);
+  p = vfma(p, f, vset1(1.5403530393381608e-4f));
+  p = vfma(p, f, vset1(1.3333558146428443e-3f));
+  p = vfma(p, f, vset1(9.6181291076284772e-3f));
+  p = vfma(p, f, vset1(5.5504108664821580e-2f));
+  p = vfma(p, f, vset1(2.4022650695910071e-1f));
+  p = vfma(p, f, vset1(6.9314718055994531e-1f));
+  p = vfma(p, f, vset1(1.0f));
+  return vzero_where_below(x, -126.0f, vmul(p, vpow2i(n)));
+}
+#endif
+
+// ---- the tile product -----------------------------------------------------------------------
+// One MR x NR tile: C = (accumulate ? row_scale[i] * C : 0) + sum_k A(i, k) B[k][:].
+// A(i, k) = ATrans ? a[k * lda + i] : a[i * lda + k]. Non-transposed A is caller memory: rows at
+// or past rows_valid read row 0 instead (their results land in padding). Transposed A is
+// scratch with at least MR readable columns. row_scale may be null (scale 1).
+#if defined(__AVX512F__) || defined(__AVX2__)
+static_assert(NR == 2 * VL, "the micro-tile holds two vectors per row");
+
+#define ERNIE_ATTN_DECL(i) Vec c##i##0 = vzero(), c##i##1 = vzero();
+#define ERNIE_ATTN_ROWPTR(i) const float* a##i = a + ((i) < rows_valid ? int64_t(i) * lda : 0);
+#define ERNIE_ATTN_FMA_ROWS(i)                                                     \
+  {                                                                                \
+    const Vec av = vbroadcast(a##i + k);                                           \
+    c##i##0 = vfma(av, b0, c##i##0);                                               \
+    c##i##1 = vfma(av, b1, c##i##1);                                               \
+  }
+#define ERNIE_ATTN_FMA_TRANS(i)                                                    \
+  {                                                                                \
+    const Vec av = vbroadcast(ak + (i));                                           \
+    c##i##0 = vfma(av, b0, c##i##0);                                               \
+    c##i##1 = vfma(av, b1, c##i##1);                                               \
+  }
+#define ERNIE_ATTN_STORE(i)                                                        \
+  {                                                                                \
+    float* dst = c + (i) * ldc;                                                    \
+    if (accumulate) {                                                              \
+      const Vec s = row_scale ? vset1(row_scale[i]) : vset1(1.0f);                 \
+      c##i##0 = vfma(s, vload(dst), c##i##0);                                      \
+      c##i##1 = vfma(s, vload(dst + VL), c##i##1);                                 \
+    }                                                                              \
+    vstore(dst, c##i##0);                                                          \
+    vstore(dst + VL, c##i##1);                                                     \
+  }
+
+template <bool ATrans>
+inline void micro_tile(int64_t K, const float* a, int64_t lda, int64_t rows_valid, const float* b, float* c,
+                       int64_t ldc, bool accumulate, const float* row_scale) {
+  ERNIE_ATTN_ROWS(ERNIE_ATTN_DECL)
+  if constexpr (ATrans) {
+    for (int64_t k = 0; k < K; ++k) {
+      const Vec b0 = vload(b + k * NR), b1 = vload(b + k * NR + VL);
+      const float* ak = a + k * lda;
+      ERNIE_ATTN_ROWS(ERNIE_ATTN_FMA_TRANS)
+    }
+  } else {
+    ERNIE_ATTN_ROWS(ERNIE_ATTN_ROWPTR)
+    for (int64_t k = 0; k < K; ++k) {
+      const Vec b0 = vload(b + k * NR), b1 = vload(b + k * NR + VL);
+      ERNIE_ATTN_ROWS(ERNIE_ATTN_FMA_ROWS)
+    }
+  }
+  ERNIE_ATTN_ROWS(ERNIE_ATTN_STORE)
+}
+#else  // generic: plain loops the compiler vectorises
+template <bool ATrans>
+inline void micro_tile(int64_t K, const float* a, int64_t lda, int64_t rows_valid, const float* b, float* c,
+                       int64_t ldc, bool accumulate, const float* row_scale) {
+  float acc[MR][NR] = {};
+  for (int64_t k = 0; k < K; ++k)
+    for (int i = 0; i < MR; ++i) {
+      const float av = ATrans ? a[k * lda + i] : a[(i < rows_valid ? i : 0) * lda + k];
+      for (int j = 0; j < NR; ++j) acc[i][j] += av * b[k * NR + j];
+    }
+  for (int i = 0; i < MR; ++i) {
+    const float s = row_scale ? row_scale[i] : 1.0f;
+    for (int j = 0; j < NR; ++j) c[i * ldc + j] = accumulate ? s * c[i * ldc + j] + acc[i][j] : acc[i][j];
+  }
+}
+#endif
+
+// Where a product's causal mask leaves anything: only pairs (row r, x) with lo <= x - r <= hi
+// can be non-zero, x being the column (axis columns) or the inner index k (axis inner).
+struct Band {
+  enum Axis { columns, inner } axis = inner;
+  int64_t lo = -(int64_t(1) << 60), hi = int64_t(1) << 60;
+};
+constexpr Band kFull{};
+
+// C[M, N] (+)= A[M, K] . B[K, N] over whole micro-tiles: N a multiple of NR; B packed as
+// [N / NR][panel_rows][NR], panel_rows >= K. Non-transposed A computes only the tiles holding
+// its rows_valid rows; transposed A needs M a multiple of MR and M readable columns.
+// Outside the band, C tiles are skipped (left as they were: callers mask them) and k ranges
+// are left out of the sums (their terms are zero).
+template <bool ATrans>
+void block_product(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, int64_t rows_valid, const float* bp,
+                   int64_t panel_rows, float* c, int64_t ldc, bool accumulate, const float* row_scale,
+                   Band band = kFull) {
+  if (!ATrans) M = min64(M, round_up(rows_valid, MR));
+  for (int64_t jb = 0; jb < N; jb += NR) {
+    const float* panel = bp + (jb / NR) * panel_rows * NR;
+    for (int64_t ib = 0; ib < M; ib += MR) {
+      int64_t k0 = 0, k1 = K;
+      if (band.axis == Band::columns) {
+        if (jb + NR - 1 - ib < band.lo || jb - (ib + MR - 1) > band.hi) continue;
+      } else {
+        k0 = max64(0, ib + band.lo);
+        k1 = max64(k0, min64(K, ib + MR + band.hi));
+      }
+      const float* ai = ATrans ? a + ib + k0 * lda : a + ib * lda + k0;
+      micro_tile<ATrans>(k1 - k0, ai, lda, rows_valid - ib, panel + k0 * NR, c + ib * ldc + jb, ldc, accumulate,
+                         row_scale ? row_scale + ib : nullptr);
+    }
+  }
+}
+
+// B panels of the transpose of src's rows: B(k, n) = mul * src[n * ld + k] for n < rows, k < K;
+// columns [rows, cols) zero. dst is [cols / NR][K][NR].
+void pack_transposed(const float* src, int64_t ld, int64_t rows, int64_t cols, int64_t K, float mul, float* dst) {
+  for (int64_t n = 0; n < cols; ++n) {
+    float* col = dst + (n / NR) * K * NR + n % NR;
+    if (n < rows) {
+      const float* s = src + n * ld;
+      for (int64_t k = 0; k < K; ++k) col[k * NR] = mul * s[k];
+    } else {
+      for (int64_t k = 0; k < K; ++k) col[k * NR] = 0.0f;
+    }
+  }
+}
+
+// B panels of src's rows as they are: B(k, n) = src[k * ld + n] for k < K, n < N; columns up to
+// the next multiple of NR zero. dst is [ceil(N / NR)][panel_rows][NR], panel_rows >= K.
+void pack_rows(const float* src, int64_t ld, int64_t K, int64_t N, int64_t panel_rows, float* dst) {
+  for (int64_t n0 = 0; n0 < N; n0 += NR) {
+    const int64_t w = min64(NR, N - n0);
+    float* panel = dst + (n0 / NR) * panel_rows * NR;
+    if (w == NR) {  // whole panels: a fixed-length copy the compiler turns into vector moves
+      for (int64_t k = 0; k < K; ++k)
+        for (int j = 0; j < NR; ++j) panel[k * NR + j] = src[k * ld + n0 + j];
+      continue;
+    }
+    for (int64_t k = 0; k < K; ++k) {
+      const float* s = src + k * ld + n0;
+      float* d = panel + k * NR;
+      for (int64_t j = 0; j < w; ++j) d[j] = s[j];
+      for (int64_t j = w; j < NR; ++j) d[j] = 0.0f;
+    }
+  }
+}
+
+void fill(float* p, int64_t n, float value) {
+  for (int64_t i = 0; i < n; ++i) p[i] = value;
+}
+
+float dot(const float* a, const float* b, int64_t n) {
+  int64_t i = 0;
+  float s = 0.0f;
+#if defined(__AVX512F__) || defined(__AVX2__)
+  Vec acc0 = vzero(), acc1 = vzero();
+  for (; i + 2 * VL <= n; i += 2 * VL) {
+    acc0 = vfma(vload(a + i), vload(b + i), acc0);
+    acc1 = vfma(vload(a + i + VL), vload(b + i + VL), acc1);
+  }
+  s = vsum(vadd(acc0, acc1));
+#endif
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// ---- softmax pieces -------------------------------------------------------------------------
+// Online softmax over one key tile of S^T ([kb rows][cols], ld), scores in log2 units: per
+// query column, m = running max, l = running sum of 2^(s - m). Overwrites S^T with the
+// probabilities relative to the new max and sets alpha = 2^(m_old - m_new), the factor the
+// output accumulated so far is rescaled by. A column with no key yet keeps m = -inf and uses 0
+// as its reference, so it produces zeros rather than NaN.
+void online_softmax(float* st, int64_t ld, int64_t kb, int64_t cols, float* m, float* l, float* alpha) {
+#if defined(__AVX512F__) || defined(__AVX2__)
+  for (int64_t i = 0; i < cols; i += VL) {
+    Vec mx = vload(st + i);
+    for (int64_t j = 1; j < kb; ++j) mx = vmax(mx, vload(st + j * ld + i));
+    const Vec m_old = vload(m + i);
+    const Vec m_new = vmax(m_old, mx);
+    const Vec ref = vreplace_neg_inf(m_new, 0.0f);
+    const Vec a = vexp2(vsub(m_old, ref));
+    Vec sum = vzero();
+    for (int64_t j = 0; j < kb; ++j) {
+      const Vec p = vexp2(vsub(vload(st + j * ld + i), ref));
+      vstore(st + j * ld + i, p);
+      sum = vadd(sum, p);
+    }
+    vstore(l + i, vfma(vload(l + i), a, sum));
+    vstore(m + i, m_new);
+    vstore(alpha + i, a);
+  }
+#else
+  for (int64_t i = 0; i < cols; ++i) {
+    float mx = m[i];
+    for (int64_t j = 0; j < kb; ++j) mx = st[j * ld + i] > mx ? st[j * ld + i] : mx;
+    const float ref = mx == -INFINITY ? 0.0f : mx;
+    const float a = exp2f(m[i] - ref);
+    float sum = 0.0f;
+    for (int64_t j = 0; j < kb; ++j) {
+      const float p = exp2f(st[j * ld + i] - ref);
+      st[j * ld + i] = p;
+      sum += p;
+    }
+    l[i] = l[i] * a + sum;
+    m[i] = mx;
+    alpha[i] = a;
+  }
+#endif
+}
+
+// One row of the backward: p = 2^(s * c - lse2) and ds = scale * p * (dp - delta) for the
+// visible keys j < visible; both 0 for j in [visible, cols). p overwrites s, ds overwrites dp.
+void probs_and_dscores(float* s, float* dp, int64_t visible, int64_t cols, float c, float lse2, float delta,
+                       float scale) {
+  int64_t j = 0;
+#if defined(__AVX512F__) || defined(__AVX2__)
+  const Vec vc = vset1(c), vl = vset1(lse2), vd = vset1(delta), vs = vset1(scale);
+  // Whole vectors up to the next multiple of VL past `visible` (within cols); the loop below
+  // then zeroes what lies past it.
+  for (; j < visible; j += VL) {
+    const Vec p = vexp2(vfms(vload(s + j), vc, vl));
+    vstore(s + j, p);
+    vstore(dp + j, vmul(vmul(p, vs), vsub(vload(dp + j), vd)));
+  }
+  j = visible;
+#else
+  for (; j < visible; ++j) {
+    const float p = exp2f(s[j] * c - lse2);
+    s[j] = p;
+    dp[j] = p * scale * (dp[j] - delta);
+  }
+#endif
+  for (; j < cols; ++j) s[j] = dp[j] = 0.0f;
+}
+
+// Scratch layouts (floats). Forward: Q^T panels [BQ][D], S^T [BK][BQ], O [BQ][Dpad], m, l,
+// alpha [BQ].
+struct FwdScratch {
+  float *qt, *st, *o, *m, *l, *alpha;
+  FwdScratch(void* base, int64_t D) {
+    const int64_t dpad = round_up(D, NR);
+    qt = static_cast<float*>(base);
+    st = qt + FWD_BQ * D;
+    o = st + FWD_BK * FWD_BQ;
+    m = o + FWD_BQ * dpad;
+    l = m + FWD_BQ;
+    alpha = l + FWD_BQ;
+  }
+  static size_t floats(int64_t D) {
+    const int64_t dpad = round_up(D, NR);
+    return size_t(FWD_BQ * D + FWD_BK * FWD_BQ + FWD_BQ * dpad + 3 * FWD_BQ);
+  }
+};
+
+// Backward: K^T, V^T panels [BK][D]; K panels [Dpad][BK]; dV, dK sums [BK][Dpad]; Q, dO panels
+// [Dpad][BQ]; P, dS [BQ][BK]; dQ part [BQ][Dpad].
+struct BwdScratch {
+  float *kt, *vt, *kp, *dv, *dk, *qp, *dop, *p, *ds, *dq;
+  BwdScratch(void* base, int64_t D) {
+    const int64_t dpad = round_up(D, NR);
+    kt = static_cast<float*>(base);
+    vt = kt + BWD_BK * D;
+    kp = vt + BWD_BK * D;
+    dv = kp + dpad * BWD_BK;
+    dk = dv + BWD_BK * dpad;
+    qp = dk + BWD_BK * dpad;
+    dop = qp + dpad * BWD_BQ;
+    p = dop + dpad * BWD_BQ;
+    ds = p + BWD_BQ * BWD_BK;
+    dq = ds + BWD_BQ * BWD_BK;
+  }
+  static size_t floats(int64_t D) {
+    const int64_t dpad = round_up(D, NR);
+    return size_t(2 * BWD_BK * D + 3 * BWD_BK * dpad + 3 * dpad * BWD_BQ + 2 * BWD_BQ * BWD_BK);
+  }
+};
+
+}  // namespace
+
+AttentionBlocking attention_blocking() { return AttentionBlocking{FWD_BQ, FWD_BK, BWD_BQ, BWD_BK}; }
+
+size_t attention_fwd_scratch_bytes(int64_t D) { return FwdScratch::floats(D) * sizeof(float); }
+// A packed key tile: its K rows contiguous, [BK][D], then its V panels, [Dpad / NR][BK][NR].
+size_t attention_fwd_kv_tile_floats(int64_t D) { return size_t(FWD_BK * D + round_up(D, NR) * FWD_BK); }
+
+void attention_fwd_pack_kv(const AttentionArgs& g, int64_t b, int64_t kvh, int64_t j0, float* dst) {
+  const int64_t D = g.head_dim, KV = g.kv_heads, Tk = g.tk;
+  const int64_t kb = min64(FWD_BK, Tk - j0);
+  const int64_t at = ((b * Tk + j0) * KV + kvh) * D;
+  for (int64_t j = 0; j < kb; ++j)
+    for (int64_t d = 0; d < D; ++d) dst[j * D + d] = g.k[at + j * KV * D + d];
+  pack_rows(g.v + at, KV * D, kb, D, FWD_BK, dst + FWD_BK * D);
+}
+size_t attention_bwd_scratch_bytes(int64_t D) { return BwdScratch::floats(D) * sizeof(float); }
+
+void attention_fwd_tile(const AttentionArgs& g, const float* kv_tiles, int64_t b, int64_t h, int64_t q0, void* scratch) {
+  const int64_t D = g.head_dim, H = g.heads, KV = g.kv_heads, Tq = g.tq, Tk = g.tk;
+  const int64_t kvh = h / (H / KV), offset = Tk - Tq, dpad = round_up(D, NR);
+  const int64_t qb = min64(FWD_BQ, Tq - q0);
+  const int64_t qrows = round_up(qb, MR), qcols = padded_cols(qb);
+  FwdScratch w(scratch, D);
+
+  // Scores come out in log2 units: Q is scaled by scale * log2(e) once, here.
+  pack_transposed(g.q + ((b * Tq + q0) * H + h) * D, H * D, qb, qcols, D, g.scale * LOG2E, w.qt);
+  fill(w.m, qcols, -INFINITY);
+  fill(w.l, qcols, 0.0f);
+  fill(w.o, qrows * dpad, 0.0f);
+
+  const int64_t tile_floats = int64_t(attention_fwd_kv_tile_floats(D));
+  const float* kv_head = kv_tiles + (b * KV + kvh) * ((Tk + FWD_BK - 1) / FWD_BK) * tile_floats;
+  const uint8_t* valid = g.key_valid ? g.key_valid + b * Tk : nullptr;
+  const int64_t key_end = min64(Tk, q0 + qb + offset);  // the tile's last row sees keys < key_end
+  for (int64_t j0 = 0; j0 < key_end; j0 += FWD_BK) {
+    const int64_t kb = min64(FWD_BK, key_end - j0);
+    int64_t padding = 0;
+    if (valid)
+      for (int64_t j = 0; j < kb; ++j) padding += valid[j0 + j] == 0;
+    if (padding == kb) continue;
+
+    // S^T[j][i] = K_j . Q_i (log2 units)
+    const float* k_rows = kv_head + j0 / FWD_BK * tile_floats;
+    const float* v_panels = k_rows + FWD_BK * D;
+    // Key j0 + j is visible to query q0 + i when j - i <= diagonal.
+    const int64_t diagonal = q0 + offset - j0;
+    block_product<false>(kb, qcols, D, k_rows, D, kb, w.qt, D, w.st, FWD_BQ, false, nullptr,
+                         Band{Band::columns, -diagonal, kFull.hi});
+    // Masks: a padded key for every query; causally, key j0 + j from queries i < j - diagonal
+    // (including the micro-tiles the product skipped). Only tiles past the diagonal need it.
+    if (padding > 0 || kb - 1 > diagonal) {
+      for (int64_t j = 0; j < kb; ++j) {
+        const int64_t hidden = (valid && !valid[j0 + j]) ? qcols : max64(0, min64(qcols, j - diagonal));
+        fill(w.st + j * FWD_BQ, hidden, -INFINITY);
+      }
+    }
+    online_softmax(w.st, FWD_BQ, kb, qcols, w.m, w.l, w.alpha);
+    // O = alpha * O + P . V
+    block_product<true>(qrows, dpad, kb, w.st, FWD_BQ, qrows, v_panels, FWD_BK, w.o, dpad, true, w.alpha,
+                        Band{Band::inner, kFull.lo, diagonal});
+  }
+
+  for (int64_t i = 0; i < qb; ++i) {
+    float* dst = g.out + ((b * Tq + q0 + i) * H + h) * D;
+    float& lse = g.lse[(b * H + h) * Tq + q0 + i];
+    const float l = w.l[i];
+    if (l > 0.0f) {
+      const float inv = 1.0f / l;
+      const float* o = w.o + i * dpad;
+      for (int64_t d = 0; d < D; ++d) dst[d] = o[d] * inv;
+      lse = (w.m[i] + std::log2(l)) * LN2;
+    } else {  // no key visible: a defined result, not 0/0
+      fill(dst, D, 0.0f);
+      lse = -INFINITY;
+    }
+  }
+}
+
+void attention_bwd_gather(const AttentionArgs& g, int64_t row0, int64_t rows, const AttentionBwdRows& out) {
+  const int64_t D = g.head_dim, H = g.heads, Tq = g.tq;
+  for (int64_t r = row0; r < row0 + rows; ++r) {
+    const int64_t b = r / Tq, i = r % Tq;
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t from = (r * H + h) * D, to = (b * H + h) * Tq + i;
+      for (int64_t d = 0; d < D; ++d) {
+        out.q[to * D + d] = g.q[from + d];
+        out.dout[to * D + d] = g.dout[from + d];
+      }
+      out.delta[to] = dot(g.dout + from, g.out + from, D);
+    }
+  }
+}
+
+void attention_bwd_tile(const AttentionArgs& g, const AttentionBwdRows& rows, int64_t b, int64_t h, int64_t j0,
+                        void* scratch) {
+  const int64_t D = g.head_dim, H = g.heads, KV = g.kv_heads, Tq = g.tq, Tk = g.tk;
+  const int64_t group = H / KV, kvh = h / group, offset = Tk - Tq, dpad = round_up(D, NR);
+  const int64_t kb = min64(BWD_BK, Tk - j0);
+  const int64_t krows = round_up(kb, MR), kcols = padded_cols(kb);
+  const bool first_head = h % group == 0;  // the group's first head writes dk, dv; the others add
+  BwdScratch w(scratch, D);
+  const float c = g.scale * LOG2E;
+
+  float* dk_rows = g.dk + ((b * Tk + j0) * KV + kvh) * D;
+  float* dv_rows = g.dv + ((b * Tk + j0) * KV + kvh) * D;
+  const uint8_t* valid = g.key_valid ? g.key_valid + b * Tk + j0 : nullptr;
+  int64_t padding = 0;
+  if (valid)
+    for (int64_t j = 0; j < kb; ++j) padding += valid[j] == 0;
+  if (padding == kb) {  // only padding: no gradient flows through these keys
+    if (first_head)
+      for (int64_t j = 0; j < kb; ++j) {
+        fill(dk_rows + j * KV * D, D, 0.0f);
+        fill(dv_rows + j * KV * D, D, 0.0f);
+      }
+    return;
+  }
+
+  const float* k_rows = g.k + ((b * Tk + j0) * KV + kvh) * D;
+  const float* v_rows = g.v + ((b * Tk + j0) * KV + kvh) * D;
+  pack_transposed(k_rows, KV * D, kb, kcols, D, 1.0f, w.kt);
+  pack_transposed(v_rows, KV * D, kb, kcols, D, 1.0f, w.vt);
+  pack_rows(k_rows, KV * D, kb, D, kb, w.kp);
+  fill(w.dv, krows * dpad, 0.0f);
+  fill(w.dk, krows * dpad, 0.0f);
+
+  // Query tiles whose last row sees key j0 onwards; query row i sees keys j <= i + offset.
+  const int64_t first_q0 = max64(0, j0 - offset) / BWD_BQ * BWD_BQ;
+  for (int64_t q0 = first_q0; q0 < Tq; q0 += BWD_BQ) {
+    const int64_t qb = min64(BWD_BQ, Tq - q0);
+    const int64_t row = (b * H + h) * Tq + q0;  // head-major: rows D floats apart
+    const float* q_rows = rows.q + row * D;
+    const float* do_rows = rows.dout + row * D;
+    float* dq_rows = rows.dq + row * D;
+    const float* lse = g.lse + row;
+    const float* delta = rows.delta + row;
+
+    // S = Q K^T and dP = dO V^T, rows = queries, columns = keys
+    // Key j0 + j is visible to query q0 + i when j - i <= diagonal.
+    const int64_t diagonal = q0 + offset - j0;
+    const Band keys_seen{Band::columns, kFull.lo, diagonal}, keys_as_k{Band::inner, kFull.lo, diagonal};
+    const Band queries_as_k{Band::inner, -diagonal, kFull.hi};
+    block_product<false>(qb, kcols, D, q_rows, D, qb, w.kt, D, w.p, BWD_BK, false, nullptr, keys_seen);
+    block_product<false>(qb, kcols, D, do_rows, D, qb, w.vt, D, w.ds, BWD_BK, false, nullptr, keys_seen);
+    for (int64_t i = 0; i < qb; ++i) {
+      // A row with lse = -inf saw no key in the forward: it has no gradient.
+      const int64_t visible = lse[i] == -INFINITY ? 0 : max64(0, min64(kb, i + diagonal + 1));
+      float* p = w.p + i * BWD_BK;
+      float* ds = w.ds + i * BWD_BK;
+      probs_and_dscores(p, ds, visible, kcols, c, lse[i] * LOG2E, delta[i], g.scale);
+      if (padding > 0)
+        for (int64_t j = 0; j < visible; ++j)
+          if (!valid[j]) p[j] = ds[j] = 0.0f;
+    }
+    pack_rows(q_rows, D, qb, D, qb, w.qp);
+    pack_rows(do_rows, D, qb, D, qb, w.dop);
+    // dV += P^T dO, dK += dS^T Q (rows = keys); dQ = dS K (rows = queries)
+    block_product<true>(krows, dpad, qb, w.p, BWD_BK, krows, w.dop, qb, w.dv, dpad, true, nullptr, queries_as_k);
+    block_product<true>(krows, dpad, qb, w.ds, BWD_BK, krows, w.qp, qb, w.dk, dpad, true, nullptr, queries_as_k);
+    block_product<false>(qb, dpad, kb, w.ds, BWD_BK, qb, w.kp, kb, w.dq, dpad, false, nullptr, keys_as_k);
+    for (int64_t i = 0; i < qb; ++i)
+      for (int64_t d = 0; d < D; ++d) dq_rows[i * D + d] += w.dq[i * dpad + d];
+  }
+  for (int64_t j = 0; j < kb; ++j) {
+    float* dk = dk_rows + j * KV * D;
+    float* dv = dv_rows + j * KV * D;
+    const float* sk = w.dk + j * dpad;
+    const float* sv = w.dv + j * dpad;
+    if (first_head) {
+      for (int64_t d = 0; d < D; ++d) {
+        dk[d] = sk[d];
+        dv[d] = sv[d];
+      }
+    } else {
+      for (int64_t d = 0; d < D; ++d) {
+        dk[d] += sk[d];
+        dv[d] += sv[d];
+      }
+    }
+  }
+}
+
+}  // namespace ernie::cpu::ERNIE_ISA_NS
