@@ -1,2 +1,27 @@
 // ernie-sentiment: the public API.
 export * as kernels from './kernels'
+export * as io from './io'
+export * as hub from './hub'
+export {
+  Tokenizer,
+  TokenizerError,
+  SentencePieceModel,
+  sentencePieceToTokenizerJson,
+  convertSentencePieceFile,
+  renderChatTemplate,
+} from './tokenizer'
+export type {
+  AddedToken,
+  ApplyChatTemplateOptions,
+  BatchEncodeOptions,
+  BatchEncoding,
+  ChatMessage,
+  ChatRole,
+  ChatTemplateName,
+  DecodeOptions,
+  EncodeOptions,
+  FromDirectoryOptions,
+  SpecialTokenRole,
+  TokenizerErrorCode,
+  TokenizerJson,
+} from './tokenizer'

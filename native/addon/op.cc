@@ -1,5 +1,7 @@
 #include "addon/op.h"
 
+#include "addon/mmap.h"
+
 #include <cmath>
 #include <exception>
 #include <map>
@@ -14,9 +16,9 @@ std::map<std::string, Parser>& registry() {
   return ops;
 }
 
-std::vector<ExportFn>& export_fns() {
-  static std::vector<ExportFn> fns;
-  return fns;
+std::vector<Exporter>& exporters() {
+  static std::vector<Exporter> list;
+  return list;
 }
 
 [[noreturn]] void throw_with_code(Napi::Error err, const char* code) {
@@ -53,9 +55,10 @@ std::string describe(const Napi::Value& v) {
 // Runs a Job on a libuv worker thread and settles a Promise with its result.
 class JobWorker : public Napi::AsyncWorker {
  public:
-  JobWorker(Napi::Env env, std::string op, Job job, std::vector<Napi::Reference<Napi::Value>> kept)
+  JobWorker(Napi::Env env, std::string op, Job job, std::vector<Napi::Reference<Napi::Value>> kept,
+            std::vector<std::shared_ptr<void>> pins)
       : Napi::AsyncWorker(env, op.c_str()), op_(std::move(op)), job_(std::move(job)), kept_(std::move(kept)),
-        deferred_(Napi::Promise::Deferred::New(env)) {}
+        pins_(std::move(pins)), deferred_(Napi::Promise::Deferred::New(env)) {}
 
   Napi::Promise promise() const { return deferred_.Promise(); }
 
@@ -82,6 +85,7 @@ class JobWorker : public Napi::AsyncWorker {
   std::string op_;
   Job job_;
   std::vector<Napi::Reference<Napi::Value>> kept_;  // the arrays the job reads and writes
+  std::vector<std::shared_ptr<void>> pins_;          // the mapped files some of them live in
   Napi::Promise::Deferred deferred_;
 };
 
@@ -105,8 +109,10 @@ void throw_range_error(Napi::Env env, const std::string& msg) {
 }
 
 Args::Args(Napi::Env env, std::string op, std::string prefix, Napi::Object options,
-           std::shared_ptr<std::vector<Napi::Reference<Napi::Value>>> kept)
-    : env_(env), op_(std::move(op)), prefix_(std::move(prefix)), options_(options), kept_(std::move(kept)) {}
+           std::shared_ptr<std::vector<Napi::Reference<Napi::Value>>> kept,
+           std::shared_ptr<std::vector<std::shared_ptr<void>>> pins)
+    : env_(env), op_(std::move(op)), prefix_(std::move(prefix)), options_(options), kept_(std::move(kept)),
+      pins_(std::move(pins)) {}
 
 std::vector<Args> Args::objects(const char* key, size_t min_count, size_t max_count) {
   Napi::Value v = field(key);
@@ -121,13 +127,14 @@ std::vector<Args> Args::objects(const char* key, size_t min_count, size_t max_co
     std::string child = prefix_ + key + "[" + std::to_string(i) + "]";
     if (!item.IsObject() || item.IsArray() || item.IsTypedArray())
       type_error("'" + child + "' must be an object, got " + describe(item));
-    out.push_back(Args(env_, op_, child + ".", item.As<Napi::Object>(), kept_));
+    out.push_back(Args(env_, op_, child + ".", item.As<Napi::Object>(), kept_, pins_));
   }
   return out;
 }
 
 Args::Args(const Napi::CallbackInfo& info, const char* op)
-    : env_(info.Env()), op_(op), kept_(std::make_shared<std::vector<Napi::Reference<Napi::Value>>>()) {
+    : env_(info.Env()), op_(op), kept_(std::make_shared<std::vector<Napi::Reference<Napi::Value>>>()),
+      pins_(std::make_shared<std::vector<std::shared_ptr<void>>>()) {
   if (info.Length() < 1 || !info[0].IsObject() || info[0].IsArray() || info[0].IsTypedArray())
     throw_type_error(env_, op_ + ": expected one options object, got " + (info.Length() ? describe(info[0]) : "nothing"));
   options_ = info[0].As<Napi::Object>();
@@ -155,6 +162,7 @@ ArrayArg Args::array(const char* key, std::initializer_list<napi_typedarray_type
   a.length = ta.ElementLength();
   a.data = static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
   kept_->push_back(Napi::Persistent(v));
+  if (auto pin = pin_mapped(a.data, ta.ByteLength())) pins_->push_back(std::move(pin));
   return a;
 }
 
@@ -219,7 +227,7 @@ void Args::expect_disjoint(const char* key_a, const ArrayArg& a, const char* key
 
 Napi::Value run_job(Napi::Env env, const std::string& name, Job job, Args& args, bool sync) {
   if (!sync) {
-    auto* worker = new JobWorker(env, name, std::move(job), std::move(args.kept()));
+    auto* worker = new JobWorker(env, name, std::move(job), std::move(args.kept()), std::move(args.pins()));
     Napi::Promise promise = worker->promise();
     worker->Queue();
     return promise;
@@ -235,13 +243,9 @@ Napi::Value run_job(Napi::Env env, const std::string& name, Job job, Args& args,
 Args Args::object(const char* key) {
   Napi::Value v = field(key);
   if (!v.IsObject() || v.IsArray() || v.IsTypedArray()) type_error(name(key) + " must be an object, got " + describe(v));
-  return Args(env_, op_, prefix_ + key + ".", v.As<Napi::Object>(), kept_);
+  return Args(env_, op_, prefix_ + key + ".", v.As<Napi::Object>(), kept_, pins_);
 }
 
-bool register_exports(ExportFn fn) {
-  export_fns().push_back(fn);
-  return true;
-}
 std::vector<ArrayArg> Args::f32_list(const char* key) {
   Napi::Value v = field(key);
   if (!v.IsArray()) type_error(name(key) + " must be an Array of Float32Arrays, got " + describe(v));
@@ -270,13 +274,18 @@ bool register_op(const char* name, Parser parser) {
   return true;
 }
 
+bool register_exporter(Exporter exporter) {
+  exporters().push_back(exporter);
+  return true;
+}
+
 void export_ops(Napi::Env env, Napi::Object exports) {
   for (auto& [name, parser] : registry()) {
     auto* data = new std::string(name);  // lives as long as the module
     exports.Set(name, Napi::Function::New(env, call_async, name, data));
     exports.Set(name + "Sync", Napi::Function::New(env, call_sync, name + "Sync", data));
   }
-  for (ExportFn fn : export_fns()) fn(env, exports);
+  for (Exporter exporter : exporters()) exporter(env, exports);
 }
 
 }  // namespace ernie::addon

@@ -82,11 +82,14 @@ class Args {
   std::vector<ArrayArg> f32_list(const char* key);
   // Uint16Array only: raw bf16 bits that are written, e.g. an optimiser's bf16 copy of the params.
   ArrayArg u16(const char* key);
+  // Memory-mapped files that arrays handed out live in (see mmap.h), held until the Job is done.
+  std::vector<std::shared_ptr<void>>& pins() { return *pins_; }
 
  private:
   Args(Napi::Env env, std::string op, std::string prefix, Napi::Object options,
-       std::shared_ptr<std::vector<Napi::Reference<Napi::Value>>> kept);
-  
+       std::shared_ptr<std::vector<Napi::Reference<Napi::Value>>> kept,
+       std::shared_ptr<std::vector<std::shared_ptr<void>>> pins);
+
   Napi::Value field(const char* key) const;
   ArrayArg array(const char* key, std::initializer_list<napi_typedarray_type> types, const char* expected);
 
@@ -95,6 +98,7 @@ class Args {
   std::string prefix_;  // "segments[1]." for a nested object
   Napi::Object options_;
   std::shared_ptr<std::vector<Napi::Reference<Napi::Value>>> kept_;
+  std::shared_ptr<std::vector<std::shared_ptr<void>>> pins_;
 };
 
 using Parser = Job (*)(Args&);
@@ -105,9 +109,10 @@ Napi::Value run_job(Napi::Env env, const std::string& name, Job job, Args& args,
 
 // Registers an op under `name`; returns true so it can initialise a static.
 bool register_op(const char* name, Parser parser);
-// Registers a function that adds exports of its own (an ObjectWrap class).
-using ExportFn = void (*)(Napi::Env, Napi::Object);
-bool register_exports(ExportFn fn);
+// Registers a function that adds other exports (classes such as MappedFile) at module load.
+using Exporter = void (*)(Napi::Env env, Napi::Object exports);
+bool register_exporter(Exporter exporter);
+// Exports the ops, twice each, and everything registered with register_exporter.
 void export_ops(Napi::Env env, Napi::Object exports);
 
 }  // namespace ernie::addon

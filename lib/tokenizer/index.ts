@@ -1,0 +1,19 @@
+// Tokenizers: tokenizer.json through @huggingface/tokenizers, tokenizer.model through our own SentencePiece.
+export { Tokenizer } from './tokenizer'
+export type {
+  AddedToken,
+  ApplyChatTemplateOptions,
+  BatchEncodeOptions,
+  BatchEncoding,
+  DecodeOptions,
+  EncodeOptions,
+  FromDirectoryOptions,
+  SpecialTokenRole,
+  TokenizerFiles,
+} from './tokenizer'
+export { TokenizerError, type TokenizerErrorCode } from './errors'
+export { SentencePieceModel, type SentencePieceEncoding, type SentencePieceModelType } from './sentencepiece'
+export { parseModelProto, PieceType, ModelType, type ModelProto, type ModelPiece, type NormalizerSpec, type TrainerSpec } from './protobuf'
+export { PrecompiledCharsMap, SentencePieceNormalizer } from './normalizer'
+export { sentencePieceToTokenizerJson, convertSentencePieceFile, type TokenizerJson } from './convert'
+export { renderChatTemplate, detectChatTemplate, CHAT_TEMPLATE_TOKENS, type ChatMessage, type ChatRole, type ChatTemplateName } from './chat'
