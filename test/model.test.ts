@@ -74,3 +74,46 @@ t.test('bad input gets typed errors naming what is wrong', async (t) => {
   await t.rejects(model.forward({ inputIds: [[1, 2]] }), { code: 'ERR_DISPOSED' })
   t.throws(() => resolveConfig({ model_type: 'llama' }), { code: 'ERR_UNSUPPORTED_MODEL', message: /model_type "llama" is not supported/ })
 })
+
+t.test('fromPretrained loads the checkpoints in place (HF and Paddle layouts) with their tokenizer', async (t) => {
+  for (const name of ['ernie-tiny', 'ernie-tiny-paddle', 'qwen3-tiny']) {
+    const model = await ErnieModel.fromPretrained(path.join(FIXTURES, name))
+    const golden = readSafetensorsForTest(path.join(FIXTURES, name, 'golden.safetensors'))
+    const ids = golden.get('input_ids')!, mask = golden.get('attention_mask')!
+    const [B, T] = ids.shape
+    const out = await model.forward({ inputIds: { data: ids.raw as Int32Array, shape: [B, T] }, attentionMask: { data: mask.raw as Int32Array, shape: [B, T] } })
+    const err = maskedRelErr(out.hidden!, golden.get('base.hidden')!.raw, mask.raw, model.config.hidden_size)
+    t.ok(err < 1e-4, `${name}: hidden ${err.toExponential(2)}`)
+    t.ok(model.tokenizer, `${name}: tokenizer loaded`)
+    t.same(model.tokenizer!.encode('房间很干净'), model.tokenizer!.encode('房间很干净'), 'tokenizer encodes')
+    await model.dispose()
+  }
+})
+
+t.test('save writes a standalone HF checkpoint that reloads to the same outputs (Paddle in, HF out)', async (t) => {
+  const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'ernie-save-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const paddle = await ErnieModel.fromPretrained(path.join(FIXTURES, 'ernie-tiny-paddle'))
+  await paddle.save(dir)
+  const again = await ErnieModel.fromPretrained(dir)
+  const input = { inputIds: [[5, 17, 300, 42, 9, 1000, 7]] }
+  const a = await paddle.forward(input), b = await again.forward(input)
+  t.equal(relErr(b.hidden!, a.hidden!), 0, 'identical hidden states')
+  t.ok(fs.existsSync(path.join(dir, 'tokenizer.model')), 'tokenizer copied')
+  const header = readSafetensorsForTest(path.join(dir, 'model.safetensors'))
+  t.same(header.get('model.layers.0.self_attn.q_proj.weight')!.shape, [128, 64], 'HF names and [out, in] shapes')
+  await paddle.dispose()
+  await again.dispose()
+})
+
+t.test('missing files and mismatched tensors are clear errors', async (t) => {
+  const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'ernie-bad-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  await t.rejects(ErnieModel.fromPretrained(path.join(dir, 'nope')), /nope/)
+  fs.copyFileSync(path.join(FIXTURES, 'ernie-tiny', 'model.safetensors'), path.join(dir, 'model.safetensors'))
+  const cfg = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'ernie-tiny', 'config.json'), 'utf8'))
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...cfg, intermediate_size: 161 }))
+  await t.rejects(ErnieModel.fromPretrained(dir), { code: 'ERR_CHECKPOINT', message: /tensor "model\.layers\.0\.mlp\.gate_proj\.weight" has shape \[160, 64\], but config\.json implies \[161, 64\]/ })
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...cfg, model_type: 'gpt2' }))
+  await t.rejects(ErnieModel.fromPretrained(dir), { code: 'ERR_UNSUPPORTED_MODEL' })
+})

@@ -5,7 +5,10 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 
 import { ErnieError, rangeError, typeError } from '../errors'
+import { resolveModel, type ResolveOptions } from '../hub'
+import { openSafetensors, saveSafetensors, type Safetensors, type TensorToSave } from '../io/safetensors'
 import { native } from '../native'
+import { Tokenizer } from '../tokenizer'
 import { resolveConfig, type ModelConfig, type ResolvedConfig } from './config'
 import { LoraAdapter, peftName } from './lora'
 import { mapWeights, PROJECTIONS, type MatrixView, type ModelViews, type TensorSource, type WeightArray } from './weights'
@@ -198,6 +201,55 @@ export interface ModelParts {
   /** Called by dispose() once no native call is running: releases the mapping. */
   release?: () => void
   directory?: string
+  tokenizer?: Tokenizer
+}
+
+// f16 bits -> bf16 bits (through f32; exact for every f16 value but subnormal rounding).
+function f16ToBf16(src: Uint16Array): Uint16Array {
+  const out = new Uint16Array(src.length)
+  const f = new Float32Array(1)
+  const u = new Uint32Array(f.buffer)
+  for (let i = 0; i < src.length; i++) {
+    const h = src[i]
+    const sign = (h & 0x8000) << 16
+    const exp = (h >> 10) & 0x1f
+    const man = h & 0x3ff
+    if (exp === 0) f[0] = (man / 1024) * 2 ** -14 * (sign ? -1 : 1)
+    else if (exp === 31) u[0] = sign | 0x7f800000 | (man << 13)
+    else u[0] = sign | ((exp + 112) << 23) | (man << 13)
+    const x = u[0]
+    out[i] = (x & 0x7fffffff) > 0x7f800000 ? (x >>> 16) | 0x40 : ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff
+  }
+  return out
+}
+
+/** A checkpoint on disk as a TensorSource: BF16 and F32 viewed in place, F16 widened to bf16. */
+export class SafetensorsSource implements TensorSource {
+  constructor(readonly file: Safetensors) {}
+  get description(): string {
+    return this.file.path
+  }
+  names(): string[] {
+    return Object.keys(this.file.tensors)
+  }
+  has(name: string): boolean {
+    return this.file.has(name)
+  }
+  shape(name: string): number[] {
+    return this.file.tensors[name].shape
+  }
+  view(name: string): WeightArray {
+    const info = this.file.tensors[name]
+    const v = this.file.view(name)
+    if (info.dtype === 'BF16' || info.dtype === 'F32') return v as WeightArray
+    if (info.dtype === 'F16') return f16ToBf16(v as Uint16Array)
+    throw new ErnieError('ERR_CHECKPOINT', `${this.file.path}: tensor "${name}" has dtype ${info.dtype}; expected BF16, F16 or F32`)
+  }
+}
+
+export interface FromPretrainedOptions extends ResolveOptions {
+  /** Load the tokenizer too (default true when the directory has one). */
+  tokenizer?: boolean
 }
 
 export class ErnieModel implements AsyncDisposable {
@@ -207,6 +259,8 @@ export class ErnieModel implements AsyncDisposable {
   /** @internal */ readonly weights: ModelViews
   /** @internal */ readonly source: TensorSource
   /** @internal */ handle: NativeModelHandle | undefined
+  /** The checkpoint's tokenizer, when it has one. */
+  readonly tokenizer: Tokenizer | undefined
   private readonly release: (() => void) | undefined
   private readonly running = new Set<Promise<unknown>>()
 
@@ -217,8 +271,31 @@ export class ErnieModel implements AsyncDisposable {
     this.source = parts.source
     this.release = parts.release
     this.directory = parts.directory
+    this.tokenizer = parts.tokenizer
     const Model = native.Model as NativeModelCtor
     this.handle = new Model(nativeModelOptions(parts.config, parts.weights))
+  }
+
+  /**
+   * Loads a checkpoint: a local directory, or a hub id such as 'baidu/ERNIE-4.5-0.3B-PT' resolved
+   * through the Hugging Face cache (downloading when allowed). The safetensors file is memory-mapped
+   * and its bf16 weights are used in place: nothing is copied.
+   */
+  static async fromPretrained(source: string, options: FromPretrainedOptions = {}): Promise<ErnieModel> {
+    if (typeof source !== 'string' || source.length === 0) throw typeError('fromPretrained: source must be a directory or a hub id')
+    const dir = await resolveModel(source, options)
+    const cfg = readConfig(dir)
+    const file = openSafetensors(dir)
+    try {
+      const src = new SafetensorsSource(file)
+      const weights = mapWeights(cfg, src)
+      const hasTokenizer = ['tokenizer.json', 'tokenizer.model'].some((f) => fs.existsSync(path.join(dir, f)))
+      const tokenizer = options.tokenizer !== false && hasTokenizer ? await Tokenizer.fromDirectory(dir) : undefined
+      return new ErnieModel({ config: cfg, weights, source: src, release: () => file.dispose(), directory: dir, tokenizer })
+    } catch (e) {
+      file.dispose()
+      throw e
+    }
   }
 
   /** A randomly initialised model (bf16 weights in memory) from config.json's own keys. */
@@ -283,6 +360,29 @@ export class ErnieModel implements AsyncDisposable {
     return { loss: r.loss, count: r.count, grads }
   }
 
+  /**
+   * Writes a standalone HF checkpoint directory: config.json, model.safetensors (weights as they
+   * are held: bf16 or f32, in HF names and [out, in] layout whatever layout they were read in)
+   * and the tokenizer files of the directory the model came from.
+   */
+  async save(dir: string): Promise<void> {
+    this.native()
+    await fs.promises.mkdir(dir, { recursive: true })
+    const tensors: Record<string, TensorToSave> = {}
+    for (const [name, shape] of checkpointShapes(this.config)) {
+      const data = hfTensor(this.weights, name, shape)
+      tensors[name] = { dtype: data instanceof Float32Array ? 'F32' : 'BF16', shape, data }
+    }
+    await saveSafetensors(path.join(dir, 'model.safetensors'), tensors, { format: 'pt' })
+    const { arch: _arch, ...config } = this.config
+    const tmp = path.join(dir, `.config.json.${process.pid}.tmp`)
+    await fs.promises.writeFile(tmp, JSON.stringify(config, null, 2) + '\n')
+    await fs.promises.rename(tmp, path.join(dir, 'config.json'))
+    if (this.directory && path.resolve(this.directory) !== path.resolve(dir))
+      for (const f of ['tokenizer.json', 'tokenizer.model', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'])
+        if (fs.existsSync(path.join(this.directory, f))) await fs.promises.copyFile(path.join(this.directory, f), path.join(dir, f))
+  }
+
   /** Parameters of the model (the tied embedding counted once). */
   get numParameters(): number {
     let n = 0
@@ -301,6 +401,31 @@ export class ErnieModel implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose()
   }
+}
+
+// A weight in HF's [out, in] row-major layout: the view itself when it already is, else a copy.
+function materialize(m: MatrixView): WeightArray {
+  if (!m.transposed && m.offset === 0 && m.ld === m.cols && m.data.length === m.rows * m.cols) return m.data
+  const out = m.data instanceof Float32Array ? new Float32Array(m.rows * m.cols) : new Uint16Array(m.rows * m.cols)
+  for (let r = 0; r < m.rows; r++)
+    for (let c = 0; c < m.cols; c++) out[r * m.cols + c] = m.data[m.offset + (m.transposed ? c * m.ld + r : r * m.ld + c)]
+  return out
+}
+
+function hfTensor(v: ModelViews, name: string, shape: number[]): WeightArray {
+  if (name === 'model.embed_tokens.weight') return materialize(v.embed)
+  if (name === 'lm_head.weight') return materialize(v.lmHead)
+  if (name === 'model.norm.weight') return v.finalNorm
+  const m = /^model\.layers\.(\d+)\.(.+)$/.exec(name)
+  if (!m) throw new Error(`unexpected tensor ${name}`)
+  const layer = v.layers[Number(m[1])]
+  for (const [key, suffix] of Object.entries(LAYER_TENSOR)) {
+    if (suffix !== m[2]) continue
+    const w = layer[key as keyof typeof layer]
+    if (!w) break
+    return w instanceof Float32Array || w instanceof Uint16Array ? w : materialize(w)
+  }
+  throw new Error(`no weight for ${name} [${shape.join(', ')}]`)
 }
 
 const LAYER_TENSOR: Record<string, string> = {

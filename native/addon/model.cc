@@ -38,6 +38,7 @@ void proj_dims(const engine::ModelDims& d, int p, int64_t* out, int64_t* in) {
 struct ModelState {
   engine::ModelDims dims;
   engine::ModelWeights weights;
+  std::vector<std::shared_ptr<void>> pins;  // mapped checkpoint files stay mapped while this lives
 };
 
 struct AdapterState {
@@ -133,6 +134,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       }
       st->weights.layers.push_back(lw);
     }
+    st->pins = std::move(args.pins());
     kept_ = std::move(args.kept());
     state_ = std::move(st);
   }
@@ -396,7 +398,7 @@ Napi::Value NativeModel::RunTrainStep(const Napi::CallbackInfo& info, bool sync)
   return run_job(info.Env(), "trainStep", std::move(job), args, sync);
 }
 
-const bool registered = register_exports([](Napi::Env env, Napi::Object exports) {
+[[maybe_unused]] const bool registered = register_exporter([](Napi::Env env, Napi::Object exports) {
   NativeModel::Export(env, exports);
   NativeAdapter::Export(env, exports);
 });
