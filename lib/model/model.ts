@@ -8,7 +8,7 @@ import { ErnieError, rangeError, typeError } from '../errors'
 import { resolveModel, type ResolveOptions } from '../hub'
 import { openSafetensors, saveSafetensors, type Safetensors, type TensorToSave } from '../io/safetensors'
 import { native } from '../native'
-import { Tokenizer } from '../tokenizer'
+import { Tokenizer, type ChatMessage } from '../tokenizer'
 import { resolveConfig, type ModelConfig, type ResolvedConfig } from './config'
 import { LoraAdapter, peftName } from './lora'
 import { mapWeights, PROJECTIONS, type MatrixView, type ModelViews, type TensorSource, type WeightArray } from './weights'
@@ -247,6 +247,67 @@ export class SafetensorsSource implements TensorSource {
   }
 }
 
+export interface EmbedOptions {
+  pooling?: 'last' | 'mean' | 'first'
+  normalize?: boolean
+  maxLength?: number
+  batchSize?: number
+}
+
+export interface GenerateOptions {
+  maxNewTokens?: number
+  /** 0 (default): greedy. */
+  temperature?: number
+  /** Nucleus sampling mass (default 1). */
+  topP?: number
+  /** Stop when the generated text contains one of these (it is cut before the match). */
+  stop?: string[]
+  eosTokenIds?: number[]
+  seed?: number
+  adapter?: LoraAdapter
+  signal?: AbortSignal
+}
+
+export interface GenerateResult {
+  text: string
+  tokens: number[]
+  finishReason: 'eos' | 'stop' | 'length' | 'aborted'
+}
+
+function argmax(x: Float32Array): number {
+  let best = 0
+  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i
+  return best
+}
+
+function seededRandom(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+// Temperature then nucleus (top-p) sampling.
+function sample(logits: Float32Array, temperature: number, topP: number, random: () => number): number {
+  let mx = -Infinity
+  for (const v of logits) mx = Math.max(mx, v)
+  const order = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a])
+  const p = order.map((i) => Math.exp((logits[i] - mx) / temperature))
+  const total = p.reduce((a, b) => a + b, 0)
+  let keep = 0, mass = 0
+  while (keep < p.length && mass < topP * total) mass += p[keep++]
+  let r = random() * mass
+  for (let k = 0; k < keep; k++) {
+    r -= p[k]
+    if (r <= 0) return order[k]
+  }
+  return order[keep - 1]
+}
+
 export interface FromPretrainedOptions extends ResolveOptions {
   /** Load the tokenizer too (default true when the directory has one). */
   tokenizer?: boolean
@@ -381,6 +442,111 @@ export class ErnieModel implements AsyncDisposable {
     if (this.directory && path.resolve(this.directory) !== path.resolve(dir))
       for (const f of ['tokenizer.json', 'tokenizer.model', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'])
         if (fs.existsSync(path.join(this.directory, f))) await fs.promises.copyFile(path.join(this.directory, f), path.join(dir, f))
+  }
+
+  /** @internal */
+  requireTokenizer(what: string): Tokenizer {
+    if (!this.tokenizer) throw new ErnieError('ERR_NO_TOKENIZER', `${what} needs a tokenizer; this model was loaded without one`)
+    return this.tokenizer
+  }
+
+  /**
+   * One vector per text: the final hidden state pooled over each text's tokens (last token by
+   * default, as Qwen3-Embedding does; or mean, or first), optionally L2-normalised.
+   */
+  async embed(texts: string | string[], options: EmbedOptions = {}): Promise<Float32Array[]> {
+    const list = typeof texts === 'string' ? [texts] : texts
+    if (!Array.isArray(list) || list.some((x) => typeof x !== 'string')) throw typeError('embed: texts must be a string or an array of strings')
+    const tok = this.requireTokenizer('embed')
+    const pooling = options.pooling ?? 'last'
+    if (!['last', 'mean', 'first'].includes(pooling)) throw rangeError(`embed: pooling must be 'last', 'mean' or 'first', got ${JSON.stringify(pooling)}`)
+    const batchSize = options.batchSize ?? 16
+    const H = this.config.hidden_size
+    const out: Float32Array[] = []
+    for (let i = 0; i < list.length; i += batchSize) {
+      const enc = tok.encodeBatch(list.slice(i, i + batchSize), { maxLength: options.maxLength ?? 512, padding: false, truncation: true })
+      // an empty text (whitespace only, say) still gets one token to pool
+      for (const row of enc.inputIds) if (row.length === 0) row.push(tok.unkTokenId ?? tok.padTokenId ?? 0)
+      const T = Math.max(...enc.inputIds.map((r) => r.length))
+      const pad = tok.padTokenId ?? 0
+      const ids = enc.inputIds.map((r) => [...r, ...new Array<number>(T - r.length).fill(pad)])
+      const mask = enc.inputIds.map((r) => [...r.map(() => 1), ...new Array<number>(T - r.length).fill(0)])
+      const { hidden } = await this.forward({ inputIds: ids, attentionMask: mask })
+      ids.forEach((_, b) => {
+        const len = mask[b].reduce((a, v) => a + v, 0)
+        const v = new Float32Array(H)
+        const rows = pooling === 'last' ? [len - 1] : pooling === 'first' ? [0] : Array.from({ length: len }, (_, t) => t)
+        for (const t of rows) for (let j = 0; j < H; j++) v[j] += hidden![(b * T + t) * H + j] / rows.length
+        if (options.normalize) {
+          const norm = Math.hypot(...v) || 1
+          for (let j = 0; j < H; j++) v[j] /= norm
+        }
+        out.push(v)
+      })
+    }
+    return out
+  }
+
+  /**
+   * Continues a prompt (text, token ids, or chat messages through the model's chat template)
+   * with a KV cache: greedy by default, or sampled with temperature / topP (seeded).
+   */
+  async generate(prompt: string | number[] | ChatMessage[], options: GenerateOptions = {}): Promise<GenerateResult> {
+    const handle = this.native() as NativeModelHandle & { decode(o: object): Promise<void> }
+    const maxNewTokens = options.maxNewTokens ?? 64
+    if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw rangeError('generate: maxNewTokens must be a positive integer')
+    const temperature = options.temperature ?? 0
+    const topP = options.topP ?? 1
+    if (!(temperature >= 0)) throw rangeError('generate: temperature must be >= 0')
+    if (!(topP > 0 && topP <= 1)) throw rangeError('generate: topP must be in (0, 1]')
+    let ids: number[]
+    if (typeof prompt === 'string') ids = this.requireTokenizer('generate').encode(prompt, { parseSpecial: true })
+    else if (Array.isArray(prompt) && prompt.every((x) => typeof x === 'number')) ids = [...(prompt as number[])]
+    else if (Array.isArray(prompt)) ids = this.requireTokenizer('generate').encodeChat(prompt as ChatMessage[], { addGenerationPrompt: true })
+    else throw typeError('generate: prompt must be a string, token ids or chat messages')
+    if (ids.length === 0) throw rangeError('generate: the prompt is empty')
+    const eos = new Set<number>(
+      [this.config.eos_token_id, this.tokenizer?.eosTokenId, ...(options.eosTokenIds ?? [])].flat().filter((x): x is number => typeof x === 'number'),
+    )
+    const KvCache = native.KvCache as new (o: object) => { dispose(): void }
+    const cache = new KvCache({ maxLength: ids.length + maxNewTokens })
+    const logits = new Float32Array(this.config.vocab_size)
+    const random = seededRandom(options.seed ?? 0)
+    const out: number[] = []
+    let finishReason: GenerateResult['finishReason'] = 'length'
+    try {
+      let next = ids
+      for (let step = 0; step < maxNewTokens; step++) {
+        if (options.signal?.aborted) {
+          finishReason = 'aborted'
+          break
+        }
+        await this.track(handle.decode({ cache, inputIds: Int32Array.from(next), logits, adapter: options.adapter?.handle }))
+        const token = temperature === 0 ? argmax(logits) : sample(logits, temperature, topP, random)
+        if (eos.has(token)) {
+          finishReason = 'eos'
+          break
+        }
+        out.push(token)
+        next = [token]
+        if (options.stop && this.tokenizer) {
+          const text = this.tokenizer.decode(out)
+          const hit = options.stop.find((s) => text.includes(s))
+          if (hit !== undefined) {
+            finishReason = 'stop'
+            break
+          }
+        }
+      }
+    } finally {
+      cache.dispose()
+    }
+    let text = this.tokenizer ? this.tokenizer.decode(out, { skipSpecialTokens: true }) : ''
+    if (finishReason === 'stop' && options.stop) {
+      const cut = Math.min(...options.stop.map((s) => text.indexOf(s)).filter((i) => i >= 0))
+      text = text.slice(0, cut)
+    }
+    return { text, tokens: out, finishReason }
   }
 
   /** Parameters of the model (the tied embedding counted once). */

@@ -106,6 +106,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                                      {InstanceMethod("forward", &NativeModel::Forward),
                                       InstanceMethod("forwardSync", &NativeModel::ForwardSync),
                                       InstanceMethod("trainStep", &NativeModel::TrainStep),
+                                      InstanceMethod("decode", &NativeModel::Decode),
                                       InstanceMethod("trainStepSync", &NativeModel::TrainStepSync),
                                       InstanceMethod("dispose", &NativeModel::Dispose)}));
   }
@@ -151,6 +152,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   Napi::Value TrainStep(const Napi::CallbackInfo& info) { return RunTrainStep(info, false); }
   Napi::Value TrainStepSync(const Napi::CallbackInfo& info) { return RunTrainStep(info, true); }
   Napi::Value RunTrainStep(const Napi::CallbackInfo& info, bool sync);
+  Napi::Value Decode(const Napi::CallbackInfo& info);
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     state_.reset();  // running jobs hold their own reference
@@ -209,6 +211,39 @@ class NativeAdapter : public Napi::ObjectWrap<NativeAdapter> {
 };
 
 Napi::FunctionReference* NativeAdapter::constructor = nullptr;
+
+// new KvCache({ maxLength }): a generation cache, sized for a model at its first decode.
+class NativeKvCache : public Napi::ObjectWrap<NativeKvCache> {
+ public:
+  static Napi::FunctionReference* constructor;
+
+  static void Export(Napi::Env env, Napi::Object exports) {
+    Napi::Function cls = DefineClass(env, "KvCache", {InstanceAccessor("length", &NativeKvCache::Length, nullptr),
+                                                      InstanceMethod("dispose", &NativeKvCache::Dispose)});
+    constructor = new Napi::FunctionReference(Napi::Persistent(cls));
+    exports.Set("KvCache", cls);
+  }
+
+  NativeKvCache(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeKvCache>(info) {
+    Args args(info, "KvCache");
+    max_length_ = args.integer("maxLength", 1, 1 << 20);
+    cache_ = std::make_shared<engine::KvCache>();
+  }
+
+  std::shared_ptr<engine::KvCache> cache_;
+  int64_t max_length_ = 0;
+
+ private:
+  Napi::Value Length(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), cache_ ? double(cache_->length) : 0.0);
+  }
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    cache_.reset();
+    return info.Env().Undefined();
+  }
+};
+
+Napi::FunctionReference* NativeKvCache::constructor = nullptr;
 
 // The batch fields shared by forward and trainStep: inputIds, attentionMask, batch, seq.
 engine::Batch parse_batch(Args& args, const engine::ModelDims& d) {
@@ -271,6 +306,45 @@ Napi::Value NativeModel::RunForward(const Napi::CallbackInfo& info, bool sync) {
   args.keep(Value());
   Job job{[st, adapter, batch, out] { engine::forward(st->dims, st->weights, adapter ? &adapter->adapter : nullptr, batch, out); }, {}};
   return run_job(info.Env(), "forward", std::move(job), args, sync);
+}
+
+// decode({ cache, inputIds: Int32Array [count], logits: Float32Array [vocab], adapter? }) -> Promise
+// Runs the new tokens after those in the cache and writes the last one's logits.
+Napi::Value NativeModel::Decode(const Napi::CallbackInfo& info) {
+  Args args(info, "decode");
+  std::shared_ptr<ModelState> st = state(args);
+  const engine::ModelDims& d = st->dims;
+  Napi::Value cv = args.value("cache");
+  if (!cv.IsObject() || !cv.As<Napi::Object>().InstanceOf(NativeKvCache::constructor->Value()))
+    args.type_error("'cache' must be a native KvCache");
+  NativeKvCache* kv = NativeKvCache::Unwrap(cv.As<Napi::Object>());
+  std::shared_ptr<engine::KvCache> cache = kv->cache_;
+  if (!cache) args.range_error("'cache' has been disposed");
+  ArrayArg ids = args.i32("inputIds");
+  if (ids.length == 0) args.range_error("'inputIds' is empty");
+  for (size_t i = 0; i < ids.length; ++i)
+    if (ids.i32()[i] < 0 || ids.i32()[i] >= d.vocab)
+      args.range_error("'inputIds' holds " + std::to_string(ids.i32()[i]) + " at position " + std::to_string(i) +
+                       ", outside the vocabulary [0, " + std::to_string(d.vocab) + ")");
+  if (cache->capacity == 0) cache->reset(d, kv->max_length_);
+  if (cache->k.size() != size_t(d.layers) || (cache->capacity > 0 && cache->k[0].size() != size_t(cache->capacity * d.kv_dim())))
+    args.range_error("'cache' belongs to a model of another shape");
+  if (cache->length + int64_t(ids.length) > cache->capacity)
+    args.range_error("the cache holds " + std::to_string(cache->length) + " of " + std::to_string(cache->capacity) +
+                     " tokens; " + std::to_string(ids.length) + " more do not fit");
+  ArrayArg logits = args.f32("logits");
+  args.expect_length("logits", logits, uint64_t(d.vocab), "vocab");
+  std::shared_ptr<AdapterState> adapter = parse_adapter(args, d);
+  args.keep(Value());
+  args.keep(cv);
+  const int64_t count = int64_t(ids.length);
+  std::vector<int32_t> id_copy(ids.i32(), ids.i32() + count);  // JS may change the array meanwhile
+  Job job{[st, adapter, cache, id_copy, count, logits] {
+            engine::forward_cached(st->dims, st->weights, adapter ? &adapter->adapter : nullptr, *cache, id_copy.data(),
+                                   count, logits.f32());
+          },
+          {}};
+  return run_job(info.Env(), "decode", std::move(job), args, false);
 }
 
 // trainStep({ inputIds, attentionMask?, batch, seq, adapter?, recompute?,
@@ -401,6 +475,7 @@ Napi::Value NativeModel::RunTrainStep(const Napi::CallbackInfo& info, bool sync)
 [[maybe_unused]] const bool registered = register_exporter([](Napi::Env env, Napi::Object exports) {
   NativeModel::Export(env, exports);
   NativeAdapter::Export(env, exports);
+  NativeKvCache::Export(env, exports);
 });
 
 }  // namespace

@@ -111,17 +111,19 @@ void rope(const float* x, float* out, const int32_t* positions, int64_t rows, in
 // What a batch shares across layers: positions and which keys are real.
 struct BatchInfo {
   int64_t B, T, n;
+  int64_t past = 0;  // tokens already in the KV cache (generation); their keys are all real
   std::vector<int32_t> positions;
-  std::vector<uint8_t> key_valid;
-  BatchInfo(const Batch& batch) : B(batch.batch), T(batch.seq), n(batch.batch * batch.seq) {
+  std::vector<uint8_t> key_valid;  // [B, past + T]
+  BatchInfo(const Batch& batch, int64_t past_tokens = 0)
+      : B(batch.batch), T(batch.seq), n(batch.batch * batch.seq), past(past_tokens) {
     positions.resize(size_t(n));
-    key_valid.resize(size_t(n));
+    key_valid.assign(size_t(B * (past + T)), 1);
     // Positions count real tokens from 0 in each sequence (right or left padding alike).
     for (int64_t b = 0; b < B; ++b) {
-      int32_t pos = 0;
+      int32_t pos = int32_t(past);
       for (int64_t t = 0; t < T; ++t) {
         const bool real = !batch.attention_mask || batch.attention_mask[b * T + t] != 0;
-        key_valid[b * T + t] = real ? 1 : 0;
+        key_valid[b * (past + T) + past + t] = real ? 1 : 0;
         positions[b * T + t] = real ? pos++ : (pos > 0 ? pos - 1 : 0);
       }
     }
@@ -132,7 +134,7 @@ cpu::AttentionArgs attention_args(const ModelDims& d, const BatchInfo& bi) {
   cpu::AttentionArgs at;
   at.batch = bi.B;
   at.tq = bi.T;
-  at.tk = bi.T;
+  at.tk = bi.past + bi.T;
   at.heads = d.heads;
   at.kv_heads = d.kv_heads;
   at.head_dim = d.head_dim;
@@ -180,28 +182,37 @@ struct LayerActs {
   }
 };
 
+// Where a layer's keys and values go: the activations, or a KV cache of one sequence whose
+// rows [0, past) hold earlier tokens (the new ones are written after them).
+struct KvSlot {
+  float* k = nullptr;
+  float* v = nullptr;
+};
+
 // h (in place) = layer(h); a receives the intermediates.
 void layer_forward(const ModelDims& d, const LayerWeights& lw, const Adapter* adapter, int64_t l, const BatchInfo& bi,
-                   float* h, LayerActs& a) {
+                   float* h, LayerActs& a, const KvSlot* cache = nullptr) {
   const int64_t n = bi.n;
   auto lora = [&](int p) { return lora_at(adapter, l, p); };
   // attention block: h += o(attn(rope(q(norm(h))), rope(k(norm(h))), v(norm(h))))
   rmsnorm(h, lw.input_norm, n, d.hidden, d.eps, a.xn1.data(), a.rstd1.data());
   float* q_out = d.qk_norm ? a.q_pre.data() : a.q.data();
-  float* k_out = d.qk_norm ? a.k_pre.data() : a.k.data();
+  float* k_new = cache ? cache->k + bi.past * d.kv_dim() : a.k.data();
+  float* v_new = cache ? cache->v + bi.past * d.kv_dim() : a.v.data();
+  float* k_out = d.qk_norm ? a.k_pre.data() : k_new;
   linear(lw.proj[kQ], lora(kQ), a.xn1.data(), n, d.q_dim(), d.hidden, q_out, false, a.u[kQ].data());
   linear(lw.proj[kK], lora(kK), a.xn1.data(), n, d.kv_dim(), d.hidden, k_out, false, a.u[kK].data());
-  linear(lw.proj[kV], lora(kV), a.xn1.data(), n, d.kv_dim(), d.hidden, a.v.data(), false, a.u[kV].data());
+  linear(lw.proj[kV], lora(kV), a.xn1.data(), n, d.kv_dim(), d.hidden, v_new, false, a.u[kV].data());
   if (d.qk_norm) {  // Qwen3: RMSNorm over each head before RoPE
     rmsnorm(a.q_pre.data(), lw.q_norm, n * d.heads, d.head_dim, d.eps, a.q.data(), a.q_rstd.data());
-    rmsnorm(a.k_pre.data(), lw.k_norm, n * d.kv_heads, d.head_dim, d.eps, a.k.data(), a.k_rstd.data());
+    rmsnorm(a.k_pre.data(), lw.k_norm, n * d.kv_heads, d.head_dim, d.eps, k_new, a.k_rstd.data());
   }
   rope(a.q.data(), a.q.data(), bi.positions.data(), n, d.heads, d, false);
-  rope(a.k.data(), a.k.data(), bi.positions.data(), n, d.kv_heads, d, false);
+  rope(k_new, k_new, bi.positions.data(), n, d.kv_heads, d, false);
   cpu::AttentionArgs at = attention_args(d, bi);
   at.q = a.q.data();
-  at.k = a.k.data();
-  at.v = a.v.data();
+  at.k = cache ? cache->k : a.k.data();
+  at.v = cache ? cache->v : a.v.data();
   at.out = a.attn.data();
   at.lse = a.lse.data();
   cpu::attention_forward(at);
@@ -364,6 +375,35 @@ void forward(const ModelDims& d, const ModelWeights& w, const Adapter* adapter, 
   float* final_hidden = out.hidden ? out.hidden : a.xn1.data();
   rmsnorm(h.data(), w.final_norm, bi.n, d.hidden, d.eps, final_hidden, nullptr);
   if (out.logits) linear(w.lm_head, nullptr, final_hidden, bi.n, d.vocab, d.hidden, out.logits, false, nullptr);
+}
+
+void KvCache::reset(const ModelDims& d, int64_t max_len) {
+  capacity = max_len;
+  length = 0;
+  k.assign(size_t(d.layers), std::vector<float>(size_t(max_len * d.kv_dim())));
+  v.assign(size_t(d.layers), std::vector<float>(size_t(max_len * d.kv_dim())));
+}
+
+void forward_cached(const ModelDims& d, const ModelWeights& w, const Adapter* adapter, KvCache& cache,
+                    const int32_t* ids, int64_t count, float* last_logits) {
+  if (cache.length + count > cache.capacity) throw std::length_error("the KV cache is full");
+  const Batch batch{ids, nullptr, 1, count};
+  BatchInfo bi(batch, cache.length);
+  std::vector<float> h(size_t(count * d.hidden));
+  embed(w, d, batch, h.data());
+  LayerActs a(d, bi, nullptr, 0);
+  const int64_t rank = adapter ? adapter->max_rank() : 0;
+  for (auto& u : a.u) u.resize(size_t(count * (rank > 0 ? rank : 1)));
+  for (int64_t l = 0; l < d.layers; ++l) {
+    KvSlot slot{cache.k[l].data(), cache.v[l].data()};
+    layer_forward(d, w.layers[l], adapter, l, bi, h.data(), a, &slot);
+  }
+  cache.length += count;
+  // only the last position's logits are needed to pick the next token
+  const float* last = h.data() + (count - 1) * d.hidden;
+  std::vector<float> normed(size_t(d.hidden));
+  rmsnorm(last, w.final_norm, 1, d.hidden, d.eps, normed.data(), nullptr);
+  linear(w.lm_head, nullptr, normed.data(), 1, d.vocab, d.hidden, last_logits, false, nullptr);
 }
 
 double train_step(const ModelDims& d, const ModelWeights& w, const Adapter* adapter, const Batch& batch,

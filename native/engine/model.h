@@ -69,6 +69,18 @@ struct ForwardOutputs {
 void forward(const ModelDims& dims, const ModelWeights& w, const Adapter* adapter, const Batch& batch,
              const ForwardOutputs& out);
 
+// ---- generation: one sequence, its keys and values kept between calls.
+struct KvCache {
+  int64_t capacity = 0, length = 0;
+  std::vector<std::vector<float>> k, v;  // per layer [capacity, kv_heads * head_dim]
+  void reset(const ModelDims& dims, int64_t max_len);
+};
+
+// Runs `count` new tokens after the cached ones, appends their keys and values, and writes the
+// logits of the last one ([vocab]).
+void forward_cached(const ModelDims& dims, const ModelWeights& w, const Adapter* adapter, KvCache& cache,
+                    const int32_t* ids, int64_t count, float* last_logits);
+
 // ---- training: forward keeping activations, a loss on the final hidden states, backward.
 
 // Gradient buffers, f32, [out, in] for projections whatever the checkpoint's layout; a null
