@@ -71,3 +71,32 @@ export function runPeer(script: string, args: string[] = []): Record<string, unk
   }
   return undefined
 }
+
+/** Peak resident memory of this process so far, in MB. */
+export function peakRssMb(): number {
+  return Math.round(process.resourceUsage().maxRSS / 1024)
+}
+
+/**
+ * ../shared/bench/torch_peer.py in the same run, fp32 only: on a CPU without AVX512_BF16,
+ * PyTorch's bf16 matmul falls back to a slow reference path (about 1.4 GFLOP/s here), so its
+ * bf16 figures would take hours and say nothing; the fp32 ones (OpenBLAS / oneDNN) are the peer.
+ * Returns tokens_per_s by key, e.g. infer_float32_1x64, lora_train_float32_8x128.
+ */
+export function runTorchPeer(layers: number): Record<string, number> | undefined {
+  const dir = process.env.ERNIE_PEER_DIR ?? path.join(__dirname, '..', '..', '..', 'shared', 'bench')
+  const src = path.join(dir, 'torch_peer.py')
+  if (!fs.existsSync(src)) {
+    console.error(`peer ${src} not found (set ERNIE_PEER_DIR)`)
+    return undefined
+  }
+  const patched = fs.readFileSync(src, 'utf8').replace('for dtype in (torch.bfloat16, torch.float32):', 'for dtype in (torch.float32,):')
+  if (!patched.includes('for dtype in (torch.float32,):')) throw new Error('torch_peer.py changed: cannot select fp32 only')
+  const tmp = path.join(fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'ernie-peer-')), 'torch_peer_fp32.py')
+  fs.writeFileSync(tmp, patched)
+  const python = fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3'
+  console.error(`running peer: ${python} torch_peer.py ${layers} (fp32 only)`)
+  const out = execFileSync(python, [tmp, String(layers)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
+  const last = out.trim().split('\n').filter((l) => l.startsWith('{')).pop()
+  return last ? (JSON.parse(last) as { tokens_per_s: Record<string, number> }).tokens_per_s : undefined
+}

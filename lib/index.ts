@@ -25,3 +25,5 @@ export type {
   TokenizerErrorCode,
   TokenizerJson,
 } from './tokenizer'
+export { ErnieError } from './errors'
+export * from './model/index'

@@ -102,3 +102,44 @@ export function refGemm(
     }
   return c
 }
+
+/**
+ * A small, independent safetensors reader for tests (copies; no validation beyond JSON):
+ * name -> { dtype, shape, raw }, with raw the typed array as stored (Uint16Array for BF16).
+ */
+export function readSafetensorsForTest(file: string): Map<string, { dtype: string; shape: number[]; raw: Float32Array | Uint16Array | Int32Array }> {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const fs = require('node:fs') as typeof import('node:fs')
+  const buf = fs.readFileSync(file)
+  const n = Number(buf.readBigUInt64LE(0))
+  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8')) as Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>
+  const out = new Map<string, { dtype: string; shape: number[]; raw: Float32Array | Uint16Array | Int32Array }>()
+  for (const [name, t] of Object.entries(header)) {
+    if (name === '__metadata__') continue
+    const bytes = buf.subarray(8 + n + t.data_offsets[0], 8 + n + t.data_offsets[1])
+    const copy = new Uint8Array(bytes).buffer
+    const raw = t.dtype === 'BF16' ? new Uint16Array(copy) : t.dtype === 'I32' ? new Int32Array(copy) : new Float32Array(copy)
+    out.set(name, { dtype: t.dtype, shape: t.shape, raw })
+  }
+  return out
+}
+
+/** A stored tensor's values as float64 (BF16 decoded). */
+export function tensorValues(t: { raw: Float32Array | Uint16Array | Int32Array }): Float64Array {
+  return t.raw instanceof Uint16Array ? bf16ToF64(t.raw) : Float64Array.from(t.raw)
+}
+
+/** Relative error over the positions whose mask is 1 (rows of `width` values per token). */
+export function maskedRelErr(out: ArrayLike<number>, ref: ArrayLike<number>, mask: ArrayLike<number>, width: number): number {
+  let num = 0
+  let den = 0
+  for (let tok = 0; tok < mask.length; tok++) {
+    if (!mask[tok]) continue
+    for (let j = 0; j < width; j++) {
+      const d = out[tok * width + j] - ref[tok * width + j]
+      num += d * d
+      den += ref[tok * width + j] ** 2
+    }
+  }
+  return Math.sqrt(num / (den || 1))
+}

@@ -1,0 +1,157 @@
+// Model configuration: config.json's own (snake_case) keys, validated, plus what the engine
+// derives from the architecture (RoPE pairing, per-head q/k norm).
+import { ErnieError } from '../errors'
+
+export type ModelType = 'ernie4_5' | 'qwen3'
+
+/** The subset of a Hugging Face config.json the engine reads (snake_case, as in the file). */
+export interface ModelConfig {
+  model_type: ModelType
+  hidden_size: number
+  intermediate_size: number
+  num_hidden_layers: number
+  num_attention_heads: number
+  num_key_value_heads: number
+  /** Defaults to hidden_size / num_attention_heads when absent. */
+  head_dim?: number
+  vocab_size: number
+  rms_norm_eps: number
+  rope_theta: number
+  max_position_embeddings?: number
+  tie_word_embeddings?: boolean
+  hidden_act?: string
+  pad_token_id?: number
+  bos_token_id?: number
+  eos_token_id?: number | number[]
+  architectures?: string[]
+  torch_dtype?: string
+  [key: string]: unknown
+}
+
+/** How the decoder is wired for a model type. */
+export interface Architecture {
+  /** ERNIE-4.5 rotates adjacent pairs (2i, 2i+1); Qwen3 rotates halves (i, i + d/2). */
+  ropePairing: 'adjacent' | 'half'
+  /** Qwen3 normalises q and k per head (q_norm, k_norm) before RoPE. */
+  qkNorm: boolean
+}
+
+export const ARCHITECTURES: Record<ModelType, Architecture> = {
+  ernie4_5: { ropePairing: 'adjacent', qkNorm: false },
+  qwen3: { ropePairing: 'half', qkNorm: true },
+}
+
+/** baidu/ERNIE-4.5-0.3B-PT's config.json. */
+export const ERNIE_4_5_0_3B_CONFIG: Readonly<ModelConfig> = Object.freeze({
+  architectures: ['Ernie4_5ForCausalLM'],
+  model_type: 'ernie4_5',
+  hidden_size: 1024,
+  intermediate_size: 3072,
+  num_hidden_layers: 18,
+  num_attention_heads: 16,
+  num_key_value_heads: 2,
+  head_dim: 128,
+  vocab_size: 103424,
+  rms_norm_eps: 1e-5,
+  rope_theta: 500000,
+  max_position_embeddings: 131072,
+  tie_word_embeddings: true,
+  hidden_act: 'silu',
+  pad_token_id: 0,
+  bos_token_id: 1,
+  eos_token_id: 2,
+  torch_dtype: 'bfloat16',
+})
+
+/** Qwen/Qwen3-0.6B's config.json (the parts the engine reads). */
+export const QWEN3_0_6B_CONFIG: Readonly<ModelConfig> = Object.freeze({
+  architectures: ['Qwen3ForCausalLM'],
+  model_type: 'qwen3',
+  hidden_size: 1024,
+  intermediate_size: 3072,
+  num_hidden_layers: 28,
+  num_attention_heads: 16,
+  num_key_value_heads: 8,
+  head_dim: 128,
+  vocab_size: 151936,
+  rms_norm_eps: 1e-6,
+  rope_theta: 1000000,
+  max_position_embeddings: 40960,
+  tie_word_embeddings: true,
+  hidden_act: 'silu',
+  bos_token_id: 151643,
+  eos_token_id: 151645,
+  torch_dtype: 'bfloat16',
+})
+
+/** A validated config with the derived sizes the engine needs. */
+export interface ResolvedConfig extends ModelConfig {
+  head_dim: number
+  tie_word_embeddings: boolean
+  arch: Architecture
+}
+
+function positiveInt(cfg: Record<string, unknown>, key: string, where: string): number {
+  const v = cfg[key]
+  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0)
+    throw new ErnieError('ERR_CONFIG', `${where}: "${key}" must be a positive integer, got ${JSON.stringify(v)}`)
+  return v
+}
+
+function positiveNumber(cfg: Record<string, unknown>, key: string, where: string): number {
+  const v = cfg[key]
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
+    throw new ErnieError('ERR_CONFIG', `${where}: "${key}" must be a positive number, got ${JSON.stringify(v)}`)
+  return v
+}
+
+/** Validates a config object (as parsed from config.json); `where` names it in errors. */
+export function resolveConfig(raw: unknown, where = 'config'): ResolvedConfig {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+    throw new ErnieError('ERR_CONFIG', `${where}: expected a JSON object`)
+  const cfg = raw as Record<string, unknown>
+  const type = cfg.model_type
+  if (type !== 'ernie4_5' && type !== 'qwen3')
+    throw new ErnieError(
+      'ERR_UNSUPPORTED_MODEL',
+      `${where}: model_type ${JSON.stringify(type)} is not supported (expected "ernie4_5" or "qwen3")`,
+    )
+  for (const k of ['hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'num_key_value_heads', 'vocab_size'])
+    positiveInt(cfg, k, where)
+  positiveNumber(cfg, 'rms_norm_eps', where)
+  positiveNumber(cfg, 'rope_theta', where)
+  const heads = cfg.num_attention_heads as number
+  const kvHeads = cfg.num_key_value_heads as number
+  if (heads % kvHeads !== 0)
+    throw new ErnieError('ERR_CONFIG', `${where}: num_attention_heads (${heads}) must be a multiple of num_key_value_heads (${kvHeads})`)
+  let headDim = cfg.head_dim
+  if (headDim === undefined || headDim === null) {
+    const hidden = cfg.hidden_size as number
+    if (hidden % heads !== 0)
+      throw new ErnieError('ERR_CONFIG', `${where}: no "head_dim" and hidden_size (${hidden}) is not a multiple of num_attention_heads (${heads})`)
+    headDim = hidden / heads
+  } else {
+    positiveInt(cfg, 'head_dim', where)
+  }
+  if ((headDim as number) % 2 !== 0) throw new ErnieError('ERR_CONFIG', `${where}: head_dim must be even for RoPE, got ${headDim}`)
+  const act = cfg.hidden_act ?? 'silu'
+  if (act !== 'silu' && act !== 'swish')
+    throw new ErnieError('ERR_CONFIG', `${where}: hidden_act ${JSON.stringify(act)} is not supported (expected "silu")`)
+  return {
+    ...(cfg as ModelConfig),
+    head_dim: headDim as number,
+    tie_word_embeddings: cfg.tie_word_embeddings !== false,
+    arch: ARCHITECTURES[type],
+  }
+}
+
+/** Parameters of the decoder (embedding counted once when tied). */
+export function parameterCount(c: ResolvedConfig): number {
+  const q = c.num_attention_heads * c.head_dim
+  const kv = c.num_key_value_heads * c.head_dim
+  const perLayer =
+    c.hidden_size * (q + 2 * kv) + q * c.hidden_size + 3 * c.hidden_size * c.intermediate_size + 2 * c.hidden_size +
+    (c.arch.qkNorm ? 2 * c.head_dim : 0)
+  const embed = c.vocab_size * c.hidden_size
+  return embed + c.num_hidden_layers * perLayer + c.hidden_size + (c.tie_word_embeddings ? 0 : embed)
+}

@@ -1,0 +1,4 @@
+export * from './config'
+export * from './weights'
+export * from './model'
+export * from './lora'

@@ -1,0 +1,146 @@
+// Maps a checkpoint's tensors onto the engine's weight slots, without copying: each linear
+// weight becomes a view (offset, leading dimension, transposed or not) into its tensor.
+//   HF layout (`model.` prefix): linear weights [out, in], separate q/k/v and gate/up.
+//   Paddle / ERNIEKit layout (`ernie.` prefix): linear weights [in, out], fused
+//     qkv_proj [hidden, (H + 2 KV) * D] (q | k | v) and up_gate_proj [hidden, 2 I] (gate | up).
+// The layout is detected from the tensor names, not from config.json.
+import { ErnieError } from '../errors'
+import type { ResolvedConfig } from './config'
+
+export type WeightArray = Float32Array | Uint16Array
+
+/** What the loader needs from a checkpoint: names, shapes and zero-copy views. */
+export interface TensorSource {
+  /** Where the tensors come from, for error messages. */
+  readonly description: string
+  names(): string[]
+  has(name: string): boolean
+  shape(name: string): number[]
+  /** F32 as Float32Array; BF16 as Uint16Array of bf16 bits. Other dtypes are converted by the source. */
+  view(name: string): WeightArray
+}
+
+/** A logical [rows, cols] = [out, in] operand inside `data`. */
+export interface MatrixView {
+  data: WeightArray
+  offset: number
+  rows: number
+  cols: number
+  ld: number
+  transposed: boolean
+}
+
+export interface LayerViews {
+  q: MatrixView
+  k: MatrixView
+  v: MatrixView
+  o: MatrixView
+  gate: MatrixView
+  up: MatrixView
+  down: MatrixView
+  inputNorm: WeightArray
+  postAttentionNorm: WeightArray
+  qNorm?: WeightArray
+  kNorm?: WeightArray
+}
+
+export interface ModelViews {
+  layout: 'hf' | 'paddle'
+  embed: MatrixView
+  lmHead: MatrixView
+  finalNorm: WeightArray
+  layers: LayerViews[]
+}
+
+export const PROJECTIONS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const
+export type Projection = (typeof PROJECTIONS)[number]
+
+export function detectLayout(src: TensorSource): 'hf' | 'paddle' {
+  if (src.has('model.embed_tokens.weight')) return 'hf'
+  if (src.has('ernie.embed_tokens.weight')) return 'paddle'
+  throw new ErnieError(
+    'ERR_CHECKPOINT',
+    `${src.description}: no embedding tensor (expected "model.embed_tokens.weight" or "ernie.embed_tokens.weight")`,
+  )
+}
+
+function tensor(src: TensorSource, name: string, expected: number[]): WeightArray {
+  if (!src.has(name)) throw new ErnieError('ERR_CHECKPOINT', `${src.description}: missing tensor "${name}"`)
+  const shape = src.shape(name)
+  if (shape.length !== expected.length || shape.some((d, i) => d !== expected[i]))
+    throw new ErnieError(
+      'ERR_CHECKPOINT',
+      `${src.description}: tensor "${name}" has shape [${shape.join(', ')}], but config.json implies [${expected.join(', ')}]`,
+    )
+  return src.view(name)
+}
+
+/** [out, in] stored as is. */
+function plain(data: WeightArray, out: number, inp: number): MatrixView {
+  return { data, offset: 0, rows: out, cols: inp, ld: inp, transposed: false }
+}
+
+/** Columns [first, first + out) of an [in, total] tensor, as the logical [out, in] operand. */
+function columns(data: WeightArray, inp: number, total: number, first: number, out: number): MatrixView {
+  return { data, offset: first, rows: out, cols: inp, ld: total, transposed: true }
+}
+
+export function mapWeights(cfg: ResolvedConfig, src: TensorSource): ModelViews {
+  const layout = detectLayout(src)
+  const H = cfg.hidden_size, I = cfg.intermediate_size, V = cfg.vocab_size
+  const q = cfg.num_attention_heads * cfg.head_dim, kv = cfg.num_key_value_heads * cfg.head_dim
+  const p = layout === 'hf' ? 'model.' : 'ernie.'
+
+  const embed = plain(tensor(src, `${p}embed_tokens.weight`, [V, H]), V, H)
+  let lmHead = embed
+  if (src.has('lm_head.weight')) {
+    lmHead =
+      layout === 'hf'
+        ? plain(tensor(src, 'lm_head.weight', [V, H]), V, H)
+        : columns(tensor(src, 'lm_head.weight', [H, V]), H, V, 0, V)
+  } else if (!cfg.tie_word_embeddings) {
+    throw new ErnieError('ERR_CHECKPOINT', `${src.description}: missing tensor "lm_head.weight" (tie_word_embeddings is false)`)
+  }
+  const finalNorm = tensor(src, `${p}norm.weight`, [H])
+
+  const layers: LayerViews[] = []
+  for (let l = 0; l < cfg.num_hidden_layers; l++) {
+    const L = `${p}layers.${l}.`
+    const norms = {
+      inputNorm: tensor(src, `${L}input_layernorm.weight`, [H]),
+      postAttentionNorm: tensor(src, `${L}post_attention_layernorm.weight`, [H]),
+      ...(cfg.arch.qkNorm
+        ? {
+            qNorm: tensor(src, `${L}self_attn.q_norm.weight`, [cfg.head_dim]),
+            kNorm: tensor(src, `${L}self_attn.k_norm.weight`, [cfg.head_dim]),
+          }
+        : {}),
+    }
+    if (layout === 'hf') {
+      layers.push({
+        q: plain(tensor(src, `${L}self_attn.q_proj.weight`, [q, H]), q, H),
+        k: plain(tensor(src, `${L}self_attn.k_proj.weight`, [kv, H]), kv, H),
+        v: plain(tensor(src, `${L}self_attn.v_proj.weight`, [kv, H]), kv, H),
+        o: plain(tensor(src, `${L}self_attn.o_proj.weight`, [H, q]), H, q),
+        gate: plain(tensor(src, `${L}mlp.gate_proj.weight`, [I, H]), I, H),
+        up: plain(tensor(src, `${L}mlp.up_proj.weight`, [I, H]), I, H),
+        down: plain(tensor(src, `${L}mlp.down_proj.weight`, [H, I]), H, I),
+        ...norms,
+      })
+    } else {
+      const qkv = tensor(src, `${L}self_attn.qkv_proj.weight`, [H, q + 2 * kv])
+      const upGate = tensor(src, `${L}mlp.up_gate_proj.weight`, [H, 2 * I])
+      layers.push({
+        q: columns(qkv, H, q + 2 * kv, 0, q),
+        k: columns(qkv, H, q + 2 * kv, q, kv),
+        v: columns(qkv, H, q + 2 * kv, q + kv, kv),
+        o: columns(tensor(src, `${L}self_attn.o_proj.weight`, [q, H]), q, H, 0, H),
+        gate: columns(upGate, H, 2 * I, 0, I),
+        up: columns(upGate, H, 2 * I, I, I),
+        down: columns(tensor(src, `${L}mlp.down_proj.weight`, [I, H]), I, H, 0, H),
+        ...norms,
+      })
+    }
+  }
+  return { layout, embed, lmHead, finalNorm, layers }
+}

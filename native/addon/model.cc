@@ -1,0 +1,482 @@
+// The native model and adapter objects.
+//
+//   new Model({ dims, embed, finalNorm, lmHead, layers: [{ q, k, v, o, gate, up, down,
+//               inputNorm, postAttentionNorm, qNorm?, kNorm? }] })
+//     dims: { hidden, intermediate, layers, heads, kvHeads, headDim, vocab, eps, ropeTheta,
+//             ropePairing: 'adjacent' | 'half', qkNorm }
+//     a matrix: { data: Float32Array | Uint16Array (bf16), offset, rows, cols, ld, transposed }
+//       the logical [rows, cols] = [out, in] operand: element (r, c) at data[offset + r*ld + c],
+//       or data[offset + c*ld + r] when transposed (Paddle's [in, out]); a norm: a typed array.
+//   model.forward({ inputIds, attentionMask?, batch, seq, hidden?, logits?, adapter? }) -> Promise
+//   new Adapter({ layers: [{ q_proj?: { a, b, rank, scale }, ... }] })
+//   dispose() on both: drops the native state; later calls throw.
+//
+// The objects keep their typed arrays alive; a running call keeps its object alive. The JS
+// layer owns the memory-mapped checkpoint and unmaps it only after dispose().
+#include <memory>
+#include <string>
+
+#include "addon/op.h"
+#include "engine/losses.h"
+#include "engine/model.h"
+
+namespace ernie::addon {
+namespace {
+
+using engine::kNumProj;
+
+const char* kProjKeys[kNumProj] = {"q", "k", "v", "o", "gate", "up", "down"};
+
+void proj_dims(const engine::ModelDims& d, int p, int64_t* out, int64_t* in) {
+  const int64_t o[kNumProj] = {d.q_dim(), d.kv_dim(), d.kv_dim(), d.hidden, d.intermediate, d.intermediate, d.hidden};
+  const int64_t i[kNumProj] = {d.hidden, d.hidden, d.hidden, d.q_dim(), d.hidden, d.hidden, d.intermediate};
+  *out = o[p];
+  *in = i[p];
+}
+
+// The weights and the arrays that hold them, shared with running jobs.
+struct ModelState {
+  engine::ModelDims dims;
+  engine::ModelWeights weights;
+  std::vector<std::shared_ptr<void>> pins;  // mapped checkpoint files stay mapped while this lives
+};
+
+struct AdapterState {
+  engine::Adapter adapter;
+  int64_t layers = 0;
+  struct Shape {
+    int layer, proj;
+    int64_t in, out;
+  };
+  std::vector<Shape> in_out;  // each LoRA's feature sizes, checked against the model per call
+};
+
+cpu::MatrixRef parse_matrix(Args& parent, const char* key, int64_t rows, int64_t cols) {
+  Args m = parent.object(key);
+  ArrayArg data = m.f32_or_bf16("data");
+  const int64_t offset = m.integer_or("offset", 0, 0, INT64_MAX);
+  const bool trans = m.boolean_or("transposed", false);
+  const int64_t r = m.integer("rows", 1, INT32_MAX), c = m.integer("cols", 1, INT32_MAX);
+  if (r != rows || c != cols)
+    m.range_error(m.name("rows") + " x " + m.name("cols") + " is " + std::to_string(r) + " x " + std::to_string(c) +
+                  ", expected " + std::to_string(rows) + " x " + std::to_string(cols));
+  const int64_t inner = trans ? rows : cols, outer = trans ? cols : rows;
+  const int64_t ld = m.integer_or("ld", inner, inner, INT64_MAX);
+  // the last element read must lie inside the array
+  const uint64_t last = uint64_t(offset) + uint64_t(outer - 1) * uint64_t(ld) + uint64_t(inner - 1);
+  if (last >= data.length)
+    m.range_error("reads element " + std::to_string(last) + " of " + m.name("data") + ", which has " +
+                  std::to_string(data.length));
+  const size_t elem = data.dtype() == cpu::DType::f32 ? 4 : 2;
+  return cpu::MatrixRef{static_cast<const uint8_t*>(data.data) + offset * elem, data.dtype(), ld, trans};
+}
+
+engine::VectorRef parse_vector(Args& parent, const char* key, int64_t dim) {
+  ArrayArg a = parent.f32_or_bf16(key);
+  parent.expect_length(key, a, uint64_t(dim), "its dimension");
+  return engine::VectorRef{a.data, a.dtype()};
+}
+
+engine::ModelDims parse_dims(Args& args) {
+  Args d = args.object("dims");
+  engine::ModelDims dims;
+  dims.hidden = d.integer("hidden", 1, 1 << 20);
+  dims.intermediate = d.integer("intermediate", 1, 1 << 22);
+  dims.layers = d.integer("layers", 0, 4096);
+  dims.heads = d.integer("heads", 1, 4096);
+  dims.kv_heads = d.integer("kvHeads", 1, 4096);
+  dims.head_dim = d.integer("headDim", 2, 65536);
+  dims.vocab = d.integer("vocab", 1, INT32_MAX);
+  dims.eps = float(d.number("eps"));
+  dims.rope_theta = d.number("ropeTheta");
+  const std::string pairing = d.string_or("ropePairing", "adjacent");
+  if (pairing == "adjacent") dims.pairing = cpu::RopePairing::adjacent;
+  else if (pairing == "half") dims.pairing = cpu::RopePairing::half;
+  else d.range_error(d.name("ropePairing") + " must be 'adjacent' or 'half', got '" + pairing + "'");
+  dims.qk_norm = d.boolean_or("qkNorm", false);
+  if (dims.heads % dims.kv_heads != 0) d.range_error(d.name("heads") + " must be a multiple of " + d.name("kvHeads"));
+  if (dims.head_dim % 2 != 0) d.range_error(d.name("headDim") + " must be even");
+  return dims;
+}
+
+class NativeModel : public Napi::ObjectWrap<NativeModel> {
+ public:
+  static void Export(Napi::Env env, Napi::Object exports) {
+    exports.Set("Model", DefineClass(env, "Model",
+                                     {InstanceMethod("forward", &NativeModel::Forward),
+                                      InstanceMethod("forwardSync", &NativeModel::ForwardSync),
+                                      InstanceMethod("trainStep", &NativeModel::TrainStep),
+                                      InstanceMethod("decode", &NativeModel::Decode),
+                                      InstanceMethod("trainStepSync", &NativeModel::TrainStepSync),
+                                      InstanceMethod("dispose", &NativeModel::Dispose)}));
+  }
+
+  NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {
+    Args args(info, "Model");
+    auto st = std::make_shared<ModelState>();
+    const engine::ModelDims& d = st->dims = parse_dims(args);
+    st->weights.embed = parse_matrix(args, "embed", d.vocab, d.hidden);
+    if (st->weights.embed.trans) args.range_error("'embed' must not be transposed");
+    st->weights.lm_head = parse_matrix(args, "lmHead", d.vocab, d.hidden);
+    st->weights.final_norm = parse_vector(args, "finalNorm", d.hidden);
+    std::vector<Args> layers = args.objects("layers", size_t(d.layers), size_t(d.layers));
+    for (Args& l : layers) {
+      engine::LayerWeights lw;
+      for (int p = 0; p < kNumProj; ++p) {
+        int64_t out, in;
+        proj_dims(d, p, &out, &in);
+        lw.proj[p] = parse_matrix(l, kProjKeys[p], out, in);
+      }
+      lw.input_norm = parse_vector(l, "inputNorm", d.hidden);
+      lw.post_attention_norm = parse_vector(l, "postAttentionNorm", d.hidden);
+      if (d.qk_norm) {
+        lw.q_norm = parse_vector(l, "qNorm", d.head_dim);
+        lw.k_norm = parse_vector(l, "kNorm", d.head_dim);
+      }
+      st->weights.layers.push_back(lw);
+    }
+    st->pins = std::move(args.pins());
+    kept_ = std::move(args.kept());
+    state_ = std::move(st);
+  }
+
+  const std::shared_ptr<ModelState>& state(Args& args) {
+    if (!state_) args.range_error("the model has been disposed");
+    return state_;
+  }
+
+ private:
+  Napi::Value Forward(const Napi::CallbackInfo& info) { return RunForward(info, false); }
+  Napi::Value ForwardSync(const Napi::CallbackInfo& info) { return RunForward(info, true); }
+  Napi::Value RunForward(const Napi::CallbackInfo& info, bool sync);
+  Napi::Value TrainStep(const Napi::CallbackInfo& info) { return RunTrainStep(info, false); }
+  Napi::Value TrainStepSync(const Napi::CallbackInfo& info) { return RunTrainStep(info, true); }
+  Napi::Value RunTrainStep(const Napi::CallbackInfo& info, bool sync);
+  Napi::Value Decode(const Napi::CallbackInfo& info);
+
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    state_.reset();  // running jobs hold their own reference
+    kept_.clear();
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<ModelState> state_;
+  std::vector<Napi::Reference<Napi::Value>> kept_;
+};
+
+class NativeAdapter : public Napi::ObjectWrap<NativeAdapter> {
+ public:
+  static Napi::FunctionReference* constructor;
+
+  static void Export(Napi::Env env, Napi::Object exports) {
+    Napi::Function cls = DefineClass(env, "Adapter", {InstanceMethod("dispose", &NativeAdapter::Dispose)});
+    constructor = new Napi::FunctionReference(Napi::Persistent(cls));
+    exports.Set("Adapter", cls);
+  }
+
+  NativeAdapter(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeAdapter>(info) {
+    Args args(info, "Adapter");
+    auto st = std::make_shared<AdapterState>();
+    std::vector<Args> layers = args.objects("layers", 0, 4096);
+    for (Args& l : layers) {
+      std::array<cpu::LoraRef, kNumProj> refs{};
+      for (int p = 0; p < kNumProj; ++p) {
+        const char* key = engine::proj_name(p);
+        if (!l.has(key)) continue;
+        Args a = l.object(key);
+        const int64_t rank = a.integer("rank", 1, 4096);
+        const int64_t in = a.integer("inFeatures", 1, INT32_MAX), out = a.integer("outFeatures", 1, INT32_MAX);
+        ArrayArg A = a.f32("a"), B = a.f32("b");
+        a.expect_length("a", A, uint64_t(rank) * in, "rank * inFeatures");
+        a.expect_length("b", B, uint64_t(out) * rank, "outFeatures * rank");
+        refs[p] = cpu::LoraRef{A.f32(), B.f32(), rank, float(a.number("scale"))};
+        st->in_out.push_back({int(st->adapter.layers.size()), p, in, out});
+      }
+      st->adapter.layers.push_back(refs);
+    }
+    st->layers = int64_t(layers.size());
+    kept_ = std::move(args.kept());
+    state_ = std::move(st);
+  }
+
+  std::shared_ptr<AdapterState> state_;
+
+ private:
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    state_.reset();
+    kept_.clear();
+    return info.Env().Undefined();
+  }
+  std::vector<Napi::Reference<Napi::Value>> kept_;
+};
+
+Napi::FunctionReference* NativeAdapter::constructor = nullptr;
+
+// new KvCache({ maxLength }): a generation cache, sized for a model at its first decode.
+class NativeKvCache : public Napi::ObjectWrap<NativeKvCache> {
+ public:
+  static Napi::FunctionReference* constructor;
+
+  static void Export(Napi::Env env, Napi::Object exports) {
+    Napi::Function cls = DefineClass(env, "KvCache", {InstanceAccessor("length", &NativeKvCache::Length, nullptr),
+                                                      InstanceMethod("dispose", &NativeKvCache::Dispose)});
+    constructor = new Napi::FunctionReference(Napi::Persistent(cls));
+    exports.Set("KvCache", cls);
+  }
+
+  NativeKvCache(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeKvCache>(info) {
+    Args args(info, "KvCache");
+    max_length_ = args.integer("maxLength", 1, 1 << 20);
+    cache_ = std::make_shared<engine::KvCache>();
+  }
+
+  std::shared_ptr<engine::KvCache> cache_;
+  int64_t max_length_ = 0;
+
+ private:
+  Napi::Value Length(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), cache_ ? double(cache_->length) : 0.0);
+  }
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    cache_.reset();
+    return info.Env().Undefined();
+  }
+};
+
+Napi::FunctionReference* NativeKvCache::constructor = nullptr;
+
+// The batch fields shared by forward and trainStep: inputIds, attentionMask, batch, seq.
+engine::Batch parse_batch(Args& args, const engine::ModelDims& d) {
+  const int64_t B = args.integer("batch", 1, INT32_MAX), T = args.integer("seq", 1, INT32_MAX);
+  const uint64_t n = uint64_t(B) * T;
+  ArrayArg ids = args.i32("inputIds");
+  args.expect_length("inputIds", ids, n, "batch * seq");
+  for (uint64_t i = 0; i < n; ++i)
+    if (ids.i32()[i] < 0 || ids.i32()[i] >= d.vocab)
+      args.range_error("'inputIds' holds " + std::to_string(ids.i32()[i]) + " at position " + std::to_string(i) +
+                       ", outside the vocabulary [0, " + std::to_string(d.vocab) + ")");
+  engine::Batch batch{ids.i32(), nullptr, B, T};
+  if (args.has("attentionMask")) {
+    ArrayArg mask = args.i32("attentionMask");
+    args.expect_length("attentionMask", mask, n, "batch * seq");
+    batch.attention_mask = mask.i32();
+  }
+  return batch;
+}
+
+std::shared_ptr<AdapterState> parse_adapter(Args& args, const engine::ModelDims& d) {
+  if (!args.has("adapter")) return nullptr;
+  Napi::Value v = args.value("adapter");
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(NativeAdapter::constructor->Value()))
+    args.type_error("'adapter' must be a native Adapter");
+  std::shared_ptr<AdapterState> adapter = NativeAdapter::Unwrap(v.As<Napi::Object>())->state_;
+  if (!adapter) args.range_error("'adapter' has been disposed");
+  if (adapter->layers != d.layers)
+    args.range_error("'adapter' has " + std::to_string(adapter->layers) + " layers, the model " + std::to_string(d.layers));
+  for (const auto& io : adapter->in_out) {
+    int64_t out_f, in_f;
+    proj_dims(d, io.proj, &out_f, &in_f);
+    if (io.in != in_f || io.out != out_f)
+      args.range_error("'adapter' layer " + std::to_string(io.layer) + " " + engine::proj_name(io.proj) + " is " +
+                       std::to_string(io.out) + " x " + std::to_string(io.in) + ", the model's is " +
+                       std::to_string(out_f) + " x " + std::to_string(in_f));
+  }
+  args.keep(v);
+  return adapter;
+}
+
+Napi::Value NativeModel::RunForward(const Napi::CallbackInfo& info, bool sync) {
+  Args args(info, sync ? "forwardSync" : "forward");
+  std::shared_ptr<ModelState> st = state(args);
+  const engine::ModelDims& d = st->dims;
+  engine::Batch batch = parse_batch(args, d);
+  const uint64_t n = uint64_t(batch.batch) * batch.seq;
+  engine::ForwardOutputs out;
+  if (args.has("hidden")) {
+    ArrayArg h = args.f32("hidden");
+    args.expect_length("hidden", h, n * d.hidden, "batch * seq * hidden");
+    out.hidden = h.f32();
+  }
+  if (args.has("logits")) {
+    ArrayArg lg = args.f32("logits");
+    args.expect_length("logits", lg, n * d.vocab, "batch * seq * vocab");
+    out.logits = lg.f32();
+  }
+  std::shared_ptr<AdapterState> adapter = parse_adapter(args, d);
+  args.keep(Value());
+  Job job{[st, adapter, batch, out] { engine::forward(st->dims, st->weights, adapter ? &adapter->adapter : nullptr, batch, out); }, {}};
+  return run_job(info.Env(), "forward", std::move(job), args, sync);
+}
+
+// decode({ cache, inputIds: Int32Array [count], logits: Float32Array [vocab], adapter? }) -> Promise
+// Runs the new tokens after those in the cache and writes the last one's logits.
+Napi::Value NativeModel::Decode(const Napi::CallbackInfo& info) {
+  Args args(info, "decode");
+  std::shared_ptr<ModelState> st = state(args);
+  const engine::ModelDims& d = st->dims;
+  Napi::Value cv = args.value("cache");
+  if (!cv.IsObject() || !cv.As<Napi::Object>().InstanceOf(NativeKvCache::constructor->Value()))
+    args.type_error("'cache' must be a native KvCache");
+  NativeKvCache* kv = NativeKvCache::Unwrap(cv.As<Napi::Object>());
+  std::shared_ptr<engine::KvCache> cache = kv->cache_;
+  if (!cache) args.range_error("'cache' has been disposed");
+  ArrayArg ids = args.i32("inputIds");
+  if (ids.length == 0) args.range_error("'inputIds' is empty");
+  for (size_t i = 0; i < ids.length; ++i)
+    if (ids.i32()[i] < 0 || ids.i32()[i] >= d.vocab)
+      args.range_error("'inputIds' holds " + std::to_string(ids.i32()[i]) + " at position " + std::to_string(i) +
+                       ", outside the vocabulary [0, " + std::to_string(d.vocab) + ")");
+  if (cache->capacity == 0) cache->reset(d, kv->max_length_);
+  if (cache->k.size() != size_t(d.layers) || (cache->capacity > 0 && cache->k[0].size() != size_t(cache->capacity * d.kv_dim())))
+    args.range_error("'cache' belongs to a model of another shape");
+  if (cache->length + int64_t(ids.length) > cache->capacity)
+    args.range_error("the cache holds " + std::to_string(cache->length) + " of " + std::to_string(cache->capacity) +
+                     " tokens; " + std::to_string(ids.length) + " more do not fit");
+  ArrayArg logits = args.f32("logits");
+  args.expect_length("logits", logits, uint64_t(d.vocab), "vocab");
+  std::shared_ptr<AdapterState> adapter = parse_adapter(args, d);
+  args.keep(Value());
+  args.keep(cv);
+  const int64_t count = int64_t(ids.length);
+  std::vector<int32_t> id_copy(ids.i32(), ids.i32() + count);  // JS may change the array meanwhile
+  Job job{[st, adapter, cache, id_copy, count, logits] {
+            engine::forward_cached(st->dims, st->weights, adapter ? &adapter->adapter : nullptr, *cache, id_copy.data(),
+                                   count, logits.f32());
+          },
+          {}};
+  return run_job(info.Env(), "decode", std::move(job), args, false);
+}
+
+// trainStep({ inputIds, attentionMask?, batch, seq, adapter?, recompute?,
+//             loss: { kind: 'lm', labels? } | { kind: 'classify', weight, bias?, classes, labels,
+//                     pooling?, classWeights?, dWeight?, dBias?, logits? } | { kind: 'meanSquare' },
+//             grads: { embed?, lmHead?, finalNorm?, layers?: [{ q?, ..., down?, inputNorm?,
+//                      postAttentionNorm?, qNorm?, kNorm? }], lora?: [{ q_proj?: { a, b }, ... }] } })
+//   -> Promise<{ loss, count }>. Gradients are added to the given f32 arrays.
+Napi::Value NativeModel::RunTrainStep(const Napi::CallbackInfo& info, bool sync) {
+  Args args(info, sync ? "trainStepSync" : "trainStep");
+  std::shared_ptr<ModelState> st = state(args);
+  const engine::ModelDims& d = st->dims;
+  engine::Batch batch = parse_batch(args, d);
+  const uint64_t n = uint64_t(batch.batch) * batch.seq;
+  std::shared_ptr<AdapterState> adapter = parse_adapter(args, d);
+  engine::TrainOptions options;
+  options.recompute = args.boolean_or("recompute", false);
+
+  auto grads = std::make_shared<engine::Grads>();
+  Args g = args.object("grads");
+  auto opt_f32 = [](Args& a, const char* key, uint64_t len, const char* what) -> float* {
+    if (!a.has(key)) return nullptr;
+    ArrayArg arr = a.f32(key);
+    a.expect_length(key, arr, len, what);
+    return arr.f32();
+  };
+  grads->embed = opt_f32(g, "embed", uint64_t(d.vocab) * d.hidden, "vocab * hidden");
+  grads->lm_head = opt_f32(g, "lmHead", uint64_t(d.vocab) * d.hidden, "vocab * hidden");
+  grads->final_norm = opt_f32(g, "finalNorm", uint64_t(d.hidden), "hidden");
+  if (g.has("layers")) {
+    for (Args& l : g.objects("layers", size_t(d.layers), size_t(d.layers))) {
+      engine::Grads::Layer gl;
+      for (int p = 0; p < kNumProj; ++p) {
+        int64_t out_f, in_f;
+        proj_dims(d, p, &out_f, &in_f);
+        gl.proj[p] = opt_f32(l, kProjKeys[p], uint64_t(out_f) * in_f, "out * in");
+      }
+      gl.input_norm = opt_f32(l, "inputNorm", uint64_t(d.hidden), "hidden");
+      gl.post_attention_norm = opt_f32(l, "postAttentionNorm", uint64_t(d.hidden), "hidden");
+      gl.q_norm = d.qk_norm ? opt_f32(l, "qNorm", uint64_t(d.head_dim), "headDim") : nullptr;
+      gl.k_norm = d.qk_norm ? opt_f32(l, "kNorm", uint64_t(d.head_dim), "headDim") : nullptr;
+      grads->layers.push_back(gl);
+    }
+  }
+  if (g.has("lora")) {
+    if (!adapter) g.range_error(g.name("lora") + " needs an 'adapter'");
+    for (Args& l : g.objects("lora", size_t(d.layers), size_t(d.layers))) {
+      std::array<engine::Grads::LoraGrad, kNumProj> lg{};
+      const size_t layer = grads->lora.size();
+      for (int p = 0; p < kNumProj; ++p) {
+        const char* key = engine::proj_name(p);
+        if (!l.has(key)) continue;
+        const cpu::LoraRef& ref = adapter->adapter.layers[layer][p];
+        if (!ref.a) l.range_error(l.name(key) + ": the adapter has no LoRA there");
+        int64_t out_f, in_f;
+        proj_dims(d, p, &out_f, &in_f);
+        Args ab = l.object(key);
+        lg[p].a = opt_f32(ab, "a", uint64_t(ref.r) * in_f, "rank * in");
+        lg[p].b = opt_f32(ab, "b", uint64_t(out_f) * ref.r, "out * rank");
+        if (!lg[p].a || !lg[p].b) ab.type_error("needs both 'a' and 'b'");
+      }
+      grads->lora.push_back(lg);
+    }
+  }
+
+  // the loss
+  Args ls = args.object("loss");
+  const std::string kind = ls.string_or("kind", "");
+  auto result = std::make_shared<engine::LossResult>();
+  std::function<engine::LossFn()> make_loss;
+  if (kind == "lm") {
+    const int32_t* labels = nullptr;
+    if (ls.has("labels")) {
+      ArrayArg lab = ls.i32("labels");
+      ls.expect_length("labels", lab, n, "batch * seq");
+      for (uint64_t i = 0; i < n; ++i)
+        if (lab.i32()[i] >= d.vocab)
+          ls.range_error("'labels' holds " + std::to_string(lab.i32()[i]) + " at position " + std::to_string(i) +
+                         ", outside the vocabulary");
+      labels = lab.i32();
+    }
+    if (st->weights.lm_head.trans) ls.range_error("the LM loss needs an untransposed LM head");
+    make_loss = [st, batch, labels, grads, result] { return engine::lm_loss(st->dims, st->weights, batch, labels, *grads, result.get()); };
+  } else if (kind == "classify") {
+    engine::ClassifierHead head;
+    head.classes = ls.integer("classes", 2, 1 << 16);
+    const uint64_t C = uint64_t(head.classes);
+    ArrayArg w = ls.f32("weight");
+    ls.expect_length("weight", w, C * d.hidden, "classes * hidden");
+    head.weight = w.f32();
+    head.bias = opt_f32(ls, "bias", C, "classes");
+    ArrayArg lab = ls.i32("labels");
+    ls.expect_length("labels", lab, uint64_t(batch.batch), "batch");
+    for (int64_t i = 0; i < batch.batch; ++i)
+      if (lab.i32()[i] < 0 || lab.i32()[i] >= head.classes)
+        ls.range_error("'labels' holds " + std::to_string(lab.i32()[i]) + " at position " + std::to_string(i) +
+                       ", outside [0, classes)");
+    head.labels = lab.i32();
+    head.class_weights = opt_f32(ls, "classWeights", C, "classes");
+    head.dweight = opt_f32(ls, "dWeight", C * d.hidden, "classes * hidden");
+    head.dbias = opt_f32(ls, "dBias", C, "classes");
+    head.logits = opt_f32(ls, "logits", uint64_t(batch.batch) * C, "batch * classes");
+    const std::string pooling = ls.string_or("pooling", "last");
+    if (pooling == "last") head.pooling = engine::Pooling::last;
+    else if (pooling == "mean") head.pooling = engine::Pooling::mean;
+    else if (pooling == "first") head.pooling = engine::Pooling::first;
+    else ls.range_error(ls.name("pooling") + " must be 'last', 'mean' or 'first'");
+    make_loss = [st, batch, head, result] { return engine::classifier_loss(st->dims, batch, head, result.get()); };
+  } else if (kind == "meanSquare") {
+    make_loss = [st, batch, result] { return engine::mean_square_loss(st->dims, batch, result.get()); };
+  } else {
+    ls.range_error(ls.name("kind") + " must be 'lm', 'classify' or 'meanSquare', got '" + kind + "'");
+  }
+  args.keep(Value());
+  Job job{[st, adapter, batch, grads, options, make_loss] {
+            engine::train_step(st->dims, st->weights, adapter ? &adapter->adapter : nullptr, batch, make_loss(), *grads,
+                               options);
+          },
+          [result](Napi::Env env) -> Napi::Value {
+            Napi::Object o = Napi::Object::New(env);
+            o.Set("loss", result->loss);
+            o.Set("count", double(result->count));
+            return o;
+          }};
+  return run_job(info.Env(), "trainStep", std::move(job), args, sync);
+}
+
+[[maybe_unused]] const bool registered = register_exporter([](Napi::Env env, Napi::Object exports) {
+  NativeModel::Export(env, exports);
+  NativeAdapter::Export(env, exports);
+  NativeKvCache::Export(env, exports);
+});
+
+}  // namespace
+}  // namespace ernie::addon

@@ -1,0 +1,470 @@
+// The decoder graph, forward and backward, written by hand in the llm.c way: each block's
+// forward keeps what its backward needs, and the backward walks the same steps in reverse.
+#include "engine/model.h"
+
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include "cpu/attention.h"
+#include "cpu/gemm.h"
+
+namespace ernie::engine {
+namespace {
+
+using cpu::MatrixRef;
+
+MatrixRef acts(const float* p, int64_t ld, bool trans = false) { return MatrixRef{p, cpu::DType::f32, ld, trans}; }
+MatrixRef flipped(MatrixRef m) {
+  m.trans = !m.trans;
+  return m;
+}
+
+// The [out, in] size of each projection.
+void proj_shape(const ModelDims& d, int p, int64_t* out, int64_t* in) {
+  const int64_t o[kNumProj] = {d.q_dim(), d.kv_dim(), d.kv_dim(), d.hidden, d.intermediate, d.intermediate, d.hidden};
+  const int64_t i[kNumProj] = {d.hidden, d.hidden, d.hidden, d.q_dim(), d.hidden, d.hidden, d.intermediate};
+  *out = o[p];
+  *in = i[p];
+}
+
+const cpu::LoraRef* lora_at(const Adapter* adapter, int64_t layer, int p) {
+  if (!adapter) return nullptr;
+  const cpu::LoraRef& l = adapter->layers[layer][p];
+  return l.a ? &l : nullptr;
+}
+
+// y[m, out] (+)= x[m, in] W^T (+ LoRA, whose x A^T lands in u [m, rank]).
+void linear(const MatrixRef& w, const cpu::LoraRef* lora, const float* x, int64_t m, int64_t out_dim, int64_t in_dim,
+            float* y, bool accumulate, float* u) {
+  if (lora) {
+    cpu::lora_linear_forward({m, out_dim, in_dim}, x, w, *lora, u, y, accumulate);
+    return;
+  }
+  cpu::GemmArgs g;
+  g.m = m;
+  g.n = out_dim;
+  g.segments = {{acts(x, in_dim), w, in_dim}};
+  g.c = y;
+  g.ldc = out_dim;
+  g.accumulate = accumulate;
+  cpu::gemm(g);
+}
+
+// dW[out, in] += dy^T x over m rows.
+void weight_grad(float* dw, const float* dy, const float* x, int64_t m, int64_t out_dim, int64_t in_dim) {
+  cpu::GemmArgs g;
+  g.m = out_dim;
+  g.n = in_dim;
+  g.segments = {{acts(dy, out_dim, true), acts(x, in_dim, true), m}};
+  g.c = dw;
+  g.ldc = in_dim;
+  g.accumulate = true;
+  cpu::gemm(g);
+}
+
+void rmsnorm(const float* x, const VectorRef& w, int64_t rows, int64_t dim, float eps, float* out, float* rstd) {
+  cpu::RmsNormForwardArgs a;
+  a.x = x;
+  a.weight = w.data;
+  a.weight_dtype = w.dtype;
+  a.rows = rows;
+  a.dim = dim;
+  a.eps = eps;
+  a.out = out;
+  a.rstd = rstd;
+  cpu::rmsnorm_forward(a);
+}
+
+// dx (+)= the norm's input gradient; dw += its weight gradient when not null.
+void rmsnorm_grad(const float* dout, const float* x, const VectorRef& w, const float* rstd, int64_t rows, int64_t dim,
+                  float* dx, bool accumulate, float* dw) {
+  cpu::RmsNormBackwardArgs a;
+  a.dout = dout;
+  a.x = x;
+  a.weight = w.data;
+  a.weight_dtype = w.dtype;
+  a.rstd = rstd;
+  a.rows = rows;
+  a.dim = dim;
+  a.dx = dx;
+  a.accumulate = accumulate;
+  a.dweight = dw;
+  cpu::rmsnorm_backward(a);
+}
+
+void rope(const float* x, float* out, const int32_t* positions, int64_t rows, int64_t heads, const ModelDims& d,
+          bool inverse) {
+  cpu::RopeArgs a;
+  a.x = x;
+  a.out = out;
+  a.positions = positions;
+  a.rows = rows;
+  a.heads = heads;
+  a.head_dim = d.head_dim;
+  a.theta = d.rope_theta;
+  a.pairing = d.pairing;
+  a.inverse = inverse;
+  cpu::rope(a);
+}
+
+// What a batch shares across layers: positions and which keys are real.
+struct BatchInfo {
+  int64_t B, T, n;
+  int64_t past = 0;  // tokens already in the KV cache (generation); their keys are all real
+  std::vector<int32_t> positions;
+  std::vector<uint8_t> key_valid;  // [B, past + T]
+  BatchInfo(const Batch& batch, int64_t past_tokens = 0)
+      : B(batch.batch), T(batch.seq), n(batch.batch * batch.seq), past(past_tokens) {
+    positions.resize(size_t(n));
+    key_valid.assign(size_t(B * (past + T)), 1);
+    // Positions count real tokens from 0 in each sequence (right or left padding alike).
+    for (int64_t b = 0; b < B; ++b) {
+      int32_t pos = int32_t(past);
+      for (int64_t t = 0; t < T; ++t) {
+        const bool real = !batch.attention_mask || batch.attention_mask[b * T + t] != 0;
+        key_valid[b * (past + T) + past + t] = real ? 1 : 0;
+        positions[b * T + t] = real ? pos++ : (pos > 0 ? pos - 1 : 0);
+      }
+    }
+  }
+};
+
+cpu::AttentionArgs attention_args(const ModelDims& d, const BatchInfo& bi) {
+  cpu::AttentionArgs at;
+  at.batch = bi.B;
+  at.tq = bi.T;
+  at.tk = bi.past + bi.T;
+  at.heads = d.heads;
+  at.kv_heads = d.kv_heads;
+  at.head_dim = d.head_dim;
+  at.scale = float(1.0 / std::sqrt(double(d.head_dim)));
+  at.key_valid = bi.key_valid.data();
+  return at;
+}
+
+// One layer's intermediate activations: what its backward reads.
+struct LayerActs {
+  std::vector<float> xn1, q_pre, k_pre, q, k, v, attn, lse, h_mid, xn2, gate, up, act;
+  std::vector<float> rstd1, rstd2, q_rstd, k_rstd;
+  std::vector<float> u[kNumProj];  // x A^T of each projection's LoRA
+  LayerActs(const ModelDims& d, const BatchInfo& bi, const Adapter* adapter, int64_t layer) {
+    const size_t n = size_t(bi.n);
+    xn1.resize(n * d.hidden);
+    q.resize(n * d.q_dim());
+    k.resize(n * d.kv_dim());
+    v.resize(n * d.kv_dim());
+    if (d.qk_norm) {
+      q_pre.resize(n * d.q_dim());
+      k_pre.resize(n * d.kv_dim());
+      q_rstd.resize(n * d.heads);
+      k_rstd.resize(n * d.kv_heads);
+    }
+    attn.resize(n * d.q_dim());
+    lse.resize(size_t(bi.B * d.heads * bi.T));
+    h_mid.resize(n * d.hidden);
+    xn2.resize(n * d.hidden);
+    gate.resize(n * d.intermediate);
+    up.resize(n * d.intermediate);
+    act.resize(n * d.intermediate);
+    rstd1.resize(n);
+    rstd2.resize(n);
+    for (int p = 0; p < kNumProj; ++p) {
+      const cpu::LoraRef* l = lora_at(adapter, layer, p);
+      if (l) u[p].resize(n * l->r);
+    }
+  }
+  void release() {
+    for (auto* vec : {&xn1, &q_pre, &k_pre, &q, &k, &v, &attn, &lse, &h_mid, &xn2, &gate, &up, &act, &rstd1, &rstd2,
+                    &q_rstd, &k_rstd})
+      std::vector<float>().swap(*vec);
+    for (auto& x : u) std::vector<float>().swap(x);
+  }
+};
+
+// Where a layer's keys and values go: the activations, or a KV cache of one sequence whose
+// rows [0, past) hold earlier tokens (the new ones are written after them).
+struct KvSlot {
+  float* k = nullptr;
+  float* v = nullptr;
+};
+
+// h (in place) = layer(h); a receives the intermediates.
+void layer_forward(const ModelDims& d, const LayerWeights& lw, const Adapter* adapter, int64_t l, const BatchInfo& bi,
+                   float* h, LayerActs& a, const KvSlot* cache = nullptr) {
+  const int64_t n = bi.n;
+  auto lora = [&](int p) { return lora_at(adapter, l, p); };
+  // attention block: h += o(attn(rope(q(norm(h))), rope(k(norm(h))), v(norm(h))))
+  rmsnorm(h, lw.input_norm, n, d.hidden, d.eps, a.xn1.data(), a.rstd1.data());
+  float* q_out = d.qk_norm ? a.q_pre.data() : a.q.data();
+  float* k_new = cache ? cache->k + bi.past * d.kv_dim() : a.k.data();
+  float* v_new = cache ? cache->v + bi.past * d.kv_dim() : a.v.data();
+  float* k_out = d.qk_norm ? a.k_pre.data() : k_new;
+  linear(lw.proj[kQ], lora(kQ), a.xn1.data(), n, d.q_dim(), d.hidden, q_out, false, a.u[kQ].data());
+  linear(lw.proj[kK], lora(kK), a.xn1.data(), n, d.kv_dim(), d.hidden, k_out, false, a.u[kK].data());
+  linear(lw.proj[kV], lora(kV), a.xn1.data(), n, d.kv_dim(), d.hidden, v_new, false, a.u[kV].data());
+  if (d.qk_norm) {  // Qwen3: RMSNorm over each head before RoPE
+    rmsnorm(a.q_pre.data(), lw.q_norm, n * d.heads, d.head_dim, d.eps, a.q.data(), a.q_rstd.data());
+    rmsnorm(a.k_pre.data(), lw.k_norm, n * d.kv_heads, d.head_dim, d.eps, k_new, a.k_rstd.data());
+  }
+  rope(a.q.data(), a.q.data(), bi.positions.data(), n, d.heads, d, false);
+  rope(k_new, k_new, bi.positions.data(), n, d.kv_heads, d, false);
+  cpu::AttentionArgs at = attention_args(d, bi);
+  at.q = a.q.data();
+  at.k = cache ? cache->k : a.k.data();
+  at.v = cache ? cache->v : a.v.data();
+  at.out = a.attn.data();
+  at.lse = a.lse.data();
+  cpu::attention_forward(at);
+  linear(lw.proj[kO], lora(kO), a.attn.data(), n, d.hidden, d.q_dim(), h, true, a.u[kO].data());
+  std::memcpy(a.h_mid.data(), h, sizeof(float) * size_t(n * d.hidden));
+
+  // MLP block: h += down(silu(gate(norm(h))) * up(norm(h)))
+  rmsnorm(h, lw.post_attention_norm, n, d.hidden, d.eps, a.xn2.data(), a.rstd2.data());
+  linear(lw.proj[kGate], lora(kGate), a.xn2.data(), n, d.intermediate, d.hidden, a.gate.data(), false, a.u[kGate].data());
+  linear(lw.proj[kUp], lora(kUp), a.xn2.data(), n, d.intermediate, d.hidden, a.up.data(), false, a.u[kUp].data());
+  cpu::SwigluForwardArgs sw;
+  sw.gate = a.gate.data();
+  sw.up = a.up.data();
+  sw.in_ld = d.intermediate;
+  sw.rows = n;
+  sw.dim = d.intermediate;
+  sw.out = a.act.data();
+  cpu::swiglu_forward(sw);
+  linear(lw.proj[kDown], lora(kDown), a.act.data(), n, d.hidden, d.intermediate, h, true, a.u[kDown].data());
+}
+
+// Scratch for one layer's backward.
+struct LayerGradScratch {
+  std::vector<float> dact, dgate, dup, dxn, dattn, dq, dk, dv, dq_pre, dk_pre;
+  LayerGradScratch(const ModelDims& d, int64_t n) {
+    dact.resize(size_t(n * d.intermediate));
+    dgate.resize(size_t(n * d.intermediate));
+    dup.resize(size_t(n * d.intermediate));
+    dxn.resize(size_t(n * d.hidden));
+    dattn.resize(size_t(n * d.q_dim()));
+    dq.resize(size_t(n * d.q_dim()));
+    dk.resize(size_t(n * d.kv_dim()));
+    dv.resize(size_t(n * d.kv_dim()));
+    if (d.qk_norm) {
+      dq_pre.resize(size_t(n * d.q_dim()));
+      dk_pre.resize(size_t(n * d.kv_dim()));
+    }
+  }
+};
+
+// Backward through projection p: dx (+)= dy W (+ LoRA), and the weight / adapter gradients.
+void linear_grad(const ModelDims& d, const LayerWeights& lw, const Adapter* adapter, Grads& g, int64_t l, int p,
+                 const LayerActs& a, const float* x, const float* dy, int64_t n, float* dx, bool dx_accumulate) {
+  int64_t out_dim, in_dim;
+  proj_shape(d, p, &out_dim, &in_dim);
+  const cpu::LoraRef* lora = lora_at(adapter, l, p);
+  if (lora) {
+    Grads::LoraGrad lg = g.lora.empty() ? Grads::LoraGrad{} : g.lora[l][p];
+    if (lg.a && lg.b) {
+      cpu::lora_linear_backward({n, out_dim, in_dim}, x, lw.proj[p], *lora, a.u[p].data(), dy, dx, dx_accumulate, lg.a, lg.b);
+    } else if (dx) {  // adapter frozen: its path still carries the input gradient
+      std::vector<float> da(size_t(lora->r * in_dim)), db(size_t(out_dim * lora->r));
+      cpu::lora_linear_backward({n, out_dim, in_dim}, x, lw.proj[p], *lora, a.u[p].data(), dy, dx, dx_accumulate,
+                                da.data(), db.data());
+    }
+  } else if (dx) {
+    cpu::GemmArgs gx;
+    gx.m = n;
+    gx.n = in_dim;
+    gx.segments = {{acts(dy, out_dim), flipped(lw.proj[p]), out_dim}};
+    gx.c = dx;
+    gx.ldc = in_dim;
+    gx.accumulate = dx_accumulate;
+    cpu::gemm(gx);
+  }
+  if (g.base() && g.layers[l].proj[p]) weight_grad(g.layers[l].proj[p], dy, x, n, out_dim, in_dim);
+}
+
+// dh: in, the gradient of the layer's output; out, of its input h_in.
+void layer_backward(const ModelDims& d, const LayerWeights& lw, const Adapter* adapter, int64_t l, const BatchInfo& bi,
+                    const float* h_in, const LayerActs& a, float* dh, Grads& g, LayerGradScratch& s) {
+  const int64_t n = bi.n;
+  Grads::Layer* gl = g.base() ? &g.layers[l] : nullptr;
+
+  // MLP block
+  linear_grad(d, lw, adapter, g, l, kDown, a, a.act.data(), dh, n, s.dact.data(), false);
+  cpu::SwigluBackwardArgs sb;
+  sb.dout = s.dact.data();
+  sb.gate = a.gate.data();
+  sb.up = a.up.data();
+  sb.in_ld = d.intermediate;
+  sb.rows = n;
+  sb.dim = d.intermediate;
+  sb.dgate = s.dgate.data();
+  sb.dup = s.dup.data();
+  sb.grad_ld = d.intermediate;
+  cpu::swiglu_backward(sb);
+  linear_grad(d, lw, adapter, g, l, kGate, a, a.xn2.data(), s.dgate.data(), n, s.dxn.data(), false);
+  linear_grad(d, lw, adapter, g, l, kUp, a, a.xn2.data(), s.dup.data(), n, s.dxn.data(), true);
+  rmsnorm_grad(s.dxn.data(), a.h_mid.data(), lw.post_attention_norm, a.rstd2.data(), n, d.hidden, dh, true,
+               gl ? gl->post_attention_norm : nullptr);
+
+  // attention block
+  linear_grad(d, lw, adapter, g, l, kO, a, a.attn.data(), dh, n, s.dattn.data(), false);
+  cpu::AttentionArgs at = attention_args(d, bi);
+  at.q = a.q.data();
+  at.k = a.k.data();
+  at.v = a.v.data();
+  at.out = const_cast<float*>(a.attn.data());
+  at.lse = const_cast<float*>(a.lse.data());
+  at.dout = s.dattn.data();
+  at.dq = s.dq.data();
+  at.dk = s.dk.data();
+  at.dv = s.dv.data();
+  cpu::attention_backward(at);
+  rope(s.dq.data(), s.dq.data(), bi.positions.data(), n, d.heads, d, true);
+  rope(s.dk.data(), s.dk.data(), bi.positions.data(), n, d.kv_heads, d, true);
+  const float* dq = s.dq.data();
+  const float* dk = s.dk.data();
+  if (d.qk_norm) {
+    rmsnorm_grad(s.dq.data(), a.q_pre.data(), lw.q_norm, a.q_rstd.data(), n * d.heads, d.head_dim, s.dq_pre.data(), false,
+                 gl ? gl->q_norm : nullptr);
+    rmsnorm_grad(s.dk.data(), a.k_pre.data(), lw.k_norm, a.k_rstd.data(), n * d.kv_heads, d.head_dim, s.dk_pre.data(),
+                 false, gl ? gl->k_norm : nullptr);
+    dq = s.dq_pre.data();
+    dk = s.dk_pre.data();
+  }
+  linear_grad(d, lw, adapter, g, l, kQ, a, a.xn1.data(), dq, n, s.dxn.data(), false);
+  linear_grad(d, lw, adapter, g, l, kK, a, a.xn1.data(), dk, n, s.dxn.data(), true);
+  linear_grad(d, lw, adapter, g, l, kV, a, a.xn1.data(), s.dv.data(), n, s.dxn.data(), true);
+  rmsnorm_grad(s.dxn.data(), h_in, lw.input_norm, a.rstd1.data(), n, d.hidden, dh, true, gl ? gl->input_norm : nullptr);
+}
+
+void embed(const ModelWeights& w, const ModelDims& d, const Batch& batch, float* h) {
+  cpu::EmbeddingForwardArgs emb;
+  emb.ids = batch.input_ids;
+  emb.n = batch.batch * batch.seq;
+  emb.table = w.embed.data;
+  emb.table_dtype = w.embed.dtype;
+  emb.dim = d.hidden;
+  emb.out = h;
+  cpu::embedding_forward(emb);
+}
+
+}  // namespace
+
+const char* proj_name(int proj) {
+  static const char* names[kNumProj] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  return names[proj];
+}
+
+int64_t Adapter::max_rank() const {
+  int64_t r = 0;
+  for (const auto& layer : layers)
+    for (const auto& l : layer)
+      if (l.a && l.r > r) r = l.r;
+  return r;
+}
+
+void forward(const ModelDims& d, const ModelWeights& w, const Adapter* adapter, const Batch& batch,
+             const ForwardOutputs& out) {
+  BatchInfo bi(batch);
+  std::vector<float> h(size_t(bi.n * d.hidden));
+  embed(w, d, batch, h.data());
+  // Inference keeps one set of activations; LoRA scratch sized for the largest rank anywhere.
+  LayerActs a(d, bi, nullptr, 0);
+  const int64_t rank = adapter ? adapter->max_rank() : 0;
+  for (auto& u : a.u) u.resize(size_t(bi.n * (rank > 0 ? rank : 1)));
+  for (int64_t l = 0; l < d.layers; ++l) layer_forward(d, w.layers[l], adapter, l, bi, h.data(), a);
+  float* final_hidden = out.hidden ? out.hidden : a.xn1.data();
+  rmsnorm(h.data(), w.final_norm, bi.n, d.hidden, d.eps, final_hidden, nullptr);
+  if (out.logits) linear(w.lm_head, nullptr, final_hidden, bi.n, d.vocab, d.hidden, out.logits, false, nullptr);
+}
+
+void KvCache::reset(const ModelDims& d, int64_t max_len) {
+  capacity = max_len;
+  length = 0;
+  k.assign(size_t(d.layers), std::vector<float>(size_t(max_len * d.kv_dim())));
+  v.assign(size_t(d.layers), std::vector<float>(size_t(max_len * d.kv_dim())));
+}
+
+void forward_cached(const ModelDims& d, const ModelWeights& w, const Adapter* adapter, KvCache& cache,
+                    const int32_t* ids, int64_t count, float* last_logits) {
+  if (cache.length + count > cache.capacity) throw std::length_error("the KV cache is full");
+  const Batch batch{ids, nullptr, 1, count};
+  BatchInfo bi(batch, cache.length);
+  std::vector<float> h(size_t(count * d.hidden));
+  embed(w, d, batch, h.data());
+  LayerActs a(d, bi, nullptr, 0);
+  const int64_t rank = adapter ? adapter->max_rank() : 0;
+  for (auto& u : a.u) u.resize(size_t(count * (rank > 0 ? rank : 1)));
+  for (int64_t l = 0; l < d.layers; ++l) {
+    KvSlot slot{cache.k[l].data(), cache.v[l].data()};
+    layer_forward(d, w.layers[l], adapter, l, bi, h.data(), a, &slot);
+  }
+  cache.length += count;
+  // only the last position's logits are needed to pick the next token
+  const float* last = h.data() + (count - 1) * d.hidden;
+  std::vector<float> normed(size_t(d.hidden));
+  rmsnorm(last, w.final_norm, 1, d.hidden, d.eps, normed.data(), nullptr);
+  linear(w.lm_head, nullptr, normed.data(), 1, d.vocab, d.hidden, last_logits, false, nullptr);
+}
+
+double train_step(const ModelDims& d, const ModelWeights& w, const Adapter* adapter, const Batch& batch,
+                  const LossFn& loss_fn, Grads& g, const TrainOptions& options) {
+  BatchInfo bi(batch);
+  const size_t nh = size_t(bi.n * d.hidden);
+  // Each layer's input, kept for the backward (and, with recompute, to replay the layer).
+  std::vector<std::vector<float>> h_in(size_t(d.layers));
+  std::vector<LayerActs> saved;
+  saved.reserve(options.recompute ? 1 : size_t(d.layers));
+  std::vector<float> h(nh);
+  embed(w, d, batch, h.data());
+  for (int64_t l = 0; l < d.layers; ++l) {
+    h_in[l].assign(h.begin(), h.end());
+    if (options.recompute) {
+      if (saved.empty()) saved.emplace_back(d, bi, adapter, l);
+      LayerActs& a = saved[0];
+      for (int p = 0; p < kNumProj; ++p)  // ranks may differ between layers
+        if (const cpu::LoraRef* lr = lora_at(adapter, l, p)) a.u[p].resize(size_t(bi.n * lr->r));
+      layer_forward(d, w.layers[l], adapter, l, bi, h.data(), a);
+    } else {
+      saved.emplace_back(d, bi, adapter, l);
+      layer_forward(d, w.layers[l], adapter, l, bi, h.data(), saved.back());
+    }
+  }
+  std::vector<float> hidden(nh), dhidden(nh), rstd_final(size_t(bi.n));
+  rmsnorm(h.data(), w.final_norm, bi.n, d.hidden, d.eps, hidden.data(), rstd_final.data());
+
+  const double loss = loss_fn(hidden.data(), dhidden.data());
+
+  // dh: gradient of the last layer's output
+  std::vector<float> dh(nh);
+  rmsnorm_grad(dhidden.data(), h.data(), w.final_norm, rstd_final.data(), bi.n, d.hidden, dh.data(), false,
+               g.base() ? g.final_norm : nullptr);
+  LayerGradScratch scratch(d, bi.n);
+  for (int64_t l = d.layers - 1; l >= 0; --l) {
+    LayerActs* a;
+    if (options.recompute) {
+      a = &saved[0];
+      for (int p = 0; p < kNumProj; ++p)
+        if (const cpu::LoraRef* lr = lora_at(adapter, l, p)) a->u[p].resize(size_t(bi.n * lr->r));
+      h.assign(h_in[l].begin(), h_in[l].end());
+      layer_forward(d, w.layers[l], adapter, l, bi, h.data(), *a);
+    } else {
+      a = &saved[size_t(l)];
+    }
+    layer_backward(d, w.layers[l], adapter, l, bi, h_in[l].data(), *a, dh.data(), g, scratch);
+    h_in[l].clear();
+    h_in[l].shrink_to_fit();
+    if (!options.recompute) saved[size_t(l)].release();
+  }
+  if (g.base() && g.embed) {
+    cpu::EmbeddingBackwardArgs eb;
+    eb.ids = batch.input_ids;
+    eb.n = bi.n;
+    eb.dout = dh.data();
+    eb.dim = d.hidden;
+    eb.dtable = g.embed;
+    cpu::embedding_backward(eb);
+  }
+  return loss;
+}
+
+}  // namespace ernie::engine

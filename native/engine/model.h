@@ -1,0 +1,120 @@
+// The decoder graph of ERNIE-4.5 and Qwen3: embedding, N pre-norm layers (attention with GQA
+// and RoPE, SwiGLU MLP), final RMSNorm, tied or separate LM head. One call runs the whole stack
+// on the thread pool; the weights are read in place (bf16 straight from the mapped checkpoint).
+//
+// The two architectures differ only in data: RoPE pairing (adjacent pairs / halves) and
+// Qwen3's per-head q/k RMSNorm. Checkpoint layouts (HF [out, in], Paddle [in, out] with fused
+// qkv / gate-up) differ only in each weight's MatrixRef (transposed, offset, leading dimension).
+#pragma once
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "cpu/lora.h"
+#include "cpu/ops.h"
+#include "cpu/tensor.h"
+
+namespace ernie::engine {
+
+struct ModelDims {
+  int64_t hidden = 0, intermediate = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0, vocab = 0;
+  float eps = 1e-5f;
+  double rope_theta = 10000.0;
+  cpu::RopePairing pairing = cpu::RopePairing::adjacent;
+  bool qk_norm = false;
+  int64_t q_dim() const { return heads * head_dim; }
+  int64_t kv_dim() const { return kv_heads * head_dim; }
+};
+
+// A norm weight [dim].
+struct VectorRef {
+  const void* data = nullptr;
+  cpu::DType dtype = cpu::DType::f32;
+};
+
+// The seven projections of a layer, in the order PEFT's target modules name them.
+enum Proj { kQ = 0, kK, kV, kO, kGate, kUp, kDown, kNumProj };
+const char* proj_name(int proj);  // "q_proj", ...
+
+struct LayerWeights {
+  cpu::MatrixRef proj[kNumProj];  // each the logical [out, in] operand
+  VectorRef input_norm, post_attention_norm, q_norm, k_norm;
+};
+
+struct ModelWeights {
+  cpu::MatrixRef embed;    // [vocab, hidden], row-major
+  std::vector<LayerWeights> layers;
+  VectorRef final_norm;
+  cpu::MatrixRef lm_head;  // [vocab, hidden]: the embedding when tied
+};
+
+// LoRA on any of the projections; a null `a` means none on that projection.
+struct Adapter {
+  std::vector<std::array<cpu::LoraRef, kNumProj>> layers;
+  int64_t max_rank() const;
+};
+
+struct Batch {
+  const int32_t* input_ids = nullptr;       // [B, T]
+  const int32_t* attention_mask = nullptr;  // [B, T], 1 = token, 0 = padding; null: all tokens
+  int64_t batch = 0, seq = 0;
+};
+
+struct ForwardOutputs {
+  float* hidden = nullptr;  // [B, T, hidden] after the final norm, when not null
+  float* logits = nullptr;  // [B, T, vocab], when not null
+};
+
+void forward(const ModelDims& dims, const ModelWeights& w, const Adapter* adapter, const Batch& batch,
+             const ForwardOutputs& out);
+
+// ---- generation: one sequence, its keys and values kept between calls.
+struct KvCache {
+  int64_t capacity = 0, length = 0;
+  std::vector<std::vector<float>> k, v;  // per layer [capacity, kv_heads * head_dim]
+  void reset(const ModelDims& dims, int64_t max_len);
+};
+
+// Runs `count` new tokens after the cached ones, appends their keys and values, and writes the
+// logits of the last one ([vocab]).
+void forward_cached(const ModelDims& dims, const ModelWeights& w, const Adapter* adapter, KvCache& cache,
+                    const int32_t* ids, int64_t count, float* last_logits);
+
+// ---- training: forward keeping activations, a loss on the final hidden states, backward.
+
+// Gradient buffers, f32, [out, in] for projections whatever the checkpoint's layout; a null
+// pointer skips that gradient. All are added to (the caller zeroes them between steps).
+struct Grads {
+  struct Layer {
+    float* proj[kNumProj] = {};
+    float* input_norm = nullptr;
+    float* post_attention_norm = nullptr;
+    float* q_norm = nullptr;
+    float* k_norm = nullptr;
+  };
+  float* embed = nullptr;       // also receives the tied LM head's gradient
+  float* lm_head = nullptr;     // when untied
+  float* final_norm = nullptr;
+  std::vector<Layer> layers;    // empty: base frozen
+  struct LoraGrad {
+    float* a = nullptr;
+    float* b = nullptr;
+  };
+  std::vector<std::array<LoraGrad, kNumProj>> lora;  // empty: no adapter training
+  bool base() const { return !layers.empty(); }
+};
+
+// The loss on the final hidden states [B, T, hidden] (after the final norm): returns the loss
+// and writes its gradient dhidden (same shape), adding any head-weight gradients itself.
+using LossFn = std::function<double(const float* hidden, float* dhidden)>;
+
+struct TrainOptions {
+  bool recompute = false;  // keep only each layer's input; recompute the layer in the backward
+};
+
+// One micro-batch: forward, loss, backward. Returns the loss.
+double train_step(const ModelDims& dims, const ModelWeights& w, const Adapter* adapter, const Batch& batch,
+                  const LossFn& loss, Grads& grads, const TrainOptions& options);
+
+}  // namespace ernie::engine

@@ -1,0 +1,119 @@
+// The decoder's forward pass against the fixtures' float64 goldens (../shared/fixtures, copied
+// to test/fixtures): ERNIE-4.5 (HF and Paddle layouts) and Qwen3, hidden states and logits.
+import t from 'tap'
+import * as path from 'node:path'
+import * as fs from 'node:fs'
+import { ErnieModel, MemoryTensors, resolveConfig, mapWeights } from '../lib/model/index'
+import { maskedRelErr, readSafetensorsForTest, relErr } from './helpers'
+
+const FIXTURES = path.join(__dirname, 'fixtures')
+
+function loadFixture(name: string) {
+  const dir = path.join(FIXTURES, name)
+  const cfg = resolveConfig(JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')))
+  const tensors = readSafetensorsForTest(path.join(dir, 'model.safetensors'))
+  const map = new Map<string, { shape: number[]; data: Float32Array | Uint16Array }>()
+  for (const [k, v] of tensors) map.set(k, { shape: v.shape, data: v.raw as Float32Array | Uint16Array })
+  const source = new MemoryTensors(name, map)
+  const model = new ErnieModel({ config: cfg, weights: mapWeights(cfg, source), source })
+  const golden = readSafetensorsForTest(path.join(dir, 'golden.safetensors'))
+  return { cfg, model, golden }
+}
+
+for (const name of ['ernie-tiny', 'ernie-tiny-paddle', 'qwen3-tiny']) {
+  t.test(`${name}: forward matches the float64 golden hidden states and logits`, async (t) => {
+    const { cfg, model, golden } = loadFixture(name)
+    const ids = golden.get('input_ids')!
+    const mask = golden.get('attention_mask')!
+    const [B, T] = ids.shape
+    const out = await model.forward(
+      { inputIds: { data: ids.raw as Int32Array, shape: [B, T] }, attentionMask: { data: mask.raw as Int32Array, shape: [B, T] } },
+      { output: ['hidden', 'logits'] },
+    )
+    t.same(out.shape, [B, T])
+    const hErr = maskedRelErr(out.hidden!, golden.get('base.hidden')!.raw, mask.raw, cfg.hidden_size)
+    const lErr = maskedRelErr(out.logits!, golden.get('base.logits')!.raw, mask.raw, cfg.vocab_size)
+    t.ok(hErr < 1e-2, `hidden relative error ${hErr.toExponential(2)} < 1e-2`)
+    t.ok(lErr < 1e-2, `logits relative error ${lErr.toExponential(2)} < 1e-2`)
+    t.ok(hErr < 1e-4, `hidden relative error ${hErr.toExponential(2)} < 1e-4 (f32 activations)`)
+    await model.dispose()
+  })
+}
+
+t.test("a text's result does not depend on the rest of its batch", async (t) => {
+  const { cfg, model, golden } = loadFixture('ernie-tiny')
+  const ids = golden.get('input_ids')!
+  const mask = golden.get('attention_mask')!
+  const [B, T] = ids.shape
+  const rows = Array.from({ length: B }, (_, b) => Array.from(ids.raw.subarray(b * T, (b + 1) * T)))
+  const masks = Array.from({ length: B }, (_, b) => Array.from(mask.raw.subarray(b * T, (b + 1) * T)))
+  const both = await model.forward({ inputIds: rows, attentionMask: masks })
+  const H = cfg.hidden_size
+  for (let b = 0; b < B; b++) {
+    const len = masks[b].reduce((a, v) => a + v, 0)
+    // alone, without its padding
+    const alone = await model.forward({ inputIds: [rows[b].slice(0, len)] })
+    const err = relErr(alone.hidden!, both.hidden!.subarray(b * T * H, (b * T + len) * H))
+    t.ok(err < 1e-4, `row ${b} alone vs in the batch: ${err.toExponential(2)}`)
+    // beside a different, longer neighbour
+    const other = rows[1 - b] ?? rows[0]
+    const mixed = await model.forward({ inputIds: [rows[b], other.slice().reverse()], attentionMask: [masks[b], other.map(() => 1)] })
+    const err2 = maskedRelErr(mixed.hidden!.subarray(0, T * H), both.hidden!.subarray(b * T * H, (b + 1) * T * H), masks[b], H)
+    t.ok(err2 < 1e-4, `row ${b} beside another text: ${err2.toExponential(2)}`)
+  }
+  await model.dispose()
+})
+
+t.test('bad input gets typed errors naming what is wrong', async (t) => {
+  const { model } = loadFixture('ernie-tiny')
+  await t.rejects(model.forward({ inputIds: [[1, 2], [3]] }), { name: 'RangeError', message: /row 1 has 1 tokens, row 0 has 2/ })
+  await t.rejects(model.forward({ inputIds: [[1, 2.5]] }), { name: 'TypeError', message: /position 1 is not an integer/ })
+  await t.rejects(model.forward({ inputIds: [[1, 99999]] }), { name: 'RangeError', message: /'inputIds' holds 99999 at position 1, outside the vocabulary \[0, 6016\)/ })
+  await t.rejects(model.forward({ inputIds: [[1, 2]], attentionMask: [[1, 1, 1]] }), { name: 'RangeError', message: /attentionMask/ })
+  await model.dispose()
+  await t.rejects(model.forward({ inputIds: [[1, 2]] }), { code: 'ERR_DISPOSED' })
+  t.throws(() => resolveConfig({ model_type: 'llama' }), { code: 'ERR_UNSUPPORTED_MODEL', message: /model_type "llama" is not supported/ })
+})
+
+t.test('fromPretrained loads the checkpoints in place (HF and Paddle layouts) with their tokenizer', async (t) => {
+  for (const name of ['ernie-tiny', 'ernie-tiny-paddle', 'qwen3-tiny']) {
+    const model = await ErnieModel.fromPretrained(path.join(FIXTURES, name))
+    const golden = readSafetensorsForTest(path.join(FIXTURES, name, 'golden.safetensors'))
+    const ids = golden.get('input_ids')!, mask = golden.get('attention_mask')!
+    const [B, T] = ids.shape
+    const out = await model.forward({ inputIds: { data: ids.raw as Int32Array, shape: [B, T] }, attentionMask: { data: mask.raw as Int32Array, shape: [B, T] } })
+    const err = maskedRelErr(out.hidden!, golden.get('base.hidden')!.raw, mask.raw, model.config.hidden_size)
+    t.ok(err < 1e-4, `${name}: hidden ${err.toExponential(2)}`)
+    t.ok(model.tokenizer, `${name}: tokenizer loaded`)
+    t.same(model.tokenizer!.encode('房间很干净'), model.tokenizer!.encode('房间很干净'), 'tokenizer encodes')
+    await model.dispose()
+  }
+})
+
+t.test('save writes a standalone HF checkpoint that reloads to the same outputs (Paddle in, HF out)', async (t) => {
+  const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'ernie-save-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const paddle = await ErnieModel.fromPretrained(path.join(FIXTURES, 'ernie-tiny-paddle'))
+  await paddle.save(dir)
+  const again = await ErnieModel.fromPretrained(dir)
+  const input = { inputIds: [[5, 17, 300, 42, 9, 1000, 7]] }
+  const a = await paddle.forward(input), b = await again.forward(input)
+  t.equal(relErr(b.hidden!, a.hidden!), 0, 'identical hidden states')
+  t.ok(fs.existsSync(path.join(dir, 'tokenizer.model')), 'tokenizer copied')
+  const header = readSafetensorsForTest(path.join(dir, 'model.safetensors'))
+  t.same(header.get('model.layers.0.self_attn.q_proj.weight')!.shape, [128, 64], 'HF names and [out, in] shapes')
+  await paddle.dispose()
+  await again.dispose()
+})
+
+t.test('missing files and mismatched tensors are clear errors', async (t) => {
+  const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'ernie-bad-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  await t.rejects(ErnieModel.fromPretrained(path.join(dir, 'nope')), /nope/)
+  fs.copyFileSync(path.join(FIXTURES, 'ernie-tiny', 'model.safetensors'), path.join(dir, 'model.safetensors'))
+  const cfg = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'ernie-tiny', 'config.json'), 'utf8'))
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...cfg, intermediate_size: 161 }))
+  await t.rejects(ErnieModel.fromPretrained(dir), { code: 'ERR_CHECKPOINT', message: /tensor "model\.layers\.0\.mlp\.gate_proj\.weight" has shape \[160, 64\], but config\.json implies \[161, 64\]/ })
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...cfg, model_type: 'gpt2' }))
+  await t.rejects(ErnieModel.fromPretrained(dir), { code: 'ERR_UNSUPPORTED_MODEL' })
+})
