@@ -1,5 +1,5 @@
 // ernie-sentiment: the public API.
-export * as kernels from './kernels'
+export * as kernels from './kernels/index'
 export * as io from './io'
 export * as hub from './hub'
 export {

@@ -247,6 +247,27 @@ export class SafetensorsSource implements TensorSource {
   }
 }
 
+/**
+ * What lossAndGrad minimises, on the final hidden states: 'lm' (next-token cross-entropy through
+ * the LM head), 'classify' (a linear head on one pooled state per sequence; its gradients are
+ * added to dWeight / dBias), or 'meanSquare' (mean of the squared states: a benchmark stand-in).
+ */
+export type Objective =
+  | { kind: 'lm'; labels?: Int32Array }
+  | { kind: 'meanSquare' }
+  | {
+      kind: 'classify'
+      weight: Float32Array
+      bias?: Float32Array
+      classes: number
+      labels: Int32Array
+      pooling?: 'last' | 'mean' | 'first'
+      classWeights?: Float32Array
+      dWeight?: Float32Array
+      dBias?: Float32Array
+      logits?: Float32Array
+    }
+
 export interface EmbedOptions {
   pooling?: 'last' | 'mean' | 'first'
   normalize?: boolean
@@ -402,7 +423,14 @@ export class ErnieModel implements AsyncDisposable {
    */
   async lossAndGrad(
     input: ForwardInput & { labels?: TokenBatch },
-    options: { adapter?: LoraAdapter; trainBase?: boolean; recompute?: boolean; grads?: Map<string, Float32Array> } = {},
+    options: {
+      adapter?: LoraAdapter
+      trainBase?: boolean
+      recompute?: boolean
+      grads?: Map<string, Float32Array>
+      /** The loss on the final hidden states: next-token cross-entropy (default), or another head's. */
+      objective?: Objective
+    } = {},
   ): Promise<{ loss: number; count: number; grads: Map<string, Float32Array> }> {
     const handle = this.native()
     const b = toFlatBatch(input)
@@ -414,7 +442,7 @@ export class ErnieModel implements AsyncDisposable {
         ...b,
         adapter: options.adapter?.handle,
         recompute: options.recompute === true,
-        loss: { kind: 'lm', labels },
+        loss: options.objective ?? { kind: 'lm', labels },
         grads: spec,
       }),
     )

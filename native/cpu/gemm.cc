@@ -12,9 +12,8 @@ namespace {
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-// The packed B block is shared by all threads; it belongs to the calling thread (one per
-// concurrent GEMM), so it is reused across calls without locking.
-void* shared_b_buffer(size_t bytes) {
+// Each thread's packed block of B, kept between calls (pool threads live as long as the pool).
+void* thread_b_buffer(size_t bytes) {
   thread_local std::vector<unsigned char> buffer;
   if (buffer.size() < bytes + 64) buffer.resize(bytes + 64);
   auto p = reinterpret_cast<uintptr_t>(buffer.data());
@@ -46,56 +45,39 @@ void gemm(const GemmArgs& g) {
   }
 
   const int64_t mr = bl.mr, nr = bl.nr;
-  // Tiles of C handed to threads: MC rows by a slice of the NC block. Small M gets shorter
-  // row blocks and N gets sliced, so that both cores have several tiles to share.
-  int64_t mc = std::min<int64_t>(bl.mc, round_up(g.m, mr));
-  while (mc > mr && (g.m + mc - 1) / mc < 2 * threads) mc = std::max<int64_t>(mr, round_up(mc / 2, mr));
-  const int64_t m_blocks = (g.m + mc - 1) / mc;
-
-  for (int64_t jc = 0; jc < g.n; jc += bl.nc) {
-    const int64_t nc = std::min<int64_t>(bl.nc, g.n - jc);
-    const int64_t n_panels = (nc + nr - 1) / nr;
-    // Enough tiles that a static split leaves little imbalance (threads own contiguous runs
-    // of tiles, so A is still packed about once per row block per thread).
-    int64_t n_slices = std::min<int64_t>(n_panels, std::max<int64_t>(1, (16 * threads + m_blocks - 1) / m_blocks));
-    const int64_t panels_per_slice = (n_panels + n_slices - 1) / n_slices;
-    n_slices = (n_panels + panels_per_slice - 1) / panels_per_slice;
-    bool first = true;
-    for (const GemmSegment& seg : g.segments) {
-      for (int64_t pc = 0; pc < seg.k; pc += bl.kc) {
-        const int64_t kc = std::min<int64_t>(bl.kc, seg.k - pc);
-        const int64_t kp = round_up(kc, bl.k_pack);
-        const size_t b_panel_bytes = size_t(kp) * nr * bl.elem_bytes;
-        unsigned char* bp = static_cast<unsigned char*>(shared_b_buffer(b_panel_bytes * n_panels));
-        // 1. all threads pack B[jc:jc+nc, pc:pc+kc], a few NR-column panels each
-        parallel_for(n_panels, [&](int64_t p0, int64_t p1, int) {
-          const int64_t n0 = p0 * nr, n1 = std::min(nc, p1 * nr);
-          kt.gemm_pack_b(seg.b, jc + n0, n1 - n0, pc, kc, bp + p0 * b_panel_bytes);
-        });
-        // 2. threads split the tiles; a thread packs its rows of A once for consecutive tiles
-        const bool accumulate = g.accumulate || !first;
-        parallel_for(m_blocks * n_slices, [&](int64_t t0, int64_t t1, int thread) {
-          const size_t a_bytes = size_t(round_up(mc, mr)) * kp * bl.elem_bytes;
-          void* ap = pool.scratch(thread, a_bytes);
-          int64_t packed_block = -1;
-          for (int64_t t = t0; t < t1; ++t) {
-            const int64_t ib = t / n_slices, slice = t % n_slices;
-            const int64_t i0 = ib * mc, rows = std::min(mc, g.m - i0);
-            if (ib != packed_block) {
-              kt.gemm_pack_a(seg.a, i0, rows, pc, kc, g.alpha * seg.scale, ap);
-              packed_block = ib;
-            }
-            const int64_t p0 = slice * panels_per_slice;
-            const int64_t n0 = p0 * nr, n1 = std::min(nc, (p0 + panels_per_slice) * nr);
-            if (n0 >= n1) continue;
-            kt.gemm_macro(rows, n1 - n0, kc, ap, bp + p0 * b_panel_bytes, g.c + i0 * g.ldc + jc + n0, g.ldc,
-                          accumulate);
+  // One parallel region per GEMM and no barrier inside it: each thread owns a band of C and
+  // packs what that band reads. The band runs along the dimension with more micro-tiles, so a
+  // narrow product (LoRA's rank-r ones, a 64-token batch) still gives both cores work. The
+  // operand spanning the whole other dimension gets packed by every thread, which costs
+  // 1 / (band width) of the multiply.
+  const int64_t m_panels = (g.m + mr - 1) / mr, n_panels = (g.n + nr - 1) / nr;
+  const bool split_n = n_panels > m_panels;
+  parallel_for(split_n ? n_panels : m_panels, [&](int64_t p0, int64_t p1, int thread) {
+    const int64_t r0 = split_n ? 0 : p0 * mr, r1 = split_n ? g.m : std::min(g.m, p1 * mr);
+    const int64_t c0 = split_n ? p0 * nr : 0, c1 = split_n ? std::min(g.n, p1 * nr) : g.n;
+    const int64_t mc_max = std::min<int64_t>(bl.mc, round_up(r1 - r0, mr));
+    for (int64_t jc = c0; jc < c1; jc += bl.nc) {
+      const int64_t nc = std::min<int64_t>(bl.nc, c1 - jc);
+      bool first = true;
+      for (const GemmSegment& seg : g.segments) {
+        for (int64_t pc = 0; pc < seg.k; pc += bl.kc) {
+          const int64_t kc = std::min<int64_t>(bl.kc, seg.k - pc);
+          const int64_t kp = round_up(kc, bl.k_pack);
+          void* bp = thread_b_buffer(size_t(round_up(nc, nr)) * kp * bl.elem_bytes);
+          kt.gemm_pack_b(seg.b, jc, nc, pc, kc, bp);
+          void* ap = pool.scratch(thread, size_t(mc_max) * kp * bl.elem_bytes);
+          const bool accumulate = g.accumulate || !first;
+          for (int64_t ic = r0; ic < r1; ic += mc_max) {
+            const int64_t mc = std::min(mc_max, r1 - ic);
+            kt.gemm_pack_a(seg.a, ic, mc, pc, kc, g.alpha * seg.scale, ap);
+            kt.gemm_macro(mc, nc, kc, ap, bp, g.c + ic * g.ldc + jc, g.ldc, accumulate);
           }
-        });
-        first = false;
+          first = false;
+        }
       }
     }
-  }
+  });
+  (void)threads;
 }
 
 }  // namespace ernie::cpu

@@ -7,8 +7,8 @@
 // bf16 B is done with vdpbf16ps (A rounded to bf16); f32 x f32 stays f32 (AVX-512F); elsewhere
 // bf16 operands are widened to f32.
 //
-// The blocking is BLIS's: B is packed once per (K block, N block) by all threads together,
-// then threads split the M x N tile grid; a micro-kernel keeps an MR x NR tile of C in registers.
+// The blocking is BLIS's (K blocks, N blocks, M blocks, packed panels, a micro-kernel keeping an
+// MR x NR tile of C in registers); threads split C into bands along M or N (see gemm.cc).
 #pragma once
 #include <cstdint>
 #include <vector>
