@@ -4,6 +4,7 @@
 // move between this library and Python PEFT.
 import { ErnieError, rangeError, typeError } from '../errors'
 import { native } from '../native'
+import { seededRandom } from '../util/random'
 import type { ResolvedConfig } from './config'
 import { PROJECTIONS, type Projection } from './weights'
 
@@ -80,18 +81,6 @@ export function validateLoraConfig(o: LoraOptions | Record<string, unknown>, whe
   return { r, alpha, dropout, targetModules: [...targetModules], useRslora: opts.useRslora === true }
 }
 
-// A seeded uniform generator (mulberry32) for PEFT's Kaiming-uniform init of A.
-function uniform(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 export class LoraAdapter {
   readonly config: LoraConfig
   readonly modelConfig: ResolvedConfig
@@ -130,7 +119,7 @@ export class LoraAdapter {
   /** A new adapter, initialised as PEFT does: A Kaiming-uniform (bound 1/sqrt(in)), B zero. */
   static create(model: { config: ResolvedConfig }, options: LoraOptions = {}): LoraAdapter {
     const config = validateLoraConfig(options)
-    const next = uniform(options.seed ?? 0)
+    const next = seededRandom(options.seed ?? 0)
     const tensors = new Map<string, Float32Array>()
     for (let l = 0; l < model.config.num_hidden_layers; l++)
       for (const proj of config.targetModules) {

@@ -9,6 +9,7 @@ import { resolveModel, type ResolveOptions } from '../hub'
 import { openSafetensors, saveSafetensors, type Safetensors, type TensorToSave } from '../io/safetensors'
 import { native } from '../native'
 import { Tokenizer, type ChatMessage } from '../tokenizer'
+import { seededRandom } from '../util/random'
 import { resolveConfig, type ModelConfig, type ResolvedConfig } from './config'
 import { LoraAdapter, peftName } from './lora'
 import { mapWeights, PROJECTIONS, type MatrixView, type ModelViews, type TensorSource, type WeightArray } from './weights'
@@ -299,17 +300,6 @@ function argmax(x: Float32Array): number {
   let best = 0
   for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i
   return best
-}
-
-function seededRandom(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 // Temperature then nucleus (top-p) sampling.
