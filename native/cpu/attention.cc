@@ -32,6 +32,28 @@ void run_items(int64_t n, size_t scratch_bytes, const std::function<void(int64_t
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// The temporary floats of one call. Up to kKeptBytes stay allocated per calling thread for the
+// next call: at short sequences, fresh pages (faults and zeroing) took ~10% of the time.
+constexpr size_t kKeptBytes = size_t(16) << 20;
+class Workspace {
+ public:
+  explicit Workspace(size_t floats) {
+    thread_local std::vector<float> kept;
+    if (floats * sizeof(float) <= kKeptBytes) {
+      if (kept.size() < floats) kept.resize(floats);
+      data_ = kept.data();
+    } else {
+      owned_.reset(new float[floats]);  // uninitialised: every user writes before reading
+      data_ = owned_.get();
+    }
+  }
+  float* data() const { return data_; }
+
+ private:
+  float* data_ = nullptr;
+  std::unique_ptr<float[]> owned_;
+};
+
 }  // namespace
 
 // K and V are packed once, tile by tile (K rows contiguous, V as the panels P . V reads), and
@@ -41,18 +63,18 @@ void attention_forward(const AttentionArgs& g) {
   const AttentionBlocking bl = kt.attention_blocking();
   const int64_t k_tiles = ceil_div(g.tk, bl.fwd_k_tile), kv_rows = g.batch * g.kv_heads;
   const int64_t tile_floats = int64_t(kt.attention_fwd_kv_tile_floats(g.head_dim));
-  std::unique_ptr<float[]> kv_tiles(new float[kv_rows * k_tiles * tile_floats]);
+  Workspace kv_tiles(size_t(kv_rows * k_tiles * tile_floats));
   parallel_for(kv_rows * k_tiles, [&](int64_t t0, int64_t t1, int) {
     for (int64_t t = t0; t < t1; ++t)
       kt.attention_fwd_pack_kv(g, t / k_tiles / g.kv_heads, t / k_tiles % g.kv_heads, t % k_tiles * bl.fwd_k_tile,
-                               kv_tiles.get() + t * tile_floats);
+                               kv_tiles.data() + t * tile_floats);
   });
 
   const int64_t q_tiles = ceil_div(g.tq, bl.fwd_q_tile), rows = g.batch * g.heads;
   // Items (query tile, batch, head), the last query tiles first: they see the most keys.
   run_items(q_tiles * rows, kt.attention_fwd_scratch_bytes(g.head_dim), [&](int64_t i, void* scratch) {
     const int64_t tile = q_tiles - 1 - i / rows, bh = i % rows;
-    kt.attention_fwd_tile(g, kv_tiles.get(), bh / g.heads, bh % g.heads, tile * bl.fwd_q_tile, scratch);
+    kt.attention_fwd_tile(g, kv_tiles.data(), bh / g.heads, bh % g.heads, tile * bl.fwd_q_tile, scratch);
   });
 }
 
@@ -79,16 +101,16 @@ void attention_backward(const AttentionArgs& g) {
   if (groups % threads != 0 && groups < 4 * threads) chunks = ceil_div(4 * threads, groups);
   chunks = std::max<int64_t>(1, std::min({chunks, k_tiles, kMaxDqPartialBytes / std::max<int64_t>(1, q_size * 4)}));
 
-  // Uninitialised: the gather pass writes every element (and zeroes the accumulators).
-  std::unique_ptr<float[]> q_heads(new float[q_size]), dout_heads(new float[q_size]), delta(new float[B * H * Tq]);
-  std::unique_ptr<float[]> dq_acc(new float[chunks * q_size]);
-  AttentionBwdRows rows{q_heads.get(), dout_heads.get(), delta.get(), nullptr};
+  // q and dout head-major, delta, the dq accumulators: the gather pass writes or zeroes them all.
+  Workspace work(size_t((2 + chunks) * q_size + B * H * Tq));
+  float* dq_acc = work.data() + 2 * q_size;
+  AttentionBwdRows rows{work.data(), work.data() + q_size, dq_acc + chunks * q_size, nullptr};
   parallel_for(B * Tq, [&](int64_t r0, int64_t r1, int) {
     kt.attention_bwd_gather(g, r0, r1 - r0, rows);
     for (int64_t r = r0; r < r1; ++r)
       for (int64_t h = 0; h < H; ++h)
         for (int64_t c = 0; c < chunks; ++c) {
-          float* acc = dq_acc.get() + c * q_size + ((r / Tq * H + h) * Tq + r % Tq) * D;
+          float* acc = dq_acc + c * q_size + ((r / Tq * H + h) * Tq + r % Tq) * D;
           std::fill(acc, acc + D, 0.0f);
         }
   });
@@ -96,7 +118,7 @@ void attention_backward(const AttentionArgs& g) {
   run_items(chunks * groups, kt.attention_bwd_scratch_bytes(D), [&](int64_t i, void* scratch) {
     const int64_t chunk = i / groups, b = (i % groups) / KV, kv = i % KV;
     AttentionBwdRows mine = rows;
-    mine.dq = dq_acc.get() + chunk * q_size;
+    mine.dq = dq_acc + chunk * q_size;
     // Head by head: one head's rows of q, dout and dq are what each key tile streams through,
     // and they stay in cache from one key tile to the next, where all the group's would not.
     for (int64_t h = kv * (H / KV); h < (kv + 1) * (H / KV); ++h)
@@ -110,7 +132,7 @@ void attention_backward(const AttentionArgs& g) {
       const int64_t b = r / Tq, i = r % Tq;
       for (int64_t h = 0; h < H; ++h) {
         float* dst = g.dq + (r * H + h) * D;
-        const float* src = dq_acc.get() + ((b * H + h) * Tq + i) * D;
+        const float* src = dq_acc + ((b * H + h) * Tq + i) * D;
         std::copy(src, src + D, dst);
         for (int64_t c = 1; c < chunks; ++c)
           for (int64_t d = 0; d < D; ++d) dst[d] += src[c * q_size + d];
