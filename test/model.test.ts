@@ -117,3 +117,28 @@ t.test('missing files and mismatched tensors are clear errors', async (t) => {
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...cfg, model_type: 'gpt2' }))
   await t.rejects(ErnieModel.fromPretrained(dir), { code: 'ERR_UNSUPPORTED_MODEL' })
 })
+
+t.test('fromPretrained resolves a hub id through a (local, fake) hub into the HF cache, then offline', async (t) => {
+  const { startFakeHub } = await import('./hub-server')
+  const dir = path.join(FIXTURES, 'ernie-tiny')
+  const files: Record<string, Buffer> = {}
+  for (const f of ['config.json', 'model.safetensors', 'tokenizer.model', 'tokenizer_config.json']) files[f] = fs.readFileSync(path.join(dir, f))
+  const hub = await startFakeHub([{ id: 'baidu/ernie-tiny', sha: 'a'.repeat(40), files }])
+  const cacheDir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'ernie-cache-'))
+  t.teardown(() => fs.rmSync(cacheDir, { recursive: true, force: true }))
+  let progress = 0
+  const model = await ErnieModel.fromPretrained('baidu/ernie-tiny', { endpoint: hub.endpoint, cacheDir, token: false, onProgress: () => progress++ })
+  await hub.close()
+  t.ok(progress > 0, 'progress reported')
+  t.ok(model.directory!.startsWith(path.join(cacheDir, 'models--baidu--ernie-tiny', 'snapshots')), `loaded from the HF cache layout: ${model.directory}`)
+  const golden = readSafetensorsForTest(path.join(dir, 'golden.safetensors'))
+  const ids = golden.get('input_ids')!, mask = golden.get('attention_mask')!
+  const [B, T] = ids.shape
+  const out = await model.forward({ inputIds: { data: ids.raw as Int32Array, shape: [B, T] }, attentionMask: { data: mask.raw as Int32Array, shape: [B, T] } })
+  t.ok(maskedRelErr(out.hidden!, golden.get('base.hidden')!.raw, mask.raw, model.config.hidden_size) < 1e-4, 'golden hidden states')
+  await model.dispose()
+  // the hub is gone: offline resolution from the cache still works
+  const again = await ErnieModel.fromPretrained('baidu/ernie-tiny', { cacheDir, offline: true })
+  t.equal(again.directory, model.directory)
+  await again.dispose()
+})
