@@ -27,3 +27,4 @@ export type {
 } from './tokenizer'
 export { ErnieError } from './errors'
 export * from './model/index'
+export * from './train/index'

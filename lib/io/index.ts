@@ -1,3 +1,5 @@
-// Checkpoint I/O: memory-mapped files and safetensors (read through the mapping, written atomically).
+// Checkpoint I/O: memory-mapped files, safetensors (read through the mapping, written atomically)
+// and atomic directory writes.
 export * from './mmap'
 export * from './safetensors'
+export * from './atomic'

@@ -2,7 +2,12 @@
 // scale = alpha / r (or alpha / sqrt(r) with rsLoRA). Tensors are named as PEFT names them
 // (base_model.model.model.layers.L.self_attn.q_proj.lora_A.weight), so adapter directories
 // move between this library and Python PEFT.
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+
 import { ErnieError, rangeError, typeError } from '../errors'
+import { writeDirectoryAtomically, writeFileDurable } from '../io/atomic'
+import { openSafetensors, saveSafetensors, type TensorToSave } from '../io/safetensors'
 import { native } from '../native'
 import { seededRandom } from '../util/random'
 import type { ResolvedConfig } from './config'
@@ -61,6 +66,69 @@ export function projectionShape(cfg: ResolvedConfig, proj: Projection): [number,
   return shapes[proj]
 }
 
+/** What an adapter needs from its model. */
+export interface ModelLike {
+  config: ResolvedConfig
+  /** The checkpoint directory, recorded as base_model_name_or_path. */
+  directory?: string
+}
+
+// adapter_config.json's target_modules: names (a projection, or a module path ending in one),
+// 'all-linear', or a regular expression PEFT full-matches against module paths.
+function targetModulesOf(x: unknown, fail: (msg: string) => never): Projection[] {
+  if (x === 'all-linear') return [...PROJECTIONS]
+  if (typeof x === 'string') {
+    let re: RegExp
+    try {
+      re = new RegExp(`^(?:${x})$`)
+    } catch {
+      return fail(`target_modules ${JSON.stringify(x)} is not a valid regular expression`)
+    }
+    const hits = PROJECTIONS.filter((p) => re.test(`model.layers.0.${MODULE_PATH[p]}`))
+    if (hits.length === 0) fail(`target_modules ${JSON.stringify(x)} matches none of ${PROJECTIONS.join(', ')}`)
+    return hits
+  }
+  if (!Array.isArray(x) || x.length === 0) return fail('target_modules must be a non-empty list or a string')
+  const out = new Set<Projection>()
+  for (const name of x) {
+    const last = typeof name === 'string' ? name.split('.').pop()! : ''
+    if (!(PROJECTIONS as readonly string[]).includes(last)) fail(`target module ${JSON.stringify(name)} is not one of ${PROJECTIONS.join(', ')}`)
+    out.add(last as Projection)
+  }
+  return PROJECTIONS.filter((p) => out.has(p))
+}
+
+const f32Scratch = new Float32Array(1)
+const u32Scratch = new Uint32Array(f32Scratch.buffer)
+
+// An adapter tensor as f32 (copied: the file is closed after loading).
+function toF32(v: Float32Array | Uint16Array, dtype: string, where: string): Float32Array {
+  if (dtype === 'F32') return v as Float32Array
+  const src = v as Uint16Array
+  const out = new Float32Array(src.length)
+  if (dtype === 'BF16') {
+    new Uint32Array(out.buffer).set(src)
+    const u = new Uint32Array(out.buffer)
+    for (let i = 0; i < u.length; i++) u[i] = u[i] << 16
+    return out
+  }
+  if (dtype === 'F16') {
+    for (let i = 0; i < src.length; i++) {
+      const h = src[i]
+      const sign = h & 0x8000 ? -1 : 1
+      const exp = (h >> 10) & 0x1f
+      const man = h & 0x3ff
+      if (exp === 0) out[i] = sign * man * 2 ** -24
+      else if (exp === 31) {
+        u32Scratch[0] = ((h & 0x8000) << 16) | 0x7f800000 | (man << 13)
+        out[i] = f32Scratch[0]
+      } else out[i] = sign * (1 + man / 1024) * 2 ** (exp - 15)
+    }
+    return out
+  }
+  throw new ErnieError('ERR_ADAPTER', `${where} has dtype ${dtype}; expected F32, BF16 or F16`)
+}
+
 export interface NativeAdapterHandle {
   dispose(): void
 }
@@ -86,9 +154,13 @@ export class LoraAdapter {
   readonly modelConfig: ResolvedConfig
   /** PEFT name -> f32 values ([r, in] for A, [out, r] for B); the trainer updates them in place. */
   readonly tensors: Map<string, Float32Array>
+
+  /** base_model_name_or_path written to adapter_config.json (the model's directory when known). */
+  baseModel: string
   private handle_: NativeAdapterHandle | undefined
 
-  private constructor(modelConfig: ResolvedConfig, config: LoraConfig, tensors: Map<string, Float32Array>) {
+  private constructor(modelConfig: ResolvedConfig, config: LoraConfig, tensors: Map<string, Float32Array>, baseModel = '') {
+    this.baseModel = baseModel
     this.modelConfig = modelConfig
     this.config = config
     this.tensors = tensors
@@ -117,7 +189,7 @@ export class LoraAdapter {
   }
 
   /** A new adapter, initialised as PEFT does: A Kaiming-uniform (bound 1/sqrt(in)), B zero. */
-  static create(model: { config: ResolvedConfig }, options: LoraOptions = {}): LoraAdapter {
+  static create(model: ModelLike, options: LoraOptions = {}): LoraAdapter {
     const config = validateLoraConfig(options)
     const next = seededRandom(options.seed ?? 0)
     const tensors = new Map<string, Float32Array>()
@@ -130,12 +202,12 @@ export class LoraAdapter {
         tensors.set(peftName(l, proj, 'A'), a)
         tensors.set(peftName(l, proj, 'B'), new Float32Array(out * config.r))
       }
-    return new LoraAdapter(model.config, config, tensors)
+    return new LoraAdapter(model.config, config, tensors, model.directory ?? '')
   }
 
   /** An adapter from PEFT-named tensors (checked against the model's shapes). */
   static fromTensors(
-    model: { config: ResolvedConfig },
+    model: ModelLike,
     options: LoraOptions,
     get: (name: string) => { shape: number[]; data: Float32Array } | undefined,
     where = 'adapter',
@@ -154,7 +226,104 @@ export class LoraAdapter {
           tensors.set(name, Float32Array.from(t.data))
         }
       }
-    return new LoraAdapter(model.config, config, tensors)
+    return new LoraAdapter(model.config, config, tensors, model.directory ?? '')
+  }
+
+  /**
+   * Loads a PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors, F32,
+   * BF16 or F16 tensors) for `model`. Features this engine does not apply (DoRA, biases,
+   * per-module ranks, modules_to_save, fan_in_fan_out) are refused rather than ignored.
+   */
+  static async load(dir: string, model: ModelLike): Promise<LoraAdapter> {
+    if (typeof dir !== 'string' || dir.length === 0) throw typeError('LoraAdapter.load: dir must be a directory path')
+    const configFile = path.join(dir, 'adapter_config.json')
+    const fail = (msg: string): never => {
+      throw new ErnieError('ERR_ADAPTER', `${configFile}: ${msg}`)
+    }
+    let raw: unknown
+    try {
+      raw = JSON.parse(await fs.promises.readFile(configFile, 'utf8'))
+    } catch (e) {
+      const code = (e as { code?: string }).code
+      throw new ErnieError('ERR_ADAPTER', `${configFile}: ${code ? `cannot read (${code})` : `invalid JSON (${(e as Error).message})`}`, { cause: e })
+    }
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail('expected a JSON object')
+    const c = raw as Record<string, unknown>
+    if (c.peft_type !== undefined && c.peft_type !== 'LORA') fail(`peft_type is ${JSON.stringify(c.peft_type)}; only LORA adapters are supported`)
+    if (c.fan_in_fan_out === true) fail('fan_in_fan_out adapters are not supported')
+    if (c.use_dora === true) fail('DoRA adapters are not supported')
+    if (c.bias !== undefined && c.bias !== 'none') fail(`bias ${JSON.stringify(c.bias)} is not supported (only "none")`)
+    for (const key of ['rank_pattern', 'alpha_pattern'])
+      if (c[key] && typeof c[key] === 'object' && Object.keys(c[key] as object).length > 0) fail(`${key} (per-module ranks) is not supported`)
+    if (Array.isArray(c.modules_to_save) && c.modules_to_save.length > 0) fail('modules_to_save is not supported')
+    if (c.layers_to_transform !== undefined && c.layers_to_transform !== null) fail('layers_to_transform is not supported')
+    const options: LoraOptions = {
+      r: c.r as number,
+      alpha: (c.lora_alpha ?? 8) as number,
+      dropout: (c.lora_dropout ?? 0) as number,
+      targetModules: targetModulesOf(c.target_modules, fail),
+      useRslora: c.use_rslora === true,
+    }
+
+    const weights = path.join(dir, 'adapter_model.safetensors')
+    if (!fs.existsSync(weights))
+      throw new ErnieError(
+        'ERR_ADAPTER',
+        fs.existsSync(path.join(dir, 'adapter_model.bin'))
+          ? `${dir}: adapter_model.bin (pickle) is not supported; save the adapter with safe_serialization=True`
+          : `${dir}: no adapter_model.safetensors`,
+      )
+    const file = openSafetensors(weights)
+    try {
+      const used = new Set<string>()
+      const adapter = LoraAdapter.fromTensors(
+        model,
+        options,
+        (name) => {
+          if (!file.has(name)) return undefined
+          used.add(name)
+          const info = file.tensors[name]
+          return { shape: info.shape, data: toF32(file.view(name) as Float32Array | Uint16Array, info.dtype, `${weights}: tensor "${name}"`) }
+        },
+        weights,
+      )
+      const unused = Object.keys(file.tensors).filter((n) => !used.has(n))
+      if (unused.length > 0) {
+        adapter.dispose()
+        throw new ErnieError('ERR_ADAPTER', `${weights}: tensor "${unused[0]}" is not a LoRA matrix this model applies (${unused.length} such)`)
+      }
+      if (typeof c.base_model_name_or_path === 'string') adapter.baseModel = c.base_model_name_or_path
+      return adapter
+    } finally {
+      file.dispose()
+    }
+  }
+
+  /**
+   * Saves a PEFT adapter directory (adapter_config.json + adapter_model.safetensors, F32, PEFT
+   * names) atomically: written into a temporary directory beside `dir`, flushed, then renamed
+   * over it, so `dir` never holds a half-written adapter. Other files already in `dir` are kept.
+   */
+  async save(dir: string): Promise<void> {
+    if (typeof dir !== 'string' || dir.length === 0) throw typeError('LoraAdapter.save: dir must be a directory path')
+    this.handle // throws when disposed
+    await writeDirectoryAtomically(dir, (tmp) => this.writeFiles(tmp))
+  }
+
+  /** @internal Writes the adapter's two files into an existing directory (each flushed, not atomic as a pair). */
+  async writeFiles(dir: string): Promise<void> {
+    const tensors: Record<string, TensorToSave> = {}
+    for (const [name, data] of this.tensors) tensors[name] = { dtype: 'F32', shape: this.shapeOf(name), data }
+    await writeFileDurable(path.join(dir, 'adapter_config.json'), JSON.stringify(this.peftConfig(this.baseModel), null, 2) + '\n')
+    await saveSafetensors(path.join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' })
+  }
+
+  /** [r, in] for an A matrix, [out, r] for a B matrix. */
+  shapeOf(name: string): [number, number] {
+    const m = /\.layers\.\d+\.(?:self_attn|mlp)\.(\w+)\.lora_([AB])\.weight$/.exec(name)
+    if (!m || !this.tensors.has(name)) throw rangeError(`shapeOf: "${name}" is not a tensor of this adapter`)
+    const [out, inp] = projectionShape(this.modelConfig, m[1] as Projection)
+    return m[2] === 'A' ? [this.config.r, inp] : [out, this.config.r]
   }
 
   /** Trainable parameters. */
@@ -165,7 +334,7 @@ export class LoraAdapter {
   }
 
   /** adapter_config.json's content, as PEFT writes it. */
-  peftConfig(baseModel = ''): Record<string, unknown> {
+  peftConfig(baseModel = this.baseModel): Record<string, unknown> {
     return {
       peft_type: 'LORA',
       task_type: 'CAUSAL_LM',

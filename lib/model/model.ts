@@ -324,17 +324,43 @@ export interface FromPretrainedOptions extends ResolveOptions {
   tokenizer?: boolean
 }
 
+export interface FullTrainingOptions {
+  /** HF names matching any of these stay frozen (no master copy, no gradient), e.g. /embed_tokens/. */
+  freeze?: RegExp[]
+  /** The engine computes with bf16 copies of the masters (default) or with the f32 masters themselves. */
+  compute?: 'bf16' | 'f32'
+}
+
+/** bf16 bits -> f32. */
+export function bf16ToF32(src: Uint16Array): Float32Array {
+  const out = new Float32Array(src.length)
+  const u = new Uint32Array(out.buffer)
+  for (let i = 0; i < src.length; i++) u[i] = src[i] << 16
+  return out
+}
+
+/** f32 -> bf16 bits, rounding to nearest even as the engine's kernels do (NaN kept quiet). */
+export function f32ToBf16(src: Float32Array, out: Uint16Array = new Uint16Array(src.length)): Uint16Array {
+  const u = new Uint32Array(src.buffer, src.byteOffset, src.length)
+  for (let i = 0; i < src.length; i++) {
+    const x = u[i]
+    out[i] = (x & 0x7fffffff) > 0x7f800000 ? (x >>> 16) | 0x40 : ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff
+  }
+  return out
+}
+
 export class ErnieModel implements AsyncDisposable {
   readonly config: ResolvedConfig
   /** Where the checkpoint was loaded from, when it came from disk. */
   readonly directory: string | undefined
-  /** @internal */ readonly weights: ModelViews
+  /** @internal The engine's weight views (replaced by enableFullTraining). */ weights: ModelViews
   /** @internal */ readonly source: TensorSource
   /** @internal */ handle: NativeModelHandle | undefined
   /** The checkpoint's tokenizer, when it has one. */
   readonly tokenizer: Tokenizer | undefined
   private readonly release: (() => void) | undefined
   private readonly running = new Set<Promise<unknown>>()
+  private full: { masters: Map<string, Float32Array>; compute: Map<string, Uint16Array> } | undefined
 
   /** @internal Use fromPretrained() or random(). */
   constructor(parts: ModelParts) {
@@ -426,7 +452,8 @@ export class ErnieModel implements AsyncDisposable {
     const b = toFlatBatch(input)
     const labels = input.labels ? flatten(input.labels, 'labels', [b.batch, b.seq]).data : undefined
     const grads = options.grads ?? new Map<string, Float32Array>()
-    const spec = gradientSpec(this.config, grads, options.trainBase === true, options.adapter)
+    const full = this.full
+    const spec = gradientSpec(this.config, grads, options.trainBase === true, options.adapter, full && ((name) => full.masters.has(name)))
     const r = await this.track(
       handle.trainStep({
         ...b,
@@ -437,6 +464,93 @@ export class ErnieModel implements AsyncDisposable {
       }),
     )
     return { loss: r.loss, count: r.count, grads }
+  }
+
+  /**
+   * The mean next-token cross-entropy and its token count, without gradients (evaluation). Same
+   * label conventions as lossAndGrad.
+   */
+  async loss(input: ForwardInput & { labels?: TokenBatch }, options: { adapter?: LoraAdapter } = {}): Promise<{ loss: number; count: number }> {
+    const handle = this.native()
+    const b = toFlatBatch(input)
+    const labels = input.labels ? flatten(input.labels, 'labels', [b.batch, b.seq]).data : undefined
+    const r = await this.track(handle.trainStep({ ...b, adapter: options.adapter?.handle, loss: { kind: 'lm', labels }, grads: {} }))
+    return { loss: r.loss, count: r.count }
+  }
+
+  /**
+   * Makes the base weights trainable (full fine-tuning): each weight not frozen gets an owned
+   * fp32 master copy (HF name, [out, in]) and, with bf16 compute (the default), an owned bf16
+   * copy the engine computes with; the native model is rebuilt to read them. Frozen weights (HF
+   * names matching a `freeze` pattern) stay as they are and get no gradient. Afterwards
+   * lossAndGrad with `trainBase` fills gradients for the trainable weights only; an optimiser
+   * updates the masters in place and refreshes the bf16 copies (adamwStep's `paramsBf16`).
+   * Returns the masters (also `trainableWeights`). Call it when no other call is running.
+   */
+  enableFullTraining(options: FullTrainingOptions = {}): Map<string, Float32Array> {
+    this.native()
+    if (this.full) throw new ErnieError('ERR_STATE', 'enableFullTraining: full training is already enabled for this model')
+    if (this.running.size > 0) throw new ErnieError('ERR_BUSY', 'enableFullTraining: wait for the running calls to finish first')
+    const freeze = options.freeze ?? []
+    if (!Array.isArray(freeze) || !freeze.every((r) => r instanceof RegExp)) throw typeError('enableFullTraining: freeze must be an array of RegExp')
+    const compute = options.compute ?? 'bf16'
+    if (compute !== 'bf16' && compute !== 'f32') throw rangeError(`enableFullTraining: compute must be 'bf16' or 'f32', got ${JSON.stringify(compute)}`)
+
+    const shapes = checkpointShapes(this.config)
+    const masters = new Map<string, Float32Array>()
+    const copies = new Map<string, Uint16Array>()
+    const old = this.weights
+    // The array the engine reads for a weight: a fresh master (and bf16 copy), or the old one when frozen.
+    const take = (name: string): WeightArray | undefined => {
+      if (freeze.some((r) => r.test(name))) return undefined
+      const src = hfTensor(old, name, shapes.get(name)!)
+      const master = src instanceof Float32Array ? Float32Array.from(src) : bf16ToF32(src)
+      masters.set(name, master)
+      if (compute === 'f32') return master
+      const copy = f32ToBf16(master)
+      copies.set(name, copy)
+      return copy
+    }
+    const matrix = (name: string, current: MatrixView): MatrixView => {
+      const data = take(name)
+      return data ? { data, offset: 0, rows: current.rows, cols: current.cols, ld: current.cols, transposed: false } : current
+    }
+    const vector = (name: string, current: WeightArray): WeightArray => take(name) ?? current
+    const embed = matrix('model.embed_tokens.weight', old.embed)
+    const views: ModelViews = {
+      layout: old.layout,
+      embed,
+      lmHead: shapes.has('lm_head.weight') ? matrix('lm_head.weight', old.lmHead) : embed,
+      finalNorm: vector('model.norm.weight', old.finalNorm),
+      layers: old.layers.map((l, i) => {
+        const n = (suffix: string) => `model.layers.${i}.${suffix}`
+        const out = { ...l }
+        for (const [key, suffix] of Object.entries(LAYER_TENSOR)) {
+          const w = l[key as keyof typeof l]
+          if (!w) continue
+          ;(out as Record<string, unknown>)[key] =
+            w instanceof Float32Array || w instanceof Uint16Array ? vector(n(suffix), w) : matrix(n(suffix), w)
+        }
+        return out
+      }),
+    }
+    const Model = native.Model as NativeModelCtor
+    const handle = new Model(nativeModelOptions(this.config, views))
+    this.handle?.dispose()
+    this.handle = handle
+    this.weights = views
+    this.full = { masters, compute: copies }
+    return masters
+  }
+
+  /** The fp32 master weights that train (HF names), after enableFullTraining; empty before. */
+  get trainableWeights(): ReadonlyMap<string, Float32Array> {
+    return this.full?.masters ?? new Map()
+  }
+
+  /** The bf16 copies the engine computes with, by HF name (empty with f32 compute or before enableFullTraining). */
+  get computeWeights(): ReadonlyMap<string, Uint16Array> {
+    return this.full?.compute ?? new Map()
   }
 
   /**
@@ -635,6 +749,7 @@ export function gradientSpec(
   grads: Map<string, Float32Array>,
   trainBase: boolean,
   adapter?: LoraAdapter,
+  include: (name: string) => boolean = () => true,
 ): Record<string, unknown> {
   const buffer = (name: string, size: number) => {
     let g = grads.get(name)
@@ -646,15 +761,17 @@ export function gradientSpec(
   if (trainBase) {
     const shapes = checkpointShapes(cfg)
     const size = (name: string) => shapes.get(name)!.reduce((a, b) => a * b, 1)
-    spec.embed = buffer('model.embed_tokens.weight', size('model.embed_tokens.weight'))
-    if (!cfg.tie_word_embeddings) spec.lmHead = buffer('lm_head.weight', size('lm_head.weight'))
-    spec.finalNorm = buffer('model.norm.weight', cfg.hidden_size)
+    const wanted = (name: string) => shapes.has(name) && include(name)
+    if (wanted('model.embed_tokens.weight')) spec.embed = buffer('model.embed_tokens.weight', size('model.embed_tokens.weight'))
+    if (wanted('lm_head.weight')) spec.lmHead = buffer('lm_head.weight', size('lm_head.weight'))
+    if (wanted('model.norm.weight')) spec.finalNorm = buffer('model.norm.weight', cfg.hidden_size)
+    // One entry per layer even when empty: an empty list would mean "base frozen" to the engine.
     const layers = []
     for (let l = 0; l < cfg.num_hidden_layers; l++) {
       const entry: Record<string, Float32Array> = {}
       for (const [key, suffix] of Object.entries(LAYER_TENSOR)) {
         const name = `model.layers.${l}.${suffix}`
-        if (shapes.has(name)) entry[key] = buffer(name, size(name))
+        if (wanted(name)) entry[key] = buffer(name, size(name))
       }
       layers.push(entry)
     }

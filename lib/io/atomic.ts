@@ -1,0 +1,90 @@
+// Durable, all-or-nothing writes of files and whole directories (adapters, checkpoints): the
+// content goes to a temporary name beside the target, is flushed (fsync), and is renamed into
+// place, so a crash leaves the previous version or the new one, never a mix.
+import { randomBytes } from 'node:crypto'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+
+/** fsync a directory, making renames and creations inside it durable (a no-op on Windows). */
+export async function fsyncDirectory(dir: string): Promise<void> {
+  if (process.platform === 'win32') return
+  const d = await fs.promises.open(dir, 'r')
+  try {
+    await d.sync()
+  } finally {
+    await d.close()
+  }
+}
+
+/** Writes a new file and flushes it to disk before returning (the file must not exist). */
+export async function writeFileDurable(file: string, data: string | Uint8Array): Promise<void> {
+  const fh = await fs.promises.open(file, 'wx')
+  try {
+    await fh.writeFile(data)
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
+}
+
+/** A name for a temporary sibling of `target` that no other writer picks. */
+export function temporarySibling(target: string, tag = 'tmp'): string {
+  const t = path.resolve(target)
+  return path.join(path.dirname(t), `.${path.basename(t)}.${process.pid}.${randomBytes(6).toString('hex')}.${tag}`)
+}
+
+// Entries of `from` that `fill` did not write are carried into the new directory: hard links
+// for files (nothing is copied, the originals stay put until the swap), copies otherwise.
+async function carryOver(from: string, to: string): Promise<void> {
+  for (const entry of await fs.promises.readdir(from, { withFileTypes: true })) {
+    const src = path.join(from, entry.name), dst = path.join(to, entry.name)
+    if (fs.existsSync(dst)) continue
+    if (entry.isFile()) await fs.promises.link(src, dst).catch(() => fs.promises.copyFile(src, dst))
+    else await fs.promises.cp(src, dst, { recursive: true, verbatimSymlinks: true })
+  }
+}
+
+export interface AtomicDirectoryOptions {
+  /** Keep the files of an existing target that `fill` does not write (default true). */
+  keepOtherFiles?: boolean
+}
+
+/**
+ * Creates or replaces the directory `target` with what `fill` writes into a fresh temporary
+ * directory beside it. Files written by `fill` must be flushed by it (writeFileDurable,
+ * saveSafetensors); the temporary directory and the parent are flushed here. A new target
+ * appears in one rename. An existing one is renamed aside, the new one renamed in, and the old
+ * one removed: a crash in between leaves no directory at `target` (the complete old and new
+ * versions remain under hidden sibling names), never a half-written one.
+ */
+export async function writeDirectoryAtomically(
+  target: string,
+  fill: (dir: string) => Promise<void>,
+  options: AtomicDirectoryOptions = {},
+): Promise<void> {
+  const dest = path.resolve(target)
+  const parent = path.dirname(dest)
+  await fs.promises.mkdir(parent, { recursive: true })
+  const tmp = temporarySibling(dest)
+  await fs.promises.mkdir(tmp)
+  try {
+    await fill(tmp)
+    const existing = await fs.promises.stat(dest).catch(() => undefined)
+    if (existing && !existing.isDirectory()) throw Object.assign(new Error(`${dest} exists and is not a directory`), { code: 'ENOTDIR' })
+    if (existing && options.keepOtherFiles !== false) await carryOver(dest, tmp)
+    await fsyncDirectory(tmp)
+    if (!existing) {
+      await fs.promises.rename(tmp, dest)
+    } else {
+      const aside = temporarySibling(dest, 'old')
+      await fs.promises.rename(dest, aside)
+      await fs.promises.rename(tmp, dest)
+      await fsyncDirectory(parent)
+      await fs.promises.rm(aside, { recursive: true, force: true })
+    }
+    await fsyncDirectory(parent)
+  } catch (err) {
+    await fs.promises.rm(tmp, { recursive: true, force: true }).catch(() => undefined)
+    throw err
+  }
+}
