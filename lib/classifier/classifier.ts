@@ -449,8 +449,8 @@ export class ErnieClassifier implements AsyncDisposable {
     const out = new Float32Array(texts.length * H)
     const pad = this.padId()
     let done = 0
-    for (let i = 0; i < texts.length; i += 1024) {
-      const slice = texts.slice(i, i + 1024)
+    for (let i = 0; i < texts.length; i += 256) {
+      const slice = texts.slice(i, i + 256)
       const rows = encodeTexts(tok, slice, this.encodeSettings())
       for (const idx of lengthBatches(
         rows.map((r) => r.length),
