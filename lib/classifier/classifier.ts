@@ -42,7 +42,10 @@ export const METHODS: readonly Method[] = ['head', 'lora', 'full', 'generative']
 export type Device = 'cpu' | 'auto'
 
 export interface ErnieClassifierOptions {
-  /** An ErnieModel, a model directory or a hub id. Default: the bundled model (models/ernie-4.5-tiny-zh). */
+  /**
+   * An ErnieModel, a model directory or a hub id. Default: the bundled model (models/ernie-4.5-tiny-zh).
+   * 'full' (and generative with tuning 'full') train an ErnieModel passed here in place.
+   */
   model?: ErnieModel | string
   /** Default: 'full' under 100M parameters, else 'lora'. */
   method?: Method
@@ -584,9 +587,10 @@ export class ErnieClassifier implements AsyncDisposable {
     await this.ensureReady()
     if (this.disposed) throw new ErnieError('ERR_DISPOSED', 'this ErnieClassifier has been disposed')
     if (this.busy) throw new ErnieError('ERR_BUSY', 'fit: the classifier is already training')
-    if (this.running.size > 0) await Promise.allSettled([...this.running])
     this.busy = true
     try {
+      // predictions already running finish on the weights they started with
+      if (this.running.size > 0) await Promise.allSettled([...this.running])
       return await this.track(this.fit_(data, options))
     } finally {
       this.busy = false

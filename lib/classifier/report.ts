@@ -22,7 +22,7 @@ interface Series {
 export function lineChart(title: string, series: Series[], yRange?: [number, number]): string {
   const W = 640
   const Hh = 260
-  const m = { l: 56, r: 16, t: 28, b: 36 }
+  const m = { l: 56, r: 16, t: 46, b: 36 }
   const all = series.flatMap((s) => s.points).filter(([, y]) => Number.isFinite(y))
   if (all.length === 0) return `<p class="muted">${esc(title)}: no data.</p>`
   const xMin = Math.min(...all.map(([x]) => x))
@@ -50,8 +50,10 @@ export function lineChart(title: string, series: Series[], yRange?: [number, num
     const d = pts.map(([x, y], i) => `${i ? 'L' : 'M'}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(' ')
     parts.push(`<path d="${d}" fill="none" stroke="${s.color}" stroke-width="1.6"/>`)
     if (s.dots || pts.length === 1) for (const [x, y] of pts) parts.push(`<circle cx="${sx(x).toFixed(1)}" cy="${sy(y).toFixed(1)}" r="3" fill="${s.color}"/>`)
-    parts.push(`<rect x="${W - m.r - 150}" y="${m.t + k * 16 - 9}" width="10" height="10" fill="${s.color}"/>`)
-    parts.push(`<text x="${W - m.r - 135}" y="${m.t + k * 16}" font-size="11">${esc(s.name)}</text>`)
+    // the legend, in a row under the title, clear of the lines
+    const x = m.l + k * 190
+    parts.push(`<rect x="${x}" y="27" width="10" height="10" fill="${s.color}"/>`)
+    parts.push(`<text x="${x + 15}" y="36" font-size="11">${esc(s.name)}</text>`)
   })
   parts.push('</svg>')
   return parts.join('')
