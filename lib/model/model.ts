@@ -7,12 +7,13 @@ import * as path from 'node:path'
 import { ErnieError, rangeError, typeError } from '../errors'
 import { resolveModel, type ResolveOptions } from '../hub'
 import { openSafetensors, saveSafetensors, type Safetensors, type TensorToSave } from '../io/safetensors'
+import { gemmSync } from '../kernels/gemm'
 import { native } from '../native'
 import { Tokenizer, type ChatMessage } from '../tokenizer'
 import { seededRandom } from '../util/random'
 import { resolveConfig, type ModelConfig, type ResolvedConfig } from './config'
 import { LoraAdapter, peftName } from './lora'
-import { mapWeights, PROJECTIONS, type MatrixView, type ModelViews, type TensorSource, type WeightArray } from './weights'
+import { mapWeights, PROJECTIONS, type LayerViews, type MatrixView, type ModelViews, type TensorSource, type WeightArray } from './weights'
 
 /** Token ids as rows (all the same length, right-padded), or a flat Int32Array with a shape. */
 export type TokenBatch = number[][] | { data: Int32Array; shape: [number, number] }
@@ -541,6 +542,41 @@ export class ErnieModel implements AsyncDisposable {
     this.weights = views
     this.full = { masters, compute: copies }
     return masters
+  }
+
+  /**
+   * Folds a LoRA adapter into the weights it adapts: W' = W + scale B A, computed in f32 and
+   * kept as f32 or rounded to bf16 (the default, as PEFT's merge_and_unload keeps the model's
+   * dtype). The model then no longer needs the adapter; save() exports the merged checkpoint.
+   */
+  mergeAdapter(adapter: LoraAdapter, options: { dtype?: 'bf16' | 'f32' } = {}): void {
+    this.native()
+    if (!(adapter instanceof LoraAdapter)) throw typeError('mergeAdapter: expected a LoraAdapter')
+    if (this.full) throw new ErnieError('ERR_STATE', 'mergeAdapter: not with full training enabled; merge before enableFullTraining')
+    if (this.running.size > 0) throw new ErnieError('ERR_BUSY', 'mergeAdapter: wait for the running calls to finish first')
+    const dtype = options.dtype ?? 'bf16'
+    if (dtype !== 'bf16' && dtype !== 'f32') throw rangeError(`mergeAdapter: dtype must be 'bf16' or 'f32', got ${JSON.stringify(dtype)}`)
+    const keys: Record<string, keyof LayerViews> = { q_proj: 'q', k_proj: 'k', v_proj: 'v', o_proj: 'o', gate_proj: 'gate', up_proj: 'up', down_proj: 'down' }
+    const layers = this.weights.layers.map((layer, l) => {
+      const out = { ...layer }
+      for (const proj of adapter.config.targetModules) {
+        const view = layer[keys[proj]] as MatrixView
+        const a = adapter.tensors.get(peftName(l, proj, 'A'))!, b = adapter.tensors.get(peftName(l, proj, 'B'))!
+        const base = materialize(view)
+        const w = base instanceof Float32Array ? Float32Array.from(base) : bf16ToF32(base)
+        // W[out, in] += scale * B[out, r] . A[r, in]
+        gemmSync({ c: w, m: view.rows, n: view.cols, accumulate: true, alpha: adapter.scale, segments: [{ a: b, b: a, k: adapter.config.r, bLayout: 'kn' }] })
+        const data = dtype === 'f32' ? w : f32ToBf16(w)
+        ;(out as Record<string, unknown>)[keys[proj]] = { data, offset: 0, rows: view.rows, cols: view.cols, ld: view.cols, transposed: false }
+      }
+      return out
+    })
+    const views: ModelViews = { ...this.weights, layers }
+    const Model = native.Model as NativeModelCtor
+    const handle = new Model(nativeModelOptions(this.config, views))
+    this.handle?.dispose()
+    this.handle = handle
+    this.weights = views
   }
 
   /** The fp32 master weights that train (HF names), after enableFullTraining; empty before. */
