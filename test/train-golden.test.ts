@@ -81,3 +81,11 @@ t.test('labels: -100 is ignored, and labels equal to the ids give the default lo
   adapter.dispose()
   await model.dispose()
 })
+
+t.test('LoRA dropout is refused in training rather than silently ignored', async (t) => {
+  const { model, input } = load('ernie-tiny')
+  const adapter = LoraAdapter.create(model, { r: 2, dropout: 0.1 })
+  await t.rejects(model.lossAndGrad(input, { adapter }), { code: 'ERR_UNSUPPORTED', message: /dropout/ })
+  adapter.dispose()
+  await model.dispose()
+})

@@ -18,7 +18,7 @@ export interface LoraOptions {
   r?: number
   /** Scaling numerator (default 8, as PEFT): scale = alpha / r. */
   alpha?: number
-  /** Dropout on the adapter's input during training (default 0). */
+  /** Dropout on the adapter's input (default 0). Kept in the PEFT config; training with dropout > 0 is refused for now (the engine does not apply it). */
   dropout?: number
   /** Projections to adapt (default all seven). */
   targetModules?: Projection[]

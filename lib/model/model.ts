@@ -450,6 +450,8 @@ export class ErnieModel implements AsyncDisposable {
     } = {},
   ): Promise<{ loss: number; count: number; grads: Map<string, Float32Array> }> {
     const handle = this.native()
+    if (options.adapter && options.adapter.config.dropout > 0)
+      throw new ErnieError('ERR_UNSUPPORTED', `lossAndGrad: LoRA dropout (${options.adapter.config.dropout}) is not implemented by the engine yet; create the adapter with dropout: 0`)
     const b = toFlatBatch(input)
     const labels = input.labels ? flatten(input.labels, 'labels', [b.batch, b.seq]).data : undefined
     const grads = options.grads ?? new Map<string, Float32Array>()
@@ -473,6 +475,8 @@ export class ErnieModel implements AsyncDisposable {
    */
   async loss(input: ForwardInput & { labels?: TokenBatch }, options: { adapter?: LoraAdapter } = {}): Promise<{ loss: number; count: number }> {
     const handle = this.native()
+    if (options.adapter && options.adapter.config.dropout > 0)
+      throw new ErnieError('ERR_UNSUPPORTED', `lossAndGrad: LoRA dropout (${options.adapter.config.dropout}) is not implemented by the engine yet; create the adapter with dropout: 0`)
     const b = toFlatBatch(input)
     const labels = input.labels ? flatten(input.labels, 'labels', [b.batch, b.seq]).data : undefined
     const r = await this.track(handle.trainStep({ ...b, adapter: options.adapter?.handle, loss: { kind: 'lm', labels }, grads: {} }))
