@@ -447,11 +447,14 @@ export class ErnieModel implements AsyncDisposable {
       grads?: Map<string, Float32Array>
       /** The loss on the final hidden states: next-token cross-entropy (default), or another head's. */
       objective?: Objective
+      /**
+       * Seeds the adapter's dropout masks. Default: a hash of the batch's token ids, so a step
+       * repeats exactly (resume, recompute) without state.
+       */
+      dropoutSeed?: number
     } = {},
   ): Promise<{ loss: number; count: number; grads: Map<string, Float32Array> }> {
     const handle = this.native()
-    if (options.adapter && options.adapter.config.dropout > 0)
-      throw new ErnieError('ERR_UNSUPPORTED', `lossAndGrad: LoRA dropout (${options.adapter.config.dropout}) is not implemented by the engine yet; create the adapter with dropout: 0`)
     const b = toFlatBatch(input)
     const labels = input.labels ? flatten(input.labels, 'labels', [b.batch, b.seq]).data : undefined
     const grads = options.grads ?? new Map<string, Float32Array>()
@@ -462,6 +465,7 @@ export class ErnieModel implements AsyncDisposable {
         ...b,
         adapter: options.adapter?.handle,
         recompute: options.recompute === true,
+        dropoutSeed: options.dropoutSeed ?? hashIds(b.inputIds),
         loss: options.objective ?? { kind: 'lm', labels },
         grads: spec,
       }),
@@ -475,8 +479,6 @@ export class ErnieModel implements AsyncDisposable {
    */
   async loss(input: ForwardInput & { labels?: TokenBatch }, options: { adapter?: LoraAdapter } = {}): Promise<{ loss: number; count: number }> {
     const handle = this.native()
-    if (options.adapter && options.adapter.config.dropout > 0)
-      throw new ErnieError('ERR_UNSUPPORTED', `lossAndGrad: LoRA dropout (${options.adapter.config.dropout}) is not implemented by the engine yet; create the adapter with dropout: 0`)
     const b = toFlatBatch(input)
     const labels = input.labels ? flatten(input.labels, 'labels', [b.batch, b.seq]).data : undefined
     const r = await this.track(handle.trainStep({ ...b, adapter: options.adapter?.handle, loss: { kind: 'lm', labels }, grads: {} }))
@@ -832,6 +834,13 @@ export function gradientSpec(
     spec.lora = lora
   }
   return spec
+}
+
+// FNV-1a over the token ids: a stateless default seed for a batch's dropout masks.
+function hashIds(ids: Int32Array): number {
+  let h = 0x811c9dc5
+  for (let i = 0; i < ids.length; i++) h = Math.imul(h ^ ids[i], 0x01000193) >>> 0
+  return h
 }
 
 /** Reads and validates a directory's config.json. */

@@ -52,6 +52,7 @@ struct ModelWeights {
 // LoRA on any of the projections; a null `a` means none on that projection.
 struct Adapter {
   std::vector<std::array<cpu::LoraRef, kNumProj>> layers;
+  float dropout = 0.0f;  // on each LoRA's input, in training only (train_step)
   int64_t max_rank() const;
 };
 
@@ -111,6 +112,7 @@ using LossFn = std::function<double(const float* hidden, float* dhidden)>;
 
 struct TrainOptions {
   bool recompute = false;  // keep only each layer's input; recompute the layer in the backward
+  uint64_t dropout_seed = 0;  // LoRA dropout masks of this step derive from it
 };
 
 // One micro-batch: forward, loss, backward. Returns the loss.
