@@ -108,3 +108,15 @@ t.test('LoRA dropout: training only, seeded by the batch, recompute-consistent',
   dropped.dispose()
   await model.dispose()
 })
+
+t.test('loss() (forward only) equals the loss of lossAndGrad', async (t) => {
+  const { model, adapter, input, golden } = load('qwen3-tiny')
+  const a = await model.loss(input, { adapter })
+  const want = golden.get('lora.loss')!.raw[0]
+  t.ok(Math.abs(a.loss - want) / want < 1e-5, `loss ${a.loss} vs golden ${want}`)
+  const b = await model.lossAndGrad(input, { adapter })
+  t.ok(Math.abs(a.loss - b.loss) < 1e-9, 'same as lossAndGrad')
+  t.equal(a.count, b.count)
+  adapter.dispose()
+  await model.dispose()
+})

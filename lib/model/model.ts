@@ -474,8 +474,8 @@ export class ErnieModel implements AsyncDisposable {
   }
 
   /**
-   * The mean next-token cross-entropy and its token count, without gradients (evaluation). Same
-   * label conventions as lossAndGrad.
+   * The mean next-token cross-entropy and its token count, without gradients (evaluation): a
+   * forward and the loss, no backward. Same label conventions as lossAndGrad.
    */
   async loss(input: ForwardInput & { labels?: TokenBatch }, options: { adapter?: LoraAdapter } = {}): Promise<{ loss: number; count: number }> {
     const handle = this.native()

@@ -408,6 +408,12 @@ void forward_cached(const ModelDims& d, const ModelWeights& w, const Adapter* ad
 
 double train_step(const ModelDims& d, const ModelWeights& w, const Adapter* trained_adapter, const Batch& batch,
                   const LossFn& loss_fn, Grads& g, const TrainOptions& options) {
+  // No gradient asked for (evaluation): the inference forward and the loss, no backward.
+  if (!g.base() && g.lora.empty()) {
+    std::vector<float> hidden(size_t(batch.batch * batch.seq * d.hidden));
+    forward(d, w, trained_adapter, batch, ForwardOutputs{hidden.data(), nullptr});
+    return loss_fn(hidden.data(), nullptr);
+  }
   // LoRA dropout: each (layer, projection) gets its own mask seed for this step.
   Adapter with_dropout;
   const Adapter* adapter = trained_adapter;
