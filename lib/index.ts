@@ -28,3 +28,7 @@ export type {
 export { ErnieError } from './errors'
 export * from './model/index'
 export * from './train/index'
+export * from './classifier/index'
+export * as data from './data/index'
+export { DataError } from './data/index'
+export type { LabeledText, DataFormat, OnInvalid, SkipReport } from './data/index'

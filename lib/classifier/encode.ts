@@ -1,0 +1,162 @@
+// Texts -> token batches for the classifier: truncation to the length budget (the head, or
+// head+tail), an EOS the last-token pooling reads, right padding, pooling of hidden states,
+// and the generative method's prompt + answer sequences.
+import { ErnieError } from '../errors'
+import type { Tokenizer } from '../tokenizer'
+
+export type Pooling = 'last' | 'mean' | 'first'
+export type Truncation = 'head' | 'head_tail'
+
+export interface EncodeSettings {
+  maxLength: number
+  truncation: Truncation
+  /** Append the tokenizer's EOS (when it has one): a fixed last position for 'last' pooling. */
+  appendEos: boolean
+}
+
+/** Waits for the event loop to run (between chunks of synchronous work). */
+export function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve))
+}
+
+/** A token that stands for nothing: an empty text still needs one position to pool. */
+export function fillerToken(tok: Tokenizer): number {
+  return tok.eosTokenId ?? tok.unkTokenId ?? tok.padTokenId ?? 0
+}
+
+/** Token ids per text (ragged), truncated so that each row, EOS included, fits maxLength. */
+export function encodeTexts(tok: Tokenizer, texts: readonly string[], s: EncodeSettings): number[][] {
+  const eos = s.appendEos ? tok.eosTokenId : undefined
+  const budget = s.maxLength - (eos !== undefined ? 1 : 0)
+  const { inputIds } = tok.encodeBatch(texts, { maxLength: budget, truncation: s.truncation === 'head_tail' ? 'head_tail' : true })
+  for (const row of inputIds) {
+    if (eos !== undefined) row.push(eos)
+    if (row.length === 0) row.push(fillerToken(tok))
+  }
+  return inputIds
+}
+
+/** Like encodeTexts, in chunks that let the event loop run between them. */
+export async function encodeTextsAsync(tok: Tokenizer, texts: readonly string[], s: EncodeSettings, signal?: AbortSignal): Promise<number[][] | undefined> {
+  const out: number[][] = []
+  const chunk = 256
+  for (let i = 0; i < texts.length; i += chunk) {
+    if (signal?.aborted) return undefined
+    for (const row of encodeTexts(tok, texts.slice(i, i + chunk), s)) out.push(row)
+    if (i + chunk < texts.length) await yieldToEventLoop()
+  }
+  return out
+}
+
+export interface PaddedBatch {
+  inputIds: Int32Array
+  attentionMask: Int32Array
+  shape: [number, number]
+  /** Real tokens. */
+  tokens: number
+}
+
+/** Right-pads rows to the longest. */
+export function padRows(rows: readonly (readonly number[])[], padId: number): PaddedBatch {
+  const B = rows.length
+  const T = Math.max(1, ...rows.map((r) => r.length))
+  const inputIds = new Int32Array(B * T).fill(padId)
+  const attentionMask = new Int32Array(B * T)
+  let tokens = 0
+  rows.forEach((r, b) => {
+    for (let t = 0; t < r.length; t++) {
+      inputIds[b * T + t] = r[t]
+      attentionMask[b * T + t] = 1
+    }
+    tokens += r.length
+  })
+  return { inputIds, attentionMask, shape: [B, T], tokens }
+}
+
+/**
+ * One vector per row from final hidden states [B, T, H]: the last or first unmasked position, or
+ * the mean over the unmasked ones (the engine's classify objective pools the same way).
+ */
+export function poolHidden(hidden: Float32Array, mask: Int32Array, B: number, T: number, H: number, pooling: Pooling): Float32Array {
+  const out = new Float32Array(B * H)
+  for (let b = 0; b < B; b++) {
+    let first = -1
+    let last = -1
+    let count = 0
+    for (let t = 0; t < T; t++)
+      if (mask[b * T + t]) {
+        if (first < 0) first = t
+        last = t
+        count++
+      }
+    if (count === 0) continue
+    const o = b * H
+    if (pooling === 'mean') {
+      for (let t = 0; t < T; t++) {
+        if (!mask[b * T + t]) continue
+        const r = (b * T + t) * H
+        for (let j = 0; j < H; j++) out[o + j] += hidden[r + j]
+      }
+      for (let j = 0; j < H; j++) out[o + j] /= count
+    } else {
+      const r = (b * T + (pooling === 'last' ? last : first)) * H
+      for (let j = 0; j < H; j++) out[o + j] = hidden[r + j]
+    }
+  }
+  return out
+}
+
+/** Indices of `lengths` in batches of similar lengths: at most `batchSize` rows and `maxTokens` padded tokens each. */
+export function lengthBatches(lengths: readonly number[], batchSize: number, maxTokens = 32768): number[][] {
+  const order = lengths.map((_, i) => i).sort((a, b) => lengths[b] - lengths[a] || a - b)
+  const batches: number[][] = []
+  let cur: number[] = []
+  for (const i of order) {
+    // sorted longest first: the batch's first row sets its padded length
+    const width = cur.length > 0 ? lengths[cur[0]] : lengths[i]
+    if (cur.length > 0 && (cur.length >= batchSize || (cur.length + 1) * width > maxTokens)) {
+      batches.push(cur)
+      cur = []
+    }
+    cur.push(i)
+  }
+  if (cur.length > 0) batches.push(cur)
+  return batches
+}
+
+/** The generative method's prompt: `{text}` is the review, `{labels}` the answers joined by '/'. */
+export const DEFAULT_PROMPT = '判断这条评论的情感（{labels}）：\n{text}\n答案：'
+
+export interface PromptParts {
+  prefix: number[]
+  suffix: number[]
+}
+
+/** Splits a template at {text} and encodes both sides (answers listed where {labels} is). */
+export function promptParts(tok: Tokenizer, template: string, answers: readonly string[]): PromptParts {
+  const at = template.indexOf('{text}')
+  if (at < 0 || template.indexOf('{text}', at + 1) >= 0) throw new ErnieError('ERR_PROMPT', `prompt must contain {text} exactly once: ${JSON.stringify(template)}`)
+  const fill = (s: string) => s.split('{labels}').join(answers.join('/'))
+  return { prefix: tok.encode(fill(template.slice(0, at))), suffix: tok.encode(fill(template.slice(at + '{text}'.length))) }
+}
+
+/** Each label's answer tokens (its word, then EOS when the tokenizer has one); they must differ. */
+export function answerIds(tok: Tokenizer, words: readonly string[]): number[][] {
+  const eos = tok.eosTokenId
+  const out = words.map((w) => [...tok.encode(w), ...(eos !== undefined ? [eos] : [])])
+  const seen = new Map<string, number>()
+  out.forEach((ids, i) => {
+    if (ids.length === 0) throw new ErnieError('ERR_PROMPT', `the answer for "${words[i]}" encodes to no tokens`)
+    const key = ids.join(',')
+    if (seen.has(key)) throw new ErnieError('ERR_PROMPT', `the answers "${words[seen.get(key)!]}" and "${words[i]}" encode to the same tokens`)
+    seen.set(key, i)
+  })
+  return out
+}
+
+/** prefix + text (truncated to the room left) + suffix: the prompt a text is answered after. */
+export function promptIds(tok: Tokenizer, parts: PromptParts, texts: readonly string[], room: number, truncation: Truncation): number[][] {
+  if (room < 1) throw new ErnieError('ERR_PROMPT', 'maxLength leaves no room for the text after the prompt and the longest answer')
+  const { inputIds } = tok.encodeBatch(texts, { maxLength: room, truncation: truncation === 'head_tail' ? 'head_tail' : true })
+  return inputIds.map((ids) => [...parts.prefix, ...(ids.length > 0 ? ids : [fillerToken(tok)]), ...parts.suffix])
+}

@@ -1,0 +1,6 @@
+// The sentiment classifier: ErnieClassifier, its metrics and report.
+export * from './classifier'
+export { classificationMetrics, type ClassMetrics, type EvaluateResult } from './metrics'
+export { DEFAULT_PROMPT, type Pooling, type Truncation } from './encode'
+export type { HeadSpec } from './head'
+export { renderReport } from './report'

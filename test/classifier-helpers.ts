@@ -1,0 +1,58 @@
+// Shared pieces of the classifier tests: fixture paths, a tiny random model with the ernie-tiny
+// tokenizer, and the ChnSentiCorp slice's texts.
+import * as fs from 'node:fs'
+import * as os from 'node:os'
+import * as path from 'node:path'
+
+import { ErnieModel } from '../lib/model/index'
+
+export const FIXTURES = path.join(__dirname, 'fixtures')
+export const TINY = path.join(FIXTURES, 'ernie-tiny')
+export const DATA = path.join(FIXTURES, 'chnsenticorp')
+export const TRAIN = path.join(DATA, 'train.tsv')
+export const DEV = path.join(DATA, 'dev.tsv')
+export const TEST = path.join(DATA, 'test.tsv')
+
+/** Texts that must behave: emoji only, whitespace only, empty, very long, mixed scripts. */
+export const ODD_TEXTS = ['😀😀😀', '   \t ', '', '房间'.repeat(2000), 'The room was great 房间很干净!', '这家酒店的服务很好', '房间很脏，不推荐']
+
+/** A fresh temporary directory, removed when the test ends. */
+export function tempDir(t: { teardown(fn: () => void): void }, prefix = 'ernie-clf-'): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+/** The texts and 0/1 labels of a fixture TSV (label<TAB>text_a with a header). */
+export function readTsv(file: string): { texts: string[]; labels: number[] } {
+  const rows = fs.readFileSync(file, 'utf8').trim().split('\n').slice(1)
+  return { texts: rows.map((r) => r.slice(r.indexOf('\t') + 1)), labels: rows.map((r) => Number(r.slice(0, r.indexOf('\t')))) }
+}
+
+/** A randomly initialised one-layer ERNIE-4.5 with ernie-tiny's vocabulary (pass tokenizer: TINY). */
+export function tinyRandomModel(seed = 1, hidden = 32): ErnieModel {
+  return ErnieModel.random(
+    {
+      hidden_size: hidden,
+      intermediate_size: hidden * 2,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      num_key_value_heads: 1,
+      head_dim: hidden / 2,
+      vocab_size: 6016,
+      rms_norm_eps: 1e-5,
+      rope_theta: 500000,
+      tie_word_embeddings: true,
+      model_type: 'ernie4_5',
+      architectures: ['Ernie4_5ForCausalLM'],
+    },
+    { seed },
+  )
+}
+
+/** The majority class's share of a labelled set (the accuracy of always guessing it). */
+export function majorityShare(labels: number[]): number {
+  const counts = new Map<number, number>()
+  for (const y of labels) counts.set(y, (counts.get(y) ?? 0) + 1)
+  return Math.max(...counts.values()) / labels.length
+}
