@@ -1,4 +1,4 @@
-// npm run bench:train [-- --json] [-- --peer] [-- --layers N]
+// npm run bench:train [-- --json] [-- --peer] [-- --layers N] [-- --batch B --seq T] [-- --recompute-only --one-step]
 // Training throughput on the real ERNIE-4.5-0.3B config with random weights and the peer's
 // workload: embedding, 18 layers, final norm, loss = mean of the squared final hidden states,
 // batch 8 x 128, optimiser step included.
@@ -10,7 +10,8 @@ import { execFileSync } from 'node:child_process'
 import { ErnieModel, ERNIE_4_5_0_3B_CONFIG, LoraAdapter, kernels } from '../lib/index'
 import { argv, flagValue, peakRssMb, report, runTorchPeer, wantPeer, type Row } from './common'
 
-const B = 8, T = 128
+// --batch / --seq change the shape (e.g. --seq 512 for the recompute memory figure)
+const B = Number(flagValue('--batch') ?? 8), T = Number(flagValue('--seq') ?? 128)
 
 async function child(mode: string, layers: number): Promise<Record<string, number>> {
   const model = ErnieModel.random({ ...ERNIE_4_5_0_3B_CONFIG, num_hidden_layers: layers }, { seed: 1 })
@@ -45,7 +46,7 @@ async function child(mode: string, layers: number): Promise<Record<string, numbe
   }
   await trainStep() // warm-up
   const times: number[] = []
-  for (let i = 0; i < 2; i++) {
+  for (let i = 0; i < (argv.includes('--one-step') ? 1 : 2); i++) {
     const t0 = process.hrtime.bigint()
     await trainStep()
     times.push(Number(process.hrtime.bigint() - t0) / 1e9)
@@ -62,21 +63,27 @@ async function main(): Promise<void> {
     return
   }
   const run = (m: string): Record<string, number> => {
-    const out = execFileSync(process.execPath, [__filename, '--child', m, '--layers', String(layers)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
+    const out = execFileSync(process.execPath, [__filename, '--child', m, '--layers', String(layers), '--batch', String(B), '--seq', String(T)], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
     return JSON.parse(out.trim().split('\n').pop()!)
   }
-  const lora = run('lora')
+  const onlyRecompute = argv.includes('--recompute-only')
+  const lora = onlyRecompute ? undefined : run('lora')
   const loraRecompute = run('lora-recompute')
-  const full = argv.includes('--no-full') ? undefined : run('full')
-  const rows: Row[] = [{ key: `lora_train_${B}x${T}`, value: lora.tokens_per_s, unit: 'tok/s' }]
+  const full = argv.includes('--no-full') || onlyRecompute ? undefined : run('full')
+  const rows: Row[] = []
+  if (lora) rows.push({ key: `lora_train_${B}x${T}`, value: lora.tokens_per_s, unit: 'tok/s' })
   rows.push({ key: `lora_train_recompute_${B}x${T}`, value: loraRecompute.tokens_per_s, unit: 'tok/s' })
   if (full) rows.push({ key: `full_train_${B}x${T}`, value: full.tokens_per_s, unit: 'tok/s' })
   if (wantPeer) {
     const peer = runTorchPeer(layers)
-    if (peer?.[`lora_train_float32_${B}x${T}`] !== undefined) rows[0].peer = peer[`lora_train_float32_${B}x${T}`]
+    const p = peer?.[`lora_train_float32_${B}x${T}`]
+    if (p !== undefined && lora) rows[0].peer = p
   }
   report(`training: ERNIE-4.5-0.3B config, ${layers} layers, batch ${B} x ${T} (${kernels.activeIsa()}, ${kernels.numThreads()} threads)`, rows, {
-    peak_rss_mb: lora.peak_rss_mb,
+    ...(lora ? { peak_rss_mb: lora.peak_rss_mb } : {}),
     peak_rss_recompute_mb: loraRecompute.peak_rss_mb,
     ...(full ? { peak_rss_full_mb: full.peak_rss_mb } : {}),
   })

@@ -1,17 +1,9 @@
 // Shared test utilities: a seeded RNG, float64 reference math, bf16 rounding, error norms.
 import { kernels } from '../lib/index'
+import { seededRandom } from '../lib/util/random'
 
-/** Deterministic uniform random numbers (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+/** Deterministic uniform random numbers (the library's seeded generator). */
+export const rng = seededRandom
 
 /** n values uniform in [-scale, scale). */
 export function randomF32(n: number, seed: number, scale = 1): Float32Array {

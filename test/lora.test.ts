@@ -154,3 +154,78 @@ t.test('bad arguments name the field', async (t) => {
   t.throws(() => kernels.sync.loraForward({ ...base, out: base.x.subarray(0, 6) }), { name: 'RangeError', message: /must not share memory/ })
   await t.rejects(kernels.loraBackward({ ...base, dout: new Float32Array(6), dA: new Float32Array(8), dB: new Float32Array(5) }), { name: 'RangeError', message: /'dB' has 5 elements/ })
 })
+
+// The engine's dropout mask, written again here: splitmix64 of (seed xor splitmix64(i)).
+function keep(seed: bigint, i: number, p: number): boolean {
+  const M = (1n << 64n) - 1n
+  const mix = (x: bigint) => {
+    x = (x + 0x9e3779b97f4a7c15n) & M
+    x = ((x ^ (x >> 30n)) * 0xbf58476d1ce4e5b9n) & M
+    x = ((x ^ (x >> 27n)) * 0x94d049bb133111ebn) & M
+    return x ^ (x >> 31n)
+  }
+  return Number(mix(seed ^ mix(BigInt(i))) >> 11n) * 2 ** -53 >= p
+}
+
+t.test('dropout on the adapter input: forward and backward match float64 with the same mask', async (t) => {
+  const [m, n, k, r, p, seed] = [9, 7, 13, 3, 0.3, 12345]
+  const prob = problem(m, n, k, r, 77, false)
+  const xs = valuesOf(prob.x)
+  const dropped = Float64Array.from(xs, (v, i) => (keep(BigInt(seed), i, p) ? v / (1 - p) : 0))
+  const kept = dropped.filter((v, i) => xs[i] !== 0 && v !== 0).length
+  t.ok(kept > 0.5 * m * k && kept < 0.9 * m * k, `about 70% kept (${kept} of ${m * k})`)
+  const base = { ...call(prob), dropout: p, seed }
+  const out = nanFilled(m * n)
+  kernels.sync.loraForward({ ...base, out })
+  // y = x W^T + s (drop(x) A^T) B^T
+  const w = valuesOf(prob.w), a = valuesOf(prob.a), b = valuesOf(prob.b)
+  const ref = new Float64Array(m * n)
+  for (let i = 0; i < m; i++)
+    for (let j = 0; j < n; j++) {
+      let s = 0
+      for (let c = 0; c < k; c++) s += xs[i * k + c] * w[j * k + c]
+      for (let q = 0; q < r; q++) {
+        let u = 0
+        for (let c = 0; c < k; c++) u += dropped[i * k + c] * a[q * k + c]
+        s += prob.scale * u * b[j * r + q]
+      }
+      ref[i * n + j] = s
+    }
+  t.ok(relErr(out, ref) < 2e-5, 'forward')
+  // gradients of sum(y * R), by central differences of the float64 forward above
+  const R = randomF32(m * n, 5)
+  const dx = new Float32Array(m * k), dA = new Float32Array(r * k), dB = new Float32Array(n * r)
+  kernels.sync.loraBackward({ ...base, dout: R, dx, dA, dB })
+  const loss = (xv: Float64Array, av: Float64Array) => {
+    let total = 0
+    for (let i = 0; i < m; i++)
+      for (let j = 0; j < n; j++) {
+        let s = 0
+        for (let c = 0; c < k; c++) s += xv[i * k + c] * w[j * k + c]
+        for (let q = 0; q < r; q++) {
+          let u = 0
+          for (let c = 0; c < k; c++) u += (keep(BigInt(seed), i * k + c, p) ? xv[i * k + c] / (1 - p) : 0) * av[q * k + c]
+          s += prob.scale * u * b[j * r + q]
+        }
+        total += s * R[i * n + j]
+      }
+    return total
+  }
+  const h = 1e-6
+  const fdx = new Float64Array(m * k), fdA = new Float64Array(r * k)
+  for (let i = 0; i < m * k; i++) {
+    const up = Float64Array.from(xs), dn = Float64Array.from(xs)
+    up[i] += h
+    dn[i] -= h
+    fdx[i] = (loss(up, a) - loss(dn, a)) / (2 * h)
+  }
+  for (let i = 0; i < r * k; i++) {
+    const up = Float64Array.from(a), dn = Float64Array.from(a)
+    up[i] += h
+    dn[i] -= h
+    fdA[i] = (loss(xs, up) - loss(xs, dn)) / (2 * h)
+  }
+  t.ok(relErr(dx, fdx) < 1e-5, `dx with dropout vs finite differences: ${relErr(dx, fdx).toExponential(2)}`)
+  t.ok(relErr(dA, fdA) < 1e-5, `dA with dropout vs finite differences: ${relErr(dA, fdA).toExponential(2)}`)
+  t.throws(() => kernels.sync.loraForward({ ...base, dropout: 1, out }), { name: 'RangeError', message: /'dropout' must be in \[0, 1\)/ })
+})

@@ -81,3 +81,42 @@ t.test('labels: -100 is ignored, and labels equal to the ids give the default lo
   adapter.dispose()
   await model.dispose()
 })
+
+t.test('LoRA dropout: training only, seeded by the batch, recompute-consistent', async (t) => {
+  const { model, input, golden, mask, cfg } = load('ernie-tiny')
+  const tensors = (n: string) => {
+    const g = golden.get(`lora.${n}`)
+    return g && { shape: g.shape, data: g.raw as Float32Array }
+  }
+  const plain = LoraAdapter.fromTensors(model, { r: 4, alpha: 8 }, tensors)
+  const dropped = LoraAdapter.fromTensors(model, { r: 4, alpha: 8, dropout: 0.2 }, tensors)
+  // inference never drops
+  const a = await model.forward(input, { adapter: plain }), b = await model.forward(input, { adapter: dropped })
+  t.equal(maskedRelErr(b.hidden!, a.hidden!, mask, cfg.hidden_size), 0, 'forward unaffected by dropout')
+  const base = await model.lossAndGrad(input, { adapter: plain })
+  const d1 = await model.lossAndGrad(input, { adapter: dropped })
+  const d2 = await model.lossAndGrad(input, { adapter: dropped })
+  const d3 = await model.lossAndGrad(input, { adapter: dropped, recompute: true })
+  const d4 = await model.lossAndGrad(input, { adapter: dropped, dropoutSeed: 99 })
+  t.not(d1.loss, base.loss, 'dropout changes the training loss')
+  t.equal(d1.loss, d2.loss, 'same batch, same masks')
+  t.equal(d3.loss, d1.loss, 'recompute replays the same masks')
+  const name = 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight'
+  t.ok(relErr(d3.grads.get(name)!, d1.grads.get(name)!) < 1e-6, 'recompute gives the same gradients')
+  t.not(d4.loss, d1.loss, 'another seed, other masks')
+  plain.dispose()
+  dropped.dispose()
+  await model.dispose()
+})
+
+t.test('loss() (forward only) equals the loss of lossAndGrad', async (t) => {
+  const { model, adapter, input, golden } = load('qwen3-tiny')
+  const a = await model.loss(input, { adapter })
+  const want = golden.get('lora.loss')!.raw[0]
+  t.ok(Math.abs(a.loss - want) / want < 1e-5, `loss ${a.loss} vs golden ${want}`)
+  const b = await model.lossAndGrad(input, { adapter })
+  t.ok(Math.abs(a.loss - b.loss) < 1e-9, 'same as lossAndGrad')
+  t.equal(a.count, b.count)
+  adapter.dispose()
+  await model.dispose()
+})

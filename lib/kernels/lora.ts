@@ -22,6 +22,9 @@ export interface LoraShape {
   loraB: Float32Array
   /** [m, rank]: x A^T, written by the forward and read by the backward. */
   u: Float32Array
+  /** Dropout on the adapter's input (training); element i is kept when the seeded hash says so. */
+  dropout?: number
+  seed?: number
 }
 
 export interface LoraForwardOptions extends LoraShape {

@@ -18,7 +18,7 @@ export interface LoraOptions {
   r?: number
   /** Scaling numerator (default 8, as PEFT): scale = alpha / r. */
   alpha?: number
-  /** Dropout on the adapter's input during training (default 0). */
+  /** Dropout on the adapter's input during training (default 0), as PEFT's lora_dropout. */
   dropout?: number
   /** Projections to adapt (default all seven). */
   targetModules?: Projection[]
@@ -174,7 +174,7 @@ export class LoraAdapter {
       layers.push(entry)
     }
     const Adapter = native.Adapter as new (o: object) => NativeAdapterHandle
-    this.handle_ = new Adapter({ layers })
+    this.handle_ = new Adapter({ layers, dropout: config.dropout })
   }
 
   /** alpha / r, or alpha / sqrt(r) with rsLoRA. */

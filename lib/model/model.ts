@@ -7,12 +7,13 @@ import * as path from 'node:path'
 import { ErnieError, rangeError, typeError } from '../errors'
 import { resolveModel, type ResolveOptions } from '../hub'
 import { openSafetensors, saveSafetensors, type Safetensors, type TensorToSave } from '../io/safetensors'
+import { gemmSync } from '../kernels/gemm'
 import { native } from '../native'
 import { Tokenizer, type ChatMessage } from '../tokenizer'
 import { seededRandom } from '../util/random'
 import { resolveConfig, type ModelConfig, type ResolvedConfig } from './config'
 import { LoraAdapter, peftName } from './lora'
-import { mapWeights, PROJECTIONS, type MatrixView, type ModelViews, type TensorSource, type WeightArray } from './weights'
+import { mapWeights, PROJECTIONS, type LayerViews, type MatrixView, type ModelViews, type TensorSource, type WeightArray } from './weights'
 
 /** Token ids as rows (all the same length, right-padded), or a flat Int32Array with a shape. */
 export type TokenBatch = number[][] | { data: Int32Array; shape: [number, number] }
@@ -446,6 +447,11 @@ export class ErnieModel implements AsyncDisposable {
       grads?: Map<string, Float32Array>
       /** The loss on the final hidden states: next-token cross-entropy (default), or another head's. */
       objective?: Objective
+      /**
+       * Seeds the adapter's dropout masks. Default: a hash of the batch's token ids, so a step
+       * repeats exactly (resume, recompute) without state.
+       */
+      dropoutSeed?: number
     } = {},
   ): Promise<{ loss: number; count: number; grads: Map<string, Float32Array> }> {
     const handle = this.native()
@@ -459,6 +465,7 @@ export class ErnieModel implements AsyncDisposable {
         ...b,
         adapter: options.adapter?.handle,
         recompute: options.recompute === true,
+        dropoutSeed: options.dropoutSeed ?? hashIds(b.inputIds),
         loss: options.objective ?? { kind: 'lm', labels },
         grads: spec,
       }),
@@ -467,8 +474,8 @@ export class ErnieModel implements AsyncDisposable {
   }
 
   /**
-   * The mean next-token cross-entropy and its token count, without gradients (evaluation). Same
-   * label conventions as lossAndGrad.
+   * The mean next-token cross-entropy and its token count, without gradients (evaluation): a
+   * forward and the loss, no backward. Same label conventions as lossAndGrad.
    */
   async loss(input: ForwardInput & { labels?: TokenBatch }, options: { adapter?: LoraAdapter } = {}): Promise<{ loss: number; count: number }> {
     const handle = this.native()
@@ -541,6 +548,41 @@ export class ErnieModel implements AsyncDisposable {
     this.weights = views
     this.full = { masters, compute: copies }
     return masters
+  }
+
+  /**
+   * Folds a LoRA adapter into the weights it adapts: W' = W + scale B A, computed in f32 and
+   * kept as f32 or rounded to bf16 (the default, as PEFT's merge_and_unload keeps the model's
+   * dtype). The model then no longer needs the adapter; save() exports the merged checkpoint.
+   */
+  mergeAdapter(adapter: LoraAdapter, options: { dtype?: 'bf16' | 'f32' } = {}): void {
+    this.native()
+    if (!(adapter instanceof LoraAdapter)) throw typeError('mergeAdapter: expected a LoraAdapter')
+    if (this.full) throw new ErnieError('ERR_STATE', 'mergeAdapter: not with full training enabled; merge before enableFullTraining')
+    if (this.running.size > 0) throw new ErnieError('ERR_BUSY', 'mergeAdapter: wait for the running calls to finish first')
+    const dtype = options.dtype ?? 'bf16'
+    if (dtype !== 'bf16' && dtype !== 'f32') throw rangeError(`mergeAdapter: dtype must be 'bf16' or 'f32', got ${JSON.stringify(dtype)}`)
+    const keys: Record<string, keyof LayerViews> = { q_proj: 'q', k_proj: 'k', v_proj: 'v', o_proj: 'o', gate_proj: 'gate', up_proj: 'up', down_proj: 'down' }
+    const layers = this.weights.layers.map((layer, l) => {
+      const out = { ...layer }
+      for (const proj of adapter.config.targetModules) {
+        const view = layer[keys[proj]] as MatrixView
+        const a = adapter.tensors.get(peftName(l, proj, 'A'))!, b = adapter.tensors.get(peftName(l, proj, 'B'))!
+        const base = materialize(view)
+        const w = base instanceof Float32Array ? Float32Array.from(base) : bf16ToF32(base)
+        // W[out, in] += scale * B[out, r] . A[r, in]
+        gemmSync({ c: w, m: view.rows, n: view.cols, accumulate: true, alpha: adapter.scale, segments: [{ a: b, b: a, k: adapter.config.r, bLayout: 'kn' }] })
+        const data = dtype === 'f32' ? w : f32ToBf16(w)
+        ;(out as Record<string, unknown>)[keys[proj]] = { data, offset: 0, rows: view.rows, cols: view.cols, ld: view.cols, transposed: false }
+      }
+      return out
+    })
+    const views: ModelViews = { ...this.weights, layers }
+    const Model = native.Model as NativeModelCtor
+    const handle = new Model(nativeModelOptions(this.config, views))
+    this.handle?.dispose()
+    this.handle = handle
+    this.weights = views
   }
 
   /** The fp32 master weights that train (HF names), after enableFullTraining; empty before. */
@@ -792,6 +834,13 @@ export function gradientSpec(
     spec.lora = lora
   }
   return spec
+}
+
+// FNV-1a over the token ids: a stateless default seed for a batch's dropout masks.
+function hashIds(ids: Int32Array): number {
+  let h = 0x811c9dc5
+  for (let i = 0; i < ids.length; i++) h = Math.imul(h ^ ids[i], 0x01000193) >>> 0
+  return h
 }
 
 /** Reads and validates a directory's config.json. */

@@ -35,6 +35,9 @@ LoraCall parse_common(Args& args) {
   c.x = x.f32();
   c.w = cpu::MatrixRef{w.data, w.dtype(), int64_t(k), false};
   c.lora = cpu::LoraRef{a.f32(), b.f32(), r, float(args.number("scale"))};
+  c.lora.dropout = float(args.number_or("dropout", 0.0));
+  if (c.lora.dropout < 0 || c.lora.dropout >= 1) args.range_error("'dropout' must be in [0, 1)");
+  c.lora.seed = uint64_t(args.integer_or("seed", 0, 0, (int64_t(1) << 53)));
   return c;
 }
 

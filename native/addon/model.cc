@@ -195,6 +195,8 @@ class NativeAdapter : public Napi::ObjectWrap<NativeAdapter> {
       st->adapter.layers.push_back(refs);
     }
     st->layers = int64_t(layers.size());
+    st->adapter.dropout = float(args.number_or("dropout", 0.0));
+    if (st->adapter.dropout < 0 || st->adapter.dropout >= 1) args.range_error("'dropout' must be in [0, 1)");
     kept_ = std::move(args.kept());
     state_ = std::move(st);
   }
@@ -362,6 +364,7 @@ Napi::Value NativeModel::RunTrainStep(const Napi::CallbackInfo& info, bool sync)
   std::shared_ptr<AdapterState> adapter = parse_adapter(args, d);
   engine::TrainOptions options;
   options.recompute = args.boolean_or("recompute", false);
+  options.dropout_seed = uint64_t(args.integer_or("dropoutSeed", 0, 0, (int64_t(1) << 53)));
 
   auto grads = std::make_shared<engine::Grads>();
   Args g = args.object("grads");

@@ -52,7 +52,12 @@ void gemm(const GemmArgs& g) {
   // 1 / (band width) of the multiply.
   const int64_t m_panels = (g.m + mr - 1) / mr, n_panels = (g.n + nr - 1) / nr;
   const bool split_n = n_panels > m_panels;
-  parallel_for(split_n ? n_panels : m_panels, [&](int64_t p0, int64_t p1, int thread) {
+  // A product under ~1 MFLOP runs on one thread: waking the others costs more than it saves,
+  // and far more when another process holds the second core.
+  const bool serial = 2.0 * double(g.m) * double(g.n) * double(k_total) < 1e6;
+  const int64_t panels = split_n ? n_panels : m_panels;
+  parallel_for(serial ? 1 : panels, [&](int64_t part0, int64_t part1, int thread) {
+    const int64_t p0 = serial ? 0 : part0, p1 = serial ? panels : part1;
     const int64_t r0 = split_n ? 0 : p0 * mr, r1 = split_n ? g.m : std::min(g.m, p1 * mr);
     const int64_t c0 = split_n ? p0 * nr : 0, c1 = split_n ? std::min(g.n, p1 * nr) : g.n;
     const int64_t mc_max = std::min<int64_t>(bl.mc, round_up(r1 - r0, mr));

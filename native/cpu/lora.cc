@@ -16,15 +16,26 @@ MatrixRef transposed(const MatrixRef& w) {
   return t;
 }
 
+// x with the adapter's dropout applied (a copy), or x itself when there is none.
+const float* dropped_input(const float* x, int64_t count, const LoraRef& lora, std::vector<float>& buffer) {
+  if (lora.dropout <= 0.0f) return x;
+  buffer.resize(size_t(count));
+  const float keep_scale = 1.0f / (1.0f - lora.dropout);
+  for (int64_t i = 0; i < count; ++i) buffer[i] = lora_keep(lora.seed, uint64_t(i), lora.dropout) ? x[i] * keep_scale : 0.0f;
+  return buffer.data();
+}
+
 }  // namespace
 
 void lora_linear_forward(const LinearShape& sh, const float* x, const MatrixRef& w, const LoraRef& lora, float* u,
                          float* y, bool accumulate) {
-  // u = x A^T  [m, r]
+  // u = dropout(x) A^T  [m, r]
+  std::vector<float> dropped;
+  const float* xd = dropped_input(x, sh.m * sh.k, lora, dropped);
   GemmArgs ua;
   ua.m = sh.m;
   ua.n = lora.r;
-  ua.segments = {{f32_ref(x, sh.k, false), f32_ref(lora.a, sh.k, false), sh.k}};
+  ua.segments = {{f32_ref(xd, sh.k, false), f32_ref(lora.a, sh.k, false), sh.k}};
   ua.c = u;
   ua.ldc = lora.r;
   gemm(ua);
@@ -61,17 +72,42 @@ void lora_linear_backward(const LinearShape& sh, const float* x, const MatrixRef
   gb.alpha = lora.scale;
   gb.accumulate = true;
   gemm(gb);
-  // dA += s g^T x  [r, k]
+  // dA += s g^T dropout(x)  [r, k]
+  std::vector<float> dropped;
+  const float* xd = dropped_input(x, m * k, lora, dropped);
   GemmArgs gA;
   gA.m = r;
   gA.n = k;
-  gA.segments = {{f32_ref(g.data(), r, true), f32_ref(x, k, true), m}};
+  gA.segments = {{f32_ref(g.data(), r, true), f32_ref(xd, k, true), m}};
   gA.c = da;
   gA.ldc = k;
   gA.alpha = lora.scale;
   gA.accumulate = true;
   gemm(gA);
   if (dx == nullptr) return;
+  if (lora.dropout > 0.0f) {
+    // dx (+)= dy W, then + the adapter's path s g A through the dropout mask
+    std::vector<float> path(size_t(m * k));
+    GemmArgs gp;
+    gp.m = m;
+    gp.n = k;
+    gp.segments = {{f32_ref(g.data(), r, false), f32_ref(lora.a, k, true), r, lora.scale}};
+    gp.c = path.data();
+    gp.ldc = k;
+    gemm(gp);
+    GemmArgs gx;
+    gx.m = m;
+    gx.n = k;
+    gx.segments = {{f32_ref(dy, n, false), transposed(w), n}};
+    gx.c = dx;
+    gx.ldc = k;
+    gx.accumulate = dx_accumulate;
+    gemm(gx);
+    const float keep_scale = 1.0f / (1.0f - lora.dropout);
+    for (int64_t i = 0; i < m * k; ++i)
+      if (lora_keep(lora.seed, uint64_t(i), lora.dropout)) dx[i] += path[i] * keep_scale;
+    return;
+  }
   // dx (+)= dy W + s g A, one pass over dx
   GemmArgs gx;
   gx.m = m;

@@ -13,7 +13,23 @@ struct LoraRef {
   const float* b = nullptr;  // [n, r]
   int64_t r = 0;
   float scale = 1.0f;        // alpha / r (or alpha / sqrt(r) for rsLoRA)
+  // Training only: dropout on the adapter's input, as PEFT's lora_dropout. Element i of x is
+  // kept, times 1 / (1 - p), when lora_keep(seed, i, p); the mask is recomputed, never stored.
+  float dropout = 0.0f;
+  uint64_t seed = 0;
 };
+
+// Whether element i survives dropout p under `seed`: splitmix64-hashed, so forward, backward
+// and recompute agree without a stored mask.
+inline bool lora_keep(uint64_t seed, uint64_t i, float p) {
+  auto mix = [](uint64_t x) {
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+  };
+  return double(mix(seed ^ mix(i)) >> 11) * 0x1.0p-53 >= double(p);
+}
 
 struct LinearShape {
   int64_t m, n, k;  // tokens, out features, in features

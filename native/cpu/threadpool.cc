@@ -158,10 +158,16 @@ void ThreadPool::parallel_for(int64_t n, const RangeFn& fn) {
   }
   wake_.notify_all();
   run_part(0);
-  while (pending_.load(std::memory_order_acquire) != 0) {
+  // Wait for the other parts; after a short spin, yield, so that a worker the OS has put off
+  // (another process on its core) gets the CPU sooner than a spinning caller would let it.
+  for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
+    if (spin < 4000) {
 #if defined(__x86_64__)
-    __builtin_ia32_pause();
+      __builtin_ia32_pause();
 #endif
+    } else {
+      std::this_thread::yield();
+    }
   }
   job_ = nullptr;
   if (error_) std::rethrow_exception(error_);

@@ -100,7 +100,8 @@ LossFn classifier_loss(const ModelDims& d, const Batch& batch, const ClassifierH
     for (auto& v : dlogits) v *= inv;
     // head gradients, and the pooled rows' gradient scattered back to their tokens
     std::vector<std::pair<int64_t, float>> rows;
-    for (int64_t i = 0; i < B * d.hidden * batch.seq; ++i) dhidden[i] = 0.0f;
+    if (dhidden)
+      for (int64_t i = 0; i < B * d.hidden * batch.seq; ++i) dhidden[i] = 0.0f;
     for (int64_t s = 0; s < B; ++s) {
       for (int64_t c = 0; c < C; ++c) {
         const double g = dlogits[s * C + c];
@@ -108,6 +109,7 @@ LossFn classifier_loss(const ModelDims& d, const Batch& batch, const ClassifierH
         if (head.dweight)
           for (int64_t j = 0; j < H; ++j) head.dweight[c * H + j] += float(g * pooled[s * H + j]);
       }
+      if (!dhidden) continue;
       pooling_rows(batch, head.pooling, s, rows);
       for (auto [row, weight] : rows)
         for (int64_t j = 0; j < H; ++j) {
@@ -128,7 +130,7 @@ LossFn mean_square_loss(const ModelDims& d, const Batch& batch, LossResult* resu
     double sum = 0;
     for (int64_t i = 0; i < n; ++i) {
       sum += double(hidden[i]) * hidden[i];
-      dhidden[i] = float(2.0 * hidden[i] / double(n));
+      if (dhidden) dhidden[i] = float(2.0 * hidden[i] / double(n));
     }
     result->loss = sum / double(n);
     result->count = n;

@@ -406,8 +406,27 @@ void forward_cached(const ModelDims& d, const ModelWeights& w, const Adapter* ad
   linear(w.lm_head, nullptr, normed.data(), 1, d.vocab, d.hidden, last_logits, false, nullptr);
 }
 
-double train_step(const ModelDims& d, const ModelWeights& w, const Adapter* adapter, const Batch& batch,
+double train_step(const ModelDims& d, const ModelWeights& w, const Adapter* trained_adapter, const Batch& batch,
                   const LossFn& loss_fn, Grads& g, const TrainOptions& options) {
+  // No gradient asked for (evaluation): the inference forward and the loss, no backward.
+  if (!g.base() && g.lora.empty()) {
+    std::vector<float> hidden(size_t(batch.batch * batch.seq * d.hidden));
+    forward(d, w, trained_adapter, batch, ForwardOutputs{hidden.data(), nullptr});
+    return loss_fn(hidden.data(), nullptr);
+  }
+  // LoRA dropout: each (layer, projection) gets its own mask seed for this step.
+  Adapter with_dropout;
+  const Adapter* adapter = trained_adapter;
+  if (trained_adapter && trained_adapter->dropout > 0.0f) {
+    with_dropout = *trained_adapter;
+    for (size_t l = 0; l < with_dropout.layers.size(); ++l)
+      for (int p = 0; p < kNumProj; ++p) {
+        cpu::LoraRef& ref = with_dropout.layers[l][p];
+        ref.dropout = trained_adapter->dropout;
+        ref.seed = options.dropout_seed * 0x9e3779b97f4a7c15ull + uint64_t(l * kNumProj + p) * 0xbf58476d1ce4e5b9ull + 1;
+      }
+    adapter = &with_dropout;
+  }
   BatchInfo bi(batch);
   const size_t nh = size_t(bi.n * d.hidden);
   // Each layer's input, kept for the backward (and, with recompute, to replay the layer).

@@ -52,6 +52,7 @@ struct ModelWeights {
 // LoRA on any of the projections; a null `a` means none on that projection.
 struct Adapter {
   std::vector<std::array<cpu::LoraRef, kNumProj>> layers;
+  float dropout = 0.0f;  // on each LoRA's input, in training only (train_step)
   int64_t max_rank() const;
 };
 
@@ -107,13 +108,16 @@ struct Grads {
 
 // The loss on the final hidden states [B, T, hidden] (after the final norm): returns the loss
 // and writes its gradient dhidden (same shape), adding any head-weight gradients itself.
+// dhidden is null when no gradient is wanted (evaluation).
 using LossFn = std::function<double(const float* hidden, float* dhidden)>;
 
 struct TrainOptions {
   bool recompute = false;  // keep only each layer's input; recompute the layer in the backward
+  uint64_t dropout_seed = 0;  // LoRA dropout masks of this step derive from it
 };
 
-// One micro-batch: forward, loss, backward. Returns the loss.
+// One micro-batch: forward, loss, backward. Returns the loss. With no gradient buffer in
+// `grads` it is an evaluation: forward and loss only.
 double train_step(const ModelDims& dims, const ModelWeights& w, const Adapter* adapter, const Batch& batch,
                   const LossFn& loss, Grads& grads, const TrainOptions& options);
 

@@ -190,6 +190,13 @@ static_assert(NR == 2 * VL, "the micro-kernel holds two vectors per row");
 // The tile is MR rows of two vectors, held in named variables c<i>0, c<i>1 (an array of
 // vectors would be kept in memory by GCC inside the k loop). ERNIE_ROWS(X) expands X(i) per row.
 #define ERNIE_DECL_ROW(i) Vec c##i##0 = vzero(), c##i##1 = vzero();
+// The tile of C is read (when accumulating) and written only after the k loop: ask for its
+// lines now, so they arrive while the loop runs instead of stalling the stores.
+#define ERNIE_PREFETCH_ROW(i)                                       \
+  if ((i) < mr) {                                                   \
+    _mm_prefetch(reinterpret_cast<const char*>(c + (i) * ldc), _MM_HINT_T0);        \
+    _mm_prefetch(reinterpret_cast<const char*>(c + (i) * ldc + NR - 1), _MM_HINT_T0); \
+  }
 #define ERNIE_SPILL_ROW(i) vstore(tile + (i) * NR, c##i##0); vstore(tile + (i) * NR + VL, c##i##1);
 #define ERNIE_STORE_ROW(i)                                                         \
   {                                                                                \
@@ -218,6 +225,7 @@ static_assert(NR == 2 * VL, "the micro-kernel holds two vectors per row");
   }
 inline void micro_kernel(int64_t kp, const Packed* a, const Packed* b, float* c, int64_t ldc, bool accumulate,
                          int64_t mr, int64_t nr) {
+  ERNIE_ROWS(ERNIE_PREFETCH_ROW)
   ERNIE_ROWS(ERNIE_DECL_ROW)
   for (int64_t kk = 0; kk < kp / 2; ++kk) {
     const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + kk * NR);
@@ -236,6 +244,7 @@ inline void micro_kernel(int64_t kp, const Packed* a, const Packed* b, float* c,
   }
 inline void micro_kernel(int64_t kc, const Packed* a, const Packed* b, float* c, int64_t ldc, bool accumulate,
                          int64_t mr, int64_t nr) {
+  ERNIE_ROWS(ERNIE_PREFETCH_ROW)
   ERNIE_ROWS(ERNIE_DECL_ROW)
   for (int64_t k = 0; k < kc; ++k) {
     const Vec b0 = vload(b + k * NR), b1 = vload(b + k * NR + VL);
