@@ -74,6 +74,7 @@ t.test('full fine-tuning learns sentiment and survives save / load', async (t) =
   t.match(report, /<table class="confusion">/, 'report: the confusion matrix')
   t.notMatch(report, /<script|src="http/, 'report: self-contained')
 
+  await t.rejects(ErnieClassifier.load(out, { model: TINY }), { code: 'ERR_BASE_MODEL', message: /trained its model's own weights/ }, 'a fine-tuned model cannot be swapped for its base')
   const loaded = await ErnieClassifier.load(out)
   t.teardown(() => loaded.dispose())
   t.equal(loaded.method, 'full')

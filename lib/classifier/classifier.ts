@@ -858,6 +858,8 @@ export class ErnieClassifier implements AsyncDisposable {
     let model: ErnieModel
     let owns = true
     let base: BaseModelRef = { kind: meta.base.kind, ref: meta.base.ref }
+    if (options.model !== undefined && meta.base.kind === 'saved' && meta.base.trainedFrom !== undefined)
+      throw new ErnieError('ERR_BASE_MODEL', `${file}: this classifier trained its model's own weights (saved in ${path.join(dir, meta.base.ref)}); it cannot run on another base model`)
     if (options.model instanceof ErnieModel) {
       model = options.model
       owns = false
