@@ -5,6 +5,7 @@
 // head to the engine's classify objective instead.
 import { rangeError } from '../errors'
 import type { TensorToSave } from '../io/safetensors'
+import { seededRandom } from '../util/random'
 
 export type HeadSpec = { kind: 'linear' } | { kind: 'mlp'; hiddenSize: number }
 
@@ -16,17 +17,6 @@ const OUT_WEIGHT = 'classifier.out_proj.weight'
 const OUT_BIAS = 'classifier.out_proj.bias'
 const FEATURE_MEAN = 'classifier.feature_mean'
 const FEATURE_STD = 'classifier.feature_std'
-
-function seeded(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 function uniformFill(a: Float32Array, bound: number, next: () => number): Float32Array {
   for (let i = 0; i < a.length; i++) a[i] = (2 * next() - 1) * bound
@@ -60,7 +50,7 @@ export class Head {
   }
 
   static create(spec: HeadSpec, inputSize: number, classes: number, seed = 0): Head {
-    const next = seeded(seed ^ 0x5eed)
+    const next = seededRandom(seed ^ 0x5eed)
     const H = inputSize
     const C = classes
     const params = new Map<string, Float32Array>()
