@@ -28,10 +28,10 @@ const MAIN_HELP = `Usage: ernie-sentiment <command> [options]
 Sentiment classifiers on ERNIE-4.5 / Qwen3 models, trained and run on the CPU.
 
 Commands:
-  demo      fine-tune on the bundled ChnSentiCorp and report test accuracy (a few minutes' tour)
   train     train a classifier on labelled data and save it (with report.html)
   eval      accuracy, macro-F1 and the confusion matrix of a saved classifier
   predict   label texts given as arguments, or one per line on stdin (JSON lines out)
+  demo      fine-tune on the bundled ChnSentiCorp, then report test accuracy and sample predictions
 
 Run 'ernie-sentiment <command> --help' for a command's options.
 Options:
