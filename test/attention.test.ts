@@ -1,6 +1,7 @@
 // Fused causal attention against a float64 reference (naive softmax attention written here),
 // forward and backward, on every ISA this CPU supports, at sizes that are not multiples of
-// any tile (1, 7, 67, 150, 200 rows; head dims 5, 24, 128), with GQA, tq < tk and padding.
+// any tile (1, 7, 67, 150, 200 rows; head dims 5, 24, 128), with GQA, tq < tk, padding and
+// packed documents (keyStart).
 import t from 'tap'
 import { kernels } from '../lib/index'
 import { firstNaN, forEachIsa, nanFilled, randomF32, relErr } from './helpers'
@@ -14,6 +15,7 @@ interface Shape {
   headDim: number
   scale?: number
   keyMask?: Int32Array | Uint8Array
+  keyStart?: Int32Array
 }
 
 interface Inputs {
@@ -31,11 +33,13 @@ function makeInputs(s: Shape, seed: number): Inputs {
   return { q: randomF32(qSize(s), seed, 2), k: randomF32(kvSize(s), seed + 1), v: randomF32(kvSize(s), seed + 2) }
 }
 
-const keyOk = (s: Shape, b: number, j: number) => !s.keyMask || s.keyMask[b * s.tk + j] !== 0
+// Key j is visible to query row i (causality aside): not padding, and not before the row's keyStart.
+const keyOk = (s: Shape, b: number, i: number, j: number) =>
+  (!s.keyMask || s.keyMask[b * s.tk + j] !== 0) && (!s.keyStart || j >= s.keyStart[b * s.tq + i])
 
 // ---- float64 reference -----------------------------------------------------------------------
 // For query row i of head h: scores s_j = scale q_i . k_j over the keys it sees (j <= i + tk - tq,
-// keyMask 1); p = softmax(s); out_i = sum_j p_j v_j; lse_i = log sum_j exp(s_j). No key: 0, -inf.
+// keyMask 1, j >= keyStart_i); p = softmax(s); out_i = sum_j p_j v_j; lse_i = log sum_j exp(s_j). No key: 0, -inf.
 function refForward(s: Shape, q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>) {
   const { batch, tq, tk, heads, kvHeads, headDim: D } = s
   const scale = s.scale ?? 1 / Math.sqrt(D)
@@ -51,7 +55,7 @@ function refForward(s: Shape, q: ArrayLike<number>, k: ArrayLike<number>, v: Arr
         let m = -Infinity
         const last = i + tk - tq
         for (let j = 0; j <= last; j++) {
-          if (!keyOk(s, b, j)) continue
+          if (!keyOk(s, b, i, j)) continue
           const ko = ((b * tk + j) * kvHeads + kvh) * D
           let dot = 0
           for (let d = 0; d < D; d++) dot += q[qo + d] * k[ko + d]
@@ -64,10 +68,10 @@ function refForward(s: Shape, q: ArrayLike<number>, k: ArrayLike<number>, v: Arr
           continue
         }
         let sum = 0
-        for (let j = 0; j <= last; j++) if (keyOk(s, b, j)) sum += Math.exp(scores[j] - m)
+        for (let j = 0; j <= last; j++) if (keyOk(s, b, i, j)) sum += Math.exp(scores[j] - m)
         lse[lo] = m + Math.log(sum)
         for (let j = 0; j <= last; j++) {
-          if (!keyOk(s, b, j)) continue
+          if (!keyOk(s, b, i, j)) continue
           const p = Math.exp(scores[j] - lse[lo])
           const vo = ((b * tk + j) * kvHeads + kvh) * D
           for (let d = 0; d < D; d++) out[qo + d] += p * v[vo + d]
@@ -101,7 +105,7 @@ function refBackward(s: Shape, q: ArrayLike<number>, k: ArrayLike<number>, v: Ar
         let delta = 0
         for (let d = 0; d < D; d++) delta += dout[qo + d] * out[qo + d]
         for (let j = 0; j <= i + tk - tq; j++) {
-          if (!keyOk(s, b, j)) continue
+          if (!keyOk(s, b, i, j)) continue
           const ko = ((b * tk + j) * kvHeads + kvh) * D
           let dot = 0
           let dp = 0
@@ -155,7 +159,8 @@ function lseError(got: Float32Array, ref: Float64Array): number {
 
 function describe(s: Shape): string {
   const mask = s.keyMask ? ` mask:${s.keyMask.constructor.name}` : ''
-  return `B${s.batch} tq${s.tq} tk${s.tk} H${s.heads}/KV${s.kvHeads} D${s.headDim}${s.scale ? ` scale${s.scale}` : ''}${mask}`
+  const packed = s.keyStart ? ' packed' : ''
+  return `B${s.batch} tq${s.tq} tk${s.tk} H${s.heads}/KV${s.kvHeads} D${s.headDim}${s.scale ? ` scale${s.scale}` : ''}${mask}${packed}`
 }
 
 // keyMask [batch, tk] from each sequence's (first real, end) key range.
@@ -165,6 +170,21 @@ function maskOf<T extends Int32Array | Uint8Array>(make: (n: number) => T, tk: n
     for (let j = from; j < to; j++) m[b * tk + j] = 1
   })
   return m
+}
+
+// keyStart [batch, tq] for rows packed with documents of these lengths (queries over a KV cache:
+// the last tq of the tk positions).
+function packedStarts(tq: number, tk: number, docs: number[][]): Int32Array {
+  const starts = new Int32Array(docs.length * tq)
+  docs.forEach((lengths, b) => {
+    let j = 0
+    for (const len of lengths) {
+      for (let p = j; p < j + len; p++) if (p >= tk - tq) starts[b * tq + p - (tk - tq)] = j
+      j += len
+    }
+    if (j !== tk) throw new Error('document lengths must add up to tk')
+  })
+  return starts
 }
 
 const FWD_BOUND = 1e-5
@@ -185,6 +205,11 @@ const shapes: Shape[] = [
   { batch: 4, tq: 67, tk: 67, heads: 2, kvHeads: 1, headDim: 24, keyMask: maskOf((n) => new Uint8Array(n), 67, [[0, 40], [10, 67], [0, 0], [0, 67]]) },
   { batch: 2, tq: 150, tk: 150, heads: 4, kvHeads: 2, headDim: 128, keyMask: maskOf((n) => new Int32Array(n), 150, [[0, 101], [0, 0]]) },
   { batch: 2, tq: 30, tk: 150, heads: 2, kvHeads: 2, headDim: 5, keyMask: maskOf((n) => new Int32Array(n), 150, [[0, 97], [60, 150]]) },
+  // packed documents: boundaries inside and across tiles, one-token documents, with padding at the end
+  { batch: 2, tq: 150, tk: 150, heads: 4, kvHeads: 2, headDim: 24, keyStart: packedStarts(150, 150, [[1, 40, 2, 90, 17], [150]]) },
+  { batch: 3, tq: 200, tk: 200, heads: 2, kvHeads: 1, headDim: 128, keyStart: packedStarts(200, 200, [[63, 65, 72], [1, 1, 198], [100, 100]]) },
+  { batch: 2, tq: 67, tk: 67, heads: 2, kvHeads: 1, headDim: 5, keyStart: packedStarts(67, 67, [[20, 20, 27], [30, 37]]), keyMask: maskOf((n) => new Uint8Array(n), 67, [[0, 60], [0, 67]]) },
+  { batch: 1, tq: 30, tk: 150, heads: 2, kvHeads: 2, headDim: 24, keyStart: packedStarts(30, 150, [[100, 35, 15]]) },
 ]
 
 t.test('forward matches float64 softmax attention, every element written', async (t) => {
@@ -382,6 +407,9 @@ t.test('bad arguments throw typed errors naming the argument', async (t) => {
   t.throws(fwd({ ...ok, keyMask: new Float32Array(4) }), { name: 'TypeError', message: /'keyMask' must be an Int32Array or a Uint8Array, got Float32Array/ })
   t.throws(fwd({ ...ok, keyMask: new Uint8Array(5) }), { name: 'RangeError', message: /'keyMask' has 5 elements, expected batch \* tk = 4/ })
   t.throws(fwd({ ...ok, keyMask: Int32Array.from([1, 1, 2, 0]) }), { name: 'RangeError', message: /'keyMask' must hold 0 \(padding\) or 1 \(real key\), got 2 at index 2/ })
+  t.throws(fwd({ ...ok, keyStart: new Uint8Array(3) }), { name: 'TypeError', message: /'keyStart' must be an Int32Array, got Uint8Array/ })
+  t.throws(fwd({ ...ok, keyStart: new Int32Array(2) }), { name: 'RangeError', message: /'keyStart' has 2 elements, expected batch \* tq = 3/ })
+  t.throws(fwd({ ...ok, keyStart: Int32Array.from([0, 5, 1]) }), { name: 'RangeError', message: /'keyStart' must hold key positions in \[0, tk = 4\], got 5 at index 1/ })
   const shared = new Float32Array(24)
   t.throws(fwd({ ...ok, q: shared.subarray(0, 12), out: shared.subarray(6, 18) }), { name: 'RangeError', message: /'out' and 'q' must not share memory/ })
   t.throws(fwd({ ...ok, lse: out.subarray(0, 6) }), { name: 'RangeError', message: /'out' and 'lse' must not share memory/ })

@@ -1,4 +1,4 @@
-// The `ernie-sentiment` command line: train, eval, predict and demo. Results go to stdout (text, or
+// The `ernie-sentiment` command line: train, eval, predict, pretrain and demo. Results go to stdout (text, or
 // JSON with --json; predict prints JSON lines), progress and errors to stderr. Exit codes: 0
 // success, 1 failure, 2 bad usage, 130 interrupted.
 import * as fs from 'node:fs'
@@ -7,6 +7,7 @@ import * as readline from 'node:readline'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 
 import { ErnieClassifier, METHODS, type ErnieClassifierOptions, type FitOptions, type Method, type Prediction } from '../classifier/classifier'
+import { PRETRAIN_HELP, runPretrain } from './pretrain'
 import { ProgressReporter, type ProgressStream } from './progress'
 import { DEMO_HELP, outDirProblem, runDemo } from './demo'
 import { formatMetrics } from './format'
@@ -31,6 +32,7 @@ Commands:
   train     train a classifier on labelled data and save it (with report.html)
   eval      accuracy, macro-F1 and the confusion matrix of a saved classifier
   predict   label texts given as arguments, or one per line on stdin (JSON lines out)
+  pretrain  pre-train a model from random weights on raw text (one document per line)
   demo      fine-tune on the bundled ChnSentiCorp, then report test accuracy and sample predictions
 
 Run 'ernie-sentiment <command> --help' for a command's options.
@@ -372,6 +374,66 @@ async function predict(argv: string[], io: CliIo): Promise<number> {
   }
 }
 
+async function pretrainCommand(argv: string[], io: CliIo): Promise<number> {
+  const { values: a, positionals } = parse(argv, {
+    text: { type: 'string', multiple: true },
+    config: { type: 'string' },
+    tokenizer: { type: 'string' },
+    out: { type: 'string' },
+    'seq-length': { type: 'string' },
+    'batch-size': { type: 'string' },
+    epochs: { type: 'string' },
+    'max-steps': { type: 'string' },
+    lr: { type: 'string' },
+    'warmup-steps': { type: 'string' },
+    'weight-decay': { type: 'string' },
+    'eval-documents': { type: 'string' },
+    'eval-steps': { type: 'string' },
+    'save-steps': { type: 'string' },
+    resume: { type: 'boolean' },
+    seed: { type: 'string' },
+    json: { type: 'boolean' },
+    quiet: { type: 'boolean' },
+  })
+  if (a.help) {
+    io.stdout.write(PRETRAIN_HELP)
+    return 0
+  }
+  noPositionals(positionals)
+  const text = (a.text as unknown as string[] | undefined) ?? []
+  if (text.length === 0) throw new UsageError('--text is required')
+  const weightDecay = a['weight-decay'] === undefined ? undefined : Number(a['weight-decay'])
+  if (weightDecay !== undefined && !(weightDecay >= 0)) throw new UsageError(`--weight-decay must be a number >= 0, got ${JSON.stringify(a['weight-decay'])}`)
+  const out = await runPretrain(
+    {
+      text,
+      config: required(a.config as string | undefined, 'config'),
+      tokenizer: required(a.tokenizer as string | undefined, 'tokenizer'),
+      out: required(a.out as string | undefined, 'out'),
+      options: {
+        seqLength: int(a['seq-length'] as string | undefined, 'seq-length', 2),
+        batchSize: int(a['batch-size'] as string | undefined, 'batch-size'),
+        epochs: int(a.epochs as string | undefined, 'epochs'),
+        maxSteps: int(a['max-steps'] as string | undefined, 'max-steps'),
+        learningRate: num(a.lr as string | undefined, 'lr'),
+        warmupSteps: int(a['warmup-steps'] as string | undefined, 'warmup-steps', 0),
+        weightDecay,
+        evalDocuments: int(a['eval-documents'] as string | undefined, 'eval-documents', 0),
+        evalSteps: int(a['eval-steps'] as string | undefined, 'eval-steps'),
+        saveSteps: int(a['save-steps'] as string | undefined, 'save-steps', 0),
+        resume: a.resume === true,
+        seed: int(a.seed as string | undefined, 'seed', 0),
+      },
+      json: a.json === true,
+      quiet: a.quiet === true,
+    },
+    io.stderr,
+    io.signal,
+  )
+  io.stdout.write(out)
+  return io.signal?.aborted ? 130 : 0
+}
+
 function version(): string {
   for (let dir = __dirname; ; dir = path.dirname(dir)) {
     const pkg = path.join(dir, 'package.json')
@@ -385,8 +447,6 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
   const [command, ...rest] = argv
   try {
     switch (command) {
-      case 'demo':
-        return await demoCommand(rest, io)
       case 'train':
         return await train(rest, io)
       case 'eval':
@@ -394,6 +454,10 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
         return await evaluate(rest, io)
       case 'predict':
         return await predict(rest, io)
+      case 'pretrain':
+        return await pretrainCommand(rest, io)
+      case 'demo':
+        return await demoCommand(rest, io)
       case '-h':
       case '--help':
       case 'help':
@@ -411,7 +475,7 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
     }
   } catch (e) {
     if (e instanceof UsageError) {
-      io.stderr.write(`ernie-sentiment: ${e.message}\nRun 'ernie-sentiment ${command && ['demo', 'train', 'eval', 'predict'].includes(command) ? command + ' ' : ''}--help' for usage.\n`)
+      io.stderr.write(`ernie-sentiment: ${e.message}\nRun 'ernie-sentiment ${command && ['train', 'eval', 'predict', 'pretrain', 'demo'].includes(command) ? command + ' ' : ''}--help' for usage.\n`)
       return 2
     }
     const err = e as Error & { code?: string }

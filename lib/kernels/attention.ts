@@ -19,6 +19,11 @@ export interface AttentionShape {
    * out = 0 and lse = -Infinity.
    */
   keyMask?: Int32Array | Uint8Array
+  /**
+   * [batch, tq]: the first key position each query row sees, in [0, tk] (packed documents: a row
+   * sees only its own document's keys). Default 0.
+   */
+  keyStart?: Int32Array
   batch: number
   tq: number
   /** Key positions; tq <= tk. */

@@ -22,6 +22,11 @@ export interface ForwardInput {
   inputIds: TokenBatch
   /** 1 for tokens, 0 for padding; all ones when omitted. */
   attentionMask?: TokenBatch
+  /**
+   * Packed documents: a run of equal ids in a row is one document, whose tokens attend only to
+   * each other and whose positions restart at 0. Omitted: each row is one sequence.
+   */
+  segmentIds?: TokenBatch
 }
 
 export interface ForwardOptions {
@@ -54,6 +59,7 @@ type NativeModelCtor = new (o: Record<string, unknown>) => NativeModelHandle
 export interface FlatBatch {
   inputIds: Int32Array
   attentionMask: Int32Array
+  segmentIds?: Int32Array
   batch: number
   seq: number
 }
@@ -64,6 +70,7 @@ function flatten(x: TokenBatch, what: string, shape?: [number, number]): { data:
     if (B === 0) throw rangeError(`${what}: the batch is empty`)
     const T = Array.isArray(x[0]) ? x[0].length : -1
     if (T <= 0) throw typeError(`${what}: expected number[][] with non-empty rows`)
+    if (shape && (shape[0] !== B || shape[1] !== T)) throw rangeError(`${what}: shape [${B}, ${T}] differs from inputIds' [${shape[0]}, ${shape[1]}]`)
     const data = new Int32Array(B * T)
     x.forEach((row, b) => {
       if (!Array.isArray(row) || row.length !== T)
@@ -86,7 +93,9 @@ function flatten(x: TokenBatch, what: string, shape?: [number, number]): { data:
 export function toFlatBatch(input: ForwardInput): FlatBatch {
   const ids = flatten(input.inputIds, 'inputIds')
   const mask = input.attentionMask ? flatten(input.attentionMask, 'attentionMask', ids.shape).data : new Int32Array(ids.data.length).fill(1)
-  return { inputIds: ids.data, attentionMask: mask, batch: ids.shape[0], seq: ids.shape[1] }
+  const flat: FlatBatch = { inputIds: ids.data, attentionMask: mask, batch: ids.shape[0], seq: ids.shape[1] }
+  if (input.segmentIds) flat.segmentIds = flatten(input.segmentIds, 'segmentIds', ids.shape).data
+  return flat
 }
 
 function nativeMatrix(m: MatrixView): Record<string, unknown> {

@@ -11,6 +11,8 @@ export interface LmExample {
   inputIds: ArrayLike<number>
   /** Unshifted, as in transformers (position t predicts labels[t + 1]); -100 is ignored. Default: inputIds. */
   labels?: ArrayLike<number>
+  /** Packed documents (see packDocuments): tokens attend only within their run of equal ids. */
+  segmentIds?: ArrayLike<number>
 }
 
 export interface LmBatch {
@@ -18,6 +20,8 @@ export interface LmBatch {
   inputIds: Int32Array
   attentionMask: Int32Array
   labels: Int32Array
+  /** When any example is packed; padding continues its row's last segment. */
+  segmentIds?: Int32Array
   shape: [number, number]
   /** Real (unpadded) tokens. */
   tokens: number
@@ -53,6 +57,7 @@ export function collateLm(examples: readonly LmExample[], padTokenId: number, ma
   const inputIds = new Int32Array(B * T).fill(padTokenId)
   const attentionMask = new Int32Array(B * T)
   const labels = new Int32Array(B * T).fill(-100)
+  const segmentIds = examples.some((e) => e.segmentIds) ? new Int32Array(B * T) : undefined
   let tokens = 0
   let lossItems = 0
   examples.forEach((e, b) => {
@@ -64,9 +69,58 @@ export function collateLm(examples: readonly LmExample[], padTokenId: number, ma
       labels[b * T + t] = lab[t]
       if (t > 0 && lab[t] !== -100) lossItems++
     }
+    if (segmentIds && e.segmentIds) for (let t = 0; t < T; t++) segmentIds[b * T + t] = e.segmentIds[Math.min(t, n - 1)]
     tokens += n
   })
-  return { inputIds, attentionMask, labels, shape: [B, T], tokens, lossItems }
+  return { inputIds, attentionMask, labels, segmentIds, shape: [B, T], tokens, lossItems }
+}
+
+/**
+ * Packs documents (token ids, each followed by `eosTokenId`) into rows of `seqLength` tokens, as
+ * pre-training does: no padding except in the last row, a document that does not fit continuing
+ * in the next row. Each row's segmentIds number its documents, so that attention stays inside
+ * each one; the first token of every document but a row's first is labelled -100, as nothing
+ * before it in its row may predict it.
+ */
+export function packDocuments(docs: readonly (readonly number[])[], seqLength: number, eosTokenId: number): LmExample[] {
+  if (!(Number.isInteger(seqLength) && seqLength >= 2)) throw rangeError('packDocuments: seqLength must be an integer >= 2')
+  if (!Number.isInteger(eosTokenId) || eosTokenId < 0) throw rangeError('packDocuments: eosTokenId must be a token id')
+  const rows: LmExample[] = []
+  let ids: number[] = []
+  let labels: number[] = []
+  let segments: number[] = []
+  const flush = () => {
+    if (ids.length > 0) rows.push({ inputIds: Int32Array.from(ids), labels: Int32Array.from(labels), segmentIds: Int32Array.from(segments) })
+    ids = []
+    labels = []
+    segments = []
+  }
+  for (const doc of docs) {
+    const tokens = [...doc, eosTokenId]
+    let segment = segments.length > 0 ? segments[segments.length - 1] + 1 : 0
+    for (let i = 0; i < tokens.length; i++) {
+      if (ids.length === seqLength) {
+        flush()
+        segment = 0
+      }
+      // A document's first token here is unpredictable (nothing of its document precedes it).
+      labels.push(i === 0 && ids.length > 0 ? -100 : tokens[i])
+      ids.push(tokens[i])
+      segments.push(segment)
+    }
+  }
+  flush()
+  return rows
+}
+
+function lmInput(b: LmBatch) {
+  const flat = (data: Int32Array) => ({ data, shape: b.shape })
+  return {
+    inputIds: flat(b.inputIds),
+    attentionMask: flat(b.attentionMask),
+    labels: flat(b.labels),
+    ...(b.segmentIds ? { segmentIds: flat(b.segmentIds) } : {}),
+  }
 }
 
 export class LmTask implements TrainTask<LmExample, LmBatch> {
@@ -96,6 +150,8 @@ export class LmTask implements TrainTask<LmExample, LmBatch> {
             if (v !== -100 && !(Number.isInteger(v) && v >= 0 && v < vocab)) throw rangeError(`LmTask: ${what}[${i}].labels[${t}] = ${v} is neither -100 nor a token id`)
           }
         }
+        if (e.segmentIds !== undefined && e.segmentIds.length !== e.inputIds.length)
+          throw rangeError(`LmTask: ${what}[${i}].segmentIds has ${e.segmentIds.length} entries, inputIds ${e.inputIds.length}`)
       })
     check(options.train, 'train')
     if (options.eval) check(options.eval, 'eval')
@@ -143,7 +199,7 @@ export class LmTask implements TrainTask<LmExample, LmBatch> {
 
   async lossAndGrad(b: LmBatch, grads: Map<string, Float32Array>): Promise<{ loss: number; count: number }> {
     const { loss, count } = await this.model.lossAndGrad(
-      { inputIds: { data: b.inputIds, shape: b.shape }, attentionMask: { data: b.attentionMask, shape: b.shape }, labels: { data: b.labels, shape: b.shape } },
+      lmInput(b),
       { adapter: this.adapter, trainBase: this.trainBase, recompute: this.o.recompute, grads },
     )
     return { loss, count }
@@ -159,9 +215,7 @@ export class LmTask implements TrainTask<LmExample, LmBatch> {
     for (let i = 0; i < data.length; i += size) {
       const b = this.collate(data.slice(i, i + size))
       if (b.lossItems === 0) continue
-      const r = await this.model.loss(
-        { inputIds: { data: b.inputIds, shape: b.shape }, attentionMask: { data: b.attentionMask, shape: b.shape }, labels: { data: b.labels, shape: b.shape } },
-        { adapter: this.adapter },
+      const r = await this.model.loss(lmInput(b), { adapter: this.adapter },
       )
       sum += r.loss * r.count
       count += r.count

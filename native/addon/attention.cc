@@ -2,6 +2,7 @@
 //   q [batch, tq, heads, headDim], k and v [batch, tk, kvHeads, headDim]: Float32Array
 //   out [batch, tq, heads, headDim], lse [batch, heads, tq]: Float32Array, written
 //   keyMask [batch, tk]: Int32Array or Uint8Array of 0 (padding) / 1 (real key)
+//   keyStart [batch, tq]: Int32Array, the first key each query row sees (packed documents)
 // attentionBackward({ ...the same, dout, dq, dk, dv }): out and lse as the forward left them,
 //   dout like out; dq like q, dk and dv like k, overwritten.
 // Causal, bottom-right aligned (tq <= tk: the queries are the last tq of tk positions).
@@ -75,6 +76,17 @@ Parsed parse_common(Args& args) {
     p.key_valid = bytes;
     g.key_valid = bytes->data();
     p.inputs.push_back({"keyMask", mask});
+  }
+  if (args.has("keyStart")) {
+    ArrayArg start = args.i32("keyStart");
+    const uint64_t n = uint64_t(g.batch) * uint64_t(g.tq);
+    args.expect_length("keyStart", start, n, "batch * tq");
+    for (uint64_t i = 0; i < n; ++i)
+      if (start.i32()[i] < 0 || start.i32()[i] > g.tk)
+        args.range_error(args.name("keyStart") + " must hold key positions in [0, tk = " + std::to_string(g.tk) +
+                         "], got " + std::to_string(start.i32()[i]) + " at index " + std::to_string(i));
+    g.key_start = start.i32();
+    p.inputs.push_back({"keyStart", start});
   }
   return p;
 }

@@ -247,7 +247,7 @@ class NativeKvCache : public Napi::ObjectWrap<NativeKvCache> {
 
 Napi::FunctionReference* NativeKvCache::constructor = nullptr;
 
-// The batch fields shared by forward and trainStep: inputIds, attentionMask, batch, seq.
+// The batch fields shared by forward and trainStep: inputIds, attentionMask, segmentIds, batch, seq.
 engine::Batch parse_batch(Args& args, const engine::ModelDims& d) {
   const int64_t B = args.integer("batch", 1, INT32_MAX), T = args.integer("seq", 1, INT32_MAX);
   const uint64_t n = uint64_t(B) * T;
@@ -257,11 +257,19 @@ engine::Batch parse_batch(Args& args, const engine::ModelDims& d) {
     if (ids.i32()[i] < 0 || ids.i32()[i] >= d.vocab)
       args.range_error("'inputIds' holds " + std::to_string(ids.i32()[i]) + " at position " + std::to_string(i) +
                        ", outside the vocabulary [0, " + std::to_string(d.vocab) + ")");
-  engine::Batch batch{ids.i32(), nullptr, B, T};
+  engine::Batch batch;
+  batch.input_ids = ids.i32();
+  batch.batch = B;
+  batch.seq = T;
   if (args.has("attentionMask")) {
     ArrayArg mask = args.i32("attentionMask");
     args.expect_length("attentionMask", mask, n, "batch * seq");
     batch.attention_mask = mask.i32();
+  }
+  if (args.has("segmentIds")) {
+    ArrayArg segments = args.i32("segmentIds");
+    args.expect_length("segmentIds", segments, n, "batch * seq");
+    batch.segment_ids = segments.i32();
   }
   return batch;
 }

@@ -4,7 +4,8 @@
 // lse [B, H, Tq] (natural log of the softmax denominator of the scaled scores). Query head h
 // reads kv head h / (H / KV). Causal with bottom-right alignment: query row i sits at absolute
 // position i + (Tk - Tq) and sees keys j <= that position; keys whose key_valid byte is 0 are
-// excluded too. A row that sees no key gets out = 0 and lse = -inf.
+// excluded too, and so are keys before a row's key_start (packed documents: a row sees only its
+// own document). A row that sees no key gets out = 0 and lse = -inf.
 //
 // The [Tq, Tk] score matrix never exists whole. The forward walks one query tile over the key
 // tiles with an online softmax; the backward walks one key tile over the query tiles and
@@ -25,6 +26,7 @@ struct AttentionArgs {
   const float* k = nullptr;
   const float* v = nullptr;
   const uint8_t* key_valid = nullptr;  // [B, Tk], 1 = real key; null: all real
+  const int32_t* key_start = nullptr;  // [B, Tq], the first key a query row sees; null: key 0
   float* out = nullptr;                // written by the forward, read by the backward
   float* lse = nullptr;
   // Backward only.

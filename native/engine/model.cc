@@ -114,14 +114,22 @@ struct BatchInfo {
   int64_t past = 0;  // tokens already in the KV cache (generation); their keys are all real
   std::vector<int32_t> positions;
   std::vector<uint8_t> key_valid;  // [B, past + T]
+  std::vector<int32_t> key_start;  // [B, T], the first key each token sees: packed documents only
   BatchInfo(const Batch& batch, int64_t past_tokens = 0)
       : B(batch.batch), T(batch.seq), n(batch.batch * batch.seq), past(past_tokens) {
     positions.resize(size_t(n));
     key_valid.assign(size_t(B * (past + T)), 1);
-    // Positions count real tokens from 0 in each sequence (right or left padding alike).
+    if (batch.segment_ids) key_start.resize(size_t(n));
+    // Positions count real tokens from 0 in each sequence (right or left padding alike), and
+    // from 0 again at each packed document's first token.
     for (int64_t b = 0; b < B; ++b) {
-      int32_t pos = int32_t(past);
+      int32_t pos = int32_t(past), doc_start = 0;
       for (int64_t t = 0; t < T; ++t) {
+        if (batch.segment_ids && t > 0 && batch.segment_ids[b * T + t] != batch.segment_ids[b * T + t - 1]) {
+          doc_start = int32_t(t);
+          pos = 0;
+        }
+        if (batch.segment_ids) key_start[b * T + t] = int32_t(past) + doc_start;
         const bool real = !batch.attention_mask || batch.attention_mask[b * T + t] != 0;
         key_valid[b * (past + T) + past + t] = real ? 1 : 0;
         positions[b * T + t] = real ? pos++ : (pos > 0 ? pos - 1 : 0);
@@ -140,6 +148,7 @@ cpu::AttentionArgs attention_args(const ModelDims& d, const BatchInfo& bi) {
   at.head_dim = d.head_dim;
   at.scale = float(1.0 / std::sqrt(double(d.head_dim)));
   at.key_valid = bi.key_valid.data();
+  if (!bi.key_start.empty()) at.key_start = bi.key_start.data();
   return at;
 }
 
@@ -387,7 +396,10 @@ void KvCache::reset(const ModelDims& d, int64_t max_len) {
 void forward_cached(const ModelDims& d, const ModelWeights& w, const Adapter* adapter, KvCache& cache,
                     const int32_t* ids, int64_t count, float* last_logits) {
   if (cache.length + count > cache.capacity) throw std::length_error("the KV cache is full");
-  const Batch batch{ids, nullptr, 1, count};
+  Batch batch;
+  batch.input_ids = ids;
+  batch.batch = 1;
+  batch.seq = count;
   BatchInfo bi(batch, cache.length);
   std::vector<float> h(size_t(count * d.hidden));
   embed(w, d, batch, h.data());

@@ -59,6 +59,9 @@ struct Adapter {
 struct Batch {
   const int32_t* input_ids = nullptr;       // [B, T]
   const int32_t* attention_mask = nullptr;  // [B, T], 1 = token, 0 = padding; null: all tokens
+  // [B, T]: packed documents. A run of equal ids is one document: its tokens attend only to each
+  // other and their positions restart at 0. Null: each row is one document.
+  const int32_t* segment_ids = nullptr;
   int64_t batch = 0, seq = 0;
 };
 

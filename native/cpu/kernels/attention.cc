@@ -439,7 +439,17 @@ void attention_fwd_tile(const AttentionArgs& g, const float* kv_tiles, int64_t b
   const float* kv_head = kv_tiles + (b * KV + kvh) * ((Tk + FWD_BK - 1) / FWD_BK) * tile_floats;
   const uint8_t* valid = g.key_valid ? g.key_valid + b * Tk : nullptr;
   const int64_t key_end = min64(Tk, q0 + qb + offset);  // the tile's last row sees keys < key_end
-  for (int64_t j0 = 0; j0 < key_end; j0 += FWD_BK) {
+  // Packed documents: row i sees keys from start[i]; key tiles before every row's start are skipped.
+  const int32_t* start = g.key_start ? g.key_start + b * Tq + q0 : nullptr;
+  int64_t start_min = 0, start_max = 0;
+  if (start) {
+    start_min = start_max = start[0];
+    for (int64_t i = 1; i < qb; ++i) {
+      start_min = min64(start_min, start[i]);
+      start_max = max64(start_max, start[i]);
+    }
+  }
+  for (int64_t j0 = start_min / FWD_BK * FWD_BK; j0 < key_end; j0 += FWD_BK) {
     const int64_t kb = min64(FWD_BK, key_end - j0);
     int64_t padding = 0;
     if (valid)
@@ -460,6 +470,11 @@ void attention_fwd_tile(const AttentionArgs& g, const float* kv_tiles, int64_t b
         const int64_t hidden = (valid && !valid[j0 + j]) ? qcols : max64(0, min64(qcols, j - diagonal));
         fill(w.st + j * FWD_BQ, hidden, -INFINITY);
       }
+    }
+    if (start && j0 < start_max) {
+      for (int64_t j = 0; j < kb; ++j)
+        for (int64_t i = 0; i < qb; ++i)
+          if (j0 + j < start[i]) w.st[j * FWD_BQ + i] = -INFINITY;
     }
     online_softmax(w.st, FWD_BQ, kb, qcols, w.m, w.l, w.alpha);
     // O = alpha * O + P . V
@@ -541,6 +556,13 @@ void attention_bwd_tile(const AttentionArgs& g, const AttentionBwdRows& rows, in
     float* dq_rows = rows.dq + row * D;
     const float* lse = g.lse + row;
     const float* delta = rows.delta + row;
+    // Packed documents: row i sees keys from start[i] on; a tile whose rows all start past these keys skips.
+    const int32_t* start = g.key_start ? g.key_start + b * Tq + q0 : nullptr;
+    if (start) {
+      int64_t start_min = start[0];
+      for (int64_t i = 1; i < qb; ++i) start_min = min64(start_min, start[i]);
+      if (start_min >= j0 + kb) continue;
+    }
 
     // S = Q K^T and dP = dO V^T, rows = queries, columns = keys
     // Key j0 + j is visible to query q0 + i when j - i <= diagonal.
@@ -558,6 +580,8 @@ void attention_bwd_tile(const AttentionArgs& g, const AttentionBwdRows& rows, in
       if (padding > 0)
         for (int64_t j = 0; j < visible; ++j)
           if (!valid[j]) p[j] = ds[j] = 0.0f;
+      if (start)
+        for (int64_t j = 0; j < min64(visible, start[i] - j0); ++j) p[j] = ds[j] = 0.0f;
     }
     pack_rows(q_rows, D, qb, D, qb, w.qp);
     pack_rows(do_rows, D, qb, D, qb, w.dop);

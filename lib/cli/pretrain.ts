@@ -1,0 +1,123 @@
+// `ernie-sentiment pretrain`: pre-trains a model of the ERNIE-4.5 architecture from random
+// weights on the user's own text (one document per line), writing a model directory that
+// `train --base DIR` and `new ErnieClassifier({ model: DIR })` use.
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+
+import { resolveConfig } from '../model/config'
+import { Tokenizer } from '../tokenizer'
+import { pretrain, type PretrainOptions } from '../train/pretrain'
+import type { TrainProgress } from '../train/trainer'
+import { formatDuration, type ProgressStream } from './progress'
+
+export const PRETRAIN_HELP = `Usage: ernie-sentiment pretrain --text FILE [--text FILE ...] --config FILE --tokenizer DIR --out DIR [options]
+
+Pre-trains a model (next-token prediction, from random weights) on raw text, one document per
+line. Documents are packed into rows, each followed by EOS; attention never crosses from one
+document to another. DIR receives config.json, model.safetensors (bf16), the tokenizer and
+pretrain_log.json (loss curve, corpus, settings, wall time).
+
+Options:
+  --text FILE            a text file, one document per line (repeatable; required)
+  --config FILE          the architecture: a config.json (required)
+  --tokenizer DIR        a directory holding the tokenizer (tokenizer.model or tokenizer.json; required)
+  --out DIR              the model directory to write (required)
+  --seq-length N         tokens per packed row (default 256)
+  --batch-size N         rows per optimizer step (default 32)
+  --epochs N             passes over the text (default 1)
+  --max-steps N          optimizer steps (instead of epochs)
+  --lr X                 peak learning rate, cosine schedule (default 1e-3)
+  --warmup-steps N       linear warmup (default 100)
+  --weight-decay X       AdamW weight decay (default 0.1)
+  --eval-documents N     documents held out for the evaluation loss (default 500)
+  --eval-steps N         evaluate every N steps (default 100)
+  --save-steps N         checkpoint every N steps into DIR/checkpoints (default 200; 0: never)
+  --resume               continue from the latest checkpoint in DIR/checkpoints
+  --seed N               seeds the weights and the document order (default 0)
+  --json                 print the result as one JSON object
+  --quiet                no progress output
+  -h, --help             this help
+`
+
+export interface PretrainCliArgs {
+  text: string[]
+  config: string
+  tokenizer: string
+  out: string
+  options: Partial<PretrainOptions>
+  json: boolean
+  quiet: boolean
+}
+
+/** Progress as a redrawn line on a TTY, plain lines every ~2% (and on evaluations) otherwise. */
+class PretrainProgress {
+  private lastBucket = -1
+  private evalLoss: number | undefined
+  constructor(private readonly out: ProgressStream) {}
+  update(p: TrainProgress): void {
+    if (p.metrics?.loss !== undefined) this.evalLoss = p.metrics.loss
+    const w = 24
+    const frac = p.totalSteps > 0 ? Math.min(1, p.step / p.totalSteps) : 0
+    const parts = [
+      this.out.isTTY ? `pretrain [${'#'.repeat(Math.round(frac * w))}${'.'.repeat(w - Math.round(frac * w))}]` : 'pretrain',
+      `step ${p.step}/${p.totalSteps}`,
+      `epoch ${p.epoch.toFixed(2)}`,
+      `loss ${p.loss.toFixed(4)}`,
+      `lr ${p.lr.toExponential(2)}`,
+      `${Math.round(p.tokensPerSecond)} tok/s`,
+    ]
+    if (this.evalLoss !== undefined) parts.push(`eval loss ${this.evalLoss.toFixed(4)}`)
+    parts.push(`elapsed ${formatDuration(p.elapsedSeconds)}`, `ETA ${formatDuration(p.etaSeconds)}`)
+    const text = parts.join('  ')
+    if (this.out.isTTY) {
+      this.out.write(`\r\x1b[2K${text.slice(0, Math.max(20, (this.out.columns ?? 100) - 1))}`)
+      if (p.step >= p.totalSteps) this.out.write('\n')
+      return
+    }
+    const bucket = Math.floor(p.step / Math.max(1, Math.round(p.totalSteps / 50)))
+    if (bucket !== this.lastBucket || p.metrics || p.step >= p.totalSteps) {
+      this.lastBucket = bucket
+      this.out.write(text + '\n')
+    }
+  }
+}
+
+/** Runs a parsed pretrain command; resolves to what it prints. */
+export async function runPretrain(a: PretrainCliArgs, stderr: ProgressStream, signal?: AbortSignal): Promise<string> {
+  let raw: unknown
+  try {
+    raw = JSON.parse(fs.readFileSync(a.config, 'utf8'))
+  } catch (e) {
+    throw Object.assign(new Error(`${a.config}: not a readable JSON config (${(e as Error).message})`), { code: 'ERR_CONFIG' })
+  }
+  resolveConfig(raw, a.config)
+  const tokenizer = await Tokenizer.fromDirectory(a.tokenizer)
+  const progress = a.quiet ? undefined : new PretrainProgress(stderr)
+  const r = await pretrain({
+    ...a.options,
+    textFiles: a.text,
+    tokenizer,
+    tokenizerDir: a.tokenizer,
+    config: raw as Record<string, unknown>,
+    outputDir: a.out,
+    onProgress: progress && ((p) => progress.update(p)),
+    signal,
+  })
+  const summary = {
+    outputDir: path.resolve(r.outputDir),
+    steps: r.train.steps,
+    stopReason: r.train.stopReason,
+    tokens: r.train.tokens,
+    finalLoss: r.train.finalLoss,
+    evalLoss: r.evalLoss,
+    seconds: Number(r.seconds.toFixed(1)),
+    corpus: r.corpus,
+  }
+  if (a.json) return JSON.stringify(summary) + '\n'
+  return [
+    `pre-trained ${summary.steps} steps on ${r.corpus.trainDocuments} documents (${r.corpus.trainTokens} tokens) in ${formatDuration(r.seconds)}${r.train.stopReason === 'aborted' ? ' (stopped early)' : ''}`,
+    `final training loss ${summary.finalLoss.toFixed(4)}, held-out loss ${summary.evalLoss.toFixed(4)} (${r.corpus.evalDocuments} documents)`,
+    `model written to ${summary.outputDir}`,
+    '',
+  ].join('\n')
+}

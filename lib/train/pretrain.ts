@@ -1,0 +1,199 @@
+// Pre-training (PT): next-token language modelling on raw text, from random weights. Documents
+// (one per line) are tokenised, each followed by EOS, shuffled and packed into rows of
+// seqLength tokens; attention stays inside each document (segment ids), so packing changes
+// what a step computes only by removing padding. Every weight trains (full training, fp32
+// masters, bf16 compute) on the shared Trainer loop; a held-out share of the documents gives
+// the evaluation loss. The output directory is a model directory ErnieModel.fromPretrained and
+// ErnieClassifier read: config.json, model.safetensors (bf16), the tokenizer's files, and
+// pretrain_log.json (the settings, the corpus, the loss curve, the wall time).
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+
+import { DataError } from '../data/errors'
+import { byteLines, decodeUtf8, firstInvalidUtf8 } from '../data/lines'
+import { rangeError, typeError } from '../errors'
+import { temporarySibling, writeFileDurable } from '../io/atomic'
+import type { ModelConfig } from '../model/config'
+import { ErnieModel } from '../model/model'
+import type { Tokenizer } from '../tokenizer'
+import { seededRandom } from '../util/random'
+import { LmTask, packDocuments, type LmExample } from './lm'
+import { Trainer, type TrainProgress, type TrainResult } from './trainer'
+
+export interface PretrainOptions {
+  /** Text files, one document per line; blank lines are skipped. */
+  textFiles: readonly string[]
+  /** The tokenizer the model is trained for; its files are copied from `tokenizerDir`. */
+  tokenizer: Tokenizer
+  tokenizerDir: string
+  /** The architecture (config.json keys); vocab_size must cover the tokenizer. */
+  config: ModelConfig | Record<string, unknown>
+  /** Where the model directory is written (and checkpoints/, for resuming). */
+  outputDir: string
+  /** Tokens per packed row (default 256). */
+  seqLength?: number
+  /** Rows per optimizer step (default 32). */
+  batchSize?: number
+  /** Passes over the training documents (default 1); maxSteps takes precedence. */
+  epochs?: number
+  maxSteps?: number
+  /** Peak learning rate of the cosine schedule (default 1e-3). */
+  learningRate?: number
+  /** Linear warmup steps (default 100). */
+  warmupSteps?: number
+  /** AdamW decoupled weight decay (default 0.1); AdamW betas (0.9, 0.95). */
+  weightDecay?: number
+  /** Documents held out for the evaluation loss (default 500). */
+  evalDocuments?: number
+  /** Evaluate every N steps (default 100), and at the end. */
+  evalSteps?: number
+  /** Checkpoint every N steps into outputDir/checkpoints (default 200; 0: never). */
+  saveSteps?: number
+  /** Continue from the latest checkpoint in outputDir/checkpoints, when there is one. */
+  resume?: boolean
+  /** Initial weights' standard deviation (default 0.02). */
+  initStd?: number
+  /** Seeds the weights, the document order and the held-out split (default 0). */
+  seed?: number
+  onProgress?: (p: TrainProgress) => void
+  signal?: AbortSignal
+}
+
+export interface CorpusStats {
+  files: string[]
+  documents: number
+  trainDocuments: number
+  evalDocuments: number
+  trainTokens: number
+  rows: number
+}
+
+export interface PretrainResult {
+  outputDir: string
+  corpus: CorpusStats
+  train: TrainResult
+  /** Mean next-token loss on the held-out documents at the end. */
+  evalLoss: number
+  seconds: number
+}
+
+export const PRETRAIN_LOG_FILE = 'pretrain_log.json'
+const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer.model', 'tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json']
+
+/** Every non-blank line of the files, as text; invalid UTF-8 is an error naming the file and line. */
+export async function readDocuments(files: readonly string[]): Promise<string[]> {
+  const docs: string[] = []
+  for (const file of files) {
+    if (!fs.statSync(file, { throwIfNoEntry: false })?.isFile()) throw new DataError(file, undefined, 'no such file')
+    for await (const { line, bytes } of byteLines(file)) {
+      const bad = firstInvalidUtf8(bytes)
+      if (bad >= 0) throw new DataError(file, line, `invalid UTF-8 at byte ${bad} of the line`)
+      const text = decodeUtf8(bytes).trim()
+      if (text.length > 0) docs.push(text)
+    }
+  }
+  return docs
+}
+
+/** Pre-trains a model from random weights; see the module comment. */
+export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
+  if (!o || !Array.isArray(o.textFiles) || o.textFiles.length === 0) throw typeError('pretrain: textFiles must be a non-empty array of paths')
+  if (typeof o.outputDir !== 'string' || o.outputDir === '') throw typeError('pretrain: outputDir must be a path')
+  const seqLength = o.seqLength ?? 256
+  const seed = o.seed ?? 0
+  const eos = o.tokenizer.eosTokenId
+  if (eos === undefined) throw rangeError('pretrain: the tokenizer has no EOS token to separate documents')
+  const started = Date.now()
+
+  const texts = await readDocuments(o.textFiles)
+  const heldOut = Math.min(o.evalDocuments ?? 500, Math.floor(texts.length / 10))
+  // One shuffle decides the held-out split and the packing order.
+  const random = seededRandom(seed)
+  for (let i = texts.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1))
+    ;[texts[i], texts[j]] = [texts[j], texts[i]]
+  }
+  const encode = (part: string[]) => {
+    const out: number[][] = []
+    for (let i = 0; i < part.length; i += 1024) out.push(...o.tokenizer.encodeBatch(part.slice(i, i + 1024)).inputIds)
+    return out
+  }
+  const evalDocs = encode(texts.slice(0, heldOut))
+  const trainDocs = encode(texts.slice(heldOut))
+  const train = packDocuments(trainDocs, seqLength, eos)
+  const evalRows: LmExample[] = packDocuments(evalDocs, seqLength, eos)
+  const corpus: CorpusStats = {
+    files: o.textFiles.map((f) => path.basename(f)),
+    documents: texts.length,
+    trainDocuments: trainDocs.length,
+    evalDocuments: evalDocs.length,
+    trainTokens: train.reduce((n, r) => n + r.inputIds.length, 0),
+    rows: train.length,
+  }
+
+  const model = ErnieModel.random(o.config, { seed, std: o.initStd })
+  try {
+    if (model.config.vocab_size < o.tokenizer.vocabSize) throw rangeError(`pretrain: vocab_size ${model.config.vocab_size} is smaller than the tokenizer's ${o.tokenizer.vocabSize} tokens`)
+    const task = new LmTask(model, { train, eval: evalRows, fullTraining: true, maxLength: seqLength, evalBatchSize: 16 })
+    const trainer = new Trainer(task, {
+      epochs: o.epochs ?? 1,
+      maxSteps: o.maxSteps,
+      batchSize: o.batchSize ?? 32,
+      learningRate: o.learningRate ?? 1e-3,
+      schedule: 'cosine',
+      warmupSteps: o.warmupSteps ?? 100,
+      weightDecay: o.weightDecay ?? 0.1,
+      adamBeta2: 0.95,
+      maxGradNorm: 1,
+      seed,
+      evalSteps: o.evalSteps === 0 ? undefined : (o.evalSteps ?? 100),
+      outputDir: path.join(o.outputDir, 'checkpoints'),
+      saveSteps: o.saveSteps === 0 ? undefined : (o.saveSteps ?? 200),
+      saveTotalLimit: 1,
+      resumeFromCheckpoint: o.resume === true,
+      onProgress: o.onProgress,
+      signal: o.signal,
+    })
+    const result = await trainer.train()
+    const { loss: evalLoss } = await task.evaluate()
+    // A finished run needs no checkpoint to resume from; a stopped one keeps it for --resume.
+    if (result.stopReason === 'completed') fs.rmSync(path.join(o.outputDir, 'checkpoints'), { recursive: true, force: true })
+
+    await model.save(o.outputDir)
+    for (const f of TOKENIZER_FILES) {
+      const from = path.join(o.tokenizerDir, f)
+      if (fs.existsSync(from)) fs.copyFileSync(from, path.join(o.outputDir, f))
+    }
+    const seconds = (Date.now() - started) / 1000
+    const log = {
+      corpus,
+      settings: {
+        seqLength,
+        batchSize: o.batchSize ?? 32,
+        epochs: o.epochs ?? 1,
+        maxSteps: o.maxSteps ?? null,
+        learningRate: o.learningRate ?? 1e-3,
+        warmupSteps: o.warmupSteps ?? 100,
+        weightDecay: o.weightDecay ?? 0.1,
+        initStd: o.initStd ?? 0.02,
+        seed,
+      },
+      steps: result.steps,
+      stopReason: result.stopReason,
+      tokens: result.tokens,
+      trainSeconds: result.seconds,
+      seconds,
+      finalLoss: result.finalLoss,
+      evalLoss,
+      lossHistory: result.lossHistory.map((l) => Number(l.toFixed(4))),
+      evalHistory: result.evalHistory,
+    }
+    const logFile = path.join(o.outputDir, PRETRAIN_LOG_FILE)
+    const tmp = temporarySibling(logFile)
+    await writeFileDurable(tmp, JSON.stringify(log, null, 1) + '\n')
+    await fs.promises.rename(tmp, logFile)
+    return { outputDir: o.outputDir, corpus, train: result, evalLoss, seconds }
+  } finally {
+    await model.dispose()
+  }
+}
