@@ -1,4 +1,4 @@
-// The `ernie-sentiment` command line: train, eval and predict. Results go to stdout (text, or
+// The `ernie-sentiment` command line: train, eval, predict, pretrain and demo. Results go to stdout (text, or
 // JSON with --json; predict prints JSON lines), progress and errors to stderr. Exit codes: 0
 // success, 1 failure, 2 bad usage, 130 interrupted.
 import * as fs from 'node:fs'
@@ -7,9 +7,12 @@ import * as readline from 'node:readline'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 
 import { ErnieClassifier, METHODS, type ErnieClassifierOptions, type FitOptions, type Method, type Prediction } from '../classifier/classifier'
-import type { EvaluateResult } from '../classifier/metrics'
 import { PRETRAIN_HELP, runPretrain } from './pretrain'
 import { ProgressReporter, type ProgressStream } from './progress'
+import { DEMO_HELP, outDirProblem, runDemo } from './demo'
+import { formatMetrics } from './format'
+
+export { formatMetrics }
 
 export interface CliIo {
   stdout: { write(s: string): unknown }
@@ -30,6 +33,7 @@ Commands:
   eval      accuracy, macro-F1 and the confusion matrix of a saved classifier
   predict   label texts given as arguments, or one per line on stdin (JSON lines out)
   pretrain  pre-train a model from random weights on raw text (one document per line)
+  demo      fine-tune on the bundled ChnSentiCorp, then report test accuracy and sample predictions
 
 Run 'ernie-sentiment <command> --help' for a command's options.
 Options:
@@ -135,31 +139,6 @@ function required(v: string | undefined, name: string): string {
   return v
 }
 
-function pct(x: number): string {
-  return `${(x * 100).toFixed(2)}%`
-}
-
-/** Metrics as a terminal table. */
-export function formatMetrics(m: EvaluateResult): string {
-  const lines: string[] = []
-  const correct = m.confusion.reduce((a, row, i) => a + row[i], 0)
-  lines.push(`accuracy  ${m.accuracy.toFixed(4)}  (${correct}/${m.count}, ${pct(m.accuracy)})`)
-  lines.push(`macro-F1  ${m.macroF1.toFixed(4)}`)
-  lines.push(`loss      ${m.loss.toFixed(4)}`)
-  lines.push('')
-  const w = Math.max(10, ...m.labels.map((l) => l.length + 2))
-  lines.push('confusion matrix (rows: true label, columns: predicted)')
-  lines.push(' '.repeat(w) + m.labels.map((l) => l.padStart(w)).join(''))
-  m.confusion.forEach((row, i) => lines.push(m.labels[i].padEnd(w) + row.map((v) => String(v).padStart(w)).join('')))
-  lines.push('')
-  lines.push('class'.padEnd(w) + ['precision', 'recall', 'f1', 'support'].map((h) => h.padStart(11)).join(''))
-  for (const l of m.labels) {
-    const c = m.perClass[l]
-    lines.push(l.padEnd(w) + [c.precision.toFixed(4), c.recall.toFixed(4), c.f1.toFixed(4), String(c.support)].map((v) => v.padStart(11)).join(''))
-  }
-  return lines.join('\n') + '\n'
-}
-
 function parseLabelWords(v: string | undefined): Record<string, string> | undefined {
   if (v === undefined) return undefined
   const out: Record<string, string> = {}
@@ -181,6 +160,45 @@ function parseClassWeights(v: string | undefined): FitOptions['classWeights'] {
 
 function noPositionals(positionals: string[]): void {
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`)
+}
+
+async function demoCommand(argv: string[], io: CliIo): Promise<number> {
+  const { values: a, positionals } = parse(argv, {
+    model: { type: 'string' },
+    method: { type: 'string' },
+    epochs: { type: 'string' },
+    'batch-size': { type: 'string' },
+    lr: { type: 'string' },
+    'max-length': { type: 'string' },
+    seed: { type: 'string' },
+    out: { type: 'string' },
+    'train-limit': { type: 'string' },
+    'test-limit': { type: 'string' },
+    json: { type: 'boolean' },
+    quiet: { type: 'boolean' },
+  })
+  if (a.help) return void io.stdout.write(DEMO_HELP), 0
+  noPositionals(positionals)
+  const v = a as Record<string, string | undefined>
+  const problem = v.out === undefined ? undefined : outDirProblem(v.out)
+  if (problem) throw new UsageError(`--out: ${problem}`)
+  return runDemo(
+    {
+      model: v.model,
+      method: oneOf<Method>(v.method, 'method', METHODS),
+      epochs: num(v.epochs, 'epochs'),
+      batchSize: int(v['batch-size'], 'batch-size'),
+      learningRate: num(v.lr, 'lr'),
+      maxLength: int(v['max-length'], 'max-length', 2),
+      seed: int(v.seed, 'seed', 0),
+      out: v.out,
+      trainLimit: int(v['train-limit'], 'train-limit'),
+      testLimit: int(v['test-limit'], 'test-limit'),
+      json: a.json === true,
+      quiet: a.quiet === true,
+    },
+    io,
+  )
 }
 
 async function train(argv: string[], io: CliIo): Promise<number> {
@@ -438,6 +456,8 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
         return await predict(rest, io)
       case 'pretrain':
         return await pretrainCommand(rest, io)
+      case 'demo':
+        return await demoCommand(rest, io)
       case '-h':
       case '--help':
       case 'help':
@@ -455,7 +475,7 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
     }
   } catch (e) {
     if (e instanceof UsageError) {
-      io.stderr.write(`ernie-sentiment: ${e.message}\nRun 'ernie-sentiment ${command && ['train', 'eval', 'predict', 'pretrain'].includes(command) ? command + ' ' : ''}--help' for usage.\n`)
+      io.stderr.write(`ernie-sentiment: ${e.message}\nRun 'ernie-sentiment ${command && ['train', 'eval', 'predict', 'pretrain', 'demo'].includes(command) ? command + ' ' : ''}--help' for usage.\n`)
       return 2
     }
     const err = e as Error & { code?: string }
