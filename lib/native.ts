@@ -1,6 +1,6 @@
 // Loads the native addon (a prebuild from prebuilds/, or build/Release from a source build)
-// through node-gyp-build. Library code calls the typed wrappers in lib/kernels/; this module
-// is the only place that touches the binding object.
+// through node-gyp-build, or the file ERNIE_ADDON names. Library code calls the typed wrappers
+// in lib/kernels/; this module is the only place that touches the binding object.
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
@@ -40,6 +40,20 @@ function packageRoot(): string {
 
 function load(): NativeBinding {
   const root = packageRoot()
+  // An explicit addon file (e.g. build-cuda/Release/ernie.node, the CUDA build) instead of the
+  // one node-gyp-build finds.
+  const explicit = process.env.ERNIE_ADDON
+  if (explicit) {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      return require(path.resolve(explicit)) as NativeBinding
+    } catch (err) {
+      const e = new Error(`ernie-sentiment: could not load the addon ERNIE_ADDON=${explicit}: ${(err as Error).message}`) as Error & { code: string; cause: unknown }
+      e.code = 'ERR_ERNIE_NATIVE_LOAD'
+      e.cause = err
+      throw e
+    }
+  }
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     return require('node-gyp-build')(root) as NativeBinding

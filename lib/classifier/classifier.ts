@@ -9,6 +9,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 
 import { assignLabels, checkClassCounts, LabelSet, readDataset, type Dataset, type LabeledText, type OnInvalid, type ReadDataOptions, type SkipReport } from '../data'
+import { resolveModelDevice, type Device } from '../device'
 import { ErnieError, rangeError, typeError } from '../errors'
 import { crossEntropy } from '../kernels/loss'
 import { LoraAdapter, type LoraOptions } from '../model/lora'
@@ -39,7 +40,7 @@ import { ClassifyTask, FeatureHeadTask, GenerativeTask, type Evaluator } from '.
 
 export type Method = 'head' | 'lora' | 'full' | 'generative'
 export const METHODS: readonly Method[] = ['head', 'lora', 'full', 'generative']
-export type Device = 'cpu' | 'auto'
+export type { Device }
 
 export interface ErnieClassifierOptions {
   /**
@@ -69,7 +70,10 @@ export interface ErnieClassifierOptions {
   labelWords?: Record<string, string>
   /** A tokenizer directory, for a model that has none (ErnieModel.random). */
   tokenizer?: string
-  /** Only the CPU engine is built: 'cpu' or 'auto'. */
+  /**
+   * 'cpu', 'auto' (default, or ERNIE_DEVICE) or 'cuda'. The model graph runs on the CPU in this
+   * version: 'auto' resolves to the CPU, and 'cuda' throws ERR_DEVICE (see lib/device.ts).
+   */
   device?: Device
   /** Initialisation and data-order seed (default 42). */
   seed?: number
@@ -246,12 +250,6 @@ export function bundledModelDir(): string | undefined {
   return has('config.json') && (has('model.safetensors') || has('model.safetensors.index.json')) ? dir : undefined
 }
 
-function checkDevice(device: unknown): void {
-  if (device === undefined || device === 'cpu' || device === 'auto') return
-  if (typeof device === 'string') throw new ErnieError('ERR_DEVICE', `device ${JSON.stringify(device)} is not available: this build runs on the CPU ('cpu' or 'auto')`)
-  throw typeError(`device must be 'cpu' or 'auto', got ${JSON.stringify(device)}`)
-}
-
 function checkPooling(p: unknown): Pooling {
   if (p === undefined) return 'last'
   if (p !== 'last' && p !== 'mean' && p !== 'first') throw rangeError(`pooling must be 'last', 'mean' or 'first', got ${JSON.stringify(p)}`)
@@ -313,7 +311,7 @@ export class ErnieClassifier implements AsyncDisposable {
   constructor(options: ErnieClassifierOptions = {}) {
     if (options === null || typeof options !== 'object') throw typeError('ErnieClassifier: options must be an object')
     const o = options
-    checkDevice(o.device)
+    resolveModelDevice(o.device, 'ErnieClassifier: device')
     if (o.method !== undefined && !METHODS.includes(o.method)) throw rangeError(`method must be one of ${METHODS.join(', ')}, got ${JSON.stringify(o.method)}`)
     this.maxLength = o.maxLength ?? DEFAULT_MAX_LENGTH
     if (!Number.isInteger(this.maxLength) || this.maxLength < 2) throw rangeError(`maxLength must be an integer >= 2, got ${JSON.stringify(o.maxLength)}`)
@@ -843,7 +841,7 @@ export class ErnieClassifier implements AsyncDisposable {
   /** Loads a classifier saved with save(); the base model is resolved from its reference (or `options.model`). */
   static async load(dir: string, options: LoadOptions = {}): Promise<ErnieClassifier> {
     if (typeof dir !== 'string' || dir.length === 0) throw typeError('load: dir must be a directory path')
-    checkDevice(options.device)
+    resolveModelDevice(options.device, 'load: device')
     const file = path.join(dir, CLASSIFIER_FILE)
     let meta: ClassifierJson
     try {

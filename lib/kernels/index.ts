@@ -24,6 +24,8 @@ import {
 
 export * from './loss'
 export * from './optim'
+export { cuda, setCudaDevice, cudaPoolStats, cudaTrimPool, type CudaBenchmarkOptions } from './cuda'
+export { cudaInfo, cudaBuilt, cudaDevices, type CudaDevice, type CudaInfo } from '../device'
 
 export type Isa = 'generic' | 'avx2' | 'avx512' | 'avx512bf16'
 

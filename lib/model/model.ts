@@ -4,6 +4,7 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
+import { resolveModelDevice, type Device } from '../device'
 import { ErnieError, rangeError, typeError } from '../errors'
 import { resolveModel, type ResolveOptions } from '../hub'
 import { openSafetensors, saveSafetensors, type Safetensors, type TensorToSave } from '../io/safetensors'
@@ -185,6 +186,8 @@ export function checkpointShapes(cfg: ResolvedConfig): Map<string, number[]> {
 const ONE_BF16 = 0x3f80
 
 export interface RandomOptions {
+  /** 'cpu', 'auto' (default, or ERNIE_DEVICE) or 'cuda': see FromPretrainedOptions.device. */
+  device?: Device
   seed?: number
   /** Standard deviation of the weights (HF's initializer_range, default 0.02); norms start at 1. */
   std?: number
@@ -332,6 +335,12 @@ function sample(logits: Float32Array, temperature: number, topP: number, random:
 export interface FromPretrainedOptions extends ResolveOptions {
   /** Load the tokenizer too (default true when the directory has one). */
   tokenizer?: boolean
+  /**
+   * 'cpu', 'auto' (default, or the ERNIE_DEVICE environment variable) or 'cuda'. The model graph
+   * runs on the CPU in this version: 'auto' resolves to 'cpu', and 'cuda' throws ErnieError
+   * ERR_DEVICE (the CUDA backend provides the kernels only, kernels.cuda).
+   */
+  device?: Device
 }
 
 export interface FullTrainingOptions {
@@ -368,6 +377,8 @@ export class ErnieModel implements AsyncDisposable {
   /** @internal */ handle: NativeModelHandle | undefined
   /** The checkpoint's tokenizer, when it has one. */
   readonly tokenizer: Tokenizer | undefined
+  /** Where the model graph runs: the CPU in this version. */
+  readonly device: 'cpu' = 'cpu'
   private readonly release: (() => void) | undefined
   private readonly running = new Set<Promise<unknown>>()
   private full: { masters: Map<string, Float32Array>; compute: Map<string, Uint16Array> } | undefined
@@ -391,6 +402,7 @@ export class ErnieModel implements AsyncDisposable {
    */
   static async fromPretrained(source: string, options: FromPretrainedOptions = {}): Promise<ErnieModel> {
     if (typeof source !== 'string' || source.length === 0) throw typeError('fromPretrained: source must be a directory or a hub id')
+    resolveModelDevice(options.device, 'fromPretrained: device')
     const dir = await resolveModel(source, options)
     const cfg = readConfig(dir)
     const file = openSafetensors(dir)
@@ -408,6 +420,7 @@ export class ErnieModel implements AsyncDisposable {
 
   /** A randomly initialised model (bf16 weights in memory) from config.json's own keys. */
   static random(config: ModelConfig | Record<string, unknown>, options: RandomOptions = {}): ErnieModel {
+    resolveModelDevice(options.device, 'random: device')
     const cfg = resolveConfig(config)
     const source = randomTensors(cfg, options)
     return new ErnieModel({ config: cfg, weights: mapWeights(cfg, source), source })

@@ -6,6 +6,7 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
+import { resolveModelDevice, type Device } from '../device'
 import { ErnieError, rangeError, typeError } from '../errors'
 import { fsyncDirectory, temporarySibling, writeDirectoryAtomically, writeFileDurable } from '../io/atomic'
 import { openSafetensors, saveSafetensors, type TensorToSave } from '../io/safetensors'
@@ -48,6 +49,11 @@ export interface TrainTask<E = unknown, B = unknown> {
 }
 
 export interface TrainerOptions {
+  /**
+   * 'cpu', 'auto' (default, or ERNIE_DEVICE) or 'cuda'. Training runs the model graph, which is on
+   * the CPU in this version: 'auto' resolves to 'cpu' and 'cuda' throws ErnieError ERR_DEVICE.
+   */
+  device?: Device
   /** Passes over the data (default 1); ignored when maxSteps is set. */
   epochs?: number
   /** Optimizer steps to run, across as many epochs as that takes. */
@@ -273,6 +279,7 @@ export class Trainer<E = unknown, B = unknown> {
     if (!task || typeof task.examples !== 'function' || typeof task.params !== 'function' || typeof task.collate !== 'function' || typeof task.lossAndGrad !== 'function')
       throw typeError('Trainer: task must implement examples(), params(), collate() and lossAndGrad()')
     const o = options as Record<string, unknown>
+    resolveModelDevice(options.device, 'Trainer: device')
     this.batchSize = positiveInt(o, 'batchSize', 8)!
     this.accumulation = positiveInt(o, 'gradientAccumulationSteps', 1)!
     for (const key of ['maxSteps', 'evalSteps', 'saveSteps', 'saveTotalLimit', 'earlyStoppingPatience']) positiveInt(o, key)

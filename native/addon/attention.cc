@@ -6,6 +6,7 @@
 // attentionBackward({ ...the same, dout, dq, dk, dv }): out and lse as the forward left them,
 //   dout like out; dq like q, dk and dv like k, overwritten.
 // Causal, bottom-right aligned (tq <= tk: the queries are the last tq of tk positions).
+// cudaAttentionForward / cudaAttentionBackward: the same on the CUDA backend (headDim <= 128).
 #include <cmath>
 #include <memory>
 #include <string>
@@ -14,6 +15,7 @@
 
 #include "addon/op.h"
 #include "cpu/attention.h"
+#include "cuda/backend.h"
 
 namespace ernie::addon {
 namespace {
@@ -32,7 +34,7 @@ struct Parsed {
 };
 
 // The fields both ops share: shape, q, k, v, keyMask, scale.
-Parsed parse_common(Args& args) {
+Parsed parse_common(Args& args, bool on_cuda) {
   Parsed p;
   cpu::AttentionArgs& g = p.g;
   g.batch = args.integer("batch", 0, INT32_MAX);
@@ -40,7 +42,7 @@ Parsed parse_common(Args& args) {
   g.tk = args.integer("tk", 0, INT32_MAX);
   g.heads = args.integer("heads", 1, 1 << 16);
   g.kv_heads = args.integer("kvHeads", 1, 1 << 16);
-  g.head_dim = args.integer("headDim", 1, 1 << 16);
+  g.head_dim = args.integer("headDim", 1, on_cuda ? cuda::kMaxHeadDim : 1 << 16);
   if (g.heads % g.kv_heads != 0)
     args.range_error(args.name("heads") + " (" + std::to_string(g.heads) + ") must be a multiple of " +
                      args.name("kvHeads") + " (" + std::to_string(g.kv_heads) + ")");
@@ -101,10 +103,9 @@ void expect_outputs_disjoint(Args& args, const std::vector<std::pair<const char*
   }
 }
 
-}  // namespace
 
-ERNIE_OP(attentionForward) {
-  Parsed p = parse_common(args);
+Job forward_job(Args& args, bool on_cuda) {
+  Parsed p = parse_common(args, on_cuda);
   cpu::AttentionArgs& g = p.g;
   ArrayArg out = args.f32("out"), lse = args.f32("lse");
   args.expect_length("out", out, uint64_t(g.batch) * g.tq * g.heads * g.head_dim, "batch * tq * heads * headDim");
@@ -113,11 +114,11 @@ ERNIE_OP(attentionForward) {
   g.out = out.f32();
   g.lse = lse.f32();
   // The lambda holds the mask's bytes (g.key_valid points into them) until the job is done.
-  return Job{[g, mask = p.key_valid] { cpu::attention_forward(g); }, {}};
+  return Job{[g, mask = p.key_valid, on_cuda] { on_cuda ? cuda::attention_forward(g) : cpu::attention_forward(g); }, {}};
 }
 
-ERNIE_OP(attentionBackward) {
-  Parsed p = parse_common(args);
+Job backward_job(Args& args, bool on_cuda) {
+  Parsed p = parse_common(args, on_cuda);
   cpu::AttentionArgs& g = p.g;
   const uint64_t q_len = uint64_t(g.batch) * g.tq * g.heads * g.head_dim;
   const uint64_t kv_len = uint64_t(g.batch) * g.tk * g.kv_heads * g.head_dim;
@@ -139,7 +140,17 @@ ERNIE_OP(attentionBackward) {
   g.dq = dq.f32();
   g.dk = dk.f32();
   g.dv = dv.f32();
-  return Job{[g, mask = p.key_valid] { cpu::attention_backward(g); }, {}};  // mask: as in the forward
+  return Job{[g, mask = p.key_valid, on_cuda] {  // mask: as in the forward
+               on_cuda ? cuda::attention_backward(g) : cpu::attention_backward(g);
+             },
+             {}};
 }
+
+}  // namespace
+
+ERNIE_OP(attentionForward) { return forward_job(args, false); }
+ERNIE_OP(attentionBackward) { return backward_job(args, false); }
+ERNIE_OP(cudaAttentionForward) { return forward_job(args, true); }
+ERNIE_OP(cudaAttentionBackward) { return backward_job(args, true); }
 
 }  // namespace ernie::addon

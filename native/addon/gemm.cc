@@ -2,8 +2,10 @@
 //   c: Float32Array [m, n];  C (+)= alpha * sum over segments of scale * A . B^T
 //   a: Float32Array | Uint16Array (bf16), logical [m, k], stored 'mk' (default) or 'km'
 //   b: Float32Array | Uint16Array (bf16), logical [n, k], stored 'nk' (default) or 'kn'
+// cudaGemm(...): the same on the CUDA backend (cuda/backend.h).
 #include "addon/op.h"
 #include "cpu/gemm.h"
+#include "cuda/backend.h"
 
 namespace ernie::addon {
 namespace {
@@ -15,9 +17,8 @@ bool layout(Args& args, const char* key, const char* plain, const char* transpos
   args.range_error(args.name(key) + " must be '" + plain + "' or '" + transposed + "', got '" + v + "'");
 }
 
-}  // namespace
-
-ERNIE_OP(gemm) {
+// The op's arguments, for either backend (cudaGemm takes the same object).
+Job gemm_job(Args& args, bool on_cuda) {
   const int64_t m = args.integer("m", 0, INT32_MAX), n = args.integer("n", 0, INT32_MAX);
   ArrayArg c = args.f32("c");
   args.expect_length("c", c, uint64_t(m) * n, "m * n");
@@ -43,7 +44,12 @@ ERNIE_OP(gemm) {
     seg.b.ld = seg.b.trans ? n : seg.k;
     g.segments.push_back(seg);
   }
-  return Job{[g] { cpu::gemm(g); }, {}};
+  return Job{[g, on_cuda] { on_cuda ? cuda::gemm(g) : cpu::gemm(g); }, {}};
 }
+
+}  // namespace
+
+ERNIE_OP(gemm) { return gemm_job(args, false); }
+ERNIE_OP(cudaGemm) { return gemm_job(args, true); }
 
 }  // namespace ernie::addon

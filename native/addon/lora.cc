@@ -2,10 +2,12 @@
 // loraBackward({ x, weight, loraA, loraB, m, n, k, rank, scale, u, dout, dx?, dxAccumulate, dA, dB })
 //   x [m, k] f32; weight [n, k] f32 | bf16; loraA [rank, k]; loraB [n, rank]; u [m, rank] = x A^T
 //   out [m, n]; dx [m, k]; dA, dB accumulate.
+// cudaLoraForward / cudaLoraBackward: the same on the CUDA backend.
 #include <tuple>
 
 #include "addon/op.h"
 #include "cpu/lora.h"
+#include "cuda/backend.h"
 
 namespace ernie::addon {
 namespace {
@@ -41,9 +43,7 @@ LoraCall parse_common(Args& args) {
   return c;
 }
 
-}  // namespace
-
-ERNIE_OP(loraForward) {
+Job forward_job(Args& args, bool on_cuda) {
   LoraCall c = parse_common(args);
   ArrayArg out = args.f32("out");
   args.expect_length("out", out, uint64_t(c.shape.m) * c.shape.n, "m * n");
@@ -52,10 +52,14 @@ ERNIE_OP(loraForward) {
   args.expect_disjoint("u", c.u, "x", x);
   args.expect_disjoint("out", out, "u", c.u);
   const bool accumulate = args.boolean_or("accumulate", false);
-  return Job{[c, out, accumulate] { cpu::lora_linear_forward(c.shape, c.x, c.w, c.lora, c.u.f32(), out.f32(), accumulate); }, {}};
+  return Job{[c, out, accumulate, on_cuda] {
+               (on_cuda ? cuda::lora_linear_forward : cpu::lora_linear_forward)(c.shape, c.x, c.w, c.lora, c.u.f32(),
+                                                                               out.f32(), accumulate);
+             },
+             {}};
 }
 
-ERNIE_OP(loraBackward) {
+Job backward_job(Args& args, bool on_cuda) {
   LoraCall c = parse_common(args);
   const uint64_t m = c.shape.m, n = c.shape.n, k = c.shape.k, r = c.lora.r;
   ArrayArg dout = args.f32("dout"), da = args.f32("dA"), db = args.f32("dB");
@@ -72,11 +76,18 @@ ERNIE_OP(loraBackward) {
     dx = dxa.f32();
   }
   const bool dx_accumulate = args.boolean_or("dxAccumulate", false);
-  return Job{[c, dout, dx, dx_accumulate, da, db] {
-               cpu::lora_linear_backward(c.shape, c.x, c.w, c.lora, c.u.f32(), dout.f32(), dx, dx_accumulate, da.f32(),
-                                         db.f32());
+  return Job{[c, dout, dx, dx_accumulate, da, db, on_cuda] {
+               (on_cuda ? cuda::lora_linear_backward : cpu::lora_linear_backward)(
+                   c.shape, c.x, c.w, c.lora, c.u.f32(), dout.f32(), dx, dx_accumulate, da.f32(), db.f32());
              },
              {}};
 }
+
+}  // namespace
+
+ERNIE_OP(loraForward) { return forward_job(args, false); }
+ERNIE_OP(loraBackward) { return backward_job(args, false); }
+ERNIE_OP(cudaLoraForward) { return forward_job(args, true); }
+ERNIE_OP(cudaLoraBackward) { return backward_job(args, true); }
 
 }  // namespace ernie::addon

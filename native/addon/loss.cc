@@ -6,16 +6,19 @@
 //   dhidden: Float32Array [tokens, hiddenSize], written when given
 //   dweight: Float32Array [vocab, hiddenSize], added to when given
 //   gradScale: the gradients are of gradScale * lossSum (default 1 / count: the mean loss)
+// cudaCrossEntropy(...): the same on the CUDA backend.
 #include <algorithm>
 #include <memory>
 #include <string>
 
 #include "addon/op.h"
 #include "cpu/loss.h"
+#include "cuda/backend.h"
 
 namespace ernie::addon {
+namespace {
 
-ERNIE_OP(crossEntropy) {
+Job cross_entropy_job(Args& args, bool on_cuda) {
   cpu::CrossEntropyArgs ce;
   ce.tokens = args.integer("tokens", 0, INT32_MAX);
   ce.hidden_size = args.integer("hiddenSize", 1, INT32_MAX);
@@ -67,7 +70,7 @@ ERNIE_OP(crossEntropy) {
   }
 
   auto out = std::make_shared<cpu::CrossEntropyResult>();
-  return Job{[ce, out] { *out = cpu::cross_entropy(ce); },
+  return Job{[ce, out, on_cuda] { *out = on_cuda ? cuda::cross_entropy(ce) : cpu::cross_entropy(ce); },
              [out](Napi::Env env) -> Napi::Value {
                Napi::Object r = Napi::Object::New(env);
                r.Set("loss", Napi::Number::New(env, out->loss));
@@ -76,5 +79,10 @@ ERNIE_OP(crossEntropy) {
                return r;
              }};
 }
+
+}  // namespace
+
+ERNIE_OP(crossEntropy) { return cross_entropy_job(args, false); }
+ERNIE_OP(cudaCrossEntropy) { return cross_entropy_job(args, true); }
 
 }  // namespace ernie::addon

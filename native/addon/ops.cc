@@ -8,12 +8,14 @@
 //   embeddingForward({ ids, table, vocab, dim, out })
 //   embeddingBackward({ ids, dout, dtable, vocab, dim })                dtable is added to
 // Outputs must not share memory with any other argument, except the in-place forms named above.
+// cuda<Name>(...) (cudaRmsnormForward, ...): each op on the CUDA backend, same arguments.
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "addon/op.h"
 #include "cpu/ops.h"
+#include "cuda/backend.h"
 
 namespace ernie::addon {
 namespace {
@@ -62,7 +64,7 @@ cpu::RopePairing pairing(Args& args) {
 }
 
 // The shared part of ropeForward / ropeBackward; `in` is rotated into `out` (or in place).
-Job rope_job(Args& args, const char* in_key, const char* out_key, bool inverse) {
+Job rope_job(Args& args, const char* in_key, const char* out_key, bool inverse, bool on_cuda) {
   ArrayArg positions = args.i32("positions");
   const int64_t heads = positive_dim(args, "heads");
   const int64_t head_dim = positive_dim(args, "headDim");
@@ -94,7 +96,7 @@ Job rope_job(Args& args, const char* in_key, const char* out_key, bool inverse) 
   r.theta = theta;
   r.pairing = pair;
   r.inverse = inverse;
-  return Job{[r] { cpu::rope(r); }, {}};
+  return Job{[r, on_cuda] { on_cuda ? cuda::rope(r) : cpu::rope(r); }, {}};
 }
 
 // Copies the ids, checking each against [0, vocab): the job uses the copy, so ids changed by
@@ -110,9 +112,8 @@ std::shared_ptr<std::vector<int32_t>> checked_ids(Args& args, const ArrayArg& id
   return copy;
 }
 
-}  // namespace
 
-ERNIE_OP(rmsnormForward) {
+Job rmsnorm_forward_job(Args& args, bool on_cuda) {
   const int64_t rows = args.integer("rows", 0, kMaxDim), dim = positive_dim(args, "dim");
   const uint64_t n = uint64_t(rows) * dim;
   ArrayArg x = args.f32("x"), weight = args.f32_or_bf16("weight"), out = args.f32("out");
@@ -139,10 +140,10 @@ ERNIE_OP(rmsnormForward) {
   a.eps = float(eps);
   a.out = out.f32();
   a.rstd = has_rstd ? rstd.f32() : nullptr;
-  return Job{[a] { cpu::rmsnorm_forward(a); }, {}};
+  return Job{[a, on_cuda] { on_cuda ? cuda::rmsnorm_forward(a) : cpu::rmsnorm_forward(a); }, {}};
 }
 
-ERNIE_OP(rmsnormBackward) {
+Job rmsnorm_backward_job(Args& args, bool on_cuda) {
   const int64_t rows = args.integer("rows", 0, kMaxDim), dim = positive_dim(args, "dim");
   const uint64_t n = uint64_t(rows) * dim;
   ArrayArg dout = args.f32("dout"), x = args.f32("x"), weight = args.f32_or_bf16("weight"), rstd = args.f32("rstd");
@@ -172,14 +173,11 @@ ERNIE_OP(rmsnormBackward) {
   a.dx = dx.f32();
   a.accumulate = accumulate;
   a.dweight = has_dweight ? dweight.f32() : nullptr;
-  return Job{[a] { cpu::rmsnorm_backward(a); }, {}};
+  return Job{[a, on_cuda] { on_cuda ? cuda::rmsnorm_backward(a) : cpu::rmsnorm_backward(a); }, {}};
 }
 
-ERNIE_OP(ropeForward) { return rope_job(args, "x", "out", false); }
 
-ERNIE_OP(ropeBackward) { return rope_job(args, "dout", "dx", true); }
-
-ERNIE_OP(swigluForward) {
+Job swiglu_forward_job(Args& args, bool on_cuda) {
   cpu::SwigluForwardArgs a;
   ArrayArg out = args.f32("out");
   if (args.has("gateUp")) {
@@ -207,10 +205,10 @@ ERNIE_OP(swigluForward) {
     a.in_ld = a.dim;
   }
   a.out = out.f32();
-  return Job{[a] { cpu::swiglu_forward(a); }, {}};
+  return Job{[a, on_cuda] { on_cuda ? cuda::swiglu_forward(a) : cpu::swiglu_forward(a); }, {}};
 }
 
-ERNIE_OP(swigluBackward) {
+Job swiglu_backward_job(Args& args, bool on_cuda) {
   cpu::SwigluBackwardArgs a;
   ArrayArg dout = args.f32("dout");
   if (args.has("gateUp")) {
@@ -246,10 +244,10 @@ ERNIE_OP(swigluBackward) {
     a.in_ld = a.grad_ld = a.dim;
   }
   a.dout = dout.f32();
-  return Job{[a] { cpu::swiglu_backward(a); }, {}};
+  return Job{[a, on_cuda] { on_cuda ? cuda::swiglu_backward(a) : cpu::swiglu_backward(a); }, {}};
 }
 
-ERNIE_OP(embeddingForward) {
+Job embedding_forward_job(Args& args, bool on_cuda) {
   const int64_t vocab = positive_dim(args, "vocab"), dim = positive_dim(args, "dim");
   ArrayArg ids = args.i32("ids"), table = args.f32_or_bf16("table"), out = args.f32("out");
   args.expect_length("table", table, uint64_t(vocab) * dim, "vocab * dim");
@@ -263,10 +261,10 @@ ERNIE_OP(embeddingForward) {
   a.table_dtype = table.dtype();
   a.dim = dim;
   a.out = out.f32();
-  return Job{[a, checked] { cpu::embedding_forward(a); }, {}};
+  return Job{[a, checked, on_cuda] { on_cuda ? cuda::embedding_forward(a) : cpu::embedding_forward(a); }, {}};
 }
 
-ERNIE_OP(embeddingBackward) {
+Job embedding_backward_job(Args& args, bool on_cuda) {
   const int64_t vocab = positive_dim(args, "vocab"), dim = positive_dim(args, "dim");
   ArrayArg ids = args.i32("ids"), dout = args.f32("dout"), dtable = args.f32("dtable");
   args.expect_length("dout", dout, uint64_t(ids.length) * dim, "ids.length * dim");
@@ -279,7 +277,27 @@ ERNIE_OP(embeddingBackward) {
   a.dout = dout.f32();
   a.dim = dim;
   a.dtable = dtable.f32();
-  return Job{[a, checked] { cpu::embedding_backward(a); }, {}};
+  return Job{[a, checked, on_cuda] { on_cuda ? cuda::embedding_backward(a) : cpu::embedding_backward(a); }, {}};
 }
+
+}  // namespace
+
+ERNIE_OP(rmsnormForward) { return rmsnorm_forward_job(args, false); }
+ERNIE_OP(rmsnormBackward) { return rmsnorm_backward_job(args, false); }
+ERNIE_OP(ropeForward) { return rope_job(args, "x", "out", false, false); }
+ERNIE_OP(ropeBackward) { return rope_job(args, "dout", "dx", true, false); }
+ERNIE_OP(swigluForward) { return swiglu_forward_job(args, false); }
+ERNIE_OP(swigluBackward) { return swiglu_backward_job(args, false); }
+ERNIE_OP(embeddingForward) { return embedding_forward_job(args, false); }
+ERNIE_OP(embeddingBackward) { return embedding_backward_job(args, false); }
+
+ERNIE_OP(cudaRmsnormForward) { return rmsnorm_forward_job(args, true); }
+ERNIE_OP(cudaRmsnormBackward) { return rmsnorm_backward_job(args, true); }
+ERNIE_OP(cudaRopeForward) { return rope_job(args, "x", "out", false, true); }
+ERNIE_OP(cudaRopeBackward) { return rope_job(args, "dout", "dx", true, true); }
+ERNIE_OP(cudaSwigluForward) { return swiglu_forward_job(args, true); }
+ERNIE_OP(cudaSwigluBackward) { return swiglu_backward_job(args, true); }
+ERNIE_OP(cudaEmbeddingForward) { return embedding_forward_job(args, true); }
+ERNIE_OP(cudaEmbeddingBackward) { return embedding_backward_job(args, true); }
 
 }  // namespace ernie::addon

@@ -7,6 +7,7 @@
 //   dequantizeBlockwise({ codes, absmax, output, blockSize, signed })
 //   gradNorm({ grads }) -> number;  clipGradNorm({ grads, maxNorm }) -> number (before clipping)
 // Defaults follow torch.optim.AdamW: beta1 0.9, beta2 0.999, eps 1e-8, weightDecay 0.01.
+// cudaAdamwStep / cudaAdamw8bitStep: the same two steps on the CUDA backend.
 #include <algorithm>
 #include <cstdio>
 #include <limits>
@@ -18,6 +19,7 @@
 
 #include "addon/op.h"
 #include "cpu/optim.h"
+#include "cuda/backend.h"
 
 namespace ernie::addon {
 namespace {
@@ -82,9 +84,7 @@ std::vector<cpu::FloatSpan> grad_list(Args& args) {
 
 Napi::Value number_result(Napi::Env env, double x) { return Napi::Number::New(env, x); }
 
-}  // namespace
-
-ERNIE_OP(adamwStep) {
+Job adamw_job(Args& args, bool on_cuda) {
   ArrayArg params = args.f32("params");
   const uint64_t n = params.length;
   ArrayArg grads = args.f32("grads"), m = args.f32("m"), v = args.f32("v");
@@ -98,10 +98,14 @@ ERNIE_OP(adamwStep) {
   }
   expect_all_disjoint(args, {{"params", &params}, {"grads", &grads}, {"m", &m}, {"v", &v}, {"paramsBf16", &bf16}});
   const cpu::AdamHyper h = adam_args(args);
-  return Job{[=] { cpu::adamw_step(params.f32(), grads.f32(), m.f32(), v.f32(), bf16.u16(), int64_t(n), h); }, {}};
+  return Job{[=] {
+               (on_cuda ? cuda::adamw_step : cpu::adamw_step)(params.f32(), grads.f32(), m.f32(), v.f32(), bf16.u16(),
+                                                              int64_t(n), h);
+             },
+             {}};
 }
 
-ERNIE_OP(adamw8bitStep) {
+Job adamw8bit_job(Args& args, bool on_cuda) {
   ArrayArg params = args.f32("params");
   const uint64_t n = params.length;
   const int64_t block_size = args.integer_or("blockSize", 256, 1, 65536);
@@ -122,11 +126,19 @@ ERNIE_OP(adamw8bitStep) {
                              {"vAbsmax", &v_absmax}, {"paramsBf16", &bf16}});
   const cpu::AdamHyper h = adam_args(args);
   return Job{[=] {
-               cpu::adamw8bit_step(params.f32(), grads.f32(), m.u8(), v.u8(), m_absmax.f32(), v_absmax.f32(),
-                                   bf16.u16(), int64_t(n), block_size, h);
+               (on_cuda ? cuda::adamw8bit_step : cpu::adamw8bit_step)(params.f32(), grads.f32(), m.u8(), v.u8(),
+                                                                      m_absmax.f32(), v_absmax.f32(), bf16.u16(),
+                                                                      int64_t(n), block_size, h);
              },
              {}};
 }
+
+}  // namespace
+
+ERNIE_OP(adamwStep) { return adamw_job(args, false); }
+ERNIE_OP(adamw8bitStep) { return adamw8bit_job(args, false); }
+ERNIE_OP(cudaAdamwStep) { return adamw_job(args, true); }
+ERNIE_OP(cudaAdamw8bitStep) { return adamw8bit_job(args, true); }
 
 ERNIE_OP(sgdStep) {
   ArrayArg params = args.f32("params");

@@ -19,16 +19,24 @@ struct LoraRef {
   uint64_t seed = 0;
 };
 
+// The CUDA backend (cuda/lora.cu) computes the same mask on the device.
+#if defined(__CUDACC__)
+#define ERNIE_HOST_DEVICE __host__ __device__
+#else
+#define ERNIE_HOST_DEVICE
+#endif
+
+ERNIE_HOST_DEVICE inline uint64_t lora_mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
 // Whether element i survives dropout p under `seed`: splitmix64-hashed, so forward, backward
 // and recompute agree without a stored mask.
-inline bool lora_keep(uint64_t seed, uint64_t i, float p) {
-  auto mix = [](uint64_t x) {
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-  };
-  return double(mix(seed ^ mix(i)) >> 11) * 0x1.0p-53 >= double(p);
+ERNIE_HOST_DEVICE inline bool lora_keep(uint64_t seed, uint64_t i, float p) {
+  return double(lora_mix(seed ^ lora_mix(i)) >> 11) * 0x1.0p-53 >= double(p);
 }
 
 struct LinearShape {

@@ -1,0 +1,153 @@
+// The kernels on the CUDA backend: the same options as their CPU forms (gemm.ts, attention.ts,
+// ...), host arrays in and out. Each call copies its inputs to the GPU, runs there on a stream
+// of its own and copies the results back: these are for checking the backend against the CPU
+// and for standalone use, not a hot path (the model graph runs on the CPU in this version).
+// Differences from the CPU forms: products (GEMM, attention, LoRA, the loss's logits) use bf16
+// tensor cores with f32 accumulation; attention takes headDim <= 128; sums made with atomics
+// (attention's dq, the embedding backward) are not bitwise reproducible.
+//
+// Without a CUDA build or device each call throws (sync) or rejects (async) an ErnieError with
+// code ERR_DEVICE that says which is missing (see lib/device.ts).
+import { cudaUnavailableReason } from '../device'
+import { ErnieError } from '../errors'
+import { native, nativeOp } from '../native'
+import type { AttentionBackwardOptions, AttentionForwardOptions } from './attention'
+import type { GemmOptions } from './gemm'
+import type { LoraBackwardOptions, LoraForwardOptions } from './lora'
+import type { CrossEntropyOptions, CrossEntropyResult } from './loss'
+import type {
+  EmbeddingBackwardOptions,
+  EmbeddingForwardOptions,
+  RmsNormBackwardOptions,
+  RmsNormForwardOptions,
+  RopeBackwardOptions,
+  RopeForwardOptions,
+  SwigluBackwardOptions,
+  SwigluForwardOptions,
+} from './ops'
+import type { Adamw8bitStepOptions, AdamwStepOptions } from './optim'
+
+function nativeFunction(name: string): unknown {
+  const f = native[name]
+  if (typeof f !== 'function') throw new Error(`ernie-sentiment: the native addon has no '${name}'; rebuild it (npm rebuild ernie-sentiment)`)
+  return f
+}
+
+function requireCuda(op: string): void {
+  const reason = cudaUnavailableReason()
+  if (reason !== undefined) throw new ErnieError('ERR_DEVICE', `kernels.cuda.${op}: device "cuda" is not available: ${reason}`)
+}
+
+// The pair (Promise, blocking) for native op `cuda<Name>`, checking for CUDA first.
+function cudaOp<O, R = void>(name: string, native: string) {
+  const op = nativeOp<O, R>(native)
+  return {
+    run: async (o: O): Promise<R> => {
+      requireCuda(name)
+      return op.run(o)
+    },
+    sync: (o: O): R => {
+      requireCuda(name)
+      return op.sync(o)
+    },
+  }
+}
+
+const gemmOp = cudaOp<GemmOptions>('gemm', 'cudaGemm')
+const attentionForwardOp = cudaOp<AttentionForwardOptions>('attentionForward', 'cudaAttentionForward')
+const attentionBackwardOp = cudaOp<AttentionBackwardOptions>('attentionBackward', 'cudaAttentionBackward')
+const loraForwardOp = cudaOp<LoraForwardOptions>('loraForward', 'cudaLoraForward')
+const loraBackwardOp = cudaOp<LoraBackwardOptions>('loraBackward', 'cudaLoraBackward')
+const rmsnormForwardOp = cudaOp<RmsNormForwardOptions>('rmsnormForward', 'cudaRmsnormForward')
+const rmsnormBackwardOp = cudaOp<RmsNormBackwardOptions>('rmsnormBackward', 'cudaRmsnormBackward')
+const ropeForwardOp = cudaOp<RopeForwardOptions>('ropeForward', 'cudaRopeForward')
+const ropeBackwardOp = cudaOp<RopeBackwardOptions>('ropeBackward', 'cudaRopeBackward')
+const swigluForwardOp = cudaOp<SwigluForwardOptions>('swigluForward', 'cudaSwigluForward')
+const swigluBackwardOp = cudaOp<SwigluBackwardOptions>('swigluBackward', 'cudaSwigluBackward')
+const embeddingForwardOp = cudaOp<EmbeddingForwardOptions>('embeddingForward', 'cudaEmbeddingForward')
+const embeddingBackwardOp = cudaOp<EmbeddingBackwardOptions>('embeddingBackward', 'cudaEmbeddingBackward')
+const crossEntropyOp = cudaOp<CrossEntropyOptions, CrossEntropyResult>('crossEntropy', 'cudaCrossEntropy')
+const adamwStepOp = cudaOp<AdamwStepOptions>('adamwStep', 'cudaAdamwStep')
+const adamw8bitStepOp = cudaOp<Adamw8bitStepOptions>('adamw8bitStep', 'cudaAdamw8bitStep')
+
+/** What `npm run bench:cuda` times (device-resident inputs, CUDA events). */
+export type CudaBenchmarkOptions =
+  | { kind: 'gemm'; m: number; n: number; k: number; iterations?: number }
+  | {
+      kind: 'attention_forward' | 'attention_backward'
+      batch: number
+      seq: number
+      heads: number
+      kvHeads: number
+      headDim: number
+      iterations?: number
+    }
+  | {
+      kind: 'lora_layer'
+      batch: number
+      seq: number
+      heads: number
+      kvHeads: number
+      headDim: number
+      hidden: number
+      intermediate: number
+      rank: number
+      iterations?: number
+    }
+const benchmarkOp = cudaOp<CudaBenchmarkOptions, number>('benchmark', 'cudaBenchmark')
+
+/** The kernels on the CUDA backend (Promise forms; `cuda.sync` holds the blocking twins). */
+export const cuda = {
+  gemm: gemmOp.run,
+  attentionForward: attentionForwardOp.run,
+  attentionBackward: attentionBackwardOp.run,
+  loraForward: loraForwardOp.run,
+  loraBackward: loraBackwardOp.run,
+  rmsnormForward: rmsnormForwardOp.run,
+  rmsnormBackward: rmsnormBackwardOp.run,
+  ropeForward: ropeForwardOp.run,
+  ropeBackward: ropeBackwardOp.run,
+  swigluForward: swigluForwardOp.run,
+  swigluBackward: swigluBackwardOp.run,
+  embeddingForward: embeddingForwardOp.run,
+  embeddingBackward: embeddingBackwardOp.run,
+  crossEntropy: crossEntropyOp.run,
+  adamwStep: adamwStepOp.run,
+  adamw8bitStep: adamw8bitStepOp.run,
+  /** Median seconds per run of a device-resident benchmark. */
+  benchmark: benchmarkOp.run,
+  sync: {
+    gemm: gemmOp.sync,
+    attentionForward: attentionForwardOp.sync,
+    attentionBackward: attentionBackwardOp.sync,
+    loraForward: loraForwardOp.sync,
+    loraBackward: loraBackwardOp.sync,
+    rmsnormForward: rmsnormForwardOp.sync,
+    rmsnormBackward: rmsnormBackwardOp.sync,
+    ropeForward: ropeForwardOp.sync,
+    ropeBackward: ropeBackwardOp.sync,
+    swigluForward: swigluForwardOp.sync,
+    swigluBackward: swigluBackwardOp.sync,
+    embeddingForward: embeddingForwardOp.sync,
+    embeddingBackward: embeddingBackwardOp.sync,
+    crossEntropy: crossEntropyOp.sync,
+    adamwStep: adamwStepOp.sync,
+    adamw8bitStep: adamw8bitStepOp.sync,
+  },
+}
+
+/** Selects the CUDA device the kernels run on (default 0); RangeError for one that does not exist. */
+export function setCudaDevice(index: number): void {
+  requireCuda('setCudaDevice')
+  ;(nativeFunction('setCudaDevice') as (i: number) => void)(index)
+}
+
+/** Device memory the caching pool holds: in use by running calls, and cached for reuse (bytes). */
+export function cudaPoolStats(): { inUse: number; cached: number } {
+  return (nativeFunction('cudaPoolStats') as () => { inUse: number; cached: number })()
+}
+
+/** Returns the pool's cached device memory to the driver. */
+export function cudaTrimPool(): void {
+  ;(nativeFunction('cudaTrimPool') as () => void)()
+}

@@ -1,0 +1,341 @@
+// The decoder's row and elementwise ops on the GPU, as cpu/ops.h: RMSNorm (also the per-head
+// q/k norm of Qwen3: rows = tokens * heads, dim = head_dim), RoPE in both pairings, SwiGLU and
+// the embedding lookup, forward and backward. f32 throughout, memory-bound; a warp per row for
+// the norms, so short rows (a 128-wide head) and long ones (the hidden size) both fill a warp.
+//
+// Determinism: RMSNorm's dweight is summed over fixed row chunks in a fixed order, like the CPU
+// backend's. The embedding backward adds rows with atomics: its summation order for repeated
+// ids is not fixed (the CPU backend's is).
+//
+// Compiled for sm_80 and sm_90, never run here (no GPU).
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "cuda/device.cuh"
+
+namespace ernie::cuda {
+namespace {
+
+constexpr int kThreads = 256, kWarps = kThreads / 32;
+constexpr int64_t kRowChunk = 64;  // rows per dweight partial sum
+
+template <bool kWeightBf16>
+__global__ void rmsnorm_fwd_kernel(const float* x, const void* w, int64_t rows, int64_t dim, float eps, float* out,
+                                   float* rstd) {
+  const int lane = int(threadIdx.x) % 32;
+  for (int64_t row = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32; row < rows; row += int64_t(gridDim.x) * kWarps) {
+    const float* xr = x + row * dim;
+    float ss = 0.0f;
+    for (int64_t c = lane; c < dim; c += 32) ss += xr[c] * xr[c];
+    ss = warp_sum(ss);
+    const float rs = 1.0f / sqrtf(ss / float(dim) + eps);
+    if (rstd && lane == 0) rstd[row] = rs;
+    float* yr = out + row * dim;
+    for (int64_t c = lane; c < dim; c += 32) yr[c] = xr[c] * rs * load_as_f32(w, c, kWeightBf16);
+  }
+}
+
+// dx_i = r w_i g_i - x_i r^3 / dim * sum_j g_j w_j x_j   (y = w x r, r = (mean(x^2) + eps)^-1/2)
+template <bool kWeightBf16>
+__global__ void rmsnorm_bwd_kernel(const float* dout, const float* x, const void* w, const float* rstd, int64_t rows,
+                                   int64_t dim, float* dx, bool accumulate) {
+  const int lane = int(threadIdx.x) % 32;
+  for (int64_t row = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32; row < rows; row += int64_t(gridDim.x) * kWarps) {
+    const float* gr = dout + row * dim;
+    const float* xr = x + row * dim;
+    float dot = 0.0f;
+    for (int64_t c = lane; c < dim; c += 32) dot += gr[c] * load_as_f32(w, c, kWeightBf16) * xr[c];
+    dot = warp_sum(dot);
+    const float rs = rstd[row];
+    const float coef = rs * rs * rs * dot / float(dim);
+    float* dxr = dx + row * dim;
+    for (int64_t c = lane; c < dim; c += 32) {
+      const float d = gr[c] * load_as_f32(w, c, kWeightBf16) * rs - xr[c] * coef;
+      dxr[c] = accumulate ? dxr[c] + d : d;
+    }
+  }
+}
+
+// partial[chunk, j] = sum over the chunk's rows of dout * x * rstd (a thread per column).
+__global__ void rmsnorm_dweight_partial_kernel(const float* dout, const float* x, const float* rstd, int64_t rows,
+                                               int64_t dim, float* partial) {
+  const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t chunk = blockIdx.y;
+  if (j >= dim) return;
+  const int64_t r1 = min(rows, (chunk + 1) * kRowChunk);
+  float s = 0.0f;
+  for (int64_t r = chunk * kRowChunk; r < r1; ++r) s += dout[r * dim + j] * x[r * dim + j] * rstd[r];
+  partial[chunk * dim + j] = s;
+}
+
+// dweight[j] += the partial sums in chunk order.
+__global__ void sum_partials_kernel(const float* partial, int64_t chunks, int64_t dim, float* dweight) {
+  const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (j >= dim) return;
+  float s = 0.0f;
+  for (int64_t c = 0; c < chunks; ++c) s += partial[c * dim + j];
+  dweight[j] += s;
+}
+
+// One thread per (token, rotation index i): the angle is taken in double (pos * inv_freq[i]),
+// as on the CPU, and the pair (first, second) of every head rotated by it.
+__global__ void rope_kernel(const float* x, float* out, const int32_t* positions, const double* inv_freq, int64_t rows,
+                            int64_t heads, int64_t head_dim, bool half_pairing, double sign) {
+  const int64_t half = head_dim / 2, total = rows * half;
+  for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t row = idx / half, i = idx % half;
+    double s, c;
+    sincos(double(positions[row]) * inv_freq[i], &s, &c);
+    const float cf = float(c), sf = float(sign * s);
+    const int64_t first = half_pairing ? i : 2 * i, second = half_pairing ? i + half : 2 * i + 1;
+    for (int64_t h = 0; h < heads; ++h) {
+      const int64_t base = (row * heads + h) * head_dim;
+      const float a = x[base + first], b = x[base + second];  // both read first: out may be x
+      out[base + first] = a * cf - b * sf;
+      out[base + second] = b * cf + a * sf;
+    }
+  }
+}
+
+__device__ __forceinline__ float sigmoid(float v) {
+  const float e = expf(-fabsf(v));  // exp of -|v| only: nothing overflows
+  return v >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+}
+
+__global__ void swiglu_fwd_kernel(const float* gate, const float* up, int64_t in_ld, int64_t rows, int64_t dim, float* out) {
+  const int64_t total = rows * dim;
+  for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = idx / dim, j = idx % dim;
+    const float g = gate[r * in_ld + j];
+    out[idx] = g * sigmoid(g) * up[r * in_ld + j];
+  }
+}
+
+// silu'(g) = s (1 + g (1 - s)), s = sigmoid(g)
+__global__ void swiglu_bwd_kernel(const float* dout, const float* gate, const float* up, int64_t in_ld, int64_t rows,
+                                  int64_t dim, float* dgate, float* dup, int64_t grad_ld) {
+  const int64_t total = rows * dim;
+  for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = idx / dim, j = idx % dim;
+    const float g = gate[r * in_ld + j], u = up[r * in_ld + j], d = dout[idx];
+    const float s = sigmoid(g);
+    dup[r * grad_ld + j] = d * (g * s);
+    dgate[r * grad_ld + j] = d * u * (s * (1.0f + g * (1.0f - s)));
+  }
+}
+
+template <bool kTableBf16>
+__global__ void embedding_fwd_kernel(const int32_t* ids, int64_t n, const void* table, int64_t dim, float* out) {
+  const int64_t total = n * dim;
+  for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t k = idx / dim, j = idx % dim;
+    out[idx] = load_as_f32(table, int64_t(ids[k]) * dim + j, kTableBf16);
+  }
+}
+
+__global__ void embedding_bwd_kernel(const int32_t* ids, int64_t n, const float* dout, int64_t dim, float* dtable) {
+  const int64_t total = n * dim;
+  for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t k = idx / dim, j = idx % dim;
+    atomicAdd(dtable + int64_t(ids[k]) * dim + j, dout[idx]);
+  }
+}
+
+unsigned row_blocks(int64_t rows) { return unsigned(std::max<int64_t>(1, std::min<int64_t>(ceil_div(rows, kWarps), 65535 * 8))); }
+
+// Device copies of host float arrays that may overlap or interleave (the fused gate|up layout):
+// each maximal run of overlapping host ranges becomes one device buffer, so pointers into it
+// keep their relative offsets, and copying a run back never writes what another range holds.
+class Mirror {
+ public:
+  explicit Mirror(Context& ctx) : ctx_(ctx) {}
+  // Registers [p, p + count) before map() / upload() / download().
+  void add(const float* p, int64_t count) {
+    if (count > 0) ranges_.push_back({p, p + count});
+  }
+  void upload() {
+    build();
+    for (Run& r : runs_) r.dev = ctx_.upload(r.begin, size_t(r.end - r.begin));
+  }
+  float* map(const float* p) const {
+    for (const Run& r : runs_)
+      if (p >= r.begin && p < r.end) return r.dev + (p - r.begin);
+    return nullptr;
+  }
+  void download() {
+    for (Run& r : runs_) ctx_.download(const_cast<float*>(r.begin), r.dev, size_t(r.end - r.begin));
+  }
+
+ private:
+  struct Range {
+    const float *begin, *end;
+  };
+  struct Run {
+    const float *begin, *end;
+    float* dev;
+  };
+  void build() {
+    std::sort(ranges_.begin(), ranges_.end(), [](const Range& a, const Range& b) { return a.begin < b.begin; });
+    for (const Range& r : ranges_) {
+      if (!runs_.empty() && r.begin <= runs_.back().end) runs_.back().end = std::max(runs_.back().end, r.end);
+      else runs_.push_back({r.begin, r.end, nullptr});
+    }
+  }
+  Context& ctx_;
+  std::vector<Range> ranges_;
+  std::vector<Run> runs_;
+};
+
+// Elements a run of `rows` rows of `dim` values, `ld` apart, spans.
+int64_t extent(int64_t rows, int64_t dim, int64_t ld) { return rows == 0 || dim == 0 ? 0 : (rows - 1) * ld + dim; }
+
+}  // namespace
+
+void rmsnorm_forward(const cpu::RmsNormForwardArgs& a) {
+  if (a.rows == 0) return;
+  Context ctx;
+  const size_t n = size_t(a.rows * a.dim);
+  const float* x = ctx.upload(a.x, n);
+  const void* w = ctx.upload_bytes(a.weight, size_t(a.dim) * size_t(cpu::dtype_size(a.weight_dtype)));
+  float* out = ctx.alloc<float>(n);
+  float* rstd = a.rstd ? ctx.alloc<float>(size_t(a.rows)) : nullptr;
+  if (a.weight_dtype == cpu::DType::bf16)
+    rmsnorm_fwd_kernel<true><<<row_blocks(a.rows), kThreads, 0, ctx.stream()>>>(x, w, a.rows, a.dim, a.eps, out, rstd);
+  else
+    rmsnorm_fwd_kernel<false><<<row_blocks(a.rows), kThreads, 0, ctx.stream()>>>(x, w, a.rows, a.dim, a.eps, out, rstd);
+  CUDA_CHECK_LAUNCH("rmsnorm_fwd_kernel");
+  ctx.download(a.out, out, n);  // a.out may be a.x: the input was copied already
+  if (rstd) ctx.download(a.rstd, rstd, size_t(a.rows));
+  ctx.sync();
+}
+
+void rmsnorm_backward(const cpu::RmsNormBackwardArgs& a) {
+  if (a.rows == 0) return;
+  Context ctx;
+  const size_t n = size_t(a.rows * a.dim);
+  const float* dout = ctx.upload(a.dout, n);
+  const float* x = ctx.upload(a.x, n);
+  const void* w = ctx.upload_bytes(a.weight, size_t(a.dim) * size_t(cpu::dtype_size(a.weight_dtype)));
+  const float* rstd = ctx.upload(a.rstd, size_t(a.rows));
+  float* dx = a.accumulate ? ctx.upload(a.dx, n) : ctx.alloc<float>(n);
+  if (a.weight_dtype == cpu::DType::bf16)
+    rmsnorm_bwd_kernel<true><<<row_blocks(a.rows), kThreads, 0, ctx.stream()>>>(dout, x, w, rstd, a.rows, a.dim, dx, a.accumulate);
+  else
+    rmsnorm_bwd_kernel<false><<<row_blocks(a.rows), kThreads, 0, ctx.stream()>>>(dout, x, w, rstd, a.rows, a.dim, dx, a.accumulate);
+  CUDA_CHECK_LAUNCH("rmsnorm_bwd_kernel");
+  float* dweight = nullptr;
+  if (a.dweight) {
+    const int64_t chunks = ceil_div(a.rows, kRowChunk);
+    if (chunks > 65535) throw std::invalid_argument("rmsnorm: too many rows for the CUDA dweight reduction");
+    float* partial = ctx.alloc<float>(size_t(chunks * a.dim));
+    dweight = ctx.upload(a.dweight, size_t(a.dim));
+    const dim3 grid(unsigned(ceil_div(a.dim, 256)), unsigned(chunks));
+    rmsnorm_dweight_partial_kernel<<<grid, 256, 0, ctx.stream()>>>(dout, x, rstd, a.rows, a.dim, partial);
+    CUDA_CHECK_LAUNCH("rmsnorm_dweight_partial_kernel");
+    sum_partials_kernel<<<unsigned(ceil_div(a.dim, 256)), 256, 0, ctx.stream()>>>(partial, chunks, a.dim, dweight);
+    CUDA_CHECK_LAUNCH("sum_partials_kernel");
+  }
+  ctx.download(a.dx, dx, n);
+  if (dweight) ctx.download(a.dweight, dweight, size_t(a.dim));
+  ctx.sync();
+}
+
+void rope(const cpu::RopeArgs& a) {
+  if (a.rows == 0 || a.heads == 0) return;
+  Context ctx;
+  const size_t n = size_t(a.rows * a.heads * a.head_dim);
+  const int64_t half = a.head_dim / 2;
+  std::vector<double> inv_freq(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i) inv_freq[size_t(i)] = std::pow(a.theta, -2.0 * double(i) / double(a.head_dim));
+  const float* x = ctx.upload(a.x, n);
+  float* out = ctx.alloc<float>(n);
+  const int32_t* positions = ctx.upload(a.positions, size_t(a.rows));
+  const double* freq = ctx.upload(inv_freq.data(), inv_freq.size());
+  rope_kernel<<<grid_for(a.rows * half, 256), 256, 0, ctx.stream()>>>(x, out, positions, freq, a.rows, a.heads, a.head_dim,
+                                                                       a.pairing == cpu::RopePairing::half,
+                                                                       a.inverse ? -1.0 : 1.0);
+  CUDA_CHECK_LAUNCH("rope_kernel");
+  ctx.download(a.out, out, n);
+  ctx.sync();
+}
+
+void swiglu_forward(const cpu::SwigluForwardArgs& a) {
+  if (a.rows == 0 || a.dim == 0) return;
+  Context ctx;
+  Mirror in(ctx);
+  in.add(a.gate, extent(a.rows, a.dim, a.in_ld));
+  in.add(a.up, extent(a.rows, a.dim, a.in_ld));
+  in.upload();
+  float* out = ctx.alloc<float>(size_t(a.rows * a.dim));
+  swiglu_fwd_kernel<<<grid_for(a.rows * a.dim, 256), 256, 0, ctx.stream()>>>(in.map(a.gate), in.map(a.up), a.in_ld,
+                                                                               a.rows, a.dim, out);
+  CUDA_CHECK_LAUNCH("swiglu_fwd_kernel");
+  ctx.download(a.out, out, size_t(a.rows * a.dim));
+  ctx.sync();
+}
+
+void swiglu_backward(const cpu::SwigluBackwardArgs& a) {
+  if (a.rows == 0 || a.dim == 0) return;
+  Context ctx;
+  Mirror in(ctx), grads(ctx);
+  in.add(a.gate, extent(a.rows, a.dim, a.in_ld));
+  in.add(a.up, extent(a.rows, a.dim, a.in_ld));
+  in.upload();
+  // Outputs are uploaded too: between the rows of a strided output lie values that must survive.
+  grads.add(a.dgate, extent(a.rows, a.dim, a.grad_ld));
+  grads.add(a.dup, extent(a.rows, a.dim, a.grad_ld));
+  grads.upload();
+  const float* dout = ctx.upload(a.dout, size_t(a.rows * a.dim));
+  swiglu_bwd_kernel<<<grid_for(a.rows * a.dim, 256), 256, 0, ctx.stream()>>>(
+      dout, in.map(a.gate), in.map(a.up), a.in_ld, a.rows, a.dim, grads.map(a.dgate), grads.map(a.dup), a.grad_ld);
+  CUDA_CHECK_LAUNCH("swiglu_bwd_kernel");
+  grads.download();
+  ctx.sync();
+}
+
+void embedding_forward(const cpu::EmbeddingForwardArgs& a) {
+  if (a.n == 0) return;
+  Context ctx;
+  // Only the rows the ids name travel: the table may be a 100k-row vocabulary.
+  std::map<int32_t, int32_t> slot;
+  std::vector<int32_t> local(static_cast<size_t>(a.n));
+  for (int64_t k = 0; k < a.n; ++k) local[size_t(k)] = slot.emplace(a.ids[k], int32_t(slot.size())).first->second;
+  const size_t elem = size_t(cpu::dtype_size(a.table_dtype)), row_bytes = size_t(a.dim) * elem;
+  std::vector<unsigned char> rows(slot.size() * row_bytes);
+  for (const auto& [id, s] : slot)
+    std::memcpy(rows.data() + size_t(s) * row_bytes, static_cast<const unsigned char*>(a.table) + size_t(id) * row_bytes, row_bytes);
+  const void* table = ctx.upload_bytes(rows.data(), rows.size());
+  const int32_t* ids = ctx.upload(local.data(), local.size());
+  float* out = ctx.alloc<float>(size_t(a.n * a.dim));
+  if (a.table_dtype == cpu::DType::bf16)
+    embedding_fwd_kernel<true><<<grid_for(a.n * a.dim, 256), 256, 0, ctx.stream()>>>(ids, a.n, table, a.dim, out);
+  else
+    embedding_fwd_kernel<false><<<grid_for(a.n * a.dim, 256), 256, 0, ctx.stream()>>>(ids, a.n, table, a.dim, out);
+  CUDA_CHECK_LAUNCH("embedding_fwd_kernel");
+  ctx.download(a.out, out, size_t(a.n * a.dim));
+  ctx.sync();
+}
+
+void embedding_backward(const cpu::EmbeddingBackwardArgs& a) {
+  if (a.n == 0) return;
+  Context ctx;
+  // The rows of dtable the ids touch go over and back, compacted as in the forward.
+  std::map<int32_t, int32_t> slot;
+  std::vector<int32_t> local(static_cast<size_t>(a.n));
+  for (int64_t k = 0; k < a.n; ++k) local[size_t(k)] = slot.emplace(a.ids[k], int32_t(slot.size())).first->second;
+  std::vector<float> rows(slot.size() * size_t(a.dim));
+  for (const auto& [id, s] : slot)
+    std::memcpy(rows.data() + size_t(s) * size_t(a.dim), a.dtable + size_t(id) * size_t(a.dim), size_t(a.dim) * sizeof(float));
+  float* dtable = ctx.upload(rows.data(), rows.size());
+  const int32_t* ids = ctx.upload(local.data(), local.size());
+  const float* dout = ctx.upload(a.dout, size_t(a.n * a.dim));
+  embedding_bwd_kernel<<<grid_for(a.n * a.dim, 256), 256, 0, ctx.stream()>>>(ids, a.n, dout, a.dim, dtable);
+  CUDA_CHECK_LAUNCH("embedding_bwd_kernel");
+  ctx.download(rows.data(), dtable, rows.size());
+  ctx.sync();
+  for (const auto& [id, s] : slot)
+    std::memcpy(a.dtable + size_t(id) * size_t(a.dim), rows.data() + size_t(s) * size_t(a.dim), size_t(a.dim) * sizeof(float));
+}
+
+}  // namespace ernie::cuda
