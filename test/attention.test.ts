@@ -1,22 +1,11 @@
-// Fused causal attention against a float64 reference (naive softmax attention written here),
-// forward and backward, on every ISA this CPU supports, at sizes that are not multiples of
-// any tile (1, 7, 67, 150, 200 rows; head dims 5, 24, 128), with GQA, tq < tk, padding and
-// packed documents (keyStart).
+// Fused causal attention against a float64 reference (naive softmax attention, in
+// test/reference.ts), forward and backward, on every ISA this CPU supports, at sizes that are
+// not multiples of any tile (1, 7, 67, 150, 200 rows; head dims 5, 24, 128), with GQA, tq < tk,
+// padding and packed documents (keyStart).
 import t from 'tap'
 import { kernels } from '../lib/index'
 import { firstNaN, forEachIsa, nanFilled, randomF32, relErr } from './helpers'
-
-interface Shape {
-  batch: number
-  tq: number
-  tk: number
-  heads: number
-  kvHeads: number
-  headDim: number
-  scale?: number
-  keyMask?: Int32Array | Uint8Array
-  keyStart?: Int32Array
-}
+import { kvSize, lseSize, qSize, refAttentionBackward, refAttentionForward, type AttentionShape } from './reference'
 
 interface Inputs {
   q: Float32Array
@@ -24,117 +13,20 @@ interface Inputs {
   v: Float32Array
 }
 
-const qSize = (s: Shape) => s.batch * s.tq * s.heads * s.headDim
-const kvSize = (s: Shape) => s.batch * s.tk * s.kvHeads * s.headDim
-const lseSize = (s: Shape) => s.batch * s.heads * s.tq
-
-function makeInputs(s: Shape, seed: number): Inputs {
+function makeInputs(s: AttentionShape, seed: number): Inputs {
   // q spread wider than k, so that some rows' softmax is peaked rather than near uniform.
   return { q: randomF32(qSize(s), seed, 2), k: randomF32(kvSize(s), seed + 1), v: randomF32(kvSize(s), seed + 2) }
 }
 
-// Key j is visible to query row i (causality aside): not padding, and not before the row's keyStart.
-const keyOk = (s: Shape, b: number, i: number, j: number) =>
-  (!s.keyMask || s.keyMask[b * s.tk + j] !== 0) && (!s.keyStart || j >= s.keyStart[b * s.tq + i])
-
-// ---- float64 reference -----------------------------------------------------------------------
-// For query row i of head h: scores s_j = scale q_i . k_j over the keys it sees (j <= i + tk - tq,
-// keyMask 1, j >= keyStart_i); p = softmax(s); out_i = sum_j p_j v_j; lse_i = log sum_j exp(s_j). No key: 0, -inf.
-function refForward(s: Shape, q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>) {
-  const { batch, tq, tk, heads, kvHeads, headDim: D } = s
-  const scale = s.scale ?? 1 / Math.sqrt(D)
-  const group = heads / kvHeads
-  const out = new Float64Array(qSize(s))
-  const lse = new Float64Array(lseSize(s))
-  const scores = new Float64Array(tk)
-  for (let b = 0; b < batch; b++)
-    for (let h = 0; h < heads; h++) {
-      const kvh = Math.floor(h / group)
-      for (let i = 0; i < tq; i++) {
-        const qo = ((b * tq + i) * heads + h) * D
-        let m = -Infinity
-        const last = i + tk - tq
-        for (let j = 0; j <= last; j++) {
-          if (!keyOk(s, b, i, j)) continue
-          const ko = ((b * tk + j) * kvHeads + kvh) * D
-          let dot = 0
-          for (let d = 0; d < D; d++) dot += q[qo + d] * k[ko + d]
-          scores[j] = scale * dot
-          m = Math.max(m, scores[j])
-        }
-        const lo = (b * heads + h) * tq + i
-        if (m === -Infinity) {
-          lse[lo] = -Infinity
-          continue
-        }
-        let sum = 0
-        for (let j = 0; j <= last; j++) if (keyOk(s, b, i, j)) sum += Math.exp(scores[j] - m)
-        lse[lo] = m + Math.log(sum)
-        for (let j = 0; j <= last; j++) {
-          if (!keyOk(s, b, i, j)) continue
-          const p = Math.exp(scores[j] - lse[lo])
-          const vo = ((b * tk + j) * kvHeads + kvh) * D
-          for (let d = 0; d < D; d++) out[qo + d] += p * v[vo + d]
-        }
-      }
-    }
-  return { out, lse }
-}
-
-// The gradient of a loss L(out), derived by hand. With p_ij = exp(s_ij - lse_i):
-//   dv_j  = sum_i p_ij dout_i
-//   dp_ij = dout_i . v_j
-//   ds_ij = dL/ds_ij = p_ij (dp_ij - sum_l p_il dp_il) = p_ij (dp_ij - dout_i . out_i)
-//   dq_i  = scale sum_j ds_ij k_j,   dk_j = scale sum_i ds_ij q_i
-// (GQA: the query heads of a group add into the same dk, dv rows.)
-function refBackward(s: Shape, q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>, dout: ArrayLike<number>) {
-  const { batch, tq, tk, heads, kvHeads, headDim: D } = s
-  const scale = s.scale ?? 1 / Math.sqrt(D)
-  const group = heads / kvHeads
-  const { out, lse } = refForward(s, q, k, v)
-  const dq = new Float64Array(qSize(s))
-  const dk = new Float64Array(kvSize(s))
-  const dv = new Float64Array(kvSize(s))
-  for (let b = 0; b < batch; b++)
-    for (let h = 0; h < heads; h++) {
-      const kvh = Math.floor(h / group)
-      for (let i = 0; i < tq; i++) {
-        const l = lse[(b * heads + h) * tq + i]
-        if (l === -Infinity) continue
-        const qo = ((b * tq + i) * heads + h) * D
-        let delta = 0
-        for (let d = 0; d < D; d++) delta += dout[qo + d] * out[qo + d]
-        for (let j = 0; j <= i + tk - tq; j++) {
-          if (!keyOk(s, b, i, j)) continue
-          const ko = ((b * tk + j) * kvHeads + kvh) * D
-          let dot = 0
-          let dp = 0
-          for (let d = 0; d < D; d++) {
-            dot += q[qo + d] * k[ko + d]
-            dp += dout[qo + d] * v[ko + d]
-          }
-          const p = Math.exp(scale * dot - l)
-          const ds = p * (dp - delta)
-          for (let d = 0; d < D; d++) {
-            dv[ko + d] += p * dout[qo + d]
-            dq[qo + d] += scale * ds * k[ko + d]
-            dk[ko + d] += scale * ds * q[qo + d]
-          }
-        }
-      }
-    }
-  return { dq, dk, dv }
-}
-
 // ---- running the kernels -----------------------------------------------------------------------
-function forward(s: Shape, x: Inputs) {
+function forward(s: AttentionShape, x: Inputs) {
   const out = nanFilled(qSize(s))
   const lse = nanFilled(lseSize(s))
   kernels.sync.attentionForward({ ...s, ...x, out, lse })
   return { out, lse }
 }
 
-function backward(s: Shape, x: Inputs, fwd: { out: Float32Array; lse: Float32Array }, dout: Float32Array) {
+function backward(s: AttentionShape, x: Inputs, fwd: { out: Float32Array; lse: Float32Array }, dout: Float32Array) {
   const dq = nanFilled(qSize(s))
   const dk = nanFilled(kvSize(s))
   const dv = nanFilled(kvSize(s))
@@ -157,7 +49,7 @@ function lseError(got: Float32Array, ref: Float64Array): number {
   return relErr(g, r)
 }
 
-function describe(s: Shape): string {
+function describe(s: AttentionShape): string {
   const mask = s.keyMask ? ` mask:${s.keyMask.constructor.name}` : ''
   const packed = s.keyStart ? ' packed' : ''
   return `B${s.batch} tq${s.tq} tk${s.tk} H${s.heads}/KV${s.kvHeads} D${s.headDim}${s.scale ? ` scale${s.scale}` : ''}${mask}${packed}`
@@ -190,7 +82,7 @@ function packedStarts(tq: number, tk: number, docs: number[][]): Int32Array {
 const FWD_BOUND = 1e-5
 const BWD_BOUND = 1e-5
 
-const shapes: Shape[] = [
+const shapes: AttentionShape[] = [
   { batch: 1, tq: 1, tk: 1, heads: 1, kvHeads: 1, headDim: 5 },
   { batch: 2, tq: 7, tk: 7, heads: 2, kvHeads: 1, headDim: 24 },
   { batch: 1, tq: 67, tk: 67, heads: 8, kvHeads: 1, headDim: 24 },
@@ -218,7 +110,7 @@ t.test('forward matches float64 softmax attention, every element written', async
     for (const s of shapes) {
       const x = makeInputs(s, (seed += 3))
       const got = forward(s, x)
-      const ref = refForward(s, x.q, x.k, x.v)
+      const ref = refAttentionForward(s, x.q, x.k, x.v)
       const what = `${isa} ${describe(s)}`
       t.equal(firstNaN(got.out), -1, `${what}: out fully written`)
       t.equal(firstNaN(got.lse), -1, `${what}: lse fully written`)
@@ -232,7 +124,7 @@ t.test('forward matches float64 softmax attention, every element written', async
 
 t.test('rows that see no key give out = 0 and lse = -Infinity', async (t) => {
   // batch 0 left-padded by 3 (rows 0..2 see only padding), batch 1 all padding.
-  const s: Shape = { batch: 2, tq: 9, tk: 9, heads: 2, kvHeads: 1, headDim: 6, keyMask: maskOf((n) => new Uint8Array(n), 9, [[3, 9], [0, 0]]) }
+  const s: AttentionShape = { batch: 2, tq: 9, tk: 9, heads: 2, kvHeads: 1, headDim: 6, keyMask: maskOf((n) => new Uint8Array(n), 9, [[3, 9], [0, 0]]) }
   await forEachIsa(async (isa) => {
     const x = makeInputs(s, 7)
     const got = forward(s, x)
@@ -253,7 +145,7 @@ t.test('rows that see no key give out = 0 and lse = -Infinity', async (t) => {
     const dout = randomF32(qSize(s), 8)
     const g = backward(s, x, got, dout)
     for (const [name, arr] of Object.entries(g)) t.equal(firstNaN(arr), -1, `${isa}: ${name} has no NaN`)
-    const ref = refBackward(s, x.q, x.k, x.v, dout)
+    const ref = refAttentionBackward(s, x.q, x.k, x.v, dout)
     t.ok(relErr(g.dq, ref.dq) <= BWD_BOUND && relErr(g.dk, ref.dk) <= BWD_BOUND && relErr(g.dv, ref.dv) <= BWD_BOUND, `${isa}: gradients match`)
   })
 })
@@ -266,7 +158,7 @@ t.test('backward matches the float64 reference gradient, every element written',
       const dout = randomF32(qSize(s), seed + 3)
       const fwd = forward(s, x)
       const got = backward(s, x, fwd, dout)
-      const ref = refBackward(s, x.q, x.k, x.v, dout)
+      const ref = refAttentionBackward(s, x.q, x.k, x.v, dout)
       const what = `${isa} ${describe(s)}`
       for (const name of ['dq', 'dk', 'dv'] as const) {
         t.equal(firstNaN(got[name]), -1, `${what}: ${name} fully written`)
@@ -280,10 +172,10 @@ t.test('backward matches the float64 reference gradient, every element written',
 t.test('backward is correct for any thread count (dq partials per key-tile chunk)', async (t) => {
   // One (batch, kv head) pair over 1, 2 and 3 threads: the work splits across key tiles, and
   // the chunks' dq partials are summed.
-  const s: Shape = { batch: 1, tq: 200, tk: 200, heads: 3, kvHeads: 1, headDim: 24 }
+  const s: AttentionShape = { batch: 1, tq: 200, tk: 200, heads: 3, kvHeads: 1, headDim: 24 }
   const x = makeInputs(s, 900)
   const dout = randomF32(qSize(s), 903)
-  const ref = refBackward(s, x.q, x.k, x.v, dout)
+  const ref = refAttentionBackward(s, x.q, x.k, x.v, dout)
   const before = kernels.numThreads()
   try {
     for (const threads of [1, 3, 2]) {
@@ -301,17 +193,17 @@ t.test('backward is correct for any thread count (dq partials per key-tile chunk
 
 t.test('the hand-derived reference gradient agrees with float64 central differences', async (t) => {
   // L = sum(out * R). Every coordinate of q, k and v, at a size small enough to do so.
-  const s: Shape = { batch: 2, tq: 4, tk: 5, heads: 4, kvHeads: 2, headDim: 3, keyMask: maskOf((n) => new Uint8Array(n), 5, [[0, 5], [1, 4]]) }
+  const s: AttentionShape = { batch: 2, tq: 4, tk: 5, heads: 4, kvHeads: 2, headDim: 3, keyMask: maskOf((n) => new Uint8Array(n), 5, [[0, 5], [1, 4]]) }
   const x = makeInputs(s, 41)
   const R = randomF32(qSize(s), 44)
   const loss = (q: Float64Array, k: Float64Array, v: Float64Array) => {
-    const { out } = refForward(s, q, k, v)
+    const { out } = refAttentionForward(s, q, k, v)
     let sum = 0
     for (let i = 0; i < out.length; i++) sum += out[i] * R[i]
     return sum
   }
   const base = { q: Float64Array.from(x.q), k: Float64Array.from(x.k), v: Float64Array.from(x.v) }
-  const grad = refBackward(s, base.q, base.k, base.v, R)
+  const grad = refAttentionBackward(s, base.q, base.k, base.v, R)
   const h = 1e-5
   for (const [name, gname] of [['q', 'dq'], ['k', 'dk'], ['v', 'dv']] as const) {
     const fd = new Float64Array(base[name].length)
@@ -333,7 +225,7 @@ t.test('the hand-derived reference gradient agrees with float64 central differen
 t.test("the kernels' gradient agrees with central differences of the kernels' own forward", async (t) => {
   // In f32: a step of 1e-2 keeps the rounding of L (~1e-7 relative) and the O(h^2) truncation
   // both near 1e-4 of the gradient's size, hence the 2e-3 bound.
-  const s: Shape = { batch: 1, tq: 6, tk: 9, heads: 2, kvHeads: 1, headDim: 5, keyMask: maskOf((n) => new Int32Array(n), 9, [[1, 9]]) }
+  const s: AttentionShape = { batch: 1, tq: 6, tk: 9, heads: 2, kvHeads: 1, headDim: 5, keyMask: maskOf((n) => new Int32Array(n), 9, [[1, 9]]) }
   await forEachIsa(async (isa) => {
     const x = makeInputs(s, 61)
     const R = randomF32(qSize(s), 64)
@@ -364,7 +256,7 @@ t.test("the kernels' gradient agrees with central differences of the kernels' ow
 })
 
 t.test('the async forms run off the JS thread and give the same results', async (t) => {
-  const s: Shape = { batch: 1, tq: 150, tk: 150, heads: 4, kvHeads: 2, headDim: 64 }
+  const s: AttentionShape = { batch: 1, tq: 150, tk: 150, heads: 4, kvHeads: 2, headDim: 64 }
   const x = makeInputs(s, 70)
   const dout = randomF32(qSize(s), 73)
   const fwd = forward(s, x)

@@ -1,8 +1,7 @@
-// float64 references of the kernels, for the CUDA backend's parity tests (test/cuda.test.ts).
-// They are the CPU tests' references (test/attention.test.ts, ops.test.ts, lora.test.ts,
-// loss.test.ts, optim.test.ts), gathered in one module that a test file can import: the CPU test
-// files register their tests when imported. Each is written from the maths in its comment, never
-// from a kernel's output.
+// float64 references of the kernels, one of each, shared by the CPU tests (test/attention.test.ts,
+// ops.test.ts, lora.test.ts, loss.test.ts, optim.test.ts, trainer-optim.test.ts) and the CUDA
+// parity tests (test/cuda.test.ts). A module of its own because a test file registers its tests
+// when imported. Each is written from the maths in its comment, never from a kernel's output.
 
 // ---- attention --------------------------------------------------------------------------------
 export interface AttentionShape {
@@ -25,8 +24,9 @@ export const lseSize = (s: AttentionShape) => s.batch * s.heads * s.tq
 const keyOk = (s: AttentionShape, b: number, i: number, j: number) =>
   (!s.keyMask || s.keyMask[b * s.tk + j] !== 0) && (!s.keyStart || j >= s.keyStart[b * s.tq + i])
 
-// Row i of head h: scores s_j = scale q_i . k_j over the keys it sees (j <= i + tk - tq, keyMask 1,
-// j >= keyStart_i); p = softmax(s); out_i = sum_j p_j v_j; lse_i = log sum_j exp(s_j). No key: 0, -inf.
+// For query row i of head h: scores s_j = scale q_i . k_j over the keys it sees (j <= i + tk - tq,
+// keyMask 1, j >= keyStart_i); p = softmax(s); out_i = sum_j p_j v_j; lse_i = log sum_j exp(s_j).
+// A row that sees no key: out 0, lse -inf.
 export function refAttentionForward(s: AttentionShape, q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>) {
   const { batch, tq, tk, heads, kvHeads, headDim: D } = s
   const scale = s.scale ?? 1 / Math.sqrt(D)
@@ -68,8 +68,12 @@ export function refAttentionForward(s: AttentionShape, q: ArrayLike<number>, k: 
   return { out, lse }
 }
 
-// With p_ij = exp(s_ij - lse_i): dv_j = sum_i p_ij dout_i; ds_ij = p_ij (dout_i . v_j - dout_i . out_i);
-// dq_i = scale sum_j ds_ij k_j; dk_j = scale sum_i ds_ij q_i (GQA: a group's heads add into one kv head).
+// The gradient of a loss L(out), derived by hand. With p_ij = exp(s_ij - lse_i):
+//   dv_j  = sum_i p_ij dout_i
+//   dp_ij = dout_i . v_j
+//   ds_ij = dL/ds_ij = p_ij (dp_ij - sum_l p_il dp_il) = p_ij (dp_ij - dout_i . out_i)
+//   dq_i  = scale sum_j ds_ij k_j,   dk_j = scale sum_i ds_ij q_i
+// (GQA: the query heads of a group add into the same dk, dv rows.)
 export function refAttentionBackward(s: AttentionShape, q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>, dout: ArrayLike<number>) {
   const { batch, tq, tk, heads, kvHeads, headDim: D } = s
   const scale = s.scale ?? 1 / Math.sqrt(D)
@@ -123,10 +127,13 @@ export function refRmsnorm(x: ArrayLike<number>, w: ArrayLike<number>, rows: num
   return { y, rstd }
 }
 
-// d/dx and d/dw of sum(dout * y).
+// d/dx and d/dw of sum(dout * y), written out from y_i = w_i x_i r, r = (mean(x^2) + eps)^-1/2.
+// dxScale is dx's first term alone: at small dim the two terms nearly cancel (at dim = 1,
+// dx = r w g eps / (x^2 + eps)), and f32 can only be asked for accuracy relative to the terms.
 export function refRmsnormBackward(dout: ArrayLike<number>, x: ArrayLike<number>, w: ArrayLike<number>, rows: number, dim: number, eps: number) {
   const { rstd } = refRmsnorm(x, w, rows, dim, eps)
   const dx = new Float64Array(rows * dim)
+  const dxScale = new Float64Array(rows * dim)
   const dw = new Float64Array(dim)
   for (let r = 0; r < rows; r++) {
     const o = r * dim
@@ -134,11 +141,12 @@ export function refRmsnormBackward(dout: ArrayLike<number>, x: ArrayLike<number>
     let s = 0
     for (let i = 0; i < dim; i++) s += dout[o + i] * w[i] * x[o + i]
     for (let i = 0; i < dim; i++) {
-      dx[o + i] = rs * w[i] * dout[o + i] - (x[o + i] * rs ** 3 * s) / dim
+      dxScale[o + i] = rs * w[i] * dout[o + i]
+      dx[o + i] = dxScale[o + i] - (x[o + i] * rs ** 3 * s) / dim
       dw[i] += dout[o + i] * x[o + i] * rs
     }
   }
-  return { dx, dw }
+  return { dx, dw, dxScale }
 }
 
 // ---- RoPE -------------------------------------------------------------------------------------
@@ -312,5 +320,77 @@ export function refAdamw(p: Float64Array, g: ArrayLike<number>, m: Float64Array,
     m[i] = h.beta1 * m[i] + (1 - h.beta1) * g[i]
     v[i] = h.beta2 * v[i] + (1 - h.beta2) * g[i] * g[i]
     p[i] -= (h.lr / bc1) * (m[i] / (Math.sqrt(v[i]) / Math.sqrt(bc2) + h.eps))
+  }
+}
+
+// ---- 8-bit AdamW ------------------------------------------------------------------------------
+// bitsandbytes' create_dynamic_map(signed, max_exponent_bits = 7, total_bits = 8), float64:
+// per decade i = 0..6, the centres of linspace(0.1, 1, k + 1) scaled by 10^(i - 6), with
+// k = 2^i (signed, both signs) or 2^(i + 1) (unsigned); then 0 and 1; sorted.
+export function dynamicMap(signed: boolean): Float64Array {
+  const values: number[] = [0, 1]
+  for (let i = 0; i < 7; i++) {
+    const k = signed ? 2 ** i : 2 ** (i + 1)
+    const bounds = Array.from({ length: k + 1 }, (_, j) => 0.1 + (0.9 * j) / k)
+    for (let j = 0; j < k; j++) {
+      const c = 10 ** (i - 6) * ((bounds[j] + bounds[j + 1]) / 2)
+      values.push(c)
+      if (signed) values.push(-c)
+    }
+  }
+  return Float64Array.from(values.sort((a, b) => a - b))
+}
+// The values the engine stores: the map rounded to f32.
+export const MAP_S = dynamicMap(true).map(Math.fround)
+export const MAP_U = dynamicMap(false).map(Math.fround)
+
+/** An 8-bit moment: one code per element, one absmax per block. */
+export interface Q8 {
+  codes: Uint8Array
+  absmax: Float32Array
+}
+
+// float64 reference of one 8-bit AdamW step: dequantise, update, re-quantise with the new absmax.
+export function refAdamw8bit(p: Float64Array, g: ArrayLike<number>, m: Q8, v: Q8, bs: number, h: AdamHyper, step: number) {
+  const n = p.length
+  const bc1 = 1 - h.beta1 ** step, bc2 = 1 - h.beta2 ** step
+  const m1 = new Float64Array(n), v1 = new Float64Array(n)
+  const blocks = Math.ceil(n / bs)
+  const mAbs = new Float64Array(blocks), vAbs = new Float64Array(blocks)
+  for (let i = 0; i < n; i++) {
+    const b = Math.floor(i / bs)
+    m1[i] = h.beta1 * MAP_S[m.codes[i]] * m.absmax[b] + (1 - h.beta1) * g[i]
+    v1[i] = h.beta2 * MAP_U[v.codes[i]] * v.absmax[b] + (1 - h.beta2) * g[i] * g[i]
+    mAbs[b] = Math.max(mAbs[b], Math.abs(m1[i]))
+    vAbs[b] = Math.max(vAbs[b], v1[i])
+    p[i] = p[i] * (1 - h.lr * h.weightDecay) - (h.lr / bc1) * (m1[i] / (Math.sqrt(v1[i]) / Math.sqrt(bc2) + h.eps))
+  }
+  const mq = new Float64Array(n), vq = new Float64Array(n)
+  for (let i = 0; i < n; i++) {
+    const b = Math.floor(i / bs)
+    mq[i] = mAbs[b] > 0 ? m1[i] / mAbs[b] : 0
+    vq[i] = vAbs[b] > 0 ? v1[i] / vAbs[b] : 0
+  }
+  return { m1, v1, mAbs, vAbs, mq, vq }
+}
+
+// ---- SGD --------------------------------------------------------------------------------------
+export interface SgdHyper {
+  lr: number
+  momentum: number
+  weightDecay: number
+  nesterov?: boolean
+}
+
+// torch.optim.SGD, float64, in place: d = g + wd p; with momentum buf = momentum buf + d and
+// d = buf (nesterov: d + momentum buf); p -= lr d. buf is untouched without momentum.
+export function refSgd(p: Float64Array, g: ArrayLike<number>, buf: Float64Array, h: SgdHyper): void {
+  for (let i = 0; i < p.length; i++) {
+    let d = g[i] + h.weightDecay * p[i]
+    if (h.momentum) {
+      buf[i] = h.momentum * buf[i] + d // torch starts from buf = d; a zero buffer gives the same
+      d = h.nesterov ? d + h.momentum * buf[i] : buf[i]
+    }
+    p[i] -= h.lr * d
   }
 }
