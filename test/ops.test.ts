@@ -1,10 +1,12 @@
-// The decoder's row ops (RMSNorm, RoPE, SwiGLU, embedding) against float64 references written
-// here, on every ISA this CPU supports, at sizes that are not multiples of any vector width.
+// The decoder's row ops (RMSNorm, RoPE, SwiGLU, embedding) against float64 references (those in
+// test/reference.ts, the embedding's here), on every ISA this CPU supports, at sizes that are not
+// multiples of any vector width.
 // Each backward is checked against the analytic float64 gradient, and that gradient against
 // central differences (of the float64 reference, and of the kernel's own f32 forward).
 import t, { type Test } from 'tap'
 import { kernels } from '../lib/index'
 import { firstNaN, forEachIsa, nanFilled, randomF32, relErr, rng, toBf16, valuesOf } from './helpers'
+import { refRmsnorm, refRmsnormBackward, refRope, refSwiglu } from './reference'
 
 type Weight = Float32Array | Uint16Array
 
@@ -74,40 +76,6 @@ function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 // ---------------------------------------------------------------- RMSNorm
-
-function refRmsnorm(x: ArrayLike<number>, w: ArrayLike<number>, rows: number, dim: number, eps: number) {
-  const y = new Float64Array(rows * dim)
-  const rstd = new Float64Array(rows)
-  for (let r = 0; r < rows; r++) {
-    let ss = 0
-    for (let i = 0; i < dim; i++) ss += x[r * dim + i] ** 2
-    rstd[r] = 1 / Math.sqrt(ss / dim + eps)
-    for (let i = 0; i < dim; i++) y[r * dim + i] = x[r * dim + i] * rstd[r] * w[i]
-  }
-  return { y, rstd }
-}
-
-// d/dx and d/dw of sum(dout * y), written out from y_i = w_i x_i r, r = (mean(x^2) + eps)^-1/2.
-// dxScale is dx's first term alone: at small dim the two terms nearly cancel (at dim = 1,
-// dx = r w g eps / (x^2 + eps)), and f32 can only be asked for accuracy relative to the terms.
-function refRmsnormBackward(dout: ArrayLike<number>, x: ArrayLike<number>, w: ArrayLike<number>, rows: number, dim: number, eps: number) {
-  const { rstd } = refRmsnorm(x, w, rows, dim, eps)
-  const dx = new Float64Array(rows * dim)
-  const dxScale = new Float64Array(rows * dim)
-  const dw = new Float64Array(dim)
-  for (let r = 0; r < rows; r++) {
-    const o = r * dim
-    const rs = rstd[r]
-    let s = 0
-    for (let i = 0; i < dim; i++) s += dout[o + i] * w[i] * x[o + i]
-    for (let i = 0; i < dim; i++) {
-      dxScale[o + i] = rs * w[i] * dout[o + i]
-      dx[o + i] = dxScale[o + i] - (x[o + i] * rs ** 3 * s) / dim
-      dw[i] += dout[o + i] * x[o + i] * rs
-    }
-  }
-  return { dx, dw, dxScale }
-}
 
 function makeWeight(dim: number, seed: number, bf16: boolean): Weight {
   const w = randomF32(dim, seed, 1.5)
@@ -268,30 +236,6 @@ t.test('rmsnormBackward: dweight is bitwise the same for any thread count', asyn
 
 // ---------------------------------------------------------------- RoPE
 
-type Pairing = 'adjacent' | 'half'
-
-function pairIndex(pairing: Pairing, headDim: number, i: number): [number, number] {
-  return pairing === 'adjacent' ? [2 * i, 2 * i + 1] : [i, i + headDim / 2]
-}
-
-/** float64 rotation of every head's pairs by pos * theta^(-2i/headDim) (minus that when inverse). */
-function refRope(x: ArrayLike<number>, positions: Int32Array, heads: number, headDim: number, theta: number, pairing: Pairing, inverse = false) {
-  const out = new Float64Array(x.length)
-  for (let r = 0; r < positions.length; r++)
-    for (let i = 0; i < headDim / 2; i++) {
-      const angle = (inverse ? -1 : 1) * positions[r] * Math.pow(theta, (-2 * i) / headDim)
-      const c = Math.cos(angle), s = Math.sin(angle)
-      const [p0, p1] = pairIndex(pairing, headDim, i)
-      for (let h = 0; h < heads; h++) {
-        const base = (r * heads + h) * headDim
-        const a = x[base + p0], b = x[base + p1]
-        out[base + p0] = a * c - b * s
-        out[base + p1] = a * s + b * c
-      }
-    }
-  return out
-}
-
 function randomPositions(n: number, seed: number, max: number): Int32Array {
   const r = rng(seed)
   return Int32Array.from({ length: n }, () => Math.floor(r() * max))
@@ -381,14 +325,6 @@ t.test('RoPE: backward agrees with central differences of the forward', async (t
 
 // ---------------------------------------------------------------- SwiGLU
 
-function silu64(g: number): number {
-  return g / (1 + Math.exp(-g))
-}
-function dsilu64(g: number): number {
-  const s = 1 / (1 + Math.exp(-g))
-  return s * (1 + g * (1 - s))
-}
-
 /** Gate values over silu's whole range, with extremes where a naive exp overflows. */
 function gateValues(n: number, seed: number): Float32Array {
   const g = randomF32(n, seed, 12)
@@ -419,15 +355,12 @@ t.test('swigluForward / swigluBackward match float64, split and fused forms', as
         const gate = gateValues(n, seed++)
         const up = randomF32(n, seed++, 2)
         const dout = randomF32(n, seed++)
-        const refOut = new Float64Array(n), refDgate = new Float64Array(n), refDup = new Float64Array(n)
+        const { out: refOut, dgate: refDgate, dup: refDup } = refSwiglu(gate, up, dout)
         // silu' = s (1 + g (1 - s)) crosses zero near g = -1.28: f32 is accurate there only
         // relative to the size of its terms.
         const dgateScale = new Float64Array(n)
         for (let i = 0; i < n; i++) {
           const g = gate[i], s = 1 / (1 + Math.exp(-g))
-          refOut[i] = silu64(g) * up[i]
-          refDup[i] = dout[i] * silu64(g)
-          refDgate[i] = dout[i] * up[i] * dsilu64(g)
           dgateScale[i] = Math.abs(dout[i] * up[i]) * s * (1 + Math.abs(g) * (1 - s))
         }
         const what = `${isa} rows=${rows} dim=${dim}`
@@ -468,15 +401,10 @@ t.test('swiglu: the analytic gradient agrees with central differences', async (t
   {
     const g = Float64Array.from(randomF32(n, 802, 6))
     const u = Float64Array.from(randomF32(n, 803, 2))
-    const loss = () => {
-      let s = 0
-      for (let i = 0; i < n; i++) s += c[i] * silu64(g[i]) * u[i]
-      return s
-    }
-    const refDg = g.map((v, i) => c[i] * u[i] * dsilu64(v))
-    const refDu = g.map((v, i) => c[i] * silu64(v))
-    close(t, 'float64 dgate vs differences', numericGrad(g, loss, 1e-6), refDg, 1e-7)
-    close(t, 'float64 dup vs differences', numericGrad(u, loss, 1e-6), refDu, 1e-7)
+    const loss = () => dot(c, refSwiglu(g, u).out)
+    const ref = refSwiglu(g, u, c)
+    close(t, 'float64 dgate vs differences', numericGrad(g, loss, 1e-6), ref.dgate, 1e-7)
+    close(t, 'float64 dup vs differences', numericGrad(u, loss, 1e-6), ref.dup, 1e-7)
   }
   await forEachIsa(async (isa) => {
     const gate = randomF32(n, 804, 6), up = randomF32(n, 805, 2)
