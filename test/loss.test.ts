@@ -1,51 +1,10 @@
-// Chunked cross-entropy through a tied head against a float64 reference, with finite
-// differences for both gradients, on every ISA this CPU supports. Sizes are chosen so that
-// vocab chunks and row tiles both come out ragged.
+// Chunked cross-entropy through a tied head against a float64 reference (test/reference.ts),
+// with finite differences for both gradients, on every ISA this CPU supports. Sizes are chosen
+// so that vocab chunks and row tiles both come out ragged.
 import t from 'tap'
 import { kernels } from '../lib/index'
 import { firstNaN, forEachIsa, nanFilled, randomF32, relErr, rng, toBf16, valuesOf } from './helpers'
-
-interface Ref {
-  loss: number
-  lossSum: number
-  count: number
-  dhidden: Float64Array
-  dweight: Float64Array
-}
-
-// float64: logits = h W^T; loss_t = lse_t - logit_t[target]; d logits = (softmax - onehot) * scale.
-function refCrossEntropy(h: Float64Array, w: Float64Array, targets: Int32Array, T: number, H: number, V: number, gradScale?: number): Ref {
-  let count = 0
-  for (let i = 0; i < T; i++) if (targets[i] >= 0) count++
-  const scale = gradScale ?? (count ? 1 / count : 0)
-  const dhidden = new Float64Array(T * H)
-  const dweight = new Float64Array(V * H)
-  const logits = new Float64Array(V)
-  let lossSum = 0
-  for (let i = 0; i < T; i++) {
-    const target = targets[i]
-    if (target < 0) continue
-    let max = -Infinity
-    for (let v = 0; v < V; v++) {
-      let s = 0
-      for (let k = 0; k < H; k++) s += h[i * H + k] * w[v * H + k]
-      logits[v] = s
-      if (s > max) max = s
-    }
-    let sum = 0
-    for (let v = 0; v < V; v++) sum += Math.exp(logits[v] - max)
-    const lse = max + Math.log(sum)
-    lossSum += lse - logits[target]
-    for (let v = 0; v < V; v++) {
-      const d = (Math.exp(logits[v] - lse) - (v === target ? 1 : 0)) * scale
-      for (let k = 0; k < H; k++) {
-        dhidden[i * H + k] += d * w[v * H + k]
-        dweight[v * H + k] += d * h[i * H + k]
-      }
-    }
-  }
-  return { loss: count ? lossSum / count : 0, lossSum, count, dhidden, dweight }
-}
+import { refCrossEntropy } from './reference'
 
 function randomTargets(T: number, V: number, seed: number, ignoredFraction: number): Int32Array {
   const r = rng(seed)
