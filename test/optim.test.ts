@@ -1,48 +1,10 @@
-// Optimisers against float64 references of the same algorithms, on every ISA this CPU supports:
-// AdamW (torch's), 8-bit AdamW (bitsandbytes' blockwise dynamic quantisation), SGD, and the
-// global gradient norm and its clipping.
+// Optimisers against float64 references of the same algorithms (test/reference.ts), on every ISA
+// this CPU supports: AdamW (torch's), 8-bit AdamW (bitsandbytes' blockwise dynamic quantisation),
+// SGD, and the global gradient norm and its clipping.
 import t from 'tap'
 import { kernels } from '../lib/index'
 import { firstNaN, forEachIsa, nanFilled, randomF32, relErr, rng, toBf16Bits } from './helpers'
-
-interface Hyper {
-  lr: number
-  beta1: number
-  beta2: number
-  eps: number
-  weightDecay: number
-}
-
-// torch.optim.AdamW, float64, in place.
-function refAdamw(p: Float64Array, g: ArrayLike<number>, m: Float64Array, v: Float64Array, h: Hyper, step: number): void {
-  const bc1 = 1 - h.beta1 ** step, bc2 = 1 - h.beta2 ** step
-  for (let i = 0; i < p.length; i++) {
-    p[i] *= 1 - h.lr * h.weightDecay
-    m[i] = h.beta1 * m[i] + (1 - h.beta1) * g[i]
-    v[i] = h.beta2 * v[i] + (1 - h.beta2) * g[i] * g[i]
-    p[i] -= (h.lr / bc1) * (m[i] / (Math.sqrt(v[i]) / Math.sqrt(bc2) + h.eps))
-  }
-}
-
-// bitsandbytes' create_dynamic_map(signed, max_exponent_bits = 7, total_bits = 8), float64:
-// per decade i = 0..6, the centres of linspace(0.1, 1, k + 1) scaled by 10^(i - 6), with
-// k = 2^i (signed, both signs) or 2^(i + 1) (unsigned); then 0 and 1; sorted.
-function dynamicMap(signed: boolean): Float64Array {
-  const values: number[] = [0, 1]
-  for (let i = 0; i < 7; i++) {
-    const k = signed ? 2 ** i : 2 ** (i + 1)
-    const bounds = Array.from({ length: k + 1 }, (_, j) => 0.1 + (0.9 * j) / k)
-    for (let j = 0; j < k; j++) {
-      const c = 10 ** (i - 6) * ((bounds[j] + bounds[j + 1]) / 2)
-      values.push(c)
-      if (signed) values.push(-c)
-    }
-  }
-  return Float64Array.from(values.sort((a, b) => a - b))
-}
-// The values the engine stores: the map rounded to f32.
-const MAP_S = dynamicMap(true).map(Math.fround)
-const MAP_U = dynamicMap(false).map(Math.fround)
+import { MAP_S, MAP_U, refAdamw, refAdamw8bit, refSgd, type AdamHyper, type Q8 } from './reference'
 
 // The code whose value is nearest to q (ties to the lower code).
 function nearestCode(map: Float64Array, q: number): number {
@@ -51,42 +13,13 @@ function nearestCode(map: Float64Array, q: number): number {
   return best
 }
 
-interface Q8 {
-  codes: Uint8Array
-  absmax: Float32Array
-}
-
-// float64 reference of one 8-bit AdamW step: dequantise, update, re-quantise with the new absmax.
-function refAdamw8bit(p: Float64Array, g: ArrayLike<number>, m: Q8, v: Q8, bs: number, h: Hyper, step: number) {
-  const n = p.length
-  const bc1 = 1 - h.beta1 ** step, bc2 = 1 - h.beta2 ** step
-  const m1 = new Float64Array(n), v1 = new Float64Array(n)
-  const blocks = Math.ceil(n / bs)
-  const mAbs = new Float64Array(blocks), vAbs = new Float64Array(blocks)
-  for (let i = 0; i < n; i++) {
-    const b = Math.floor(i / bs)
-    m1[i] = h.beta1 * MAP_S[m.codes[i]] * m.absmax[b] + (1 - h.beta1) * g[i]
-    v1[i] = h.beta2 * MAP_U[v.codes[i]] * v.absmax[b] + (1 - h.beta2) * g[i] * g[i]
-    mAbs[b] = Math.max(mAbs[b], Math.abs(m1[i]))
-    vAbs[b] = Math.max(vAbs[b], v1[i])
-    p[i] = p[i] * (1 - h.lr * h.weightDecay) - (h.lr / bc1) * (m1[i] / (Math.sqrt(v1[i]) / Math.sqrt(bc2) + h.eps))
-  }
-  const mq = new Float64Array(n), vq = new Float64Array(n)
-  for (let i = 0; i < n; i++) {
-    const b = Math.floor(i / bs)
-    mq[i] = mAbs[b] > 0 ? m1[i] / mAbs[b] : 0
-    vq[i] = vAbs[b] > 0 ? v1[i] / vAbs[b] : 0
-  }
-  return { m1, v1, mAbs, vAbs, mq, vq }
-}
-
 // Values spread over many decades, as optimiser moments are: sign * 10^U(-9, 0) * scale.
 function heavyTailed(n: number, seed: number, scale: number, signed: boolean): Float32Array {
   const r = rng(seed)
   return Float32Array.from({ length: n }, () => (signed && r() < 0.5 ? -1 : 1) * 10 ** (-9 * r()) * scale)
 }
 
-const HYPER: Hyper = { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1 }
+const HYPER: AdamHyper = { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1 }
 
 t.test('adamwStep matches torch AdamW in float64 over several steps, with the bf16 copy', async (t) => {
   await forEachIsa((isa) => {
@@ -261,14 +194,7 @@ t.test('sgdStep matches torch SGD in float64', async (t) => {
       for (let step = 1; step <= 3; step++) {
         const g = randomF32(n, 31 + step, 1)
         kernels.sync.sgdStep({ params: p, grads: g, lr: 0.1, momentum, nesterov, weightDecay, buffer })
-        for (let i = 0; i < n; i++) {
-          let d = g[i] + weightDecay * rp[i]
-          if (momentum) {
-            rb[i] = momentum * rb[i] + d // torch starts from buf = d; a zero buffer gives the same
-            d = nesterov ? d + momentum * rb[i] : rb[i]
-          }
-          rp[i] -= 0.1 * d
-        }
+        refSgd(rp, g, rb, { lr: 0.1, momentum, weightDecay, nesterov })
       }
       const what = `${isa} momentum ${momentum}${nesterov ? ' nesterov' : ''} wd ${weightDecay}`
       t.ok(relErr(p, rp) < 1e-6, `${what}: params relative error ${relErr(p, rp).toExponential(2)}`)
