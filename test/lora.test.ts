@@ -1,7 +1,9 @@
-// LoRA linear layer: forward and backward against float64 references and finite differences.
+// LoRA linear layer: forward and backward against the float64 references in test/reference.ts
+// and finite differences.
 import t from 'tap'
 import { kernels } from '../lib/index'
 import { forEachIsa, nanFilled, firstNaN, randomF32, relErr, toBf16, valuesOf } from './helpers'
+import { loraKeep, refLoraBackward, refLoraForward, type LoraProblem } from './reference'
 
 interface Problem {
   m: number
@@ -26,55 +28,9 @@ function problem(m: number, n: number, k: number, r: number, seed: number, bf16:
   }
 }
 
-// float64: y = x W^T + s (x A^T) B^T
-function refForward(p: Problem, x = valuesOf(p.x), a = valuesOf(p.a), b = valuesOf(p.b)): Float64Array {
-  const w = valuesOf(p.w)
-  const y = new Float64Array(p.m * p.n)
-  for (let i = 0; i < p.m; i++) {
-    const u = new Float64Array(p.r)
-    for (let q = 0; q < p.r; q++) for (let c = 0; c < p.k; c++) u[q] += x[i * p.k + c] * a[q * p.k + c]
-    for (let j = 0; j < p.n; j++) {
-      let s = 0
-      for (let c = 0; c < p.k; c++) s += x[i * p.k + c] * w[j * p.k + c]
-      let l = 0
-      for (let q = 0; q < p.r; q++) l += u[q] * b[j * p.r + q]
-      y[i * p.n + j] = s + p.scale * l
-    }
-  }
-  return y
-}
-
-// float64 gradients of L = sum(y * R)
-function refBackward(p: Problem, R: Float32Array) {
-  const x = valuesOf(p.x), w = valuesOf(p.w), a = valuesOf(p.a), b = valuesOf(p.b)
-  const { m, n, k, r, scale } = p
-  const u = new Float64Array(m * r), g = new Float64Array(m * r)
-  for (let i = 0; i < m; i++)
-    for (let q = 0; q < r; q++) {
-      for (let c = 0; c < k; c++) u[i * r + q] += x[i * k + c] * a[q * k + c]
-      for (let j = 0; j < n; j++) g[i * r + q] += R[i * n + j] * b[j * r + q]
-    }
-  const dx = new Float64Array(m * k), dA = new Float64Array(r * k), dB = new Float64Array(n * r)
-  for (let i = 0; i < m; i++)
-    for (let c = 0; c < k; c++) {
-      let s = 0
-      for (let j = 0; j < n; j++) s += R[i * n + j] * w[j * k + c]
-      for (let q = 0; q < r; q++) s += scale * g[i * r + q] * a[q * k + c]
-      dx[i * k + c] = s
-    }
-  for (let q = 0; q < r; q++)
-    for (let c = 0; c < k; c++) {
-      let s = 0
-      for (let i = 0; i < m; i++) s += g[i * r + q] * x[i * k + c]
-      dA[q * k + c] = scale * s
-    }
-  for (let j = 0; j < n; j++)
-    for (let q = 0; q < r; q++) {
-      let s = 0
-      for (let i = 0; i < m; i++) s += R[i * n + j] * u[i * r + q]
-      dB[j * r + q] = scale * s
-    }
-  return { dx, dA, dB }
+// The problem as the float64 references take it (a bf16 W decoded); x, A and B replaceable.
+function values(p: Problem, x = valuesOf(p.x), a = valuesOf(p.a), b = valuesOf(p.b)): LoraProblem {
+  return { m: p.m, n: p.n, k: p.k, r: p.r, scale: p.scale, x, w: valuesOf(p.w), a, b }
 }
 
 function call(p: Problem) {
@@ -89,7 +45,7 @@ t.test('forward matches float64 (f32 and bf16 base weights)', async (t) => {
         const out = nanFilled(m * n)
         kernels.sync.loraForward({ ...call(p), out })
         t.equal(firstNaN(out), -1, 'every element written')
-        const err = relErr(out, refForward(p))
+        const err = relErr(out, refLoraForward(values(p)).y)
         t.ok(err < (isa === 'avx512bf16' && bf16 ? 1e-2 : 2e-5), `${isa} ${m}x${n}x${k} r=${r} ${bf16 ? 'bf16' : 'f32'}: ${err.toExponential(2)}`)
       }
     }
@@ -105,7 +61,7 @@ t.test('backward matches float64 gradients', async (t) => {
       kernels.sync.loraForward({ ...base, out: new Float32Array(m * n) })
       const dx = nanFilled(m * k), dA = new Float32Array(r * k), dB = new Float32Array(n * r)
       kernels.sync.loraBackward({ ...base, dout: R, dx, dA, dB })
-      const ref = refBackward(p, R)
+      const ref = refLoraBackward(values(p), R)
       for (const [name, got, want] of [['dx', dx, ref.dx], ['dA', dA, ref.dA], ['dB', dB, ref.dB]] as const) {
         const err = relErr(got, want)
         t.ok(err < 2e-5, `${isa} ${m}x${n}x${k} r=${r} ${name}: ${err.toExponential(2)}`)
@@ -125,7 +81,7 @@ t.test('backward agrees with central finite differences of the float64 forward',
   kernels.sync.loraForward({ ...base, out: new Float32Array(12) })
   const dx = new Float32Array(20), dA = new Float32Array(10), dB = new Float32Array(6)
   kernels.sync.loraBackward({ ...base, dout: R, dx, dA, dB })
-  const loss = (x: Float64Array, a: Float64Array, b: Float64Array) => refForward(p, x, a, b).reduce((s, v, i) => s + v * R[i], 0)
+  const loss = (x: Float64Array, a: Float64Array, b: Float64Array) => refLoraForward(values(p, x, a, b)).y.reduce((s, v, i) => s + v * R[i], 0)
   const h = 1e-6
   const check = (name: string, which: 0 | 1 | 2, got: Float32Array) => {
     const vals = [valuesOf(p.x), valuesOf(p.a), valuesOf(p.b)]
@@ -155,62 +111,28 @@ t.test('bad arguments name the field', async (t) => {
   await t.rejects(kernels.loraBackward({ ...base, dout: new Float32Array(6), dA: new Float32Array(8), dB: new Float32Array(5) }), { name: 'RangeError', message: /'dB' has 5 elements/ })
 })
 
-// The engine's dropout mask, written again here: splitmix64 of (seed xor splitmix64(i)).
-function keep(seed: bigint, i: number, p: number): boolean {
-  const M = (1n << 64n) - 1n
-  const mix = (x: bigint) => {
-    x = (x + 0x9e3779b97f4a7c15n) & M
-    x = ((x ^ (x >> 30n)) * 0xbf58476d1ce4e5b9n) & M
-    x = ((x ^ (x >> 27n)) * 0x94d049bb133111ebn) & M
-    return x ^ (x >> 31n)
-  }
-  return Number(mix(seed ^ mix(BigInt(i))) >> 11n) * 2 ** -53 >= p
-}
-
 t.test('dropout on the adapter input: forward and backward match float64 with the same mask', async (t) => {
   const [m, n, k, r, p, seed] = [9, 7, 13, 3, 0.3, 12345]
   const prob = problem(m, n, k, r, 77, false)
   const xs = valuesOf(prob.x)
-  const dropped = Float64Array.from(xs, (v, i) => (keep(BigInt(seed), i, p) ? v / (1 - p) : 0))
+  // The adapter's input after the engine's mask: kept elements scaled by 1 / (1 - p).
+  const drop = (xv: Float64Array) => Float64Array.from(xv, (v, i) => (loraKeep(BigInt(seed), i, p) ? v / (1 - p) : 0))
+  const dropped = drop(xs)
   const kept = dropped.filter((v, i) => xs[i] !== 0 && v !== 0).length
   t.ok(kept > 0.5 * m * k && kept < 0.9 * m * k, `about 70% kept (${kept} of ${m * k})`)
   const base = { ...call(prob), dropout: p, seed }
   const out = nanFilled(m * n)
   kernels.sync.loraForward({ ...base, out })
   // y = x W^T + s (drop(x) A^T) B^T
-  const w = valuesOf(prob.w), a = valuesOf(prob.a), b = valuesOf(prob.b)
-  const ref = new Float64Array(m * n)
-  for (let i = 0; i < m; i++)
-    for (let j = 0; j < n; j++) {
-      let s = 0
-      for (let c = 0; c < k; c++) s += xs[i * k + c] * w[j * k + c]
-      for (let q = 0; q < r; q++) {
-        let u = 0
-        for (let c = 0; c < k; c++) u += dropped[i * k + c] * a[q * k + c]
-        s += prob.scale * u * b[j * r + q]
-      }
-      ref[i * n + j] = s
-    }
+  const a = valuesOf(prob.a)
+  const ref = refLoraForward({ ...values(prob), xd: dropped }).y
   t.ok(relErr(out, ref) < 2e-5, 'forward')
   // gradients of sum(y * R), by central differences of the float64 forward above
   const R = randomF32(m * n, 5)
   const dx = new Float32Array(m * k), dA = new Float32Array(r * k), dB = new Float32Array(n * r)
   kernels.sync.loraBackward({ ...base, dout: R, dx, dA, dB })
-  const loss = (xv: Float64Array, av: Float64Array) => {
-    let total = 0
-    for (let i = 0; i < m; i++)
-      for (let j = 0; j < n; j++) {
-        let s = 0
-        for (let c = 0; c < k; c++) s += xv[i * k + c] * w[j * k + c]
-        for (let q = 0; q < r; q++) {
-          let u = 0
-          for (let c = 0; c < k; c++) u += (keep(BigInt(seed), i * k + c, p) ? xv[i * k + c] / (1 - p) : 0) * av[q * k + c]
-          s += prob.scale * u * b[j * r + q]
-        }
-        total += s * R[i * n + j]
-      }
-    return total
-  }
+  const loss = (xv: Float64Array, av: Float64Array) =>
+    refLoraForward({ ...values(prob, xv, av), xd: drop(xv) }).y.reduce((s, v, i) => s + v * R[i], 0)
   const h = 1e-6
   const fdx = new Float64Array(m * k), fdA = new Float64Array(r * k)
   for (let i = 0; i < m * k; i++) {
