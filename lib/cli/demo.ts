@@ -45,8 +45,9 @@ export const DEMO_FIT_DEFAULTS: Readonly<DemoFitSettings> = Object.freeze({
   weightDecay: 0.01,
   maxLength: 160,
   truncation: 'head',
-  // a model this small, pre-trained briefly, gives a steadier sentence vector averaged than at EOS
-  pooling: 'mean',
+  // the EOS appended to each review (the classifier's default): on dev, 0.928 against 0.915 for
+  // mean pooling with the same settings (test: 0.9225 and 0.9133)
+  pooling: 'last',
   seed: 42,
 })
 
