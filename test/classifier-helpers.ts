@@ -1,5 +1,6 @@
 // Shared pieces of the classifier tests: fixture paths, a tiny random model with the ernie-tiny
 // tokenizer, and the ChnSentiCorp slice's texts.
+import { spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
@@ -55,4 +56,29 @@ export function majorityShare(labels: number[]): number {
   const counts = new Map<number, number>()
   for (const y of labels) counts.set(y, (counts.get(y) ?? 0) + 1)
   return Math.max(...counts.values()) / labels.length
+}
+
+export interface CliRun {
+  code: number | null
+  stdout: string
+  stderr: string
+}
+
+/**
+ * Runs the command line in a child process (the TypeScript sources, through tap's loader), as a
+ * user would: `input` is written to its stdin; `bin` may point at a copy of the package.
+ */
+export function runCli(args: string[], options: { input?: string; bin?: string; cwd?: string } = {}): Promise<CliRun> {
+  const loader = process.execArgv.filter((a) => a.includes('@tapjs/typescript'))
+  const bin = options.bin ?? path.join(__dirname, '..', 'lib', 'cli', 'bin.ts')
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [...loader, bin, ...args], { stdio: ['pipe', 'pipe', 'pipe'], cwd: options.cwd })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d) => (stdout += d))
+    child.stderr.on('data', (d) => (stderr += d))
+    child.on('error', reject)
+    child.on('close', (code) => resolve({ code, stdout, stderr }))
+    child.stdin.end(options.input ?? '')
+  })
 }

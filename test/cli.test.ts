@@ -2,32 +2,18 @@
 // output parsed, predict from arguments and from stdin), --help and usage errors, and the
 // progress output on a TTY and through a pipe.
 import t from 'tap'
-import { spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
 import { ErnieClassifier } from '../lib/classifier/index'
 import { main, type CliIo } from '../lib/cli/main'
 import { ProgressReporter } from '../lib/cli/progress'
-import { DEV, readTsv, tempDir, TEST, TINY, TRAIN } from './classifier-helpers'
+import { DEV, readTsv, runCli, tempDir, TEST, TINY, TRAIN } from './classifier-helpers'
 
-const BIN = path.join(__dirname, '..', 'lib', 'cli', 'bin.ts')
-const loader = process.execArgv.filter((a) => a.includes('@tapjs/typescript'))
 const dir = tempDir(t)
 const out = path.join(dir, 'clf')
 
-function run(args: string[], input?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...loader, BIN, ...args], { stdio: ['pipe', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d) => (stdout += d))
-    child.stderr.on('data', (d) => (stderr += d))
-    child.on('error', reject)
-    child.on('close', (code) => resolve({ code, stdout, stderr }))
-    child.stdin.end(input ?? '')
-  })
-}
+const run = (args: string[], input?: string) => runCli(args, { input })
 
 // main() in this process, with captured output
 async function inProcess(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

@@ -3,7 +3,6 @@
 // the saved directory, and, from a copy of the package without weights or with a cut-down data
 // set, the missing-default-model error and that the data comes from the package itself.
 import t from 'tap'
-import { spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
@@ -11,27 +10,16 @@ import * as path from 'node:path'
 import { ErnieClassifier } from '../lib/classifier/index'
 import { DEMO_FIT_DEFAULTS, DEMO_HELP } from '../lib/cli/demo'
 import { main, type CliIo } from '../lib/cli/main'
-import { readTsv, tempDir, TINY } from './classifier-helpers'
+import { readTsv, runCli, tempDir, TINY } from './classifier-helpers'
 
 const ROOT = path.join(__dirname, '..')
 const BUNDLED = path.join(ROOT, 'data', 'chnsenticorp')
-const loader = process.execArgv.filter((a) => a.includes('@tapjs/typescript'))
 const dir = tempDir(t, 'ernie-demo-')
 const NAMES = ['negative', 'positive']
 // small enough for a few seconds: 64 training reviews, 40 of dev and of test, short texts
 const QUICK = ['--model', TINY, '--train-limit', '64', '--test-limit', '40', '--epochs', '1', '--batch-size', '16', '--max-length', '48']
 
-function run(args: string[], bin = path.join(ROOT, 'lib', 'cli', 'bin.ts')): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...loader, bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d) => (stdout += d))
-    child.stderr.on('data', (d) => (stderr += d))
-    child.on('error', reject)
-    child.on('close', (code) => resolve({ code, stdout, stderr }))
-  })
-}
+const run = (args: string[], bin?: string) => runCli(args, { bin, cwd: ROOT })
 
 async function inProcess(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   let stdout = ''
