@@ -5,6 +5,7 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 
+import { main, type CliIo } from '../lib/cli/main'
 import { ErnieModel } from '../lib/model/index'
 
 export const FIXTURES = path.join(__dirname, 'fixtures')
@@ -81,4 +82,13 @@ export function runCli(args: string[], options: { input?: string; bin?: string; 
     child.on('close', (code) => resolve({ code, stdout, stderr }))
     child.stdin.end(options.input ?? '')
   })
+}
+
+/** Runs the command line's main() in this process, capturing what it prints. */
+export async function runMain(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = ''
+  let stderr = ''
+  const io: CliIo = { stdout: { write: (x: string) => (stdout += x) }, stderr: { write: (x: string) => (stderr += x) }, stdin: process.stdin }
+  const code = await main(args, io)
+  return { code, stdout, stderr }
 }

@@ -6,23 +6,15 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 
 import { ErnieClassifier } from '../lib/classifier/index'
-import { main, type CliIo } from '../lib/cli/main'
 import { ProgressReporter } from '../lib/cli/progress'
-import { DEV, readTsv, runCli, tempDir, TEST, TINY, TRAIN } from './classifier-helpers'
+import { DEV, readTsv, runCli, runMain, tempDir, TEST, TINY, TRAIN } from './classifier-helpers'
 
 const dir = tempDir(t)
 const out = path.join(dir, 'clf')
 
 const run = (args: string[], input?: string) => runCli(args, { input })
 
-// main() in this process, with captured output
-async function inProcess(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = ''
-  let stderr = ''
-  const io: CliIo = { stdout: { write: (s: string) => (stdout += s) }, stderr: { write: (s: string) => (stderr += s) }, stdin: process.stdin }
-  const code = await main(args, io)
-  return { code, stdout, stderr }
-}
+const inProcess = runMain
 
 t.test('train, eval and predict as commands', async (t) => {
   const train = await run(['train', '--data', TRAIN, '--eval', DEV, '--base', TINY, '--method', 'full', '--max-length', '32', '--epochs', '1', '--batch-size', '32', '--lr', '2e-3', '--out', out, '--json'])

@@ -7,10 +7,9 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 
-import { ErnieClassifier } from '../lib/classifier/index'
+import { ErnieClassifier, type Prediction } from '../lib/classifier/index'
 import { DEMO_FIT_DEFAULTS, DEMO_HELP } from '../lib/cli/demo'
-import { main, type CliIo } from '../lib/cli/main'
-import { readTsv, runCli, tempDir, TINY } from './classifier-helpers'
+import { readTsv, runCli, runMain, tempDir, TINY } from './classifier-helpers'
 
 const ROOT = path.join(__dirname, '..')
 const BUNDLED = path.join(ROOT, 'data', 'chnsenticorp')
@@ -21,13 +20,7 @@ const QUICK = ['--model', TINY, '--train-limit', '64', '--test-limit', '40', '--
 
 const run = (args: string[], bin?: string) => runCli(args, { bin, cwd: ROOT })
 
-async function inProcess(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = ''
-  let stderr = ''
-  const io: CliIo = { stdout: { write: (s: string) => (stdout += s) }, stderr: { write: (s: string) => (stderr += s) }, stdin: process.stdin }
-  const code = await main(args, io)
-  return { code, stdout, stderr }
-}
+const inProcess = runMain
 
 function counts(labels: number[]): Record<string, number> {
   return { negative: labels.filter((y) => y === 0).length, positive: labels.filter((y) => y === 1).length }
@@ -83,7 +76,7 @@ t.test('the demo trains, evaluates, shows and saves (--json)', async (t) => {
   t.equal(saved.training.options.batchSize, 16)
 
   t.equal(res.samples.length, 6)
-  const want = await loaded.predict(res.samples.map((s: { text: string }) => s.text))
+  const want = (await loaded.predict(res.samples.map((s: { text: string }) => s.text))) as Prediction[]
   res.samples.forEach((s: { text: string; gold: string; label: string; score: number }, i: number) => {
     const row = test.texts.indexOf(s.text)
     t.ok(row >= 0, 'a test review')

@@ -5,10 +5,10 @@ import t from 'tap'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
-import { main } from '../lib/cli/main'
 import { ErnieModel } from '../lib/model/index'
 import { Tokenizer } from '../lib/tokenizer/index'
 import { packDocuments, pretrain, PRETRAIN_LOG_FILE, readDocuments } from '../lib/train/index'
+import { runMain } from './classifier-helpers'
 import { relErr } from './helpers'
 
 const FIXTURES = path.join(__dirname, 'fixtures')
@@ -168,11 +168,7 @@ t.test('pretrain: invalid UTF-8 names the file and line', async (t) => {
 t.test('the pretrain command: help, usage errors, a short run', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ernie-pt-'))
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  const run = async (argv: string[]) => {
-    let stdout = '', stderr = ''
-    const code = await main(argv, { stdout: { write: (s: string) => (stdout += s) }, stderr: { write: (s: string) => (stderr += s) }, stdin: process.stdin })
-    return { code, stdout, stderr }
-  }
+  const run = runMain
   const help = await run(['pretrain', '--help'])
   t.equal(help.code, 0)
   t.match(help.stdout, /Usage: ernie-sentiment pretrain --text FILE/)

@@ -4,17 +4,10 @@
 // when imported. Each is written from the maths in its comment, never from a kernel's output.
 
 // ---- attention --------------------------------------------------------------------------------
-export interface AttentionShape {
-  batch: number
-  tq: number
-  tk: number
-  heads: number
-  kvHeads: number
-  headDim: number
-  scale?: number
-  keyMask?: Int32Array | Uint8Array
-  keyStart?: Int32Array
-}
+import type { AttentionShape as KernelAttentionShape } from '../lib/kernels/attention'
+
+/** The kernels' shape and masks, without the arrays. */
+export type AttentionShape = Omit<KernelAttentionShape, 'q' | 'k' | 'v'>
 
 export const qSize = (s: AttentionShape) => s.batch * s.tq * s.heads * s.headDim
 export const kvSize = (s: AttentionShape) => s.batch * s.tk * s.kvHeads * s.headDim
