@@ -4,7 +4,7 @@
 // padding and packed documents (keyStart).
 import t from 'tap'
 import { kernels } from '../lib/index'
-import { firstNaN, forEachIsa, nanFilled, randomF32, relErr } from './helpers'
+import { firstNaN, forEachIsa, nanFilled, numericGrad, randomF32, relErr } from './helpers'
 import { kvSize, lseSize, qSize, refAttentionBackward, refAttentionForward, type AttentionShape } from './reference'
 
 interface Inputs {
@@ -206,17 +206,7 @@ t.test('the hand-derived reference gradient agrees with float64 central differen
   const grad = refAttentionBackward(s, base.q, base.k, base.v, R)
   const h = 1e-5
   for (const [name, gname] of [['q', 'dq'], ['k', 'dk'], ['v', 'dv']] as const) {
-    const fd = new Float64Array(base[name].length)
-    for (let i = 0; i < fd.length; i++) {
-      const arr = base[name]
-      const keep = arr[i]
-      arr[i] = keep + h
-      const up = loss(base.q, base.k, base.v)
-      arr[i] = keep - h
-      const down = loss(base.q, base.k, base.v)
-      arr[i] = keep
-      fd[i] = (up - down) / (2 * h)
-    }
+    const fd = numericGrad(base[name], () => loss(base.q, base.k, base.v), h)
     const err = relErr(grad[gname], fd)
     t.ok(err <= 1e-8, `${gname}: relative error ${err.toExponential(2)} against central differences`)
   }
@@ -238,17 +228,7 @@ t.test("the kernels' gradient agrees with central differences of the kernels' ow
     const got = backward(s, x, forward(s, x), R)
     const h = 1e-2
     for (const [name, gname] of [['q', 'dq'], ['k', 'dk'], ['v', 'dv']] as const) {
-      const arr = x[name]
-      const fd = new Float64Array(arr.length)
-      for (let i = 0; i < arr.length; i++) {
-        const keep = arr[i]
-        arr[i] = keep + h
-        const up = loss()
-        arr[i] = keep - h
-        const down = loss()
-        arr[i] = keep
-        fd[i] = (up - down) / (2 * h)
-      }
+      const fd = numericGrad(x[name], loss, h)
       const err = relErr(got[gname], fd)
       t.ok(err <= 2e-3, `${isa} ${gname}: relative error ${err.toExponential(2)} against central differences`)
     }

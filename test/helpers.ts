@@ -135,3 +135,18 @@ export function maskedRelErr(out: ArrayLike<number>, ref: ArrayLike<number>, mas
   }
   return Math.sqrt(num / (den || 1))
 }
+
+/** Central differences of a scalar function of `v` ((f(v + h) - f(v - h)) / 2h per element; v is restored). */
+export function numericGrad(v: Float32Array | Float64Array, loss: () => number, h: number): Float64Array {
+  const g = new Float64Array(v.length)
+  for (let i = 0; i < v.length; i++) {
+    const v0 = v[i]
+    v[i] = v0 + h
+    const up = loss()
+    v[i] = v0 - h
+    const down = loss()
+    v[i] = v0
+    g[i] = (up - down) / (2 * h)
+  }
+  return g
+}

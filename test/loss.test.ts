@@ -3,7 +3,7 @@
 // so that vocab chunks and row tiles both come out ragged.
 import t from 'tap'
 import { kernels } from '../lib/index'
-import { firstNaN, forEachIsa, nanFilled, randomF32, relErr, rng, toBf16, valuesOf } from './helpers'
+import { firstNaN, forEachIsa, nanFilled, numericGrad, randomF32, relErr, rng, toBf16, valuesOf } from './helpers'
 import { refCrossEntropy } from './reference'
 
 function randomTargets(T: number, V: number, seed: number, ignoredFraction: number): Int32Array {
@@ -78,25 +78,8 @@ t.test('gradients agree with finite differences', async (t) => {
 
   // 1. The reference's analytic gradients against central differences of its own float64 loss.
   const eps = 1e-6
-  const fdH = new Float64Array(T * H), fdW = new Float64Array(V * H)
-  for (let i = 0; i < T * H; i++) {
-    const x = h64[i]
-    h64[i] = x + eps
-    const up = refCrossEntropy(h64, w64, targets, T, H, V).loss
-    h64[i] = x - eps
-    const down = refCrossEntropy(h64, w64, targets, T, H, V).loss
-    h64[i] = x
-    fdH[i] = (up - down) / (2 * eps)
-  }
-  for (let i = 0; i < V * H; i++) {
-    const x = w64[i]
-    w64[i] = x + eps
-    const up = refCrossEntropy(h64, w64, targets, T, H, V).loss
-    w64[i] = x - eps
-    const down = refCrossEntropy(h64, w64, targets, T, H, V).loss
-    w64[i] = x
-    fdW[i] = (up - down) / (2 * eps)
-  }
+  const refLoss = () => refCrossEntropy(h64, w64, targets, T, H, V).loss
+  const fdH = numericGrad(h64, refLoss, eps), fdW = numericGrad(w64, refLoss, eps)
   t.ok(relErr(ref.dhidden, fdH) < 1e-7, `reference dhidden vs float64 finite differences: ${relErr(ref.dhidden, fdH).toExponential(2)}`)
   t.ok(relErr(ref.dweight, fdW) < 1e-7, `reference dweight vs float64 finite differences: ${relErr(ref.dweight, fdW).toExponential(2)}`)
 
@@ -107,26 +90,8 @@ t.test('gradients agree with finite differences', async (t) => {
     const dhidden = nanFilled(T * H), dweight = new Float32Array(V * H)
     kernels.sync.crossEntropy({ hidden, weight, targets, tokens: T, hiddenSize: H, vocab: V, chunk, dhidden, dweight })
     const step = 1e-2
-    const kfdH = new Float64Array(T * H), kfdW = new Float64Array(V * H)
     const h = Float32Array.from(hidden), w = Float32Array.from(weight)
-    for (let i = 0; i < T * H; i++) {
-      const x = h[i]
-      h[i] = x + step
-      const up = loss(h, w)
-      h[i] = x - step
-      const down = loss(h, w)
-      h[i] = x
-      kfdH[i] = (up - down) / (2 * step)
-    }
-    for (let i = 0; i < V * H; i++) {
-      const x = w[i]
-      w[i] = x + step
-      const up = loss(h, w)
-      w[i] = x - step
-      const down = loss(h, w)
-      w[i] = x
-      kfdW[i] = (up - down) / (2 * step)
-    }
+    const kfdH = numericGrad(h, () => loss(h, w), step), kfdW = numericGrad(w, () => loss(h, w), step)
     // f32 loss noise (~1e-7 of ~4) over 2e-2, plus O(step^2) truncation: about 1e-5 here.
     const tol = isa === 'avx512bf16' ? 3e-2 : 1e-3
     t.ok(relErr(dhidden, kfdH) < tol, `${isa}: dhidden vs finite differences of the kernel: ${relErr(dhidden, kfdH).toExponential(2)}`)

@@ -5,7 +5,7 @@
 // central differences (of the float64 reference, and of the kernel's own f32 forward).
 import t, { type Test } from 'tap'
 import { kernels } from '../lib/index'
-import { firstNaN, forEachIsa, nanFilled, randomF32, relErr, rng, toBf16, valuesOf } from './helpers'
+import { firstNaN, forEachIsa, nanFilled, numericGrad, randomF32, relErr, rng, toBf16, valuesOf } from './helpers'
 import { refRmsnorm, refRmsnormBackward, refRope, refSwiglu } from './reference'
 
 type Weight = Float32Array | Uint16Array
@@ -37,22 +37,7 @@ function bitwiseEqual(a: Float32Array, b: Float32Array): boolean {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength))
 }
 
-/** Central differences of a scalar function of `v`, in float64 (v is restored). */
-function numericGrad(v: Float64Array, loss: () => number, h: number): Float64Array {
-  const g = new Float64Array(v.length)
-  for (let i = 0; i < v.length; i++) {
-    const v0 = v[i]
-    v[i] = v0 + h
-    const up = loss()
-    v[i] = v0 - h
-    const down = loss()
-    v[i] = v0
-    g[i] = (up - down) / (2 * h)
-  }
-  return g
-}
-
-/** The same through an f32 kernel: the step actually taken is what f32 can represent. */
+/** Central differences through an f32 kernel: the step actually taken is what f32 can represent. */
 function numericGradF32(v: Float32Array, loss: () => number, h: number): Float64Array {
   const g = new Float64Array(v.length)
   for (let i = 0; i < v.length; i++) {

@@ -13,6 +13,7 @@ import { openSafetensors, saveSafetensors, type TensorToSave } from '../io/safet
 import { clipGradNorm, gradNorm } from '../kernels/optim'
 import { f32ToBf16 } from '../model/model'
 import { Optimizer, type OptimizerKind, type OptimizerStateMeta } from './optimizer'
+import { seededRandom } from '../util/random'
 import { createSchedule, type Schedule, type ScheduleKind } from './schedule'
 
 /** What the Trainer trains: examples, parameters, and the loss of a micro-batch. */
@@ -217,14 +218,7 @@ function epochRandom(seed: number, epoch: number): () => number {
   let z = (Math.imul(seed >>> 0, 0x9e3779b9) ^ Math.imul(epoch + 1, 0x85ebca6b)) >>> 0
   z = Math.imul(z ^ (z >>> 16), 0x7feb352d) >>> 0
   z = Math.imul(z ^ (z >>> 15), 0x846ca68b) >>> 0
-  let a = (z ^ (z >>> 16)) >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
+  return seededRandom((z ^ (z >>> 16)) >>> 0)
 }
 
 function shuffle<T>(a: T[], next: () => number): T[] {

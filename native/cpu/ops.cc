@@ -160,28 +160,31 @@ void rope(const RopeArgs& a) {
 // SwiGLU's rows are split into chunks too: the split form is a single row of all n elements.
 constexpr int64_t kSwigluChunk = 8192;
 
-void swiglu_forward(const SwigluForwardArgs& a) {
-  if (a.rows == 0 || a.dim == 0) return;
-  const ops_kernel_table& kt = ops_kernels();
-  const int64_t chunk = std::min(a.dim, kSwigluChunk), per_row = (a.dim + chunk - 1) / chunk;
-  for_range(a.rows * per_row, chunk, [&](int64_t t0, int64_t t1) {
+// fn(r, j, n) for the chunks [j, j + n) of every row r of a rows x dim SwiGLU, in parallel.
+template <typename Fn>
+void for_swiglu_chunks(int64_t rows, int64_t dim, Fn fn) {
+  if (rows == 0 || dim == 0) return;
+  const int64_t chunk = std::min(dim, kSwigluChunk), per_row = (dim + chunk - 1) / chunk;
+  for_range(rows * per_row, chunk, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t r = t / per_row, j = t % per_row * chunk, n = std::min(chunk, a.dim - j);
-      kt.swiglu_fwd(a.gate + r * a.in_ld + j, a.up + r * a.in_ld + j, a.out + r * a.dim + j, n);
+      const int64_t j = t % per_row * chunk;
+      fn(t / per_row, j, std::min(chunk, dim - j));
     }
   });
 }
 
-void swiglu_backward(const SwigluBackwardArgs& a) {
-  if (a.rows == 0 || a.dim == 0) return;
+void swiglu_forward(const SwigluForwardArgs& a) {
   const ops_kernel_table& kt = ops_kernels();
-  const int64_t chunk = std::min(a.dim, kSwigluChunk), per_row = (a.dim + chunk - 1) / chunk;
-  for_range(a.rows * per_row, chunk, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t r = t / per_row, j = t % per_row * chunk, n = std::min(chunk, a.dim - j);
-      kt.swiglu_bwd(a.dout + r * a.dim + j, a.gate + r * a.in_ld + j, a.up + r * a.in_ld + j,
-                    a.dgate + r * a.grad_ld + j, a.dup + r * a.grad_ld + j, n);
-    }
+  for_swiglu_chunks(a.rows, a.dim, [&](int64_t r, int64_t j, int64_t n) {
+    kt.swiglu_fwd(a.gate + r * a.in_ld + j, a.up + r * a.in_ld + j, a.out + r * a.dim + j, n);
+  });
+}
+
+void swiglu_backward(const SwigluBackwardArgs& a) {
+  const ops_kernel_table& kt = ops_kernels();
+  for_swiglu_chunks(a.rows, a.dim, [&](int64_t r, int64_t j, int64_t n) {
+    kt.swiglu_bwd(a.dout + r * a.dim + j, a.gate + r * a.in_ld + j, a.up + r * a.in_ld + j,
+                  a.dgate + r * a.grad_ld + j, a.dup + r * a.grad_ld + j, n);
   });
 }
 
