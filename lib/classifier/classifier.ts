@@ -15,7 +15,7 @@ import { crossEntropy } from '../kernels/loss'
 import { LoraAdapter, type LoraOptions } from '../model/lora'
 import { ErnieModel } from '../model/model'
 import type { MatrixView } from '../model/weights'
-import { Tokenizer } from '../tokenizer'
+import { copyModelFiles, Tokenizer } from '../tokenizer'
 import { Trainer, type TrainerOptions, type TrainProgress } from '../train/trainer'
 import type { OptimizerKind } from '../train/optimizer'
 import type { ScheduleKind } from '../train/schedule'
@@ -829,11 +829,7 @@ export class ErnieClassifier implements AsyncDisposable {
             await this.adapter.writeFiles(path.join(tmp, 'adapter'))
           }
           if (saveModel) await model.save(path.join(tmp, 'model'))
-          if (this.tokenizerDir)
-            for (const f of TOKENIZER_FILES) {
-              const src = path.join(this.tokenizerDir, f)
-              if (fs.existsSync(src)) await fs.promises.copyFile(src, path.join(tmp, f))
-            }
+          if (this.tokenizerDir) await copyModelFiles(this.tokenizerDir, tmp)
           await writeFileDurable(path.join(tmp, CLASSIFIER_FILE), JSON.stringify(meta, null, 2) + '\n')
           await writeFileDurable(path.join(tmp, 'report.html'), renderReport(meta))
         },
@@ -1010,7 +1006,6 @@ function libraryVersion(): string {
 export const CLASSIFIER_FILE = 'classifier.json'
 const HEAD_FILE = 'head.safetensors'
 const FORMAT = 'ernie-sentiment-classifier'
-const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer.model', 'tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json']
 
 /** classifier.json. */
 export interface ClassifierJson {

@@ -10,7 +10,7 @@ import { resolveModel, type ResolveOptions } from '../hub'
 import { openSafetensors, saveSafetensors, type Safetensors, type TensorToSave } from '../io/safetensors'
 import { gemmSync } from '../kernels/gemm'
 import { native } from '../native'
-import { Tokenizer, type ChatMessage } from '../tokenizer'
+import { copyModelFiles, Tokenizer, TOKENIZER_FILES, type ChatMessage } from '../tokenizer'
 import { seededRandom } from '../util/random'
 import { resolveConfig, type ModelConfig, type ResolvedConfig } from './config'
 import { LoraAdapter, peftName } from './lora'
@@ -636,8 +636,7 @@ export class ErnieModel implements AsyncDisposable {
     await fs.promises.writeFile(tmp, JSON.stringify(config, null, 2) + '\n')
     await fs.promises.rename(tmp, path.join(dir, 'config.json'))
     if (this.directory && path.resolve(this.directory) !== path.resolve(dir))
-      for (const f of ['tokenizer.json', 'tokenizer.model', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'])
-        if (fs.existsSync(path.join(this.directory, f))) await fs.promises.copyFile(path.join(this.directory, f), path.join(dir, f))
+      await copyModelFiles(this.directory, dir, [...TOKENIZER_FILES, 'generation_config.json'])
   }
 
   /** @internal */

@@ -1,6 +1,6 @@
 // The Tokenizer users see: one API over a tokenizer.json (HF's library) or a tokenizer.model (our
 // SentencePiece), with special / added tokens, batching with truncation and padding, and chat templates.
-import { readFile, stat } from 'node:fs/promises'
+import { copyFile, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { TokenizerBackend } from './backend'
 import { CHAT_TEMPLATE_TOKENS, detectChatTemplate, renderChatTemplate, type ChatMessage, type ChatTemplateName } from './chat'
@@ -142,6 +142,17 @@ class TokenMatcher {
       if (t.rstrip && typeof out[k + 1] === 'string') out[k + 1] = (out[k + 1] as string).trimStart()
     }
     return out
+  }
+}
+
+/** The files a tokenizer may be made of in a model directory (what is copied with a model). */
+export const TOKENIZER_FILES: readonly string[] = ['tokenizer.json', 'tokenizer.model', 'tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json']
+
+/** Copies those of `files` that exist in directory `from` into directory `to`. */
+export async function copyModelFiles(from: string, to: string, files: readonly string[] = TOKENIZER_FILES): Promise<void> {
+  for (const f of files) {
+    const info = await stat(join(from, f)).catch(() => undefined)
+    if (info?.isFile()) await copyFile(join(from, f), join(to, f))
   }
 }
 

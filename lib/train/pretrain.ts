@@ -15,7 +15,7 @@ import { rangeError, typeError } from '../errors'
 import { temporarySibling, writeFileDurable } from '../io/atomic'
 import type { ModelConfig } from '../model/config'
 import { ErnieModel } from '../model/model'
-import type { Tokenizer } from '../tokenizer'
+import { copyModelFiles, type Tokenizer } from '../tokenizer'
 import { seededRandom } from '../util/random'
 import { LmTask, packDocuments, type LmExample } from './lm'
 import { Trainer, type TrainProgress, type TrainResult } from './trainer'
@@ -78,7 +78,6 @@ export interface PretrainResult {
 }
 
 export const PRETRAIN_LOG_FILE = 'pretrain_log.json'
-const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer.model', 'tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json']
 
 /** Every non-blank line of the files, as text; invalid UTF-8 is an error naming the file and line. */
 export async function readDocuments(files: readonly string[]): Promise<string[]> {
@@ -160,10 +159,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     if (result.stopReason === 'completed') fs.rmSync(path.join(o.outputDir, 'checkpoints'), { recursive: true, force: true })
 
     await model.save(o.outputDir)
-    for (const f of TOKENIZER_FILES) {
-      const from = path.join(o.tokenizerDir, f)
-      if (fs.existsSync(from)) fs.copyFileSync(from, path.join(o.outputDir, f))
-    }
+    await copyModelFiles(o.tokenizerDir, o.outputDir)
     const seconds = (Date.now() - started) / 1000
     const log = {
       corpus,
