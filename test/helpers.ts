@@ -150,3 +150,15 @@ export function numericGrad(v: Float32Array | Float64Array, loss: () => number, 
   }
   return g
 }
+
+/** Rows [B, width] of per-token values [B, T, width]: each row's last position with mask 1. */
+export function lastTokenRows(values: ArrayLike<number>, mask: ArrayLike<number>, B: number, T: number, width: number): Float64Array {
+  const out = new Float64Array(B * width)
+  for (let b = 0; b < B; b++) {
+    let last = -1
+    for (let t = 0; t < T; t++) if (mask[b * T + t]) last = t
+    if (last < 0) throw new Error(`row ${b} has no token`)
+    for (let j = 0; j < width; j++) out[b * width + j] = values[(b * T + last) * width + j]
+  }
+  return out
+}

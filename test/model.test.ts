@@ -4,7 +4,7 @@ import t from 'tap'
 import * as path from 'node:path'
 import * as fs from 'node:fs'
 import { ErnieModel, MemoryTensors, resolveConfig, mapWeights } from '../lib/model/index'
-import { maskedRelErr, readSafetensorsForTest, relErr } from './helpers'
+import { lastTokenRows, maskedRelErr, readSafetensorsForTest, relErr } from './helpers'
 
 const FIXTURES = path.join(__dirname, 'fixtures')
 
@@ -39,6 +39,60 @@ for (const name of ['ernie-tiny', 'ernie-tiny-paddle', 'qwen3-tiny']) {
     await model.dispose()
   })
 }
+
+for (const name of ['ernie-tiny', 'qwen3-tiny']) {
+  t.test(`${name}: lastHidden is each row's last real token, the last layer run on those rows only`, async (t) => {
+    const { cfg, model, golden } = loadFixture(name)
+    const ids = golden.get('input_ids')!.raw as Int32Array
+    const mask = golden.get('attention_mask')!.raw as Int32Array
+    const [B, T] = golden.get('input_ids')!.shape
+    const H = cfg.hidden_size
+    const want = lastTokenRows(golden.get('base.hidden')!.raw, mask, B, T, H)
+    t.ok(mask.includes(0), 'the golden batch has padding: its rows end at different positions')
+
+    const right = await model.forward({ inputIds: { data: ids, shape: [B, T] }, attentionMask: { data: mask, shape: [B, T] } }, { output: ['lastHidden'] })
+    t.equal(right.lastHidden!.length, B * H)
+    const err = relErr(right.lastHidden!, want)
+    t.ok(err < 1e-4, `right padding vs golden: ${err.toExponential(2)}`)
+
+    // The same texts left-padded, and one more row with no token at all (its output is zeros).
+    const leftIds = new Int32Array((B + 1) * T)
+    const leftMask = new Int32Array((B + 1) * T)
+    for (let b = 0; b < B; b++) {
+      const len = mask.subarray(b * T, (b + 1) * T).reduce((a, v) => a + v, 0)
+      for (let t = 0; t < len; t++) {
+        leftIds[b * T + T - len + t] = ids[b * T + t]
+        leftMask[b * T + T - len + t] = 1
+      }
+    }
+    const left = await model.forward({ inputIds: { data: leftIds, shape: [B + 1, T] }, attentionMask: { data: leftMask, shape: [B + 1, T] } }, { output: ['lastHidden'] })
+    const errLeft = relErr(left.lastHidden!.subarray(0, B * H), want)
+    t.ok(errLeft < 1e-4, `left padding vs golden: ${errLeft.toExponential(2)}`)
+    t.ok(left.lastHidden!.subarray(B * H).every((v) => v === 0), 'a row without tokens gives zeros')
+
+    // Asked beside 'hidden' (no pruning), it is the same rows of the full states.
+    const both = await model.forward({ inputIds: { data: ids, shape: [B, T] }, attentionMask: { data: mask, shape: [B, T] } }, { output: ['hidden', 'lastHidden'] })
+    t.equal(relErr(both.lastHidden!, lastTokenRows(both.hidden!, mask, B, T, H)), 0, 'with hidden: copied from it')
+    await model.dispose()
+  })
+}
+
+t.test('singleThread calls in flight together give what the thread pool gives', async (t) => {
+  const { cfg, model, golden } = loadFixture('ernie-tiny')
+  const ids = golden.get('input_ids')!.raw as Int32Array
+  const mask = golden.get('attention_mask')!.raw as Int32Array
+  const [B, T] = golden.get('input_ids')!.shape
+  const input = { inputIds: { data: ids, shape: [B, T] as [number, number] }, attentionMask: { data: mask, shape: [B, T] as [number, number] } }
+  const pool = await model.forward(input)
+  const lanes = await Promise.all(Array.from({ length: 4 }, () => model.forward(input, { singleThread: true })))
+  for (const [i, r] of lanes.entries()) {
+    const err = maskedRelErr(r.hidden!, pool.hidden!, mask, cfg.hidden_size)
+    t.ok(err < 1e-6, `call ${i}: ${err.toExponential(2)}`)
+  }
+  const golden1 = maskedRelErr(lanes[0].hidden!, golden.get('base.hidden')!.raw, mask, cfg.hidden_size)
+  t.ok(golden1 < 1e-4, `and the golden: ${golden1.toExponential(2)}`)
+  await model.dispose()
+})
 
 t.test("a text's result does not depend on the rest of its batch", async (t) => {
   const { cfg, model, golden } = loadFixture('ernie-tiny')

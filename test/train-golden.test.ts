@@ -4,7 +4,7 @@ import t from 'tap'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { ErnieModel, LoraAdapter, MemoryTensors, mapWeights, resolveConfig } from '../lib/model/index'
-import { maskedRelErr, readSafetensorsForTest, relErr } from './helpers'
+import { lastTokenRows, maskedRelErr, readSafetensorsForTest, relErr } from './helpers'
 
 const FIXTURES = path.join(__dirname, 'fixtures')
 
@@ -32,6 +32,10 @@ for (const name of ['ernie-tiny', 'qwen3-tiny']) {
     const out = await model.forward(input, { output: ['hidden', 'logits'], adapter })
     t.ok(maskedRelErr(out.hidden!, golden.get('lora.hidden')!.raw, mask, cfg.hidden_size) < 1e-4, 'lora.hidden')
     t.ok(maskedRelErr(out.logits!, golden.get('lora.logits')!.raw, mask, cfg.vocab_size) < 1e-4, 'lora.logits')
+    const [B, T] = input.inputIds.shape
+    const last = await model.forward(input, { output: ['lastHidden'], adapter })
+    const lastErr = relErr(last.lastHidden!, lastTokenRows(golden.get('lora.hidden')!.raw, mask, B, T, cfg.hidden_size))
+    t.ok(lastErr < 1e-4, `lastHidden with the adapter (pruned last layer) vs lora.hidden: ${lastErr.toExponential(2)}`)
 
     for (const recompute of [false, true]) {
       const { loss, grads } = await model.lossAndGrad(input, { adapter, trainBase: true, recompute })

@@ -11,6 +11,7 @@ import * as path from 'node:path'
 import { assignLabels, checkClassCounts, LabelSet, readDataset, type Dataset, type LabeledText, type OnInvalid, type ReadDataOptions, type SkipReport } from '../data'
 import { resolveModelDevice, type Device } from '../device'
 import { ErnieError, rangeError, typeError } from '../errors'
+import { numThreads } from '../kernels'
 import { crossEntropy } from '../kernels/loss'
 import { LoraAdapter, type LoraOptions } from '../model/lora'
 import { ErnieModel } from '../model/model'
@@ -30,10 +31,12 @@ import {
   promptIds,
   promptParts,
   yieldToEventLoop,
+  type PaddedBatch,
   type Pooling,
   type PromptParts,
   type Truncation,
 } from './encode'
+import { runInLanes } from '../util/lanes'
 import { Head, type HeadSpec } from './head'
 import { classificationMetrics, softmaxRows, type EvaluateResult } from './metrics'
 import { ClassifyTask, FeatureHeadTask, GenerativeTask, type Evaluator } from './tasks'
@@ -224,6 +227,9 @@ export interface TrainingRecord {
 
 const DEFAULT_MAX_LENGTH = 256
 const LARGE_MODEL = 100e6
+// Texts encoded and sorted by length together for inference: a larger pool sorts into batches
+// with less padding; the bound keeps the token ids held at once small.
+const FEATURE_CHUNK = 1024
 
 /** The package's root directory (the one holding its package.json). */
 export function packageRoot(): string {
@@ -443,33 +449,48 @@ export class ErnieClassifier implements AsyncDisposable {
 
   // --- inference ---
 
-  /** Pooled final hidden states [N * hidden] for texts, batched by length. */
+  /**
+   * Pooled final hidden states [N * hidden] for texts, in batches of similar length. With several
+   * batches and cores, each batch runs on one core and one batch per core is in flight: cores
+   * working alone get more done than both sharing every product of one batch.
+   */
   private async features(texts: readonly string[], batchSize: number, signal?: AbortSignal, onBatch?: (done: number) => void): Promise<Float32Array | undefined> {
     const { model, tok } = this.requireModel()
     const H = model.config.hidden_size
     const out = new Float32Array(texts.length * H)
     const pad = this.padId()
+    const cores = numThreads()
     let done = 0
-    for (let i = 0; i < texts.length; i += 256) {
-      const slice = texts.slice(i, i + 256)
-      const rows = encodeTexts(tok, slice, this.encodeSettings())
-      for (const idx of lengthBatches(
+    for (let i = 0; i < texts.length; i += FEATURE_CHUNK) {
+      const rows = encodeTexts(tok, texts.slice(i, i + FEATURE_CHUNK), this.encodeSettings())
+      const batches = lengthBatches(
         rows.map((r) => r.length),
         batchSize,
-      )) {
-        if (signal?.aborted) return undefined
+      )
+      const singleThread = cores > 1 && batches.length > 1
+      await runInLanes(batches, singleThread ? cores : 1, async (idx) => {
+        if (signal?.aborted) return
         const b = padRows(
           idx.map((k) => rows[k]),
           pad,
         )
-        const { hidden } = await model.forward({ inputIds: { data: b.inputIds, shape: b.shape }, attentionMask: { data: b.attentionMask, shape: b.shape } }, { adapter: this.adapter })
-        const pooled = poolHidden(hidden!, b.attentionMask, b.shape[0], b.shape[1], H, this.pooling)
+        const pooled = await this.pooledBatch(model, b, singleThread)
         idx.forEach((k, j) => out.set(pooled.subarray(j * H, (j + 1) * H), (i + k) * H))
         done += idx.length
         onBatch?.(done)
-      }
+      })
+      if (signal?.aborted) return undefined
     }
     return out
+  }
+
+  /** One padded batch's pooled vectors [B * hidden]; last-token pooling asks the model for those rows alone. */
+  private async pooledBatch(model: ErnieModel, b: PaddedBatch, singleThread: boolean): Promise<Float32Array> {
+    const input = { inputIds: { data: b.inputIds, shape: b.shape }, attentionMask: { data: b.attentionMask, shape: b.shape } }
+    const options = { adapter: this.adapter, singleThread }
+    if (this.pooling === 'last') return (await model.forward(input, { ...options, output: ['lastHidden'] })).lastHidden!
+    const { hidden } = await model.forward(input, options)
+    return poolHidden(hidden!, b.attentionMask, b.shape[0], b.shape[1], model.config.hidden_size, this.pooling)
   }
 
   /** Class probabilities [N * C] for texts. */

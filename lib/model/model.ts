@@ -31,10 +31,20 @@ export interface ForwardInput {
 }
 
 export interface ForwardOptions {
-  /** What to return (default ['hidden']). Logits are [B, T, vocab]: large for real vocabularies. */
-  output?: Array<'hidden' | 'logits'>
+  /**
+   * What to return (default ['hidden']). Logits are [B, T, vocab]: large for real vocabularies.
+   * 'lastHidden' alone is the cheap way to pool on the last token: the last layer then runs its
+   * queries, attention output and MLP for each row's last real token only.
+   */
+  output?: Array<'hidden' | 'logits' | 'lastHidden'>
   /** A LoRA adapter applied on top of the base weights. */
   adapter?: LoraAdapter
+  /**
+   * Run this call on one core instead of the whole thread pool (default false). Several such
+   * calls in flight at once, one per core, get more done than the same calls made one after
+   * another on the pool: each core works alone, with no hand-offs between them.
+   */
+  singleThread?: boolean
 }
 
 export interface ForwardResult {
@@ -42,6 +52,8 @@ export interface ForwardResult {
   hidden?: Float32Array
   /** [B, T, vocab_size]. */
   logits?: Float32Array
+  /** [B, hidden_size]: the final hidden state of each row's last real token (zeros for a row with none). */
+  lastHidden?: Float32Array
   shape: [number, number]
 }
 
@@ -449,7 +461,17 @@ export class ErnieModel implements AsyncDisposable {
     const result: ForwardResult = { shape: [b.batch, b.seq] }
     if (want.includes('hidden')) result.hidden = new Float32Array(n * this.config.hidden_size)
     if (want.includes('logits')) result.logits = new Float32Array(n * this.config.vocab_size)
-    await this.track(handle.forward({ ...b, hidden: result.hidden, logits: result.logits, adapter: options.adapter?.handle }))
+    if (want.includes('lastHidden')) result.lastHidden = new Float32Array(b.batch * this.config.hidden_size)
+    await this.track(
+      handle.forward({
+        ...b,
+        hidden: result.hidden,
+        logits: result.logits,
+        lastHidden: result.lastHidden,
+        adapter: options.adapter?.handle,
+        singleThread: options.singleThread,
+      }),
+    )
     return result
   }
 

@@ -7,7 +7,10 @@
 //     a matrix: { data: Float32Array | Uint16Array (bf16), offset, rows, cols, ld, transposed }
 //       the logical [rows, cols] = [out, in] operand: element (r, c) at data[offset + r*ld + c],
 //       or data[offset + c*ld + r] when transposed (Paddle's [in, out]); a norm: a typed array.
-//   model.forward({ inputIds, attentionMask?, batch, seq, hidden?, logits?, adapter? }) -> Promise
+//   model.forward({ inputIds, attentionMask?, segmentIds?, batch, seq, hidden?, logits?, lastHidden?,
+//                   adapter?, singleThread? }) -> Promise
+//     singleThread: the call runs on its worker thread alone, not on the pool, so that calls
+//     issued side by side (one per core) each keep a core busy.
 //   new Adapter({ layers: [{ q_proj?: { a, b, rank, scale }, ... }] })
 //   dispose() on both: drops the native state; later calls throw.
 //
@@ -17,6 +20,7 @@
 #include <string>
 
 #include "addon/op.h"
+#include "cpu/threadpool.h"
 #include "engine/losses.h"
 #include "engine/model.h"
 
@@ -312,9 +316,20 @@ Napi::Value NativeModel::RunForward(const Napi::CallbackInfo& info, bool sync) {
     args.expect_length("logits", lg, n * d.vocab, "batch * seq * vocab");
     out.logits = lg.f32();
   }
+  if (args.has("lastHidden")) {
+    ArrayArg lh = args.f32("lastHidden");
+    args.expect_length("lastHidden", lh, uint64_t(batch.batch) * d.hidden, "batch * hidden");
+    out.last_hidden = lh.f32();
+  }
+  const bool single_thread = args.boolean_or("singleThread", false);
   std::shared_ptr<AdapterState> adapter = parse_adapter(args, d);
   args.keep(Value());
-  Job job{[st, adapter, batch, out] { engine::forward(st->dims, st->weights, adapter ? &adapter->adapter : nullptr, batch, out); }, {}};
+  Job job{[st, adapter, batch, out, single_thread] {
+            auto run = [&] { engine::forward(st->dims, st->weights, adapter ? &adapter->adapter : nullptr, batch, out); };
+            if (single_thread) cpu::run_on_this_thread(run);
+            else run();
+          },
+          {}};
   return run_job(info.Env(), "forward", std::move(job), args, sync);
 }
 

@@ -24,8 +24,8 @@ void run_items(int64_t n, size_t scratch_bytes, const std::function<void(int64_t
   if (n <= 0) return;
   ThreadPool& pool = ThreadPool::instance();
   std::atomic<int64_t> next{0};
-  parallel_for(std::min<int64_t>(n, pool.num_threads()), [&](int64_t, int64_t, int thread) {
-    void* scratch = pool.scratch(thread, scratch_bytes);
+  parallel_for(std::min<int64_t>(n, pool.num_threads()), [&](int64_t, int64_t, int) {
+    void* scratch = thread_scratch(scratch_bytes);
     for (int64_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) work(i, scratch);
   });
 }

@@ -31,8 +31,6 @@ void gemm(const GemmArgs& g) {
   const Isa isa = active_isa() == Isa::avx512bf16 && !any_bf16_b ? Isa::avx512 : active_isa();
   const gemm_kernel_table& kt = gemm_kernels_for(isa);
   const GemmBlocking bl = kt.gemm_blocking();
-  ThreadPool& pool = ThreadPool::instance();
-  const int threads = pool.num_threads();
 
   int64_t k_total = 0;
   for (const GemmSegment& s : g.segments) k_total += s.k;
@@ -56,7 +54,7 @@ void gemm(const GemmArgs& g) {
   // and far more when another process holds the second core.
   const bool serial = 2.0 * double(g.m) * double(g.n) * double(k_total) < 1e6;
   const int64_t panels = split_n ? n_panels : m_panels;
-  parallel_for(serial ? 1 : panels, [&](int64_t part0, int64_t part1, int thread) {
+  parallel_for(serial ? 1 : panels, [&](int64_t part0, int64_t part1, int) {
     const int64_t p0 = serial ? 0 : part0, p1 = serial ? panels : part1;
     const int64_t r0 = split_n ? 0 : p0 * mr, r1 = split_n ? g.m : std::min(g.m, p1 * mr);
     const int64_t c0 = split_n ? p0 * nr : 0, c1 = split_n ? std::min(g.n, p1 * nr) : g.n;
@@ -70,7 +68,7 @@ void gemm(const GemmArgs& g) {
           const int64_t kp = round_up(kc, bl.k_pack);
           void* bp = thread_b_buffer(size_t(round_up(nc, nr)) * kp * bl.elem_bytes);
           kt.gemm_pack_b(seg.b, jc, nc, pc, kc, bp);
-          void* ap = pool.scratch(thread, size_t(mc_max) * kp * bl.elem_bytes);
+          void* ap = thread_scratch(size_t(mc_max) * kp * bl.elem_bytes);
           const bool accumulate = g.accumulate || !first;
           for (int64_t ic = r0; ic < r1; ic += mc_max) {
             const int64_t mc = std::min(mc_max, r1 - ic);
@@ -82,7 +80,6 @@ void gemm(const GemmArgs& g) {
       }
     }
   });
-  (void)threads;
 }
 
 }  // namespace ernie::cpu

@@ -114,9 +114,8 @@ void adamw8bit_step(float* params, const float* grads, uint8_t* m_codes, uint8_t
   const optim_kernel_table& kt = optim_kernels();
   const QuantMap &m_map = dynamic_map(true), &v_map = dynamic_map(false);
   const int64_t blocks = (n + block_size - 1) / block_size;
-  ThreadPool& pool = ThreadPool::instance();
-  parallel_for(blocks, [&](int64_t b, int64_t e, int thread) {
-    float* scratch = static_cast<float*>(pool.scratch(thread, size_t(2 * block_size) * sizeof(float)));
+  parallel_for(blocks, [&](int64_t b, int64_t e, int) {
+    float* scratch = static_cast<float*>(thread_scratch(size_t(2 * block_size) * sizeof(float)));
     const int64_t i0 = b * block_size, len = std::min(e * block_size, n) - i0;
     kt.adamw8bit_update(params + i0, grads + i0, m_codes + i0, v_codes + i0, m_absmax + b, v_absmax + b,
                         params_bf16 ? params_bf16 + i0 : nullptr, len, block_size, h, m_map, v_map, scratch);

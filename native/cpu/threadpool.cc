@@ -62,7 +62,6 @@ ThreadPool::~ThreadPool() { stop(); }
 void ThreadPool::start(int num_threads) {
   num_threads_ = num_threads < 1 ? 1 : num_threads;
   stopping_ = false;
-  scratch_.resize(num_threads_);
   // Workers start from the current generation: after resize() it is past 0, and a new worker
   // starting from 0 would run a finished region again (with job_ already null).
   const uint64_t generation = generation_.load(std::memory_order_acquire);
@@ -85,14 +84,29 @@ void ThreadPool::resize(int num_threads) {
   start(num_threads);
 }
 
-void* ThreadPool::scratch(int thread, size_t bytes) {
-  Scratch& s = scratch_[thread];
-  if (s.size < bytes) {
-    s.data.reset(new unsigned char[bytes + 64]);
-    s.size = bytes;
+void* thread_scratch(size_t bytes) {
+  thread_local std::unique_ptr<unsigned char[]> data;
+  thread_local size_t size = 0;
+  if (size < bytes) {
+    data.reset(new unsigned char[bytes + 64]);
+    size = bytes;
   }
-  auto p = reinterpret_cast<uintptr_t>(s.data.get());
+  auto p = reinterpret_cast<uintptr_t>(data.get());
   return reinterpret_cast<void*>((p + 63) & ~uintptr_t(63));
+}
+
+void run_on_this_thread(const std::function<void()>& fn) {
+  struct Restore {
+    bool in_region;
+    int thread;
+    ~Restore() {
+      t_in_region = in_region;
+      t_thread = thread;
+    }
+  } restore{t_in_region, t_thread};
+  t_in_region = true;
+  t_thread = 0;
+  fn();
 }
 
 void ThreadPool::run_part(int thread) {

@@ -1,7 +1,7 @@
 // The engine's thread pool: one thread per physical core (ERNIE_NUM_THREADS overrides), the
 // calling thread counted as thread 0. A parallel region splits [0, n) into one contiguous range
 // per thread. Regions from concurrent callers (two AsyncWorkers) take turns; a region started
-// from inside a region runs serially on the calling thread.
+// from inside a region, or inside run_on_this_thread, runs serially on the calling thread.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -27,9 +27,6 @@ class ThreadPool {
   // fn(begin, end, thread) on contiguous parts of [0, n); returns when all are done.
   // An exception thrown by a part is rethrown here after every part has finished.
   void parallel_for(int64_t n, const RangeFn& fn);
-  // Per-thread scratch memory, 64-byte aligned, valid until the next call for that thread.
-  // It belongs to the innermost region: code that holds scratch must not start a region.
-  void* scratch(int thread, size_t bytes);
 
   ~ThreadPool();
 
@@ -56,12 +53,16 @@ class ThreadPool {
   std::mutex error_mutex_;
   std::exception_ptr error_;
 
-  struct Scratch {
-    std::unique_ptr<unsigned char[]> data;
-    size_t size = 0;
-  };
-  std::vector<Scratch> scratch_;
 };
+
+// Scratch memory of the calling thread, 64-byte aligned, valid until its next call on this
+// thread. It belongs to the innermost region: code that holds scratch must not start a region.
+void* thread_scratch(size_t bytes);
+
+// Runs fn on the calling thread alone: parallel regions inside it run there, serially, without
+// the pool. Two such calls on two threads keep two cores busy with none of a shared region's
+// hand-offs (batched inference does this, one batch per core).
+void run_on_this_thread(const std::function<void()>& fn);
 
 // Physical cores available to this process (CPU affinity and SMT siblings taken into account).
 int physical_core_count();

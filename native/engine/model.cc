@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 
 #include "cpu/attention.h"
@@ -198,10 +199,40 @@ struct KvSlot {
   float* v = nullptr;
 };
 
+// The last real token of each sequence: the one row per sequence that the last layer carries
+// past its keys and values when only those rows' final states are wanted.
+struct LastRows {
+  std::vector<int64_t> row;       // [B], index into the batch's B * T rows
+  std::vector<int32_t> position;  // [B], its RoPE position
+  std::vector<uint8_t> empty;     // [B], 1: the sequence has no real token (its output is zeroed)
+  explicit LastRows(const BatchInfo& bi) : row(size_t(bi.B)), position(size_t(bi.B)), empty(size_t(bi.B), 1) {
+    for (int64_t b = 0; b < bi.B; ++b) {
+      row[b] = b * bi.T + bi.T - 1;
+      for (int64_t t = bi.T - 1; t >= 0; --t)
+        if (bi.key_valid[b * (bi.past + bi.T) + bi.past + t]) {
+          row[b] = b * bi.T + t;
+          empty[b] = 0;
+          break;
+        }
+      position[b] = bi.positions[row[b]];
+    }
+  }
+};
+
+void gather_rows(const float* src, const std::vector<int64_t>& rows, int64_t dim, float* dst) {
+  for (size_t i = 0; i < rows.size(); ++i) std::memcpy(dst + i * dim, src + rows[i] * dim, sizeof(float) * size_t(dim));
+}
+
 // h (in place) = layer(h); a receives the intermediates.
+// With `last`, keys and values are made for every row, but the queries and everything after
+// attention only for last->row: those rows' outputs go to `last_out` [B, hidden] and h is left
+// as it was. A last real token sees every real key of its sequence, so one query row per
+// sequence aligned to the last key (Tq = 1) is exactly its causal attention.
 void layer_forward(const ModelDims& d, const LayerWeights& lw, const Adapter* adapter, int64_t l, const BatchInfo& bi,
-                   float* h, LayerActs& a, const KvSlot* cache = nullptr) {
+                   float* h, LayerActs& a, const KvSlot* cache = nullptr, const LastRows* last = nullptr,
+                   float* last_out = nullptr) {
   const int64_t n = bi.n;
+  const int64_t nq = last ? bi.B : n;  // the rows that go on past the keys and values
   auto lora = [&](int p) { return lora_at(adapter, l, p); };
   // attention block: h += o(attn(rope(q(norm(h))), rope(k(norm(h))), v(norm(h))))
   rmsnorm(h, lw.input_norm, n, d.hidden, d.eps, a.xn1.data(), a.rstd1.data());
@@ -209,38 +240,49 @@ void layer_forward(const ModelDims& d, const LayerWeights& lw, const Adapter* ad
   float* k_new = cache ? cache->k + bi.past * d.kv_dim() : a.k.data();
   float* v_new = cache ? cache->v + bi.past * d.kv_dim() : a.v.data();
   float* k_out = d.qk_norm ? a.k_pre.data() : k_new;
-  linear(lw.proj[kQ], lora(kQ), a.xn1.data(), n, d.q_dim(), d.hidden, q_out, false, a.u[kQ].data());
+  const float* xq = a.xn1.data();
+  if (last) {  // xn2 is free until the MLP block
+    gather_rows(a.xn1.data(), last->row, d.hidden, a.xn2.data());
+    xq = a.xn2.data();
+  }
+  linear(lw.proj[kQ], lora(kQ), xq, nq, d.q_dim(), d.hidden, q_out, false, a.u[kQ].data());
   linear(lw.proj[kK], lora(kK), a.xn1.data(), n, d.kv_dim(), d.hidden, k_out, false, a.u[kK].data());
   linear(lw.proj[kV], lora(kV), a.xn1.data(), n, d.kv_dim(), d.hidden, v_new, false, a.u[kV].data());
   if (d.qk_norm) {  // Qwen3: RMSNorm over each head before RoPE
-    rmsnorm(a.q_pre.data(), lw.q_norm, n * d.heads, d.head_dim, d.eps, a.q.data(), a.q_rstd.data());
+    rmsnorm(a.q_pre.data(), lw.q_norm, nq * d.heads, d.head_dim, d.eps, a.q.data(), a.q_rstd.data());
     rmsnorm(a.k_pre.data(), lw.k_norm, n * d.kv_heads, d.head_dim, d.eps, k_new, a.k_rstd.data());
   }
-  rope(a.q.data(), a.q.data(), bi.positions.data(), n, d.heads, d, false);
+  rope(a.q.data(), a.q.data(), last ? last->position.data() : bi.positions.data(), nq, d.heads, d, false);
   rope(k_new, k_new, bi.positions.data(), n, d.kv_heads, d, false);
   cpu::AttentionArgs at = attention_args(d, bi);
+  if (last) at.tq = 1;
   at.q = a.q.data();
   at.k = cache ? cache->k : a.k.data();
   at.v = cache ? cache->v : a.v.data();
   at.out = a.attn.data();
   at.lse = a.lse.data();
   cpu::attention_forward(at);
-  linear(lw.proj[kO], lora(kO), a.attn.data(), n, d.hidden, d.q_dim(), h, true, a.u[kO].data());
-  std::memcpy(a.h_mid.data(), h, sizeof(float) * size_t(n * d.hidden));
+  float* hq = h;
+  if (last) {
+    gather_rows(h, last->row, d.hidden, last_out);
+    hq = last_out;
+  }
+  linear(lw.proj[kO], lora(kO), a.attn.data(), nq, d.hidden, d.q_dim(), hq, true, a.u[kO].data());
+  std::memcpy(a.h_mid.data(), hq, sizeof(float) * size_t(nq * d.hidden));
 
   // MLP block: h += down(silu(gate(norm(h))) * up(norm(h)))
-  rmsnorm(h, lw.post_attention_norm, n, d.hidden, d.eps, a.xn2.data(), a.rstd2.data());
-  linear(lw.proj[kGate], lora(kGate), a.xn2.data(), n, d.intermediate, d.hidden, a.gate.data(), false, a.u[kGate].data());
-  linear(lw.proj[kUp], lora(kUp), a.xn2.data(), n, d.intermediate, d.hidden, a.up.data(), false, a.u[kUp].data());
+  rmsnorm(hq, lw.post_attention_norm, nq, d.hidden, d.eps, a.xn2.data(), a.rstd2.data());
+  linear(lw.proj[kGate], lora(kGate), a.xn2.data(), nq, d.intermediate, d.hidden, a.gate.data(), false, a.u[kGate].data());
+  linear(lw.proj[kUp], lora(kUp), a.xn2.data(), nq, d.intermediate, d.hidden, a.up.data(), false, a.u[kUp].data());
   cpu::SwigluForwardArgs sw;
   sw.gate = a.gate.data();
   sw.up = a.up.data();
   sw.in_ld = d.intermediate;
-  sw.rows = n;
+  sw.rows = nq;
   sw.dim = d.intermediate;
   sw.out = a.act.data();
   cpu::swiglu_forward(sw);
-  linear(lw.proj[kDown], lora(kDown), a.act.data(), n, d.hidden, d.intermediate, h, true, a.u[kDown].data());
+  linear(lw.proj[kDown], lora(kDown), a.act.data(), nq, d.hidden, d.intermediate, hq, true, a.u[kDown].data());
 }
 
 // Scratch for one layer's backward.
@@ -380,10 +422,28 @@ void forward(const ModelDims& d, const ModelWeights& w, const Adapter* adapter, 
   LayerActs a(d, bi, nullptr, 0);
   const int64_t rank = adapter ? adapter->max_rank() : 0;
   for (auto& u : a.u) u.resize(size_t(bi.n * (rank > 0 ? rank : 1)));
-  for (int64_t l = 0; l < d.layers; ++l) layer_forward(d, w.layers[l], adapter, l, bi, h.data(), a);
-  float* final_hidden = out.hidden ? out.hidden : a.xn1.data();
-  rmsnorm(h.data(), w.final_norm, bi.n, d.hidden, d.eps, final_hidden, nullptr);
-  if (out.logits) linear(w.lm_head, nullptr, final_hidden, bi.n, d.vocab, d.hidden, out.logits, false, nullptr);
+  std::unique_ptr<LastRows> last;
+  if (out.last_hidden) last = std::make_unique<LastRows>(bi);
+  // Only the last tokens' states wanted: the last layer runs its queries onwards on those rows.
+  // (Packed documents keep the full path: their rows see keys from their own document only.)
+  const bool last_only = last && !out.hidden && !out.logits && !batch.segment_ids && d.layers > 0;
+  std::vector<float> last_h(last_only ? size_t(bi.B * d.hidden) : 0);
+  for (int64_t l = 0; l < d.layers; ++l) {
+    const bool prune = last_only && l == d.layers - 1;
+    layer_forward(d, w.layers[l], adapter, l, bi, h.data(), a, nullptr, prune ? last.get() : nullptr,
+                  prune ? last_h.data() : nullptr);
+  }
+  if (last_only) {
+    rmsnorm(last_h.data(), w.final_norm, bi.B, d.hidden, d.eps, out.last_hidden, nullptr);
+  } else {
+    float* final_hidden = out.hidden ? out.hidden : a.xn1.data();
+    rmsnorm(h.data(), w.final_norm, bi.n, d.hidden, d.eps, final_hidden, nullptr);
+    if (out.logits) linear(w.lm_head, nullptr, final_hidden, bi.n, d.vocab, d.hidden, out.logits, false, nullptr);
+    if (last) gather_rows(final_hidden, last->row, d.hidden, out.last_hidden);
+  }
+  if (last)
+    for (int64_t b = 0; b < bi.B; ++b)
+      if (last->empty[b]) std::fill(out.last_hidden + b * d.hidden, out.last_hidden + (b + 1) * d.hidden, 0.0f);
 }
 
 void KvCache::reset(const ModelDims& d, int64_t max_len) {

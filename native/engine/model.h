@@ -68,6 +68,10 @@ struct Batch {
 struct ForwardOutputs {
   float* hidden = nullptr;  // [B, T, hidden] after the final norm, when not null
   float* logits = nullptr;  // [B, T, vocab], when not null
+  // [B, hidden]: the final hidden state (after the final norm) of each row's last real token;
+  // zeros for a row without one. Asked for alone, the last layer computes its queries, attention
+  // output and MLP for those B rows only (about a quarter of a 4-layer model's work is skipped).
+  float* last_hidden = nullptr;
 };
 
 void forward(const ModelDims& dims, const ModelWeights& w, const Adapter* adapter, const Batch& batch,
