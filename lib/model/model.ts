@@ -688,11 +688,12 @@ export class ErnieModel implements AsyncDisposable {
       const pad = tok.padTokenId ?? 0
       const ids = enc.inputIds.map((r) => [...r, ...new Array<number>(T - r.length).fill(pad)])
       const mask = enc.inputIds.map((r) => [...r.map(() => 1), ...new Array<number>(T - r.length).fill(0)])
-      const { hidden } = await this.forward({ inputIds: ids, attentionMask: mask })
+      // last-token pooling asks for those rows alone: the last layer then skips the others
+      const { hidden, lastHidden } = await this.forward({ inputIds: ids, attentionMask: mask }, { output: [pooling === 'last' ? 'lastHidden' : 'hidden'] })
       ids.forEach((_, b) => {
         const len = mask[b].reduce((a, v) => a + v, 0)
-        const v = new Float32Array(H)
-        const rows = pooling === 'last' ? [len - 1] : pooling === 'first' ? [0] : Array.from({ length: len }, (_, t) => t)
+        const v = pooling === 'last' ? lastHidden!.slice(b * H, (b + 1) * H) : new Float32Array(H)
+        const rows = pooling === 'first' ? [0] : pooling === 'mean' ? Array.from({ length: len }, (_, t) => t) : []
         for (const t of rows) for (let j = 0; j < H; j++) v[j] += hidden![(b * T + t) * H + j] / rows.length
         if (options.normalize) {
           const norm = Math.hypot(...v) || 1
