@@ -9,7 +9,10 @@ import * as path from 'node:path'
 import { bundledModelDir, ErnieClassifier } from '../lib/classifier/index'
 import { DataError } from '../lib/data/index'
 import { ErnieModel } from '../lib/model/index'
+import { encodeTexts } from '../lib/classifier/encode'
+import { Tokenizer } from '../lib/tokenizer/index'
 import { readTsv, tempDir, tinyRandomModel, TINY, TRAIN } from './classifier-helpers'
+import { readSafetensorsForTest } from './helpers'
 
 const dir = tempDir(t)
 const train = readTsv(TRAIN)
@@ -169,6 +172,43 @@ t.test('concurrent predict calls', async (t) => {
   for (const g of groups) sequential.push(await clf.predict(g, { batchSize: 8 }))
   const together = await Promise.all(groups.map((g) => clf.predict(g, { batchSize: 8 })))
   t.same(together, sequential, 'the same results when the calls overlap')
+})
+
+t.test('predict pools as the full forward does (last, mean, first), batches running one per core', async (t) => {
+  const tok = await Tokenizer.fromDirectory(TINY)
+  const texts = [...train.texts.slice(0, 9), '好', '房间很大，早餐丰富，服务周到。'.repeat(5)]
+  for (const pooling of ['last', 'mean', 'first'] as const) {
+    const model = tinyRandomModel(3)
+    const clf = new ErnieClassifier({ model, tokenizer: TINY, method: 'head', maxLength: 32, pooling })
+    await clf.fit(small, { maxSteps: 2, learningRate: 1e-1 })
+    const preds = await clf.predict(texts, { batchSize: 3 }) // 4 batches: two in flight at once on 2 cores
+    const out = path.join(dir, `pool-${pooling}`)
+    await clf.save(out)
+    const names: string[] = JSON.parse(fs.readFileSync(path.join(out, 'classifier.json'), 'utf8')).labels.names
+    const head = readSafetensorsForTest(path.join(out, 'head.safetensors'))
+    const W = head.get('classifier.weight')!.raw, bias = head.get('classifier.bias')!.raw
+    // the head method standardises features with the training set's statistics
+    const mu = head.get('classifier.feature_mean')!.raw, sd = head.get('classifier.feature_std')!.raw
+    const H = model.config.hidden_size
+    const rows = encodeTexts(tok, texts, { maxLength: 32, truncation: 'head', appendEos: true })
+    let worst = 0
+    for (const [i, ids] of rows.entries()) {
+      // each text alone, no padding, every position's state: pooled here
+      const { hidden } = await model.forward({ inputIds: [ids] })
+      const pick = pooling === 'last' ? [ids.length - 1] : pooling === 'first' ? [0] : ids.map((_, k) => k)
+      const v = new Float64Array(H)
+      for (const r of pick) for (let j = 0; j < H; j++) v[j] += hidden![r * H + j] / pick.length
+      for (let j = 0; j < H; j++) v[j] = (v[j] - mu[j]) / sd[j]
+      const z = names.map((_, c) => bias[c] + v.reduce((acc, x, j) => acc + x * W[c * H + j], 0))
+      const zmax = Math.max(...z)
+      const e = z.map((x) => Math.exp(x - zmax))
+      const sum = e.reduce((a, b) => a + b, 0)
+      names.forEach((name, c) => (worst = Math.max(worst, Math.abs(preds[i].scores[name] - e[c] / sum))))
+    }
+    t.ok(worst < 1e-5, `${pooling}: largest score difference ${worst.toExponential(2)}`)
+    await clf.dispose()
+    await model.dispose()
+  }
 })
 
 t.test('abort stops fit between steps and leaves the classifier usable; busy and disposed states', async (t) => {
