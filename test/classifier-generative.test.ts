@@ -7,6 +7,9 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 
 import { ErnieClassifier } from '../lib/classifier/index'
+import { DEFAULT_PROMPT } from '../lib/classifier/encode'
+import { ErnieModel } from '../lib/model/index'
+import { Tokenizer } from '../lib/tokenizer/index'
 import { majorityShare, ODD_TEXTS, readTsv, tempDir, TEST, TINY, TRAIN, DEV } from './classifier-helpers'
 
 const dir = tempDir(t)
@@ -47,6 +50,38 @@ t.test('generative (full): learns to answer with the label word', async (t) => {
   const loaded = await ErnieClassifier.load(out)
   t.teardown(() => loaded.dispose())
   t.same(await loaded.predict(texts), preds, 'identical predictions after load')
+
+  // The scores again, here: each answer's log-probability after the prompt, from the saved
+  // model's full logits (one text at a time, no padding), normalised over the answers.
+  const model = await ErnieModel.fromPretrained(path.join(out, 'model'), { tokenizer: false })
+  t.teardown(() => model.dispose())
+  const tok = await Tokenizer.fromDirectory(out)
+  const [prefix, suffix] = DEFAULT_PROMPT.replace('{labels}', clf.labels.join('/')).split('{text}').map((part) => tok.encode(part))
+  const answers = clf.labels.map((w) => [...tok.encode(w), tok.eosTokenId!])
+  const V = model.config.vocab_size
+  // texts that fit whole in maxLength 64 beside the prompt and the longest answer (no truncation)
+  const room = 64 - prefix.length - suffix.length - Math.max(...answers.map((a) => a.length))
+  const whole = texts.map((text, i) => ({ text, i, ids: tok.encode(text) })).filter((x) => x.ids.length > 0 && x.ids.length <= room)
+  t.ok(whole.length >= 5, `${whole.length} texts fit whole`)
+  let worst = 0
+  for (const { ids, i } of whole.slice(0, 8)) {
+    const prompt = [...prefix, ...ids, ...suffix]
+    const logp = []
+    for (const a of answers) {
+      const { logits } = await model.forward({ inputIds: [[...prompt, ...a]] }, { output: ['logits'] })
+      let sum = 0
+      a.forEach((id, j) => {
+        const row = logits!.subarray((prompt.length - 1 + j) * V, (prompt.length + j) * V)
+        const max = row.reduce((m, x) => Math.max(m, x), -Infinity)
+        sum += row[id] - max - Math.log(row.reduce((acc, x) => acc + Math.exp(x - max), 0))
+      })
+      logp.push(sum)
+    }
+    const top = Math.max(...logp)
+    const z = logp.reduce((acc, x) => acc + Math.exp(x - top), 0)
+    clf.labels.forEach((name, c) => (worst = Math.max(worst, Math.abs(preds[i].scores[name] - Math.exp(logp[c] - top) / z))))
+  }
+  t.ok(worst < 1e-4, `scores against the answers' log-probabilities from full logits: largest difference ${worst.toExponential(2)}`)
 })
 
 t.test('generative (lora) with label words and a custom prompt: trains, saves the adapter, round-trips', async (t) => {

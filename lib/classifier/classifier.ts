@@ -516,16 +516,21 @@ export class ErnieClassifier implements AsyncDisposable {
     const logp = new Float64Array(texts.length * C)
     const pad = this.padId()
     const perBatch = Math.max(1, Math.floor(batchSize / C))
-    for (const idx of lengthBatches(
+    const batches = lengthBatches(
       prompts.map((p) => p.length),
       perBatch,
-    )) {
+    )
+    // as in features(): several batches run one per core
+    const cores = numThreads()
+    const singleThread = cores > 1 && batches.length > 1
+    await runInLanes(batches, singleThread ? cores : 1, async (idx) => {
       // one row per (text, label): the prompt followed by that label's answer
       const rows: number[][] = []
       for (const k of idx) for (const a of g.answers) rows.push([...prompts[k], ...a])
       const b = padRows(rows, pad)
       const T = b.shape[1]
-      const { hidden } = await model.forward({ inputIds: { data: b.inputIds, shape: b.shape }, attentionMask: { data: b.attentionMask, shape: b.shape } }, { adapter: this.adapter })
+      const input = { inputIds: { data: b.inputIds, shape: b.shape }, attentionMask: { data: b.attentionMask, shape: b.shape } }
+      const { hidden } = await model.forward(input, { adapter: this.adapter, singleThread })
       const weight = lmHeadRows(model.weights.lmHead)
       for (let j = 0; j < idx.length; j++) {
         const P = prompts[idx[j]].length
@@ -545,7 +550,7 @@ export class ErnieClassifier implements AsyncDisposable {
           logp[idx[j] * C + c] = -r.lossSum
         }
       }
-    }
+    })
     return softmaxRows(logp, C)
   }
 
