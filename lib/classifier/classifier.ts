@@ -18,6 +18,7 @@ import { ErnieModel } from '../model/model'
 import type { MatrixView } from '../model/weights'
 import { copyModelFiles, Tokenizer } from '../tokenizer'
 import { Trainer, type TrainerOptions, type TrainProgress } from '../train/trainer'
+import { runInLanes } from '../util/lanes'
 import type { OptimizerKind } from '../train/optimizer'
 import type { ScheduleKind } from '../train/schedule'
 import {
@@ -36,7 +37,6 @@ import {
   type PromptParts,
   type Truncation,
 } from './encode'
-import { runInLanes } from '../util/lanes'
 import { Head, type HeadSpec } from './head'
 import { classificationMetrics, softmaxRows, type EvaluateResult } from './metrics'
 import { ClassifyTask, FeatureHeadTask, GenerativeTask, type Evaluator } from './tasks'
@@ -230,6 +230,17 @@ const LARGE_MODEL = 100e6
 // Texts encoded and sorted by length together for inference: a larger pool sorts into batches
 // with less padding; the bound keeps the token ids held at once small.
 const FEATURE_CHUNK = 1024
+
+/**
+ * work(batch, singleThread) for each batch. With several batches and cores, each batch runs on
+ * one core and one batch per core is in flight: cores working alone get more done than both
+ * sharing every product of one batch. A single batch gets the whole thread pool.
+ */
+function runBatchesPerCore<T>(batches: readonly T[], work: (batch: T, singleThread: boolean) => Promise<void>): Promise<void> {
+  const cores = numThreads()
+  const singleThread = cores > 1 && batches.length > 1
+  return runInLanes(batches, singleThread ? cores : 1, (batch) => work(batch, singleThread))
+}
 
 /** The package's root directory (the one holding its package.json). */
 export function packageRoot(): string {
@@ -449,17 +460,12 @@ export class ErnieClassifier implements AsyncDisposable {
 
   // --- inference ---
 
-  /**
-   * Pooled final hidden states [N * hidden] for texts, in batches of similar length. With several
-   * batches and cores, each batch runs on one core and one batch per core is in flight: cores
-   * working alone get more done than both sharing every product of one batch.
-   */
+  /** Pooled final hidden states [N * hidden] for texts, in batches of similar length. */
   private async features(texts: readonly string[], batchSize: number, signal?: AbortSignal, onBatch?: (done: number) => void): Promise<Float32Array | undefined> {
     const { model, tok } = this.requireModel()
     const H = model.config.hidden_size
     const out = new Float32Array(texts.length * H)
     const pad = this.padId()
-    const cores = numThreads()
     let done = 0
     for (let i = 0; i < texts.length; i += FEATURE_CHUNK) {
       const rows = encodeTexts(tok, texts.slice(i, i + FEATURE_CHUNK), this.encodeSettings())
@@ -467,8 +473,7 @@ export class ErnieClassifier implements AsyncDisposable {
         rows.map((r) => r.length),
         batchSize,
       )
-      const singleThread = cores > 1 && batches.length > 1
-      await runInLanes(batches, singleThread ? cores : 1, async (idx) => {
+      await runBatchesPerCore(batches, async (idx, singleThread) => {
         if (signal?.aborted) return
         const b = padRows(
           idx.map((k) => rows[k]),
@@ -520,10 +525,7 @@ export class ErnieClassifier implements AsyncDisposable {
       prompts.map((p) => p.length),
       perBatch,
     )
-    // as in features(): several batches run one per core
-    const cores = numThreads()
-    const singleThread = cores > 1 && batches.length > 1
-    await runInLanes(batches, singleThread ? cores : 1, async (idx) => {
+    await runBatchesPerCore(batches, async (idx, singleThread) => {
       // one row per (text, label): the prompt followed by that label's answer
       const rows: number[][] = []
       for (const k of idx) for (const a of g.answers) rows.push([...prompts[k], ...a])
