@@ -27,7 +27,9 @@ const shapes: [number, number, number][] = [
   [37, 45, 29],
   [131, 67, 300], // two K blocks
   [250, 33, 40], // several M blocks with a ragged last one
-  [9, 3100, 17], // two N blocks (NC = 3072 on the f32 paths)
+  [9, 3100, 17], // many column tiles, the last one ragged
+  [11000, 20, 30], // rows past the 8 MB packing budget: two row chunks on every ISA
+  [7, 11000, 30], // columns past it
 ]
 
 t.test('C = A . B^T matches float64 for every layout and dtype', async (t) => {

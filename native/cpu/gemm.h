@@ -7,8 +7,9 @@
 // bf16 B is done with vdpbf16ps (A rounded to bf16); f32 x f32 stays f32 (AVX-512F); elsewhere
 // bf16 operands are widened to f32.
 //
-// The blocking is BLIS's (K blocks, N blocks, M blocks, packed panels, a micro-kernel keeping an
-// MR x NR tile of C in registers); threads split C into bands along M or N (see gemm.cc).
+// The blocking is BLIS's (K slices, packed panels of A and B, a micro-kernel keeping an MR x NR
+// tile of C in registers). Per K slice the threads pack A and B together, then take C's tiles
+// from a shared counter (see gemm.cc).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -20,7 +21,7 @@ namespace ernie::cpu {
 
 struct GemmBlocking {
   int mr, nr;          // micro-tile
-  int kc, mc, nc;      // cache blocks
+  int kc, mc;          // K slice and rows of A per packed block
   int k_pack;          // K is packed in groups of this many (2 for bf16 pairs)
   int elem_bytes;      // bytes per packed element
 };

@@ -16,19 +16,19 @@ namespace {
 
 #if defined(__AVX512BF16__)
 #define ERNIE_GEMM_BF16_PAIRS 1
-constexpr int MR = 14, NR = 32, KC = 384, MC = 112, NC = 3072, KPACK = 2;
+constexpr int MR = 14, NR = 32, KC = 384, MC = 112, KPACK = 2;
 #define ERNIE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
 using Packed = uint32_t;  // two bf16 of consecutive k: low half k even, high half k odd
 #elif defined(__AVX512F__)
-constexpr int MR = 14, NR = 32, KC = 256, MC = 112, NC = 3072, KPACK = 1;
+constexpr int MR = 14, NR = 32, KC = 256, MC = 112, KPACK = 1;
 #define ERNIE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
 using Packed = float;
 #elif defined(__AVX2__)
-constexpr int MR = 6, NR = 16, KC = 256, MC = 120, NC = 3072, KPACK = 1;
+constexpr int MR = 6, NR = 16, KC = 256, MC = 120, KPACK = 1;
 #define ERNIE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
 using Packed = float;
 #else
-constexpr int MR = 4, NR = 16, KC = 256, MC = 128, NC = 2048, KPACK = 1;
+constexpr int MR = 4, NR = 16, KC = 256, MC = 128, KPACK = 1;
 using Packed = float;
 #endif
 
@@ -132,6 +132,27 @@ void pack_panels(const MatrixRef& m, int64_t r0, int64_t rows, int64_t k0, int64
         }
         for (; k < kc; ++k)
           for (int j = 0; j < 8; ++j) panel[k * P + i + j] = scale * elem<T>(m.data, at<Trans>(m.ld, r0 + p + i + j, k0 + k));
+      }
+      // A whole 6-row panel (AVX2's MR, the activations' path): 8 k of its 6 rows are 48
+      // contiguous floats, written as in-order overlapping 8-float stores of an 8x8 transpose
+      // (rows 6 and 7 zero); the last one is split 4 + 2 so nothing lands past the 48.
+      if constexpr (P == 6) {
+        if (pr == 6) {
+          int64_t k = 0;
+          for (; k + 8 <= kc; k += 8) {
+            __m256 r[8];
+            for (int j = 0; j < 6; ++j) r[j] = load8<T>(m.data, at<Trans>(m.ld, r0 + p + j, k0 + k), scale);
+            r[6] = r[7] = _mm256_setzero_ps();
+            transpose8x8(r);
+            float* out = panel + k * 6;
+            for (int j = 0; j < 7; ++j) _mm256_storeu_ps(out + 6 * j, r[j]);
+            _mm_storeu_ps(out + 42, _mm256_castps256_ps128(r[7]));
+            _mm_storel_pi(reinterpret_cast<__m64*>(out + 46), _mm256_extractf128_ps(r[7], 1));
+          }
+          for (; k < kc; ++k)
+            for (int j = 0; j < 6; ++j) panel[k * 6 + j] = scale * elem<T>(m.data, at<Trans>(m.ld, r0 + p + j, k0 + k));
+          i = 6;
+        }
       }
 #endif
       for (; i < pr; ++i) {
@@ -270,7 +291,7 @@ inline void micro_kernel(int64_t kc, const Packed* a, const Packed* b, float* c,
 
 }  // namespace
 
-GemmBlocking gemm_blocking() { return GemmBlocking{MR, NR, KC, MC, NC, KPACK, int(sizeof(Packed)) / KPACK}; }
+GemmBlocking gemm_blocking() { return GemmBlocking{MR, NR, KC, MC, KPACK, int(sizeof(Packed)) / KPACK}; }
 
 void gemm_pack_a(const MatrixRef& a, int64_t m0, int64_t mc, int64_t k0, int64_t kc, float alpha, void* dst) {
   pack_dispatch<MR>(a, m0, mc, k0, kc, alpha, dst);
