@@ -2,6 +2,7 @@
 // peer scripts in ../shared/bench run in the same process tree so ratios come from one run.
 import { execFileSync } from 'node:child_process'
 import * as fs from 'node:fs'
+import * as os from 'node:os'
 import * as path from 'node:path'
 
 export const argv = process.argv.slice(2)
@@ -54,22 +55,36 @@ export function report(title: string, rows: Row[], extra: Record<string, number 
   if (wantJson) console.log(JSON.stringify(out))
 }
 
-/** Runs a peer script from ../shared/bench (ERNIE_PEER_DIR) with Debian's python3; its last JSON line. */
-export function runPeer(script: string, args: string[] = []): Record<string, unknown> | undefined {
-  const dir = process.env.ERNIE_PEER_DIR ?? path.join(__dirname, '..', '..', '..', 'shared', 'bench')
-  const file = path.join(dir, script)
+function peerDir(): string {
+  return process.env.ERNIE_PEER_DIR ?? path.join(__dirname, '..', '..', '..', 'shared', 'bench')
+}
+
+/**
+ * Runs a peer script from ../shared/bench (ERNIE_PEER_DIR) with Debian's python3 and returns its
+ * last JSON line. `edits` run a copy with each [from, to] replaced (each must match, so a
+ * changed script fails loudly instead of measuring something else).
+ */
+export function runPeer(script: string, args: string[] = [], edits: [string, string][] = []): Record<string, unknown> | undefined {
+  const dir = peerDir()
+  let file = path.join(dir, script)
   if (!fs.existsSync(file)) {
     console.error(`peer ${file} not found (set ERNIE_PEER_DIR)`)
     return undefined
   }
-  const python = fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3'
-  console.error(`running peer: ${python} ${script} ${args.join(' ')}`)
-  const out = execFileSync(python, [file, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], cwd: dir })
-  const lines = out.trim().split('\n')
-  for (let i = lines.length - 1; i >= 0; i--) {
-    if (lines[i].startsWith('{')) return JSON.parse(lines[i])
+  if (edits.length > 0) {
+    let src = fs.readFileSync(file, 'utf8')
+    for (const [from, to] of edits) {
+      if (!src.includes(from)) throw new Error(`${script} changed: cannot find ${JSON.stringify(from)}`)
+      src = src.replace(from, to)
+    }
+    file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ernie-peer-')), script)
+    fs.writeFileSync(file, src)
   }
-  return undefined
+  const python = fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3'
+  console.error(`running peer: ${python} ${script} ${args.join(' ')}${edits.length ? ' (edited copy)' : ''}`)
+  const out = execFileSync(python, [file, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], cwd: dir })
+  const last = out.trim().split('\n').filter((l) => l.startsWith('{')).pop()
+  return last ? JSON.parse(last) : undefined
 }
 
 /** Peak resident memory of this process so far, in MB. */
@@ -84,19 +99,8 @@ export function peakRssMb(): number {
  * Returns tokens_per_s by key, e.g. infer_float32_1x64, lora_train_float32_8x128.
  */
 export function runTorchPeer(layers: number): Record<string, number> | undefined {
-  const dir = process.env.ERNIE_PEER_DIR ?? path.join(__dirname, '..', '..', '..', 'shared', 'bench')
-  const src = path.join(dir, 'torch_peer.py')
-  if (!fs.existsSync(src)) {
-    console.error(`peer ${src} not found (set ERNIE_PEER_DIR)`)
-    return undefined
-  }
-  const patched = fs.readFileSync(src, 'utf8').replace('for dtype in (torch.bfloat16, torch.float32):', 'for dtype in (torch.float32,):')
-  if (!patched.includes('for dtype in (torch.float32,):')) throw new Error('torch_peer.py changed: cannot select fp32 only')
-  const tmp = path.join(fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'ernie-peer-')), 'torch_peer_fp32.py')
-  fs.writeFileSync(tmp, patched)
-  const python = fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3'
-  console.error(`running peer: ${python} torch_peer.py ${layers} (fp32 only)`)
-  const out = execFileSync(python, [tmp, String(layers)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
-  const last = out.trim().split('\n').filter((l) => l.startsWith('{')).pop()
-  return last ? (JSON.parse(last) as { tokens_per_s: Record<string, number> }).tokens_per_s : undefined
+  const out = runPeer('torch_peer.py', [String(layers)], [
+    ['for dtype in (torch.bfloat16, torch.float32):', 'for dtype in (torch.float32,):'],
+  ])
+  return (out as { tokens_per_s?: Record<string, number> } | undefined)?.tokens_per_s
 }
