@@ -25,11 +25,12 @@ const shapes: [number, number, number][] = [
   [1, 1, 1],
   [7, 13, 5],
   [37, 45, 29],
-  [131, 67, 300], // two K blocks
-  [250, 33, 40], // several M blocks with a ragged last one
+  [131, 67, 300], // few rows (one region, A packed per thread), two K slices
+  [250, 33, 40], // several row blocks with a ragged last one
+  [300, 45, 600], // the shared-slices path over three K slices
   [9, 3100, 17], // many column tiles, the last one ragged
   [11000, 20, 30], // rows past the 8 MB packing budget: two row chunks on every ISA
-  [7, 11000, 30], // columns past it
+  [250, 11000, 8], // columns past it
 ]
 
 t.test('C = A . B^T matches float64 for every layout and dtype', async (t) => {
@@ -65,17 +66,20 @@ t.test('C = A . B^T matches float64 for every layout and dtype', async (t) => {
 
 t.test('alpha, accumulate and several K-segments (the fused LoRA form)', async (t) => {
   await forEachIsa(async (isa) => {
-    const m = 53, n = 70, k = 91, r = 5
-    const x = randomF32(m * k, 11), w = toBf16(randomF32(n * k, 12))
-    const u = randomF32(m * r, 13), bl = randomF32(n * r, 14)
-    const c0 = randomF32(m * n, 15)
-    const c = Float32Array.from(c0)
-    kernels.sync.gemm({ c, m, n, alpha: 0.5, accumulate: true, segments: [{ a: x, b: w, k }, { a: u, b: bl, k: r }] })
-    const base = refGemm(m, n, k, accessor(valuesOf(x), m, k, false), accessor(valuesOf(w), n, k, false))
-    const lora = refGemm(m, n, r, accessor(valuesOf(u), m, r, false), accessor(valuesOf(bl), n, r, false))
-    const ref = base.map((v, i) => c0[i] + 0.5 * (v + lora[i]))
-    const err = relErr(c, ref)
-    t.ok(err <= bound(isa, true), `${isa}: relative error ${err.toExponential(2)}`)
+    // m = 53 takes the few-rows schedule, m = 300 the shared-slices one
+    for (const m of [53, 300]) {
+      const n = 70, k = 91, r = 5
+      const x = randomF32(m * k, 11), w = toBf16(randomF32(n * k, 12))
+      const u = randomF32(m * r, 13), bl = randomF32(n * r, 14)
+      const c0 = randomF32(m * n, 15)
+      const c = Float32Array.from(c0)
+      kernels.sync.gemm({ c, m, n, alpha: 0.5, accumulate: true, segments: [{ a: x, b: w, k }, { a: u, b: bl, k: r }] })
+      const base = refGemm(m, n, k, accessor(valuesOf(x), m, k, false), accessor(valuesOf(w), n, k, false))
+      const lora = refGemm(m, n, r, accessor(valuesOf(u), m, r, false), accessor(valuesOf(bl), n, r, false))
+      const ref = base.map((v, i) => c0[i] + 0.5 * (v + lora[i]))
+      const err = relErr(c, ref)
+      t.ok(err <= bound(isa, true), `${isa} m=${m}: relative error ${err.toExponential(2)}`)
+    }
   })
 })
 
