@@ -54,7 +54,7 @@ async function gemmGflops(dtype: 'bf16' | 'fp32', [m, n, k]: [number, number, nu
 // turn, and each side reports its median: this machine's speed drifts by tens of percent within
 // minutes, and a comparison between two separate passes would mostly measure the drift. The
 // bf16 peer (PyTorch's slow reference path on a CPU without AVX512_BF16) runs once.
-const PEER_ROUNDS = 3
+const PEER_ROUNDS = 5
 
 async function benchGemm(): Promise<Row[]> {
   const rows: Row[] = []

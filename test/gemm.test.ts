@@ -28,6 +28,7 @@ const shapes: [number, number, number][] = [
   [131, 67, 300], // few rows (one region, A packed per thread), two K slices
   [250, 33, 40], // several row blocks with a ragged last one
   [300, 45, 600], // the shared-slices path over three K slices
+  [300, 500, 40], // few tiles of 256 columns: narrower ones
   [9, 3100, 17], // many column tiles, the last one ragged
   [11000, 20, 30], // rows past the 8 MB packing budget: two row chunks on every ISA
   [250, 11000, 8], // columns past it

@@ -14,7 +14,7 @@ int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // Columns of C per tile: a tile is MC rows by this many columns, one sweep of the micro-kernel
 // over a packed block of A (kept in L2) and one of B.
-constexpr int64_t kTileCols = 256;
+constexpr int64_t kTileCols = 256, kMinTileCols = 64;
 // Bytes each shared packed operand may take at a time: rows (of A) or columns (of B) beyond it
 // are done in further chunks, so that a 100k-row weight never gets packed whole.
 constexpr int64_t kPackBudget = int64_t(8) << 20;
@@ -154,11 +154,16 @@ void gemm(const GemmArgs& g) {
   p.elem = p.bl.elem_bytes;
   p.kc_max = round_up(p.bl.kc, p.bl.k_pack);
   p.row_block = p.bl.mc;
+  // Narrower tiles when C has few, so every thread gets several: the last tile of each region
+  // keeps one thread busy while the others wait.
+  const int64_t row_blocks = (g.m + p.row_block - 1) / p.row_block;
   p.col_block = round_up(std::min<int64_t>(kTileCols, g.n), p.bl.nr);
+  while (p.col_block / 2 >= kMinTileCols && row_blocks * ((g.n + p.col_block - 1) / p.col_block) < 8 * p.threads)
+    p.col_block = round_up(p.col_block / 2, p.bl.nr);
   // Both multiples of 64 bytes (kc_max is), so every packed block starts on a cache line.
   p.a_block_bytes = round_up(p.row_block, p.bl.mr) * p.kc_max * p.elem;
   p.b_block_bytes = p.col_block * p.kc_max * p.elem;
-  if (g.m <= 2 * p.row_block)
+  if (row_blocks <= 2)
     gemm_few_rows(p);
   else
     gemm_shared_slices(p);
