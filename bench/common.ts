@@ -64,7 +64,11 @@ function peerDir(): string {
  * last JSON line. `edits` run a copy with each [from, to] replaced (each must match, so a
  * changed script fails loudly instead of measuring something else).
  */
-export function runPeer(script: string, args: string[] = [], edits: [string, string][] = []): Record<string, unknown> | undefined {
+export function runPeer(
+  script: string,
+  args: string[] = [],
+  edits: [string, string][] = [],
+): Record<string, unknown> | undefined {
   const dir = peerDir()
   let file = path.join(dir, script)
   if (!fs.existsSync(file)) {

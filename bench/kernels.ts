@@ -58,7 +58,8 @@ const PEER_ROUNDS = 5
 
 async function benchGemm(): Promise<Row[]> {
   const rows: Row[] = []
-  for (const shape of GEMM_SHAPES) rows.push({ key: `bf16_${shape.join('x')}`, value: await gemmGflops('bf16', shape), unit: 'GFLOP/s' })
+  for (const shape of GEMM_SHAPES)
+    rows.push({ key: `bf16_${shape.join('x')}`, value: await gemmGflops('bf16', shape), unit: 'GFLOP/s' })
   if (wantPeer) {
     const peer = gemmPeer('torch.bfloat16', GEMM_SHAPES)
     for (const [i, shape] of GEMM_SHAPES.entries()) rows[i].peer = peer[peerKey('bf16', shape)]

@@ -31,7 +31,7 @@ struct Plan {
   GemmBlocking bl;
   std::vector<KSlice> slices;
   int threads;
-  int64_t elem, kc_max, row_block, col_block, a_block_bytes, b_block_bytes;
+  int64_t row_block, col_block, a_block_bytes, b_block_bytes;
 
   bool accumulate(const KSlice& s) const { return g.accumulate || &s != &slices.front(); }
   void pack_a(const KSlice& s, int64_t r, int64_t rows, void* dst) const {
@@ -62,8 +62,9 @@ void gemm_few_rows(const Plan& p) {
   const int64_t col_blocks = (g.n + p.col_block - 1) / p.col_block;
   std::atomic<int64_t> next{0};
   parallel_for(std::min<int64_t>(p.threads, col_blocks), [&](int64_t, int64_t, int) {
-    auto* packed_a = static_cast<unsigned char*>(thread_scratch(size_t(a_slice_bytes * int64_t(p.slices.size()) + p.b_block_bytes)));
-    unsigned char* packed_b = packed_a + a_slice_bytes * int64_t(p.slices.size());
+    const int64_t a_bytes = a_slice_bytes * int64_t(p.slices.size());
+    auto* packed_a = static_cast<unsigned char*>(thread_scratch(size_t(a_bytes + p.b_block_bytes)));
+    unsigned char* packed_b = packed_a + a_bytes;
     bool a_packed = false;
     for (int64_t cb; (cb = next.fetch_add(1, std::memory_order_relaxed)) < col_blocks;) {
       const int64_t c = cb * p.col_block, nc = std::min(p.col_block, g.n - c);
@@ -134,7 +135,7 @@ void gemm(const GemmArgs& g) {
   bool any_bf16_b = false;
   for (const GemmSegment& s : g.segments) any_bf16_b = any_bf16_b || s.b.dtype == DType::bf16;
   const Isa isa = active_isa() == Isa::avx512bf16 && !any_bf16_b ? Isa::avx512 : active_isa();
-  Plan p{g, gemm_kernels_for(isa), gemm_kernels_for(isa).gemm_blocking(), {}, 1, 0, 0, 0, 0, 0, 0};
+  Plan p{g, gemm_kernels_for(isa), gemm_kernels_for(isa).gemm_blocking(), {}, 1, 0, 0, 0, 0};
 
   int64_t k_total = 0;
   for (const GemmSegment& s : g.segments) {
@@ -151,8 +152,7 @@ void gemm(const GemmArgs& g) {
 
   // A product under ~1 MFLOP runs on one thread: waking the others costs more than it saves.
   p.threads = 2.0 * double(g.m) * double(g.n) * double(k_total) < 1e6 ? 1 : ThreadPool::instance().num_threads();
-  p.elem = p.bl.elem_bytes;
-  p.kc_max = round_up(p.bl.kc, p.bl.k_pack);
+  const int64_t elem = p.bl.elem_bytes, kc_max = round_up(p.bl.kc, p.bl.k_pack);
   p.row_block = p.bl.mc;
   // Narrower tiles when C has few, so every thread gets several: the last tile of each region
   // keeps one thread busy while the others wait.
@@ -161,8 +161,8 @@ void gemm(const GemmArgs& g) {
   while (p.col_block / 2 >= kMinTileCols && row_blocks * ((g.n + p.col_block - 1) / p.col_block) < 8 * p.threads)
     p.col_block = round_up(p.col_block / 2, p.bl.nr);
   // Both multiples of 64 bytes (kc_max is), so every packed block starts on a cache line.
-  p.a_block_bytes = round_up(p.row_block, p.bl.mr) * p.kc_max * p.elem;
-  p.b_block_bytes = p.col_block * p.kc_max * p.elem;
+  p.a_block_bytes = round_up(p.row_block, p.bl.mr) * kc_max * elem;
+  p.b_block_bytes = p.col_block * kc_max * elem;
   if (row_blocks <= 2)
     gemm_few_rows(p);
   else
