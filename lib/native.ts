@@ -10,6 +10,11 @@ import * as path from 'node:path'
  */
 export interface NativeBinding {
   supportedIsas(): string[]
+  /**
+   * True in the test-only build (`npm run build:avx512-emu`) whose AVX-512 kernels are AVX2 code
+   * emulating AVX-512: right answers, meaningless speed. Absent from addons built before it.
+   */
+  avx512Emulated?: boolean
   activeIsa(): string
   setIsa(isa: string): void
   numThreads(): number

@@ -33,6 +33,10 @@ export type Isa = 'generic' | 'avx2' | 'avx512' | 'avx512bf16'
 export function supportedIsas(): Isa[] {
   return native.supportedIsas() as Isa[]
 }
+/** Whether the AVX-512 ISAs are emulated (the test-only build `npm run build:avx512-emu`). */
+export function avx512Emulated(): boolean {
+  return native.avx512Emulated === true
+}
 /** The instruction set the kernels use now. */
 export function activeIsa(): Isa {
   return native.activeIsa() as Isa

@@ -52,6 +52,8 @@ Napi::Value physical_cores(const Napi::CallbackInfo& info) {
 
 Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("supportedIsas", Napi::Function::New(env, supported_isas, "supportedIsas"));
+  // The test-only build (CMake -DERNIE_EMULATE_AVX512=ON): its AVX-512 kernels are emulated.
+  exports.Set("avx512Emulated", Napi::Boolean::New(env, cpu::isa_avx512_emulated()));
   exports.Set("activeIsa", Napi::Function::New(env, active_isa, "activeIsa"));
   exports.Set("setIsa", Napi::Function::New(env, set_isa, "setIsa"));
   exports.Set("numThreads", Napi::Function::New(env, num_threads, "numThreads"));

@@ -92,13 +92,26 @@ bool isa_supported(Isa isa) {
     case Isa::generic: return true;
 #if defined(ERNIE_X86_VARIANTS)
     case Isa::avx2: return f.avx2 && f.fma && f.f16c;
+#if defined(ERNIE_EMULATED_AVX512)
+    case Isa::avx512:
+    case Isa::avx512bf16: return isa_supported(Isa::avx2);
+#else
     case Isa::avx512:
       return isa_supported(Isa::avx2) && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq;
     case Isa::avx512bf16: return isa_supported(Isa::avx512) && f.avx512bf16;
 #endif
+#endif
     default: return false;
   }
   (void)f;
+}
+
+bool isa_avx512_emulated() {
+#if defined(ERNIE_EMULATED_AVX512)
+  return true;
+#else
+  return false;
+#endif
 }
 
 std::vector<Isa> supported_isas() {

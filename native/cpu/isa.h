@@ -13,7 +13,11 @@ enum class Isa { generic = 0, avx2 = 1, avx512 = 2, avx512bf16 = 3 };
 const char* isa_name(Isa isa);
 bool isa_from_name(const std::string& name, Isa* out);
 // Whether this CPU (and OS: XSAVE state enabled) can run the ISA, and this binary holds it.
+// In the emulated build (isa_avx512_emulated()) the AVX-512 ISAs run wherever AVX2 does.
 bool isa_supported(Isa isa);
+// Whether this is the test-only build whose AVX-512 kernels are AVX2 code emulating AVX-512
+// (CMake -DERNIE_EMULATE_AVX512=ON): right, but slow.
+bool isa_avx512_emulated();
 std::vector<Isa> supported_isas();
 // The ISA in use: the best supported one, unless ERNIE_ISA or set_isa() chose another.
 Isa active_isa();
