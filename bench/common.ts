@@ -4,6 +4,7 @@ import { execFileSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
+import { kernels } from '../lib/index'
 
 export const argv = process.argv.slice(2)
 export const wantJson = argv.includes('--json')
@@ -12,6 +13,19 @@ export const wantPeer = argv.includes('--peer')
 export function flagValue(name: string): string | undefined {
   const i = argv.indexOf(name)
   return i >= 0 ? argv[i + 1] : undefined
+}
+
+/**
+ * Exits with an error on the test-only addon whose AVX-512 kernels are emulated
+ * (`npm run build:avx512-emu`): its timings would be of SIMDe's emulation, not of the engine.
+ */
+export function refuseEmulatedBuild(): void {
+  if (!kernels.avx512Emulated()) return
+  console.error(
+    'error: this addon emulates AVX-512 with AVX2 (the test-only build:avx512-emu, loaded through ERNIE_ADDON); ' +
+      'its timings mean nothing. Benchmark a normal build (npm run build:gyp or npm run build) without ERNIE_ADDON pointing at it.',
+  )
+  process.exit(1)
 }
 
 /** Median seconds of `repeats` runs after `warmup` runs. */

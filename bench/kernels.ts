@@ -12,7 +12,7 @@
 // flash-attention's benchmarks count them: forward 4 B H T^2 D / 2, backward 2.5x that.
 import { kernels } from '../lib/index'
 import { randomF32Fast, randomBf16Fast } from './data'
-import { flagValue, report, runPeer, timeIt, wantPeer, type Row } from './common'
+import { flagValue, refuseEmulatedBuild, report, runPeer, timeIt, wantPeer, type Row } from './common'
 
 // --only picks sections (the cross-entropy alone runs about a minute on 2 cores).
 const only = flagValue('--only')?.split(',')
@@ -161,6 +161,7 @@ async function benchAttention(): Promise<Row[]> {
 }
 
 async function main(): Promise<void> {
+  refuseEmulatedBuild()
   const rows = wanted('gemm') ? await benchGemm() : []
   if (wanted('attention')) rows.push(...(await benchAttention()))
   if (wanted('ops')) rows.push(...(await benchOps()))

@@ -7,9 +7,10 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import { ErnieModel, ERNIE_4_5_0_3B_CONFIG, kernels } from '../lib/index'
-import { flagValue, peakRssMb, report, runTorchPeer, timeIt, wantPeer, type Row } from './common'
+import { flagValue, peakRssMb, refuseEmulatedBuild, report, runTorchPeer, timeIt, wantPeer, type Row } from './common'
 
 async function main(): Promise<void> {
+  refuseEmulatedBuild()
   const layers = Number(flagValue('--layers') ?? ERNIE_4_5_0_3B_CONFIG.num_hidden_layers)
   const config = { ...ERNIE_4_5_0_3B_CONFIG, num_hidden_layers: layers }
   const rows: Row[] = []

@@ -14,7 +14,7 @@ import { ErnieClassifier, kernels, Tokenizer, type ClassifierJson } from '../lib
 import { encodeTexts } from '../lib/classifier/encode'
 import { bundledDataDir } from '../lib/cli/demo'
 import { readDataset } from '../lib/data'
-import { flagValue, peakRssMb, report, timeIt, type Row } from './common'
+import { flagValue, peakRssMb, refuseEmulatedBuild, report, timeIt, type Row } from './common'
 
 const MAX_LENGTH = 160
 
@@ -29,6 +29,7 @@ function positiveInt(name: string, fallback: number | undefined): number | undef
 }
 
 async function main(): Promise<void> {
+  refuseEmulatedBuild()
   const classifierDir = flagValue('--classifier')
   const modelArg = flagValue('--model')
   if (classifierDir && modelArg) throw new UsageError('--classifier and --model exclude each other (a saved classifier names its base model)')

@@ -8,7 +8,7 @@
 //   recompute. Each configuration runs in its own process, so peaks do not mix.
 import { execFileSync } from 'node:child_process'
 import { ErnieModel, ERNIE_4_5_0_3B_CONFIG, LoraAdapter, kernels } from '../lib/index'
-import { argv, flagValue, peakRssMb, report, runTorchPeer, wantPeer, type Row } from './common'
+import { argv, flagValue, peakRssMb, refuseEmulatedBuild, report, runTorchPeer, wantPeer, type Row } from './common'
 
 // --batch / --seq change the shape (e.g. --seq 512 for the recompute memory figure)
 const B = Number(flagValue('--batch') ?? 8), T = Number(flagValue('--seq') ?? 128)
@@ -56,6 +56,7 @@ async function child(mode: string, layers: number): Promise<Record<string, numbe
 }
 
 async function main(): Promise<void> {
+  refuseEmulatedBuild()
   const layers = Number(flagValue('--layers') ?? ERNIE_4_5_0_3B_CONFIG.num_hidden_layers)
   const mode = flagValue('--child')
   if (mode) {
