@@ -64,16 +64,32 @@ export function nanFilled(n: number): Float32Array {
   return new Float32Array(n).fill(NaN)
 }
 
-/** Runs fn once per instruction set this machine supports, restoring the best one after. */
+/**
+ * The ISAs forEachIsa runs: all this machine supports, or those ERNIE_TEST_ISAS lists (comma
+ * separated; the emulated-AVX-512 suite names the two it adds to `npm test`). A listed ISA the
+ * addon cannot run is an error, so the suite never passes by testing nothing.
+ */
+function testedIsas(): kernels.Isa[] {
+  const supported = kernels.supportedIsas()
+  const wanted = process.env.ERNIE_TEST_ISAS
+  if (!wanted) return supported
+  const isas = wanted.split(',').map((s) => s.trim()) as kernels.Isa[]
+  for (const isa of isas)
+    if (!supported.includes(isa)) throw new Error(`ERNIE_TEST_ISAS names '${isa}', which this addon cannot run (it runs ${supported.join(', ')})`)
+  return isas
+}
+
+/** Runs fn once per instruction set this machine supports (or ERNIE_TEST_ISAS lists), restoring the best one after. */
 export async function forEachIsa(fn: (isa: kernels.Isa) => void | Promise<void>): Promise<void> {
-  const isas = kernels.supportedIsas()
+  const isas = testedIsas()
+  const best = kernels.supportedIsas().at(-1)!
   try {
     for (const isa of isas) {
       kernels.setIsa(isa)
       await fn(isa)
     }
   } finally {
-    kernels.setIsa(isas[isas.length - 1])
+    kernels.setIsa(best)
   }
 }
 
