@@ -1,5 +1,6 @@
 # node-gyp build of the native addon (what `npm install` runs when no prebuild matches).
-# CMakeLists.txt builds the same sources with cmake-js; keep the two in step.
+# CMakeLists.txt builds the same sources with cmake-js; keep the two in step. (The test-only
+# build with emulated AVX-512, ERNIE_EMULATE_AVX512, exists in CMakeLists.txt alone.)
 #
 # The kernels in native/cpu/kernels/ are compiled once per instruction set, each copy in
 # its own namespace (ERNIE_ISA_NS); native/cpu/isa.cc picks one at run time from CPUID.
