@@ -30,7 +30,7 @@ const shapes: [number, number, number][] = [
   [300, 45, 600], // the shared-slices path over three K slices
   [300, 500, 40], // few tiles of 256 columns: narrower ones
   [9, 3100, 17], // many column tiles, the last one ragged
-  [11000, 20, 30], // rows past the 8 MB packing budget: two row chunks on every ISA
+  [11000, 20, 30], // rows past the 4 MB packing budget: three row chunks on every ISA
   [250, 11000, 8], // columns past it
 ]
 

@@ -15,9 +15,10 @@ int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 // Columns of C per tile: a tile is MC rows by this many columns, one sweep of the micro-kernel
 // over a packed block of A (kept in L2) and one of B.
 constexpr int64_t kTileCols = 256, kMinTileCols = 64;
-// Bytes each shared packed operand may take at a time: rows (of A) or columns (of B) beyond it
-// are done in further chunks, so that a 100k-row weight never gets packed whole.
-constexpr int64_t kPackBudget = int64_t(8) << 20;
+// Bytes each shared packed operand may take at a time, per set of the two: rows (of A) or
+// columns (of B) beyond it are done in further chunks, so that a 100k-row weight never gets
+// packed whole.
+constexpr int64_t kPackBudget = int64_t(4) << 20;
 
 // One KC-wide slice of one segment's K.
 struct KSlice {
@@ -86,9 +87,11 @@ void gemm_few_rows(const Plan& p) {
   });
 }
 
-// Per K slice, two regions: (1) all threads pack the slice of A and of B once, into blocks
-// they share; (2) they compute C's tiles from them, taking each next tile from the counter.
-// The packed slices, (rows + columns) x KC, stay in L3; C is updated once per slice.
+// Packs each K slice of A and B once, into blocks both threads share, and computes C's tiles
+// from them, each thread taking its next item from a counter. Two sets of packed blocks
+// alternate: the region that computes slice s's tiles also packs slice s + 1, tiles first, so
+// a thread out of tiles packs instead of waiting, and a GEMM of S slices has S + 1 regions.
+// The packed slices, (rows + columns) x KC each, stay in L3; C is updated once per slice.
 void gemm_shared_slices(const Plan& p) {
   const GemmArgs& g = p.g;
   // Chunks of C: whole blocks, at least one, within the budget.
@@ -96,30 +99,40 @@ void gemm_shared_slices(const Plan& p) {
   const int64_t cols_per_chunk = p.col_block * std::max<int64_t>(1, kPackBudget / p.b_block_bytes);
   const int64_t a_bytes = (std::min(rows_per_chunk, g.m) + p.row_block - 1) / p.row_block * p.a_block_bytes;
   const int64_t b_bytes = (std::min(cols_per_chunk, g.n) + p.col_block - 1) / p.col_block * p.b_block_bytes;
-  auto* packed_a = static_cast<unsigned char*>(thread_scratch(size_t(a_bytes + b_bytes)));
-  unsigned char* packed_b = packed_a + a_bytes;
+  auto* scratch = static_cast<unsigned char*>(thread_scratch(size_t(2 * (a_bytes + b_bytes))));
+  unsigned char* const packed_a[2] = {scratch, scratch + a_bytes};
+  unsigned char* const packed_b[2] = {scratch + 2 * a_bytes, scratch + 2 * a_bytes + b_bytes};
+  const int64_t slices = int64_t(p.slices.size());
 
   for (int64_t m0 = 0; m0 < g.m; m0 += rows_per_chunk) {
     const int64_t rows = std::min(rows_per_chunk, g.m - m0), row_blocks = (rows + p.row_block - 1) / p.row_block;
     for (int64_t n0 = 0; n0 < g.n; n0 += cols_per_chunk) {
       const int64_t cols = std::min(cols_per_chunk, g.n - n0), col_blocks = (cols + p.col_block - 1) / p.col_block;
-      for (const KSlice& s : p.slices) {
-        share(p.threads, row_blocks + col_blocks, [&](int64_t u) {
-          if (u < row_blocks) {
-            const int64_t r = m0 + u * p.row_block;
-            p.pack_a(s, r, std::min(p.row_block, m0 + rows - r), packed_a + u * p.a_block_bytes);
-          } else {
-            const int64_t c = n0 + (u - row_blocks) * p.col_block;
-            p.pack_b(s, c, std::min(p.col_block, n0 + cols - c), packed_b + (u - row_blocks) * p.b_block_bytes);
-          }
-        });
-        // Tiles go along a row block first: a thread's next tile often reuses its A block in L2.
-        share(p.threads, row_blocks * col_blocks, [&](int64_t t) {
-          const int64_t rb = t / col_blocks, cb = t % col_blocks;
-          const int64_t r = m0 + rb * p.row_block, c = n0 + cb * p.col_block;
-          p.kt.gemm_macro(std::min(p.row_block, m0 + rows - r), std::min(p.col_block, n0 + cols - c), s.kc,
-                          packed_a + rb * p.a_block_bytes, packed_b + cb * p.b_block_bytes, g.c + r * g.ldc + c,
-                          g.ldc, p.accumulate(s));
+      auto pack = [&](int64_t si, int64_t u) {
+        const KSlice& s = p.slices[size_t(si)];
+        if (u < row_blocks) {
+          const int64_t r = m0 + u * p.row_block;
+          p.pack_a(s, r, std::min(p.row_block, m0 + rows - r), packed_a[si & 1] + u * p.a_block_bytes);
+        } else {
+          const int64_t c = n0 + (u - row_blocks) * p.col_block;
+          p.pack_b(s, c, std::min(p.col_block, n0 + cols - c), packed_b[si & 1] + (u - row_blocks) * p.b_block_bytes);
+        }
+      };
+      // Tiles go along a row block first: a thread's next tile often reuses its A block in L2.
+      auto tile = [&](int64_t si, int64_t t) {
+        const KSlice& s = p.slices[size_t(si)];
+        const int64_t rb = t / col_blocks, cb = t % col_blocks;
+        const int64_t r = m0 + rb * p.row_block, c = n0 + cb * p.col_block;
+        p.kt.gemm_macro(std::min(p.row_block, m0 + rows - r), std::min(p.col_block, n0 + cols - c), s.kc,
+                        packed_a[si & 1] + rb * p.a_block_bytes, packed_b[si & 1] + cb * p.b_block_bytes,
+                        g.c + r * g.ldc + c, g.ldc, p.accumulate(s));
+      };
+      for (int64_t si = 0; si <= slices; ++si) {
+        const int64_t tiles = si > 0 ? row_blocks * col_blocks : 0;
+        const int64_t packs = si < slices ? row_blocks + col_blocks : 0;
+        share(p.threads, tiles + packs, [&](int64_t u) {
+          if (u < tiles) tile(si - 1, u);
+          else pack(si, u - tiles);
         });
       }
     }
