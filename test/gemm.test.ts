@@ -1,5 +1,5 @@
 // GEMM against a float64 reference: every layout and dtype, on every ISA this CPU supports,
-// at sizes that are not multiples of any tile or block (K past KC, N past NC, M past MC).
+// at sizes that are not multiples of any tile or block (K past KC, N past a tile, M past MC).
 import t from 'tap'
 import { kernels } from '../lib/index'
 import { firstNaN, forEachIsa, nanFilled, randomF32, refGemm, relErr, toBf16, valuesOf } from './helpers'
@@ -25,12 +25,12 @@ const shapes: [number, number, number][] = [
   [1, 1, 1],
   [7, 13, 5],
   [37, 45, 29],
-  [131, 67, 300], // few rows (one region, A packed per thread), two K slices
+  [131, 67, 500], // few rows (one region, A packed per thread), two K slices
   [250, 33, 40], // several row blocks with a ragged last one
-  [300, 45, 600], // the shared-slices path over three K slices
+  [300, 45, 900], // the shared-slices path over three or four K slices
   [300, 500, 40], // few tiles of 256 columns: narrower ones
   [9, 3100, 17], // many column tiles, the last one ragged
-  [11000, 20, 30], // rows past the 4 MB packing budget: three row chunks on every ISA
+  [11000, 20, 30], // rows past the 4 MB packing budget: several row chunks on every ISA
   [250, 11000, 8], // columns past it
 ]
 

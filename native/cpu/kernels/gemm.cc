@@ -24,7 +24,7 @@ constexpr int MR = 14, NR = 32, KC = 256, MC = 112, KPACK = 1;
 #define ERNIE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
 using Packed = float;
 #elif defined(__AVX2__)
-constexpr int MR = 6, NR = 16, KC = 256, MC = 120, KPACK = 1;
+constexpr int MR = 6, NR = 16, KC = 384, MC = 120, KPACK = 1;
 #define ERNIE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
 using Packed = float;
 #else
