@@ -31,22 +31,27 @@ const GEMM_SHAPES: [number, number, number][] = [
 const peerKey = (dtype: 'bf16' | 'fp32', [m, n, k]: [number, number, number]) =>
   `${dtype === 'bf16' ? 'bfloat16' : 'float32'}_${m}x${n}x${k}`
 
-// gemm_peer.py restricted to some dtypes and shapes (an edited copy; see runPeer).
-function gemmPeer(dtypes: string, shapes: [number, number, number][]): Record<string, number> {
-  const out = runPeer('gemm_peer.py', [], [
+// gemm_peer.py restricted to some dtypes and shapes (an edited copy; see runPeer), optionally
+// timing `reps` products per shape instead of its 7 (the median either way).
+function gemmPeer(dtypes: string, shapes: [number, number, number][], reps?: number): Record<string, number> {
+  const edits: [string, string][] = [
     ['for dt in (torch.bfloat16, torch.float32):', `for dt in (${dtypes},):`],
     ['SHAPES = [', `SHAPES = [${shapes.map((s) => `(${s.join(', ')})`).join(', ')}]\n_ALL_SHAPES = [`],
-  ]) as { gflops?: Record<string, number> } | undefined
+  ]
+  if (reps !== undefined)
+    edits.push(['for _ in range(7):', `for _ in range(${reps}):`], ['t = sorted(ts)[3]', 't = sorted(ts)[len(ts) // 2]'])
+  const out = runPeer('gemm_peer.py', [], edits) as { gflops?: Record<string, number> } | undefined
   return out?.gflops ?? {}
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 
-async function gemmGflops(dtype: 'bf16' | 'fp32', [m, n, k]: [number, number, number]): Promise<number> {
+// Median of `reps` timed products after the peer's 3 warm-up ones.
+async function gemmGflops(dtype: 'bf16' | 'fp32', [m, n, k]: [number, number, number], reps = 7): Promise<number> {
   const a = randomF32Fast(m * k, 1)
   const b = dtype === 'bf16' ? randomBf16Fast(n * k, 2) : randomF32Fast(n * k, 2)
   const c = new Float32Array(m * n)
-  const s = await timeIt(() => kernels.gemm({ c, m, n, segments: [{ a, b, k }] }), 7, 2)
+  const s = await timeIt(() => kernels.gemm({ c, m, n, segments: [{ a, b, k }] }), reps, 3)
   return (2 * m * n * k) / s / 1e9
 }
 
@@ -54,7 +59,11 @@ async function gemmGflops(dtype: 'bf16' | 'fp32', [m, n, k]: [number, number, nu
 // turn, and each side reports its median: this machine's speed drifts by tens of percent within
 // minutes, and a comparison between two separate passes would mostly measure the drift. The
 // bf16 peer (PyTorch's slow reference path on a CPU without AVX512_BF16) runs once.
+// Each side times the same number of products per round, enough for about half a second at
+// 140 GFLOP/s (7 at 2048^3, 131 at 1024x256x1024): the peer's own 7 would time a 4 ms product
+// over 30 ms, a window this machine's drift swamps.
 const PEER_ROUNDS = 5
+const roundReps = ([m, n, k]: [number, number, number]) => Math.max(7, Math.round((0.5 * 140e9) / (2 * m * n * k))) | 1
 
 async function benchGemm(): Promise<Row[]> {
   const rows: Row[] = []
@@ -67,9 +76,10 @@ async function benchGemm(): Promise<Row[]> {
   for (const shape of GEMM_SHAPES) {
     const ours: number[] = [], theirs: number[] = []
     for (let round = 0; round < (wantPeer ? PEER_ROUNDS : 1); round++) {
-      ours.push(await gemmGflops('fp32', shape))
+      const reps = wantPeer ? roundReps(shape) : 7
+      ours.push(await gemmGflops('fp32', shape, reps))
       if (wantPeer) {
-        const p = gemmPeer('torch.float32', [shape])[peerKey('fp32', shape)]
+        const p = gemmPeer('torch.float32', [shape], reps)[peerKey('fp32', shape)]
         if (p !== undefined) theirs.push(p)
       }
     }
