@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
 
 #include "cpu/threadpool.h"
 
@@ -43,15 +44,42 @@ struct Plan {
   }
 };
 
-// Runs work(i) for i in [0, n), each index once, on whichever thread is free next: a core the
-// OS slows down does fewer items instead of holding up the rest.
-template <class Work>
-void share(int threads, int64_t n, const Work& work) {
-  std::atomic<int64_t> next{0};
-  parallel_for(std::min<int64_t>(threads, n), [&](int64_t, int64_t, int) {
-    for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < n;) work(i);
-  });
-}
+// Items [0, n) split into one contiguous range per thread. A thread takes its own range front
+// to back; when that is empty it takes from the back of the others'. Split the same way for
+// every K slice, each thread mostly gets back the C tiles (and A rows) it has in its caches,
+// and a core the OS slows down still does fewer items instead of holding up the rest.
+class SplitRanges {
+ public:
+  SplitRanges(int threads, int64_t n) : threads_(threads), slots_(new Slot[size_t(threads)]) {
+    for (int t = 0; t < threads; ++t) slots_[t].v.store(pack(n * t / threads, n * (t + 1) / threads));
+  }
+  bool take_own(int t, int64_t* item) { return take(t, false, item); }
+  bool steal(int t, int64_t* item) {
+    for (int d = 1; d < threads_; ++d)
+      if (take((t + d) % threads_, true, item)) return true;
+    return false;
+  }
+
+ private:
+  struct alignas(64) Slot {
+    std::atomic<uint64_t> v;  // front in the high half, end in the low half
+  };
+  static uint64_t pack(int64_t front, int64_t end) { return uint64_t(front) << 32 | uint64_t(end); }
+  bool take(int t, bool from_back, int64_t* item) {
+    uint64_t cur = slots_[t].v.load(std::memory_order_relaxed);
+    for (;;) {
+      const int64_t front = int64_t(cur >> 32), end = int64_t(cur & 0xffffffffu);
+      if (front >= end) return false;
+      const uint64_t next = from_back ? pack(front, end - 1) : pack(front + 1, end);
+      if (slots_[t].v.compare_exchange_weak(cur, next, std::memory_order_relaxed)) {
+        *item = from_back ? end - 1 : front;
+        return true;
+      }
+    }
+  }
+  int threads_;
+  std::unique_ptr<Slot[]> slots_;
+};
 
 // Few rows (a short batch, decoding): B dominates and each packed block of B is used once, so
 // the thread that packs it uses it. One region: each thread packs all of A for itself, then
@@ -87,10 +115,10 @@ void gemm_few_rows(const Plan& p) {
   });
 }
 
-// Packs each K slice of A and B once, into blocks both threads share, and computes C's tiles
-// from them, each thread taking its next item from a counter. Two sets of packed blocks
-// alternate: the region that computes slice s's tiles also packs slice s + 1, tiles first, so
-// a thread out of tiles packs instead of waiting, and a GEMM of S slices has S + 1 regions.
+// Packs each K slice of A and B once, into blocks the threads share, and computes C's tiles
+// from them, the items split between the threads by SplitRanges. Two sets of packed blocks
+// alternate: the region that computes slice s's tiles also packs slice s + 1, so a GEMM of S
+// slices has S + 1 regions, and a thread out of tiles packs or steals instead of waiting.
 // The packed slices, (rows + columns) x KC each, stay in L3; C is updated once per slice.
 void gemm_shared_slices(const Plan& p) {
   const GemmArgs& g = p.g;
@@ -127,12 +155,18 @@ void gemm_shared_slices(const Plan& p) {
                         packed_a[si & 1] + rb * p.a_block_bytes, packed_b[si & 1] + cb * p.b_block_bytes,
                         g.c + r * g.ldc + c, g.ldc, p.accumulate(s));
       };
+      const int threads = int(std::min<int64_t>(p.threads, row_blocks * col_blocks));
       for (int64_t si = 0; si <= slices; ++si) {
-        const int64_t tiles = si > 0 ? row_blocks * col_blocks : 0;
-        const int64_t packs = si < slices ? row_blocks + col_blocks : 0;
-        share(p.threads, tiles + packs, [&](int64_t u) {
-          if (u < tiles) tile(si - 1, u);
-          else pack(si, u - tiles);
+        SplitRanges tiles(threads, si > 0 ? row_blocks * col_blocks : 0);
+        SplitRanges a_packs(threads, si < slices ? row_blocks : 0), b_packs(threads, si < slices ? col_blocks : 0);
+        parallel_for(threads, [&](int64_t, int64_t, int t) {
+          int64_t u;
+          while (tiles.take_own(t, &u)) tile(si - 1, u);
+          while (a_packs.take_own(t, &u)) pack(si, u);
+          while (b_packs.take_own(t, &u)) pack(si, row_blocks + u);
+          while (tiles.steal(t, &u)) tile(si - 1, u);
+          while (a_packs.steal(t, &u)) pack(si, u);
+          while (b_packs.steal(t, &u)) pack(si, row_blocks + u);
         });
       }
     }

@@ -8,8 +8,8 @@
 // bf16 operands are widened to f32.
 //
 // The blocking is BLIS's (K slices, packed panels of A and B, a micro-kernel keeping an MR x NR
-// tile of C in registers). Per K slice the threads pack A and B together, then take C's tiles
-// from a shared counter (see gemm.cc).
+// tile of C in registers). The threads pack each K slice of A and B once, together, and split
+// C's tiles between them, each stealing from the other when its own run out (see gemm.cc).
 #pragma once
 #include <cstdint>
 #include <vector>
