@@ -65,6 +65,25 @@ t.test('C = A . B^T matches float64 for every layout and dtype', async (t) => {
   })
 })
 
+t.test('any pool size, also one larger than the product has tiles', async (t) => {
+  // 300 x 40: three row blocks of one narrow tile each, so a pool of four runs three parts
+  const before = kernels.numThreads()
+  try {
+    const cases = [[1, 300, 40, 500], [4, 300, 40, 500], [3, 700, 300, 800], [2, 300, 40, 500]] as const
+    for (const [threads, m, n, k] of cases) {
+      kernels.setNumThreads(threads)
+      const a = makeOperand(m, k, 31, false), b = makeOperand(n, k, 32, true)
+      const c = nanFilled(m * n)
+      kernels.sync.gemm({ c, m, n, segments: [{ a, b, k }] })
+      const ref = refGemm(m, n, k, accessor(valuesOf(a), m, k, false), accessor(valuesOf(b), n, k, false))
+      const err = relErr(c, ref)
+      t.ok(firstNaN(c) === -1 && err <= bound(kernels.activeIsa(), true), `${threads} threads, ${m}x${n}x${k}: relative error ${err.toExponential(2)}`)
+    }
+  } finally {
+    kernels.setNumThreads(before)
+  }
+})
+
 t.test('alpha, accumulate and several K-segments (the fused LoRA form)', async (t) => {
   await forEachIsa(async (isa) => {
     // m = 53 takes the few-rows schedule, m = 300 the shared-slices one

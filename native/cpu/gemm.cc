@@ -159,14 +159,18 @@ void gemm_shared_slices(const Plan& p) {
       for (int64_t si = 0; si <= slices; ++si) {
         SplitRanges tiles(threads, si > 0 ? row_blocks * col_blocks : 0);
         SplitRanges a_packs(threads, si < slices ? row_blocks : 0), b_packs(threads, si < slices ? col_blocks : 0);
-        parallel_for(threads, [&](int64_t, int64_t, int t) {
-          int64_t u;
-          while (tiles.take_own(t, &u)) tile(si - 1, u);
-          while (a_packs.take_own(t, &u)) pack(si, u);
-          while (b_packs.take_own(t, &u)) pack(si, row_blocks + u);
-          while (tiles.steal(t, &u)) tile(si - 1, u);
-          while (a_packs.steal(t, &u)) pack(si, u);
-          while (b_packs.steal(t, &u)) pack(si, row_blocks + u);
+        // Ranges are numbered by the region's items, not by pool thread: a region nested in
+        // another runs them all, one after the other, on the calling thread.
+        parallel_for(threads, [&](int64_t begin, int64_t end, int) {
+          for (int t = int(begin); t < int(end); ++t) {
+            int64_t u;
+            while (tiles.take_own(t, &u)) tile(si - 1, u);
+            while (a_packs.take_own(t, &u)) pack(si, u);
+            while (b_packs.take_own(t, &u)) pack(si, row_blocks + u);
+            while (tiles.steal(t, &u)) tile(si - 1, u);
+            while (a_packs.steal(t, &u)) pack(si, u);
+            while (b_packs.steal(t, &u)) pack(si, row_blocks + u);
+          }
         });
       }
     }
