@@ -26,6 +26,7 @@ export type {
   TokenizerJson,
 } from './tokenizer'
 export { ErnieError } from './errors'
+export { resolvePrecision, precisionInForce, precisionRecord, PRECISIONS, type Precision, type PrecisionRecord } from './precision'
 export { resolveDevice, cudaInfo, cudaDevices, cudaBuilt, type Device, type CudaDevice, type CudaInfo } from './device'
 export * from './model/index'
 export * from './train/index'

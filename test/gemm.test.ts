@@ -1,8 +1,21 @@
-// GEMM against a float64 reference: every layout and dtype, on every ISA this CPU supports,
-// at sizes that are not multiples of any tile or block (K past KC, N past a tile, M past MC).
-import t from 'tap'
+// GEMM against float64 references of the precision contract (README "Precision"): every layout
+// and dtype, every precision, on every ISA this CPU supports, at sizes that are not multiples of
+// any tile or block (K past KC, N past a tile, M past MC). Each case is held to the product the
+// contract defines (operands rounded to bf16 or not, per segment), within 3x the error of a
+// same-precision reference that sums those operands in f32 (flash-attention's way of bounding).
+import t, { type Test } from 'tap'
 import { kernels } from '../lib/index'
-import { firstNaN, forEachIsa, nanFilled, randomF32, refGemm, relErr, toBf16, valuesOf } from './helpers'
+import {
+  contractProduct,
+  firstNaN,
+  forEachIsaAndPrecision,
+  nanFilled,
+  randomF32,
+  relErr,
+  roundsToBf16,
+  toBf16,
+  valuesOf,
+} from './helpers'
 
 type Operand = Float32Array | Uint16Array
 
@@ -16,9 +29,58 @@ function accessor(values: Float64Array, rows: number, k: number, transposed: boo
   return transposed ? (r: number, p: number) => values[p * rows + r] : (r: number, p: number) => values[r * k + p]
 }
 
-// A bf16 weight (B) on the AVX512_BF16 path rounds A to bf16 too: allow for that.
-function bound(isa: string, anyBf16: boolean): number {
-  return isa === 'avx512bf16' && anyBf16 ? 1e-2 : 2e-5
+// The rows of C the reference checks: all of a small C; of a large one, the first 64 (every row
+// position in every ISA's micro-tile and the first row block's edge), the last 40, and a spread
+// between (the kernel writes every row: firstNaN checks them all).
+function checkedRows(m: number): number[] {
+  if (m <= 160) return Array.from({ length: m }, (_, i) => i)
+  const rows = new Set<number>()
+  for (let i = 0; i < 64; i++) rows.add(i)
+  for (let i = m - 40; i < m; i++) rows.add(i)
+  for (let i = 64; i < m - 40; i += Math.ceil(m / 50)) rows.add(i)
+  return [...rows].sort((a, b) => a - b)
+}
+
+interface Segment {
+  a: Operand
+  b: Operand
+  k: number
+  aLayout?: 'mk' | 'km'
+  bLayout?: 'nk' | 'kn'
+  scale?: number
+}
+
+// Checks C against the contract for (isa, precision): alpha * sum of the segments (+ c0).
+function checkGemm(
+  t: Test,
+  what: string,
+  isa: kernels.Isa,
+  precision: kernels.Precision,
+  m: number,
+  n: number,
+  segments: Segment[],
+  c: Float32Array,
+  alpha = 1,
+  c0?: Float32Array,
+): void {
+  const rows = checkedRows(m)
+  const ref = { exact: new Float64Array(rows.length * n), f32: new Float64Array(rows.length * n) }
+  if (c0) rows.forEach((i, r) => {
+    for (let j = 0; j < n; j++) ref.exact[r * n + j] = ref.f32[r * n + j] = c0[i * n + j]
+  })
+  for (const s of segments) {
+    const round = roundsToBf16(precision, isa, s.a instanceof Uint16Array, s.b instanceof Uint16Array)
+    contractProduct(rows, n, s.k, accessor(valuesOf(s.a), m, s.k, s.aLayout === 'km'), accessor(valuesOf(s.b), n, s.k, s.bLayout === 'kn'), alpha * (s.scale ?? 1), round, ref)
+  }
+  const out = new Float64Array(rows.length * n)
+  rows.forEach((i, r) => {
+    for (let j = 0; j < n; j++) out[r * n + j] = c[i * n + j]
+  })
+  const nan = firstNaN(c)
+  if (nan >= 0) t.fail(`${what}: element ${nan} not written`)
+  const err = relErr(out, ref.exact)
+  const bound = 3 * relErr(ref.f32, ref.exact) + 2 ** -24
+  if (!(err <= bound)) t.fail(`${what}: relative error ${err.toExponential(2)} > ${bound.toExponential(2)} (3x an f32 sum of the same operands)`)
 }
 
 const shapes: [number, number, number][] = [
@@ -34,35 +96,35 @@ const shapes: [number, number, number][] = [
   [250, 11000, 8], // columns past it
 ]
 
-t.test('C = A . B^T matches float64 for every layout and dtype', async (t) => {
-  await forEachIsa(async (isa) => {
+t.test("C = A . B^T is the contract's product for every layout, dtype and precision", async (t) => {
+  await forEachIsaAndPrecision(async (isa, precision) => {
     let seed = 1
     for (const [m, n, k] of shapes) {
       for (const aLayout of ['mk', 'km'] as const)
         for (const bLayout of ['nk', 'kn'] as const)
           for (const aBf16 of [false, true])
             for (const bBf16 of [false, true]) {
-              if (m * n * k > 200000 && (aLayout !== 'mk' || aBf16)) continue // keep the suite fast
               const a = makeOperand(m, k, seed++, aBf16)
               const b = makeOperand(n, k, seed++, bBf16)
               const c = nanFilled(m * n)
-              kernels.sync.gemm({ c, m, n, segments: [{ a, b, k, aLayout, bLayout }] })
-              const ref = refGemm(
-                m,
-                n,
-                k,
-                accessor(valuesOf(a), m, k, aLayout === 'km'),
-                accessor(valuesOf(b), n, k, bLayout === 'kn'),
-              )
-              const what = `${isa} ${m}x${n}x${k} ${aLayout}/${bLayout} a:${aBf16 ? 'bf16' : 'f32'} b:${bBf16 ? 'bf16' : 'f32'}`
-              const nan = firstNaN(c)
-              if (nan >= 0) t.fail(`${what}: element ${nan} not written`)
-              const err = relErr(c, ref)
-              if (!(err <= bound(isa, bBf16))) t.fail(`${what}: relative error ${err}`)
+              kernels.sync.gemm({ c, m, n, segments: [{ a, b, k, aLayout, bLayout }], precision })
+              const what = `${isa} ${precision} ${m}x${n}x${k} ${aLayout}/${bLayout} a:${aBf16 ? 'bf16' : 'f32'} b:${bBf16 ? 'bf16' : 'f32'}`
+              checkGemm(t, what, isa, precision, m, n, [{ a, b, k, aLayout, bLayout }], c)
             }
-      t.pass(`${isa} ${m}x${n}x${k}: all layouts and dtypes within bounds`)
+      t.pass(`${isa} ${precision} ${m}x${n}x${k}: all layouts and dtypes as the contract says`)
     }
   })
+})
+
+t.test('a bf16 product differs from the fp32 one by bf16 rounding: the precisions are not the same computation', async (t) => {
+  // 64 x 64 x 256 with f32 operands: 'bf16' rounds both, so it sits ~2^-9 relative from 'fp32'
+  const m = 64, n = 64, k = 256
+  const a = randomF32(m * k, 41), b = randomF32(n * k, 42)
+  const fp32 = nanFilled(m * n), bf16 = nanFilled(m * n)
+  kernels.sync.gemm({ c: fp32, m, n, segments: [{ a, b, k }], precision: 'fp32' })
+  kernels.sync.gemm({ c: bf16, m, n, segments: [{ a, b, k }], precision: 'bf16' })
+  const apart = relErr(bf16, fp32)
+  t.ok(apart > 1e-4 && apart < 1e-2, `bf16 vs fp32: ${apart.toExponential(2)} apart`)
 })
 
 t.test('any pool size, also one larger than the product has tiles', async (t) => {
@@ -74,33 +136,55 @@ t.test('any pool size, also one larger than the product has tiles', async (t) =>
       kernels.setNumThreads(threads)
       const a = makeOperand(m, k, 31, false), b = makeOperand(n, k, 32, true)
       const c = nanFilled(m * n)
-      kernels.sync.gemm({ c, m, n, segments: [{ a, b, k }] })
-      const ref = refGemm(m, n, k, accessor(valuesOf(a), m, k, false), accessor(valuesOf(b), n, k, false))
-      const err = relErr(c, ref)
-      t.ok(firstNaN(c) === -1 && err <= bound(kernels.activeIsa(), true), `${threads} threads, ${m}x${n}x${k}: relative error ${err.toExponential(2)}`)
+      kernels.sync.gemm({ c, m, n, segments: [{ a, b, k }], precision: 'auto' })
+      const failures = t.counts.fail
+      checkGemm(t, `${threads} threads, ${m}x${n}x${k}`, kernels.activeIsa(), 'auto', m, n, [{ a, b, k }], c)
+      if (t.counts.fail === failures) t.pass(`${threads} threads, ${m}x${n}x${k}: as the contract says`)
     }
   } finally {
     kernels.setNumThreads(before)
   }
 })
 
-t.test('alpha, accumulate and several K-segments (the fused LoRA form)', async (t) => {
-  await forEachIsa(async (isa) => {
-    // m = 53 takes the few-rows schedule, m = 300 the shared-slices one
+t.test('alpha, accumulate and several K-segments (the fused LoRA form), each segment at its own precision', async (t) => {
+  await forEachIsaAndPrecision(async (isa, precision) => {
+    // m = 53 takes the few-rows schedule, m = 300 the shared-slices one. Under 'auto' on
+    // avx512bf16 the bf16 weight's segment is a bf16 product and the f32 LoRA one stays f32.
     for (const m of [53, 300]) {
       const n = 70, k = 91, r = 5
       const x = randomF32(m * k, 11), w = toBf16(randomF32(n * k, 12))
       const u = randomF32(m * r, 13), bl = randomF32(n * r, 14)
       const c0 = randomF32(m * n, 15)
       const c = Float32Array.from(c0)
-      kernels.sync.gemm({ c, m, n, alpha: 0.5, accumulate: true, segments: [{ a: x, b: w, k }, { a: u, b: bl, k: r }] })
-      const base = refGemm(m, n, k, accessor(valuesOf(x), m, k, false), accessor(valuesOf(w), n, k, false))
-      const lora = refGemm(m, n, r, accessor(valuesOf(u), m, r, false), accessor(valuesOf(bl), n, r, false))
-      const ref = base.map((v, i) => c0[i] + 0.5 * (v + lora[i]))
-      const err = relErr(c, ref)
-      t.ok(err <= bound(isa, true), `${isa} m=${m}: relative error ${err.toExponential(2)}`)
+      const segments = [{ a: x, b: w, k }, { a: u, b: bl, k: r, scale: 3 }]
+      kernels.sync.gemm({ c, m, n, alpha: 0.5, accumulate: true, segments, precision })
+      const failures = t.counts.fail
+      checkGemm(t, `${isa} ${precision} m=${m}`, isa, precision, m, n, segments, c, 0.5, c0)
+      if (t.counts.fail === failures) t.pass(`${isa} ${precision} m=${m}: each segment as the contract says`)
     }
   })
+})
+
+t.test('precision: ERNIE_PRECISION is the default, and a bad value names itself', async (t) => {
+  const m = 16, n = 16, k = 64
+  const a = randomF32(m * k, 51), b = randomF32(n * k, 52)
+  const viaEnv = nanFilled(m * n), explicit = nanFilled(m * n)
+  const saved = process.env.ERNIE_PRECISION
+  try {
+    process.env.ERNIE_PRECISION = 'bf16'
+    kernels.sync.gemm({ c: viaEnv, m, n, segments: [{ a, b, k }] })
+    kernels.sync.gemm({ c: explicit, m, n, segments: [{ a, b, k }], precision: 'bf16' })
+    t.same(Array.from(viaEnv), Array.from(explicit), 'ERNIE_PRECISION=bf16 is precision bf16')
+    process.env.ERNIE_PRECISION = 'half'
+    t.throws(() => kernels.sync.gemm({ c: viaEnv, m, n, segments: [{ a, b, k }] }), { name: 'RangeError', message: /ERNIE_PRECISION must be 'fp32', 'bf16' or 'auto', got "half"/ })
+  } finally {
+    if (saved === undefined) delete process.env.ERNIE_PRECISION
+    else process.env.ERNIE_PRECISION = saved
+  }
+  t.throws(() => kernels.sync.gemm({ c: viaEnv, m, n, segments: [{ a, b, k }], precision: 'tf32' as never }), { name: 'RangeError', message: /precision must be 'fp32', 'bf16' or 'auto', got "tf32"/ })
+  t.equal(kernels.precisionInForce('fp32'), 'fp32')
+  t.equal(kernels.precisionInForce('bf16'), 'bf16')
+  t.equal(kernels.precisionInForce('auto'), kernels.activeIsa() === 'avx512bf16' ? 'bf16' : 'fp32', "'auto' is bf16 exactly where the ISA has a bf16 dot product")
 })
 
 t.test('k = 0 gives zeros, or leaves C when accumulating', async (t) => {

@@ -93,6 +93,68 @@ export async function forEachIsa(fn: (isa: kernels.Isa) => void | Promise<void>)
   }
 }
 
+/** Every precision a user can ask for (README "Precision"). */
+export const PRECISIONS: readonly kernels.Precision[] = ['fp32', 'bf16', 'auto']
+
+/**
+ * Whether a product rounds both its operands to bf16, as the README's precision table states
+ * it (the tests' own statement of the contract, not the engine's): 'bf16' always, 'fp32' never,
+ * 'auto' when an operand is stored as bf16 and the ISA multiplies bf16 natively (avx512bf16).
+ */
+export function roundsToBf16(precision: kernels.Precision, isa: kernels.Isa, aBf16: boolean, bBf16: boolean): boolean {
+  if (precision === 'bf16') return true
+  if (precision === 'fp32') return false
+  return (aBf16 || bBf16) && isa === 'avx512bf16'
+}
+
+/** Runs fn once per (ISA, precision) pair: forEachIsa's ISAs, every precision. */
+export async function forEachIsaAndPrecision(fn: (isa: kernels.Isa, precision: kernels.Precision) => void | Promise<void>): Promise<void> {
+  await forEachIsa(async (isa) => {
+    for (const precision of PRECISIONS) await fn(isa, precision)
+  })
+}
+
+/** x rounded to bf16 (nearest even), as a number. */
+export function roundBf16(x: number): number {
+  return fromBf16Bits(toBf16Bits(x))
+}
+
+/**
+ * One product's reference, C[r, n] += sum_k A(i, k) B(j, k) for the rows `rows` of C, with A's
+ * elements scaled by `scale` and both operands rounded to bf16 when `round`, as the contract
+ * says (A after its scale). `exact` sums in float64; `f32` is a same-precision reference: the
+ * same operands summed one after another in f32 (a rounding per multiply and per add), whose
+ * error bounds what an f32-accumulating kernel may do.
+ */
+export function contractProduct(
+  rows: readonly number[],
+  n: number,
+  k: number,
+  a: (i: number, p: number) => number,
+  b: (j: number, p: number) => number,
+  scale: number,
+  round: boolean,
+  into: { exact: Float64Array; f32: Float64Array },
+): void {
+  const f = Math.fround
+  const bv = new Float64Array(n * k)
+  for (let j = 0; j < n; j++) for (let p = 0; p < k; p++) bv[j * k + p] = round ? roundBf16(b(j, p)) : b(j, p)
+  const av = new Float64Array(k)
+  rows.forEach((i, r) => {
+    for (let p = 0; p < k; p++) av[p] = round ? roundBf16(f(scale * a(i, p))) : scale * a(i, p)
+    for (let j = 0; j < n; j++) {
+      let exact = 0
+      let acc = 0
+      for (let p = 0; p < k; p++) {
+        exact += av[p] * bv[j * k + p]
+        acc = f(acc + f(f(av[p]) * bv[j * k + p]))
+      }
+      into.exact[r * n + j] += exact
+      into.f32[r * n + j] += acc
+    }
+  })
+}
+
 /** float64 C[m, n] = sum_k A(i, k) B(j, k), with accessors for any layout. */
 export function refGemm(
   m: number,

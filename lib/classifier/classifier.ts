@@ -10,6 +10,7 @@ import * as path from 'node:path'
 
 import { assignLabels, checkClassCounts, LabelSet, readDataset, type Dataset, type LabeledText, type OnInvalid, type ReadDataOptions, type SkipReport } from '../data'
 import { resolveModelDevice, type Device } from '../device'
+import { PRECISIONS, precisionRecord, resolvePrecision, type Precision, type PrecisionRecord } from '../precision'
 import { ErnieError, rangeError, typeError } from '../errors'
 import { numThreads } from '../kernels'
 import { crossEntropy } from '../kernels/loss'
@@ -78,6 +79,12 @@ export interface ErnieClassifierOptions {
    * version: 'auto' resolves to the CPU, and 'cuda' throws ERR_DEVICE (see lib/device.ts).
    */
   device?: Device
+  /**
+   * Of the model's matrix products in training and prediction (README "Precision"): 'fp32',
+   * 'bf16' or 'auto' (default, or ERNIE_PRECISION): bf16 products with the bf16 weights on a CPU
+   * with AVX512_BF16, fp32 elsewhere. Saved with the classifier.
+   */
+  precision?: Precision
   /** Initialisation and data-order seed (default 42). */
   seed?: number
 }
@@ -204,7 +211,10 @@ export interface LoadOptions {
   /** The base model to use instead of the one the directory names (same architecture and size). */
   model?: ErnieModel | string
   device?: Device
+  /** Default: ERNIE_PRECISION, else the precision the classifier was saved with, else 'auto'. */
+  precision?: Precision
 }
+
 
 /** Where the base model comes from, as a saved classifier records it. */
 export interface BaseModelRef {
@@ -223,6 +233,8 @@ export interface TrainingRecord {
   history: StepRecord[]
   evalHistory: EvalRecord[]
   data: FitResult['data']
+  /** The precision the training ran at (absent in classifiers saved before it was recorded). */
+  precision?: PrecisionRecord
 }
 
 const DEFAULT_MAX_LENGTH = 256
@@ -324,6 +336,8 @@ export class ErnieClassifier implements AsyncDisposable {
   private readonly running = new Set<Promise<unknown>>()
   private training: TrainingRecord | undefined
   private metrics_: EvaluateResult | undefined
+  /** The precision of the model's matrix products in fit, predict and evaluate. */
+  readonly precision: Precision
 
   constructor(options: ErnieClassifierOptions = {}) {
     if (options === null || typeof options !== 'object') throw typeError('ErnieClassifier: options must be an object')
@@ -342,6 +356,7 @@ export class ErnieClassifier implements AsyncDisposable {
     if (o.tokenizer !== undefined && typeof o.tokenizer !== 'string') throw typeError('tokenizer must be a directory path')
     this.seed = o.seed ?? 42
     if (!Number.isInteger(this.seed)) throw rangeError(`seed must be an integer, got ${o.seed}`)
+    this.precision = resolvePrecision(o.precision, 'ErnieClassifier: precision')
     if (o.model === undefined) {
       const bundled = bundledModelDir()
       if (!bundled)
@@ -492,7 +507,7 @@ export class ErnieClassifier implements AsyncDisposable {
   /** One padded batch's pooled vectors [B * hidden]; last-token pooling asks the model for those rows alone. */
   private async pooledBatch(model: ErnieModel, b: PaddedBatch, singleThread: boolean): Promise<Float32Array> {
     const input = { inputIds: { data: b.inputIds, shape: b.shape }, attentionMask: { data: b.attentionMask, shape: b.shape } }
-    const options = { adapter: this.adapter, singleThread }
+    const options = { adapter: this.adapter, singleThread, precision: this.precision }
     if (this.pooling === 'last') return (await model.forward(input, { ...options, output: ['lastHidden'] })).lastHidden!
     const { hidden } = await model.forward(input, options)
     return poolHidden(hidden!, b.attentionMask, b.shape[0], b.shape[1], model.config.hidden_size, this.pooling)
@@ -532,7 +547,7 @@ export class ErnieClassifier implements AsyncDisposable {
       const b = padRows(rows, pad)
       const T = b.shape[1]
       const input = { inputIds: { data: b.inputIds, shape: b.shape }, attentionMask: { data: b.attentionMask, shape: b.shape } }
-      const { hidden } = await model.forward(input, { adapter: this.adapter, singleThread })
+      const { hidden } = await model.forward(input, { adapter: this.adapter, singleThread, precision: this.precision })
       const weight = lmHeadRows(model.weights.lmHead)
       for (let j = 0; j < idx.length; j++) {
         const P = prompts[idx[j]].length
@@ -548,6 +563,7 @@ export class ErnieClassifier implements AsyncDisposable {
             tokens: a.length,
             hiddenSize: H,
             vocab: V,
+            precision: this.precision,
           })
           logp[idx[j] * C + c] = -r.lossSum
         }
@@ -736,6 +752,7 @@ export class ErnieClassifier implements AsyncDisposable {
     }
 
     const trainerOptions: TrainerOptions = {
+      precision: this.precision,
       epochs: o.maxSteps === undefined ? (o.epochs ?? defaults.epochs) : undefined,
       maxSteps: o.maxSteps,
       batchSize,
@@ -795,7 +812,7 @@ export class ErnieClassifier implements AsyncDisposable {
     const seconds = (performance.now() - started) / 1000
     const { onProgress: _p, signal: _s, evalData: _e, ...rest } = o
     const options = { ...rest, ...(typeof o.evalData === 'string' ? { evalData: o.evalData } : {}) }
-    this.training = { options, steps, epochs, stopReason, seconds, history, evalHistory, data }
+    this.training = { options, steps, epochs, stopReason, seconds, history, evalHistory, data, precision: precisionRecord(this.precision) }
     return { method, steps, epochs, stopReason, seconds, finalLoss, history, evalHistory, metrics, data }
   }
 
@@ -831,6 +848,7 @@ export class ErnieClassifier implements AsyncDisposable {
       maxLength: this.maxLength,
       truncation: this.truncation,
       pooling: this.pooling,
+      precision: this.precision,
       appendEos: true,
       head: this.head ? (this.head.spec.kind === 'mlp' ? { kind: 'mlp', hiddenSize: this.head.spec.hiddenSize } : { kind: 'linear' }) : undefined,
       lora: this.adapter ? { ...this.adapter.config } : undefined,
@@ -880,6 +898,8 @@ export class ErnieClassifier implements AsyncDisposable {
     }
     if (!meta || meta.format !== FORMAT || meta.version !== 1) throw new ErnieError('ERR_CLASSIFIER', `${file}: not a classifier this version reads (format ${JSON.stringify(meta?.format)}, version ${JSON.stringify(meta?.version)})`)
     if (!METHODS.includes(meta.method)) throw new ErnieError('ERR_CLASSIFIER', `${file}: unknown method ${JSON.stringify(meta.method)}`)
+    if (meta.precision !== undefined && !PRECISIONS.includes(meta.precision))
+      throw new ErnieError('ERR_CLASSIFIER', `${file}: unknown precision ${JSON.stringify(meta.precision)} (expected ${PRECISIONS.join(', ')})`)
 
     let model: ErnieModel
     let owns = true
@@ -928,6 +948,7 @@ export class ErnieClassifier implements AsyncDisposable {
       prompt: meta.generative?.prompt,
       labelWords: meta.generative?.labelWords,
       seed: meta.seed,
+      precision: options.precision ?? (process.env.ERNIE_PRECISION ? undefined : meta.precision),
     })
     try {
       clf.ownsModel = owns
@@ -1044,6 +1065,8 @@ export interface ClassifierJson {
   maxLength: number
   truncation: Truncation
   pooling: Pooling
+  /** The precision predict runs at after load (unless overridden); absent in older files: 'auto'. */
+  precision?: Precision
   appendEos: boolean
   head?: { kind: 'linear' | 'mlp'; hiddenSize?: number }
   lora?: Record<string, unknown>

@@ -6,7 +6,7 @@
 import { checkpointShapes, type ErnieModel } from '../model/model'
 import type { LoraAdapter } from '../model/lora'
 import { LmTask, type LmTaskOptions } from '../train/lm'
-import type { TrainTask } from '../train/trainer'
+import type { StepContext, TrainTask } from '../train/trainer'
 import { padRows, type Pooling } from './encode'
 import { HEAD_BIAS, HEAD_WEIGHT, type Head } from './head'
 
@@ -158,7 +158,7 @@ export class ClassifyTask implements TrainTask<TokenExample, ClassifyBatch> {
     return b.tokens
   }
 
-  async lossAndGrad(b: ClassifyBatch, grads: Map<string, Float32Array>): Promise<{ loss: number; count: number }> {
+  async lossAndGrad(b: ClassifyBatch, grads: Map<string, Float32Array>, context: StepContext = {}): Promise<{ loss: number; count: number }> {
     const C = this.head.classes
     const B = b.shape[0]
     const logits = new Float32Array(B * C)
@@ -169,6 +169,7 @@ export class ClassifyTask implements TrainTask<TokenExample, ClassifyBatch> {
         trainBase: this.o.trainBase,
         recompute: this.o.recompute,
         grads,
+        precision: context.precision,
         objective: {
           kind: 'classify',
           weight: this.head.params.get(HEAD_WEIGHT)!,
@@ -207,7 +208,7 @@ export class GenerativeTask extends LmTask {
     this.evaluator = evaluator
   }
 
-  override async evaluate(): Promise<Record<string, number>> {
-    return this.evaluator ? this.evaluator() : super.evaluate()
+  override async evaluate(context: StepContext = {}): Promise<Record<string, number>> {
+    return this.evaluator ? this.evaluator() : super.evaluate(context)
   }
 }

@@ -11,6 +11,8 @@ import type { Pooling, Truncation } from '../classifier/encode'
 import type { EvaluateResult } from '../classifier/metrics'
 import { LabelSet, readDataset, type LabeledText } from '../data'
 import { ErnieError } from '../errors'
+import { activeIsa } from '../kernels/index'
+import { precisionInForce, precisionRecord, type Precision, type PrecisionRecord } from '../precision'
 import { formatMetrics } from './format'
 import type { CliIo } from './main'
 import { formatDuration, ProgressReporter } from './progress'
@@ -69,6 +71,8 @@ Options:
   --lr X                 peak learning rate (default ${DEMO_FIT_DEFAULTS.learningRate})
   --max-length N         tokens per review (default ${DEMO_FIT_DEFAULTS.maxLength})
   --seed N               seed (default ${DEMO_FIT_DEFAULTS.seed})
+  --precision P          auto | fp32 | bf16: the matrix products' precision (default auto, or
+                         ERNIE_PRECISION: bf16 where the CPU has AVX512_BF16, else fp32)
   --out DIR              where to save the classifier and report.html (default: a new
                          directory under ${os.tmpdir()}, printed at the end)
   --train-limit N        train on the first N training reviews only
@@ -90,6 +94,7 @@ export interface DemoOptions {
   learningRate?: number
   maxLength?: number
   seed?: number
+  precision?: Precision
   out?: string
   trainLimit?: number
   testLimit?: number
@@ -164,6 +169,8 @@ export interface DemoResult {
   baseModel: string
   parameters: number
   method: Method
+  /** The matrix products' precision, as asked and as run here. */
+  precision: PrecisionRecord
   settings: Record<string, unknown>
   data: Record<'train' | 'dev' | 'test', { source: string; examples: number; classCounts: Record<string, number> }>
   fit: { seconds: number; steps: number; epochs: number; stopReason: FitResult['stopReason']; finalLoss: number; dev?: EvaluateResult }
@@ -180,7 +187,15 @@ export async function runDemo(o: DemoOptions, io: CliIo): Promise<number> {
   const tuned = method === d.method
   let clf: ErnieClassifier
   try {
-    clf = new ErnieClassifier({ model: o.model, method, maxLength: o.maxLength ?? d.maxLength, truncation: d.truncation, pooling: d.pooling, seed: o.seed ?? d.seed })
+    clf = new ErnieClassifier({
+      model: o.model,
+      method,
+      maxLength: o.maxLength ?? d.maxLength,
+      truncation: d.truncation,
+      pooling: d.pooling,
+      seed: o.seed ?? d.seed,
+      precision: o.precision,
+    })
   } catch (e) {
     const err = e as ErnieError
     if (err.code === 'ERR_NO_DEFAULT_MODEL') throw new ErnieError(err.code, `${err.message}; for the demo, name a base model with --model DIR|ID`, { cause: e })
@@ -211,6 +226,7 @@ export async function runDemo(o: DemoOptions, io: CliIo): Promise<number> {
       truncation: d.truncation,
       pooling: d.pooling,
       seed: o.seed ?? d.seed,
+      precision: clf.precision === 'auto' ? `auto (${precisionInForce('auto')} on ${activeIsa()})` : clf.precision,
       ...Object.fromEntries(Object.entries(fitOptions).filter(([k, v]) => v !== undefined && !['evalData', 'onProgress', 'signal'].includes(k))),
     }
     const baseModel = o.model ?? 'the bundled model (models/ernie-4.5-tiny-zh)'
@@ -241,6 +257,7 @@ export async function runDemo(o: DemoOptions, io: CliIo): Promise<number> {
       baseModel,
       parameters: clf.model!.numParameters,
       method: fit.method,
+      precision: precisionRecord(clf.precision),
       settings,
       data,
       fit: { seconds: fit.seconds, steps: fit.steps, epochs: fit.epochs, stopReason: fit.stopReason, finalLoss: fit.finalLoss, dev: fit.metrics },

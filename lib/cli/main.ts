@@ -7,6 +7,7 @@ import * as readline from 'node:readline'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 
 import { ErnieClassifier, METHODS, type ErnieClassifierOptions, type FitOptions, type Method, type Prediction } from '../classifier/classifier'
+import { PRECISIONS } from '../precision'
 import { PRETRAIN_HELP, runPretrain } from './pretrain'
 import { ProgressReporter, type ProgressStream } from './progress'
 import { DEMO_HELP, outDirProblem, runDemo } from './demo'
@@ -73,6 +74,8 @@ Options:
   --eval-steps N         evaluate every N steps (default: every epoch)
   --on-invalid MODE      error (default) | skip: drop bad records and report the counts
   --seed N               seed (default 42)
+  --precision P          auto | fp32 | bf16: the matrix products' precision (default auto, or
+                         ERNIE_PRECISION: bf16 where the CPU has AVX512_BF16, else fp32)
   --json                 print the result as one JSON object
   --quiet                no progress output
   -h, --help             this help
@@ -89,6 +92,7 @@ Options:
   --base DIR|ID        use this base model instead of the one the classifier names
   --batch-size N       texts per forward pass (default 32)
   --on-invalid MODE    error (default) | skip
+  --precision P        auto | fp32 | bf16 (default: ERNIE_PRECISION, else as saved)
   --json               print one JSON object
   -h, --help           this help
 `
@@ -102,6 +106,7 @@ Options:
   --model DIR          the saved classifier (required)
   --base DIR|ID        use this base model instead of the one the classifier names
   --batch-size N       texts per forward pass (default 32)
+  --precision P        auto | fp32 | bf16 (default: ERNIE_PRECISION, else as saved)
   -h, --help           this help
 `
 
@@ -171,6 +176,7 @@ async function demoCommand(argv: string[], io: CliIo): Promise<number> {
     lr: { type: 'string' },
     'max-length': { type: 'string' },
     seed: { type: 'string' },
+    precision: { type: 'string' },
     out: { type: 'string' },
     'train-limit': { type: 'string' },
     'test-limit': { type: 'string' },
@@ -191,6 +197,7 @@ async function demoCommand(argv: string[], io: CliIo): Promise<number> {
       learningRate: num(v.lr, 'lr'),
       maxLength: int(v['max-length'], 'max-length', 2),
       seed: int(v.seed, 'seed', 0),
+      precision: oneOf(v.precision, 'precision', PRECISIONS),
       out: v.out,
       trainLimit: int(v['train-limit'], 'train-limit'),
       testLimit: int(v['test-limit'], 'test-limit'),
@@ -226,6 +233,7 @@ async function train(argv: string[], io: CliIo): Promise<number> {
     'eval-steps': { type: 'string' },
     'on-invalid': { type: 'string' },
     seed: { type: 'string' },
+    precision: { type: 'string' },
     json: { type: 'boolean' },
     quiet: { type: 'boolean' },
   })
@@ -252,6 +260,7 @@ async function train(argv: string[], io: CliIo): Promise<number> {
     prompt: v.prompt,
     tokenizer: v.tokenizer,
     seed: int(v.seed, 'seed', 0),
+    precision: oneOf(v.precision, 'precision', PRECISIONS),
   }
   const reporter = a.quiet ? undefined : new ProgressReporter(io.stderr)
   const fitOptions: FitOptions = {
@@ -312,6 +321,7 @@ async function evaluate(argv: string[], io: CliIo): Promise<number> {
     base: { type: 'string' },
     'batch-size': { type: 'string' },
     'on-invalid': { type: 'string' },
+    precision: { type: 'string' },
     json: { type: 'boolean' },
   })
   if (a.help) return void io.stdout.write(EVAL_HELP), 0
@@ -322,7 +332,7 @@ async function evaluate(argv: string[], io: CliIo): Promise<number> {
   if (!fs.existsSync(data)) throw new UsageError(`--data: no such file: ${data}`)
   const batchSize = int(v['batch-size'], 'batch-size')
   const onInvalid = oneOf(v['on-invalid'], 'on-invalid', ['error', 'skip'] as const)
-  const clf = await ErnieClassifier.load(dir, { model: v.base })
+  const clf = await ErnieClassifier.load(dir, { model: v.base, precision: oneOf(v.precision, 'precision', PRECISIONS) })
   try {
     const m = await clf.evaluate(data, { batchSize, onInvalid })
     if (a.json) io.stdout.write(JSON.stringify(m) + '\n')
@@ -341,12 +351,13 @@ async function predict(argv: string[], io: CliIo): Promise<number> {
     model: { type: 'string' },
     base: { type: 'string' },
     'batch-size': { type: 'string' },
+    precision: { type: 'string' },
   })
   if (a.help) return void io.stdout.write(PREDICT_HELP), 0
   const v = a as Record<string, string | undefined>
   const dir = required(v.model, 'model')
   const batchSize = int(v['batch-size'], 'batch-size') ?? 32
-  const clf = await ErnieClassifier.load(dir, { model: v.base })
+  const clf = await ErnieClassifier.load(dir, { model: v.base, precision: oneOf(v.precision, 'precision', PRECISIONS) })
   const print = (texts: string[], ps: Prediction[]) => io.stdout.write(ps.map((p, i) => JSON.stringify({ text: texts[i], ...p })).join('\n') + '\n')
   try {
     if (positionals.length > 0) {
@@ -392,6 +403,7 @@ async function pretrainCommand(argv: string[], io: CliIo): Promise<number> {
     'save-steps': { type: 'string' },
     resume: { type: 'boolean' },
     seed: { type: 'string' },
+    precision: { type: 'string' },
     json: { type: 'boolean' },
     quiet: { type: 'boolean' },
   })
@@ -423,6 +435,7 @@ async function pretrainCommand(argv: string[], io: CliIo): Promise<number> {
         saveSteps: int(a['save-steps'] as string | undefined, 'save-steps', 0),
         resume: a.resume === true,
         seed: int(a.seed as string | undefined, 'seed', 0),
+        precision: oneOf(a.precision as string | undefined, 'precision', PRECISIONS),
       },
       json: a.json === true,
       quiet: a.quiet === true,

@@ -34,6 +34,8 @@ Options:
   --save-steps N         checkpoint every N steps into DIR/checkpoints (default 200; 0: never)
   --resume               continue from the latest checkpoint in DIR/checkpoints
   --seed N               seeds the weights and the document order (default 0)
+  --precision P          auto | fp32 | bf16: the matrix products' precision (default auto, or
+                         ERNIE_PRECISION: bf16 where the CPU has AVX512_BF16, else fp32)
   --json                 print the result as one JSON object
   --quiet                no progress output
   -h, --help             this help

@@ -3,7 +3,8 @@
 // of its own and copies the results back: these are for checking the backend against the CPU
 // and for standalone use, not a hot path (the model graph runs on the CPU in this version).
 // Differences from the CPU forms: products (GEMM, attention, LoRA, the loss's logits) use bf16
-// tensor cores with f32 accumulation; attention takes headDim <= 128; sums made with atomics
+// tensor cores with f32 accumulation, so `precision` 'fp32' is a RangeError there (and
+// ERNIE_PRECISION=fp32 too); attention takes headDim <= 128; sums made with atomics
 // (attention's dq, the embedding backward) are not bitwise reproducible.
 //
 // Without a CUDA build or device each call throws (sync) or rejects (async) an ErnieError with
@@ -11,6 +12,7 @@
 import { cudaUnavailableReason } from '../device'
 import { ErnieError } from '../errors'
 import { native, nativeOp } from '../native'
+import { withPrecision } from '../precision'
 import type { AttentionBackwardOptions, AttentionForwardOptions } from './attention'
 import type { GemmOptions } from './gemm'
 import type { LoraBackwardOptions, LoraForwardOptions } from './lora'
@@ -38,26 +40,28 @@ function requireCuda(op: string): void {
   if (reason !== undefined) throw new ErnieError('ERR_DEVICE', `kernels.cuda.${op}: device "cuda" is not available: ${reason}`)
 }
 
-// The pair (Promise, blocking) for native op `cuda<Name>`, checking for CUDA first.
-function cudaOp<O, R = void>(name: string, native: string) {
+// The pair (Promise, blocking) for native op `cuda<Name>`, checking for CUDA first. The matrix
+// products' ops (`products`) get their precision resolved as on the CPU (ERNIE_PRECISION).
+function cudaOp<O, R = void>(name: string, native: string, products = false) {
   const op = nativeOp<O, R>(native)
+  const args = (o: O): O => (products ? withPrecision(o) : o)
   return {
     run: async (o: O): Promise<R> => {
       requireCuda(name)
-      return op.run(o)
+      return op.run(args(o))
     },
     sync: (o: O): R => {
       requireCuda(name)
-      return op.sync(o)
+      return op.sync(args(o))
     },
   }
 }
 
-const gemmOp = cudaOp<GemmOptions>('gemm', 'cudaGemm')
+const gemmOp = cudaOp<GemmOptions>('gemm', 'cudaGemm', true)
 const attentionForwardOp = cudaOp<AttentionForwardOptions>('attentionForward', 'cudaAttentionForward')
 const attentionBackwardOp = cudaOp<AttentionBackwardOptions>('attentionBackward', 'cudaAttentionBackward')
-const loraForwardOp = cudaOp<LoraForwardOptions>('loraForward', 'cudaLoraForward')
-const loraBackwardOp = cudaOp<LoraBackwardOptions>('loraBackward', 'cudaLoraBackward')
+const loraForwardOp = cudaOp<LoraForwardOptions>('loraForward', 'cudaLoraForward', true)
+const loraBackwardOp = cudaOp<LoraBackwardOptions>('loraBackward', 'cudaLoraBackward', true)
 const rmsnormForwardOp = cudaOp<RmsNormForwardOptions>('rmsnormForward', 'cudaRmsnormForward')
 const rmsnormBackwardOp = cudaOp<RmsNormBackwardOptions>('rmsnormBackward', 'cudaRmsnormBackward')
 const ropeForwardOp = cudaOp<RopeForwardOptions>('ropeForward', 'cudaRopeForward')
@@ -66,7 +70,7 @@ const swigluForwardOp = cudaOp<SwigluForwardOptions>('swigluForward', 'cudaSwigl
 const swigluBackwardOp = cudaOp<SwigluBackwardOptions>('swigluBackward', 'cudaSwigluBackward')
 const embeddingForwardOp = cudaOp<EmbeddingForwardOptions>('embeddingForward', 'cudaEmbeddingForward')
 const embeddingBackwardOp = cudaOp<EmbeddingBackwardOptions>('embeddingBackward', 'cudaEmbeddingBackward')
-const crossEntropyOp = cudaOp<CrossEntropyOptions, CrossEntropyResult>('crossEntropy', 'cudaCrossEntropy')
+const crossEntropyOp = cudaOp<CrossEntropyOptions, CrossEntropyResult>('crossEntropy', 'cudaCrossEntropy', true)
 const adamwStepOp = cudaOp<AdamwStepOptions>('adamwStep', 'cudaAdamwStep')
 const adamw8bitStepOp = cudaOp<Adamw8bitStepOptions>('adamw8bitStep', 'cudaAdamw8bitStep')
 

@@ -1,5 +1,6 @@
 // GEMM: C[m, n] (+)= alpha * sum over segments of A[m, k] . B[n, k]^T, f32 accumulation.
 import { nativeOp } from '../native'
+import { withPrecision, type Precision } from '../precision'
 
 /** Matrix storage: a logical [rows, k] operand stored as is ('mk' / 'nk') or transposed. */
 export type ALayout = 'mk' | 'km'
@@ -28,13 +29,18 @@ export interface GemmOptions {
   segments: GemmSegment[]
   alpha?: number
   accumulate?: boolean
+  /**
+   * What each segment rounds (README "Precision"): 'fp32', 'bf16', or 'auto' (bf16 for a segment
+   * with a bf16 operand on a CPU with AVX512_BF16, fp32 otherwise). Default: ERNIE_PRECISION, else 'auto'.
+   */
+  precision?: Precision
 }
 
 const op = nativeOp<GemmOptions>('gemm')
 
 export async function gemm(o: GemmOptions): Promise<void> {
-  return op.run(o)
+  return op.run(withPrecision(o))
 }
 export function gemmSync(o: GemmOptions): void {
-  op.sync(o)
+  op.sync(withPrecision(o))
 }

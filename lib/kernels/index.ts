@@ -26,6 +26,7 @@ export * from './loss'
 export * from './optim'
 export { cuda, setCudaDevice, cudaPoolStats, cudaTrimPool, type CudaBenchmarkOptions } from './cuda'
 export { cudaInfo, cudaBuilt, cudaDevices, type CudaDevice, type CudaInfo } from '../device'
+export { PRECISIONS, precisionInForce, resolvePrecision, type Precision } from '../precision'
 
 export type Isa = 'generic' | 'avx2' | 'avx512' | 'avx512bf16'
 

@@ -1,6 +1,7 @@
 // A linear layer with a LoRA adapter: y = x W^T + scale (x A^T) B^T, forward and backward,
 // each one native call (the adapter's product shares the pass over y with the base GEMM).
 import { nativeOp } from '../native'
+import { withPrecision, type Precision } from '../precision'
 import type { F32OrBf16 } from './gemm'
 
 export interface LoraShape {
@@ -25,6 +26,8 @@ export interface LoraShape {
   /** Dropout on the adapter's input (training); element i is kept when the seeded hash says so. */
   dropout?: number
   seed?: number
+  /** Of every product (README "Precision"). Default: ERNIE_PRECISION, else 'auto'. */
+  precision?: Precision
 }
 
 export interface LoraForwardOptions extends LoraShape {
@@ -49,9 +52,12 @@ const fwd = nativeOp<LoraForwardOptions>('loraForward')
 const bwd = nativeOp<LoraBackwardOptions>('loraBackward')
 
 export async function loraForward(o: LoraForwardOptions): Promise<void> {
-  return fwd.run(o)
+  return fwd.run(withPrecision(o))
 }
 export async function loraBackward(o: LoraBackwardOptions): Promise<void> {
-  return bwd.run(o)
+  return bwd.run(withPrecision(o))
 }
-export const loraSync = { loraForward: fwd.sync, loraBackward: bwd.sync }
+export const loraSync = {
+  loraForward: (o: LoraForwardOptions): void => fwd.sync(withPrecision(o)),
+  loraBackward: (o: LoraBackwardOptions): void => bwd.sync(withPrecision(o)),
+}

@@ -1,6 +1,7 @@
 // Cross-entropy through the tied LM head, chunked over the vocabulary so the [tokens, vocab]
 // logits never exist whole; optionally the gradients for the hidden states and the head.
 import { nativeOp } from '../native'
+import { withPrecision, type Precision } from '../precision'
 import type { F32OrBf16 } from './gemm'
 
 export interface CrossEntropyOptions {
@@ -23,6 +24,8 @@ export interface CrossEntropyOptions {
   dweight?: Float32Array
   /** The gradients are of gradScale * lossSum; default 1 / count, the gradient of the mean. */
   gradScale?: number
+  /** Of the head's products (README "Precision"). Default: ERNIE_PRECISION, else 'auto'. */
+  precision?: Precision
 }
 
 export interface CrossEntropyResult {
@@ -36,8 +39,8 @@ export interface CrossEntropyResult {
 const op = nativeOp<CrossEntropyOptions, CrossEntropyResult>('crossEntropy')
 
 export async function crossEntropy(o: CrossEntropyOptions): Promise<CrossEntropyResult> {
-  return op.run(o)
+  return op.run(withPrecision(o))
 }
 export function crossEntropySync(o: CrossEntropyOptions): CrossEntropyResult {
-  return op.sync(o)
+  return op.sync(withPrecision(o))
 }

@@ -5,6 +5,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 
 import { resolveModelDevice, type Device } from '../device'
+import { resolvePrecision, type Precision } from '../precision'
 import { ErnieError, rangeError, typeError } from '../errors'
 import { resolveModel, type ResolveOptions } from '../hub'
 import { openSafetensors, saveSafetensors, type Safetensors, type TensorToSave } from '../io/safetensors'
@@ -45,6 +46,8 @@ export interface ForwardOptions {
    * another on the pool: each core works alone, with no hand-offs between them.
    */
   singleThread?: boolean
+  /** Of this call's matrix products (README "Precision"); default the model's `precision`. */
+  precision?: Precision
 }
 
 export interface ForwardResult {
@@ -200,6 +203,8 @@ const ONE_BF16 = 0x3f80
 export interface RandomOptions {
   /** 'cpu', 'auto' (default, or ERNIE_DEVICE) or 'cuda': see FromPretrainedOptions.device. */
   device?: Device
+  /** See FromPretrainedOptions.precision. */
+  precision?: Precision
   seed?: number
   /** Standard deviation of the weights (HF's initializer_range, default 0.02); norms start at 1. */
   std?: number
@@ -299,6 +304,8 @@ export interface EmbedOptions {
   normalize?: boolean
   maxLength?: number
   batchSize?: number
+  /** Default: the model's `precision`. */
+  precision?: Precision
 }
 
 export interface GenerateOptions {
@@ -313,6 +320,8 @@ export interface GenerateOptions {
   seed?: number
   adapter?: LoraAdapter
   signal?: AbortSignal
+  /** Default: the model's `precision`. */
+  precision?: Precision
 }
 
 export interface GenerateResult {
@@ -353,6 +362,12 @@ export interface FromPretrainedOptions extends ResolveOptions {
    * ERR_DEVICE (the CUDA backend provides the kernels only, kernels.cuda).
    */
   device?: Device
+  /**
+   * Of the model's matrix products (README "Precision"): 'fp32', 'bf16' or 'auto' (default, or
+   * the ERNIE_PRECISION environment variable): bf16 products with the bf16 weights on a CPU
+   * with AVX512_BF16, fp32 elsewhere. Each call may override it; `model.precision` changes it.
+   */
+  precision?: Precision
 }
 
 export interface FullTrainingOptions {
@@ -391,9 +406,26 @@ export class ErnieModel implements AsyncDisposable {
   readonly tokenizer: Tokenizer | undefined
   /** Where the model graph runs: the CPU in this version. */
   readonly device: 'cpu' = 'cpu'
+  private precisionAsked: Precision = resolvePrecision()
   private readonly release: (() => void) | undefined
   private readonly running = new Set<Promise<unknown>>()
   private full: { masters: Map<string, Float32Array>; compute: Map<string, Uint16Array> } | undefined
+
+  /**
+   * The precision of the model's matrix products when a call does not say (README "Precision"):
+   * 'fp32', 'bf16' or 'auto'. `precisionInForce(model.precision)` tells what 'auto' means here.
+   */
+  get precision(): Precision {
+    return this.precisionAsked
+  }
+  set precision(value: Precision) {
+    this.precisionAsked = resolvePrecision(value, 'ErnieModel.precision')
+  }
+
+  /** @internal The precision of one call: its option, else the model's. */
+  callPrecision(requested: unknown, what: string): Precision {
+    return requested === undefined ? this.precisionAsked : resolvePrecision(requested, what)
+  }
 
   /** @internal Use fromPretrained() or random(). */
   constructor(parts: ModelParts) {
@@ -415,6 +447,7 @@ export class ErnieModel implements AsyncDisposable {
   static async fromPretrained(source: string, options: FromPretrainedOptions = {}): Promise<ErnieModel> {
     if (typeof source !== 'string' || source.length === 0) throw typeError('fromPretrained: source must be a directory or a hub id')
     resolveModelDevice(options.device, 'fromPretrained: device')
+    const precision = resolvePrecision(options.precision, 'fromPretrained: precision')
     const dir = await resolveModel(source, options)
     const cfg = readConfig(dir)
     const file = openSafetensors(dir)
@@ -423,7 +456,9 @@ export class ErnieModel implements AsyncDisposable {
       const weights = mapWeights(cfg, src)
       const hasTokenizer = ['tokenizer.json', 'tokenizer.model'].some((f) => fs.existsSync(path.join(dir, f)))
       const tokenizer = options.tokenizer !== false && hasTokenizer ? await Tokenizer.fromDirectory(dir) : undefined
-      return new ErnieModel({ config: cfg, weights, source: src, release: () => file.dispose(), directory: dir, tokenizer })
+      const model = new ErnieModel({ config: cfg, weights, source: src, release: () => file.dispose(), directory: dir, tokenizer })
+      model.precision = precision
+      return model
     } catch (e) {
       file.dispose()
       throw e
@@ -433,9 +468,12 @@ export class ErnieModel implements AsyncDisposable {
   /** A randomly initialised model (bf16 weights in memory) from config.json's own keys. */
   static random(config: ModelConfig | Record<string, unknown>, options: RandomOptions = {}): ErnieModel {
     resolveModelDevice(options.device, 'random: device')
+    const precision = resolvePrecision(options.precision, 'random: precision')
     const cfg = resolveConfig(config)
     const source = randomTensors(cfg, options)
-    return new ErnieModel({ config: cfg, weights: mapWeights(cfg, source), source })
+    const model = new ErnieModel({ config: cfg, weights: mapWeights(cfg, source), source })
+    model.precision = precision
+    return model
   }
 
   /** @internal The native handle, or an error if disposed. */
@@ -455,6 +493,7 @@ export class ErnieModel implements AsyncDisposable {
   /** Hidden states and/or logits for a padded batch of token ids. */
   async forward(input: ForwardInput, options: ForwardOptions = {}): Promise<ForwardResult> {
     const handle = this.native()
+    const precision = this.callPrecision(options.precision, 'forward: precision')
     const b = toFlatBatch(input)
     const want = options.output ?? ['hidden']
     const n = b.batch * b.seq
@@ -470,6 +509,7 @@ export class ErnieModel implements AsyncDisposable {
         lastHidden: result.lastHidden,
         adapter: options.adapter?.handle,
         singleThread: options.singleThread,
+        precision,
       }),
     )
     return result
@@ -496,9 +536,12 @@ export class ErnieModel implements AsyncDisposable {
        * repeats exactly (resume, recompute) without state.
        */
       dropoutSeed?: number
+      /** Of the step's matrix products, forward and backward; default the model's `precision`. */
+      precision?: Precision
     } = {},
   ): Promise<{ loss: number; count: number; grads: Map<string, Float32Array> }> {
     const handle = this.native()
+    const precision = this.callPrecision(options.precision, 'lossAndGrad: precision')
     const b = toFlatBatch(input)
     const labels = input.labels ? flatten(input.labels, 'labels', [b.batch, b.seq]).data : undefined
     const grads = options.grads ?? new Map<string, Float32Array>()
@@ -512,6 +555,7 @@ export class ErnieModel implements AsyncDisposable {
         dropoutSeed: options.dropoutSeed ?? hashIds(b.inputIds),
         loss: options.objective ?? { kind: 'lm', labels },
         grads: spec,
+        precision,
       }),
     )
     return { loss: r.loss, count: r.count, grads }
@@ -521,11 +565,15 @@ export class ErnieModel implements AsyncDisposable {
    * The mean next-token cross-entropy and its token count, without gradients (evaluation): a
    * forward and the loss, no backward. Same label conventions as lossAndGrad.
    */
-  async loss(input: ForwardInput & { labels?: TokenBatch }, options: { adapter?: LoraAdapter } = {}): Promise<{ loss: number; count: number }> {
+  async loss(
+    input: ForwardInput & { labels?: TokenBatch },
+    options: { adapter?: LoraAdapter; precision?: Precision } = {},
+  ): Promise<{ loss: number; count: number }> {
     const handle = this.native()
+    const precision = this.callPrecision(options.precision, 'loss: precision')
     const b = toFlatBatch(input)
     const labels = input.labels ? flatten(input.labels, 'labels', [b.batch, b.seq]).data : undefined
-    const r = await this.track(handle.trainStep({ ...b, adapter: options.adapter?.handle, loss: { kind: 'lm', labels }, grads: {} }))
+    const r = await this.track(handle.trainStep({ ...b, adapter: options.adapter?.handle, loss: { kind: 'lm', labels }, grads: {}, precision }))
     return { loss: r.loss, count: r.count }
   }
 
@@ -614,8 +662,9 @@ export class ErnieModel implements AsyncDisposable {
         const a = adapter.tensors.get(peftName(l, proj, 'A'))!, b = adapter.tensors.get(peftName(l, proj, 'B'))!
         const base = materialize(view)
         const w = base instanceof Float32Array ? Float32Array.from(base) : bf16ToF32(base)
-        // W[out, in] += scale * B[out, r] . A[r, in]
-        gemmSync({ c: w, m: view.rows, n: view.cols, accumulate: true, alpha: adapter.scale, segments: [{ a: b, b: a, k: adapter.config.r, bLayout: 'kn' }] })
+        // W[out, in] += scale * B[out, r] . A[r, in], in fp32 whatever the model's precision:
+        // the merged weight is then rounded once, to its stored dtype
+        gemmSync({ c: w, m: view.rows, n: view.cols, accumulate: true, alpha: adapter.scale, segments: [{ a: b, b: a, k: adapter.config.r, bLayout: 'kn' }], precision: 'fp32' })
         const data = dtype === 'f32' ? w : f32ToBf16(w)
         ;(out as Record<string, unknown>)[keys[proj]] = { data, offset: 0, rows: view.rows, cols: view.cols, ld: view.cols, transposed: false }
       }
@@ -677,6 +726,7 @@ export class ErnieModel implements AsyncDisposable {
     const tok = this.requireTokenizer('embed')
     const pooling = options.pooling ?? 'last'
     if (!['last', 'mean', 'first'].includes(pooling)) throw rangeError(`embed: pooling must be 'last', 'mean' or 'first', got ${JSON.stringify(pooling)}`)
+    const precision = this.callPrecision(options.precision, 'embed: precision')
     const batchSize = options.batchSize ?? 16
     const H = this.config.hidden_size
     const out: Float32Array[] = []
@@ -689,7 +739,7 @@ export class ErnieModel implements AsyncDisposable {
       const ids = enc.inputIds.map((r) => [...r, ...new Array<number>(T - r.length).fill(pad)])
       const mask = enc.inputIds.map((r) => [...r.map(() => 1), ...new Array<number>(T - r.length).fill(0)])
       // last-token pooling asks for those rows alone: the last layer then skips the others
-      const { hidden, lastHidden } = await this.forward({ inputIds: ids, attentionMask: mask }, { output: [pooling === 'last' ? 'lastHidden' : 'hidden'] })
+      const { hidden, lastHidden } = await this.forward({ inputIds: ids, attentionMask: mask }, { output: [pooling === 'last' ? 'lastHidden' : 'hidden'], precision })
       ids.forEach((_, b) => {
         const len = mask[b].reduce((a, v) => a + v, 0)
         const v = pooling === 'last' ? lastHidden!.slice(b * H, (b + 1) * H) : new Float32Array(H)
@@ -715,6 +765,7 @@ export class ErnieModel implements AsyncDisposable {
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw rangeError('generate: maxNewTokens must be a positive integer')
     const temperature = options.temperature ?? 0
     const topP = options.topP ?? 1
+    const precision = this.callPrecision(options.precision, 'generate: precision')
     if (!(temperature >= 0)) throw rangeError('generate: temperature must be >= 0')
     if (!(topP > 0 && topP <= 1)) throw rangeError('generate: topP must be in (0, 1]')
     let ids: number[]
@@ -739,7 +790,7 @@ export class ErnieModel implements AsyncDisposable {
           finishReason = 'aborted'
           break
         }
-        await this.track(handle.decode({ cache, inputIds: Int32Array.from(next), logits, adapter: options.adapter?.handle }))
+        await this.track(handle.decode({ cache, inputIds: Int32Array.from(next), logits, adapter: options.adapter?.handle, precision }))
         const token = temperature === 0 ? argmax(logits) : sample(logits, temperature, topP, random)
         if (eos.has(token)) {
           finishReason = 'eos'

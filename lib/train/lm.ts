@@ -5,7 +5,7 @@
 import { ErnieError, rangeError, typeError } from '../errors'
 import { checkpointShapes, type ErnieModel, type FullTrainingOptions } from '../model/model'
 import type { LoraAdapter } from '../model/lora'
-import type { TrainTask } from './trainer'
+import type { StepContext, TrainTask } from './trainer'
 
 export interface LmExample {
   inputIds: ArrayLike<number>
@@ -197,16 +197,19 @@ export class LmTask implements TrainTask<LmExample, LmBatch> {
     return b.tokens
   }
 
-  async lossAndGrad(b: LmBatch, grads: Map<string, Float32Array>): Promise<{ loss: number; count: number }> {
-    const { loss, count } = await this.model.lossAndGrad(
-      lmInput(b),
-      { adapter: this.adapter, trainBase: this.trainBase, recompute: this.o.recompute, grads },
-    )
+  async lossAndGrad(b: LmBatch, grads: Map<string, Float32Array>, context: StepContext = {}): Promise<{ loss: number; count: number }> {
+    const { loss, count } = await this.model.lossAndGrad(lmInput(b), {
+      adapter: this.adapter,
+      trainBase: this.trainBase,
+      recompute: this.o.recompute,
+      grads,
+      precision: context.precision,
+    })
     return { loss, count }
   }
 
   /** Mean next-token loss over the eval set (token-weighted) and its perplexity. */
-  async evaluate(): Promise<Record<string, number>> {
+  async evaluate(context: StepContext = {}): Promise<Record<string, number>> {
     const data = this.o.eval
     if (!data || data.length === 0) throw rangeError('LmTask.evaluate: no eval examples were given')
     const size = this.o.evalBatchSize ?? 8
@@ -215,8 +218,7 @@ export class LmTask implements TrainTask<LmExample, LmBatch> {
     for (let i = 0; i < data.length; i += size) {
       const b = this.collate(data.slice(i, i + size))
       if (b.lossItems === 0) continue
-      const r = await this.model.loss(lmInput(b), { adapter: this.adapter },
-      )
+      const r = await this.model.loss(lmInput(b), { adapter: this.adapter, precision: context.precision })
       sum += r.loss * r.count
       count += r.count
     }

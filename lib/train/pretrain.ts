@@ -15,6 +15,7 @@ import { rangeError, typeError } from '../errors'
 import { temporarySibling, writeFileDurable } from '../io/atomic'
 import type { ModelConfig } from '../model/config'
 import { ErnieModel } from '../model/model'
+import { precisionRecord, type Precision } from '../precision'
 import { copyModelFiles, type Tokenizer } from '../tokenizer'
 import { seededRandom } from '../util/random'
 import { LmTask, packDocuments, type LmExample } from './lm'
@@ -55,6 +56,8 @@ export interface PretrainOptions {
   initStd?: number
   /** Seeds the weights, the document order and the held-out split (default 0). */
   seed?: number
+  /** Of the matrix products (README "Precision"); default ERNIE_PRECISION, else 'auto'. */
+  precision?: Precision
   onProgress?: (p: TrainProgress) => void
   signal?: AbortSignal
 }
@@ -130,7 +133,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     rows: train.length,
   }
 
-  const model = ErnieModel.random(o.config, { seed, std: o.initStd })
+  const model = ErnieModel.random(o.config, { seed, std: o.initStd, precision: o.precision })
   try {
     if (model.config.vocab_size < o.tokenizer.vocabSize) throw rangeError(`pretrain: vocab_size ${model.config.vocab_size} is smaller than the tokenizer's ${o.tokenizer.vocabSize} tokens`)
     const task = new LmTask(model, { train, eval: evalRows, fullTraining: true, maxLength: seqLength, evalBatchSize: 16 })
@@ -173,6 +176,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
         weightDecay: o.weightDecay ?? 0.1,
         initStd: o.initStd ?? 0.02,
         seed,
+        precision: precisionRecord(model.precision),
       },
       steps: result.steps,
       stopReason: result.stopReason,

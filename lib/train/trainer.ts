@@ -7,6 +7,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 
 import { resolveModelDevice, type Device } from '../device'
+import { resolvePrecision, type Precision } from '../precision'
 import { ErnieError, rangeError, typeError } from '../errors'
 import { fsyncDirectory, temporarySibling, writeDirectoryAtomically, writeFileDurable } from '../io/atomic'
 import { openSafetensors, saveSafetensors, type TensorToSave } from '../io/safetensors'
@@ -15,6 +16,12 @@ import { f32ToBf16 } from '../model/model'
 import { Optimizer, type OptimizerKind, type OptimizerStateMeta } from './optimizer'
 import { seededRandom } from '../util/random'
 import { createSchedule, type Schedule, type ScheduleKind } from './schedule'
+
+/** How the Trainer asks a task to compute a step or an evaluation. */
+export interface StepContext {
+  /** The precision of the model's matrix products (README "Precision"); undefined: the model's own. */
+  precision?: Precision
+}
 
 /** What the Trainer trains: examples, parameters, and the loss of a micro-batch. */
 export interface TrainTask<E = unknown, B = unknown> {
@@ -32,7 +39,7 @@ export interface TrainTask<E = unknown, B = unknown> {
    * Adds the gradient of the micro-batch's mean loss into `grads` (which holds a zeroed buffer
    * for every name of params()) and returns that loss.
    */
-  lossAndGrad(batch: B, grads: Map<string, Float32Array>): Promise<{ loss: number; count?: number }>
+  lossAndGrad(batch: B, grads: Map<string, Float32Array>, context: StepContext): Promise<{ loss: number; count?: number }>
   /**
    * How many items (tokens, sequences) the batch's mean loss averages over, known before it
    * runs. The micro-batches of one step are then weighted by it, so accumulating 2 x 4 examples
@@ -44,7 +51,7 @@ export interface TrainTask<E = unknown, B = unknown> {
   /** An example's length, for length-grouped batches. */
   length?(example: E): number
   /** Metrics on held-out data (e.g. { loss, perplexity }). */
-  evaluate?(): Promise<Record<string, number>>
+  evaluate?(context: StepContext): Promise<Record<string, number>>
   /** Extra files a checkpoint directory should hold (e.g. a PEFT adapter), written into `dir`. */
   saveCheckpoint?(dir: string): Promise<void>
 }
@@ -55,6 +62,11 @@ export interface TrainerOptions {
    * the CPU in this version: 'auto' resolves to 'cpu' and 'cuda' throws ErnieError ERR_DEVICE.
    */
   device?: Device
+  /**
+   * Of the model's matrix products in training and evaluation: 'fp32', 'bf16' or 'auto'
+   * (README "Precision"). Default: the task's model's own (`model.precision`).
+   */
+  precision?: Precision
   /** Passes over the data (default 1); ignored when maxSteps is set. */
   epochs?: number
   /** Optimizer steps to run, across as many epochs as that takes. */
@@ -268,12 +280,14 @@ export class Trainer<E = unknown, B = unknown> {
   private readonly batchSize: number
   private readonly accumulation: number
   private readonly seed: number
+  private readonly context: StepContext
 
   constructor(task: TrainTask<E, B>, options: TrainerOptions = {}) {
     if (!task || typeof task.examples !== 'function' || typeof task.params !== 'function' || typeof task.collate !== 'function' || typeof task.lossAndGrad !== 'function')
       throw typeError('Trainer: task must implement examples(), params(), collate() and lossAndGrad()')
     const o = options as Record<string, unknown>
     resolveModelDevice(options.device, 'Trainer: device')
+    this.context = { precision: options.precision === undefined ? undefined : resolvePrecision(options.precision, 'Trainer: precision') }
     this.batchSize = positiveInt(o, 'batchSize', 8)!
     this.accumulation = positiveInt(o, 'gradientAccumulationSteps', 1)!
     for (const key of ['maxSteps', 'evalSteps', 'saveSteps', 'saveTotalLimit', 'earlyStoppingPatience']) positiveInt(o, key)
@@ -388,7 +402,7 @@ export class Trainer<E = unknown, B = unknown> {
       }
       let stop = false
       if (o.evalSteps && st.step % o.evalSteps === 0) {
-        const metrics = await task.evaluate!()
+        const metrics = await task.evaluate!(this.context)
         const value = metrics[metricName]
         if (typeof value !== 'number') throw new ErnieError('ERR_METRIC', `evaluate() returned no "${metricName}" metric (got ${Object.keys(metrics).join(', ')})`)
         st.evalHistory.push({ step: st.step, metrics })
@@ -450,7 +464,7 @@ export class Trainer<E = unknown, B = unknown> {
       tokens += task.tokens ? task.tokens(batches[i]) : task.lossItems ? items[i] : 0
       if (items[i] <= 0) continue
       if (prev > 0) scaleAll(gradList, prev / items[i])
-      const r = await task.lossAndGrad(batches[i], grads)
+      const r = await task.lossAndGrad(batches[i], grads, this.context)
       lossSum += r.loss * items[i]
       prev = items[i]
     }

@@ -1,7 +1,8 @@
-// gemm({ c, m, n, segments: [{ a, b, k, aLayout, bLayout, scale }], alpha, accumulate })
+// gemm({ c, m, n, segments: [{ a, b, k, aLayout, bLayout, scale }], alpha, accumulate, precision })
 //   c: Float32Array [m, n];  C (+)= alpha * sum over segments of scale * A . B^T
 //   a: Float32Array | Uint16Array (bf16), logical [m, k], stored 'mk' (default) or 'km'
 //   b: Float32Array | Uint16Array (bf16), logical [n, k], stored 'nk' (default) or 'kn'
+//   precision: 'auto' (default) | 'fp32' | 'bf16', what each segment rounds (cpu/precision.h)
 // cudaGemm(...): the same on the CUDA backend (cuda/backend.h).
 #include "addon/op.h"
 #include "cpu/gemm.h"
@@ -29,6 +30,7 @@ Job gemm_job(Args& args, bool on_cuda) {
   g.ldc = n;
   g.alpha = float(args.number_or("alpha", 1.0));
   g.accumulate = args.boolean_or("accumulate", false);
+  g.precision = args.precision_or_auto(on_cuda);
   for (Args& s : args.objects("segments", 1, 8)) {
     cpu::GemmSegment seg;
     seg.k = s.integer("k", 0, INT32_MAX);

@@ -2,6 +2,7 @@
 // loraBackward({ x, weight, loraA, loraB, m, n, k, rank, scale, u, dout, dx?, dxAccumulate, dA, dB })
 //   x [m, k] f32; weight [n, k] f32 | bf16; loraA [rank, k]; loraB [n, rank]; u [m, rank] = x A^T
 //   out [m, n]; dx [m, k]; dA, dB accumulate.
+//   precision: 'auto' (default) | 'fp32' | 'bf16', of every product (cpu/precision.h).
 // cudaLoraForward / cudaLoraBackward: the same on the CUDA backend.
 #include <tuple>
 
@@ -20,11 +21,12 @@ struct LoraCall {
   ArrayArg u;
 };
 
-LoraCall parse_common(Args& args) {
+LoraCall parse_common(Args& args, bool on_cuda) {
   LoraCall c;
   c.shape.m = args.integer("m", 0, INT32_MAX);
   c.shape.n = args.integer("n", 1, INT32_MAX);
   c.shape.k = args.integer("k", 1, INT32_MAX);
+  c.shape.precision = args.precision_or_auto(on_cuda);
   const int64_t r = args.integer("rank", 1, 4096);
   const auto [m, n, k] = std::tuple{uint64_t(c.shape.m), uint64_t(c.shape.n), uint64_t(c.shape.k)};
   ArrayArg x = args.f32("x"), w = args.f32_or_bf16("weight"), a = args.f32("loraA"), b = args.f32("loraB");
@@ -44,7 +46,7 @@ LoraCall parse_common(Args& args) {
 }
 
 Job forward_job(Args& args, bool on_cuda) {
-  LoraCall c = parse_common(args);
+  LoraCall c = parse_common(args, on_cuda);
   ArrayArg out = args.f32("out");
   args.expect_length("out", out, uint64_t(c.shape.m) * c.shape.n, "m * n");
   ArrayArg x = args.f32("x");
@@ -60,7 +62,7 @@ Job forward_job(Args& args, bool on_cuda) {
 }
 
 Job backward_job(Args& args, bool on_cuda) {
-  LoraCall c = parse_common(args);
+  LoraCall c = parse_common(args, on_cuda);
   const uint64_t m = c.shape.m, n = c.shape.n, k = c.shape.k, r = c.lora.r;
   ArrayArg dout = args.f32("dout"), da = args.f32("dA"), db = args.f32("dB");
   args.expect_length("dout", dout, m * n, "m * n");

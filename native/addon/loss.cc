@@ -6,6 +6,7 @@
 //   dhidden: Float32Array [tokens, hiddenSize], written when given
 //   dweight: Float32Array [vocab, hiddenSize], added to when given
 //   gradScale: the gradients are of gradScale * lossSum (default 1 / count: the mean loss)
+//   precision: 'auto' (default) | 'fp32' | 'bf16', of the head's products (cpu/precision.h)
 // cudaCrossEntropy(...): the same on the CUDA backend.
 #include <algorithm>
 #include <memory>
@@ -25,6 +26,7 @@ Job cross_entropy_job(Args& args, bool on_cuda) {
   ce.vocab = args.integer("vocab", 1, INT32_MAX);
   ce.chunk = args.integer_or("chunk", 8192, 1, INT32_MAX);
   ce.row_tile = args.integer_or("rowTile", 512, 1, INT32_MAX);
+  ce.precision = args.precision_or_auto(on_cuda);
   // The logits block is row_tile x chunk floats (clamped to the problem): keep it bounded.
   const int64_t block = std::min(ce.chunk, ce.vocab) * std::min(ce.row_tile, std::max<int64_t>(ce.tokens, 1));
   if (block > (int64_t(1) << 28))

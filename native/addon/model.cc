@@ -8,7 +8,9 @@
 //       the logical [rows, cols] = [out, in] operand: element (r, c) at data[offset + r*ld + c],
 //       or data[offset + c*ld + r] when transposed (Paddle's [in, out]); a norm: a typed array.
 //   model.forward({ inputIds, attentionMask?, segmentIds?, batch, seq, hidden?, logits?, lastHidden?,
-//                   adapter?, singleThread? }) -> Promise
+//                   adapter?, singleThread?, precision? }) -> Promise
+//     precision: 'auto' (default) | 'fp32' | 'bf16', of every matrix product (cpu/precision.h);
+//     decode and trainStep take it too.
 //     singleThread: the call runs on its worker thread alone, not on the pool, so that calls
 //     issued side by side (one per core) each keep a core busy.
 //   new Adapter({ layers: [{ q_proj?: { a, b, rank, scale }, ... }] })
@@ -322,10 +324,13 @@ Napi::Value NativeModel::RunForward(const Napi::CallbackInfo& info, bool sync) {
     out.last_hidden = lh.f32();
   }
   const bool single_thread = args.boolean_or("singleThread", false);
+  const cpu::Precision precision = args.precision_or_auto();
   std::shared_ptr<AdapterState> adapter = parse_adapter(args, d);
   args.keep(Value());
-  Job job{[st, adapter, batch, out, single_thread] {
-            auto run = [&] { engine::forward(st->dims, st->weights, adapter ? &adapter->adapter : nullptr, batch, out); };
+  Job job{[st, adapter, batch, out, single_thread, precision] {
+            auto run = [&] {
+              engine::forward(st->dims, st->weights, adapter ? &adapter->adapter : nullptr, batch, out, precision);
+            };
             if (single_thread) cpu::run_on_this_thread(run);
             else run();
           },
@@ -360,13 +365,14 @@ Napi::Value NativeModel::Decode(const Napi::CallbackInfo& info) {
   ArrayArg logits = args.f32("logits");
   args.expect_length("logits", logits, uint64_t(d.vocab), "vocab");
   std::shared_ptr<AdapterState> adapter = parse_adapter(args, d);
+  const cpu::Precision precision = args.precision_or_auto();
   args.keep(Value());
   args.keep(cv);
   const int64_t count = int64_t(ids.length);
   std::vector<int32_t> id_copy(ids.i32(), ids.i32() + count);  // JS may change the array meanwhile
-  Job job{[st, adapter, cache, id_copy, count, logits] {
+  Job job{[st, adapter, cache, id_copy, count, logits, precision] {
             engine::forward_cached(st->dims, st->weights, adapter ? &adapter->adapter : nullptr, *cache, id_copy.data(),
-                                   count, logits.f32());
+                                   count, logits.f32(), precision);
           },
           {}};
   return run_job(info.Env(), "decode", std::move(job), args, false);
@@ -388,6 +394,7 @@ Napi::Value NativeModel::RunTrainStep(const Napi::CallbackInfo& info, bool sync)
   engine::TrainOptions options;
   options.recompute = args.boolean_or("recompute", false);
   options.dropout_seed = uint64_t(args.integer_or("dropoutSeed", 0, 0, (int64_t(1) << 53)));
+  options.precision = args.precision_or_auto();
 
   auto grads = std::make_shared<engine::Grads>();
   Args g = args.object("grads");
@@ -453,7 +460,9 @@ Napi::Value NativeModel::RunTrainStep(const Napi::CallbackInfo& info, bool sync)
       labels = lab.i32();
     }
     if (st->weights.lm_head.trans) ls.range_error("the LM loss needs an untransposed LM head");
-    make_loss = [st, batch, labels, grads, result] { return engine::lm_loss(st->dims, st->weights, batch, labels, *grads, result.get()); };
+    make_loss = [st, batch, labels, grads, precision = options.precision, result] {
+      return engine::lm_loss(st->dims, st->weights, batch, labels, *grads, precision, result.get());
+    };
   } else if (kind == "classify") {
     engine::ClassifierHead head;
     head.classes = ls.integer("classes", 2, 1 << 16);

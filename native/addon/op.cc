@@ -215,6 +215,15 @@ std::string Args::string_or(const char* key, const std::string& fallback) {
   return v.As<Napi::String>().Utf8Value();
 }
 
+cpu::Precision Args::precision_or_auto(bool on_cuda, const char* key) {
+  const std::string v = string_or(key, "auto");
+  cpu::Precision p;
+  if (!cpu::precision_from_name(v, &p)) range_error(name(key) + " must be 'auto', 'fp32' or 'bf16', got '" + v + "'");
+  if (on_cuda && p == cpu::Precision::fp32)
+    range_error(name(key) + " 'fp32' is not available on CUDA: its matrix products run on bf16 tensor cores");
+  return p;
+}
+
 void Args::expect_length(const char* key, const ArrayArg& a, uint64_t expected, const std::string& what) {
   if (a.length != expected)
     range_error(name(key) + " has " + std::to_string(a.length) + " elements, expected " + what + " = " +

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/precision.h"
 #include "cpu/tensor.h"
 
 namespace ernie::addon {
@@ -69,6 +70,9 @@ class Args {
   double number_or(const char* key, double fallback);
   bool boolean_or(const char* key, bool fallback);
   std::string string_or(const char* key, const std::string& fallback);
+  // 'auto' | 'fp32' | 'bf16' (cpu/precision.h); absent: automatic. The CUDA backend's products
+  // run on bf16 tensor cores only, so there 'fp32' is a RangeError.
+  cpu::Precision precision_or_auto(bool on_cuda = false, const char* key = "precision");
 
   // RangeError unless the array holds exactly `expected` elements ("`what` = expected").
   void expect_length(const char* key, const ArrayArg& a, uint64_t expected, const std::string& what);

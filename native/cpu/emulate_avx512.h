@@ -15,6 +15,7 @@
 
 #include <stdint.h>
 #include <math.h>
+#include <string.h>
 
 #define __AVX512F__ 1
 #define __AVX512BW__ 1
@@ -80,6 +81,30 @@ static inline simde__m512i mm512_cvtepu16_epi32(simde__m256i a) {
   return simde__m512i_from_private(r_);
 }
 
+#if defined(ERNIE_EMULATE_AVX512BF16)
+// vcvtne2ps2bf16: words 0-15 from b, 16-31 from a; each the SDM's convert_fp32_to_bfloat16:
+// a NaN made quiet, a denormal taken as zero of its sign (DAZ), else rounded to nearest even.
+static inline uint16_t fp32_to_bf16_sdm(float x) {
+  uint32_t u;
+  memcpy(&u, &x, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);
+  if ((u & 0x7f800000u) == 0) u &= 0x80000000u;
+  return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+static inline simde__m512bh mm512_cvtne2ps_pbh(simde__m512 a, simde__m512 b) {
+  simde__m512_private a_ = simde__m512_to_private(a), b_ = simde__m512_to_private(b);
+  simde__m512i_private r_;
+  for (int i = 0; i < 16; ++i) {
+    r_.u16[i] = fp32_to_bf16_sdm(b_.f32[i]);
+    r_.u16[16 + i] = fp32_to_bf16_sdm(a_.f32[i]);
+  }
+  simde__m512bh r;
+  simde__m512i ri = simde__m512i_from_private(r_);
+  memcpy(&r, &ri, sizeof r);
+  return r;
+}
+#endif
+
 }  // namespace ernie_emu
 
 // GCC's <immintrin.h> declares these for AVX-512 targets only; the macros take the calls first.
@@ -95,3 +120,7 @@ static inline simde__m512i mm512_cvtepu16_epi32(simde__m256i a) {
 #define _mm512_mask_storeu_ps(mem, k, a) ernie_emu::mm512_mask_storeu_ps((mem), (k), (a))
 #undef _mm512_cvtepu16_epi32
 #define _mm512_cvtepu16_epi32(a) ernie_emu::mm512_cvtepu16_epi32(a)
+#if defined(ERNIE_EMULATE_AVX512BF16)
+#undef _mm512_cvtne2ps_pbh
+#define _mm512_cvtne2ps_pbh(a, b) ernie_emu::mm512_cvtne2ps_pbh((a), (b))
+#endif

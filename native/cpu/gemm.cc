@@ -21,26 +21,38 @@ constexpr int64_t kTileCols = 256, kMinTileCols = 64;
 // packed whole.
 constexpr int64_t kPackBudget = int64_t(4) << 20;
 
-// One KC-wide slice of one segment's K.
+// One KC-wide slice of one segment's K, packed in its segment's format.
 struct KSlice {
   const GemmSegment* seg;
   int64_t k0, kc;
+  GemmFormat format;
 };
+
+// The format a segment is packed in: its precision (cpu/precision.h), and for bf16 whether the
+// ISA multiplies bf16 pairs itself or rounds the values for its f32 kernel.
+GemmFormat segment_format(Precision asked, Isa isa, const GemmSegment& s) {
+  const bool bf16_operand = s.a.dtype == DType::bf16 || s.b.dtype == DType::bf16;
+  if (product_precision(asked, isa, bf16_operand) == Precision::fp32) return GemmFormat::f32;
+  return isa_has_bf16_dot(isa) ? GemmFormat::bf16 : GemmFormat::f32_bf16;
+}
 
 struct Plan {
   const GemmArgs& g;
   const gemm_kernel_table& kt;
-  GemmBlocking bl;
+  int mr = 0, nr = 0;  // the micro-tile, the same for every format of the ISA
   std::vector<KSlice> slices;
-  int threads;
-  int64_t row_block, col_block, a_block_bytes, b_block_bytes;
+  int threads = 1;
+  int64_t row_block = 0, col_block = 0, a_block_bytes = 0, b_block_bytes = 0;
 
   bool accumulate(const KSlice& s) const { return g.accumulate || &s != &slices.front(); }
   void pack_a(const KSlice& s, int64_t r, int64_t rows, void* dst) const {
-    kt.gemm_pack_a(s.seg->a, r, rows, s.k0, s.kc, g.alpha * s.seg->scale, dst);
+    kt.gemm_pack_a(s.format, s.seg->a, r, rows, s.k0, s.kc, g.alpha * s.seg->scale, dst);
   }
   void pack_b(const KSlice& s, int64_t c, int64_t cols, void* dst) const {
-    kt.gemm_pack_b(s.seg->b, c, cols, s.k0, s.kc, dst);
+    kt.gemm_pack_b(s.format, s.seg->b, c, cols, s.k0, s.kc, dst);
+  }
+  void macro(const KSlice& s, int64_t rows, int64_t cols, const void* a, const void* b, float* c) const {
+    kt.gemm_macro(s.format, rows, cols, s.kc, a, b, c, g.ldc, accumulate(s));
   }
 };
 
@@ -106,8 +118,7 @@ void gemm_few_rows(const Plan& p) {
         p.pack_b(s, c, nc, packed_b);
         for (int64_t rb = 0; rb < row_blocks; ++rb) {
           const int64_t r = rb * p.row_block;
-          p.kt.gemm_macro(std::min(p.row_block, g.m - r), nc, s.kc, a + rb * p.a_block_bytes, packed_b,
-                          g.c + r * g.ldc + c, g.ldc, p.accumulate(s));
+          p.macro(s, std::min(p.row_block, g.m - r), nc, a + rb * p.a_block_bytes, packed_b, g.c + r * g.ldc + c);
         }
       }
       a_packed = true;
@@ -151,9 +162,8 @@ void gemm_shared_slices(const Plan& p) {
         const KSlice& s = p.slices[size_t(si)];
         const int64_t rb = t / col_blocks, cb = t % col_blocks;
         const int64_t r = m0 + rb * p.row_block, c = n0 + cb * p.col_block;
-        p.kt.gemm_macro(std::min(p.row_block, m0 + rows - r), std::min(p.col_block, n0 + cols - c), s.kc,
-                        packed_a[si & 1] + rb * p.a_block_bytes, packed_b[si & 1] + cb * p.b_block_bytes,
-                        g.c + r * g.ldc + c, g.ldc, p.accumulate(s));
+        p.macro(s, std::min(p.row_block, m0 + rows - r), std::min(p.col_block, n0 + cols - c),
+                packed_a[si & 1] + rb * p.a_block_bytes, packed_b[si & 1] + cb * p.b_block_bytes, g.c + r * g.ldc + c);
       };
       const int threads = int(std::min<int64_t>(p.threads, row_blocks * col_blocks));
       for (int64_t si = 0; si <= slices; ++si) {
@@ -181,17 +191,20 @@ void gemm_shared_slices(const Plan& p) {
 
 void gemm(const GemmArgs& g) {
   if (g.m <= 0 || g.n <= 0) return;
-  // vdpbf16ps rounds both operands to bf16: take that path only when a weight (B) is bf16
-  // already, so an f32 x f32 product (weight gradients, f32 weights) keeps f32 precision.
-  bool any_bf16_b = false;
-  for (const GemmSegment& s : g.segments) any_bf16_b = any_bf16_b || s.b.dtype == DType::bf16;
-  const Isa isa = active_isa() == Isa::avx512bf16 && !any_bf16_b ? Isa::avx512 : active_isa();
-  Plan p{g, gemm_kernels_for(isa), gemm_kernels_for(isa).gemm_blocking(), {}, 1, 0, 0, 0, 0};
-
-  int64_t k_total = 0;
+  const Isa isa = active_isa();
+  Plan p{g, gemm_kernels_for(isa), 0, 0, {}, 1, 0, 0, 0, 0};
+  // Each segment is cut into slices of its format's KC; mc is shared by the formats.
+  int64_t k_total = 0, mc = 0;
+  bool uses[3] = {};
   for (const GemmSegment& s : g.segments) {
-    for (int64_t k0 = 0; k0 < s.k; k0 += p.bl.kc) p.slices.push_back({&s, k0, std::min<int64_t>(p.bl.kc, s.k - k0)});
+    const GemmFormat f = segment_format(g.precision, isa, s);
+    const GemmBlocking bl = p.kt.gemm_blocking(f);
+    for (int64_t k0 = 0; k0 < s.k; k0 += bl.kc) p.slices.push_back({&s, k0, std::min<int64_t>(bl.kc, s.k - k0), f});
     k_total += s.k;
+    uses[int(f)] = true;
+    p.mr = bl.mr;
+    p.nr = bl.nr;
+    mc = bl.mc;
   }
   if (p.slices.empty()) {  // an empty product: C = 0 (or unchanged when accumulating)
     if (!g.accumulate)
@@ -203,17 +216,23 @@ void gemm(const GemmArgs& g) {
 
   // A product under ~1 MFLOP runs on one thread: waking the others costs more than it saves.
   p.threads = 2.0 * double(g.m) * double(g.n) * double(k_total) < 1e6 ? 1 : ThreadPool::instance().num_threads();
-  const int64_t elem = p.bl.elem_bytes, kc_max = round_up(p.bl.kc, p.bl.k_pack);
-  p.row_block = p.bl.mc;
+  p.row_block = mc;
   // Narrower tiles when C has few, so every thread gets several: the last tile of each region
   // keeps one thread busy while the others wait.
   const int64_t row_blocks = (g.m + p.row_block - 1) / p.row_block;
-  p.col_block = round_up(std::min<int64_t>(kTileCols, g.n), p.bl.nr);
+  p.col_block = round_up(std::min<int64_t>(kTileCols, g.n), p.nr);
   while (p.col_block / 2 >= kMinTileCols && row_blocks * ((g.n + p.col_block - 1) / p.col_block) < 8 * p.threads)
-    p.col_block = round_up(p.col_block / 2, p.bl.nr);
-  // Both multiples of 64 bytes (kc_max is), so every packed block starts on a cache line.
-  p.a_block_bytes = round_up(p.row_block, p.bl.mr) * kc_max * elem;
-  p.b_block_bytes = p.col_block * kc_max * elem;
+    p.col_block = round_up(p.col_block / 2, p.nr);
+  // A packed block holds whole rows of KC elements, a B block KC (rounded to whole pairs) per
+  // column; the largest of the formats in use. Both are multiples of 64 bytes, so every packed
+  // block starts on a cache line.
+  for (int f = 0; f < 3; ++f) {
+    if (!uses[f]) continue;
+    const GemmBlocking bl = p.kt.gemm_blocking(GemmFormat(f));
+    const int64_t kc = round_up(bl.kc, bl.k_pack);
+    p.a_block_bytes = std::max(p.a_block_bytes, round_up(p.row_block, p.mr) * kc * bl.elem_bytes);
+    p.b_block_bytes = std::max(p.b_block_bytes, p.col_block * kc * bl.elem_bytes);
+  }
   if (row_blocks <= 2)
     gemm_few_rows(p);
   else

@@ -3,9 +3,9 @@
 // Operands are MatrixRefs, so the forward (x . W^T), the input gradient (dY . W: B stored
 // transposed) and the weight gradient (dY^T . x) are one routine. Several K-segments share
 // one pass over C: LoRA's y = x W^T + s (x A^T) B^T is the segments (x, W) and (s.u, B_lora).
-// A and B may each be f32 or bf16; accumulation is f32. On AVX512_BF16 CPUs a product with a
-// bf16 B is done with vdpbf16ps (A rounded to bf16); f32 x f32 stays f32 (AVX-512F); elsewhere
-// bf16 operands are widened to f32.
+// A and B may each be f32 or bf16; accumulation is f32. What each segment rounds is the
+// precision contract (cpu/precision.h): per segment, from GemmArgs::precision, the ISA and that
+// segment's own operands.
 //
 // The blocking is BLIS's (K slices, packed panels of A and B, a micro-kernel keeping an MR x NR
 // tile of C in registers). The threads pack each K slice of A and B once, together, and split
@@ -15,13 +15,23 @@
 #include <vector>
 
 #include "cpu/dispatch.h"
+#include "cpu/precision.h"
 #include "cpu/tensor.h"
 
 namespace ernie::cpu {
 
+// How a K slice's operands are packed, which is how its products are computed:
+//   f32       f32 values (bf16 operands widened exactly): the fp32 precision
+//   f32_bf16  each value rounded to bf16, held as f32: the bf16 precision on an ISA without a
+//             bf16 dot product (the same rounding, then f32 FMA)
+//   bf16      bf16 with k pairs side by side, vdpbf16ps's operands: AVX512_BF16 only
+enum class GemmFormat : int { f32 = 0, f32_bf16 = 1, bf16 = 2 };
+
+// One ISA's blocking for one format. mr, nr and mc are the same for every format of an ISA, so
+// slices of different formats can share C's tiles.
 struct GemmBlocking {
   int mr, nr;          // micro-tile
-  int kc, mc;          // K slice and rows of A per packed block
+  int kc, mc;          // K slice (also the packed A rows' length) and rows of A per packed block
   int k_pack;          // K is packed in groups of this many (2 for bf16 pairs)
   int elem_bytes;      // bytes per packed element
 };
@@ -40,22 +50,27 @@ struct GemmArgs {
   int64_t ldc = 0;
   float alpha = 1.0f;
   bool accumulate = false;
+  Precision precision = Precision::automatic;
 };
 
 void gemm(const GemmArgs& args);
 
 }  // namespace ernie::cpu
 
-// Per-ISA pieces of the GEMM (cpu/kernels/gemm.cc).
-//   gemm_blocking():  this ISA's tile and block sizes.
-//   gemm_pack_a(A, m0, mc, k0, kc, alpha, dst): rows [m0, m0+mc) x cols [k0, k0+kc) of A,
-//       times alpha, into MR-row panels; rows past mc and K past kc are zero.
-//   gemm_pack_b(B, n0, nc, k0, kc, dst): the same for B into NR-column panels.
-//   gemm_macro(mc, nc, kc, Ap, Bp, C, ldc, accumulate): C[mc, nc] (+)= Ap . Bp^T from packed panels.
-#define ERNIE_GEMM_KERNELS(X)                                                                       \
-  X(gemm_blocking, ::ernie::cpu::GemmBlocking())                                                    \
-  X(gemm_pack_a, void(const ::ernie::cpu::MatrixRef&, int64_t, int64_t, int64_t, int64_t, float, void*)) \
-  X(gemm_pack_b, void(const ::ernie::cpu::MatrixRef&, int64_t, int64_t, int64_t, int64_t, void*))  \
-  X(gemm_macro, void(int64_t, int64_t, int64_t, const void*, const void*, float*, int64_t, bool))
+// Per-ISA pieces of the GEMM (cpu/kernels/gemm.cc), each for one GemmFormat:
+//   gemm_blocking(f):  this ISA's tile and block sizes.
+//   gemm_pack_a(f, A, m0, mc, k0, kc, alpha, dst): rows [m0, m0+mc) x cols [k0, k0+kc) of A,
+//       times alpha, as rows of KC elements; rows up to the next multiple of MR are zero.
+//   gemm_pack_b(f, B, n0, nc, k0, kc, dst): the same for B into NR-column panels, each k (or k
+//       pair) holding its NR values; columns past nc are zero.
+//   gemm_macro(f, mc, nc, kc, Ap, Bp, C, ldc, accumulate): C[mc, nc] (+)= Ap . Bp^T.
+#define ERNIE_GEMM_KERNELS(X)                                                                      \
+  X(gemm_blocking, ::ernie::cpu::GemmBlocking(::ernie::cpu::GemmFormat))                           \
+  X(gemm_pack_a, void(::ernie::cpu::GemmFormat, const ::ernie::cpu::MatrixRef&, int64_t, int64_t, int64_t, \
+                      int64_t, float, void*))                                                      \
+  X(gemm_pack_b, void(::ernie::cpu::GemmFormat, const ::ernie::cpu::MatrixRef&, int64_t, int64_t, int64_t, \
+                      int64_t, void*))                                                             \
+  X(gemm_macro, void(::ernie::cpu::GemmFormat, int64_t, int64_t, int64_t, const void*, const void*, float*, \
+                     int64_t, bool))
 
 ERNIE_DECLARE_KERNELS(gemm, ERNIE_GEMM_KERNELS)

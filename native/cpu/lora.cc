@@ -33,6 +33,7 @@ void lora_linear_forward(const LinearShape& sh, const float* x, const MatrixRef&
   std::vector<float> dropped;
   const float* xd = dropped_input(x, sh.m * sh.k, lora, dropped);
   GemmArgs ua;
+  ua.precision = sh.precision;
   ua.m = sh.m;
   ua.n = lora.r;
   ua.segments = {{f32_ref(xd, sh.k, false), f32_ref(lora.a, sh.k, false), sh.k}};
@@ -41,6 +42,7 @@ void lora_linear_forward(const LinearShape& sh, const float* x, const MatrixRef&
   gemm(ua);
   // y (+)= x W^T + s u B^T, one pass over y
   GemmArgs ya;
+  ya.precision = sh.precision;
   ya.m = sh.m;
   ya.n = sh.n;
   ya.segments = {{f32_ref(x, sh.k, false), w, sh.k}, {f32_ref(u, lora.r, false), f32_ref(lora.b, lora.r, false), lora.r, lora.scale}};
@@ -56,6 +58,7 @@ void lora_linear_backward(const LinearShape& sh, const float* x, const MatrixRef
   // g = dy B  [m, r]: B [n, r] is the logical [r, n] operand stored transposed
   std::vector<float> g(size_t(m * r));
   GemmArgs ga;
+  ga.precision = sh.precision;
   ga.m = m;
   ga.n = r;
   ga.segments = {{f32_ref(dy, n, false), f32_ref(lora.b, r, true), n}};
@@ -64,6 +67,7 @@ void lora_linear_backward(const LinearShape& sh, const float* x, const MatrixRef
   gemm(ga);
   // dB += s dy^T u  [n, r]
   GemmArgs gb;
+  gb.precision = sh.precision;
   gb.m = n;
   gb.n = r;
   gb.segments = {{f32_ref(dy, n, true), f32_ref(u, r, true), m}};
@@ -76,6 +80,7 @@ void lora_linear_backward(const LinearShape& sh, const float* x, const MatrixRef
   std::vector<float> dropped;
   const float* xd = dropped_input(x, m * k, lora, dropped);
   GemmArgs gA;
+  gA.precision = sh.precision;
   gA.m = r;
   gA.n = k;
   gA.segments = {{f32_ref(g.data(), r, true), f32_ref(xd, k, true), m}};
@@ -89,6 +94,7 @@ void lora_linear_backward(const LinearShape& sh, const float* x, const MatrixRef
     // dx (+)= dy W, then + the adapter's path s g A through the dropout mask
     std::vector<float> path(size_t(m * k));
     GemmArgs gp;
+    gp.precision = sh.precision;
     gp.m = m;
     gp.n = k;
     gp.segments = {{f32_ref(g.data(), r, false), f32_ref(lora.a, k, true), r, lora.scale}};
@@ -96,6 +102,7 @@ void lora_linear_backward(const LinearShape& sh, const float* x, const MatrixRef
     gp.ldc = k;
     gemm(gp);
     GemmArgs gx;
+    gx.precision = sh.precision;
     gx.m = m;
     gx.n = k;
     gx.segments = {{f32_ref(dy, n, false), transposed(w), n}};
@@ -110,6 +117,7 @@ void lora_linear_backward(const LinearShape& sh, const float* x, const MatrixRef
   }
   // dx (+)= dy W + s g A, one pass over dx
   GemmArgs gx;
+  gx.precision = sh.precision;
   gx.m = m;
   gx.n = k;
   gx.segments = {{f32_ref(dy, n, false), transposed(w), n}, {f32_ref(g.data(), r, false), f32_ref(lora.a, k, true), r, lora.scale}};

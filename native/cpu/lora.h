@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 
+#include "cpu/precision.h"
 #include "cpu/tensor.h"
 
 namespace ernie::cpu {
@@ -41,6 +42,7 @@ ERNIE_HOST_DEVICE inline bool lora_keep(uint64_t seed, uint64_t i, float p) {
 
 struct LinearShape {
   int64_t m, n, k;  // tokens, out features, in features
+  Precision precision = Precision::automatic;  // of every product below (cpu/precision.h)
 };
 
 // y (+)= x W^T + s (x A^T) B^T; u [m, r] receives x A^T, which the backward needs.

@@ -48,6 +48,7 @@ CrossEntropyResult cross_entropy(const CrossEntropyArgs& a) {
   // logits[n, cn] = h[n, hd] . W[c0 : c0 + cn]^T
   auto chunk_logits = [&](const float* h, int64_t n, int64_t c0, int64_t cn) {
     GemmArgs g;
+    g.precision = a.precision;
     g.m = n;
     g.n = cn;
     g.segments.push_back({{h, DType::f32, hd, false}, {weight_rows(c0), a.weight_dtype, hd, false}, hd});
@@ -120,6 +121,7 @@ CrossEntropyResult cross_entropy(const CrossEntropyArgs& a) {
       });
       if (dh) {  // dh[n, hd] += dlogits[n, cn] . W_chunk[cn, hd]  (B = W_chunk^T, logical [hd, cn])
         GemmArgs g;
+        g.precision = a.precision;
         g.m = n;
         g.n = hd;
         g.segments.push_back({{logits.get(), DType::f32, cn, false}, {weight_rows(c0), a.weight_dtype, hd, true}, cn});
@@ -130,6 +132,7 @@ CrossEntropyResult cross_entropy(const CrossEntropyArgs& a) {
       }
       if (a.dweight) {  // dW[c0 : c0 + cn] += dlogits^T[cn, n] . h[n, hd]
         GemmArgs g;
+        g.precision = a.precision;
         g.m = cn;
         g.n = hd;
         g.segments.push_back({{logits.get(), DType::f32, cn, true}, {h, DType::f32, hd, true}, n});

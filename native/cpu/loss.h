@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "cpu/dispatch.h"
+#include "cpu/precision.h"
 #include "cpu/tensor.h"
 
 namespace ernie::cpu {
@@ -26,6 +27,7 @@ struct CrossEntropyArgs {
   float* dweight = nullptr;           // [vocab, hidden_size]: added to when given
   bool has_grad_scale = false;        // false: 1 / count, the gradient of the mean loss
   float grad_scale = 1.0f;
+  Precision precision = Precision::automatic;  // of the logits' and gradients' products
 };
 
 struct CrossEntropyResult {

@@ -32,10 +32,10 @@ void pooling_rows(const Batch& b, Pooling pooling, int64_t s, std::vector<std::p
 }  // namespace
 
 LossFn lm_loss(const ModelDims& d, const ModelWeights& w, const Batch& batch, const int32_t* labels, Grads& grads,
-               LossResult* result) {
+               cpu::Precision precision, LossResult* result) {
   if (w.lm_head.trans || w.lm_head.ld != d.hidden)
     throw std::invalid_argument("the LM loss needs a row-major [vocab, hidden] LM head (tied, or HF layout)");
-  return [&d, &w, batch, labels, &grads, result](const float* hidden, float* dhidden) {
+  return [&d, &w, batch, labels, &grads, precision, result](const float* hidden, float* dhidden) {
     const int64_t B = batch.batch, T = batch.seq, n = B * T;
     std::vector<int32_t> targets(size_t(n), -100);
     for (int64_t b = 0; b < B; ++b)
@@ -52,6 +52,7 @@ LossFn lm_loss(const ModelDims& d, const ModelWeights& w, const Batch& batch, co
     ce.hidden_size = d.hidden;
     ce.vocab = d.vocab;
     ce.dhidden = dhidden;
+    ce.precision = precision;
     if (grads.base()) ce.dweight = grads.lm_head ? grads.lm_head : grads.embed;
     const cpu::CrossEntropyResult r = cpu::cross_entropy(ce);
     result->loss = r.loss;

@@ -17,8 +17,9 @@ struct LossResult {
 
 // labels [B, T] unshifted as in HF (position t predicts labels[t + 1]); negative = ignored;
 // null: the input ids, padding ignored. The head gradient goes to grads.embed when tied.
+// `precision`: of the head's products, as the step's.
 LossFn lm_loss(const ModelDims& d, const ModelWeights& w, const Batch& batch, const int32_t* labels, Grads& grads,
-               LossResult* result);
+               cpu::Precision precision, LossResult* result);
 
 enum class Pooling { last, mean, first };
 

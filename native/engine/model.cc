@@ -36,13 +36,14 @@ const cpu::LoraRef* lora_at(const Adapter* adapter, int64_t layer, int p) {
 }
 
 // y[m, out] (+)= x[m, in] W^T (+ LoRA, whose x A^T lands in u [m, rank]).
-void linear(const MatrixRef& w, const cpu::LoraRef* lora, const float* x, int64_t m, int64_t out_dim, int64_t in_dim,
-            float* y, bool accumulate, float* u) {
+void linear(cpu::Precision prec, const MatrixRef& w, const cpu::LoraRef* lora, const float* x, int64_t m,
+            int64_t out_dim, int64_t in_dim, float* y, bool accumulate, float* u) {
   if (lora) {
-    cpu::lora_linear_forward({m, out_dim, in_dim}, x, w, *lora, u, y, accumulate);
+    cpu::lora_linear_forward({m, out_dim, in_dim, prec}, x, w, *lora, u, y, accumulate);
     return;
   }
   cpu::GemmArgs g;
+  g.precision = prec;
   g.m = m;
   g.n = out_dim;
   g.segments = {{acts(x, in_dim), w, in_dim}};
@@ -53,8 +54,10 @@ void linear(const MatrixRef& w, const cpu::LoraRef* lora, const float* x, int64_
 }
 
 // dW[out, in] += dy^T x over m rows.
-void weight_grad(float* dw, const float* dy, const float* x, int64_t m, int64_t out_dim, int64_t in_dim) {
+void weight_grad(cpu::Precision prec, float* dw, const float* dy, const float* x, int64_t m, int64_t out_dim,
+                 int64_t in_dim) {
   cpu::GemmArgs g;
+  g.precision = prec;
   g.m = out_dim;
   g.n = in_dim;
   g.segments = {{acts(dy, out_dim, true), acts(x, in_dim, true), m}};
@@ -228,9 +231,9 @@ void gather_rows(const float* src, const std::vector<int64_t>& rows, int64_t dim
 // attention only for last->row: those rows' outputs go to `last_out` [B, hidden] and h is left
 // as it was. A last real token sees every real key of its sequence, so one query row per
 // sequence aligned to the last key (Tq = 1) is exactly its causal attention.
-void layer_forward(const ModelDims& d, const LayerWeights& lw, const Adapter* adapter, int64_t l, const BatchInfo& bi,
-                   float* h, LayerActs& a, const KvSlot* cache = nullptr, const LastRows* last = nullptr,
-                   float* last_out = nullptr) {
+void layer_forward(const ModelDims& d, cpu::Precision prec, const LayerWeights& lw, const Adapter* adapter, int64_t l,
+                   const BatchInfo& bi, float* h, LayerActs& a, const KvSlot* cache = nullptr,
+                   const LastRows* last = nullptr, float* last_out = nullptr) {
   const int64_t n = bi.n;
   const int64_t nq = last ? bi.B : n;  // the rows that go on past the keys and values
   auto lora = [&](int p) { return lora_at(adapter, l, p); };
@@ -245,9 +248,9 @@ void layer_forward(const ModelDims& d, const LayerWeights& lw, const Adapter* ad
     gather_rows(a.xn1.data(), last->row, d.hidden, a.xn2.data());
     xq = a.xn2.data();
   }
-  linear(lw.proj[kQ], lora(kQ), xq, nq, d.q_dim(), d.hidden, q_out, false, a.u[kQ].data());
-  linear(lw.proj[kK], lora(kK), a.xn1.data(), n, d.kv_dim(), d.hidden, k_out, false, a.u[kK].data());
-  linear(lw.proj[kV], lora(kV), a.xn1.data(), n, d.kv_dim(), d.hidden, v_new, false, a.u[kV].data());
+  linear(prec, lw.proj[kQ], lora(kQ), xq, nq, d.q_dim(), d.hidden, q_out, false, a.u[kQ].data());
+  linear(prec, lw.proj[kK], lora(kK), a.xn1.data(), n, d.kv_dim(), d.hidden, k_out, false, a.u[kK].data());
+  linear(prec, lw.proj[kV], lora(kV), a.xn1.data(), n, d.kv_dim(), d.hidden, v_new, false, a.u[kV].data());
   if (d.qk_norm) {  // Qwen3: RMSNorm over each head before RoPE
     rmsnorm(a.q_pre.data(), lw.q_norm, nq * d.heads, d.head_dim, d.eps, a.q.data(), a.q_rstd.data());
     rmsnorm(a.k_pre.data(), lw.k_norm, n * d.kv_heads, d.head_dim, d.eps, k_new, a.k_rstd.data());
@@ -267,13 +270,13 @@ void layer_forward(const ModelDims& d, const LayerWeights& lw, const Adapter* ad
     gather_rows(h, last->row, d.hidden, last_out);
     hq = last_out;
   }
-  linear(lw.proj[kO], lora(kO), a.attn.data(), nq, d.hidden, d.q_dim(), hq, true, a.u[kO].data());
+  linear(prec, lw.proj[kO], lora(kO), a.attn.data(), nq, d.hidden, d.q_dim(), hq, true, a.u[kO].data());
   std::memcpy(a.h_mid.data(), hq, sizeof(float) * size_t(nq * d.hidden));
 
   // MLP block: h += down(silu(gate(norm(h))) * up(norm(h)))
   rmsnorm(hq, lw.post_attention_norm, nq, d.hidden, d.eps, a.xn2.data(), a.rstd2.data());
-  linear(lw.proj[kGate], lora(kGate), a.xn2.data(), nq, d.intermediate, d.hidden, a.gate.data(), false, a.u[kGate].data());
-  linear(lw.proj[kUp], lora(kUp), a.xn2.data(), nq, d.intermediate, d.hidden, a.up.data(), false, a.u[kUp].data());
+  linear(prec, lw.proj[kGate], lora(kGate), a.xn2.data(), nq, d.intermediate, d.hidden, a.gate.data(), false, a.u[kGate].data());
+  linear(prec, lw.proj[kUp], lora(kUp), a.xn2.data(), nq, d.intermediate, d.hidden, a.up.data(), false, a.u[kUp].data());
   cpu::SwigluForwardArgs sw;
   sw.gate = a.gate.data();
   sw.up = a.up.data();
@@ -282,7 +285,7 @@ void layer_forward(const ModelDims& d, const LayerWeights& lw, const Adapter* ad
   sw.dim = d.intermediate;
   sw.out = a.act.data();
   cpu::swiglu_forward(sw);
-  linear(lw.proj[kDown], lora(kDown), a.act.data(), nq, d.hidden, d.intermediate, hq, true, a.u[kDown].data());
+  linear(prec, lw.proj[kDown], lora(kDown), a.act.data(), nq, d.hidden, d.intermediate, hq, true, a.u[kDown].data());
 }
 
 // Scratch for one layer's backward.
@@ -305,22 +308,25 @@ struct LayerGradScratch {
 };
 
 // Backward through projection p: dx (+)= dy W (+ LoRA), and the weight / adapter gradients.
-void linear_grad(const ModelDims& d, const LayerWeights& lw, const Adapter* adapter, Grads& g, int64_t l, int p,
-                 const LayerActs& a, const float* x, const float* dy, int64_t n, float* dx, bool dx_accumulate) {
+void linear_grad(const ModelDims& d, cpu::Precision prec, const LayerWeights& lw, const Adapter* adapter, Grads& g,
+                 int64_t l, int p, const LayerActs& a, const float* x, const float* dy, int64_t n, float* dx,
+                 bool dx_accumulate) {
   int64_t out_dim, in_dim;
   proj_shape(d, p, &out_dim, &in_dim);
   const cpu::LoraRef* lora = lora_at(adapter, l, p);
   if (lora) {
     Grads::LoraGrad lg = g.lora.empty() ? Grads::LoraGrad{} : g.lora[l][p];
     if (lg.a && lg.b) {
-      cpu::lora_linear_backward({n, out_dim, in_dim}, x, lw.proj[p], *lora, a.u[p].data(), dy, dx, dx_accumulate, lg.a, lg.b);
+      cpu::lora_linear_backward({n, out_dim, in_dim, prec}, x, lw.proj[p], *lora, a.u[p].data(), dy, dx, dx_accumulate, lg.a,
+                                lg.b);
     } else if (dx) {  // adapter frozen: its path still carries the input gradient
       std::vector<float> da(size_t(lora->r * in_dim)), db(size_t(out_dim * lora->r));
-      cpu::lora_linear_backward({n, out_dim, in_dim}, x, lw.proj[p], *lora, a.u[p].data(), dy, dx, dx_accumulate,
+      cpu::lora_linear_backward({n, out_dim, in_dim, prec}, x, lw.proj[p], *lora, a.u[p].data(), dy, dx, dx_accumulate,
                                 da.data(), db.data());
     }
   } else if (dx) {
     cpu::GemmArgs gx;
+    gx.precision = prec;
     gx.m = n;
     gx.n = in_dim;
     gx.segments = {{acts(dy, out_dim), flipped(lw.proj[p]), out_dim}};
@@ -329,17 +335,18 @@ void linear_grad(const ModelDims& d, const LayerWeights& lw, const Adapter* adap
     gx.accumulate = dx_accumulate;
     cpu::gemm(gx);
   }
-  if (g.base() && g.layers[l].proj[p]) weight_grad(g.layers[l].proj[p], dy, x, n, out_dim, in_dim);
+  if (g.base() && g.layers[l].proj[p]) weight_grad(prec, g.layers[l].proj[p], dy, x, n, out_dim, in_dim);
 }
 
 // dh: in, the gradient of the layer's output; out, of its input h_in.
-void layer_backward(const ModelDims& d, const LayerWeights& lw, const Adapter* adapter, int64_t l, const BatchInfo& bi,
-                    const float* h_in, const LayerActs& a, float* dh, Grads& g, LayerGradScratch& s) {
+void layer_backward(const ModelDims& d, cpu::Precision prec, const LayerWeights& lw, const Adapter* adapter, int64_t l,
+                    const BatchInfo& bi, const float* h_in, const LayerActs& a, float* dh, Grads& g,
+                    LayerGradScratch& s) {
   const int64_t n = bi.n;
   Grads::Layer* gl = g.base() ? &g.layers[l] : nullptr;
 
   // MLP block
-  linear_grad(d, lw, adapter, g, l, kDown, a, a.act.data(), dh, n, s.dact.data(), false);
+  linear_grad(d, prec, lw, adapter, g, l, kDown, a, a.act.data(), dh, n, s.dact.data(), false);
   cpu::SwigluBackwardArgs sb;
   sb.dout = s.dact.data();
   sb.gate = a.gate.data();
@@ -351,13 +358,13 @@ void layer_backward(const ModelDims& d, const LayerWeights& lw, const Adapter* a
   sb.dup = s.dup.data();
   sb.grad_ld = d.intermediate;
   cpu::swiglu_backward(sb);
-  linear_grad(d, lw, adapter, g, l, kGate, a, a.xn2.data(), s.dgate.data(), n, s.dxn.data(), false);
-  linear_grad(d, lw, adapter, g, l, kUp, a, a.xn2.data(), s.dup.data(), n, s.dxn.data(), true);
+  linear_grad(d, prec, lw, adapter, g, l, kGate, a, a.xn2.data(), s.dgate.data(), n, s.dxn.data(), false);
+  linear_grad(d, prec, lw, adapter, g, l, kUp, a, a.xn2.data(), s.dup.data(), n, s.dxn.data(), true);
   rmsnorm_grad(s.dxn.data(), a.h_mid.data(), lw.post_attention_norm, a.rstd2.data(), n, d.hidden, dh, true,
                gl ? gl->post_attention_norm : nullptr);
 
   // attention block
-  linear_grad(d, lw, adapter, g, l, kO, a, a.attn.data(), dh, n, s.dattn.data(), false);
+  linear_grad(d, prec, lw, adapter, g, l, kO, a, a.attn.data(), dh, n, s.dattn.data(), false);
   cpu::AttentionArgs at = attention_args(d, bi);
   at.q = a.q.data();
   at.k = a.k.data();
@@ -381,9 +388,9 @@ void layer_backward(const ModelDims& d, const LayerWeights& lw, const Adapter* a
     dq = s.dq_pre.data();
     dk = s.dk_pre.data();
   }
-  linear_grad(d, lw, adapter, g, l, kQ, a, a.xn1.data(), dq, n, s.dxn.data(), false);
-  linear_grad(d, lw, adapter, g, l, kK, a, a.xn1.data(), dk, n, s.dxn.data(), true);
-  linear_grad(d, lw, adapter, g, l, kV, a, a.xn1.data(), s.dv.data(), n, s.dxn.data(), true);
+  linear_grad(d, prec, lw, adapter, g, l, kQ, a, a.xn1.data(), dq, n, s.dxn.data(), false);
+  linear_grad(d, prec, lw, adapter, g, l, kK, a, a.xn1.data(), dk, n, s.dxn.data(), true);
+  linear_grad(d, prec, lw, adapter, g, l, kV, a, a.xn1.data(), s.dv.data(), n, s.dxn.data(), true);
   rmsnorm_grad(s.dxn.data(), h_in, lw.input_norm, a.rstd1.data(), n, d.hidden, dh, true, gl ? gl->input_norm : nullptr);
 }
 
@@ -414,7 +421,7 @@ int64_t Adapter::max_rank() const {
 }
 
 void forward(const ModelDims& d, const ModelWeights& w, const Adapter* adapter, const Batch& batch,
-             const ForwardOutputs& out) {
+             const ForwardOutputs& out, cpu::Precision prec) {
   BatchInfo bi(batch);
   std::vector<float> h(size_t(bi.n * d.hidden));
   embed(w, d, batch, h.data());
@@ -430,7 +437,7 @@ void forward(const ModelDims& d, const ModelWeights& w, const Adapter* adapter, 
   std::vector<float> last_h(last_only ? size_t(bi.B * d.hidden) : 0);
   for (int64_t l = 0; l < d.layers; ++l) {
     const bool prune = last_only && l == d.layers - 1;
-    layer_forward(d, w.layers[l], adapter, l, bi, h.data(), a, nullptr, prune ? last.get() : nullptr,
+    layer_forward(d, prec, w.layers[l], adapter, l, bi, h.data(), a, nullptr, prune ? last.get() : nullptr,
                   prune ? last_h.data() : nullptr);
   }
   if (last_only) {
@@ -438,7 +445,7 @@ void forward(const ModelDims& d, const ModelWeights& w, const Adapter* adapter, 
   } else {
     float* final_hidden = out.hidden ? out.hidden : a.xn1.data();
     rmsnorm(h.data(), w.final_norm, bi.n, d.hidden, d.eps, final_hidden, nullptr);
-    if (out.logits) linear(w.lm_head, nullptr, final_hidden, bi.n, d.vocab, d.hidden, out.logits, false, nullptr);
+    if (out.logits) linear(prec, w.lm_head, nullptr, final_hidden, bi.n, d.vocab, d.hidden, out.logits, false, nullptr);
     if (last) gather_rows(final_hidden, last->row, d.hidden, out.last_hidden);
   }
   if (last)
@@ -454,7 +461,7 @@ void KvCache::reset(const ModelDims& d, int64_t max_len) {
 }
 
 void forward_cached(const ModelDims& d, const ModelWeights& w, const Adapter* adapter, KvCache& cache,
-                    const int32_t* ids, int64_t count, float* last_logits) {
+                    const int32_t* ids, int64_t count, float* last_logits, cpu::Precision prec) {
   if (cache.length + count > cache.capacity) throw std::length_error("the KV cache is full");
   Batch batch;
   batch.input_ids = ids;
@@ -468,14 +475,14 @@ void forward_cached(const ModelDims& d, const ModelWeights& w, const Adapter* ad
   for (auto& u : a.u) u.resize(size_t(count * (rank > 0 ? rank : 1)));
   for (int64_t l = 0; l < d.layers; ++l) {
     KvSlot slot{cache.k[l].data(), cache.v[l].data()};
-    layer_forward(d, w.layers[l], adapter, l, bi, h.data(), a, &slot);
+    layer_forward(d, prec, w.layers[l], adapter, l, bi, h.data(), a, &slot);
   }
   cache.length += count;
   // only the last position's logits are needed to pick the next token
   const float* last = h.data() + (count - 1) * d.hidden;
   std::vector<float> normed(size_t(d.hidden));
   rmsnorm(last, w.final_norm, 1, d.hidden, d.eps, normed.data(), nullptr);
-  linear(w.lm_head, nullptr, normed.data(), 1, d.vocab, d.hidden, last_logits, false, nullptr);
+  linear(prec, w.lm_head, nullptr, normed.data(), 1, d.vocab, d.hidden, last_logits, false, nullptr);
 }
 
 double train_step(const ModelDims& d, const ModelWeights& w, const Adapter* trained_adapter, const Batch& batch,
@@ -483,7 +490,7 @@ double train_step(const ModelDims& d, const ModelWeights& w, const Adapter* trai
   // No gradient asked for (evaluation): the inference forward and the loss, no backward.
   if (!g.base() && g.lora.empty()) {
     std::vector<float> hidden(size_t(batch.batch * batch.seq * d.hidden));
-    forward(d, w, trained_adapter, batch, ForwardOutputs{hidden.data(), nullptr});
+    forward(d, w, trained_adapter, batch, ForwardOutputs{hidden.data(), nullptr}, options.precision);
     return loss_fn(hidden.data(), nullptr);
   }
   // LoRA dropout: each (layer, projection) gets its own mask seed for this step.
@@ -499,6 +506,7 @@ double train_step(const ModelDims& d, const ModelWeights& w, const Adapter* trai
       }
     adapter = &with_dropout;
   }
+  const cpu::Precision prec = options.precision;
   BatchInfo bi(batch);
   const size_t nh = size_t(bi.n * d.hidden);
   // Each layer's input, kept for the backward (and, with recompute, to replay the layer).
@@ -514,10 +522,10 @@ double train_step(const ModelDims& d, const ModelWeights& w, const Adapter* trai
       LayerActs& a = saved[0];
       for (int p = 0; p < kNumProj; ++p)  // ranks may differ between layers
         if (const cpu::LoraRef* lr = lora_at(adapter, l, p)) a.u[p].resize(size_t(bi.n * lr->r));
-      layer_forward(d, w.layers[l], adapter, l, bi, h.data(), a);
+      layer_forward(d, prec, w.layers[l], adapter, l, bi, h.data(), a);
     } else {
       saved.emplace_back(d, bi, adapter, l);
-      layer_forward(d, w.layers[l], adapter, l, bi, h.data(), saved.back());
+      layer_forward(d, prec, w.layers[l], adapter, l, bi, h.data(), saved.back());
     }
   }
   std::vector<float> hidden(nh), dhidden(nh), rstd_final(size_t(bi.n));
@@ -537,11 +545,11 @@ double train_step(const ModelDims& d, const ModelWeights& w, const Adapter* trai
       for (int p = 0; p < kNumProj; ++p)
         if (const cpu::LoraRef* lr = lora_at(adapter, l, p)) a->u[p].resize(size_t(bi.n * lr->r));
       h.assign(h_in[l].begin(), h_in[l].end());
-      layer_forward(d, w.layers[l], adapter, l, bi, h.data(), *a);
+      layer_forward(d, prec, w.layers[l], adapter, l, bi, h.data(), *a);
     } else {
       a = &saved[size_t(l)];
     }
-    layer_backward(d, w.layers[l], adapter, l, bi, h_in[l].data(), *a, dh.data(), g, scratch);
+    layer_backward(d, prec, w.layers[l], adapter, l, bi, h_in[l].data(), *a, dh.data(), g, scratch);
     h_in[l].clear();
     h_in[l].shrink_to_fit();
     if (!options.recompute) saved[size_t(l)].release();

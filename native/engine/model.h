@@ -13,6 +13,7 @@
 
 #include "cpu/lora.h"
 #include "cpu/ops.h"
+#include "cpu/precision.h"
 #include "cpu/tensor.h"
 
 namespace ernie::engine {
@@ -74,8 +75,9 @@ struct ForwardOutputs {
   float* last_hidden = nullptr;
 };
 
+// `precision`: of every matrix product in the call (cpu/precision.h).
 void forward(const ModelDims& dims, const ModelWeights& w, const Adapter* adapter, const Batch& batch,
-             const ForwardOutputs& out);
+             const ForwardOutputs& out, cpu::Precision precision);
 
 // ---- generation: one sequence, its keys and values kept between calls.
 struct KvCache {
@@ -87,7 +89,7 @@ struct KvCache {
 // Runs `count` new tokens after the cached ones, appends their keys and values, and writes the
 // logits of the last one ([vocab]).
 void forward_cached(const ModelDims& dims, const ModelWeights& w, const Adapter* adapter, KvCache& cache,
-                    const int32_t* ids, int64_t count, float* last_logits);
+                    const int32_t* ids, int64_t count, float* last_logits, cpu::Precision precision);
 
 // ---- training: forward keeping activations, a loss on the final hidden states, backward.
 
@@ -121,6 +123,7 @@ using LossFn = std::function<double(const float* hidden, float* dhidden)>;
 struct TrainOptions {
   bool recompute = false;  // keep only each layer's input; recompute the layer in the backward
   uint64_t dropout_seed = 0;  // LoRA dropout masks of this step derive from it
+  cpu::Precision precision = cpu::Precision::automatic;  // of every matrix product in the step
 };
 
 // One micro-batch: forward, loss, backward. Returns the loss. With no gradient buffer in

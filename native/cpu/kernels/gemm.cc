@@ -1,70 +1,147 @@
-// The per-ISA half of the GEMM: packing and the register-tiled micro-kernel.
-// Compiled once per ISA (see cpu/dispatch.h); the #if ladder picks this copy's micro-kernel:
-//   AVX512_BF16  14 x 32 tile, bf16 pairs, vdpbf16ps (A and B rounded to bf16)
-//   AVX-512F     14 x 32 tile, f32 FMA
+// The per-ISA half of the GEMM: packing and the register-tiled micro-kernels.
+// Compiled once per ISA (see cpu/dispatch.h); the #if ladder picks this copy's tile:
+//   AVX-512F     14 x 32 tile, f32 FMA; with AVX512_BF16 also vdpbf16ps on bf16 pairs
 //   AVX2 + FMA    6 x 16 tile, f32 FMA
 //   generic       4 x 16 tile, plain C++ the compiler vectorises
-// f32 paths widen bf16 operands while packing, so only the packing knows about dtypes.
+//
+// Packed layouts (one per GemmFormat, see cpu/gemm.h):
+//   A: row-major rows of exactly KC elements (f32, or bf16 for the pair format), so that the
+//      micro-kernel broadcasts A(i, k) from a constant offset i * KC: packing A is a conversion,
+//      never a transpose (it is the activations, packed anew at every call).
+//   B: panels of NR columns; for each k (f32) or k pair (bf16: two bf16 in one 32-bit word, low
+//      half k even) the panel holds its NR values, one or two vectors the micro-kernel loads.
+// Only the packing knows the operands' dtypes and layouts; the micro-kernels see one format.
 #include "cpu/gemm.h"
 
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_epi32() (`__m512i __Y = __Y;`), which
+// -Wmaybe-uninitialized reports wherever they are inlined: a false positive (GCC bug 105593).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 namespace ernie::cpu::ERNIE_ISA_NS {
 namespace {
 
+#if defined(__AVX512F__)
+constexpr int MR = 14, NR = 32, MC = 112, KC_F32 = 256;
+#define ERNIE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
+#elif defined(__AVX2__)
+constexpr int MR = 6, NR = 16, MC = 120, KC_F32 = 384;
+#define ERNIE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#else
+constexpr int MR = 4, NR = 16, MC = 128, KC_F32 = 256;
+#endif
 #if defined(__AVX512BF16__)
 #define ERNIE_GEMM_BF16_PAIRS 1
-constexpr int MR = 14, NR = 32, KC = 384, MC = 112, KPACK = 2;
-#define ERNIE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
-using Packed = uint32_t;  // two bf16 of consecutive k: low half k even, high half k odd
-#elif defined(__AVX512F__)
-constexpr int MR = 14, NR = 32, KC = 256, MC = 112, KPACK = 1;
-#define ERNIE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
-using Packed = float;
-#elif defined(__AVX2__)
-constexpr int MR = 6, NR = 16, KC = 384, MC = 120, KPACK = 1;
-#define ERNIE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
-using Packed = float;
-#else
-constexpr int MR = 4, NR = 16, KC = 256, MC = 128, KPACK = 1;
-using Packed = float;
+constexpr int KC_BF16 = 384;  // k values per slice: 192 pairs
 #endif
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// ---- element access: the four (dtype, trans) cases are template parameters of the packers.
+// ---- element access: the (dtype, trans) cases are template parameters of the packers.
 template <DType T>
 inline float elem(const void* p, int64_t i) {
   if constexpr (T == DType::f32) return static_cast<const float*>(p)[i];
   else return bf16_to_f32(static_cast<const uint16_t*>(p)[i]);
 }
-template <DType T>
-inline uint16_t elem_bf16(const void* p, int64_t i) {
-  if constexpr (T == DType::f32) return f32_to_bf16(static_cast<const float*>(p)[i]);
-  else return static_cast<const uint16_t*>(p)[i];
-}
 // Offset of logical element (r, c).
 template <bool Trans>
 inline int64_t at(int64_t ld, int64_t r, int64_t c) { return Trans ? c * ld + r : r * ld + c; }
 
-#if defined(__AVX2__) && !defined(ERNIE_GEMM_BF16_PAIRS)
-// Eight consecutive elements as f32 (bf16 widened by a 16-bit shift), times scale.
-template <DType T>
-inline __m256 load8(const void* p, int64_t i, float scale) {
-  __m256 v;
-  if constexpr (T == DType::f32) {
-    v = _mm256_loadu_ps(static_cast<const float*>(p) + i);
-  } else {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + i));
-    v = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-  }
-  return scale == 1.0f ? v : _mm256_mul_ps(v, _mm256_set1_ps(scale));
+// A value as packed in an f32 format: scaled, then rounded to bf16 for f32_bf16.
+inline float f32_value(float v, float scale, bool round) {
+  v *= scale;
+  return round ? bf16_to_f32(f32_to_bf16(v)) : v;
 }
 
-inline void transpose8x8(__m256 (&r)[8]) {
+// ---- vectors of f32 (VL lanes): loads that widen bf16, rounding to bf16, transposes.
+#if defined(__AVX512F__)
+using Vec = __m512;
+constexpr int VL = 16;
+inline Vec vzero() { return _mm512_setzero_ps(); }
+inline Vec vload(const float* p) { return _mm512_loadu_ps(p); }
+inline void vstore(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+inline Vec vadd(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+inline Vec vmul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
+inline Vec vset1(float x) { return _mm512_set1_ps(x); }
+inline Vec vbroadcast(const float* p) { return _mm512_set1_ps(*p); }
+inline Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+template <DType T>
+inline Vec vload_as_f32(const void* p, int64_t i) {
+  if constexpr (T == DType::f32) return _mm512_loadu_ps(static_cast<const float*>(p) + i);
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + i));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+// f32_to_bf16 on each lane, widened back: nearest even, a NaN kept (made quiet).
+inline Vec vround_bf16(Vec v) {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i hi = _mm512_set1_epi32(int(0xffff0000u));
+  __m512i r = _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), hi);
+  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(_mm512_and_si512(u, hi), _mm512_set1_epi32(0x00400000)));
+  return _mm512_castsi512_ps(r);
+}
+// r[i] lane j becomes r[j] lane i, for 16 vectors of 16 32-bit lanes.
+inline void transpose16(__m512i (&r)[16]) {
+  __m512i t[16], u[16];
+  for (int j = 0; j < 16; j += 2) {
+    t[j] = _mm512_unpacklo_epi32(r[j], r[j + 1]);
+    t[j + 1] = _mm512_unpackhi_epi32(r[j], r[j + 1]);
+  }
+  // u[4g + q], per 128-bit lane L: column 4L + q of rows 4g..4g+3
+  for (int g = 0; g < 16; g += 4) {
+    u[g] = _mm512_unpacklo_epi64(t[g], t[g + 2]);
+    u[g + 1] = _mm512_unpackhi_epi64(t[g], t[g + 2]);
+    u[g + 2] = _mm512_unpacklo_epi64(t[g + 1], t[g + 3]);
+    u[g + 3] = _mm512_unpackhi_epi64(t[g + 1], t[g + 3]);
+  }
+  for (int q = 0; q < 4; ++q) {
+    const __m512i even01 = _mm512_shuffle_i32x4(u[q], u[4 + q], 0x88), odd01 = _mm512_shuffle_i32x4(u[q], u[4 + q], 0xdd);
+    const __m512i even23 = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0x88), odd23 = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0xdd);
+    r[q] = _mm512_shuffle_i32x4(even01, even23, 0x88);
+    r[4 + q] = _mm512_shuffle_i32x4(odd01, odd23, 0x88);
+    r[8 + q] = _mm512_shuffle_i32x4(even01, even23, 0xdd);
+    r[12 + q] = _mm512_shuffle_i32x4(odd01, odd23, 0xdd);
+  }
+}
+inline void transpose(Vec (&v)[VL]) {
+  __m512i r[16];
+  for (int j = 0; j < 16; ++j) r[j] = _mm512_castps_si512(v[j]);
+  transpose16(r);
+  for (int j = 0; j < 16; ++j) v[j] = _mm512_castsi512_ps(r[j]);
+}
+#elif defined(__AVX2__)
+using Vec = __m256;
+constexpr int VL = 8;
+inline Vec vzero() { return _mm256_setzero_ps(); }
+inline Vec vload(const float* p) { return _mm256_loadu_ps(p); }
+inline void vstore(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+inline Vec vadd(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+inline Vec vmul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
+inline Vec vset1(float x) { return _mm256_set1_ps(x); }
+inline Vec vbroadcast(const float* p) { return _mm256_broadcast_ss(p); }
+inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+template <DType T>
+inline Vec vload_as_f32(const void* p, int64_t i) {
+  if constexpr (T == DType::f32) return _mm256_loadu_ps(static_cast<const float*>(p) + i);
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + i));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+inline Vec vround_bf16(Vec v) {
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  const __m256i hi = _mm256_set1_epi32(int(0xffff0000u));
+  const __m256i r = _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), hi);
+  const __m256i quiet = _mm256_or_si256(_mm256_and_si256(u, hi), _mm256_set1_epi32(0x00400000));
+  return _mm256_blendv_ps(_mm256_castsi256_ps(r), _mm256_castsi256_ps(quiet), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+}
+inline void transpose(Vec (&r)[VL]) {
   __m256 t[8];
   for (int j = 0; j < 8; j += 2) {
     t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
@@ -84,128 +161,233 @@ inline void transpose8x8(__m256 (&r)[8]) {
 }
 #endif
 
-// Packs rows [r0, r0+rows) x cols [k0, k0+kc) of a logical [R, K] matrix into panels of P rows:
-// panel p holds, for each k (or k pair), its P row values. Missing rows and k are zero.
-template <DType T, bool Trans, int P>
-void pack_panels(const MatrixRef& m, int64_t r0, int64_t rows, int64_t k0, int64_t kc, float scale,
-                 Packed* dst) {
-  const int64_t kp = round_up(kc, KPACK);
-  for (int64_t p = 0; p < rows; p += P) {
-    const int64_t pr = min64(P, rows - p);
-    Packed* panel = dst + (p / P) * (kp / KPACK) * P;
-#if defined(ERNIE_GEMM_BF16_PAIRS)
-    for (int64_t i = 0; i < P; ++i) {
-      for (int64_t kk = 0; kk < kp / 2; ++kk) {
-        uint32_t lo = 0, hi = 0;
-        if (i < pr) {
-          const int64_t k = 2 * kk;
-          if (scale == 1.0f) {
-            lo = elem_bf16<T>(m.data, at<Trans>(m.ld, r0 + p + i, k0 + k));
-            if (k + 1 < kc) hi = elem_bf16<T>(m.data, at<Trans>(m.ld, r0 + p + i, k0 + k + 1));
-          } else {
-            lo = f32_to_bf16(scale * elem<T>(m.data, at<Trans>(m.ld, r0 + p + i, k0 + k)));
-            if (k + 1 < kc) hi = f32_to_bf16(scale * elem<T>(m.data, at<Trans>(m.ld, r0 + p + i, k0 + k + 1)));
-          }
-        }
-        panel[kk * P + i] = lo | (hi << 16);
-      }
-    }
-#else
-    if (Trans) {  // rows are contiguous for each k
-      for (int64_t k = 0; k < kc; ++k) {
-        const int64_t base = at<Trans>(m.ld, r0 + p, k0 + k);
-        Packed* out = panel + k * P;
-        for (int64_t i = 0; i < pr; ++i) out[i] = scale * elem<T>(m.data, base + i);
-        for (int64_t i = pr; i < P; ++i) out[i] = 0.0f;
-      }
-    } else {  // each row is contiguous along k: read rows, write strided
-      int64_t i = 0;
 #if defined(__AVX2__)
-      // Whole groups of 8 rows go through 8x8 register transposes (the weights' packing path).
-      for (; i + 8 <= pr; i += 8) {
+// VL values of an operand as they are packed in an f32 format.
+template <DType T>
+inline Vec vf32_value(const void* p, int64_t i, Vec scale, bool scaled, bool round) {
+  Vec v = vload_as_f32<T>(p, i);
+  if (scaled) v = vmul(v, scale);
+  return round ? vround_bf16(v) : v;
+}
+#endif
+
+// ---- packing for the f32 formats.
+
+// Rows [r0, r0 + rows) x k [k0, k0 + kc) of a logical [R, K] matrix into rows of KC_F32 floats.
+template <DType T, bool Trans>
+void pack_a_f32(const MatrixRef& m, int64_t r0, int64_t rows, int64_t k0, int64_t kc, float scale, bool round,
+                float* dst) {
+  int64_t i = 0;
+#if defined(__AVX2__)
+  const Vec vs = vset1(scale);
+  const bool scaled = scale != 1.0f;
+  if constexpr (Trans) {  // stored [K, R]: VL x VL blocks through a register transpose
+    for (; i + VL <= rows; i += VL) {
+      int64_t k = 0;
+      for (; k + VL <= kc; k += VL) {
+        Vec v[VL];
+        for (int j = 0; j < VL; ++j) v[j] = vf32_value<T>(m.data, at<Trans>(m.ld, r0 + i, k0 + k + j), vs, scaled, round);
+        transpose(v);
+        for (int j = 0; j < VL; ++j) vstore(dst + (i + j) * KC_F32 + k, v[j]);
+      }
+      for (; k < kc; ++k)
+        for (int j = 0; j < VL; ++j)
+          dst[(i + j) * KC_F32 + k] = f32_value(elem<T>(m.data, at<Trans>(m.ld, r0 + i + j, k0 + k)), scale, round);
+    }
+  } else {  // each row contiguous along k
+    for (; i < rows; ++i) {
+      const int64_t base = at<Trans>(m.ld, r0 + i, k0);
+      float* out = dst + i * KC_F32;
+      int64_t k = 0;
+      for (; k + VL <= kc; k += VL) vstore(out + k, vf32_value<T>(m.data, base + k, vs, scaled, round));
+      for (; k < kc; ++k) out[k] = f32_value(elem<T>(m.data, base + k), scale, round);
+    }
+  }
+#endif
+  for (; i < rows; ++i)
+    for (int64_t k = 0; k < kc; ++k) dst[i * KC_F32 + k] = f32_value(elem<T>(m.data, at<Trans>(m.ld, r0 + i, k0 + k)), scale, round);
+  for (; i < round_up(rows, MR); ++i)
+    for (int64_t k = 0; k < kc; ++k) dst[i * KC_F32 + k] = 0.0f;
+}
+
+// Columns [c0, c0 + cols) x k [k0, k0 + kc) of a logical [N, K] matrix into NR-column panels.
+template <DType T, bool Trans>
+void pack_b_f32(const MatrixRef& m, int64_t c0, int64_t cols, int64_t k0, int64_t kc, bool round, float* dst) {
+  for (int64_t p = 0; p < cols; p += NR) {
+    const int64_t pc = min64(NR, cols - p);
+    float* panel = dst + (p / NR) * kc * NR;
+    int64_t j = 0;
+#if defined(__AVX2__)
+    const Vec one = vset1(1.0f);
+    if constexpr (Trans) {  // stored [K, N]: each k's columns are contiguous
+      for (; j + VL <= pc; j += VL)
+        for (int64_t k = 0; k < kc; ++k)
+          vstore(panel + k * NR + j, vf32_value<T>(m.data, at<Trans>(m.ld, c0 + p + j, k0 + k), one, false, round));
+    } else {  // each column's k contiguous: VL x VL blocks through a register transpose
+      for (; j + VL <= pc; j += VL) {
         int64_t k = 0;
-        for (; k + 8 <= kc; k += 8) {
-          __m256 r[8];
-          for (int j = 0; j < 8; ++j) r[j] = load8<T>(m.data, at<Trans>(m.ld, r0 + p + i + j, k0 + k), scale);
-          transpose8x8(r);
-          for (int j = 0; j < 8; ++j) _mm256_storeu_ps(panel + (k + j) * P + i, r[j]);
+        for (; k + VL <= kc; k += VL) {
+          Vec v[VL];
+          for (int q = 0; q < VL; ++q) v[q] = vf32_value<T>(m.data, at<Trans>(m.ld, c0 + p + j + q, k0 + k), one, false, round);
+          transpose(v);
+          for (int q = 0; q < VL; ++q) vstore(panel + (k + q) * NR + j, v[q]);
         }
         for (; k < kc; ++k)
-          for (int j = 0; j < 8; ++j) panel[k * P + i + j] = scale * elem<T>(m.data, at<Trans>(m.ld, r0 + p + i + j, k0 + k));
+          for (int q = 0; q < VL; ++q)
+            panel[k * NR + j + q] = f32_value(elem<T>(m.data, at<Trans>(m.ld, c0 + p + j + q, k0 + k)), 1.0f, round);
       }
-      // A whole 6-row panel (AVX2's MR, the activations' path): 8 k of its 6 rows are 48
-      // contiguous floats, written as in-order overlapping 8-float stores of an 8x8 transpose
-      // (rows 6 and 7 zero); the last one is split 4 + 2 so nothing lands past the 48.
-      if constexpr (P == 6) {
-        if (pr == 6) {
-          int64_t k = 0;
-          for (; k + 8 <= kc; k += 8) {
-            __m256 r[8];
-            for (int j = 0; j < 6; ++j) r[j] = load8<T>(m.data, at<Trans>(m.ld, r0 + p + j, k0 + k), scale);
-            r[6] = r[7] = _mm256_setzero_ps();
-            transpose8x8(r);
-            float* out = panel + k * 6;
-            for (int j = 0; j < 7; ++j) _mm256_storeu_ps(out + 6 * j, r[j]);
-            _mm_storeu_ps(out + 42, _mm256_castps256_ps128(r[7]));
-            _mm_storel_pi(reinterpret_cast<__m64*>(out + 46), _mm256_extractf128_ps(r[7], 1));
-          }
-          for (; k < kc; ++k)
-            for (int j = 0; j < 6; ++j) panel[k * 6 + j] = scale * elem<T>(m.data, at<Trans>(m.ld, r0 + p + j, k0 + k));
-          i = 6;
-        }
-      }
-#endif
-      for (; i < pr; ++i) {
-        const int64_t base = at<Trans>(m.ld, r0 + p + i, k0);
-        for (int64_t k = 0; k < kc; ++k) panel[k * P + i] = scale * elem<T>(m.data, base + k);
-      }
-      for (int64_t i = pr; i < P; ++i)
-        for (int64_t k = 0; k < kc; ++k) panel[k * P + i] = 0.0f;
     }
 #endif
+    for (; j < NR; ++j)
+      for (int64_t k = 0; k < kc; ++k)
+        panel[k * NR + j] = j < pc ? f32_value(elem<T>(m.data, at<Trans>(m.ld, c0 + p + j, k0 + k)), 1.0f, round) : 0.0f;
   }
 }
 
-template <int P>
-void pack_dispatch(const MatrixRef& m, int64_t r0, int64_t rows, int64_t k0, int64_t kc, float scale,
-                   void* dst) {
-  Packed* out = static_cast<Packed*>(dst);
-  if (m.dtype == DType::f32) {
-    if (m.trans) pack_panels<DType::f32, true, P>(m, r0, rows, k0, kc, scale, out);
-    else pack_panels<DType::f32, false, P>(m, r0, rows, k0, kc, scale, out);
+// ---- packing for the bf16 pair format (AVX512_BF16).
+#if defined(ERNIE_GEMM_BF16_PAIRS)
+using Pair = uint32_t;
+constexpr int KP_BF16 = KC_BF16 / 2;  // pairs per packed A row
+
+// Two bf16 as one pair word: lo is k even, hi k odd.
+inline Pair pair(uint16_t lo, uint16_t hi) { return uint32_t(lo) | (uint32_t(hi) << 16); }
+template <DType T>
+inline uint16_t elem_bf16(const void* p, int64_t i, float scale) {
+  if constexpr (T == DType::bf16)
+    if (scale == 1.0f) return static_cast<const uint16_t*>(p)[i];
+  return f32_to_bf16(scale * elem<T>(p, i));
+}
+// Logical element (r, k) as bf16, zero past kc (the odd k of the last pair).
+template <DType T, bool Trans>
+inline uint16_t bf16_at(const MatrixRef& m, int64_t r, int64_t k0, int64_t k, int64_t kc, float scale) {
+  return k < kc ? elem_bf16<T>(m.data, at<Trans>(m.ld, r, k0 + k), scale) : 0;
+}
+// 32 consecutive values of a row from element i, scaled, as 16 pairs (nearest even).
+template <DType T>
+inline __m512i pairs32(const void* p, int64_t i, float scale) {
+  if constexpr (T == DType::bf16)
+    if (scale == 1.0f) return _mm512_loadu_si512(static_cast<const uint16_t*>(p) + i);
+  const Vec s = vset1(scale);
+  const Vec lo = vmul(vload_as_f32<T>(p, i), s), hi = vmul(vload_as_f32<T>(p, i + 16), s);
+  return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+}
+// 16 values of a row from element i, scaled, as bf16 in the low halves of 16 words.
+template <DType T>
+inline __m512i bf16_words16(const void* p, int64_t i, float scale) {
+  if constexpr (T == DType::bf16)
+    if (scale == 1.0f)
+      return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + i)));
+  const Vec v = vmul(vload_as_f32<T>(p, i), vset1(scale));
+  return _mm512_cvtepu16_epi32(_mm512_castsi512_si256((__m512i)_mm512_cvtne2ps_pbh(_mm512_setzero_ps(), v)));
+}
+
+// Rows [r0, r0 + rows) x k [k0, k0 + kc) into rows of KP_BF16 pairs.
+template <DType T, bool Trans>
+void pack_a_bf16(const MatrixRef& m, int64_t r0, int64_t rows, int64_t k0, int64_t kc, float scale, Pair* dst) {
+  const int64_t kp = (kc + 1) / 2;
+  int64_t i = 0;
+  if constexpr (Trans) {  // stored [K, R]: 16 rows x 16 pairs at a time through a transpose
+    for (; i + 16 <= rows; i += 16) {
+      int64_t kk = 0;
+      for (; 2 * kk + 32 <= kc; kk += 16) {
+        __m512i r[16];
+        for (int q = 0; q < 16; ++q) {
+          const __m512i even = bf16_words16<T>(m.data, at<Trans>(m.ld, r0 + i, k0 + 2 * (kk + q)), scale);
+          const __m512i odd = bf16_words16<T>(m.data, at<Trans>(m.ld, r0 + i, k0 + 2 * (kk + q) + 1), scale);
+          r[q] = _mm512_or_si512(even, _mm512_slli_epi32(odd, 16));
+        }
+        transpose16(r);  // r[j]: row i + j, pairs kk..kk+15
+        for (int j = 0; j < 16; ++j) _mm512_storeu_si512(dst + (i + j) * KP_BF16 + kk, r[j]);
+      }
+      for (int j = 0; j < 16; ++j)
+        for (int64_t k = 2 * kk; k < kc; k += 2)
+          dst[(i + j) * KP_BF16 + k / 2] = pair(bf16_at<T, Trans>(m, r0 + i + j, k0, k, kc, scale),
+                                                bf16_at<T, Trans>(m, r0 + i + j, k0, k + 1, kc, scale));
+    }
   } else {
-    if (m.trans) pack_panels<DType::bf16, true, P>(m, r0, rows, k0, kc, scale, out);
-    else pack_panels<DType::bf16, false, P>(m, r0, rows, k0, kc, scale, out);
+    for (; i < rows; ++i) {
+      const int64_t base = at<Trans>(m.ld, r0 + i, k0);
+      Pair* out = dst + i * KP_BF16;
+      int64_t k = 0;
+      for (; k + 32 <= kc; k += 32) _mm512_storeu_si512(out + k / 2, pairs32<T>(m.data, base + k, scale));
+      for (; k < kc; k += 2)
+        out[k / 2] = pair(bf16_at<T, Trans>(m, r0 + i, k0, k, kc, scale), bf16_at<T, Trans>(m, r0 + i, k0, k + 1, kc, scale));
+    }
+  }
+  for (; i < rows; ++i)
+    for (int64_t k = 0; k < kc; k += 2)
+      dst[i * KP_BF16 + k / 2] = pair(bf16_at<T, Trans>(m, r0 + i, k0, k, kc, scale), bf16_at<T, Trans>(m, r0 + i, k0, k + 1, kc, scale));
+  for (; i < round_up(rows, MR); ++i)
+    for (int64_t kk = 0; kk < kp; ++kk) dst[i * KP_BF16 + kk] = 0;
+}
+
+// Columns [c0, c0 + cols) x k [k0, k0 + kc) into NR-column panels of pairs.
+template <DType T, bool Trans>
+void pack_b_bf16(const MatrixRef& m, int64_t c0, int64_t cols, int64_t k0, int64_t kc, Pair* dst) {
+  const int64_t kp = (kc + 1) / 2;
+  for (int64_t p = 0; p < cols; p += NR) {
+    const int64_t pc = min64(NR, cols - p);
+    Pair* panel = dst + (p / NR) * kp * NR;
+    int64_t j = 0;
+    if constexpr (Trans) {  // stored [K, N]: a pair joins two stored rows, 16 columns at a time
+      for (; j + 16 <= pc; j += 16) {
+        int64_t kk = 0;
+        for (; 2 * kk + 1 < kc; ++kk) {
+          const __m512i even = bf16_words16<T>(m.data, at<Trans>(m.ld, c0 + p + j, k0 + 2 * kk), 1.0f);
+          const __m512i odd = bf16_words16<T>(m.data, at<Trans>(m.ld, c0 + p + j, k0 + 2 * kk + 1), 1.0f);
+          _mm512_storeu_si512(panel + kk * NR + j, _mm512_or_si512(even, _mm512_slli_epi32(odd, 16)));
+        }
+        if (kk < kp) _mm512_storeu_si512(panel + kk * NR + j, bf16_words16<T>(m.data, at<Trans>(m.ld, c0 + p + j, k0 + 2 * kk), 1.0f));
+      }
+    } else {  // each column's k contiguous: 16 columns x 16 pairs through a transpose
+      for (; j + 16 <= pc; j += 16) {
+        int64_t kk = 0;
+        for (; 2 * kk + 32 <= kc; kk += 16) {
+          __m512i r[16];
+          for (int q = 0; q < 16; ++q) r[q] = pairs32<T>(m.data, at<Trans>(m.ld, c0 + p + j + q, k0 + 2 * kk), 1.0f);
+          transpose16(r);  // r[q]: pair kk + q of the 16 columns
+          for (int q = 0; q < 16; ++q) _mm512_storeu_si512(panel + (kk + q) * NR + j, r[q]);
+        }
+        for (; kk < kp; ++kk)
+          for (int q = 0; q < 16; ++q)
+            panel[kk * NR + j + q] = pair(bf16_at<T, Trans>(m, c0 + p + j + q, k0, 2 * kk, kc, 1.0f),
+                                          bf16_at<T, Trans>(m, c0 + p + j + q, k0, 2 * kk + 1, kc, 1.0f));
+      }
+    }
+    for (; j < NR; ++j)
+      for (int64_t kk = 0; kk < kp; ++kk)
+        panel[kk * NR + j] = j < pc ? pair(bf16_at<T, Trans>(m, c0 + p + j, k0, 2 * kk, kc, 1.0f),
+                                           bf16_at<T, Trans>(m, c0 + p + j, k0, 2 * kk + 1, kc, 1.0f))
+                                    : 0;
+  }
+}
+#endif
+
+// An operand's dtype and layout as a type, so one generic lambda reaches every packer instance.
+template <DType T, bool Trans>
+struct Layout {
+  static constexpr DType dtype = T;
+  static constexpr bool trans = Trans;
+};
+template <typename Fn>
+void with_layout(const MatrixRef& m, Fn&& fn) {
+  if (m.dtype == DType::f32) {
+    if (m.trans) fn(Layout<DType::f32, true>{});
+    else fn(Layout<DType::f32, false>{});
+  } else {
+    if (m.trans) fn(Layout<DType::bf16, true>{});
+    else fn(Layout<DType::bf16, false>{});
   }
 }
 
-// ---- micro-kernels: C[MR, NR] (+)= sum_k A[k][MR] * B[k][NR], a whole tile in registers.
+// ---- micro-kernels: C[MR, NR] (+)= sum_k A(i, k) B(k, j), the whole tile in registers.
 // Partial tiles at the edges go through a local buffer, so no write leaves C's bounds.
 inline void store_tile(const float* tile, float* c, int64_t ldc, bool accumulate, int64_t mr, int64_t nr) {
   for (int64_t i = 0; i < mr; ++i)
     for (int64_t j = 0; j < nr; ++j) c[i * ldc + j] = accumulate ? c[i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
 }
 
-#if defined(__AVX512F__) || defined(__AVX2__)
-#if defined(__AVX512F__)
-using Vec = __m512;
-constexpr int VL = 16;
-inline Vec vzero() { return _mm512_setzero_ps(); }
-inline Vec vload(const float* p) { return _mm512_loadu_ps(p); }
-inline void vstore(float* p, Vec v) { _mm512_storeu_ps(p, v); }
-inline Vec vadd(Vec a, Vec b) { return _mm512_add_ps(a, b); }
-inline Vec vbroadcast(const float* p) { return _mm512_set1_ps(*p); }
-inline Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
-#else
-using Vec = __m256;
-constexpr int VL = 8;
-inline Vec vzero() { return _mm256_setzero_ps(); }
-inline Vec vload(const float* p) { return _mm256_loadu_ps(p); }
-inline void vstore(float* p, Vec v) { _mm256_storeu_ps(p, v); }
-inline Vec vadd(Vec a, Vec b) { return _mm256_add_ps(a, b); }
-inline Vec vbroadcast(const float* p) { return _mm256_broadcast_ss(p); }
-inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
-#endif
+#if defined(__AVX2__)
 static_assert(NR == 2 * VL, "the micro-kernel holds two vectors per row");
 
 // The tile is MR rows of two vectors, held in named variables c<i>0, c<i>1 (an array of
@@ -213,10 +395,10 @@ static_assert(NR == 2 * VL, "the micro-kernel holds two vectors per row");
 #define ERNIE_DECL_ROW(i) Vec c##i##0 = vzero(), c##i##1 = vzero();
 // The tile of C is read (when accumulating) and written only after the k loop: ask for its
 // lines now, so they arrive while the loop runs instead of stalling the stores.
-#define ERNIE_PREFETCH_ROW(i)                                       \
-  if ((i) < mr) {                                                   \
-    _mm_prefetch(reinterpret_cast<const char*>(c + (i) * ldc), _MM_HINT_T0);        \
-    _mm_prefetch(reinterpret_cast<const char*>(c + (i) * ldc + NR - 1), _MM_HINT_T0); \
+#define ERNIE_PREFETCH_ROW(i)                                                           \
+  if ((i) < mr) {                                                                       \
+    _mm_prefetch(reinterpret_cast<const char*>(c + (i) * ldc), _MM_HINT_T0);            \
+    _mm_prefetch(reinterpret_cast<const char*>(c + (i) * ldc + NR - 1), _MM_HINT_T0);   \
   }
 #define ERNIE_SPILL_ROW(i) vstore(tile + (i) * NR, c##i##0); vstore(tile + (i) * NR + VL, c##i##1);
 #define ERNIE_STORE_ROW(i)                                                         \
@@ -225,8 +407,6 @@ static_assert(NR == 2 * VL, "the micro-kernel holds two vectors per row");
     vstore(dst, accumulate ? vadd(vload(dst), c##i##0) : c##i##0);                 \
     vstore(dst + VL, accumulate ? vadd(vload(dst + VL), c##i##1) : c##i##1);       \
   }
-
-// Writes the tile: straight into C when whole, else through a buffer, so no write leaves C.
 #define ERNIE_WRITE_TILE()                                                         \
   if (mr == MR && nr == NR) {                                                      \
     ERNIE_ROWS(ERNIE_STORE_ROW)                                                    \
@@ -236,53 +416,54 @@ static_assert(NR == 2 * VL, "the micro-kernel holds two vectors per row");
     store_tile(tile, c, ldc, accumulate, mr, nr);                                  \
   }
 
-#if defined(ERNIE_GEMM_BF16_PAIRS)
-// One k pair per step: vdpbf16ps adds a[2j]*b[2j] + a[2j+1]*b[2j+1] into each f32 lane.
+// A(i, k) is a[i * KC_F32 + k]: a constant offset from the moving pointer, no address arithmetic.
 #define ERNIE_FMA_ROW(i)                                                           \
   {                                                                                \
-    const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(ak[i]));      \
-    c##i##0 = _mm512_dpbf16_ps(c##i##0, av, b0);                                   \
-    c##i##1 = _mm512_dpbf16_ps(c##i##1, av, b1);                                   \
-  }
-inline void micro_kernel(int64_t kp, const Packed* a, const Packed* b, float* c, int64_t ldc, bool accumulate,
-                         int64_t mr, int64_t nr) {
-  ERNIE_ROWS(ERNIE_PREFETCH_ROW)
-  ERNIE_ROWS(ERNIE_DECL_ROW)
-  for (int64_t kk = 0; kk < kp / 2; ++kk) {
-    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + kk * NR);
-    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + kk * NR + VL);
-    const Packed* ak = a + kk * MR;
-    ERNIE_ROWS(ERNIE_FMA_ROW)
-  }
-  ERNIE_WRITE_TILE()
-}
-#else
-#define ERNIE_FMA_ROW(i)                                                           \
-  {                                                                                \
-    const Vec av = vbroadcast(ak + (i));                                           \
+    const Vec av = vbroadcast(a + (i) * KC_F32);                                   \
     c##i##0 = vfma(av, b0, c##i##0);                                               \
     c##i##1 = vfma(av, b1, c##i##1);                                               \
   }
-inline void micro_kernel(int64_t kc, const Packed* a, const Packed* b, float* c, int64_t ldc, bool accumulate,
-                         int64_t mr, int64_t nr) {
+inline void micro_f32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate, int64_t mr,
+                      int64_t nr) {
   ERNIE_ROWS(ERNIE_PREFETCH_ROW)
   ERNIE_ROWS(ERNIE_DECL_ROW)
-  for (int64_t k = 0; k < kc; ++k) {
-    const Vec b0 = vload(b + k * NR), b1 = vload(b + k * NR + VL);
-    const Packed* ak = a + k * MR;
+  for (int64_t k = 0; k < kc; ++k, ++a, b += NR) {
+    const Vec b0 = vload(b), b1 = vload(b + VL);
     ERNIE_ROWS(ERNIE_FMA_ROW)
   }
   ERNIE_WRITE_TILE()
 }
+#undef ERNIE_FMA_ROW
+
+#if defined(ERNIE_GEMM_BF16_PAIRS)
+// One k pair per step: vdpbf16ps adds a[2k]*b[2k] + a[2k+1]*b[2k+1] into each f32 lane.
+#define ERNIE_DOT_ROW(i)                                                                  \
+  {                                                                                       \
+    const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[(i) * KP_BF16]));  \
+    c##i##0 = _mm512_dpbf16_ps(c##i##0, av, b0);                                          \
+    c##i##1 = _mm512_dpbf16_ps(c##i##1, av, b1);                                          \
+  }
+inline void micro_bf16(int64_t kp, const Pair* a, const Pair* b, float* c, int64_t ldc, bool accumulate, int64_t mr,
+                       int64_t nr) {
+  ERNIE_ROWS(ERNIE_PREFETCH_ROW)
+  ERNIE_ROWS(ERNIE_DECL_ROW)
+  for (int64_t kk = 0; kk < kp; ++kk, ++a, b += NR) {
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b);
+    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + VL);
+    ERNIE_ROWS(ERNIE_DOT_ROW)
+  }
+  ERNIE_WRITE_TILE()
+}
+#undef ERNIE_DOT_ROW
 #endif
 
 #else  // generic
-inline void micro_kernel(int64_t kc, const Packed* a, const Packed* b, float* c, int64_t ldc, bool accumulate,
-                         int64_t mr, int64_t nr) {
+inline void micro_f32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate, int64_t mr,
+                      int64_t nr) {
   float acc[MR][NR] = {};
   for (int64_t k = 0; k < kc; ++k)
     for (int i = 0; i < MR; ++i) {
-      const float av = a[k * MR + i];
+      const float av = a[i * KC_F32 + k];
       for (int j = 0; j < NR; ++j) acc[i][j] += av * b[k * NR + j];
     }
   store_tile(&acc[0][0], c, ldc, accumulate, mr, nr);
@@ -291,29 +472,58 @@ inline void micro_kernel(int64_t kc, const Packed* a, const Packed* b, float* c,
 
 }  // namespace
 
-GemmBlocking gemm_blocking() { return GemmBlocking{MR, NR, KC, MC, KPACK, int(sizeof(Packed)) / KPACK}; }
-
-void gemm_pack_a(const MatrixRef& a, int64_t m0, int64_t mc, int64_t k0, int64_t kc, float alpha, void* dst) {
-  pack_dispatch<MR>(a, m0, mc, k0, kc, alpha, dst);
+GemmBlocking gemm_blocking(GemmFormat f) {
+#if defined(ERNIE_GEMM_BF16_PAIRS)
+  if (f == GemmFormat::bf16) return GemmBlocking{MR, NR, KC_BF16, MC, 2, 2};
+#endif
+  (void)f;
+  return GemmBlocking{MR, NR, KC_F32, MC, 1, 4};
 }
 
-void gemm_pack_b(const MatrixRef& b, int64_t n0, int64_t nc, int64_t k0, int64_t kc, void* dst) {
-  pack_dispatch<NR>(b, n0, nc, k0, kc, 1.0f, dst);
-}
-
-void gemm_macro(int64_t mc, int64_t nc, int64_t kc, const void* ap, const void* bp, float* c, int64_t ldc,
-                bool accumulate) {
-  const Packed* a = static_cast<const Packed*>(ap);
-  const Packed* b = static_cast<const Packed*>(bp);
-  const int64_t kp = round_up(kc, KPACK);
-  const int64_t panel = kp / KPACK;  // packed elements per row of a panel
-  for (int64_t jr = 0; jr < nc; jr += NR) {
-    const Packed* bpanel = b + (jr / NR) * panel * NR;
-    for (int64_t ir = 0; ir < mc; ir += MR) {
-      micro_kernel(kp, a + (ir / MR) * panel * MR, bpanel, c + ir * ldc + jr, ldc, accumulate, min64(MR, mc - ir),
-                   min64(NR, nc - jr));
-    }
+void gemm_pack_a(GemmFormat f, const MatrixRef& a, int64_t m0, int64_t mc, int64_t k0, int64_t kc, float alpha,
+                 void* dst) {
+#if defined(ERNIE_GEMM_BF16_PAIRS)
+  if (f == GemmFormat::bf16) {
+    with_layout(a, [&](auto l) { pack_a_bf16<decltype(l)::dtype, decltype(l)::trans>(a, m0, mc, k0, kc, alpha, static_cast<Pair*>(dst)); });
+    return;
   }
+#endif
+  const bool round = f == GemmFormat::f32_bf16;
+  with_layout(a, [&](auto l) { pack_a_f32<decltype(l)::dtype, decltype(l)::trans>(a, m0, mc, k0, kc, alpha, round, static_cast<float*>(dst)); });
+}
+
+void gemm_pack_b(GemmFormat f, const MatrixRef& b, int64_t n0, int64_t nc, int64_t k0, int64_t kc, void* dst) {
+#if defined(ERNIE_GEMM_BF16_PAIRS)
+  if (f == GemmFormat::bf16) {
+    with_layout(b, [&](auto l) { pack_b_bf16<decltype(l)::dtype, decltype(l)::trans>(b, n0, nc, k0, kc, static_cast<Pair*>(dst)); });
+    return;
+  }
+#endif
+  const bool round = f == GemmFormat::f32_bf16;
+  with_layout(b, [&](auto l) { pack_b_f32<decltype(l)::dtype, decltype(l)::trans>(b, n0, nc, k0, kc, round, static_cast<float*>(dst)); });
+}
+
+void gemm_macro(GemmFormat f, int64_t mc, int64_t nc, int64_t kc, const void* ap, const void* bp, float* c, int64_t ldc,
+                bool accumulate) {
+#if defined(ERNIE_GEMM_BF16_PAIRS)
+  if (f == GemmFormat::bf16) {
+    const Pair* a = static_cast<const Pair*>(ap);
+    const Pair* b = static_cast<const Pair*>(bp);
+    const int64_t kp = (kc + 1) / 2;
+    for (int64_t jr = 0; jr < nc; jr += NR)
+      for (int64_t ir = 0; ir < mc; ir += MR)
+        micro_bf16(kp, a + ir * KP_BF16, b + (jr / NR) * kp * NR, c + ir * ldc + jr, ldc, accumulate, min64(MR, mc - ir),
+                   min64(NR, nc - jr));
+    return;
+  }
+#endif
+  (void)f;
+  const float* a = static_cast<const float*>(ap);
+  const float* b = static_cast<const float*>(bp);
+  for (int64_t jr = 0; jr < nc; jr += NR)
+    for (int64_t ir = 0; ir < mc; ir += MR)
+      micro_f32(kc, a + ir * KC_F32, b + (jr / NR) * kc * NR, c + ir * ldc + jr, ldc, accumulate, min64(MR, mc - ir),
+                min64(NR, nc - jr));
 }
 
 }  // namespace ernie::cpu::ERNIE_ISA_NS

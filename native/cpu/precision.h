@@ -1,0 +1,42 @@
+// The precision contract of matrix products (README "Precision"). A product is one GEMM
+// segment, A . B^T; what it rounds follows from the precision asked for, the ISA and how its own
+// two operands are stored, never from what else is in the call:
+//   fp32       f32 FMA on every ISA; bf16 operands are widened exactly.
+//   bf16       both operands rounded to bf16 (nearest even; A after its scale factor), the products
+//              summed in f32: vdpbf16ps on AVX512_BF16, elsewhere the rounded values through the
+//              f32 FMA kernel.
+//   automatic  bf16 for a product with an operand stored as bf16 (a checkpoint's weights) where
+//              the ISA has a native bf16 dot product, fp32 otherwise (and for f32 x f32 products).
+// Everything outside the GEMM (attention, norms, activations, losses, optimisers) is f32 at every
+// precision.
+#pragma once
+#include <string>
+
+#include "cpu/isa.h"
+
+namespace ernie::cpu {
+
+enum class Precision : int { automatic = 0, fp32 = 1, bf16 = 2 };
+
+// Whether the ISA multiplies bf16 pairs natively (vdpbf16ps).
+inline bool isa_has_bf16_dot(Isa isa) { return isa == Isa::avx512bf16; }
+
+// The precision one product runs at: fp32 or bf16, never automatic.
+inline Precision product_precision(Precision asked, Isa isa, bool has_bf16_operand) {
+  if (asked != Precision::automatic) return asked;
+  return has_bf16_operand && isa_has_bf16_dot(isa) ? Precision::bf16 : Precision::fp32;
+}
+
+inline const char* precision_name(Precision p) {
+  return p == Precision::fp32 ? "fp32" : p == Precision::bf16 ? "bf16" : "auto";
+}
+
+inline bool precision_from_name(const std::string& name, Precision* out) {
+  if (name == "auto") *out = Precision::automatic;
+  else if (name == "fp32") *out = Precision::fp32;
+  else if (name == "bf16") *out = Precision::bf16;
+  else return false;
+  return true;
+}
+
+}  // namespace ernie::cpu
