@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
-import { kernels } from '../lib/index'
+import { kernels, precisionInForce, precisionRecord, resolvePrecision, type Precision } from '../lib/index'
 
 export const argv = process.argv.slice(2)
 export const wantJson = argv.includes('--json')
@@ -13,6 +13,17 @@ export const wantPeer = argv.includes('--peer')
 export function flagValue(name: string): string | undefined {
   const i = argv.indexOf(name)
   return i >= 0 ? argv[i + 1] : undefined
+}
+
+/**
+ * The precision the benchmark's products run at: --precision, else ERNIE_PRECISION, else 'auto'
+ * (README "Precision"). Every JSON line records it, as asked and as in force.
+ */
+export const benchPrecision: Precision = resolvePrecision(flagValue('--precision'), '--precision')
+
+/** PyTorch's dtype for the peer of a precision: bf16 where ours multiplies bf16, else fp32. */
+export function peerDtype(precision: Precision = benchPrecision): 'bfloat16' | 'float32' {
+  return precisionInForce(precision) === 'bf16' ? 'bfloat16' : 'float32'
 }
 
 /**
@@ -49,8 +60,8 @@ export interface Row {
 }
 
 /** Prints the table (and the peer's figure and ratio where there is one), then the JSON line. */
-export function report(title: string, rows: Row[], extra: Record<string, number | string> = {}): void {
-  const out: Record<string, number | string> = { ...extra }
+export function report(title: string, rows: Row[], extra: Record<string, unknown> = {}): void {
+  const out: Record<string, unknown> = { precision: precisionRecord(benchPrecision), ...extra }
   console.log(`\n${title}`)
   const hasPeer = rows.some((r) => r.peer !== undefined)
   console.log(
@@ -111,14 +122,15 @@ export function peakRssMb(): number {
 }
 
 /**
- * ../shared/bench/torch_peer.py in the same run, fp32 only: on a CPU without AVX512_BF16,
- * PyTorch's bf16 matmul falls back to a slow reference path (about 1.4 GFLOP/s here), so its
- * bf16 figures would take hours and say nothing; the fp32 ones (OpenBLAS / oneDNN) are the peer.
- * Returns tokens_per_s by key, e.g. infer_float32_1x64, lora_train_float32_8x128.
+ * ../shared/bench/torch_peer.py in the same run, in the one dtype that is the peer of our
+ * precision (peerDtype): bf16 where ours multiplies bf16 (AVX512_BF16, where PyTorch's bf16 goes
+ * through oneDNN's fast path), fp32 elsewhere (without AVX512_BF16 PyTorch's bf16 matmul falls
+ * back to about 1.4 GFLOP/s: hours of running that say nothing). Returns tokens_per_s by key,
+ * e.g. infer_bfloat16_1x64, lora_train_float32_8x128.
  */
-export function runTorchPeer(layers: number): Record<string, number> | undefined {
+export function runTorchPeer(layers: number, dtype = peerDtype()): Record<string, number> | undefined {
   const out = runPeer('torch_peer.py', [String(layers)], [
-    ['for dtype in (torch.bfloat16, torch.float32):', 'for dtype in (torch.float32,):'],
+    ['for dtype in (torch.bfloat16, torch.float32):', `for dtype in (torch.${dtype},):`],
   ])
   return (out as { tokens_per_s?: Record<string, number> } | undefined)?.tokens_per_s
 }

@@ -1,7 +1,8 @@
-// npm run bench:kernels [-- --json] [-- --peer] [-- --only gemm,attention,ops,ce,optim]
-// GEMM GFLOP/s at the ERNIE-4.5-0.3B shapes (M = 1024 tokens) and 2048^3, bf16 weights (B) and
-// fp32; with --peer, PyTorch's figures from ../shared/bench/gemm_peer.py in the same run (fp32
-// interleaved with ours, shape by shape; see benchGemm).
+// npm run bench:kernels [-- --json] [-- --peer] [-- --only gemm,attention,ops,ce,optim] [-- --precision P]
+// GEMM GFLOP/s at the ERNIE-4.5-0.3B shapes (M = 1024 tokens) and 2048^3: bf16_*, f32 activations
+// times bf16 weights at the bench's precision (auto: bf16 products on AVX512_BF16, fp32 elsewhere);
+// fp32_*, f32 x f32 at precision fp32. With --peer, PyTorch's figures from
+// ../shared/bench/gemm_peer.py in the same run, interleaved with ours shape by shape (see benchGemm).
 // ce_T1024_V103424: the chunked cross-entropy with its backward at the real head (1024 tokens,
 // hidden 1024, vocab 103,424, bf16 weight, dhidden and dweight), in model GFLOP/s counting the
 // three GEMMs of a head's forward and backward, 6 T V Hd; the engine also recomputes the logits
@@ -12,7 +13,7 @@
 // flash-attention's benchmarks count them: forward 4 B H T^2 D / 2, backward 2.5x that.
 import { kernels } from '../lib/index'
 import { randomF32Fast, randomBf16Fast } from './data'
-import { flagValue, refuseEmulatedBuild, report, runPeer, timeIt, wantPeer, type Row } from './common'
+import { benchPrecision, flagValue, peerDtype, refuseEmulatedBuild, report, runPeer, timeIt, wantPeer, type Row } from './common'
 
 // --only picks sections (the cross-entropy alone runs about a minute on 2 cores).
 const only = flagValue('--only')?.split(',')
@@ -46,51 +47,52 @@ function gemmPeer(dtypes: string, shapes: [number, number, number][], reps?: num
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 
-// Median of `reps` timed products after the peer's 3 warm-up ones.
+// Median of `reps` timed products after the peer's 3 warm-up ones. bf16: bf16 weights (B) at the
+// bench's precision; fp32: f32 x f32 at precision fp32.
 async function gemmGflops(dtype: 'bf16' | 'fp32', [m, n, k]: [number, number, number], reps = 7): Promise<number> {
   const a = randomF32Fast(m * k, 1)
   const b = dtype === 'bf16' ? randomBf16Fast(n * k, 2) : randomF32Fast(n * k, 2)
   const c = new Float32Array(m * n)
-  const s = await timeIt(() => kernels.gemm({ c, m, n, segments: [{ a, b, k }] }), reps, 3)
+  const precision = dtype === 'bf16' ? benchPrecision : 'fp32'
+  const s = await timeIt(() => kernels.gemm({ c, m, n, segments: [{ a, b, k }], precision }), reps, 3)
   return (2 * m * n * k) / s / 1e9
 }
 
-// With --peer, fp32 is measured in PEER_ROUNDS rounds, ours then the peer's for each shape in
+// With --peer, a dtype is measured in PEER_ROUNDS rounds, ours then the peer's for each shape in
 // turn, and each side reports its median: this machine's speed drifts by tens of percent within
-// minutes, and a comparison between two separate passes would mostly measure the drift. The
-// bf16 peer (PyTorch's slow reference path on a CPU without AVX512_BF16) runs once.
-// Each side times the same number of products per round, enough for about half a second at
+// minutes, and a comparison between two separate passes would mostly measure the drift. Each
+// side times the same number of products per round, enough for about half a second at
 // 140 GFLOP/s (7 at 2048^3, 131 at 1024x256x1024): the peer's own 7 would time a 4 ms product
-// over 30 ms, a window this machine's drift swamps.
+// over 30 ms, a window this machine's drift swamps. The bf16 peer runs in rounds where PyTorch's
+// bf16 is fast (AVX512_BF16: peerDtype is bfloat16), and once elsewhere (its slow fallback).
 const PEER_ROUNDS = 5
-const roundReps = ([m, n, k]: [number, number, number]) => Math.max(7, Math.round((0.5 * 140e9) / (2 * m * n * k))) | 1
+const roundReps = ([m, n, k]: [number, number, number], gflops: number) => Math.max(7, Math.round((0.5 * gflops * 1e9) / (2 * m * n * k))) | 1
 
-async function benchGemm(): Promise<Row[]> {
+async function gemmRows(dtype: 'bf16' | 'fp32'): Promise<Row[]> {
+  const torchDtype = dtype === 'bf16' ? 'torch.bfloat16' : 'torch.float32'
+  const rounds = wantPeer && (dtype === 'fp32' || peerDtype() === 'bfloat16') ? PEER_ROUNDS : 1
   const rows: Row[] = []
-  for (const shape of GEMM_SHAPES)
-    rows.push({ key: `bf16_${shape.join('x')}`, value: await gemmGflops('bf16', shape), unit: 'GFLOP/s' })
-  if (wantPeer) {
-    const peer = gemmPeer('torch.bfloat16', GEMM_SHAPES)
-    for (const [i, shape] of GEMM_SHAPES.entries()) rows[i].peer = peer[peerKey('bf16', shape)]
-  }
   for (const shape of GEMM_SHAPES) {
     const ours: number[] = [], theirs: number[] = []
-    for (let round = 0; round < (wantPeer ? PEER_ROUNDS : 1); round++) {
-      const reps = wantPeer ? roundReps(shape) : 7
-      ours.push(await gemmGflops('fp32', shape, reps))
-      if (wantPeer) {
-        const p = gemmPeer('torch.float32', [shape], reps)[peerKey('fp32', shape)]
+    for (let round = 0; round < rounds; round++) {
+      const reps = rounds > 1 ? roundReps(shape, dtype === 'bf16' ? 400 : 140) : 7
+      ours.push(await gemmGflops(dtype, shape, reps))
+      if (rounds > 1) {
+        const p = gemmPeer(torchDtype, [shape], reps)[peerKey(dtype, shape)]
         if (p !== undefined) theirs.push(p)
       }
     }
-    rows.push({
-      key: `fp32_${shape.join('x')}`,
-      value: median(ours),
-      unit: 'GFLOP/s',
-      peer: theirs.length ? median(theirs) : undefined,
-    })
+    rows.push({ key: `${dtype}_${shape.join('x')}`, value: median(ours), unit: 'GFLOP/s', peer: theirs.length ? median(theirs) : undefined })
+  }
+  if (wantPeer && rounds === 1) {
+    const peer = gemmPeer(torchDtype, GEMM_SHAPES)
+    for (const [i, shape] of GEMM_SHAPES.entries()) rows[i].peer = peer[peerKey(dtype, shape)]
   }
   return rows
+}
+
+async function benchGemm(): Promise<Row[]> {
+  return [...(await gemmRows('bf16')), ...(await gemmRows('fp32'))]
 }
 
 async function benchCrossEntropy(): Promise<Row[]> {
@@ -99,7 +101,7 @@ async function benchCrossEntropy(): Promise<Row[]> {
   const weight = randomBf16Fast(V * H, 4)
   const targets = Int32Array.from({ length: T }, (_, i) => (i * 7919) % V)
   const dhidden = new Float32Array(T * H), dweight = new Float32Array(V * H)
-  const s = await timeIt(() => kernels.crossEntropy({ hidden, weight, targets, tokens: T, hiddenSize: H, vocab: V, dhidden, dweight }), 3, 1)
+  const s = await timeIt(() => kernels.crossEntropy({ hidden, weight, targets, tokens: T, hiddenSize: H, vocab: V, dhidden, dweight, precision: benchPrecision }), 3, 1)
   return [{ key: `ce_T${T}_V${V}`, value: (6 * T * V * H) / s / 1e9, unit: 'GFLOP/s' }]
 }
 
@@ -177,7 +179,7 @@ async function main(): Promise<void> {
   if (wanted('ops')) rows.push(...(await benchOps()))
   if (wanted('ce')) rows.push(...(await benchCrossEntropy()))
   if (wanted('optim')) rows.push(...(await benchOptimisers()))
-  report(`kernels (${kernels.activeIsa()}, ${kernels.numThreads()} threads)`, rows, {
+  report(`kernels (${kernels.activeIsa()}, ${kernels.numThreads()} threads, bf16 rows at precision ${benchPrecision})`, rows, {
     isa: kernels.activeIsa(),
     threads: kernels.numThreads(),
   })

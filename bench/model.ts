@@ -1,20 +1,21 @@
-// npm run bench:model [-- --json] [-- --peer] [-- --layers N]
+// npm run bench:model [-- --json] [-- --peer] [-- --layers N] [-- --precision auto|fp32|bf16]
 // The peer's workload on the real ERNIE-4.5-0.3B config with random weights: embedding, 18
 // layers, final norm, no LM head. Forward tokens/s at batch 1 x 64 and 16 x 128; load_s: the
 // model written once to a temporary safetensors file, then a warm fromPretrained to its first
-// forward; peak_rss_mb. --peer runs ../shared/bench/torch_peer.py (fp32 only, see runPeer).
+// forward; peak_rss_mb. --peer runs ../shared/bench/torch_peer.py in the dtype matching the
+// precision in force (bf16 or fp32, see runTorchPeer).
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import { ErnieModel, ERNIE_4_5_0_3B_CONFIG, kernels } from '../lib/index'
-import { flagValue, peakRssMb, refuseEmulatedBuild, report, runTorchPeer, timeIt, wantPeer, type Row } from './common'
+import { benchPrecision, flagValue, peakRssMb, peerDtype, refuseEmulatedBuild, report, runTorchPeer, timeIt, wantPeer, type Row } from './common'
 
 async function main(): Promise<void> {
   refuseEmulatedBuild()
   const layers = Number(flagValue('--layers') ?? ERNIE_4_5_0_3B_CONFIG.num_hidden_layers)
   const config = { ...ERNIE_4_5_0_3B_CONFIG, num_hidden_layers: layers }
   const rows: Row[] = []
-  const model = ErnieModel.random(config, { seed: 1 })
+  const model = ErnieModel.random(config, { seed: 1, precision: benchPrecision })
   const V = config.vocab_size
   for (const [B, T] of [[1, 64], [16, 128]]) {
     const ids = { data: Int32Array.from({ length: B * T }, (_, i) => (i * 7919 + 13) % V), shape: [B, T] as [number, number] }
@@ -26,11 +27,11 @@ async function main(): Promise<void> {
   let loadS = NaN
   try {
     await model.save(dir)
-    const first = await ErnieModel.fromPretrained(dir)
+    const first = await ErnieModel.fromPretrained(dir, { precision: benchPrecision })
     await first.forward({ inputIds: [[1, 2, 3, 4]] })
     await first.dispose()
     const t0 = process.hrtime.bigint()
-    const warm = await ErnieModel.fromPretrained(dir)
+    const warm = await ErnieModel.fromPretrained(dir, { precision: benchPrecision })
     await warm.forward({ inputIds: [[1, 2, 3, 4]] })
     loadS = Number(process.hrtime.bigint() - t0) / 1e9
     await warm.dispose()
@@ -41,11 +42,11 @@ async function main(): Promise<void> {
   if (wantPeer) {
     const peer = runTorchPeer(layers)
     for (const r of rows) {
-      const p = peer?.[`infer_float32_${r.key.slice('infer_'.length)}`]
+      const p = peer?.[`infer_${peerDtype()}_${r.key.slice('infer_'.length)}`]
       if (p !== undefined) r.peer = p
     }
   }
-  report(`model: ERNIE-4.5-0.3B config, ${layers} layers, random bf16 weights (${kernels.activeIsa()}, ${kernels.numThreads()} threads)`, rows, {
+  report(`model: ERNIE-4.5-0.3B config, ${layers} layers, random bf16 weights (${kernels.activeIsa()}, ${kernels.numThreads()} threads, precision ${benchPrecision}${wantPeer ? `, peer ${peerDtype()}` : ''})`, rows, {
     load_s: Number(loadS.toFixed(3)),
     peak_rss_mb: peakRssMb(),
   })

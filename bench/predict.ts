@@ -14,7 +14,7 @@ import { ErnieClassifier, kernels, Tokenizer, type ClassifierJson } from '../lib
 import { encodeTexts } from '../lib/classifier/encode'
 import { bundledDataDir } from '../lib/cli/demo'
 import { readDataset } from '../lib/data'
-import { flagValue, peakRssMb, refuseEmulatedBuild, report, timeIt, type Row } from './common'
+import { benchPrecision, flagValue, peakRssMb, refuseEmulatedBuild, report, timeIt, type Row } from './common'
 
 const MAX_LENGTH = 160
 
@@ -49,11 +49,11 @@ async function main(): Promise<void> {
     const meta = JSON.parse(fs.readFileSync(path.join(classifierDir, 'classifier.json'), 'utf8')) as ClassifierJson
     maxLength = meta.maxLength
     truncation = meta.truncation
-    clf = await ErnieClassifier.load(classifierDir)
+    clf = await ErnieClassifier.load(classifierDir, { precision: benchPrecision })
     tokenizer = await Tokenizer.fromDirectory(classifierDir)
     what = `saved classifier ${classifierDir} (method ${meta.method}, base ${meta.base.kind} ${meta.base.ref})`
   } else {
-    clf = new ErnieClassifier({ model: modelArg, method: 'head', maxLength: MAX_LENGTH })
+    clf = new ErnieClassifier({ model: modelArg, method: 'head', maxLength: MAX_LENGTH, precision: benchPrecision })
     // two reviews of each class for a one-step head fit: the base model is left as it is
     const train = (await readDataset(path.join(bundledDataDir(), 'train.tsv'))).examples
     const pick = ['0', '1'].flatMap((y) => train.filter((e) => String(e.label) === y).slice(0, 2))

@@ -1,4 +1,5 @@
 // npm run bench:train [-- --json] [-- --peer] [-- --layers N] [-- --batch B --seq T] [-- --recompute-only --one-step]
+//                     [-- --precision auto|fp32|bf16]
 // Training throughput on the real ERNIE-4.5-0.3B config with random weights and the peer's
 // workload: embedding, 18 layers, final norm, loss = mean of the squared final hidden states,
 // batch 8 x 128, optimiser step included.
@@ -8,13 +9,13 @@
 //   recompute. Each configuration runs in its own process, so peaks do not mix.
 import { execFileSync } from 'node:child_process'
 import { ErnieModel, ERNIE_4_5_0_3B_CONFIG, LoraAdapter, kernels } from '../lib/index'
-import { argv, flagValue, peakRssMb, refuseEmulatedBuild, report, runTorchPeer, wantPeer, type Row } from './common'
+import { argv, benchPrecision, flagValue, peakRssMb, peerDtype, refuseEmulatedBuild, report, runTorchPeer, wantPeer, type Row } from './common'
 
 // --batch / --seq change the shape (e.g. --seq 512 for the recompute memory figure)
 const B = Number(flagValue('--batch') ?? 8), T = Number(flagValue('--seq') ?? 128)
 
 async function child(mode: string, layers: number): Promise<Record<string, number>> {
-  const model = ErnieModel.random({ ...ERNIE_4_5_0_3B_CONFIG, num_hidden_layers: layers }, { seed: 1 })
+  const model = ErnieModel.random({ ...ERNIE_4_5_0_3B_CONFIG, num_hidden_layers: layers }, { seed: 1, precision: benchPrecision })
   const V = model.config.vocab_size
   const inputIds = { data: Int32Array.from({ length: B * T }, (_, i) => (i * 7919 + 13) % V), shape: [B, T] as [number, number] }
   const recompute = mode.endsWith('-recompute')
@@ -64,7 +65,7 @@ async function main(): Promise<void> {
     return
   }
   const run = (m: string): Record<string, number> => {
-    const out = execFileSync(process.execPath, [__filename, '--child', m, '--layers', String(layers), '--batch', String(B), '--seq', String(T)], {
+    const out = execFileSync(process.execPath, [__filename, '--child', m, '--layers', String(layers), '--batch', String(B), '--seq', String(T), '--precision', benchPrecision], {
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'inherit'],
     })
@@ -80,10 +81,10 @@ async function main(): Promise<void> {
   if (full) rows.push({ key: `full_train_${B}x${T}`, value: full.tokens_per_s, unit: 'tok/s' })
   if (wantPeer) {
     const peer = runTorchPeer(layers)
-    const p = peer?.[`lora_train_float32_${B}x${T}`]
+    const p = peer?.[`lora_train_${peerDtype()}_${B}x${T}`]
     if (p !== undefined && lora) rows[0].peer = p
   }
-  report(`training: ERNIE-4.5-0.3B config, ${layers} layers, batch ${B} x ${T} (${kernels.activeIsa()}, ${kernels.numThreads()} threads)`, rows, {
+  report(`training: ERNIE-4.5-0.3B config, ${layers} layers, batch ${B} x ${T} (${kernels.activeIsa()}, ${kernels.numThreads()} threads, precision ${benchPrecision}${wantPeer ? `, peer ${peerDtype()}` : ''})`, rows, {
     ...(lora ? { peak_rss_mb: lora.peak_rss_mb } : {}),
     peak_rss_recompute_mb: loraRecompute.peak_rss_mb,
     ...(full ? { peak_rss_full_mb: full.peak_rss_mb } : {}),

@@ -119,8 +119,14 @@ function nativeMatrix(m: MatrixView): Record<string, unknown> {
 }
 
 /** The options object of `new native.Model(...)` for a config and its weight views. */
-export function nativeModelOptions(cfg: ResolvedConfig, v: ModelViews): Record<string, unknown> {
+/**
+ * The native Model's options. `prepack`: the engine may keep its bf16 weights packed for bf16
+ * products (AVX512_BF16), as much memory again as they take; false where the weights change
+ * between calls (full fine-tuning's compute copies).
+ */
+export function nativeModelOptions(cfg: ResolvedConfig, v: ModelViews, prepack = true): Record<string, unknown> {
   return {
+    prepack,
     dims: {
       hidden: cfg.hidden_size,
       intermediate: cfg.intermediate_size,
@@ -634,7 +640,7 @@ export class ErnieModel implements AsyncDisposable {
       }),
     }
     const Model = native.Model as NativeModelCtor
-    const handle = new Model(nativeModelOptions(this.config, views))
+    const handle = new Model(nativeModelOptions(this.config, views, false))
     this.handle?.dispose()
     this.handle = handle
     this.weights = views

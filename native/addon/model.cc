@@ -19,9 +19,11 @@
 // The objects keep their typed arrays alive; a running call keeps its object alive. The JS
 // layer owns the memory-mapped checkpoint and unmaps it only after dispose().
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "addon/op.h"
+#include "cpu/gemm.h"
 #include "cpu/threadpool.h"
 #include "engine/losses.h"
 #include "engine/model.h"
@@ -45,6 +47,34 @@ struct ModelState {
   engine::ModelDims dims;
   engine::ModelWeights weights;
   std::vector<std::shared_ptr<void>> pins;  // mapped checkpoint files stay mapped while this lives
+  bool prepack = true;  // false when the weights change between calls (full fine-tuning)
+
+  // The weights a call computes with: on AVX512_BF16, unless the call asks for fp32, the bf16
+  // weights with their bf16 panels (cpu::PrepackedBf16) attached, made once by the first such call.
+  const engine::ModelWeights& weights_for(cpu::Precision precision) {
+    if (!prepack || !cpu::isa_has_bf16_dot(cpu::active_isa()) || precision == cpu::Precision::fp32) return weights;
+    std::call_once(prepack_once, [this] {
+      packed_weights = weights;
+      auto pack = [this](cpu::MatrixRef& w, int64_t rows, int64_t cols) {
+        if (w.dtype != cpu::DType::bf16) return;
+        panels.push_back(std::make_unique<cpu::PrepackedBf16>(w, rows, cols));
+        w = panels.back()->attach(w);
+      };
+      for (engine::LayerWeights& lw : packed_weights.layers)
+        for (int p = 0; p < kNumProj; ++p) {
+          int64_t out, in;
+          proj_dims(dims, p, &out, &in);
+          pack(lw.proj[p], out, in);
+        }
+      pack(packed_weights.lm_head, dims.vocab, dims.hidden);
+    });
+    return packed_weights;
+  }
+
+ private:
+  std::once_flag prepack_once;
+  engine::ModelWeights packed_weights;
+  std::vector<std::unique_ptr<cpu::PrepackedBf16>> panels;
 };
 
 struct AdapterState {
@@ -141,6 +171,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       }
       st->weights.layers.push_back(lw);
     }
+    st->prepack = args.boolean_or("prepack", true);
     st->pins = std::move(args.pins());
     kept_ = std::move(args.kept());
     state_ = std::move(st);
@@ -329,7 +360,8 @@ Napi::Value NativeModel::RunForward(const Napi::CallbackInfo& info, bool sync) {
   args.keep(Value());
   Job job{[st, adapter, batch, out, single_thread, precision] {
             auto run = [&] {
-              engine::forward(st->dims, st->weights, adapter ? &adapter->adapter : nullptr, batch, out, precision);
+              engine::forward(st->dims, st->weights_for(precision), adapter ? &adapter->adapter : nullptr, batch, out,
+                              precision);
             };
             if (single_thread) cpu::run_on_this_thread(run);
             else run();
@@ -371,8 +403,8 @@ Napi::Value NativeModel::Decode(const Napi::CallbackInfo& info) {
   const int64_t count = int64_t(ids.length);
   std::vector<int32_t> id_copy(ids.i32(), ids.i32() + count);  // JS may change the array meanwhile
   Job job{[st, adapter, cache, id_copy, count, logits, precision] {
-            engine::forward_cached(st->dims, st->weights, adapter ? &adapter->adapter : nullptr, *cache, id_copy.data(),
-                                   count, logits.f32(), precision);
+            engine::forward_cached(st->dims, st->weights_for(precision), adapter ? &adapter->adapter : nullptr, *cache,
+                                   id_copy.data(), count, logits.f32(), precision);
           },
           {}};
   return run_job(info.Env(), "decode", std::move(job), args, false);
@@ -495,8 +527,8 @@ Napi::Value NativeModel::RunTrainStep(const Napi::CallbackInfo& info, bool sync)
   }
   args.keep(Value());
   Job job{[st, adapter, batch, grads, options, make_loss] {
-            engine::train_step(st->dims, st->weights, adapter ? &adapter->adapter : nullptr, batch, make_loss(), *grads,
-                               options);
+            engine::train_step(st->dims, st->weights_for(options.precision), adapter ? &adapter->adapter : nullptr, batch,
+                               make_loss(), *grads, options);
           },
           [result](Napi::Env env) -> Napi::Value {
             Napi::Object o = Napi::Object::New(env);

@@ -40,6 +40,7 @@ struct Plan {
   const GemmArgs& g;
   const gemm_kernel_table& kt;
   int mr = 0, nr = 0;  // the micro-tile, the same for every format of the ISA
+  int k_pack[3] = {};  // k values per packed element, by format
   std::vector<KSlice> slices;
   int threads = 1;
   int64_t row_block = 0, col_block = 0, a_block_bytes = 0, b_block_bytes = 0;
@@ -51,8 +52,19 @@ struct Plan {
   void pack_b(const KSlice& s, int64_t c, int64_t cols, void* dst) const {
     kt.gemm_pack_b(s.format, s.seg->b, c, cols, s.k0, s.kc, dst);
   }
+  // B's packed panels of the slice from column c, when the segment's B was packed beforehand
+  // (PrepackedBf16) for this slice's format; null otherwise.
+  const void* prepacked(const KSlice& s, int64_t c) const {
+    const MatrixRef& b = s.seg->b;
+    const Bf16Panels* panels = b.panels;
+    if (!panels || s.format != GemmFormat::bf16) return nullptr;
+    if (panels->source != b.data || panels->ld != b.ld || panels->trans != b.trans) return nullptr;
+    return panels->data + (c / nr) * panels->stride + (s.k0 / 2) * nr;
+  }
   void macro(const KSlice& s, int64_t rows, int64_t cols, const void* a, const void* b, float* c) const {
-    kt.gemm_macro(s.format, rows, cols, s.kc, a, b, c, g.ldc, accumulate(s));
+    const int64_t b_panel = prepacked(s, 0) ? s.seg->b.panels->stride
+                                            : (s.kc + k_pack[int(s.format)] - 1) / k_pack[int(s.format)] * nr;
+    kt.gemm_macro(s.format, rows, cols, s.kc, a, b, b_panel, c, g.ldc, accumulate(s));
   }
 };
 
@@ -115,10 +127,14 @@ void gemm_few_rows(const Plan& p) {
         if (!a_packed)
           for (int64_t rb = 0; rb < row_blocks; ++rb)
             p.pack_a(s, rb * p.row_block, std::min(p.row_block, g.m - rb * p.row_block), a + rb * p.a_block_bytes);
-        p.pack_b(s, c, nc, packed_b);
+        const void* b = p.prepacked(s, c);
+        if (!b) {
+          p.pack_b(s, c, nc, packed_b);
+          b = packed_b;
+        }
         for (int64_t rb = 0; rb < row_blocks; ++rb) {
           const int64_t r = rb * p.row_block;
-          p.macro(s, std::min(p.row_block, g.m - r), nc, a + rb * p.a_block_bytes, packed_b, g.c + r * g.ldc + c);
+          p.macro(s, std::min(p.row_block, g.m - r), nc, a + rb * p.a_block_bytes, b, g.c + r * g.ldc + c);
         }
       }
       a_packed = true;
@@ -162,13 +178,16 @@ void gemm_shared_slices(const Plan& p) {
         const KSlice& s = p.slices[size_t(si)];
         const int64_t rb = t / col_blocks, cb = t % col_blocks;
         const int64_t r = m0 + rb * p.row_block, c = n0 + cb * p.col_block;
+        const void* b = p.prepacked(s, c);
         p.macro(s, std::min(p.row_block, m0 + rows - r), std::min(p.col_block, n0 + cols - c),
-                packed_a[si & 1] + rb * p.a_block_bytes, packed_b[si & 1] + cb * p.b_block_bytes, g.c + r * g.ldc + c);
+                packed_a[si & 1] + rb * p.a_block_bytes, b ? b : packed_b[si & 1] + cb * p.b_block_bytes,
+                g.c + r * g.ldc + c);
       };
       const int threads = int(std::min<int64_t>(p.threads, row_blocks * col_blocks));
       for (int64_t si = 0; si <= slices; ++si) {
         SplitRanges tiles(threads, si > 0 ? row_blocks * col_blocks : 0);
-        SplitRanges a_packs(threads, si < slices ? row_blocks : 0), b_packs(threads, si < slices ? col_blocks : 0);
+        const bool pack_b = si < slices && !p.prepacked(p.slices[size_t(si)], 0);
+        SplitRanges a_packs(threads, si < slices ? row_blocks : 0), b_packs(threads, pack_b ? col_blocks : 0);
         // Ranges are numbered by the region's items, not by pool thread: a region nested in
         // another runs them all, one after the other, on the calling thread.
         parallel_for(threads, [&](int64_t begin, int64_t end, int) {
@@ -192,7 +211,7 @@ void gemm_shared_slices(const Plan& p) {
 void gemm(const GemmArgs& g) {
   if (g.m <= 0 || g.n <= 0) return;
   const Isa isa = active_isa();
-  Plan p{g, gemm_kernels_for(isa), 0, 0, {}, 1, 0, 0, 0, 0};
+  Plan p{g, gemm_kernels_for(isa), 0, 0, {}, {}, 1, 0, 0, 0, 0};
   // Each segment is cut into slices of its format's KC; mc is shared by the formats.
   int64_t k_total = 0, mc = 0;
   bool uses[3] = {};
@@ -202,6 +221,7 @@ void gemm(const GemmArgs& g) {
     for (int64_t k0 = 0; k0 < s.k; k0 += bl.kc) p.slices.push_back({&s, k0, std::min<int64_t>(bl.kc, s.k - k0), f});
     k_total += s.k;
     uses[int(f)] = true;
+    p.k_pack[int(f)] = bl.k_pack;
     p.mr = bl.mr;
     p.nr = bl.nr;
     mc = bl.mc;
@@ -237,6 +257,28 @@ void gemm(const GemmArgs& g) {
     gemm_few_rows(p);
   else
     gemm_shared_slices(p);
+}
+
+PrepackedBf16::PrepackedBf16(const MatrixRef& b, int64_t n, int64_t k) {
+  if (!isa_supported(Isa::avx512bf16) || n <= 0 || k <= 0) return;
+  const gemm_kernel_table& kt = gemm_kernels_for(Isa::avx512bf16);
+  const GemmBlocking bl = kt.gemm_blocking(GemmFormat::bf16);
+  const int64_t panels = (n + bl.nr - 1) / bl.nr, stride = (k + 1) / 2 * bl.nr;
+  words_.reset(new uint32_t[size_t(panels * stride)]);
+  // One whole-K packing per group of panels: the B packing of a product, with KC = k.
+  constexpr int64_t kGroup = 8;
+  parallel_for((panels + kGroup - 1) / kGroup, [&](int64_t begin, int64_t end, int) {
+    for (int64_t g = begin; g < end; ++g) {
+      const int64_t c0 = g * kGroup * bl.nr, cols = std::min(kGroup * bl.nr, n - c0);
+      kt.gemm_pack_b(GemmFormat::bf16, b, c0, cols, 0, k, words_.get() + g * kGroup * stride);
+    }
+  });
+  panels_ = Bf16Panels{words_.get(), stride, b.data, b.ld, b.trans};
+}
+
+MatrixRef PrepackedBf16::attach(MatrixRef b) const {
+  if (words_) b.panels = &panels_;
+  return b;
 }
 
 }  // namespace ernie::cpu

@@ -12,6 +12,7 @@
 // C's tiles between them, each stealing from the other when its own run out (see gemm.cc).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "cpu/dispatch.h"
@@ -55,22 +56,39 @@ struct GemmArgs {
 
 void gemm(const GemmArgs& args);
 
+// A weight packed once as the B operand of bf16 products (AVX512_BF16's pair format): products
+// with few rows (inference, generation) otherwise spend much of their time packing it anew at
+// every call. As large as the weight itself. Empty when the CPU has no bf16 dot product.
+class PrepackedBf16 {
+ public:
+  PrepackedBf16() = default;
+  // b: the logical [n, k] B operand (any dtype and layout).
+  PrepackedBf16(const MatrixRef& b, int64_t n, int64_t k);
+  // `b` with these panels attached (b itself when there are none).
+  MatrixRef attach(MatrixRef b) const;
+
+ private:
+  std::unique_ptr<uint32_t[]> words_;
+  Bf16Panels panels_;
+};
+
 }  // namespace ernie::cpu
 
 // Per-ISA pieces of the GEMM (cpu/kernels/gemm.cc), each for one GemmFormat:
 //   gemm_blocking(f):  this ISA's tile and block sizes.
 //   gemm_pack_a(f, A, m0, mc, k0, kc, alpha, dst): rows [m0, m0+mc) x cols [k0, k0+kc) of A,
-//       times alpha, as rows of KC elements; rows up to the next multiple of MR are zero.
+//       times alpha, as rows of KC elements.
 //   gemm_pack_b(f, B, n0, nc, k0, kc, dst): the same for B into NR-column panels, each k (or k
 //       pair) holding its NR values; columns past nc are zero.
-//   gemm_macro(f, mc, nc, kc, Ap, Bp, C, ldc, accumulate): C[mc, nc] (+)= Ap . Bp^T.
+//   gemm_macro(f, mc, nc, kc, Ap, Bp, b_panel, C, ldc, accumulate): C[mc, nc] (+)= Ap . Bp^T,
+//       B's NR-column panels b_panel packed elements apart.
 #define ERNIE_GEMM_KERNELS(X)                                                                      \
   X(gemm_blocking, ::ernie::cpu::GemmBlocking(::ernie::cpu::GemmFormat))                           \
   X(gemm_pack_a, void(::ernie::cpu::GemmFormat, const ::ernie::cpu::MatrixRef&, int64_t, int64_t, int64_t, \
                       int64_t, float, void*))                                                      \
   X(gemm_pack_b, void(::ernie::cpu::GemmFormat, const ::ernie::cpu::MatrixRef&, int64_t, int64_t, int64_t, \
                       int64_t, void*))                                                             \
-  X(gemm_macro, void(::ernie::cpu::GemmFormat, int64_t, int64_t, int64_t, const void*, const void*, float*, \
-                     int64_t, bool))
+  X(gemm_macro, void(::ernie::cpu::GemmFormat, int64_t, int64_t, int64_t, const void*, const void*, int64_t,   \
+                     float*, int64_t, bool))
 
 ERNIE_DECLARE_KERNELS(gemm, ERNIE_GEMM_KERNELS)

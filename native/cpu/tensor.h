@@ -25,13 +25,27 @@ static inline uint16_t f32_to_bf16(float f) {
   return uint16_t(u >> 16);
 }
 
+// A matrix already packed as the B operand of bf16 products (cpu::PrepackedBf16): NR-column
+// panels of bf16 pairs over all of K, panel p at data + p * stride. `source`, `ld` and `trans`
+// name the operand it was packed from: a view derived from it (transposed, say) is another
+// operand, for which the GEMM ignores these panels.
+struct Bf16Panels {
+  const uint32_t* data = nullptr;
+  int64_t stride = 0;  // 32-bit words per panel
+  const void* source = nullptr;
+  int64_t ld = 0;
+  bool trans = false;
+};
+
 // A matrix seen as logical [rows, cols]. Element (r, c) is at data[r * ld + c], or at
-// data[c * ld + r] when `trans` is set (the matrix is stored as its transpose).
+// data[c * ld + r] when `trans` is set (the matrix is stored as its transpose). `panels`, when
+// set, holds the same matrix as a GEMM's B pre-packed for bf16 products, which then skip packing.
 struct MatrixRef {
   const void* data = nullptr;
   DType dtype = DType::f32;
   int64_t ld = 0;
   bool trans = false;
+  const Bf16Panels* panels = nullptr;
 };
 
 }  // namespace ernie::cpu

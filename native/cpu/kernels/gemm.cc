@@ -7,7 +7,8 @@
 // Packed layouts (one per GemmFormat, see cpu/gemm.h):
 //   A: row-major rows of exactly KC elements (f32, or bf16 for the pair format), so that the
 //      micro-kernel broadcasts A(i, k) from a constant offset i * KC: packing A is a conversion,
-//      never a transpose (it is the activations, packed anew at every call).
+//      never a transpose (it is the activations, packed anew at every call). A panel is any MR
+//      or fewer consecutive rows: a short last one runs a micro-kernel of its own row count.
 //   B: panels of NR columns; for each k (f32) or k pair (bf16: two bf16 in one 32-bit word, low
 //      half k even) the panel holds its NR values, one or two vectors the micro-kernel loads.
 // Only the packing knows the operands' dtypes and layouts; the micro-kernels see one format.
@@ -35,6 +36,8 @@ constexpr int MR = 6, NR = 16, MC = 120, KC_F32 = 384;
 #else
 constexpr int MR = 4, NR = 16, MC = 128, KC_F32 = 256;
 #endif
+// Row counts a short last panel may have: every ISA's MR is at most 14.
+#define ERNIE_ALL_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
 #if defined(__AVX512BF16__)
 #define ERNIE_GEMM_BF16_PAIRS 1
 constexpr int KC_BF16 = 384;  // k values per slice: 192 pairs
@@ -206,8 +209,6 @@ void pack_a_f32(const MatrixRef& m, int64_t r0, int64_t rows, int64_t k0, int64_
 #endif
   for (; i < rows; ++i)
     for (int64_t k = 0; k < kc; ++k) dst[i * KC_F32 + k] = f32_value(elem<T>(m.data, at<Trans>(m.ld, r0 + i, k0 + k)), scale, round);
-  for (; i < round_up(rows, MR); ++i)
-    for (int64_t k = 0; k < kc; ++k) dst[i * KC_F32 + k] = 0.0f;
 }
 
 // Columns [c0, c0 + cols) x k [k0, k0 + kc) of a logical [N, K] matrix into NR-column panels.
@@ -284,7 +285,6 @@ inline __m512i bf16_words16(const void* p, int64_t i, float scale) {
 // Rows [r0, r0 + rows) x k [k0, k0 + kc) into rows of KP_BF16 pairs.
 template <DType T, bool Trans>
 void pack_a_bf16(const MatrixRef& m, int64_t r0, int64_t rows, int64_t k0, int64_t kc, float scale, Pair* dst) {
-  const int64_t kp = (kc + 1) / 2;
   int64_t i = 0;
   if constexpr (Trans) {  // stored [K, R]: 16 rows x 16 pairs at a time through a transpose
     for (; i + 16 <= rows; i += 16) {
@@ -317,8 +317,6 @@ void pack_a_bf16(const MatrixRef& m, int64_t r0, int64_t rows, int64_t k0, int64
   for (; i < rows; ++i)
     for (int64_t k = 0; k < kc; k += 2)
       dst[i * KP_BF16 + k / 2] = pair(bf16_at<T, Trans>(m, r0 + i, k0, k, kc, scale), bf16_at<T, Trans>(m, r0 + i, k0, k + 1, kc, scale));
-  for (; i < round_up(rows, MR); ++i)
-    for (int64_t kk = 0; kk < kp; ++kk) dst[i * KP_BF16 + kk] = 0;
 }
 
 // Columns [c0, c0 + cols) x k [k0, k0 + kc) into NR-column panels of pairs.
@@ -390,41 +388,45 @@ inline void store_tile(const float* tile, float* c, int64_t ldc, bool accumulate
 #if defined(__AVX2__)
 static_assert(NR == 2 * VL, "the micro-kernel holds two vectors per row");
 
-// The tile is MR rows of two vectors, held in named variables c<i>0, c<i>1 (an array of
-// vectors would be kept in memory by GCC inside the k loop). ERNIE_ROWS(X) expands X(i) per row.
-#define ERNIE_DECL_ROW(i) Vec c##i##0 = vzero(), c##i##1 = vzero();
+// The tile is R <= MR rows of two vectors, held in named variables c<i>0, c<i>1 (an array of
+// vectors would be kept in memory by GCC inside the k loop). ERNIE_ROWS(X) expands X(i) per row;
+// rows i >= R compile to nothing, so a short last row panel costs only its own rows.
+#define ERNIE_DECL_ROW(i) [[maybe_unused]] Vec c##i##0 = vzero(), c##i##1 = vzero();
 // The tile of C is read (when accumulating) and written only after the k loop: ask for its
 // lines now, so they arrive while the loop runs instead of stalling the stores.
 #define ERNIE_PREFETCH_ROW(i)                                                           \
-  if ((i) < mr) {                                                                       \
+  if constexpr ((i) < R) {                                                              \
     _mm_prefetch(reinterpret_cast<const char*>(c + (i) * ldc), _MM_HINT_T0);            \
     _mm_prefetch(reinterpret_cast<const char*>(c + (i) * ldc + NR - 1), _MM_HINT_T0);   \
   }
-#define ERNIE_SPILL_ROW(i) vstore(tile + (i) * NR, c##i##0); vstore(tile + (i) * NR + VL, c##i##1);
+#define ERNIE_SPILL_ROW(i) \
+  if constexpr ((i) < R) vstore(tile + (i) * NR, c##i##0), vstore(tile + (i) * NR + VL, c##i##1);
 #define ERNIE_STORE_ROW(i)                                                         \
-  {                                                                                \
+  if constexpr ((i) < R) {                                                         \
     float* dst = c + (i) * ldc;                                                    \
     vstore(dst, accumulate ? vadd(vload(dst), c##i##0) : c##i##0);                 \
     vstore(dst + VL, accumulate ? vadd(vload(dst + VL), c##i##1) : c##i##1);       \
   }
+// Writes the tile: straight into C when it has all NR columns, else through a buffer, so no
+// write leaves C.
 #define ERNIE_WRITE_TILE()                                                         \
-  if (mr == MR && nr == NR) {                                                      \
+  if (nr == NR) {                                                                  \
     ERNIE_ROWS(ERNIE_STORE_ROW)                                                    \
   } else {                                                                         \
     alignas(64) float tile[MR * NR];                                               \
     ERNIE_ROWS(ERNIE_SPILL_ROW)                                                    \
-    store_tile(tile, c, ldc, accumulate, mr, nr);                                  \
+    store_tile(tile, c, ldc, accumulate, R, nr);                                   \
   }
 
 // A(i, k) is a[i * KC_F32 + k]: a constant offset from the moving pointer, no address arithmetic.
 #define ERNIE_FMA_ROW(i)                                                           \
-  {                                                                                \
+  if constexpr ((i) < R) {                                                         \
     const Vec av = vbroadcast(a + (i) * KC_F32);                                   \
     c##i##0 = vfma(av, b0, c##i##0);                                               \
     c##i##1 = vfma(av, b1, c##i##1);                                               \
   }
-inline void micro_f32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate, int64_t mr,
-                      int64_t nr) {
+template <int R>
+void micro_f32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate, int64_t nr) {
   ERNIE_ROWS(ERNIE_PREFETCH_ROW)
   ERNIE_ROWS(ERNIE_DECL_ROW)
   for (int64_t k = 0; k < kc; ++k, ++a, b += NR) {
@@ -438,13 +440,13 @@ inline void micro_f32(int64_t kc, const float* a, const float* b, float* c, int6
 #if defined(ERNIE_GEMM_BF16_PAIRS)
 // One k pair per step: vdpbf16ps adds a[2k]*b[2k] + a[2k+1]*b[2k+1] into each f32 lane.
 #define ERNIE_DOT_ROW(i)                                                                  \
-  {                                                                                       \
+  if constexpr ((i) < R) {                                                                \
     const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[(i) * KP_BF16]));  \
     c##i##0 = _mm512_dpbf16_ps(c##i##0, av, b0);                                          \
     c##i##1 = _mm512_dpbf16_ps(c##i##1, av, b1);                                          \
   }
-inline void micro_bf16(int64_t kp, const Pair* a, const Pair* b, float* c, int64_t ldc, bool accumulate, int64_t mr,
-                       int64_t nr) {
+template <int R>
+void micro_bf16(int64_t kp, const Pair* a, const Pair* b, float* c, int64_t ldc, bool accumulate, int64_t nr) {
   ERNIE_ROWS(ERNIE_PREFETCH_ROW)
   ERNIE_ROWS(ERNIE_DECL_ROW)
   for (int64_t kk = 0; kk < kp; ++kk, ++a, b += NR) {
@@ -458,17 +460,35 @@ inline void micro_bf16(int64_t kp, const Pair* a, const Pair* b, float* c, int64
 #endif
 
 #else  // generic
-inline void micro_f32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate, int64_t mr,
-                      int64_t nr) {
+template <int R>
+void micro_f32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate, int64_t nr) {
   float acc[MR][NR] = {};
   for (int64_t k = 0; k < kc; ++k)
-    for (int i = 0; i < MR; ++i) {
+    for (int i = 0; i < R; ++i) {
       const float av = a[i * KC_F32 + k];
       for (int j = 0; j < NR; ++j) acc[i][j] += av * b[k * NR + j];
     }
-  store_tile(&acc[0][0], c, ldc, accumulate, mr, nr);
+  store_tile(&acc[0][0], c, ldc, accumulate, R, nr);
 }
 #endif
+
+// Calls kernel(Rows<rows>{}) for `rows` in 1..MR: the full tile, or one made for a short panel.
+template <int R>
+struct Rows {
+  static constexpr int value = R;
+};
+#define ERNIE_MICRO_CASE(i)                \
+  case (i) + 1:                            \
+    if constexpr ((i) + 1 <= MR) {         \
+      kernel(Rows<(i) + 1>{});             \
+      return;                              \
+    }                                      \
+    break;
+template <typename Kernel>
+void with_rows(int64_t rows, Kernel&& kernel) {
+  switch (rows) { ERNIE_ALL_ROWS(ERNIE_MICRO_CASE) }
+}
+#undef ERNIE_MICRO_CASE
 
 }  // namespace
 
@@ -503,27 +523,26 @@ void gemm_pack_b(GemmFormat f, const MatrixRef& b, int64_t n0, int64_t nc, int64
   with_layout(b, [&](auto l) { pack_b_f32<decltype(l)::dtype, decltype(l)::trans>(b, n0, nc, k0, kc, round, static_cast<float*>(dst)); });
 }
 
-void gemm_macro(GemmFormat f, int64_t mc, int64_t nc, int64_t kc, const void* ap, const void* bp, float* c, int64_t ldc,
-                bool accumulate) {
+void gemm_macro(GemmFormat f, int64_t mc, int64_t nc, int64_t kc, const void* ap, const void* bp, int64_t b_panel,
+                float* c, int64_t ldc, bool accumulate) {
+  for (int64_t jr = 0; jr < nc; jr += NR) {
+    const int64_t nr = min64(NR, nc - jr);
+    for (int64_t ir = 0; ir < mc; ir += MR) {
+      float* ct = c + ir * ldc + jr;
 #if defined(ERNIE_GEMM_BF16_PAIRS)
-  if (f == GemmFormat::bf16) {
-    const Pair* a = static_cast<const Pair*>(ap);
-    const Pair* b = static_cast<const Pair*>(bp);
-    const int64_t kp = (kc + 1) / 2;
-    for (int64_t jr = 0; jr < nc; jr += NR)
-      for (int64_t ir = 0; ir < mc; ir += MR)
-        micro_bf16(kp, a + ir * KP_BF16, b + (jr / NR) * kp * NR, c + ir * ldc + jr, ldc, accumulate, min64(MR, mc - ir),
-                   min64(NR, nc - jr));
-    return;
-  }
+      if (f == GemmFormat::bf16) {
+        const Pair* a = static_cast<const Pair*>(ap) + ir * KP_BF16;
+        const Pair* b = static_cast<const Pair*>(bp) + (jr / NR) * b_panel;
+        with_rows(min64(MR, mc - ir), [&](auto r) { micro_bf16<decltype(r)::value>((kc + 1) / 2, a, b, ct, ldc, accumulate, nr); });
+        continue;
+      }
 #endif
-  (void)f;
-  const float* a = static_cast<const float*>(ap);
-  const float* b = static_cast<const float*>(bp);
-  for (int64_t jr = 0; jr < nc; jr += NR)
-    for (int64_t ir = 0; ir < mc; ir += MR)
-      micro_f32(kc, a + ir * KC_F32, b + (jr / NR) * kc * NR, c + ir * ldc + jr, ldc, accumulate, min64(MR, mc - ir),
-                min64(NR, nc - jr));
+      (void)f;
+      const float* a = static_cast<const float*>(ap) + ir * KC_F32;
+      const float* b = static_cast<const float*>(bp) + (jr / NR) * b_panel;
+      with_rows(min64(MR, mc - ir), [&](auto r) { micro_f32<decltype(r)::value>(kc, a, b, ct, ldc, accumulate, nr); });
+    }
+  }
 }
 
 }  // namespace ernie::cpu::ERNIE_ISA_NS
