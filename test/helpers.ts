@@ -178,3 +178,51 @@ export function lastTokenRows(values: ArrayLike<number>, mask: ArrayLike<number>
   }
   return out
 }
+
+/**
+ * Counts turns of the event loop (a setImmediate loop) while promises are pending: how a test
+ * checks, without timing anything, that a call does its work off the JS thread. A call that
+ * computes on the JS thread, even one that returns a promise, lets no turn run before it settles;
+ * a native AsyncWorker's promise settles on a later turn, and the loop turns while it works.
+ * The loop spins (one core busy) until stop(): keep what runs between short.
+ */
+export class LoopTurns {
+  turns = 0
+  /** For each tracked promise, the turns that ran between its call and its settling. */
+  readonly during: number[] = []
+  private running = true
+  constructor() {
+    const spin = () => {
+      this.turns++
+      if (this.running) setImmediate(spin)
+    }
+    setImmediate(spin)
+  }
+  /** Pass a call's promise as soon as the call returns. */
+  track<T>(p: Promise<T>): Promise<T> {
+    const start = this.turns
+    return p.finally(() => this.during.push(this.turns - start))
+  }
+  /** Calls that saw the loop turn while they were in flight. */
+  get interleaved(): number {
+    return this.during.filter((n) => n > 0).length
+  }
+  stop(): void {
+    this.running = false
+  }
+}
+
+/**
+ * Whether the event loop turned while a call of `call` was in flight: false for a call that
+ * blocks the JS thread. Up to `tries` calls, since a short one may finish before a busy
+ * machine gives this thread its next turn.
+ */
+export async function loopTurnsDuring(call: () => Promise<unknown>, tries = 20): Promise<boolean> {
+  const loop = new LoopTurns()
+  try {
+    for (let i = 0; i < tries && loop.interleaved === 0; i++) await loop.track(call())
+  } finally {
+    loop.stop()
+  }
+  return loop.interleaved > 0
+}
