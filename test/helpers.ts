@@ -1,4 +1,5 @@
 // Shared test utilities: a seeded RNG, float64 reference math, bf16 rounding, error norms.
+import { spawn } from 'node:child_process'
 import { kernels } from '../lib/index'
 import { seededRandom } from '../lib/util/random'
 
@@ -225,4 +226,28 @@ export async function loopTurnsDuring(call: () => Promise<unknown>, tries = 20):
     loop.stop()
   }
   return loop.interleaved > 0
+}
+
+/**
+ * Runs a TypeScript script in a child process (through tap's loader) with
+ * ERNIE_TEST_PAUSE_AT=stage, the writers' test hook (lib/io/test-pause.ts), and SIGKILLs it as
+ * soon as it reports pausing there: a crash at exactly that point. `paused` is false when the
+ * child ended without reaching the stage.
+ */
+export function killAtPause(script: string, args: string[], stage: string): Promise<{ paused: boolean; signal: NodeJS.Signals | null; stderr: string }> {
+  const loader = process.execArgv.filter((a) => a.includes('@tapjs/typescript'))
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [...loader, script, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ERNIE_TEST_PAUSE_AT: stage } })
+    let stderr = ''
+    let paused = false
+    child.stderr.on('data', (d) => {
+      stderr += d
+      if (!paused && stderr.includes(`ERNIE_TEST_PAUSED ${stage}\n`)) {
+        paused = true
+        child.kill('SIGKILL')
+      }
+    })
+    child.on('error', reject)
+    child.on('close', (_code, signal) => resolve({ paused, signal, stderr }))
+  })
 }
