@@ -4,7 +4,7 @@
 // padding and packed documents (keyStart).
 import t from 'tap'
 import { kernels } from '../lib/index'
-import { firstNaN, forEachIsa, nanFilled, numericGrad, randomF32, relErr } from './helpers'
+import { firstNaN, forEachIsa, loopTurnsDuring, nanFilled, numericGrad, randomF32, relErr } from './helpers'
 import { kvSize, lseSize, qSize, refAttentionBackward, refAttentionForward, type AttentionShape } from './reference'
 
 interface Inputs {
@@ -253,6 +253,8 @@ t.test('the async forms run off the JS thread and give the same results', async 
   t.same(Array.from(dq), Array.from(bwd.dq))
   t.same(Array.from(dk), Array.from(bwd.dk))
   t.same(Array.from(dv), Array.from(bwd.dv))
+  t.ok(await loopTurnsDuring(() => kernels.attentionForward({ ...s, ...x, out, lse })), 'the event loop turns while the forward is in flight')
+  t.ok(await loopTurnsDuring(() => kernels.attentionBackward({ ...s, ...x, out, lse, dout, dq, dk, dv })), 'and while the backward is')
 })
 
 t.test('bad arguments throw typed errors naming the argument', async (t) => {

@@ -59,6 +59,16 @@ export function majorityShare(labels: number[]): number {
   return Math.max(...counts.values()) / labels.length
 }
 
+/**
+ * The label distribution's entropy (nats): the loss of the best prediction that ignores the text
+ * (the labels' own frequencies). A classifier whose mean loss is not below it has learned nothing.
+ */
+export function labelEntropy(labels: number[]): number {
+  const counts = new Map<number, number>()
+  for (const y of labels) counts.set(y, (counts.get(y) ?? 0) + 1)
+  return -[...counts.values()].reduce((h, c) => h + (c / labels.length) * Math.log(c / labels.length), 0)
+}
+
 export interface CliRun {
   code: number | null
   stdout: string

@@ -7,7 +7,7 @@ import * as path from 'node:path'
 
 import { ErnieClassifier } from '../lib/classifier/index'
 import { ProgressReporter } from '../lib/cli/progress'
-import { DEV, readTsv, runCli, runMain, tempDir, TEST, TINY, TRAIN } from './classifier-helpers'
+import { DEV, labelEntropy, majorityShare, readTsv, runCli, runMain, tempDir, TEST, TINY, TRAIN } from './classifier-helpers'
 
 const dir = tempDir(t)
 const out = path.join(dir, 'clf')
@@ -23,7 +23,10 @@ t.test('train, eval and predict as commands', async (t) => {
   t.equal(r.method, 'full')
   t.equal(r.steps, Math.ceil(2000 / 32))
   t.same(r.labels, ['negative', 'positive'])
-  t.ok(r.metrics.accuracy > 0 && r.metrics.accuracy <= 1)
+  // It learned: on dev, a loss below what any text-blind prediction scores (accuracy is checked on
+  // test below, whose majority share is lower)
+  const dev = readTsv(DEV).labels
+  t.ok(r.metrics.loss < labelEntropy(dev), `dev loss ${r.metrics.loss.toFixed(3)} < ${labelEntropy(dev).toFixed(3)}, the labels' entropy`)
   t.equal(r.out, out)
   t.ok(fs.existsSync(r.report), 'the report is written')
   t.match(fs.readFileSync(r.report, 'utf8'), /<svg/)
@@ -39,6 +42,9 @@ t.test('train, eval and predict as commands', async (t) => {
   const m = JSON.parse(evalJson.stdout)
   const expected = await loaded.evaluate(TEST)
   t.equal(m.accuracy, expected.accuracy, 'eval --json reports the evaluation')
+  const testLabels = readTsv(TEST).labels
+  t.ok(m.loss < labelEntropy(testLabels), `test loss ${m.loss.toFixed(3)} < ${labelEntropy(testLabels).toFixed(3)}, the labels' entropy`)
+  t.ok(m.accuracy >= majorityShare(testLabels) + 0.08, `test accuracy ${m.accuracy} well above ${majorityShare(testLabels)} (always the majority)`)
   t.same(m.confusion, expected.confusion)
   t.equal(m.macroF1, expected.macroF1)
 

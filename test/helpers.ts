@@ -1,4 +1,5 @@
 // Shared test utilities: a seeded RNG, float64 reference math, bf16 rounding, error norms.
+import { spawn } from 'node:child_process'
 import { kernels } from '../lib/index'
 import { seededRandom } from '../lib/util/random'
 
@@ -239,4 +240,76 @@ export function lastTokenRows(values: ArrayLike<number>, mask: ArrayLike<number>
     for (let j = 0; j < width; j++) out[b * width + j] = values[(b * T + last) * width + j]
   }
   return out
+}
+
+/**
+ * Counts turns of the event loop (a setImmediate loop) while promises are pending: how a test
+ * checks, without timing anything, that a call does its work off the JS thread. A call that
+ * computes on the JS thread, even one that returns a promise, lets no turn run before it settles;
+ * a native AsyncWorker's promise settles on a later turn, and the loop turns while it works.
+ * The loop spins (one core busy) until stop(): keep what runs between short.
+ */
+export class LoopTurns {
+  turns = 0
+  /** For each tracked promise, the turns that ran between its call and its settling. */
+  readonly during: number[] = []
+  private running = true
+  constructor() {
+    const spin = () => {
+      this.turns++
+      if (this.running) setImmediate(spin)
+    }
+    setImmediate(spin)
+  }
+  /** Pass a call's promise as soon as the call returns. */
+  track<T>(p: Promise<T>): Promise<T> {
+    const start = this.turns
+    return p.finally(() => this.during.push(this.turns - start))
+  }
+  /** Calls that saw the loop turn while they were in flight. */
+  get interleaved(): number {
+    return this.during.filter((n) => n > 0).length
+  }
+  stop(): void {
+    this.running = false
+  }
+}
+
+/**
+ * Whether the event loop turned while a call of `call` was in flight: false for a call that
+ * blocks the JS thread. Up to `tries` calls, since a short one may finish before a busy
+ * machine gives this thread its next turn.
+ */
+export async function loopTurnsDuring(call: () => Promise<unknown>, tries = 20): Promise<boolean> {
+  const loop = new LoopTurns()
+  try {
+    for (let i = 0; i < tries && loop.interleaved === 0; i++) await loop.track(call())
+  } finally {
+    loop.stop()
+  }
+  return loop.interleaved > 0
+}
+
+/**
+ * Runs a TypeScript script in a child process (through tap's loader) with
+ * ERNIE_TEST_PAUSE_AT=stage, the writers' test hook (lib/io/test-pause.ts), and SIGKILLs it as
+ * soon as it reports pausing there: a crash at exactly that point. `paused` is false when the
+ * child ended without reaching the stage.
+ */
+export function killAtPause(script: string, args: string[], stage: string): Promise<{ paused: boolean; signal: NodeJS.Signals | null; stderr: string }> {
+  const loader = process.execArgv.filter((a) => a.includes('@tapjs/typescript'))
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [...loader, script, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ERNIE_TEST_PAUSE_AT: stage } })
+    let stderr = ''
+    let paused = false
+    child.stderr.on('data', (d) => {
+      stderr += d
+      if (!paused && stderr.includes(`ERNIE_TEST_PAUSED ${stage}\n`)) {
+        paused = true
+        child.kill('SIGKILL')
+      }
+    })
+    child.on('error', reject)
+    child.on('close', (_code, signal) => resolve({ paused, signal, stderr }))
+  })
 }

@@ -5,6 +5,7 @@ import * as path from 'node:path'
 import * as fs from 'node:fs'
 import { ErnieModel, MemoryTensors, resolveConfig, mapWeights } from '../lib/model/index'
 import { lastTokenRows, maskedRelErr, readSafetensorsForTest, relErr } from './helpers'
+import { firstIdMismatch, goldens } from './tokenizer-helpers'
 
 const FIXTURES = path.join(__dirname, 'fixtures')
 
@@ -139,7 +140,9 @@ t.test('fromPretrained loads the checkpoints in place (HF and Paddle layouts) wi
     const err = maskedRelErr(out.hidden!, golden.get('base.hidden')!.raw, mask.raw, model.config.hidden_size)
     t.ok(err < 1e-4, `${name}: hidden ${err.toExponential(2)}`)
     t.ok(model.tokenizer, `${name}: tokenizer loaded`)
-    t.same(model.tokenizer!.encode('房间很干净'), model.tokenizer!.encode('房间很干净'), 'tokenizer encodes')
+    // The fixtures share one SentencePiece model, whose encodings the reference library produced.
+    const mismatch = firstIdMismatch(goldens('ernie_style_bpe').slice(0, 100), (text) => model.tokenizer!.encode(text))
+    t.equal(mismatch, undefined, `${name}: the tokenizer encodes as the reference SentencePiece does`)
     await model.dispose()
   }
 })

@@ -9,7 +9,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import { openSafetensors, saveSafetensors, SafetensorsError, type TensorArray, type TensorToSave } from '../lib/io/safetensors'
 import { MappedFile } from '../lib/io/mmap'
-import { fromBf16Bits, rng } from './helpers'
+import { fromBf16Bits, killAtPause, rng } from './helpers'
 
 const fixtures = path.join(__dirname, 'fixtures')
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ernie-st-'))
@@ -261,7 +261,7 @@ t.test('what the format allows: gaps, empty and scalar tensors, null metadata, m
   t.throws(() => openSafetensors(path.join(dir, 'missing.safetensors')), { code: 'ENOENT' })
 })
 
-t.test('a file past the largest ArrayBuffer (sparse, 4.5 GiB) still gives zero-copy views', { skip: process.platform === 'win32' && 'needs sparse files' }, async (t) => {
+t.test('a file past the largest ArrayBuffer (sparse, 4.5 GiB) still gives zero-copy views', async (t) => {
   const far = 4.5 * 2 ** 30
   const header = {
     near: { dtype: 'I32', shape: [2], data_offsets: [0, 8] },
@@ -354,7 +354,7 @@ t.test('saveSafetensors round trip: every dtype, aligned like the HF writer', as
   t.equal((st.view('__proto__') as Int8Array)[0], 7)
 })
 
-t.test('saveSafetensors replaces a file and keeps its permissions', { skip: process.platform === 'win32' && 'POSIX modes' }, async (t) => {
+t.test('saveSafetensors replaces a file and keeps its permissions', async (t) => {
   const file = path.join(dir, 'replace.safetensors')
   await saveSafetensors(file, { a: { dtype: 'I32', shape: [1], data: Int32Array.from([1]) } })
   fs.chmodSync(file, 0o600)
@@ -390,45 +390,45 @@ t.test('saveSafetensors rejects what it cannot write, touching nothing', async (
   t.same(fs.readdirSync(dir).filter((f) => f.endsWith('.tmp')), [], 'no temporary file left')
 })
 
-t.test('a writer killed mid-write (SIGKILL) leaves the previous file intact', async (t) => {
-  const target = path.join(dir, 'atomic', 'model.safetensors')
-  fs.mkdirSync(path.dirname(target))
+t.test('a writer killed (SIGKILL) at any stage leaves the previous file or the new one, whole', async (t) => {
+  const atomic = path.join(dir, 'atomic')
   const previous = { w: { dtype: 'F32' as const, shape: [4], data: Float32Array.from([1, 2, 3, 4]) } }
-  await saveSafetensors(target, previous, { version: 'old' })
-  const before = fs.readFileSync(target)
-
-  const totalBytes = 256 << 20
-  const loader = process.execArgv.filter((a) => a.includes('@tapjs/typescript'))
-  const child = spawn(process.execPath, [...loader, path.join(__dirname, 'save-child.ts'), target, String(totalBytes)], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  })
-  let stderr = ''
-  child.stderr.on('data', (d) => (stderr += d))
-  const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
-    child.on('exit', (code, signal) => resolve({ code, signal })),
-  )
-  // Kill once the temporary file holds part of the data (checked every 2 ms).
-  let partial = 0
-  const deadline = Date.now() + 15_000
-  while (Date.now() < deadline && child.exitCode === null) {
-    const tmp = fs.readdirSync(path.dirname(target)).find((f) => f.endsWith('.tmp'))
-    const size = tmp ? fs.statSync(path.join(path.dirname(target), tmp)).size : 0
-    if (size >= 16 << 20) {
-      child.kill('SIGKILL')
-      partial = size
-      break
-    }
-    await new Promise((r) => setTimeout(r, 2))
+  const size = 1 << 20
+  // Before the rename the target is the previous file; after it, the complete new one.
+  const stages = ['safetensors:opened', 'safetensors:partial', 'safetensors:synced', 'safetensors:renamed']
+  const folderOf = (stage: string) => path.join(atomic, stage.replace(':', '-'))
+  for (const stage of stages) {
+    fs.mkdirSync(folderOf(stage), { recursive: true })
+    await saveSafetensors(path.join(folderOf(stage), 'model.safetensors'), previous, { version: 'old' })
   }
-  const { signal } = await exited
-  t.equal(signal, 'SIGKILL', `killed mid-write (${stderr})`)
-  t.ok(partial > 0 && partial < totalBytes, `the temporary file was partial (${partial} bytes)`)
-  t.ok(fs.readFileSync(target).equals(before), 'the previous file is byte-for-byte intact')
-  using st = openSafetensors(target)
-  t.same(Array.from(st.view('w')), [1, 2, 3, 4])
-  t.equal(st.metadata.version, 'old')
-  const leftovers = fs.readdirSync(path.dirname(target)).filter((f) => f.endsWith('.tmp'))
-  t.equal(leftovers.length, 1, 'only a stray temporary file remains, beside the target')
+  const before = fs.readFileSync(path.join(folderOf(stages[0]), 'model.safetensors'))
+  // One child per stage, all at once.
+  const runs = await Promise.all(stages.map((stage) => killAtPause(path.join(__dirname, 'save-child.ts'), [path.join(folderOf(stage), 'model.safetensors'), String(size)], stage)))
+  for (const [i, stage] of stages.entries()) {
+    const folder = folderOf(stage)
+    const target = path.join(folder, 'model.safetensors')
+    const run = runs[i]
+    t.ok(run.paused && run.signal === 'SIGKILL', `${stage}: killed there (${run.stderr.slice(0, 500)})`)
+    const leftovers = fs.readdirSync(folder).filter((f) => f.endsWith('.tmp'))
+    if (stage !== 'safetensors:renamed') {
+      t.ok(fs.readFileSync(target).equals(before), `${stage}: the previous file is byte-for-byte intact`)
+      using st = openSafetensors(target)
+      t.same(Array.from(st.view('w')), [1, 2, 3, 4])
+      t.equal(st.metadata.version, 'old')
+      t.equal(leftovers.length, 1, `${stage}: only a stray temporary file remains, beside the target`)
+      // It holds what was written by then: nothing; the header and `a`; everything.
+      const tmp = fs.readFileSync(path.join(folder, leftovers[0]))
+      const expected = { 'safetensors:opened': 0, 'safetensors:partial': size, 'safetensors:synced': size + 4 }[stage]!
+      t.equal(tmp.length && tmp.length - 8 - Number(tmp.readBigUInt64LE(0)), expected, `${stage}: ${expected} data bytes in the temporary file`)
+    } else {
+      t.same(leftovers, [], `${stage}: no temporary file`)
+      using st = openSafetensors(target)
+      t.equal(st.metadata.version, 'new', `${stage}: the target is the new file`)
+      t.same(Array.from(st.view('b')), [5, 6, 7, 8])
+      const a = st.view('a')
+      t.ok(a.length === size / 4 && a.every((x) => x === 7), 'all of it')
+    }
+  }
 })
 
 // --- sharded -----------------------------------------------------------------------------------

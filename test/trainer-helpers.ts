@@ -38,8 +38,3 @@ export function tokenData(n: number, seed = 5): LmExample[] {
     inputIds: [3 + i, ...Array.from({ length: 6 + Math.floor(r() * 10) }, () => 3 + Math.floor(r() * 250))],
   }))
 }
-
-/** The model the SIGKILL test's child trains: big enough that a checkpoint takes a while to write (~10 MB). */
-export function killChildModel(): ErnieModel {
-  return ErnieModel.random({ ...TINY, hidden_size: 128, intermediate_size: 256, head_dim: 32, vocab_size: 4096 }, { seed: 2 })
-}

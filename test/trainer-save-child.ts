@@ -1,12 +1,19 @@
-// Child process for trainer-checkpoint.test.ts: full fine-tuning of a small model that saves a
-// checkpoint after every step into argv[2], so the test can SIGKILL it mid-save. Not a test file.
+// Child process for trainer-checkpoint.test.ts: full fine-tuning of the tiny model, a checkpoint
+// after every step into argv[2], the last two kept. The test's ERNIE_TEST_PAUSE_AT (the writers'
+// test hook) is held back until two checkpoints are complete, so that the test kills the child
+// during the third save. Not a test file.
 import { setNumThreads } from '../lib/kernels/index'
 import { LmTask, Trainer } from '../lib/train/index'
-import { killChildModel, tokenData } from './trainer-helpers'
+import { tinyModel, tokenData } from './trainer-helpers'
 
+const stage = process.env.ERNIE_TEST_PAUSE_AT
+delete process.env.ERNIE_TEST_PAUSE_AT
 setNumThreads(1)
-const task = new LmTask(killChildModel(), { train: tokenData(16), fullTraining: true })
-new Trainer(task, { batchSize: 4, maxSteps: 100_000, learningRate: 1e-3, outputDir: process.argv[2], saveSteps: 1, saveTotalLimit: 2 })
+const task = new LmTask(tinyModel(), { train: tokenData(16), fullTraining: true })
+const onProgress = (e: { step: number; checkpoint?: string }) => {
+  if (e.checkpoint && e.step === 2) process.env.ERNIE_TEST_PAUSE_AT = stage
+}
+new Trainer(task, { batchSize: 4, maxSteps: 4, learningRate: 1e-3, outputDir: process.argv[2], saveSteps: 1, saveTotalLimit: 2, onProgress })
   .train()
   .catch((err) => {
     console.error(err)

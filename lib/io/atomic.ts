@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
+import { pauseForTest } from './test-pause'
 
 /** fsync a directory, making renames and creations inside it durable (a no-op on Windows). */
 export async function fsyncDirectory(dir: string): Promise<void> {
@@ -68,17 +69,22 @@ export async function writeDirectoryAtomically(
   const tmp = temporarySibling(dest)
   await fs.promises.mkdir(tmp)
   try {
+    pauseForTest('directory:created')
     await fill(tmp)
     const existing = await fs.promises.stat(dest).catch(() => undefined)
     if (existing && !existing.isDirectory()) throw Object.assign(new Error(`${dest} exists and is not a directory`), { code: 'ENOTDIR' })
     if (existing && options.keepOtherFiles !== false) await carryOver(dest, tmp)
     await fsyncDirectory(tmp)
+    pauseForTest('directory:filled')
     if (!existing) {
       await fs.promises.rename(tmp, dest)
+      pauseForTest('directory:renamed')
     } else {
       const aside = temporarySibling(dest, 'old')
       await fs.promises.rename(dest, aside)
+      pauseForTest('directory:aside')
       await fs.promises.rename(tmp, dest)
+      pauseForTest('directory:renamed')
       await fsyncDirectory(parent)
       await fs.promises.rm(aside, { recursive: true, force: true })
     }

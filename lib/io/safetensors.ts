@@ -8,6 +8,7 @@ import * as fs from 'node:fs'
 import { endianness } from 'node:os'
 import * as path from 'node:path'
 import { MappedFile } from './mmap'
+import { pauseForTest } from './test-pause'
 
 /** Element types this module reads and writes (all the byte-sized ones of the format). */
 export type Dtype =
@@ -495,13 +496,15 @@ export async function saveSafetensors(
   const fh = await fs.promises.open(tmp, 'wx')
   let closed = false
   try {
+    pauseForTest('safetensors:opened')
     const length = Buffer.alloc(8)
     length.writeBigUInt64LE(BigInt(header.length))
     await writeAll(fh, length)
     await writeAll(fh, header)
-    for (const name of order) {
+    for (const [i, name] of order.entries()) {
       const d = tensors[name].data
       await writeAll(fh, new Uint8Array(d.buffer, d.byteOffset, d.byteLength))
+      if (i === 0) pauseForTest('safetensors:partial')
     }
     // An existing file keeps its permissions.
     const previous = await fs.promises.stat(target).catch(() => undefined)
@@ -509,7 +512,9 @@ export async function saveSafetensors(
     await fh.sync()
     await fh.close()
     closed = true
+    pauseForTest('safetensors:synced')
     await fs.promises.rename(tmp, target)
+    pauseForTest('safetensors:renamed')
   } catch (err) {
     if (!closed) await fh.close().catch(() => undefined)
     await fs.promises.unlink(tmp).catch(() => undefined)

@@ -786,6 +786,9 @@ export class ErnieModel implements AsyncDisposable {
     const KvCache = native.KvCache as new (o: object) => { dispose(): void }
     const cache = new KvCache({ maxLength: ids.length + maxNewTokens })
     const logits = new Float32Array(this.config.vocab_size)
+    // Rows of the embedding past the tokenizer's vocabulary (padding to a round size) are no
+    // tokens: they are never picked (the tokenizer could not decode them).
+    const pickable = this.tokenizer ? logits.subarray(0, Math.min(this.tokenizer.vocabSize, logits.length)) : logits
     const random = seededRandom(options.seed ?? 0)
     const out: number[] = []
     let finishReason: GenerateResult['finishReason'] = 'length'
@@ -797,7 +800,7 @@ export class ErnieModel implements AsyncDisposable {
           break
         }
         await this.track(handle.decode({ cache, inputIds: Int32Array.from(next), logits, adapter: options.adapter?.handle, precision }))
-        const token = temperature === 0 ? argmax(logits) : sample(logits, temperature, topP, random)
+        const token = temperature === 0 ? argmax(pickable) : sample(pickable, temperature, topP, random)
         if (eos.has(token)) {
           finishReason = 'eos'
           break

@@ -11,6 +11,7 @@ import { resolvePrecision, type Precision } from '../precision'
 import { ErnieError, rangeError, typeError } from '../errors'
 import { fsyncDirectory, temporarySibling, writeDirectoryAtomically, writeFileDurable } from '../io/atomic'
 import { openSafetensors, saveSafetensors, type TensorToSave } from '../io/safetensors'
+import { pauseForTest } from '../io/test-pause'
 import { clipGradNorm, gradNorm } from '../kernels/optim'
 import { f32ToBf16 } from '../model/model'
 import { Optimizer, type OptimizerKind, type OptimizerStateMeta } from './optimizer'
@@ -502,6 +503,7 @@ export class Trainer<E = unknown, B = unknown> {
       for (const old of all.slice(0, Math.max(0, all.length - (limit - 1)))) {
         const trash = temporarySibling(old.dir, 'deleted')
         await fs.promises.rename(old.dir, trash)
+        pauseForTest('checkpoint:rotating')
         await fsyncDirectory(outputDir)
         await fs.promises.rm(trash, { recursive: true, force: true })
       }
