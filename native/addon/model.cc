@@ -48,6 +48,7 @@ struct ModelState {
   engine::ModelWeights weights;
   std::vector<std::shared_ptr<void>> pins;  // mapped checkpoint files stay mapped while this lives
   bool prepack = true;  // false when the weights change between calls (full fine-tuning)
+  engine::WorkspacePool workspaces;  // activation memory, kept between calls
 
   // The weights a call computes with: on AVX512_BF16, unless the call asks for fp32, the bf16
   // weights with their bf16 panels (cpu::PrepackedBf16) attached, made once by the first such call.
@@ -360,8 +361,9 @@ Napi::Value NativeModel::RunForward(const Napi::CallbackInfo& info, bool sync) {
   args.keep(Value());
   Job job{[st, adapter, batch, out, single_thread, precision] {
             auto run = [&] {
+              engine::WorkspacePool::Lease ws = st->workspaces.acquire();
               engine::forward(st->dims, st->weights_for(precision), adapter ? &adapter->adapter : nullptr, batch, out,
-                              precision);
+                              precision, *ws);
             };
             if (single_thread) cpu::run_on_this_thread(run);
             else run();
@@ -403,8 +405,9 @@ Napi::Value NativeModel::Decode(const Napi::CallbackInfo& info) {
   const int64_t count = int64_t(ids.length);
   std::vector<int32_t> id_copy(ids.i32(), ids.i32() + count);  // JS may change the array meanwhile
   Job job{[st, adapter, cache, id_copy, count, logits, precision] {
+            engine::WorkspacePool::Lease ws = st->workspaces.acquire();
             engine::forward_cached(st->dims, st->weights_for(precision), adapter ? &adapter->adapter : nullptr, *cache,
-                                   id_copy.data(), count, logits.f32(), precision);
+                                   id_copy.data(), count, logits.f32(), precision, *ws);
           },
           {}};
   return run_job(info.Env(), "decode", std::move(job), args, false);
@@ -527,8 +530,9 @@ Napi::Value NativeModel::RunTrainStep(const Napi::CallbackInfo& info, bool sync)
   }
   args.keep(Value());
   Job job{[st, adapter, batch, grads, options, make_loss] {
+            engine::WorkspacePool::Lease ws = st->workspaces.acquire();
             engine::train_step(st->dims, st->weights_for(options.precision), adapter ? &adapter->adapter : nullptr, batch,
-                               make_loss(), *grads, options);
+                               make_loss(), *grads, options, *ws);
           },
           [result](Napi::Env env) -> Napi::Value {
             Napi::Object o = Napi::Object::New(env);

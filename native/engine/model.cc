@@ -156,42 +156,53 @@ cpu::AttentionArgs attention_args(const ModelDims& d, const BatchInfo& bi) {
   return at;
 }
 
-// One layer's intermediate activations: what its backward reads.
+// LoRA ranks by projection (0: none), of one layer or the largest over all layers.
+using Ranks = std::array<int64_t, kNumProj>;
+Ranks lora_ranks(const Adapter* adapter, int64_t layer) {
+  Ranks r{};
+  for (int p = 0; p < kNumProj; ++p)
+    if (const cpu::LoraRef* l = lora_at(adapter, layer, p)) r[p] = l->r;
+  return r;
+}
+Ranks max_lora_ranks(const Adapter* adapter) {
+  Ranks r{};
+  if (adapter)
+    for (int64_t l = 0; l < int64_t(adapter->layers.size()); ++l) {
+      const Ranks lr = lora_ranks(adapter, l);
+      for (int p = 0; p < kNumProj; ++p) r[p] = std::max(r[p], lr[p]);
+    }
+  return r;
+}
+
+// One layer's intermediate activations: what its backward reads. From the call's workspace,
+// uninitialised: the forward writes each before anything reads it.
 struct LayerActs {
-  std::vector<float> xn1, q_pre, k_pre, q, k, v, attn, lse, h_mid, xn2, gate, up, act;
-  std::vector<float> rstd1, rstd2, q_rstd, k_rstd;
-  std::vector<float> u[kNumProj];  // x A^T of each projection's LoRA
-  LayerActs(const ModelDims& d, const BatchInfo& bi, const Adapter* adapter, int64_t layer) {
-    const size_t n = size_t(bi.n);
-    xn1.resize(n * d.hidden);
-    q.resize(n * d.q_dim());
-    k.resize(n * d.kv_dim());
-    v.resize(n * d.kv_dim());
+  Buf xn1, q_pre, k_pre, q, k, v, attn, lse, h_mid, xn2, gate, up, act;
+  Buf rstd1, rstd2, q_rstd, k_rstd;
+  Buf u[kNumProj];  // x A^T of each projection's LoRA, room for `ranks`
+  LayerActs(const ModelDims& d, const BatchInfo& bi, const Ranks& ranks, Workspace& ws) {
+    const int64_t n = bi.n;
+    xn1 = ws.take(n * d.hidden);
+    q = ws.take(n * d.q_dim());
+    k = ws.take(n * d.kv_dim());
+    v = ws.take(n * d.kv_dim());
     if (d.qk_norm) {
-      q_pre.resize(n * d.q_dim());
-      k_pre.resize(n * d.kv_dim());
-      q_rstd.resize(n * d.heads);
-      k_rstd.resize(n * d.kv_heads);
+      q_pre = ws.take(n * d.q_dim());
+      k_pre = ws.take(n * d.kv_dim());
+      q_rstd = ws.take(n * d.heads);
+      k_rstd = ws.take(n * d.kv_heads);
     }
-    attn.resize(n * d.q_dim());
-    lse.resize(size_t(bi.B * d.heads * bi.T));
-    h_mid.resize(n * d.hidden);
-    xn2.resize(n * d.hidden);
-    gate.resize(n * d.intermediate);
-    up.resize(n * d.intermediate);
-    act.resize(n * d.intermediate);
-    rstd1.resize(n);
-    rstd2.resize(n);
-    for (int p = 0; p < kNumProj; ++p) {
-      const cpu::LoraRef* l = lora_at(adapter, layer, p);
-      if (l) u[p].resize(n * l->r);
-    }
-  }
-  void release() {
-    for (auto* vec : {&xn1, &q_pre, &k_pre, &q, &k, &v, &attn, &lse, &h_mid, &xn2, &gate, &up, &act, &rstd1, &rstd2,
-                    &q_rstd, &k_rstd})
-      std::vector<float>().swap(*vec);
-    for (auto& x : u) std::vector<float>().swap(x);
+    attn = ws.take(n * d.q_dim());
+    lse = ws.take(bi.B * d.heads * bi.T);
+    h_mid = ws.take(n * d.hidden);
+    xn2 = ws.take(n * d.hidden);
+    gate = ws.take(n * d.intermediate);
+    up = ws.take(n * d.intermediate);
+    act = ws.take(n * d.intermediate);
+    rstd1 = ws.take(n);
+    rstd2 = ws.take(n);
+    for (int p = 0; p < kNumProj; ++p)
+      if (ranks[p] > 0) u[p] = ws.take(n * ranks[p]);
   }
 };
 
@@ -288,21 +299,21 @@ void layer_forward(const ModelDims& d, cpu::Precision prec, const LayerWeights& 
   linear(prec, lw.proj[kDown], lora(kDown), a.act.data(), nq, d.hidden, d.intermediate, hq, true, a.u[kDown].data());
 }
 
-// Scratch for one layer's backward.
+// Scratch for one layer's backward (from the workspace: each is written before it is read).
 struct LayerGradScratch {
-  std::vector<float> dact, dgate, dup, dxn, dattn, dq, dk, dv, dq_pre, dk_pre;
-  LayerGradScratch(const ModelDims& d, int64_t n) {
-    dact.resize(size_t(n * d.intermediate));
-    dgate.resize(size_t(n * d.intermediate));
-    dup.resize(size_t(n * d.intermediate));
-    dxn.resize(size_t(n * d.hidden));
-    dattn.resize(size_t(n * d.q_dim()));
-    dq.resize(size_t(n * d.q_dim()));
-    dk.resize(size_t(n * d.kv_dim()));
-    dv.resize(size_t(n * d.kv_dim()));
+  Buf dact, dgate, dup, dxn, dattn, dq, dk, dv, dq_pre, dk_pre;
+  LayerGradScratch(const ModelDims& d, int64_t n, Workspace& ws) {
+    dact = ws.take(n * d.intermediate);
+    dgate = ws.take(n * d.intermediate);
+    dup = ws.take(n * d.intermediate);
+    dxn = ws.take(n * d.hidden);
+    dattn = ws.take(n * d.q_dim());
+    dq = ws.take(n * d.q_dim());
+    dk = ws.take(n * d.kv_dim());
+    dv = ws.take(n * d.kv_dim());
     if (d.qk_norm) {
-      dq_pre.resize(size_t(n * d.q_dim()));
-      dk_pre.resize(size_t(n * d.kv_dim()));
+      dq_pre = ws.take(n * d.q_dim());
+      dk_pre = ws.take(n * d.kv_dim());
     }
   }
 };
@@ -412,29 +423,19 @@ const char* proj_name(int proj) {
   return names[proj];
 }
 
-int64_t Adapter::max_rank() const {
-  int64_t r = 0;
-  for (const auto& layer : layers)
-    for (const auto& l : layer)
-      if (l.a && l.r > r) r = l.r;
-  return r;
-}
-
 void forward(const ModelDims& d, const ModelWeights& w, const Adapter* adapter, const Batch& batch,
-             const ForwardOutputs& out, cpu::Precision prec) {
+             const ForwardOutputs& out, cpu::Precision prec, Workspace& ws) {
   BatchInfo bi(batch);
-  std::vector<float> h(size_t(bi.n * d.hidden));
+  Buf h = ws.take(bi.n * d.hidden);
   embed(w, d, batch, h.data());
-  // Inference keeps one set of activations; LoRA scratch sized for the largest rank anywhere.
-  LayerActs a(d, bi, nullptr, 0);
-  const int64_t rank = adapter ? adapter->max_rank() : 0;
-  for (auto& u : a.u) u.resize(size_t(bi.n * (rank > 0 ? rank : 1)));
+  // Inference keeps one set of activations, its LoRA scratch sized for the largest ranks anywhere.
+  LayerActs a(d, bi, max_lora_ranks(adapter), ws);
   std::unique_ptr<LastRows> last;
   if (out.last_hidden) last = std::make_unique<LastRows>(bi);
   // Only the last tokens' states wanted: the last layer runs its queries onwards on those rows.
   // (Packed documents keep the full path: their rows see keys from their own document only.)
   const bool last_only = last && !out.hidden && !out.logits && !batch.segment_ids && d.layers > 0;
-  std::vector<float> last_h(last_only ? size_t(bi.B * d.hidden) : 0);
+  Buf last_h = last_only ? ws.take(bi.B * d.hidden) : Buf{};
   for (int64_t l = 0; l < d.layers; ++l) {
     const bool prune = last_only && l == d.layers - 1;
     layer_forward(d, prec, w.layers[l], adapter, l, bi, h.data(), a, nullptr, prune ? last.get() : nullptr,
@@ -461,18 +462,16 @@ void KvCache::reset(const ModelDims& d, int64_t max_len) {
 }
 
 void forward_cached(const ModelDims& d, const ModelWeights& w, const Adapter* adapter, KvCache& cache,
-                    const int32_t* ids, int64_t count, float* last_logits, cpu::Precision prec) {
+                    const int32_t* ids, int64_t count, float* last_logits, cpu::Precision prec, Workspace& ws) {
   if (cache.length + count > cache.capacity) throw std::length_error("the KV cache is full");
   Batch batch;
   batch.input_ids = ids;
   batch.batch = 1;
   batch.seq = count;
   BatchInfo bi(batch, cache.length);
-  std::vector<float> h(size_t(count * d.hidden));
+  Buf h = ws.take(count * d.hidden);
   embed(w, d, batch, h.data());
-  LayerActs a(d, bi, nullptr, 0);
-  const int64_t rank = adapter ? adapter->max_rank() : 0;
-  for (auto& u : a.u) u.resize(size_t(count * (rank > 0 ? rank : 1)));
+  LayerActs a(d, bi, max_lora_ranks(adapter), ws);
   for (int64_t l = 0; l < d.layers; ++l) {
     KvSlot slot{cache.k[l].data(), cache.v[l].data()};
     layer_forward(d, prec, w.layers[l], adapter, l, bi, h.data(), a, &slot);
@@ -480,17 +479,17 @@ void forward_cached(const ModelDims& d, const ModelWeights& w, const Adapter* ad
   cache.length += count;
   // only the last position's logits are needed to pick the next token
   const float* last = h.data() + (count - 1) * d.hidden;
-  std::vector<float> normed(size_t(d.hidden));
+  Buf normed = ws.take(d.hidden);
   rmsnorm(last, w.final_norm, 1, d.hidden, d.eps, normed.data(), nullptr);
   linear(prec, w.lm_head, nullptr, normed.data(), 1, d.vocab, d.hidden, last_logits, false, nullptr);
 }
 
 double train_step(const ModelDims& d, const ModelWeights& w, const Adapter* trained_adapter, const Batch& batch,
-                  const LossFn& loss_fn, Grads& g, const TrainOptions& options) {
+                  const LossFn& loss_fn, Grads& g, const TrainOptions& options, Workspace& ws) {
   // No gradient asked for (evaluation): the inference forward and the loss, no backward.
   if (!g.base() && g.lora.empty()) {
-    std::vector<float> hidden(size_t(batch.batch * batch.seq * d.hidden));
-    forward(d, w, trained_adapter, batch, ForwardOutputs{hidden.data(), nullptr}, options.precision);
+    Buf hidden = ws.take(batch.batch * batch.seq * d.hidden);
+    forward(d, w, trained_adapter, batch, ForwardOutputs{hidden.data(), nullptr}, options.precision, ws);
     return loss_fn(hidden.data(), nullptr);
   }
   // LoRA dropout: each (layer, projection) gets its own mask seed for this step.
@@ -508,51 +507,44 @@ double train_step(const ModelDims& d, const ModelWeights& w, const Adapter* trai
   }
   const cpu::Precision prec = options.precision;
   BatchInfo bi(batch);
-  const size_t nh = size_t(bi.n * d.hidden);
+  const int64_t nh = bi.n * d.hidden;
   // Each layer's input, kept for the backward (and, with recompute, to replay the layer).
-  std::vector<std::vector<float>> h_in(size_t(d.layers));
+  std::vector<Buf> h_in(size_t(d.layers));
   std::vector<LayerActs> saved;
   saved.reserve(options.recompute ? 1 : size_t(d.layers));
-  std::vector<float> h(nh);
+  Buf h = ws.take(nh);
   embed(w, d, batch, h.data());
   for (int64_t l = 0; l < d.layers; ++l) {
-    h_in[l].assign(h.begin(), h.end());
-    if (options.recompute) {
-      if (saved.empty()) saved.emplace_back(d, bi, adapter, l);
-      LayerActs& a = saved[0];
-      for (int p = 0; p < kNumProj; ++p)  // ranks may differ between layers
-        if (const cpu::LoraRef* lr = lora_at(adapter, l, p)) a.u[p].resize(size_t(bi.n * lr->r));
-      layer_forward(d, prec, w.layers[l], adapter, l, bi, h.data(), a);
+    h_in[l] = ws.take(nh);
+    std::memcpy(h_in[l].data(), h.data(), sizeof(float) * size_t(nh));
+    if (options.recompute) {  // one set of activations, room for the largest ranks of any layer
+      if (saved.empty()) saved.emplace_back(d, bi, max_lora_ranks(adapter), ws);
+      layer_forward(d, prec, w.layers[l], adapter, l, bi, h.data(), saved[0]);
     } else {
-      saved.emplace_back(d, bi, adapter, l);
+      saved.emplace_back(d, bi, lora_ranks(adapter, l), ws);
       layer_forward(d, prec, w.layers[l], adapter, l, bi, h.data(), saved.back());
     }
   }
-  std::vector<float> hidden(nh), dhidden(nh), rstd_final(size_t(bi.n));
+  Buf hidden = ws.take(nh), dhidden = ws.take(nh), rstd_final = ws.take(bi.n);
   rmsnorm(h.data(), w.final_norm, bi.n, d.hidden, d.eps, hidden.data(), rstd_final.data());
 
   const double loss = loss_fn(hidden.data(), dhidden.data());
 
   // dh: gradient of the last layer's output
-  std::vector<float> dh(nh);
+  Buf dh = ws.take(nh);
   rmsnorm_grad(dhidden.data(), h.data(), w.final_norm, rstd_final.data(), bi.n, d.hidden, dh.data(), false,
                g.base() ? g.final_norm : nullptr);
-  LayerGradScratch scratch(d, bi.n);
+  LayerGradScratch scratch(d, bi.n, ws);
   for (int64_t l = d.layers - 1; l >= 0; --l) {
     LayerActs* a;
     if (options.recompute) {
       a = &saved[0];
-      for (int p = 0; p < kNumProj; ++p)
-        if (const cpu::LoraRef* lr = lora_at(adapter, l, p)) a->u[p].resize(size_t(bi.n * lr->r));
-      h.assign(h_in[l].begin(), h_in[l].end());
+      std::memcpy(h.data(), h_in[l].data(), sizeof(float) * size_t(nh));
       layer_forward(d, prec, w.layers[l], adapter, l, bi, h.data(), *a);
     } else {
       a = &saved[size_t(l)];
     }
     layer_backward(d, prec, w.layers[l], adapter, l, bi, h_in[l].data(), *a, dh.data(), g, scratch);
-    h_in[l].clear();
-    h_in[l].shrink_to_fit();
-    if (!options.recompute) saved[size_t(l)].release();
   }
   if (g.base() && g.embed) {
     cpu::EmbeddingBackwardArgs eb;

@@ -15,6 +15,7 @@
 #include "cpu/ops.h"
 #include "cpu/precision.h"
 #include "cpu/tensor.h"
+#include "engine/workspace.h"
 
 namespace ernie::engine {
 
@@ -54,7 +55,6 @@ struct ModelWeights {
 struct Adapter {
   std::vector<std::array<cpu::LoraRef, kNumProj>> layers;
   float dropout = 0.0f;  // on each LoRA's input, in training only (train_step)
-  int64_t max_rank() const;
 };
 
 struct Batch {
@@ -75,9 +75,10 @@ struct ForwardOutputs {
   float* last_hidden = nullptr;
 };
 
-// `precision`: of every matrix product in the call (cpu/precision.h).
+// `precision`: of every matrix product in the call (cpu/precision.h). `ws`: the call's
+// activation memory (engine/workspace.h), here and in the other entry points.
 void forward(const ModelDims& dims, const ModelWeights& w, const Adapter* adapter, const Batch& batch,
-             const ForwardOutputs& out, cpu::Precision precision);
+             const ForwardOutputs& out, cpu::Precision precision, Workspace& ws);
 
 // ---- generation: one sequence, its keys and values kept between calls.
 struct KvCache {
@@ -89,7 +90,7 @@ struct KvCache {
 // Runs `count` new tokens after the cached ones, appends their keys and values, and writes the
 // logits of the last one ([vocab]).
 void forward_cached(const ModelDims& dims, const ModelWeights& w, const Adapter* adapter, KvCache& cache,
-                    const int32_t* ids, int64_t count, float* last_logits, cpu::Precision precision);
+                    const int32_t* ids, int64_t count, float* last_logits, cpu::Precision precision, Workspace& ws);
 
 // ---- training: forward keeping activations, a loss on the final hidden states, backward.
 
@@ -129,6 +130,6 @@ struct TrainOptions {
 // One micro-batch: forward, loss, backward. Returns the loss. With no gradient buffer in
 // `grads` it is an evaluation: forward and loss only.
 double train_step(const ModelDims& dims, const ModelWeights& w, const Adapter* adapter, const Batch& batch,
-                  const LossFn& loss, Grads& grads, const TrainOptions& options);
+                  const LossFn& loss, Grads& grads, const TrainOptions& options, Workspace& ws);
 
 }  // namespace ernie::engine
