@@ -13,9 +13,10 @@ import * as oracle from './oracle'
 
 /**
  * How far an engine may be from the golden, in multiples of the same-precision reference's own
- * error: the two make independent roundings of the same size, so their errors are alike; 3 leaves
- * room for the luck of the draw (the measured ratios are 0.6 to 1.4) and still fails an engine
- * that computes at a coarser precision than the one asked for (bf16 errors are ~1e4 x f32's).
+ * error: the two make roundings of the same kind and size, so their errors are alike; 3 leaves
+ * room for the luck of the draw (the ratios measured in these tests are 0.3 to 1.2) and still
+ * fails an engine that computes at a coarser precision than the one asked for (bf16 errors are
+ * ~1e4 x f32's).
  */
 export const FACTOR = 3
 
