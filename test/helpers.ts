@@ -80,17 +80,21 @@ function testedIsas(): kernels.Isa[] {
   return isas
 }
 
-/** Runs fn once per instruction set this machine supports (or ERNIE_TEST_ISAS lists), restoring the best one after. */
+/**
+ * Runs fn once per instruction set this machine supports (or ERNIE_TEST_ISAS lists), restoring
+ * the one active before after: the best, or the one ERNIE_ISA chose (ERNIE_ISA=avx2 then stays in
+ * force outside the loops, as on an AVX2-only CPU).
+ */
 export async function forEachIsa(fn: (isa: kernels.Isa) => void | Promise<void>): Promise<void> {
   const isas = testedIsas()
-  const best = kernels.supportedIsas().at(-1)!
+  const before = kernels.activeIsa()
   try {
     for (const isa of isas) {
       kernels.setIsa(isa)
       await fn(isa)
     }
   } finally {
-    kernels.setIsa(best)
+    kernels.setIsa(before)
   }
 }
 

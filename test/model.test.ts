@@ -1,13 +1,16 @@
 // The decoder's forward pass against the fixtures' float64 goldens (../shared/fixtures, copied
-// to test/fixtures): ERNIE-4.5 (HF and Paddle layouts) and Qwen3, hidden states and logits.
+// to test/fixtures): ERNIE-4.5 (HF and Paddle layouts) and Qwen3, hidden states and logits, on
+// every (ISA, precision). An error against a golden is bounded by FACTOR x the error of the
+// float64 oracle (test/oracle.ts) simulating the same precision (test/precision-helpers.ts).
 import t from 'tap'
 import * as path from 'node:path'
 import * as fs from 'node:fs'
+import { kernels } from '../lib/index'
 import { ErnieModel, MemoryTensors, resolveConfig, mapWeights } from '../lib/model/index'
-import { lastTokenRows, maskedRelErr, readSafetensorsForTest, relErr } from './helpers'
+import { forEachIsaAndPrecision, lastTokenRows, maskedRelErr, readSafetensorsForTest, relErr } from './helpers'
+import { fp32 } from './oracle'
+import { FIXTURES, fixture, goldenErr, goldenInput, oracleBase, oraclePrecision, withinBound, type FixtureName } from './precision-helpers'
 import { firstIdMismatch, goldens } from './tokenizer-helpers'
-
-const FIXTURES = path.join(__dirname, 'fixtures')
 
 function loadFixture(name: string) {
   const dir = path.join(FIXTURES, name)
@@ -21,41 +24,42 @@ function loadFixture(name: string) {
   return { cfg, model, golden }
 }
 
-for (const name of ['ernie-tiny', 'ernie-tiny-paddle', 'qwen3-tiny']) {
-  t.test(`${name}: forward matches the float64 golden hidden states and logits`, async (t) => {
-    const { cfg, model, golden } = loadFixture(name)
-    const ids = golden.get('input_ids')!
-    const mask = golden.get('attention_mask')!
-    const [B, T] = ids.shape
-    const out = await model.forward(
-      { inputIds: { data: ids.raw as Int32Array, shape: [B, T] }, attentionMask: { data: mask.raw as Int32Array, shape: [B, T] } },
-      { output: ['hidden', 'logits'] },
-    )
-    t.same(out.shape, [B, T])
-    const hErr = maskedRelErr(out.hidden!, golden.get('base.hidden')!.raw, mask.raw, cfg.hidden_size)
-    const lErr = maskedRelErr(out.logits!, golden.get('base.logits')!.raw, mask.raw, cfg.vocab_size)
-    t.ok(hErr < 1e-2, `hidden relative error ${hErr.toExponential(2)} < 1e-2`)
-    t.ok(lErr < 1e-2, `logits relative error ${lErr.toExponential(2)} < 1e-2`)
-    t.ok(hErr < 1e-4, `hidden relative error ${hErr.toExponential(2)} < 1e-4 (f32 activations)`)
+/** The oracle's error on the golden hidden states at a preset: what a forward at that precision may be off by. */
+const oracleHiddenErr = (name: FixtureName, p = fp32) => goldenErr(name, oracleBase(name, p).hidden, 'base.hidden', fixture(name).config.hidden_size)
+
+/**
+ * f32 level for two forwards of the same text: the same products on the same operands (bf16
+ * rounding is per element, so a row alone, in any batch, on any thread count, rounds its
+ * operands alike) summed in the same order per element, so at most f32 summation differences,
+ * at every precision: the fp32 oracle's error on the golden hidden states.
+ */
+const f32Level = (name: FixtureName) => oracleHiddenErr(name, fp32)
+
+for (const name of ['ernie-tiny', 'ernie-tiny-paddle', 'qwen3-tiny'] as const) {
+  t.test(`${name}: forward matches the float64 golden hidden states and logits, at every precision`, async (t) => {
+    const { cfg, model } = loadFixture(name)
+    const { input, shape } = goldenInput(name)
+    await forEachIsaAndPrecision(async (isa, precision) => {
+      const p = oraclePrecision(isa, precision)
+      const out = await model.forward(input, { output: ['hidden', 'logits'], precision })
+      t.same(out.shape, shape)
+      const ref = oracleBase(name, p)
+      const what = `${isa} ${precision} (oracle ${p.name})`
+      withinBound(t, `${what} hidden`, goldenErr(name, out.hidden!, 'base.hidden', cfg.hidden_size), goldenErr(name, ref.hidden, 'base.hidden', cfg.hidden_size))
+      withinBound(t, `${what} logits`, goldenErr(name, out.logits!, 'base.logits', cfg.vocab_size), goldenErr(name, ref.logits, 'base.logits', cfg.vocab_size))
+    })
     await model.dispose()
   })
 }
 
-for (const name of ['ernie-tiny', 'qwen3-tiny']) {
+for (const name of ['ernie-tiny', 'qwen3-tiny'] as const) {
   t.test(`${name}: lastHidden is each row's last real token, the last layer run on those rows only`, async (t) => {
     const { cfg, model, golden } = loadFixture(name)
-    const ids = golden.get('input_ids')!.raw as Int32Array
-    const mask = golden.get('attention_mask')!.raw as Int32Array
-    const [B, T] = golden.get('input_ids')!.shape
+    const { input, mask, shape: [B, T] } = goldenInput(name)
+    const ids = input.inputIds.data
     const H = cfg.hidden_size
     const want = lastTokenRows(golden.get('base.hidden')!.raw, mask, B, T, H)
     t.ok(mask.includes(0), 'the golden batch has padding: its rows end at different positions')
-
-    const right = await model.forward({ inputIds: { data: ids, shape: [B, T] }, attentionMask: { data: mask, shape: [B, T] } }, { output: ['lastHidden'] })
-    t.equal(right.lastHidden!.length, B * H)
-    const err = relErr(right.lastHidden!, want)
-    t.ok(err < 1e-4, `right padding vs golden: ${err.toExponential(2)}`)
-
     // The same texts left-padded, and one more row with no token at all (its output is zeros).
     const leftIds = new Int32Array((B + 1) * T)
     const leftMask = new Int32Array((B + 1) * T)
@@ -66,56 +70,65 @@ for (const name of ['ernie-tiny', 'qwen3-tiny']) {
         leftMask[b * T + T - len + t] = 1
       }
     }
-    const left = await model.forward({ inputIds: { data: leftIds, shape: [B + 1, T] }, attentionMask: { data: leftMask, shape: [B + 1, T] } }, { output: ['lastHidden'] })
-    const errLeft = relErr(left.lastHidden!.subarray(0, B * H), want)
-    t.ok(errLeft < 1e-4, `left padding vs golden: ${errLeft.toExponential(2)}`)
-    t.ok(left.lastHidden!.subarray(B * H).every((v) => v === 0), 'a row without tokens gives zeros')
+    const leftInput = { inputIds: { data: leftIds, shape: [B + 1, T] as [number, number] }, attentionMask: { data: leftMask, shape: [B + 1, T] as [number, number] } }
 
-    // Asked beside 'hidden' (no pruning), it is the same rows of the full states.
-    const both = await model.forward({ inputIds: { data: ids, shape: [B, T] }, attentionMask: { data: mask, shape: [B, T] } }, { output: ['hidden', 'lastHidden'] })
-    t.equal(relErr(both.lastHidden!, lastTokenRows(both.hidden!, mask, B, T, H)), 0, 'with hidden: copied from it')
+    await forEachIsaAndPrecision(async (isa, precision) => {
+      const p = oraclePrecision(isa, precision)
+      const what = `${isa} ${precision} (oracle ${p.name})`
+      // The oracle's error on these rows; left padding gives its real tokens the same positions,
+      // keys and sums (oracle.test.ts), so the same error.
+      const scale = relErr(lastTokenRows(oracleBase(name, p).hidden, mask, B, T, H), want)
+      const right = await model.forward(input, { output: ['lastHidden'], precision })
+      t.equal(right.lastHidden!.length, B * H)
+      withinBound(t, `${what} right padding vs golden`, relErr(right.lastHidden!, want), scale)
+      const left = await model.forward(leftInput, { output: ['lastHidden'], precision })
+      withinBound(t, `${what} left padding vs golden`, relErr(left.lastHidden!.subarray(0, B * H), want), scale)
+      t.ok(left.lastHidden!.subarray(B * H).every((v) => v === 0), `${what}: a row without tokens gives zeros`)
+      // Asked beside 'hidden' (no pruning), it is the same rows of the full states.
+      const both = await model.forward(input, { output: ['hidden', 'lastHidden'], precision })
+      t.equal(relErr(both.lastHidden!, lastTokenRows(both.hidden!, mask, B, T, H)), 0, `${what}: with hidden, copied from it`)
+    })
     await model.dispose()
   })
 }
 
-t.test('singleThread calls in flight together give what the thread pool gives', async (t) => {
-  const { cfg, model, golden } = loadFixture('ernie-tiny')
-  const ids = golden.get('input_ids')!.raw as Int32Array
-  const mask = golden.get('attention_mask')!.raw as Int32Array
-  const [B, T] = golden.get('input_ids')!.shape
-  const input = { inputIds: { data: ids, shape: [B, T] as [number, number] }, attentionMask: { data: mask, shape: [B, T] as [number, number] } }
-  const pool = await model.forward(input)
-  const lanes = await Promise.all(Array.from({ length: 4 }, () => model.forward(input, { singleThread: true })))
-  for (const [i, r] of lanes.entries()) {
-    const err = maskedRelErr(r.hidden!, pool.hidden!, mask, cfg.hidden_size)
-    t.ok(err < 1e-6, `call ${i}: ${err.toExponential(2)}`)
-  }
-  const golden1 = maskedRelErr(lanes[0].hidden!, golden.get('base.hidden')!.raw, mask, cfg.hidden_size)
-  t.ok(golden1 < 1e-4, `and the golden: ${golden1.toExponential(2)}`)
+t.test('singleThread calls in flight together give what the thread pool gives, at every precision', async (t) => {
+  const name = 'ernie-tiny'
+  const { cfg, model } = loadFixture(name)
+  const { input, mask } = goldenInput(name)
+  await forEachIsaAndPrecision(async (isa, precision) => {
+    const pool = await model.forward(input, { precision })
+    const lanes = await Promise.all(Array.from({ length: 4 }, () => model.forward(input, { singleThread: true, precision })))
+    for (const [i, r] of lanes.entries()) withinBound(t, `${isa} ${precision} call ${i} vs the pool`, maskedRelErr(r.hidden!, pool.hidden!, mask, cfg.hidden_size), f32Level(name))
+    const p = oraclePrecision(isa, precision)
+    withinBound(t, `${isa} ${precision} (oracle ${p.name}): and the golden`, goldenErr(name, lanes[0].hidden!, 'base.hidden', cfg.hidden_size), oracleHiddenErr(name, p))
+  })
   await model.dispose()
 })
 
-t.test("a text's result does not depend on the rest of its batch", async (t) => {
-  const { cfg, model, golden } = loadFixture('ernie-tiny')
+t.test("a text's result does not depend on the rest of its batch, at every precision", async (t) => {
+  const name = 'ernie-tiny'
+  const { cfg, model, golden } = loadFixture(name)
   const ids = golden.get('input_ids')!
   const mask = golden.get('attention_mask')!
   const [B, T] = ids.shape
   const rows = Array.from({ length: B }, (_, b) => Array.from(ids.raw.subarray(b * T, (b + 1) * T)))
   const masks = Array.from({ length: B }, (_, b) => Array.from(mask.raw.subarray(b * T, (b + 1) * T)))
-  const both = await model.forward({ inputIds: rows, attentionMask: masks })
   const H = cfg.hidden_size
-  for (let b = 0; b < B; b++) {
-    const len = masks[b].reduce((a, v) => a + v, 0)
-    // alone, without its padding
-    const alone = await model.forward({ inputIds: [rows[b].slice(0, len)] })
-    const err = relErr(alone.hidden!, both.hidden!.subarray(b * T * H, (b * T + len) * H))
-    t.ok(err < 1e-4, `row ${b} alone vs in the batch: ${err.toExponential(2)}`)
-    // beside a different, longer neighbour
-    const other = rows[1 - b] ?? rows[0]
-    const mixed = await model.forward({ inputIds: [rows[b], other.slice().reverse()], attentionMask: [masks[b], other.map(() => 1)] })
-    const err2 = maskedRelErr(mixed.hidden!.subarray(0, T * H), both.hidden!.subarray(b * T * H, (b + 1) * T * H), masks[b], H)
-    t.ok(err2 < 1e-4, `row ${b} beside another text: ${err2.toExponential(2)}`)
-  }
+  await forEachIsaAndPrecision(async (isa, precision) => {
+    const both = await model.forward({ inputIds: rows, attentionMask: masks }, { precision })
+    for (let b = 0; b < B; b++) {
+      const len = masks[b].reduce((a, v) => a + v, 0)
+      // alone, without its padding
+      const alone = await model.forward({ inputIds: [rows[b].slice(0, len)] }, { precision })
+      withinBound(t, `${isa} ${precision} row ${b} alone vs in the batch`, relErr(alone.hidden!, both.hidden!.subarray(b * T * H, (b * T + len) * H)), f32Level(name))
+      // beside a different, longer neighbour
+      const other = rows[1 - b] ?? rows[0]
+      const mixed = await model.forward({ inputIds: [rows[b], other.slice().reverse()], attentionMask: [masks[b], other.map(() => 1)] }, { precision })
+      const err = maskedRelErr(mixed.hidden!.subarray(0, T * H), both.hidden!.subarray(b * T * H, (b + 1) * T * H), masks[b], H)
+      withinBound(t, `${isa} ${precision} row ${b} beside another text`, err, f32Level(name))
+    }
+  })
   await model.dispose()
 })
 
@@ -130,15 +143,19 @@ t.test('bad input gets typed errors naming what is wrong', async (t) => {
   t.throws(() => resolveConfig({ model_type: 'llama' }), { code: 'ERR_UNSUPPORTED_MODEL', message: /model_type "llama" is not supported/ })
 })
 
+/** The bound of a golden check at the default precision (ERNIE_PRECISION, else 'auto') on the best ISA. */
+function defaultPrecisionBound(name: FixtureName, model: ErnieModel) {
+  const p = oraclePrecision(kernels.activeIsa(), model.precision)
+  return { p, scale: oracleHiddenErr(name, p) }
+}
+
 t.test('fromPretrained loads the checkpoints in place (HF and Paddle layouts) with their tokenizer', async (t) => {
-  for (const name of ['ernie-tiny', 'ernie-tiny-paddle', 'qwen3-tiny']) {
+  for (const name of ['ernie-tiny', 'ernie-tiny-paddle', 'qwen3-tiny'] as const) {
     const model = await ErnieModel.fromPretrained(path.join(FIXTURES, name))
-    const golden = readSafetensorsForTest(path.join(FIXTURES, name, 'golden.safetensors'))
-    const ids = golden.get('input_ids')!, mask = golden.get('attention_mask')!
-    const [B, T] = ids.shape
-    const out = await model.forward({ inputIds: { data: ids.raw as Int32Array, shape: [B, T] }, attentionMask: { data: mask.raw as Int32Array, shape: [B, T] } })
-    const err = maskedRelErr(out.hidden!, golden.get('base.hidden')!.raw, mask.raw, model.config.hidden_size)
-    t.ok(err < 1e-4, `${name}: hidden ${err.toExponential(2)}`)
+    const { input } = goldenInput(name)
+    const out = await model.forward(input)
+    const { p, scale } = defaultPrecisionBound(name, model)
+    withinBound(t, `${name} (${model.precision} on ${kernels.activeIsa()}, oracle ${p.name}): hidden vs golden`, goldenErr(name, out.hidden!, 'base.hidden', model.config.hidden_size), scale)
     t.ok(model.tokenizer, `${name}: tokenizer loaded`)
     // The fixtures share one SentencePiece model, whose encodings the reference library produced.
     const mismatch = firstIdMismatch(goldens('ernie_style_bpe').slice(0, 100), (text) => model.tokenizer!.encode(text))
@@ -188,11 +205,9 @@ t.test('fromPretrained resolves a hub id through a (local, fake) hub into the HF
   await hub.close()
   t.ok(progress > 0, 'progress reported')
   t.ok(model.directory!.startsWith(path.join(cacheDir, 'models--baidu--ernie-tiny', 'snapshots')), `loaded from the HF cache layout: ${model.directory}`)
-  const golden = readSafetensorsForTest(path.join(dir, 'golden.safetensors'))
-  const ids = golden.get('input_ids')!, mask = golden.get('attention_mask')!
-  const [B, T] = ids.shape
-  const out = await model.forward({ inputIds: { data: ids.raw as Int32Array, shape: [B, T] }, attentionMask: { data: mask.raw as Int32Array, shape: [B, T] } })
-  t.ok(maskedRelErr(out.hidden!, golden.get('base.hidden')!.raw, mask.raw, model.config.hidden_size) < 1e-4, 'golden hidden states')
+  const out = await model.forward(goldenInput('ernie-tiny').input)
+  const { p, scale } = defaultPrecisionBound('ernie-tiny', model)
+  withinBound(t, `golden hidden states (${model.precision} on ${kernels.activeIsa()}, oracle ${p.name})`, goldenErr('ernie-tiny', out.hidden!, 'base.hidden', model.config.hidden_size), scale)
   await model.dispose()
   // the hub is gone: offline resolution from the cache still works
   const again = await ErnieModel.fromPretrained('baidu/ernie-tiny', { cacheDir, offline: true })

@@ -1,6 +1,7 @@
 // PEFT adapter directories: the fixtures' real PEFT adapters load and give the golden LoRA
-// forward; save -> load is exact; saves are atomic and keep other files; bad directories fail
-// with errors naming the file and what is wrong.
+// forward (on every (ISA, precision), within 3x the same-precision oracle's error); save ->
+// load is exact; saves are atomic and keep other files; bad directories fail with errors
+// naming the file and what is wrong.
 import t from 'tap'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
@@ -8,7 +9,8 @@ import * as path from 'node:path'
 import { ErnieModel, LoraAdapter } from '../lib/model/index'
 import { openSafetensors, saveSafetensors } from '../lib/io/safetensors'
 import { setNumThreads } from '../lib/kernels/index'
-import { maskedRelErr, readSafetensorsForTest } from './helpers'
+import { forEachIsaAndPrecision, maskedRelErr, readSafetensorsForTest } from './helpers'
+import { goldenErr, goldenInput, oracleLora, oraclePrecision, withinBound } from './precision-helpers'
 import { tinyModel } from './trainer-helpers'
 
 setNumThreads(1)
@@ -16,8 +18,8 @@ const FIXTURES = path.join(__dirname, 'fixtures')
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ernie-adapter-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
 
-for (const name of ['ernie-tiny', 'qwen3-tiny']) {
-  t.test(`${name}: the PEFT adapter directory loads and gives the golden lora.hidden`, async (t) => {
+for (const name of ['ernie-tiny', 'qwen3-tiny'] as const) {
+  t.test(`${name}: the PEFT adapter directory loads and gives the golden lora.hidden, at every precision`, async (t) => {
     const model = await ErnieModel.fromPretrained(path.join(FIXTURES, name), { tokenizer: false })
     const adapter = await LoraAdapter.load(path.join(FIXTURES, name, 'adapter'), model)
     t.equal(adapter.config.r, 4)
@@ -28,14 +30,16 @@ for (const name of ['ernie-tiny', 'qwen3-tiny']) {
     const golden = readSafetensorsForTest(path.join(FIXTURES, name, 'golden.safetensors'))
     // the tensors are the golden's own LoRA weights
     for (const [n, data] of adapter.tensors) t.same(Array.from(data), Array.from(golden.get(`lora.${n}`)!.raw), n)
-    const ids = golden.get('input_ids')!, mask = golden.get('attention_mask')!
-    const shape = ids.shape as [number, number]
-    const input = { inputIds: { data: ids.raw as Int32Array, shape }, attentionMask: { data: mask.raw as Int32Array, shape } }
-    const out = await model.forward(input, { adapter })
-    const err = maskedRelErr(out.hidden!, golden.get('lora.hidden')!.raw, mask.raw, model.config.hidden_size)
-    t.ok(err < 1e-4, `lora.hidden relative error ${err.toExponential(2)} < 1e-4`)
+    const { input, mask } = goldenInput(name)
+    const H = model.config.hidden_size
+    await forEachIsaAndPrecision(async (isa, precision) => {
+      const p = oraclePrecision(isa, precision)
+      const out = await model.forward(input, { adapter, precision })
+      const what = `${isa} ${precision} (oracle ${p.name}): lora.hidden relative error`
+      withinBound(t, what, goldenErr(name, out.hidden!, 'lora.hidden', H), goldenErr(name, oracleLora(name, p).hidden, 'lora.hidden', H))
+    })
     const base = await model.forward(input)
-    const baseErr = maskedRelErr(base.hidden!, golden.get('lora.hidden')!.raw, mask.raw, model.config.hidden_size)
+    const baseErr = maskedRelErr(base.hidden!, golden.get('lora.hidden')!.raw, mask, H)
     t.ok(baseErr > 1e-2, `without the adapter the output differs (${baseErr.toExponential(2)})`)
     adapter.dispose()
     await model.dispose()
