@@ -156,6 +156,27 @@ t.test('blockwise quantisation round trip: nearest code, error within half a gap
   })
 })
 
+t.test("quantizeBlockwise's absmax: each block's largest |x| wherever it lies; a NaN never wins", async (t) => {
+  await forEachIsa((isa) => {
+    let ok = true
+    for (const blockSize of [1, 5, 8, 16, 23, 37, 40]) {
+      const blocks = Math.max(3, blockSize), n = blocks * blockSize
+      const x = randomF32(n, 70 + blockSize, 1)
+      const expected = new Float32Array(blocks)
+      for (let b = 0; b < blocks; b++) {
+        const at = b * blockSize + (b % blockSize) // the largest at every position of a block in turn
+        x[at] = (b % 2 ? -1 : 1) * (2 + b)
+        if (blockSize > 1 && b % 3 === 2) x[b * blockSize + ((b + 1) % blockSize)] = NaN
+        expected[b] = 2 + b
+      }
+      const codes = new Uint8Array(n), absmax = nanFilled(blocks)
+      kernels.sync.quantizeBlockwise({ input: x, codes, absmax, blockSize, signed: true })
+      for (let b = 0; b < blocks; b++) ok &&= absmax[b] === expected[b]
+    }
+    t.ok(ok, `${isa}: every absmax`)
+  })
+})
+
 t.test('quantisation picks the right side of every midpoint of both maps', async (t) => {
   await forEachIsa((isa) => {
     for (const signed of [true, false]) {
