@@ -42,6 +42,69 @@ t.test('adamwStep matches torch AdamW in float64 over several steps, with the bf
   })
 })
 
+t.test('adamwStep at every length to 40 (each vector tail): matches float64, writes nothing past the end', async (t) => {
+  await forEachIsa((isa) => {
+    let worst = 0, momentsOk = true, bf16Ok = true, fenced = true
+    const SENTINEL = 12345.5, PAD = 20
+    for (let n = 1; n <= 40; n++) {
+      // Each array a view of n elements followed by PAD sentinels a masked store must not touch.
+      const view = (init: Float32Array) => {
+        const buf = new Float32Array(n + PAD).fill(SENTINEL)
+        buf.set(init)
+        return buf.subarray(0, n)
+      }
+      const p = view(randomF32(n, 1000 + n, 1)), m = view(new Float32Array(n)), v = view(new Float32Array(n))
+      const bf16Buf = new Uint16Array(n + PAD).fill(0x7fc1), bf16 = bf16Buf.subarray(0, n)
+      const rp = Float64Array.from(p), rm = new Float64Array(n), rv = new Float64Array(n)
+      for (let step = 1; step <= 2; step++) {
+        const g = randomF32(n, 2000 + 10 * n + step, 0.5)
+        const before = Float64Array.from(p)
+        kernels.sync.adamwStep({ params: p, grads: g, m, v, paramsBf16: bf16, step, ...HYPER })
+        refAdamw(rp, g, rm, rv, HYPER, step)
+        worst = Math.max(worst, relErr(p.map((x, i) => x - before[i]), rp.map((x, i) => x - before[i])))
+        momentsOk &&= relErr(m, rm) < 1e-6 && relErr(v, rv) < 1e-6
+        for (let i = 0; i < n; i++) bf16Ok &&= bf16[i] === toBf16Bits(p[i])
+      }
+      for (const a of [p, m, v]) for (let i = n; i < n + PAD; i++) fenced &&= new Float32Array(a.buffer)[i] === SENTINEL
+      for (let i = n; i < n + PAD; i++) fenced &&= bf16Buf[i] === 0x7fc1
+    }
+    t.ok(worst < 2e-5, `${isa}: worst update relative error ${worst.toExponential(2)}`)
+    t.ok(momentsOk, `${isa}: moments`)
+    t.ok(bf16Ok, `${isa}: paramsBf16 is params rounded to bf16, every element`)
+    t.ok(fenced, `${isa}: nothing written past the end of params, m, v or paramsBf16`)
+  })
+})
+
+t.test("adamwStep's bf16 copy rounds special values as f32_to_bf16 does (ties to even, NaN kept quiet)", async (t) => {
+  // bf16 bits of f32 bits, as f32_to_bf16 (native/cpu/tensor.h): the NaN test on the raw bits,
+  // since a NaN read into a JS number may lose its payload.
+  const bf16OfBits = (u: number) =>
+    (u & 0x7fffffff) > 0x7f800000 ? ((u >>> 16) | 0x40) & 0xffff : ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff
+  const special = [
+    0x7fc0ffff, 0xffc0ffff, 0x7fc18000, 0x7f800000, 0xff800000, 0x7f7fffff, 0xff7fffff, 0x7f7f8000, 0x3f808000, 0x3f818000,
+    0xbf808000, 0xbf818000, 0x3f808001, 0x3f807fff, 0x00018000, 0x00008000, 0x00028000, 0x80018000, 0x807fffff, 0x00000001,
+    0x80000000, 0x00000000, 0x3f800000, 0x4b7fffff, 0x0000ffff, 0x3fffffff, 0xbfffffff, 0x7effffff, 0x00800000, 0x3f7fffff,
+    0x7fc00000, 0xc0490fdb, 0x40490fdb,
+  ]
+  await forEachIsa((isa) => {
+    // lr 0, no decay, zero gradients: every param comes out as it went in, bits included.
+    for (const n of [special.length, 16, 7, 1]) {
+      const bits = Uint32Array.from({ length: n }, (_, i) => special[(i * 7) % special.length])
+      const p = new Float32Array(bits.buffer)
+      const bf16 = new Uint16Array(n).fill(0x1234)
+      kernels.sync.adamwStep({ params: p, grads: new Float32Array(n), m: new Float32Array(n), v: new Float32Array(n), paramsBf16: bf16, lr: 0, weightDecay: 0, step: 1 })
+      const after = new Uint32Array(p.buffer)
+      let same = true, rounded = true
+      for (let i = 0; i < n; i++) {
+        same &&= after[i] === bits[i]
+        rounded &&= bf16[i] === bf16OfBits(bits[i])
+      }
+      t.ok(same, `${isa} n=${n}: params unchanged by a zero step`)
+      t.ok(rounded, `${isa} n=${n}: every bf16 is f32_to_bf16 of its param`)
+    }
+  })
+})
+
 t.test('the 8-bit maps are bitsandbytes dynamic maps', async (t) => {
   for (const signed of [true, false]) {
     const codes = Uint8Array.from({ length: 256 }, (_, i) => i)
@@ -90,6 +153,27 @@ t.test('blockwise quantisation round trip: nearest code, error within half a gap
       t.ok(bounded, `${what}: |x - dequant(quant(x))| <= absmax * 0.9 / 128 (worst ${worst.toExponential(2)})`)
       t.equal(firstNaN(out), -1, `${what}: every output written`)
     }
+  })
+})
+
+t.test("quantizeBlockwise's absmax: each block's largest |x| wherever it lies; a NaN never wins", async (t) => {
+  await forEachIsa((isa) => {
+    let ok = true
+    for (const blockSize of [1, 5, 8, 16, 23, 37, 40]) {
+      const blocks = Math.max(3, blockSize), n = blocks * blockSize
+      const x = randomF32(n, 70 + blockSize, 1)
+      const expected = new Float32Array(blocks)
+      for (let b = 0; b < blocks; b++) {
+        const at = b * blockSize + (b % blockSize) // the largest at every position of a block in turn
+        x[at] = (b % 2 ? -1 : 1) * (2 + b)
+        if (blockSize > 1 && b % 3 === 2) x[b * blockSize + ((b + 1) % blockSize)] = NaN
+        expected[b] = 2 + b
+      }
+      const codes = new Uint8Array(n), absmax = nanFilled(blocks)
+      kernels.sync.quantizeBlockwise({ input: x, codes, absmax, blockSize, signed: true })
+      for (let b = 0; b < blocks; b++) ok &&= absmax[b] === expected[b]
+    }
+    t.ok(ok, `${isa}: every absmax`)
   })
 })
 

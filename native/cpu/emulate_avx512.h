@@ -52,6 +52,33 @@ static inline float mm512_reduce_add_ps(simde__m512 a) {
   return v[0];
 }
 
+// The guide's REDUCE_MAX: halves compared pairwise (lane j against lane j + 8, then + 4, + 2,
+// + 1), each step keeping a > b ? a : b.
+static inline float mm512_reduce_max_ps(simde__m512 a) {
+  simde__m512_private a_ = simde__m512_to_private(a);
+  float v[16];
+  for (int i = 0; i < 16; ++i) v[i] = a_.f32[i];
+  for (int len = 8; len >= 1; len /= 2)
+    for (int j = 0; j < len; ++j) v[j] = v[j] > v[j + len] ? v[j] : v[j + len];
+  return v[0];
+}
+
+// vpmovdw: sixteen 32-bit integers truncated to their low 16 bits.
+static inline simde__m256i mm512_cvtepi32_epi16(simde__m512i a) {
+  simde__m512i_private a_ = simde__m512i_to_private(a);
+  simde__m256i_private r_;
+  for (int i = 0; i < 16; ++i) r_.u16[i] = uint16_t(uint32_t(a_.i32[i]));
+  return simde__m256i_from_private(r_);
+}
+
+// vpmovdw to memory under a mask: element i (16 bits) written only where bit i of k is set.
+static inline void mm512_mask_cvtepi32_storeu_epi16(void* mem, simde__mmask16 k, simde__m512i a) {
+  uint16_t* p = static_cast<uint16_t*>(mem);
+  simde__m512i_private a_ = simde__m512i_to_private(a);
+  for (int i = 0; i < 16; ++i)
+    if ((k >> i) & 1) p[i] = uint16_t(uint32_t(a_.i32[i]));
+}
+
 // vpermilps with an immediate: within each 128-bit lane, element i takes element imm8[2i+1:2i].
 static inline simde__m512 mm512_permute_ps(simde__m512 a, int imm8) {
   simde__m512_private a_ = simde__m512_to_private(a), r_;
@@ -112,6 +139,12 @@ static inline simde__m512bh mm512_cvtne2ps_pbh(simde__m512 a, simde__m512 b) {
 #define _mm512_cvtps_epi32(a) ernie_emu::mm512_cvtps_epi32(a)
 #undef _mm512_reduce_add_ps
 #define _mm512_reduce_add_ps(a) ernie_emu::mm512_reduce_add_ps(a)
+#undef _mm512_reduce_max_ps
+#define _mm512_reduce_max_ps(a) ernie_emu::mm512_reduce_max_ps(a)
+#undef _mm512_cvtepi32_epi16
+#define _mm512_cvtepi32_epi16(a) ernie_emu::mm512_cvtepi32_epi16(a)
+#undef _mm512_mask_cvtepi32_storeu_epi16
+#define _mm512_mask_cvtepi32_storeu_epi16(mem, k, a) ernie_emu::mm512_mask_cvtepi32_storeu_epi16((mem), (k), (a))
 #undef _mm512_permute_ps
 #define _mm512_permute_ps(a, imm8) ernie_emu::mm512_permute_ps((a), (imm8))
 #undef _mm512_maskz_loadu_ps

@@ -1,5 +1,6 @@
 // The per-ISA half of the cross-entropy: the exp-heavy row passes over a logits block.
-// AVX2 (and the AVX-512 builds, which include it) use a vector exp; generic calls expf.
+// AVX-512 and AVX2 use the same vector exp (16 or 8 lanes; AVX-512 row tails through masked
+// loads and stores); generic calls expf.
 #include <cmath>
 
 #include "cpu/loss.h"
@@ -7,11 +8,40 @@
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
+#if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+// GCC 12 flags the deliberately undefined pass-through operand inside AVX-512 intrinsics
+// (GCC bug 105593, fixed in 13); _mm512_reduce_max_ps's inside trips -Wuninitialized too.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 
 namespace ernie::cpu::ERNIE_ISA_NS {
 namespace {
 
-#if defined(__AVX2__)
+#if defined(__AVX512F__)
+inline __mmask16 tail_mask(int64_t k) { return __mmask16((1u << k) - 1); }  // k in [1, 16]
+
+// exp_ps below on 16 lanes: the same reduction, polynomial, clamp and NaN behaviour.
+inline __m512 exp_ps(__m512 x) {
+  const __m512 lo = _mm512_set1_ps(-87.33654f), hi = _mm512_set1_ps(88.0f);
+  const __m512 xc = _mm512_min_ps(hi, _mm512_max_ps(lo, x));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+  const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  const __m512 result = _mm512_mul_ps(y, _mm512_castsi512_ps(bits));
+  return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, lo, _CMP_NLT_UQ), result);  // x < lo: 0
+}
+
+#elif defined(__AVX2__)
 // e^x to about 2 ulp: x = n ln2 + r with |r| <= ln2 / 2, e^r from a degree-7 polynomial
 // (Cephes' expf coefficients), 2^n put into the exponent bits. x below ln(FLT_MIN) gives 0
 // (so -inf gives 0); NaN stays NaN, which the max/min operand order below lets through.
@@ -54,7 +84,20 @@ inline float hsum(__m256 v) {
 void ce_chunk_stats(const float* x, int64_t n, float* out_max, float* out_sum) {
   int64_t j = 0;
   float mx = -INFINITY;
-#if defined(__AVX2__)
+#if defined(__AVX512F__)
+  {
+    __m512 vmax0 = _mm512_set1_ps(-INFINITY), vmax1 = vmax0;
+    for (; j + 32 <= n; j += 32) {
+      vmax0 = _mm512_max_ps(vmax0, _mm512_loadu_ps(x + j));
+      vmax1 = _mm512_max_ps(vmax1, _mm512_loadu_ps(x + j + 16));
+    }
+    for (; j < n; j += 16) {
+      const __mmask16 k = tail_mask(n - j < 16 ? n - j : 16);
+      vmax0 = _mm512_mask_max_ps(vmax0, k, vmax0, _mm512_maskz_loadu_ps(k, x + j));
+    }
+    mx = _mm512_reduce_max_ps(_mm512_max_ps(vmax0, vmax1));
+  }
+#elif defined(__AVX2__)
   __m256 vmax = _mm256_set1_ps(-INFINITY);
   for (; j + 8 <= n; j += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(x + j));
   mx = hmax(vmax);
@@ -68,7 +111,21 @@ void ce_chunk_stats(const float* x, int64_t n, float* out_max, float* out_sum) {
   // A NaN the max skipped still reaches the sum through exp(NaN) and poisons the loss.
   float sum = 0.0f;
   j = 0;
-#if defined(__AVX2__)
+#if defined(__AVX512F__)
+  {
+    const __m512 vm = _mm512_set1_ps(mx);
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    for (; j + 32 <= n; j += 32) {
+      s0 = _mm512_add_ps(s0, exp_ps(_mm512_sub_ps(_mm512_loadu_ps(x + j), vm)));
+      s1 = _mm512_add_ps(s1, exp_ps(_mm512_sub_ps(_mm512_loadu_ps(x + j + 16), vm)));
+    }
+    for (; j < n; j += 16) {
+      const __mmask16 k = tail_mask(n - j < 16 ? n - j : 16);
+      s0 = _mm512_mask_add_ps(s0, k, s0, exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + j), vm)));
+    }
+    sum = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+  }
+#elif defined(__AVX2__)
   const __m256 vm = _mm256_set1_ps(mx);
   __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
   for (; j + 16 <= n; j += 16) {
@@ -84,7 +141,16 @@ void ce_chunk_stats(const float* x, int64_t n, float* out_max, float* out_sum) {
 
 void ce_softmax_scaled(float* x, int64_t n, float lse, float scale) {
   int64_t j = 0;
-#if defined(__AVX2__)
+#if defined(__AVX512F__)
+  const __m512 vl = _mm512_set1_ps(lse), vs = _mm512_set1_ps(scale);
+  for (; j + 16 <= n; j += 16)
+    _mm512_storeu_ps(x + j, _mm512_mul_ps(exp_ps(_mm512_sub_ps(_mm512_loadu_ps(x + j), vl)), vs));
+  if (j < n) {
+    const __mmask16 k = tail_mask(n - j);
+    _mm512_mask_storeu_ps(x + j, k, _mm512_mul_ps(exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + j), vl)), vs));
+    j = n;
+  }
+#elif defined(__AVX2__)
   const __m256 vl = _mm256_set1_ps(lse), vs = _mm256_set1_ps(scale);
   for (; j + 8 <= n; j += 8)
     _mm256_storeu_ps(x + j, _mm256_mul_ps(exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), vl)), vs));
