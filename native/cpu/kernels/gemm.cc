@@ -40,7 +40,7 @@ constexpr int MR = 4, NR = 16, MC = 128, KC_F32 = 256;
 #define ERNIE_ALL_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
 #if defined(__AVX512BF16__)
 #define ERNIE_GEMM_BF16_PAIRS 1
-constexpr int KC_BF16 = 384;  // k values per slice: 192 pairs
+constexpr int KC_BF16 = 1024;  // k values per slice: 512 pairs (the C tile is read and written once per slice)
 #endif
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
