@@ -22,6 +22,12 @@
 #include <mutex>
 #include <string>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
+
+#include "addon/mmap.h"
 #include "addon/op.h"
 #include "cpu/gemm.h"
 #include "cpu/threadpool.h"
@@ -42,6 +48,23 @@ void proj_dims(const engine::ModelDims& d, int p, int64_t* out, int64_t* in) {
   *in = i[p];
 }
 
+// A weight of a memory-mapped checkpoint, once packed, is read again only by fp32 products and
+// save(): its pages go back to the page cache (they fault in again on demand), so that packing
+// does not double the model's resident memory. Weights in arrays of JS's own are left alone.
+void release_mapped_pages(const cpu::MatrixRef& w, int64_t rows, int64_t cols) {
+#if defined(__linux__)
+  const int64_t inner = w.trans ? rows : cols, outer = w.trans ? cols : rows;
+  const size_t bytes = size_t((outer - 1) * w.ld + inner) * size_t(cpu::dtype_size(w.dtype));
+  if (!pin_mapped(w.data, bytes)) return;
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t lo = (reinterpret_cast<uintptr_t>(w.data) + page - 1) / page * page;
+  const uintptr_t hi = (reinterpret_cast<uintptr_t>(w.data) + bytes) / page * page;
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+#else
+  (void)w, (void)rows, (void)cols;
+#endif
+}
+
 // The weights and the arrays that hold them, shared with running jobs.
 struct ModelState {
   engine::ModelDims dims;
@@ -60,6 +83,7 @@ struct ModelState {
         if (w.dtype != cpu::DType::bf16) return;
         panels.push_back(std::make_unique<cpu::PrepackedBf16>(w, rows, cols));
         w = panels.back()->attach(w);
+        release_mapped_pages(w, rows, cols);
       };
       for (engine::LayerWeights& lw : packed_weights.layers)
         for (int p = 0; p < kNumProj; ++p) {
