@@ -28,6 +28,17 @@ struct KSlice {
   GemmFormat format;
 };
 
+// Consecutive slices of one format whose products go into C's tiles in one go: a tile's
+// accumulators stay in registers from one slice to the next, and C is read and written once per
+// pass. A pass is a slice followed by the short ones of the next segments (LoRA's rank-r product
+// after its weight's), which would otherwise cost a whole pass over C for a few k each.
+struct Pass {
+  int first = 0, count = 0;
+  GemmFormat format = GemmFormat::f32;
+};
+constexpr int kMaxPassSlices = kGemmMaxPieces;
+constexpr int64_t kShortSlice = 64;  // a slice this short joins the pass before it
+
 // The format a segment is packed in: its precision (cpu/precision.h), and for bf16 whether the
 // ISA multiplies bf16 pairs itself or rounds the values for its f32 kernel.
 GemmFormat segment_format(Precision asked, Isa isa, const GemmSegment& s) {
@@ -42,10 +53,12 @@ struct Plan {
   int mr = 0, nr = 0;  // the micro-tile, the same for every format of the ISA
   int k_pack[3] = {};  // k values per packed element, by format
   std::vector<KSlice> slices;
+  std::vector<Pass> passes;
+  int max_pass = 1;  // slices in the longest pass: the packed blocks each pass needs at once
   int threads = 1;
   int64_t row_block = 0, col_block = 0, a_block_bytes = 0, b_block_bytes = 0;
 
-  bool accumulate(const KSlice& s) const { return g.accumulate || &s != &slices.front(); }
+  bool accumulate(const Pass& pass) const { return g.accumulate || &pass != &passes.front(); }
   void pack_a(const KSlice& s, int64_t r, int64_t rows, void* dst) const {
     kt.gemm_pack_a(s.format, s.seg->a, r, rows, s.k0, s.kc, g.alpha * s.seg->scale, dst);
   }
@@ -61,10 +74,18 @@ struct Plan {
     if (panels->source != b.data || panels->ld != b.ld || panels->trans != b.trans) return nullptr;
     return panels->data + (c / nr) * panels->stride + (s.k0 / 2) * nr;
   }
-  void macro(const KSlice& s, int64_t rows, int64_t cols, const void* a, const void* b, float* c) const {
-    const int64_t b_panel = prepacked(s, 0) ? s.seg->b.panels->stride
-                                            : (s.kc + k_pack[int(s.format)] - 1) / k_pack[int(s.format)] * nr;
-    kt.gemm_macro(s.format, rows, cols, s.kc, a, b, b_panel, c, g.ldc, accumulate(s));
+  // C[rows, cols] at c (+)= the pass's products: slice j's A block at a[j], its B block at b[j]
+  // (B packed for this call, or null to use its prepacked panels from column `col`).
+  void macro(const Pass& pass, int64_t rows, int64_t cols, int64_t col, unsigned char* const* a,
+             unsigned char* const* b, float* c) const {
+    GemmPiece pieces[kMaxPassSlices];
+    for (int j = 0; j < pass.count; ++j) {
+      const KSlice& s = slices[size_t(pass.first + j)];
+      const void* panels = prepacked(s, col);
+      const int64_t kp = (s.kc + k_pack[int(s.format)] - 1) / k_pack[int(s.format)];
+      pieces[j] = GemmPiece{a[j], panels ? panels : b[j], s.kc, panels ? s.seg->b.panels->stride : kp * nr};
+    }
+    kt.gemm_macro(pass.format, rows, cols, pieces, pass.count, c, g.ldc, accumulate(pass));
   }
 };
 
@@ -107,7 +128,7 @@ class SplitRanges {
 
 // Few rows (a short batch, decoding): B dominates and each packed block of B is used once, so
 // the thread that packs it uses it. One region: each thread packs all of A for itself, then
-// takes column blocks from the counter and runs them through every K slice.
+// takes column blocks from the counter and runs them through every pass.
 void gemm_few_rows(const Plan& p) {
   const GemmArgs& g = p.g;
   const int64_t row_blocks = (g.m + p.row_block - 1) / p.row_block;
@@ -116,37 +137,37 @@ void gemm_few_rows(const Plan& p) {
   std::atomic<int64_t> next{0};
   parallel_for(std::min<int64_t>(p.threads, col_blocks), [&](int64_t, int64_t, int) {
     const int64_t a_bytes = a_slice_bytes * int64_t(p.slices.size());
-    auto* packed_a = static_cast<unsigned char*>(thread_scratch(size_t(a_bytes + p.b_block_bytes)));
+    auto* packed_a = static_cast<unsigned char*>(thread_scratch(size_t(a_bytes + p.max_pass * p.b_block_bytes)));
     unsigned char* packed_b = packed_a + a_bytes;
-    bool a_packed = false;
+    for (size_t si = 0; si < p.slices.size(); ++si)
+      for (int64_t rb = 0; rb < row_blocks; ++rb)
+        p.pack_a(p.slices[si], rb * p.row_block, std::min(p.row_block, g.m - rb * p.row_block),
+                 packed_a + int64_t(si) * a_slice_bytes + rb * p.a_block_bytes);
+    unsigned char* a[kMaxPassSlices];
+    unsigned char* b[kMaxPassSlices];
     for (int64_t cb; (cb = next.fetch_add(1, std::memory_order_relaxed)) < col_blocks;) {
       const int64_t c = cb * p.col_block, nc = std::min(p.col_block, g.n - c);
-      for (size_t si = 0; si < p.slices.size(); ++si) {
-        const KSlice& s = p.slices[si];
-        unsigned char* a = packed_a + int64_t(si) * a_slice_bytes;
-        if (!a_packed)
-          for (int64_t rb = 0; rb < row_blocks; ++rb)
-            p.pack_a(s, rb * p.row_block, std::min(p.row_block, g.m - rb * p.row_block), a + rb * p.a_block_bytes);
-        const void* b = p.prepacked(s, c);
-        if (!b) {
-          p.pack_b(s, c, nc, packed_b);
-          b = packed_b;
+      for (const Pass& pass : p.passes) {
+        for (int j = 0; j < pass.count; ++j) {
+          const KSlice& s = p.slices[size_t(pass.first + j)];
+          b[j] = packed_b + j * p.b_block_bytes;
+          if (!p.prepacked(s, c)) p.pack_b(s, c, nc, b[j]);
         }
         for (int64_t rb = 0; rb < row_blocks; ++rb) {
           const int64_t r = rb * p.row_block;
-          p.macro(s, std::min(p.row_block, g.m - r), nc, a + rb * p.a_block_bytes, b, g.c + r * g.ldc + c);
+          for (int j = 0; j < pass.count; ++j) a[j] = packed_a + int64_t(pass.first + j) * a_slice_bytes + rb * p.a_block_bytes;
+          p.macro(pass, std::min(p.row_block, g.m - r), nc, c, a, b, g.c + r * g.ldc + c);
         }
       }
-      a_packed = true;
     }
   });
 }
 
 // Packs each K slice of A and B once, into blocks the threads share, and computes C's tiles
 // from them, the items split between the threads by SplitRanges. Two sets of packed blocks
-// alternate: the region that computes slice s's tiles also packs slice s + 1, so a GEMM of S
-// slices has S + 1 regions, and a thread out of tiles packs or steals instead of waiting.
-// The packed slices, (rows + columns) x KC each, stay in L3; C is updated once per slice.
+// alternate: the region that computes pass p's tiles also packs pass p + 1's slices, so a GEMM
+// of P passes has P + 1 regions, and a thread out of tiles packs or steals instead of waiting.
+// The packed slices, (rows + columns) x KC each, stay in L3; C is updated once per pass.
 void gemm_shared_slices(const Plan& p) {
   const GemmArgs& g = p.g;
   // Chunks of C: whole blocks, at least one, within the budget.
@@ -154,51 +175,56 @@ void gemm_shared_slices(const Plan& p) {
   const int64_t cols_per_chunk = p.col_block * std::max<int64_t>(1, kPackBudget / p.b_block_bytes);
   const int64_t a_bytes = (std::min(rows_per_chunk, g.m) + p.row_block - 1) / p.row_block * p.a_block_bytes;
   const int64_t b_bytes = (std::min(cols_per_chunk, g.n) + p.col_block - 1) / p.col_block * p.b_block_bytes;
-  auto* scratch = static_cast<unsigned char*>(thread_scratch(size_t(2 * (a_bytes + b_bytes))));
-  unsigned char* const packed_a[2] = {scratch, scratch + a_bytes};
-  unsigned char* const packed_b[2] = {scratch + 2 * a_bytes, scratch + 2 * a_bytes + b_bytes};
-  const int64_t slices = int64_t(p.slices.size());
+  // [set][slot]: the packed A and B of slice `slot` of a pass, in one of the two alternating sets
+  const int64_t slots = p.max_pass;
+  auto* scratch = static_cast<unsigned char*>(thread_scratch(size_t(2 * slots * (a_bytes + b_bytes))));
+  auto packed_a = [&](int64_t set, int64_t slot) { return scratch + (set * slots + slot) * a_bytes; };
+  auto packed_b = [&](int64_t set, int64_t slot) { return scratch + 2 * slots * a_bytes + (set * slots + slot) * b_bytes; };
+  const int64_t passes = int64_t(p.passes.size());
 
   for (int64_t m0 = 0; m0 < g.m; m0 += rows_per_chunk) {
     const int64_t rows = std::min(rows_per_chunk, g.m - m0), row_blocks = (rows + p.row_block - 1) / p.row_block;
     for (int64_t n0 = 0; n0 < g.n; n0 += cols_per_chunk) {
       const int64_t cols = std::min(cols_per_chunk, g.n - n0), col_blocks = (cols + p.col_block - 1) / p.col_block;
-      auto pack = [&](int64_t si, int64_t u) {
-        const KSlice& s = p.slices[size_t(si)];
-        if (u < row_blocks) {
-          const int64_t r = m0 + u * p.row_block;
-          p.pack_a(s, r, std::min(p.row_block, m0 + rows - r), packed_a[si & 1] + u * p.a_block_bytes);
-        } else {
-          const int64_t c = n0 + (u - row_blocks) * p.col_block;
-          p.pack_b(s, c, std::min(p.col_block, n0 + cols - c), packed_b[si & 1] + (u - row_blocks) * p.b_block_bytes);
+      // Pack unit u of pass pi: slice u / units_per_slice of the pass, its A row block or B column block.
+      const int64_t units_per_slice = row_blocks + col_blocks;
+      auto pack = [&](int64_t pi, int64_t u) {
+        const int64_t j = u / units_per_slice, v = u % units_per_slice;
+        const KSlice& s = p.slices[size_t(p.passes[size_t(pi)].first + j)];
+        if (v < row_blocks) {
+          const int64_t r = m0 + v * p.row_block;
+          p.pack_a(s, r, std::min(p.row_block, m0 + rows - r), packed_a(pi & 1, j) + v * p.a_block_bytes);
+        } else if (const int64_t cb = v - row_blocks, c = n0 + cb * p.col_block; !p.prepacked(s, c)) {
+          p.pack_b(s, c, std::min(p.col_block, n0 + cols - c), packed_b(pi & 1, j) + cb * p.b_block_bytes);
         }
       };
       // Tiles go along a row block first: a thread's next tile often reuses its A block in L2.
-      auto tile = [&](int64_t si, int64_t t) {
-        const KSlice& s = p.slices[size_t(si)];
+      auto tile = [&](int64_t pi, int64_t t) {
+        const Pass& pass = p.passes[size_t(pi)];
         const int64_t rb = t / col_blocks, cb = t % col_blocks;
         const int64_t r = m0 + rb * p.row_block, c = n0 + cb * p.col_block;
-        const void* b = p.prepacked(s, c);
-        p.macro(s, std::min(p.row_block, m0 + rows - r), std::min(p.col_block, n0 + cols - c),
-                packed_a[si & 1] + rb * p.a_block_bytes, b ? b : packed_b[si & 1] + cb * p.b_block_bytes,
+        unsigned char* a[kMaxPassSlices];
+        unsigned char* b[kMaxPassSlices];
+        for (int j = 0; j < pass.count; ++j) {
+          a[j] = packed_a(pi & 1, j) + rb * p.a_block_bytes;
+          b[j] = packed_b(pi & 1, j) + cb * p.b_block_bytes;
+        }
+        p.macro(pass, std::min(p.row_block, m0 + rows - r), std::min(p.col_block, n0 + cols - c), c, a, b,
                 g.c + r * g.ldc + c);
       };
       const int threads = int(std::min<int64_t>(p.threads, row_blocks * col_blocks));
-      for (int64_t si = 0; si <= slices; ++si) {
-        SplitRanges tiles(threads, si > 0 ? row_blocks * col_blocks : 0);
-        const bool pack_b = si < slices && !p.prepacked(p.slices[size_t(si)], 0);
-        SplitRanges a_packs(threads, si < slices ? row_blocks : 0), b_packs(threads, pack_b ? col_blocks : 0);
+      for (int64_t pi = 0; pi <= passes; ++pi) {
+        SplitRanges tiles(threads, pi > 0 ? row_blocks * col_blocks : 0);
+        SplitRanges packs(threads, pi < passes ? p.passes[size_t(pi)].count * units_per_slice : 0);
         // Ranges are numbered by the region's items, not by pool thread: a region nested in
         // another runs them all, one after the other, on the calling thread.
         parallel_for(threads, [&](int64_t begin, int64_t end, int) {
           for (int t = int(begin); t < int(end); ++t) {
             int64_t u;
-            while (tiles.take_own(t, &u)) tile(si - 1, u);
-            while (a_packs.take_own(t, &u)) pack(si, u);
-            while (b_packs.take_own(t, &u)) pack(si, row_blocks + u);
-            while (tiles.steal(t, &u)) tile(si - 1, u);
-            while (a_packs.steal(t, &u)) pack(si, u);
-            while (b_packs.steal(t, &u)) pack(si, row_blocks + u);
+            while (tiles.take_own(t, &u)) tile(pi - 1, u);
+            while (packs.take_own(t, &u)) pack(pi, u);
+            while (tiles.steal(t, &u)) tile(pi - 1, u);
+            while (packs.steal(t, &u)) pack(pi, u);
           }
         });
       }
@@ -211,7 +237,7 @@ void gemm_shared_slices(const Plan& p) {
 void gemm(const GemmArgs& g) {
   if (g.m <= 0 || g.n <= 0) return;
   const Isa isa = active_isa();
-  Plan p{g, gemm_kernels_for(isa), 0, 0, {}, {}, 1, 0, 0, 0, 0};
+  Plan p{g, gemm_kernels_for(isa), 0, 0, {}, {}, {}, 1, 1, 0, 0, 0, 0};
   // Each segment is cut into slices of its format's KC; mc is shared by the formats.
   int64_t k_total = 0, mc = 0;
   bool uses[3] = {};
@@ -225,6 +251,13 @@ void gemm(const GemmArgs& g) {
     p.mr = bl.mr;
     p.nr = bl.nr;
     mc = bl.mc;
+  }
+  for (int i = 0; i < int(p.slices.size()); ++i) {
+    const KSlice& s = p.slices[size_t(i)];
+    Pass* last = p.passes.empty() ? nullptr : &p.passes.back();
+    if (last && last->format == s.format && s.kc <= kShortSlice && last->count < kMaxPassSlices) ++last->count;
+    else p.passes.push_back(Pass{i, 1, s.format});
+    p.max_pass = std::max(p.max_pass, p.passes.back().count);
   }
   if (p.slices.empty()) {  // an empty product: C = 0 (or unchanged when accumulating)
     if (!g.accumulate)

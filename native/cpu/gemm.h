@@ -28,6 +28,16 @@ namespace ernie::cpu {
 //   bf16      bf16 with k pairs side by side, vdpbf16ps's operands: AVX512_BF16 only
 enum class GemmFormat : int { f32 = 0, f32_bf16 = 1, bf16 = 2 };
 
+// One K slice's part of a tile's product, for gemm_macro: its packed A block and B block (or B
+// panels packed beforehand), its K, and the packed elements between B's NR-column panels.
+struct GemmPiece {
+  const void* a;
+  const void* b;
+  int64_t kc;
+  int64_t b_panel;
+};
+constexpr int kGemmMaxPieces = 4;  // pieces per gemm_macro call
+
 // One ISA's blocking for one format. mr, nr and mc are the same for every format of an ISA, so
 // slices of different formats can share C's tiles.
 struct GemmBlocking {
@@ -80,15 +90,15 @@ class PrepackedBf16 {
 //       times alpha, as rows of KC elements.
 //   gemm_pack_b(f, B, n0, nc, k0, kc, dst): the same for B into NR-column panels, each k (or k
 //       pair) holding its NR values; columns past nc are zero.
-//   gemm_macro(f, mc, nc, kc, Ap, Bp, b_panel, C, ldc, accumulate): C[mc, nc] (+)= Ap . Bp^T,
-//       B's NR-column panels b_panel packed elements apart.
+//   gemm_macro(f, mc, nc, pieces, count, C, ldc, accumulate): C[mc, nc] (+)= the sum over the
+//       pieces of A . B^T, each tile summed in registers over all the pieces and stored once.
 #define ERNIE_GEMM_KERNELS(X)                                                                      \
   X(gemm_blocking, ::ernie::cpu::GemmBlocking(::ernie::cpu::GemmFormat))                           \
   X(gemm_pack_a, void(::ernie::cpu::GemmFormat, const ::ernie::cpu::MatrixRef&, int64_t, int64_t, int64_t, \
                       int64_t, float, void*))                                                      \
   X(gemm_pack_b, void(::ernie::cpu::GemmFormat, const ::ernie::cpu::MatrixRef&, int64_t, int64_t, int64_t, \
                       int64_t, void*))                                                             \
-  X(gemm_macro, void(::ernie::cpu::GemmFormat, int64_t, int64_t, int64_t, const void*, const void*, int64_t,   \
-                     float*, int64_t, bool))
+  X(gemm_macro, void(::ernie::cpu::GemmFormat, int64_t, int64_t, const ::ernie::cpu::GemmPiece*, int, float*, \
+                     int64_t, bool))
 
 ERNIE_DECLARE_KERNELS(gemm, ERNIE_GEMM_KERNELS)

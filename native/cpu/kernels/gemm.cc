@@ -328,15 +328,18 @@ void pack_b_bf16(const MatrixRef& m, int64_t c0, int64_t cols, int64_t k0, int64
     Pair* panel = dst + (p / NR) * kp * NR;
     int64_t j = 0;
     if constexpr (Trans) {  // stored [K, N]: a pair joins two stored rows, 16 columns at a time
-      for (; j + 16 <= pc; j += 16) {
-        int64_t kk = 0;
-        for (; 2 * kk + 1 < kc; ++kk) {
-          const __m512i even = bf16_words16<T>(m.data, at<Trans>(m.ld, c0 + p + j, k0 + 2 * kk), 1.0f);
-          const __m512i odd = bf16_words16<T>(m.data, at<Trans>(m.ld, c0 + p + j, k0 + 2 * kk + 1), 1.0f);
-          _mm512_storeu_si512(panel + kk * NR + j, _mm512_or_si512(even, _mm512_slli_epi32(odd, 16)));
+      // k pairs outermost, so that a stored row's NR columns (a cache line of bf16) are all
+      // used while the line is in L1, rather than half of them now and half a whole K later
+      const int64_t groups = pc / 16;
+      for (int64_t kk = 0; kk < kp; ++kk)
+        for (int64_t q = 0; q < groups; ++q) {
+          const int64_t jq = 16 * q;
+          __m512i w = bf16_words16<T>(m.data, at<Trans>(m.ld, c0 + p + jq, k0 + 2 * kk), 1.0f);
+          if (2 * kk + 1 < kc)
+            w = _mm512_or_si512(w, _mm512_slli_epi32(bf16_words16<T>(m.data, at<Trans>(m.ld, c0 + p + jq, k0 + 2 * kk + 1), 1.0f), 16));
+          _mm512_storeu_si512(panel + kk * NR + jq, w);
         }
-        if (kk < kp) _mm512_storeu_si512(panel + kk * NR + j, bf16_words16<T>(m.data, at<Trans>(m.ld, c0 + p + j, k0 + 2 * kk), 1.0f));
-      }
+      j = groups * 16;
     } else {  // each column's k contiguous: 16 columns x 16 pairs through a transpose
       for (; j + 16 <= pc; j += 16) {
         int64_t kk = 0;
@@ -425,13 +428,20 @@ static_assert(NR == 2 * VL, "the micro-kernel holds two vectors per row");
     c##i##0 = vfma(av, b0, c##i##0);                                               \
     c##i##1 = vfma(av, b1, c##i##1);                                               \
   }
+// A tile summed over the pieces: piece q's A panel at pa[q] (KC_F32 floats a row), its B panel
+// at pb[q], kc[q] k each.
 template <int R>
-void micro_f32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate, int64_t nr) {
+void micro_f32(int count, const float* const* pa, const float* const* pb, const int64_t* kcs, float* c, int64_t ldc,
+               bool accumulate, int64_t nr) {
   ERNIE_ROWS(ERNIE_PREFETCH_ROW)
   ERNIE_ROWS(ERNIE_DECL_ROW)
-  for (int64_t k = 0; k < kc; ++k, ++a, b += NR) {
-    const Vec b0 = vload(b), b1 = vload(b + VL);
-    ERNIE_ROWS(ERNIE_FMA_ROW)
+  for (int q = 0; q < count; ++q) {
+    const float* a = pa[q];
+    const float* b = pb[q];
+    for (int64_t k = 0; k < kcs[q]; ++k, ++a, b += NR) {
+      const Vec b0 = vload(b), b1 = vload(b + VL);
+      ERNIE_ROWS(ERNIE_FMA_ROW)
+    }
   }
   ERNIE_WRITE_TILE()
 }
@@ -445,14 +455,21 @@ void micro_f32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc
     c##i##0 = _mm512_dpbf16_ps(c##i##0, av, b0);                                          \
     c##i##1 = _mm512_dpbf16_ps(c##i##1, av, b1);                                          \
   }
+// A tile summed over the pieces: piece q's A panel at pa[q] (KC_BF16 / 2 pairs a row), its B
+// panel at pb[q], kps[q] k pairs each.
 template <int R>
-void micro_bf16(int64_t kp, const Pair* a, const Pair* b, float* c, int64_t ldc, bool accumulate, int64_t nr) {
+void micro_bf16(int count, const Pair* const* pa, const Pair* const* pb, const int64_t* kps, float* c, int64_t ldc,
+                bool accumulate, int64_t nr) {
   ERNIE_ROWS(ERNIE_PREFETCH_ROW)
   ERNIE_ROWS(ERNIE_DECL_ROW)
-  for (int64_t kk = 0; kk < kp; ++kk, ++a, b += NR) {
-    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b);
-    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + VL);
-    ERNIE_ROWS(ERNIE_DOT_ROW)
+  for (int q = 0; q < count; ++q) {
+    const Pair* a = pa[q];
+    const Pair* b = pb[q];
+    for (int64_t kk = 0; kk < kps[q]; ++kk, ++a, b += NR) {
+      const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b);
+      const __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + VL);
+      ERNIE_ROWS(ERNIE_DOT_ROW)
+    }
   }
   ERNIE_WRITE_TILE()
 }
@@ -461,13 +478,15 @@ void micro_bf16(int64_t kp, const Pair* a, const Pair* b, float* c, int64_t ldc,
 
 #else  // generic
 template <int R>
-void micro_f32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate, int64_t nr) {
+void micro_f32(int count, const float* const* pa, const float* const* pb, const int64_t* kcs, float* c, int64_t ldc,
+               bool accumulate, int64_t nr) {
   float acc[MR][NR] = {};
-  for (int64_t k = 0; k < kc; ++k)
-    for (int i = 0; i < R; ++i) {
-      const float av = a[i * KC_F32 + k];
-      for (int j = 0; j < NR; ++j) acc[i][j] += av * b[k * NR + j];
-    }
+  for (int q = 0; q < count; ++q)
+    for (int64_t k = 0; k < kcs[q]; ++k)
+      for (int i = 0; i < R; ++i) {
+        const float av = pa[q][i * KC_F32 + k];
+        for (int j = 0; j < NR; ++j) acc[i][j] += av * pb[q][k * NR + j];
+      }
   store_tile(&acc[0][0], c, ldc, accumulate, R, nr);
 }
 #endif
@@ -523,24 +542,33 @@ void gemm_pack_b(GemmFormat f, const MatrixRef& b, int64_t n0, int64_t nc, int64
   with_layout(b, [&](auto l) { pack_b_f32<decltype(l)::dtype, decltype(l)::trans>(b, n0, nc, k0, kc, round, static_cast<float*>(dst)); });
 }
 
-void gemm_macro(GemmFormat f, int64_t mc, int64_t nc, int64_t kc, const void* ap, const void* bp, int64_t b_panel,
-                float* c, int64_t ldc, bool accumulate) {
+void gemm_macro(GemmFormat f, int64_t mc, int64_t nc, const GemmPiece* pieces, int count, float* c, int64_t ldc,
+                bool accumulate) {
+  int64_t ks[kGemmMaxPieces];
+  for (int q = 0; q < count; ++q) ks[q] = f == GemmFormat::bf16 ? (pieces[q].kc + 1) / 2 : pieces[q].kc;
   for (int64_t jr = 0; jr < nc; jr += NR) {
     const int64_t nr = min64(NR, nc - jr);
     for (int64_t ir = 0; ir < mc; ir += MR) {
       float* ct = c + ir * ldc + jr;
 #if defined(ERNIE_GEMM_BF16_PAIRS)
       if (f == GemmFormat::bf16) {
-        const Pair* a = static_cast<const Pair*>(ap) + ir * KP_BF16;
-        const Pair* b = static_cast<const Pair*>(bp) + (jr / NR) * b_panel;
-        with_rows(min64(MR, mc - ir), [&](auto r) { micro_bf16<decltype(r)::value>((kc + 1) / 2, a, b, ct, ldc, accumulate, nr); });
+        const Pair* a[kGemmMaxPieces];
+        const Pair* b[kGemmMaxPieces];
+        for (int q = 0; q < count; ++q) {
+          a[q] = static_cast<const Pair*>(pieces[q].a) + ir * (KC_BF16 / 2);
+          b[q] = static_cast<const Pair*>(pieces[q].b) + (jr / NR) * pieces[q].b_panel;
+        }
+        with_rows(min64(MR, mc - ir), [&](auto r) { micro_bf16<decltype(r)::value>(count, a, b, ks, ct, ldc, accumulate, nr); });
         continue;
       }
 #endif
-      (void)f;
-      const float* a = static_cast<const float*>(ap) + ir * KC_F32;
-      const float* b = static_cast<const float*>(bp) + (jr / NR) * b_panel;
-      with_rows(min64(MR, mc - ir), [&](auto r) { micro_f32<decltype(r)::value>(kc, a, b, ct, ldc, accumulate, nr); });
+      const float* a[kGemmMaxPieces];
+      const float* b[kGemmMaxPieces];
+      for (int q = 0; q < count; ++q) {
+        a[q] = static_cast<const float*>(pieces[q].a) + ir * KC_F32;
+        b[q] = static_cast<const float*>(pieces[q].b) + (jr / NR) * pieces[q].b_panel;
+      }
+      with_rows(min64(MR, mc - ir), [&](auto r) { micro_f32<decltype(r)::value>(count, a, b, ks, ct, ldc, accumulate, nr); });
     }
   }
 }
