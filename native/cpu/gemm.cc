@@ -163,6 +163,35 @@ void gemm_few_rows(const Plan& p) {
   });
 }
 
+// Few columns (LoRA's rank-r products: C is one column block): A dominates and each packed block
+// of A is used once, so the thread that packs it uses it at once, from its L2. Each thread packs
+// all of B for itself, then takes row blocks from the counter and runs them through every pass.
+void gemm_few_cols(const Plan& p) {
+  const GemmArgs& g = p.g;
+  const int64_t row_blocks = (g.m + p.row_block - 1) / p.row_block;
+  std::atomic<int64_t> next{0};
+  parallel_for(std::min<int64_t>(p.threads, row_blocks), [&](int64_t, int64_t, int) {
+    const int64_t b_bytes = p.b_block_bytes * int64_t(p.slices.size());
+    auto* packed_b = static_cast<unsigned char*>(thread_scratch(size_t(b_bytes + p.max_pass * p.a_block_bytes)));
+    unsigned char* packed_a = packed_b + b_bytes;
+    for (size_t si = 0; si < p.slices.size(); ++si)
+      if (!p.prepacked(p.slices[si], 0)) p.pack_b(p.slices[si], 0, g.n, packed_b + int64_t(si) * p.b_block_bytes);
+    unsigned char* a[kMaxPassSlices];
+    unsigned char* b[kMaxPassSlices];
+    for (int64_t rb; (rb = next.fetch_add(1, std::memory_order_relaxed)) < row_blocks;) {
+      const int64_t r = rb * p.row_block, rows = std::min(p.row_block, g.m - r);
+      for (const Pass& pass : p.passes) {
+        for (int j = 0; j < pass.count; ++j) {
+          a[j] = packed_a + j * p.a_block_bytes;
+          b[j] = packed_b + int64_t(pass.first + j) * p.b_block_bytes;
+          p.pack_a(p.slices[size_t(pass.first + j)], r, rows, a[j]);
+        }
+        p.macro(pass, rows, g.n, 0, a, b, g.c + r * g.ldc);
+      }
+    }
+  });
+}
+
 // Packs each K slice of A and B once, into blocks the threads share, and computes C's tiles
 // from them, the items split between the threads by SplitRanges. Two sets of packed blocks
 // alternate: the region that computes pass p's tiles also packs pass p + 1's slices, so a GEMM
@@ -288,6 +317,8 @@ void gemm(const GemmArgs& g) {
   }
   if (row_blocks <= 2)
     gemm_few_rows(p);
+  else if (g.n <= p.col_block)
+    gemm_few_cols(p);
   else
     gemm_shared_slices(p);
 }

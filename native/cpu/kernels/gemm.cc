@@ -391,29 +391,33 @@ inline void store_tile(const float* tile, float* c, int64_t ldc, bool accumulate
 #if defined(__AVX2__)
 static_assert(NR == 2 * VL, "the micro-kernel holds two vectors per row");
 
-// The tile is R <= MR rows of two vectors, held in named variables c<i>0, c<i>1 (an array of
-// vectors would be kept in memory by GCC inside the k loop). ERNIE_ROWS(X) expands X(i) per row;
-// rows i >= R compile to nothing, so a short last row panel costs only its own rows.
+// The tile is R <= MR rows of V (2, or 1 for a tile of at most VL columns) vectors, held in named
+// variables c<i>0, c<i>1 (an array of vectors would be kept in memory by GCC inside the k loop).
+// ERNIE_ROWS(X) expands X(i) per row; rows i >= R compile to nothing, so a short last row panel
+// costs only its own rows, and a narrow tile (LoRA's rank-16 products) only its own columns.
 #define ERNIE_DECL_ROW(i) [[maybe_unused]] Vec c##i##0 = vzero(), c##i##1 = vzero();
 // The tile of C is read (when accumulating) and written only after the k loop: ask for its
 // lines now, so they arrive while the loop runs instead of stalling the stores.
 #define ERNIE_PREFETCH_ROW(i)                                                           \
   if constexpr ((i) < R) {                                                              \
     _mm_prefetch(reinterpret_cast<const char*>(c + (i) * ldc), _MM_HINT_T0);            \
-    _mm_prefetch(reinterpret_cast<const char*>(c + (i) * ldc + NR - 1), _MM_HINT_T0);   \
+    if constexpr (V == 2) _mm_prefetch(reinterpret_cast<const char*>(c + (i) * ldc + NR - 1), _MM_HINT_T0); \
   }
-#define ERNIE_SPILL_ROW(i) \
-  if constexpr ((i) < R) vstore(tile + (i) * NR, c##i##0), vstore(tile + (i) * NR + VL, c##i##1);
+#define ERNIE_SPILL_ROW(i)                                                         \
+  if constexpr ((i) < R) {                                                         \
+    vstore(tile + (i) * NR, c##i##0);                                              \
+    if constexpr (V == 2) vstore(tile + (i) * NR + VL, c##i##1);                   \
+  }
 #define ERNIE_STORE_ROW(i)                                                         \
   if constexpr ((i) < R) {                                                         \
     float* dst = c + (i) * ldc;                                                    \
     vstore(dst, accumulate ? vadd(vload(dst), c##i##0) : c##i##0);                 \
-    vstore(dst + VL, accumulate ? vadd(vload(dst + VL), c##i##1) : c##i##1);       \
+    if constexpr (V == 2) vstore(dst + VL, accumulate ? vadd(vload(dst + VL), c##i##1) : c##i##1); \
   }
 // Writes the tile: straight into C when it has all NR columns, else through a buffer, so no
 // write leaves C.
 #define ERNIE_WRITE_TILE()                                                         \
-  if (nr == NR) {                                                                  \
+  if (nr == V * VL) {                                                              \
     ERNIE_ROWS(ERNIE_STORE_ROW)                                                    \
   } else {                                                                         \
     alignas(64) float tile[MR * NR];                                               \
@@ -426,11 +430,11 @@ static_assert(NR == 2 * VL, "the micro-kernel holds two vectors per row");
   if constexpr ((i) < R) {                                                         \
     const Vec av = vbroadcast(a + (i) * KC_F32);                                   \
     c##i##0 = vfma(av, b0, c##i##0);                                               \
-    c##i##1 = vfma(av, b1, c##i##1);                                               \
+    if constexpr (V == 2) c##i##1 = vfma(av, b1, c##i##1);                         \
   }
 // A tile summed over the pieces: piece q's A panel at pa[q] (KC_F32 floats a row), its B panel
 // at pb[q], kc[q] k each.
-template <int R>
+template <int R, int V>
 void micro_f32(int count, const float* const* pa, const float* const* pb, const int64_t* kcs, float* c, int64_t ldc,
                bool accumulate, int64_t nr) {
   ERNIE_ROWS(ERNIE_PREFETCH_ROW)
@@ -439,7 +443,7 @@ void micro_f32(int count, const float* const* pa, const float* const* pb, const 
     const float* a = pa[q];
     const float* b = pb[q];
     for (int64_t k = 0; k < kcs[q]; ++k, ++a, b += NR) {
-      const Vec b0 = vload(b), b1 = vload(b + VL);
+      const Vec b0 = vload(b), b1 = V == 2 ? vload(b + VL) : vzero();
       ERNIE_ROWS(ERNIE_FMA_ROW)
     }
   }
@@ -453,11 +457,11 @@ void micro_f32(int count, const float* const* pa, const float* const* pb, const 
   if constexpr ((i) < R) {                                                                \
     const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[(i) * KP_BF16]));  \
     c##i##0 = _mm512_dpbf16_ps(c##i##0, av, b0);                                          \
-    c##i##1 = _mm512_dpbf16_ps(c##i##1, av, b1);                                          \
+    if constexpr (V == 2) c##i##1 = _mm512_dpbf16_ps(c##i##1, av, b1);                    \
   }
 // A tile summed over the pieces: piece q's A panel at pa[q] (KC_BF16 / 2 pairs a row), its B
 // panel at pb[q], kps[q] k pairs each.
-template <int R>
+template <int R, int V>
 void micro_bf16(int count, const Pair* const* pa, const Pair* const* pb, const int64_t* kps, float* c, int64_t ldc,
                 bool accumulate, int64_t nr) {
   ERNIE_ROWS(ERNIE_PREFETCH_ROW)
@@ -467,7 +471,7 @@ void micro_bf16(int count, const Pair* const* pa, const Pair* const* pb, const i
     const Pair* b = pb[q];
     for (int64_t kk = 0; kk < kps[q]; ++kk, ++a, b += NR) {
       const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b);
-      const __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + VL);
+      const __m512bh b1 = V == 2 ? (__m512bh)_mm512_loadu_si512(b + VL) : b0;
       ERNIE_ROWS(ERNIE_DOT_ROW)
     }
   }
@@ -477,7 +481,7 @@ void micro_bf16(int count, const Pair* const* pa, const Pair* const* pb, const i
 #endif
 
 #else  // generic
-template <int R>
+template <int R, int V>
 void micro_f32(int count, const float* const* pa, const float* const* pb, const int64_t* kcs, float* c, int64_t ldc,
                bool accumulate, int64_t nr) {
   float acc[MR][NR] = {};
@@ -558,7 +562,10 @@ void gemm_macro(GemmFormat f, int64_t mc, int64_t nc, const GemmPiece* pieces, i
           a[q] = static_cast<const Pair*>(pieces[q].a) + ir * (KC_BF16 / 2);
           b[q] = static_cast<const Pair*>(pieces[q].b) + (jr / NR) * pieces[q].b_panel;
         }
-        with_rows(min64(MR, mc - ir), [&](auto r) { micro_bf16<decltype(r)::value>(count, a, b, ks, ct, ldc, accumulate, nr); });
+        if (nr > NR / 2)
+          with_rows(min64(MR, mc - ir), [&](auto r) { micro_bf16<decltype(r)::value, 2>(count, a, b, ks, ct, ldc, accumulate, nr); });
+        else
+          with_rows(min64(MR, mc - ir), [&](auto r) { micro_bf16<decltype(r)::value, 1>(count, a, b, ks, ct, ldc, accumulate, nr); });
         continue;
       }
 #endif
@@ -568,7 +575,10 @@ void gemm_macro(GemmFormat f, int64_t mc, int64_t nc, const GemmPiece* pieces, i
         a[q] = static_cast<const float*>(pieces[q].a) + ir * KC_F32;
         b[q] = static_cast<const float*>(pieces[q].b) + (jr / NR) * pieces[q].b_panel;
       }
-      with_rows(min64(MR, mc - ir), [&](auto r) { micro_f32<decltype(r)::value>(count, a, b, ks, ct, ldc, accumulate, nr); });
+      if (nr > NR / 2)
+        with_rows(min64(MR, mc - ir), [&](auto r) { micro_f32<decltype(r)::value, 2>(count, a, b, ks, ct, ldc, accumulate, nr); });
+      else
+        with_rows(min64(MR, mc - ir), [&](auto r) { micro_f32<decltype(r)::value, 1>(count, a, b, ks, ct, ldc, accumulate, nr); });
     }
   }
 }
