@@ -30,9 +30,12 @@ namespace ernie::cpu::ERNIE_ISA_NS {
 namespace {
 
 #if defined(__AVX512F__)
-constexpr int MR = 12, NR = 32;
-constexpr int FWD_BQ = 96, FWD_BK = 96, BWD_BQ = 96, BWD_BK = 96;
-#define ERNIE_ATTN_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+// Measured on Zen 4 at D = 128: 8 x 32 micro-tiles allow 64-row tiles (a multiple of both),
+// which waste less of the causal diagonal than 96 (12 x 32): at T = 128 (training batches) the
+// forward 1.2-1.35x, the backward 1.0-1.1x; at T = 2048 the same or better.
+constexpr int MR = 8, NR = 32;
+constexpr int FWD_BQ = 64, FWD_BK = 64, BWD_BQ = 64, BWD_BK = 64;
+#define ERNIE_ATTN_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 #elif defined(__AVX2__)
 constexpr int MR = 6, NR = 16;
 // Measured on Zen 3 at D = 128: 48-row query tiles waste less of the causal diagonal than 96;
