@@ -552,7 +552,10 @@ void gemm_macro(GemmFormat f, int64_t mc, int64_t nc, const GemmPiece* pieces, i
   for (int q = 0; q < count; ++q) ks[q] = f == GemmFormat::bf16 ? (pieces[q].kc + 1) / 2 : pieces[q].kc;
   for (int64_t jr = 0; jr < nc; jr += NR) {
     const int64_t nr = min64(NR, nc - jr);
-    for (int64_t ir = 0; ir < mc; ir += MR) {
+    // Row panels of equal size, at most MR each (16 rows: 8 + 8, not 14 + a slow 2)
+    const int64_t panels = (mc + MR - 1) / MR;
+    for (int64_t pi = 0, ir = 0, rows; pi < panels; ++pi, ir += rows) {
+      rows = (mc - ir + (panels - pi) - 1) / (panels - pi);
       float* ct = c + ir * ldc + jr;
 #if defined(ERNIE_GEMM_BF16_PAIRS)
       if (f == GemmFormat::bf16) {
@@ -563,9 +566,9 @@ void gemm_macro(GemmFormat f, int64_t mc, int64_t nc, const GemmPiece* pieces, i
           b[q] = static_cast<const Pair*>(pieces[q].b) + (jr / NR) * pieces[q].b_panel;
         }
         if (nr > NR / 2)
-          with_rows(min64(MR, mc - ir), [&](auto r) { micro_bf16<decltype(r)::value, 2>(count, a, b, ks, ct, ldc, accumulate, nr); });
+          with_rows(rows, [&](auto r) { micro_bf16<decltype(r)::value, 2>(count, a, b, ks, ct, ldc, accumulate, nr); });
         else
-          with_rows(min64(MR, mc - ir), [&](auto r) { micro_bf16<decltype(r)::value, 1>(count, a, b, ks, ct, ldc, accumulate, nr); });
+          with_rows(rows, [&](auto r) { micro_bf16<decltype(r)::value, 1>(count, a, b, ks, ct, ldc, accumulate, nr); });
         continue;
       }
 #endif
@@ -576,9 +579,9 @@ void gemm_macro(GemmFormat f, int64_t mc, int64_t nc, const GemmPiece* pieces, i
         b[q] = static_cast<const float*>(pieces[q].b) + (jr / NR) * pieces[q].b_panel;
       }
       if (nr > NR / 2)
-        with_rows(min64(MR, mc - ir), [&](auto r) { micro_f32<decltype(r)::value, 2>(count, a, b, ks, ct, ldc, accumulate, nr); });
+        with_rows(rows, [&](auto r) { micro_f32<decltype(r)::value, 2>(count, a, b, ks, ct, ldc, accumulate, nr); });
       else
-        with_rows(min64(MR, mc - ir), [&](auto r) { micro_f32<decltype(r)::value, 1>(count, a, b, ks, ct, ldc, accumulate, nr); });
+        with_rows(rows, [&](auto r) { micro_f32<decltype(r)::value, 1>(count, a, b, ks, ct, ldc, accumulate, nr); });
     }
   }
 }
