@@ -126,11 +126,12 @@ export function peakRssMb(): number {
  * precision (peerDtype): bf16 where ours multiplies bf16 (AVX512_BF16, where PyTorch's bf16 goes
  * through oneDNN's fast path), fp32 elsewhere (without AVX512_BF16 PyTorch's bf16 matmul falls
  * back to about 1.4 GFLOP/s: hours of running that say nothing). Returns tokens_per_s by key,
- * e.g. infer_bfloat16_1x64, lora_train_float32_8x128.
+ * e.g. infer_bfloat16_1x64, lora_train_float32_8x128. `edits` change the script further (see runPeer).
  */
-export function runTorchPeer(layers: number, dtype = peerDtype()): Record<string, number> | undefined {
+export function runTorchPeer(layers: number, dtype = peerDtype(), edits: [string, string][] = []): Record<string, number> | undefined {
   const out = runPeer('torch_peer.py', [String(layers)], [
     ['for dtype in (torch.bfloat16, torch.float32):', `for dtype in (torch.${dtype},):`],
+    ...edits,
   ])
   return (out as { tokens_per_s?: Record<string, number> } | undefined)?.tokens_per_s
 }
