@@ -8,7 +8,7 @@
 import * as path from 'node:path'
 import type { Test } from 'tap'
 import type { kernels } from '../lib/index'
-import { contractProduct, relErr, roundsToBf16 } from './helpers'
+import { contractProduct, maskedRelErr, relErr, roundsToBf16 } from './helpers'
 import * as oracle from './oracle'
 
 /**
@@ -98,17 +98,7 @@ export function oracleLora(name: FixtureName, p: oracle.Precision) {
 /** ||out - golden|| / ||golden|| over the golden batch's real tokens, rows of `width` values. */
 export function goldenErr(name: FixtureName, out: ArrayLike<number>, golden: string, width: number): number {
   const f = fixture(name)
-  let num = 0, den = 0
-  const want = f.golden.get(golden)!, mask = f.batch.attentionMask!
-  for (let tok = 0; tok < mask.length; tok++) {
-    if (!mask[tok]) continue
-    for (let j = 0; j < width; j++) {
-      const d = out[tok * width + j] - want[tok * width + j]
-      num += d * d
-      den += want[tok * width + j] ** 2
-    }
-  }
-  return Math.sqrt(num / den)
+  return maskedRelErr(out, f.golden.get(golden)!, f.batch.attentionMask!, width)
 }
 
 /** The relative error of a loss. */

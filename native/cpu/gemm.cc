@@ -74,8 +74,8 @@ struct Plan {
     if (panels->source != b.data || panels->ld != b.ld || panels->trans != b.trans) return nullptr;
     return panels->data + (c / nr) * panels->stride + (s.k0 / 2) * nr;
   }
-  // C[rows, cols] at c (+)= the pass's products: slice j's A block at a[j], its B block at b[j]
-  // (B packed for this call, or null to use its prepacked panels from column `col`).
+  // C[rows, cols] at c (+)= the pass's products: slice j's A block at a[j], its B block at b[j],
+  // or, for a slice whose B was packed beforehand, its panels from column `col` (b[j] unused).
   void macro(const Pass& pass, int64_t rows, int64_t cols, int64_t col, unsigned char* const* a,
              unsigned char* const* b, float* c) const {
     GemmPiece pieces[kMaxPassSlices];

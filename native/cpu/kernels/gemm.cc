@@ -8,7 +8,8 @@
 //   A: row-major rows of exactly KC elements (f32, or bf16 for the pair format), so that the
 //      micro-kernel broadcasts A(i, k) from a constant offset i * KC: packing A is a conversion,
 //      never a transpose (it is the activations, packed anew at every call). A panel is any MR
-//      or fewer consecutive rows: a short last one runs a micro-kernel of its own row count.
+//      or fewer consecutive rows: a block's rows are cut into panels of equal size, each run by a
+//      micro-kernel of its own row count.
 //   B: panels of NR columns; for each k (f32) or k pair (bf16: two bf16 in one 32-bit word, low
 //      half k even) the panel holds its NR values, one or two vectors the micro-kernel loads.
 // Only the packing knows the operands' dtypes and layouts; the micro-kernels see one format.
@@ -43,7 +44,6 @@ constexpr int MR = 4, NR = 16, MC = 128, KC_F32 = 256;
 constexpr int KC_BF16 = 1024;  // k values per slice: 512 pairs (the C tile is read and written once per slice)
 #endif
 
-inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // ---- element access: the (dtype, trans) cases are template parameters of the packers.
@@ -263,6 +263,11 @@ template <DType T, bool Trans>
 inline uint16_t bf16_at(const MatrixRef& m, int64_t r, int64_t k0, int64_t k, int64_t kc, float scale) {
   return k < kc ? elem_bf16<T>(m.data, at<Trans>(m.ld, r, k0 + k), scale) : 0;
 }
+// The pair of logical elements (r, k) and (r, k + 1), k even.
+template <DType T, bool Trans>
+inline Pair pair_at(const MatrixRef& m, int64_t r, int64_t k0, int64_t k, int64_t kc, float scale) {
+  return pair(bf16_at<T, Trans>(m, r, k0, k, kc, scale), bf16_at<T, Trans>(m, r, k0, k + 1, kc, scale));
+}
 // 32 consecutive values of a row from element i, scaled, as 16 pairs (nearest even).
 template <DType T>
 inline __m512i pairs32(const void* p, int64_t i, float scale) {
@@ -282,6 +287,10 @@ inline __m512i bf16_words16(const void* p, int64_t i, float scale) {
   return _mm512_cvtepu16_epi32(_mm512_castsi512_si256((__m512i)_mm512_cvtne2ps_pbh(_mm512_setzero_ps(), v)));
 }
 
+// The pairs of 16 consecutive stored values from two stored rows (a transposed operand's k and
+// k + 1): the even one's in the low halves.
+inline __m512i pair_words16(__m512i even, __m512i odd) { return _mm512_or_si512(even, _mm512_slli_epi32(odd, 16)); }
+
 // Rows [r0, r0 + rows) x k [k0, k0 + kc) into rows of KP_BF16 pairs.
 template <DType T, bool Trans>
 void pack_a_bf16(const MatrixRef& m, int64_t r0, int64_t rows, int64_t k0, int64_t kc, float scale, Pair* dst) {
@@ -294,15 +303,14 @@ void pack_a_bf16(const MatrixRef& m, int64_t r0, int64_t rows, int64_t k0, int64
         for (int q = 0; q < 16; ++q) {
           const __m512i even = bf16_words16<T>(m.data, at<Trans>(m.ld, r0 + i, k0 + 2 * (kk + q)), scale);
           const __m512i odd = bf16_words16<T>(m.data, at<Trans>(m.ld, r0 + i, k0 + 2 * (kk + q) + 1), scale);
-          r[q] = _mm512_or_si512(even, _mm512_slli_epi32(odd, 16));
+          r[q] = pair_words16(even, odd);
         }
         transpose16(r);  // r[j]: row i + j, pairs kk..kk+15
         for (int j = 0; j < 16; ++j) _mm512_storeu_si512(dst + (i + j) * KP_BF16 + kk, r[j]);
       }
       for (int j = 0; j < 16; ++j)
         for (int64_t k = 2 * kk; k < kc; k += 2)
-          dst[(i + j) * KP_BF16 + k / 2] = pair(bf16_at<T, Trans>(m, r0 + i + j, k0, k, kc, scale),
-                                                bf16_at<T, Trans>(m, r0 + i + j, k0, k + 1, kc, scale));
+          dst[(i + j) * KP_BF16 + k / 2] = pair_at<T, Trans>(m, r0 + i + j, k0, k, kc, scale);
     }
   } else {
     for (; i < rows; ++i) {
@@ -311,12 +319,12 @@ void pack_a_bf16(const MatrixRef& m, int64_t r0, int64_t rows, int64_t k0, int64
       int64_t k = 0;
       for (; k + 32 <= kc; k += 32) _mm512_storeu_si512(out + k / 2, pairs32<T>(m.data, base + k, scale));
       for (; k < kc; k += 2)
-        out[k / 2] = pair(bf16_at<T, Trans>(m, r0 + i, k0, k, kc, scale), bf16_at<T, Trans>(m, r0 + i, k0, k + 1, kc, scale));
+        out[k / 2] = pair_at<T, Trans>(m, r0 + i, k0, k, kc, scale);
     }
   }
   for (; i < rows; ++i)
     for (int64_t k = 0; k < kc; k += 2)
-      dst[i * KP_BF16 + k / 2] = pair(bf16_at<T, Trans>(m, r0 + i, k0, k, kc, scale), bf16_at<T, Trans>(m, r0 + i, k0, k + 1, kc, scale));
+      dst[i * KP_BF16 + k / 2] = pair_at<T, Trans>(m, r0 + i, k0, k, kc, scale);
 }
 
 // Columns [c0, c0 + cols) x k [k0, k0 + kc) into NR-column panels of pairs.
@@ -336,7 +344,7 @@ void pack_b_bf16(const MatrixRef& m, int64_t c0, int64_t cols, int64_t k0, int64
           const int64_t jq = 16 * q;
           __m512i w = bf16_words16<T>(m.data, at<Trans>(m.ld, c0 + p + jq, k0 + 2 * kk), 1.0f);
           if (2 * kk + 1 < kc)
-            w = _mm512_or_si512(w, _mm512_slli_epi32(bf16_words16<T>(m.data, at<Trans>(m.ld, c0 + p + jq, k0 + 2 * kk + 1), 1.0f), 16));
+            w = pair_words16(w, bf16_words16<T>(m.data, at<Trans>(m.ld, c0 + p + jq, k0 + 2 * kk + 1), 1.0f));
           _mm512_storeu_si512(panel + kk * NR + jq, w);
         }
       j = groups * 16;
@@ -351,14 +359,12 @@ void pack_b_bf16(const MatrixRef& m, int64_t c0, int64_t cols, int64_t k0, int64
         }
         for (; kk < kp; ++kk)
           for (int q = 0; q < 16; ++q)
-            panel[kk * NR + j + q] = pair(bf16_at<T, Trans>(m, c0 + p + j + q, k0, 2 * kk, kc, 1.0f),
-                                          bf16_at<T, Trans>(m, c0 + p + j + q, k0, 2 * kk + 1, kc, 1.0f));
+            panel[kk * NR + j + q] = pair_at<T, Trans>(m, c0 + p + j + q, k0, 2 * kk, kc, 1.0f);
       }
     }
     for (; j < NR; ++j)
       for (int64_t kk = 0; kk < kp; ++kk)
-        panel[kk * NR + j] = j < pc ? pair(bf16_at<T, Trans>(m, c0 + p + j, k0, 2 * kk, kc, 1.0f),
-                                           bf16_at<T, Trans>(m, c0 + p + j, k0, 2 * kk + 1, kc, 1.0f))
+        panel[kk * NR + j] = j < pc ? pair_at<T, Trans>(m, c0 + p + j, k0, 2 * kk, kc, 1.0f)
                                     : 0;
   }
 }
