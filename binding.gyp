@@ -7,7 +7,7 @@
 {
   "variables": {
     "kernel_sources": ["<!@(node -p \"require('fs').readdirSync('native/cpu/kernels').filter(f => f.endsWith('.cc')).map(f => 'native/cpu/kernels/' + f).join(' ')\")"],
-    "core_sources": ["<!@(node -p \"['native/addon', 'native/cpu', 'native/engine'].filter(d => require('fs').existsSync(d)).flatMap(d => require('fs').readdirSync(d).filter(f => f.endsWith('.cc')).map(f => d + '/' + f)).join(' ')\")"],
+    "core_sources": ["<!@(node -p \"['native/addon', 'native/backend', 'native/cpu', 'native/engine'].filter(d => require('fs').existsSync(d)).flatMap(d => require('fs').readdirSync(d).filter(f => f.endsWith('.cc')).map(f => d + '/' + f)).join(' ')\")"],
     "common_cflags": ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fvisibility=hidden", "-Wall", "-Wno-unused-function"]
   },
   "target_defaults": {

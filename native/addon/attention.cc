@@ -28,7 +28,7 @@ uint64_t product(Args& args, std::initializer_list<int64_t> factors, const std::
 }
 
 struct Parsed {
-  cpu::AttentionArgs g;
+  AttentionArgs g;
   std::shared_ptr<std::vector<uint8_t>> key_valid;  // the mask as bytes, owned by the Job
   std::vector<std::pair<const char*, ArrayArg>> inputs;
 };
@@ -36,7 +36,7 @@ struct Parsed {
 // The fields both ops share: shape, q, k, v, keyMask, scale.
 Parsed parse_common(Args& args, bool on_cuda) {
   Parsed p;
-  cpu::AttentionArgs& g = p.g;
+  AttentionArgs& g = p.g;
   g.batch = args.integer("batch", 0, INT32_MAX);
   g.tq = args.integer("tq", 0, INT32_MAX);
   g.tk = args.integer("tk", 0, INT32_MAX);
@@ -106,7 +106,7 @@ void expect_outputs_disjoint(Args& args, const std::vector<std::pair<const char*
 
 Job forward_job(Args& args, bool on_cuda) {
   Parsed p = parse_common(args, on_cuda);
-  cpu::AttentionArgs& g = p.g;
+  AttentionArgs& g = p.g;
   ArrayArg out = args.f32("out"), lse = args.f32("lse");
   args.expect_length("out", out, uint64_t(g.batch) * g.tq * g.heads * g.head_dim, "batch * tq * heads * headDim");
   args.expect_length("lse", lse, uint64_t(g.batch) * g.heads * g.tq, "batch * heads * tq");
@@ -119,7 +119,7 @@ Job forward_job(Args& args, bool on_cuda) {
 
 Job backward_job(Args& args, bool on_cuda) {
   Parsed p = parse_common(args, on_cuda);
-  cpu::AttentionArgs& g = p.g;
+  AttentionArgs& g = p.g;
   const uint64_t q_len = uint64_t(g.batch) * g.tq * g.heads * g.head_dim;
   const uint64_t kv_len = uint64_t(g.batch) * g.tk * g.kv_heads * g.head_dim;
   ArrayArg out = args.f32("out"), lse = args.f32("lse"), dout = args.f32("dout");

@@ -123,28 +123,28 @@ void set_device(int) { throw NotBuiltError(); }
 int current_device() { return 0; }
 PoolStats pool_stats() { return {}; }
 void trim_pool() {}
-void gemm(const cpu::GemmArgs&) { throw NotBuiltError(); }
-void attention_forward(const cpu::AttentionArgs&) { throw NotBuiltError(); }
-void attention_backward(const cpu::AttentionArgs&) { throw NotBuiltError(); }
-void lora_linear_forward(const cpu::LinearShape&, const float*, const cpu::MatrixRef&, const cpu::LoraRef&, float*,
+void gemm(const GemmArgs&) { throw NotBuiltError(); }
+void attention_forward(const AttentionArgs&) { throw NotBuiltError(); }
+void attention_backward(const AttentionArgs&) { throw NotBuiltError(); }
+void lora_linear_forward(const LinearShape&, const float*, const MatrixRef&, const LoraRef&, float*,
                          float*, bool) {
   throw NotBuiltError();
 }
-void lora_linear_backward(const cpu::LinearShape&, const float*, const cpu::MatrixRef&, const cpu::LoraRef&,
+void lora_linear_backward(const LinearShape&, const float*, const MatrixRef&, const LoraRef&,
                           const float*, const float*, float*, bool, float*, float*) {
   throw NotBuiltError();
 }
-void rmsnorm_forward(const cpu::RmsNormForwardArgs&) { throw NotBuiltError(); }
-void rmsnorm_backward(const cpu::RmsNormBackwardArgs&) { throw NotBuiltError(); }
-void rope(const cpu::RopeArgs&) { throw NotBuiltError(); }
-void swiglu_forward(const cpu::SwigluForwardArgs&) { throw NotBuiltError(); }
-void swiglu_backward(const cpu::SwigluBackwardArgs&) { throw NotBuiltError(); }
-void embedding_forward(const cpu::EmbeddingForwardArgs&) { throw NotBuiltError(); }
-void embedding_backward(const cpu::EmbeddingBackwardArgs&) { throw NotBuiltError(); }
-cpu::CrossEntropyResult cross_entropy(const cpu::CrossEntropyArgs&) { throw NotBuiltError(); }
-void adamw_step(float*, const float*, float*, float*, uint16_t*, int64_t, const cpu::AdamHyper&) { throw NotBuiltError(); }
+void rmsnorm_forward(const RmsNormForwardArgs&) { throw NotBuiltError(); }
+void rmsnorm_backward(const RmsNormBackwardArgs&) { throw NotBuiltError(); }
+void rope(const RopeArgs&) { throw NotBuiltError(); }
+void swiglu_forward(const SwigluForwardArgs&) { throw NotBuiltError(); }
+void swiglu_backward(const SwigluBackwardArgs&) { throw NotBuiltError(); }
+void embedding_forward(const EmbeddingForwardArgs&) { throw NotBuiltError(); }
+void embedding_backward(const EmbeddingBackwardArgs&) { throw NotBuiltError(); }
+CrossEntropyResult cross_entropy(const CrossEntropyArgs&) { throw NotBuiltError(); }
+void adamw_step(float*, const float*, float*, float*, uint16_t*, int64_t, const AdamHyper&) { throw NotBuiltError(); }
 void adamw8bit_step(float*, const float*, uint8_t*, uint8_t*, float*, float*, uint16_t*, int64_t, int64_t,
-                    const cpu::AdamHyper&) {
+                    const AdamHyper&) {
   throw NotBuiltError();
 }
 double benchmark(const BenchArgs&) { throw NotBuiltError(); }

@@ -23,7 +23,7 @@ Job gemm_job(Args& args, bool on_cuda) {
   const int64_t m = args.integer("m", 0, INT32_MAX), n = args.integer("n", 0, INT32_MAX);
   ArrayArg c = args.f32("c");
   args.expect_length("c", c, uint64_t(m) * n, "m * n");
-  cpu::GemmArgs g;
+  GemmArgs g;
   g.m = m;
   g.n = n;
   g.c = c.f32();
@@ -32,7 +32,7 @@ Job gemm_job(Args& args, bool on_cuda) {
   g.accumulate = args.boolean_or("accumulate", false);
   g.precision = args.precision_or_auto(on_cuda);
   for (Args& s : args.objects("segments", 1, 8)) {
-    cpu::GemmSegment seg;
+    GemmSegment seg;
     seg.k = s.integer("k", 0, INT32_MAX);
     seg.scale = float(s.number_or("scale", 1.0));
     ArrayArg a = s.f32_or_bf16("a"), b = s.f32_or_bf16("b");

@@ -14,10 +14,10 @@ namespace ernie::addon {
 namespace {
 
 struct LoraCall {
-  cpu::LinearShape shape;
+  LinearShape shape;
   const float* x;
-  cpu::MatrixRef w;
-  cpu::LoraRef lora;
+  MatrixRef w;
+  LoraRef lora;
   ArrayArg u;
 };
 
@@ -37,8 +37,8 @@ LoraCall parse_common(Args& args, bool on_cuda) {
   c.u = args.f32("u");
   args.expect_length("u", c.u, m * r, "m * rank");
   c.x = x.f32();
-  c.w = cpu::MatrixRef{w.data, w.dtype(), int64_t(k), false};
-  c.lora = cpu::LoraRef{a.f32(), b.f32(), r, float(args.number("scale"))};
+  c.w = MatrixRef{w.data, w.dtype(), int64_t(k), false};
+  c.lora = LoraRef{a.f32(), b.f32(), r, float(args.number("scale"))};
   c.lora.dropout = float(args.number_or("dropout", 0.0));
   if (c.lora.dropout < 0 || c.lora.dropout >= 1) args.range_error("'dropout' must be in [0, 1)");
   c.lora.seed = uint64_t(args.integer_or("seed", 0, 0, (int64_t(1) << 53)));

@@ -20,7 +20,7 @@ namespace ernie::addon {
 namespace {
 
 Job cross_entropy_job(Args& args, bool on_cuda) {
-  cpu::CrossEntropyArgs ce;
+  CrossEntropyArgs ce;
   ce.tokens = args.integer("tokens", 0, INT32_MAX);
   ce.hidden_size = args.integer("hiddenSize", 1, INT32_MAX);
   ce.vocab = args.integer("vocab", 1, INT32_MAX);
@@ -71,7 +71,7 @@ Job cross_entropy_job(Args& args, bool on_cuda) {
     ce.grad_scale = float(args.number("gradScale"));
   }
 
-  auto out = std::make_shared<cpu::CrossEntropyResult>();
+  auto out = std::make_shared<CrossEntropyResult>();
   return Job{[ce, out, on_cuda] { *out = on_cuda ? cuda::cross_entropy(ce) : cpu::cross_entropy(ce); },
              [out](Napi::Env env) -> Napi::Value {
                Napi::Object r = Napi::Object::New(env);

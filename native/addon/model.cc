@@ -18,6 +18,7 @@
 //
 // The objects keep their typed arrays alive; a running call keeps its object alive. The JS
 // layer owns the memory-mapped checkpoint and unmaps it only after dispose().
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -27,8 +28,10 @@
 #include <unistd.h>
 #endif
 
+#include "addon/mirror.h"
 #include "addon/mmap.h"
 #include "addon/op.h"
+#include "backend/backend.h"
 #include "cpu/gemm.h"
 #include "cpu/threadpool.h"
 #include "engine/losses.h"
@@ -39,22 +42,13 @@ namespace {
 
 using engine::kNumProj;
 
-const char* kProjKeys[kNumProj] = {"q", "k", "v", "o", "gate", "up", "down"};
-
-void proj_dims(const engine::ModelDims& d, int p, int64_t* out, int64_t* in) {
-  const int64_t o[kNumProj] = {d.q_dim(), d.kv_dim(), d.kv_dim(), d.hidden, d.intermediate, d.intermediate, d.hidden};
-  const int64_t i[kNumProj] = {d.hidden, d.hidden, d.hidden, d.q_dim(), d.hidden, d.hidden, d.intermediate};
-  *out = o[p];
-  *in = i[p];
-}
-
 // A weight of a memory-mapped checkpoint, once packed, is read again only by fp32 products and
 // save(): its pages go back to the page cache (they fault in again on demand), so that packing
 // does not double the model's resident memory. Weights in arrays of JS's own are left alone.
-void release_mapped_pages(const cpu::MatrixRef& w, int64_t rows, int64_t cols) {
+void release_mapped_pages(const MatrixRef& w, int64_t rows, int64_t cols) {
 #if defined(__linux__)
   const int64_t inner = w.trans ? rows : cols, outer = w.trans ? cols : rows;
-  const size_t bytes = size_t((outer - 1) * w.ld + inner) * size_t(cpu::dtype_size(w.dtype));
+  const size_t bytes = size_t((outer - 1) * w.ld + inner) * size_t(dtype_size(w.dtype));
   if (!pin_mapped(w.data, bytes)) return;
   const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
   const uintptr_t lo = (reinterpret_cast<uintptr_t>(w.data) + page - 1) / page * page;
@@ -67,29 +61,58 @@ void release_mapped_pages(const cpu::MatrixRef& w, int64_t rows, int64_t cols) {
 
 // The weights and the arrays that hold them, shared with running jobs.
 struct ModelState {
+  explicit ModelState(Backend& backend) : be(backend), workspaces(backend) {}
+  Backend& be;  // where the weights live and every call runs
   engine::ModelDims dims;
-  engine::ModelWeights weights;
+  engine::ModelWeights weights;  // the backend's memory once place_weights() has run
   std::vector<std::shared_ptr<void>> pins;  // mapped checkpoint files stay mapped while this lives
   bool prepack = true;  // false when the weights change between calls (full fine-tuning)
   engine::WorkspacePool workspaces;  // activation memory, kept between calls
+  std::map<const char*, size_t> host_arrays;  // the typed arrays the weights view: start -> bytes
+
+  // On a backend with memory of its own, each array the weights view is uploaded once, and the
+  // weights are rebased onto the copies.
+  void place_weights() {
+    if (be.host_memory()) return;
+    std::map<const char*, char*> copies;
+    for (const auto& [host, bytes] : host_arrays) {
+      placed.emplace_back(be, bytes);
+      be.upload(placed.back().data(), host, bytes);
+      copies[host] = placed.back().as<char>();
+    }
+    auto rebase = [&](const void*& p) {
+      const char* c = static_cast<const char*>(p);
+      auto it = copies.upper_bound(c);
+      --it;  // parse_matrix / parse_vector recorded the array each weight lies in
+      p = it->second + (c - it->first);
+    };
+    rebase(weights.embed.data);
+    rebase(weights.lm_head.data);
+    rebase(weights.final_norm.data);
+    for (engine::LayerWeights& lw : weights.layers) {
+      for (auto& w : lw.proj) rebase(w.data);
+      for (engine::VectorRef* v : {&lw.input_norm, &lw.post_attention_norm, &lw.q_norm, &lw.k_norm})
+        if (v->data) rebase(v->data);
+    }
+  }
 
   // The weights a call computes with: on AVX512_BF16, unless the call asks for fp32, the bf16
   // weights with their bf16 panels (cpu::PrepackedBf16) attached, made once by the first such call.
-  const engine::ModelWeights& weights_for(cpu::Precision precision) {
-    if (!prepack || !cpu::isa_has_bf16_dot(cpu::active_isa()) || precision == cpu::Precision::fp32) return weights;
+  const engine::ModelWeights& weights_for(Precision precision) {
+    if (!prepack || &be != &cpu_backend() || !cpu::isa_has_bf16_dot(cpu::active_isa()) || precision == Precision::fp32)
+      return weights;
     std::call_once(prepack_once, [this] {
       packed_weights = weights;
-      auto pack = [this](cpu::MatrixRef& w, int64_t rows, int64_t cols) {
-        if (w.dtype != cpu::DType::bf16) return;
+      auto pack = [this](MatrixRef& w, int64_t rows, int64_t cols) {
+        if (w.dtype != DType::bf16) return;
         panels.push_back(std::make_unique<cpu::PrepackedBf16>(w, rows, cols));
         w = panels.back()->attach(w);
         release_mapped_pages(w, rows, cols);
       };
       for (engine::LayerWeights& lw : packed_weights.layers)
         for (int p = 0; p < kNumProj; ++p) {
-          int64_t out, in;
-          proj_dims(dims, p, &out, &in);
-          pack(lw.proj[p], out, in);
+          const engine::ProjShape shape = engine::proj_shape(dims, p);
+          pack(lw.proj[p], shape.out, shape.in);
         }
       pack(packed_weights.lm_head, dims.vocab, dims.hidden);
     });
@@ -100,7 +123,61 @@ struct ModelState {
   std::once_flag prepack_once;
   engine::ModelWeights packed_weights;
   std::vector<std::unique_ptr<cpu::PrepackedBf16>> panels;
+  std::vector<Buffer> placed;
 };
+
+// The device a Model runs on: 'cpu' (default), 'cuda', or 'checked' (tests: backend/checked_backend.cc).
+Backend& parse_backend(Args& args) {
+  const std::string device = args.string_or("device", "cpu");
+  if (device == "cpu") return cpu_backend();
+  if (device == "checked") return checked_backend();
+  if (device == "cuda") return cuda_backend(int(args.integer_or("deviceIndex", 0, 0, 1024)));
+  args.range_error(args.name("device") + " must be 'cpu', 'cuda' or 'checked', got '" + device + "'");
+}
+
+// An adapter as `m`'s backend sees it (its A and B copied there when the backend needs it).
+engine::Adapter mirror_adapter(const engine::Adapter& host, const engine::ModelDims& d, Mirror& m) {
+  engine::Adapter a = host;
+  for (auto& layer : a.layers)
+    for (int p = 0; p < kNumProj; ++p) {
+      LoraRef& ref = layer[p];
+      if (!ref.a) continue;
+      const engine::ProjShape shape = engine::proj_shape(d, p);
+      ref.a = m.in(ref.a, size_t(ref.r * shape.in));
+      ref.b = m.in(ref.b, size_t(shape.out * ref.r));
+    }
+  return a;
+}
+
+// Gradient buffers as `m`'s backend sees them (added to, so copied both ways).
+engine::Grads mirror_grads(const engine::Grads& host, const engine::ModelDims& d, const engine::Adapter* adapter,
+                           Mirror& m) {
+  engine::Grads g = host;
+  const size_t table = size_t(d.vocab * d.hidden);
+  g.embed = m.inout(g.embed, table);
+  g.lm_head = m.inout(g.lm_head, table);
+  g.final_norm = m.inout(g.final_norm, size_t(d.hidden));
+  for (engine::Grads::Layer& gl : g.layers) {
+    for (int p = 0; p < kNumProj; ++p) {
+      const engine::ProjShape shape = engine::proj_shape(d, p);
+      gl.proj[p] = m.inout(gl.proj[p], size_t(shape.out * shape.in));
+    }
+    gl.input_norm = m.inout(gl.input_norm, size_t(d.hidden));
+    gl.post_attention_norm = m.inout(gl.post_attention_norm, size_t(d.hidden));
+    gl.q_norm = m.inout(gl.q_norm, size_t(d.head_dim));
+    gl.k_norm = m.inout(gl.k_norm, size_t(d.head_dim));
+  }
+  for (size_t l = 0; l < g.lora.size(); ++l)
+    for (int p = 0; p < kNumProj; ++p) {
+      engine::Grads::LoraGrad& lg = g.lora[l][p];
+      if (!lg.a) continue;
+      const int64_t r = adapter->layers[l][p].r;
+      const engine::ProjShape shape = engine::proj_shape(d, p);
+      lg.a = m.inout(lg.a, size_t(r * shape.in));
+      lg.b = m.inout(lg.b, size_t(shape.out * r));
+    }
+  return g;
+}
 
 struct AdapterState {
   engine::Adapter adapter;
@@ -112,7 +189,8 @@ struct AdapterState {
   std::vector<Shape> in_out;  // each LoRA's feature sizes, checked against the model per call
 };
 
-cpu::MatrixRef parse_matrix(Args& parent, const char* key, int64_t rows, int64_t cols) {
+// `arrays` records the typed array the matrix views (its start and bytes).
+MatrixRef parse_matrix(Args& parent, const char* key, int64_t rows, int64_t cols, std::map<const char*, size_t>& arrays) {
   Args m = parent.object(key);
   ArrayArg data = m.f32_or_bf16("data");
   const int64_t offset = m.integer_or("offset", 0, 0, INT64_MAX);
@@ -128,13 +206,15 @@ cpu::MatrixRef parse_matrix(Args& parent, const char* key, int64_t rows, int64_t
   if (last >= data.length)
     m.range_error("reads element " + std::to_string(last) + " of " + m.name("data") + ", which has " +
                   std::to_string(data.length));
-  const size_t elem = data.dtype() == cpu::DType::f32 ? 4 : 2;
-  return cpu::MatrixRef{static_cast<const uint8_t*>(data.data) + offset * elem, data.dtype(), ld, trans};
+  const size_t elem = data.dtype() == DType::f32 ? 4 : 2;
+  arrays[static_cast<const char*>(data.data)] = data.length * elem;
+  return MatrixRef{static_cast<const uint8_t*>(data.data) + offset * elem, data.dtype(), ld, trans};
 }
 
-engine::VectorRef parse_vector(Args& parent, const char* key, int64_t dim) {
+engine::VectorRef parse_vector(Args& parent, const char* key, int64_t dim, std::map<const char*, size_t>& arrays) {
   ArrayArg a = parent.f32_or_bf16(key);
   parent.expect_length(key, a, uint64_t(dim), "its dimension");
+  arrays[static_cast<const char*>(a.data)] = a.length * size_t(dtype_size(a.dtype()));
   return engine::VectorRef{a.data, a.dtype()};
 }
 
@@ -151,8 +231,8 @@ engine::ModelDims parse_dims(Args& args) {
   dims.eps = float(d.number("eps"));
   dims.rope_theta = d.number("ropeTheta");
   const std::string pairing = d.string_or("ropePairing", "adjacent");
-  if (pairing == "adjacent") dims.pairing = cpu::RopePairing::adjacent;
-  else if (pairing == "half") dims.pairing = cpu::RopePairing::half;
+  if (pairing == "adjacent") dims.pairing = RopePairing::adjacent;
+  else if (pairing == "half") dims.pairing = RopePairing::half;
   else d.range_error(d.name("ropePairing") + " must be 'adjacent' or 'half', got '" + pairing + "'");
   dims.qk_norm = d.boolean_or("qkNorm", false);
   if (dims.heads % dims.kv_heads != 0) d.range_error(d.name("heads") + " must be a multiple of " + d.name("kvHeads"));
@@ -174,29 +254,34 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
 
   NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {
     Args args(info, "Model");
-    auto st = std::make_shared<ModelState>();
+    auto st = std::make_shared<ModelState>(parse_backend(args));
     const engine::ModelDims& d = st->dims = parse_dims(args);
-    st->weights.embed = parse_matrix(args, "embed", d.vocab, d.hidden);
+    auto& arrays = st->host_arrays;
+    st->weights.embed = parse_matrix(args, "embed", d.vocab, d.hidden, arrays);
     if (st->weights.embed.trans) args.range_error("'embed' must not be transposed");
-    st->weights.lm_head = parse_matrix(args, "lmHead", d.vocab, d.hidden);
-    st->weights.final_norm = parse_vector(args, "finalNorm", d.hidden);
+    st->weights.lm_head = parse_matrix(args, "lmHead", d.vocab, d.hidden, arrays);
+    st->weights.final_norm = parse_vector(args, "finalNorm", d.hidden, arrays);
     std::vector<Args> layers = args.objects("layers", size_t(d.layers), size_t(d.layers));
     for (Args& l : layers) {
       engine::LayerWeights lw;
       for (int p = 0; p < kNumProj; ++p) {
-        int64_t out, in;
-        proj_dims(d, p, &out, &in);
-        lw.proj[p] = parse_matrix(l, kProjKeys[p], out, in);
+        const engine::ProjShape shape = engine::proj_shape(d, p);
+        lw.proj[p] = parse_matrix(l, engine::kProjections[p].key, shape.out, shape.in, arrays);
       }
-      lw.input_norm = parse_vector(l, "inputNorm", d.hidden);
-      lw.post_attention_norm = parse_vector(l, "postAttentionNorm", d.hidden);
+      lw.input_norm = parse_vector(l, "inputNorm", d.hidden, arrays);
+      lw.post_attention_norm = parse_vector(l, "postAttentionNorm", d.hidden, arrays);
       if (d.qk_norm) {
-        lw.q_norm = parse_vector(l, "qNorm", d.head_dim);
-        lw.k_norm = parse_vector(l, "kNorm", d.head_dim);
+        lw.q_norm = parse_vector(l, "qNorm", d.head_dim, arrays);
+        lw.k_norm = parse_vector(l, "kNorm", d.head_dim, arrays);
       }
       st->weights.layers.push_back(lw);
     }
     st->prepack = args.boolean_or("prepack", true);
+    try {
+      st->place_weights();
+    } catch (const std::exception& e) {
+      args.range_error(std::string("could not place the weights on the '") + st->be.name() + "' backend: " + e.what());
+    }
     st->pins = std::move(args.pins());
     kept_ = std::move(args.kept());
     state_ = std::move(st);
@@ -241,7 +326,7 @@ class NativeAdapter : public Napi::ObjectWrap<NativeAdapter> {
     auto st = std::make_shared<AdapterState>();
     std::vector<Args> layers = args.objects("layers", 0, 4096);
     for (Args& l : layers) {
-      std::array<cpu::LoraRef, kNumProj> refs{};
+      std::array<LoraRef, kNumProj> refs{};
       for (int p = 0; p < kNumProj; ++p) {
         const char* key = engine::proj_name(p);
         if (!l.has(key)) continue;
@@ -251,7 +336,7 @@ class NativeAdapter : public Napi::ObjectWrap<NativeAdapter> {
         ArrayArg A = a.f32("a"), B = a.f32("b");
         a.expect_length("a", A, uint64_t(rank) * in, "rank * inFeatures");
         a.expect_length("b", B, uint64_t(out) * rank, "outFeatures * rank");
-        refs[p] = cpu::LoraRef{A.f32(), B.f32(), rank, float(a.number("scale"))};
+        refs[p] = LoraRef{A.f32(), B.f32(), rank, float(a.number("scale"))};
         st->in_out.push_back({int(st->adapter.layers.size()), p, in, out});
       }
       st->adapter.layers.push_back(refs);
@@ -346,8 +431,8 @@ std::shared_ptr<AdapterState> parse_adapter(Args& args, const engine::ModelDims&
   if (adapter->layers != d.layers)
     args.range_error("'adapter' has " + std::to_string(adapter->layers) + " layers, the model " + std::to_string(d.layers));
   for (const auto& io : adapter->in_out) {
-    int64_t out_f, in_f;
-    proj_dims(d, io.proj, &out_f, &in_f);
+    const engine::ProjShape shape = engine::proj_shape(d, io.proj);
+    const int64_t out_f = shape.out, in_f = shape.in;
     if (io.in != in_f || io.out != out_f)
       args.range_error("'adapter' layer " + std::to_string(io.layer) + " " + engine::proj_name(io.proj) + " is " +
                        std::to_string(io.out) + " x " + std::to_string(io.in) + ", the model's is " +
@@ -380,14 +465,20 @@ Napi::Value NativeModel::RunForward(const Napi::CallbackInfo& info, bool sync) {
     out.last_hidden = lh.f32();
   }
   const bool single_thread = args.boolean_or("singleThread", false);
-  const cpu::Precision precision = args.precision_or_auto();
+  const Precision precision = args.precision_or_auto();
   std::shared_ptr<AdapterState> adapter = parse_adapter(args, d);
   args.keep(Value());
   Job job{[st, adapter, batch, out, single_thread, precision] {
             auto run = [&] {
               engine::WorkspacePool::Lease ws = st->workspaces.acquire();
-              engine::forward(st->dims, st->weights_for(precision), adapter ? &adapter->adapter : nullptr, batch, out,
-                              precision, *ws);
+              const engine::ModelDims& d = st->dims;
+              const size_t n = size_t(batch.batch * batch.seq);
+              Mirror m(st->be);
+              engine::ForwardOutputs o{m.out(out.hidden, n * d.hidden), m.out(out.logits, n * d.vocab),
+                                       m.out(out.last_hidden, size_t(batch.batch * d.hidden))};
+              engine::Adapter a = adapter ? mirror_adapter(adapter->adapter, d, m) : engine::Adapter{};
+              engine::forward(d, st->weights_for(precision), adapter ? &a : nullptr, batch, o, precision, *ws);
+              m.finish();
             };
             if (single_thread) cpu::run_on_this_thread(run);
             else run();
@@ -414,8 +505,8 @@ Napi::Value NativeModel::Decode(const Napi::CallbackInfo& info) {
     if (ids.i32()[i] < 0 || ids.i32()[i] >= d.vocab)
       args.range_error("'inputIds' holds " + std::to_string(ids.i32()[i]) + " at position " + std::to_string(i) +
                        ", outside the vocabulary [0, " + std::to_string(d.vocab) + ")");
-  if (cache->capacity == 0) cache->reset(d, kv->max_length_);
-  if (cache->k.size() != size_t(d.layers) || (cache->capacity > 0 && cache->k[0].size() != size_t(cache->capacity * d.kv_dim())))
+  if (cache->capacity == 0) cache->reset(st->workspaces.backend(), d, kv->max_length_);
+  if (!cache->fits(d))
     args.range_error("'cache' belongs to a model of another shape");
   if (cache->length + int64_t(ids.length) > cache->capacity)
     args.range_error("the cache holds " + std::to_string(cache->length) + " of " + std::to_string(cache->capacity) +
@@ -423,15 +514,18 @@ Napi::Value NativeModel::Decode(const Napi::CallbackInfo& info) {
   ArrayArg logits = args.f32("logits");
   args.expect_length("logits", logits, uint64_t(d.vocab), "vocab");
   std::shared_ptr<AdapterState> adapter = parse_adapter(args, d);
-  const cpu::Precision precision = args.precision_or_auto();
+  const Precision precision = args.precision_or_auto();
   args.keep(Value());
   args.keep(cv);
   const int64_t count = int64_t(ids.length);
   std::vector<int32_t> id_copy(ids.i32(), ids.i32() + count);  // JS may change the array meanwhile
   Job job{[st, adapter, cache, id_copy, count, logits, precision] {
             engine::WorkspacePool::Lease ws = st->workspaces.acquire();
-            engine::forward_cached(st->dims, st->weights_for(precision), adapter ? &adapter->adapter : nullptr, *cache,
-                                   id_copy.data(), count, logits.f32(), precision, *ws);
+            Mirror m(st->be);
+            engine::Adapter a = adapter ? mirror_adapter(adapter->adapter, st->dims, m) : engine::Adapter{};
+            engine::forward_cached(st->dims, st->weights_for(precision), adapter ? &a : nullptr, *cache, id_copy.data(),
+                                   count, m.out(logits.f32(), size_t(st->dims.vocab)), precision, *ws);
+            m.finish();
           },
           {}};
   return run_job(info.Env(), "decode", std::move(job), args, false);
@@ -470,9 +564,8 @@ Napi::Value NativeModel::RunTrainStep(const Napi::CallbackInfo& info, bool sync)
     for (Args& l : g.objects("layers", size_t(d.layers), size_t(d.layers))) {
       engine::Grads::Layer gl;
       for (int p = 0; p < kNumProj; ++p) {
-        int64_t out_f, in_f;
-        proj_dims(d, p, &out_f, &in_f);
-        gl.proj[p] = opt_f32(l, kProjKeys[p], uint64_t(out_f) * in_f, "out * in");
+        const engine::ProjShape shape = engine::proj_shape(d, p);
+        gl.proj[p] = opt_f32(l, engine::kProjections[p].key, uint64_t(shape.out) * shape.in, "out * in");
       }
       gl.input_norm = opt_f32(l, "inputNorm", uint64_t(d.hidden), "hidden");
       gl.post_attention_norm = opt_f32(l, "postAttentionNorm", uint64_t(d.hidden), "hidden");
@@ -489,10 +582,10 @@ Napi::Value NativeModel::RunTrainStep(const Napi::CallbackInfo& info, bool sync)
       for (int p = 0; p < kNumProj; ++p) {
         const char* key = engine::proj_name(p);
         if (!l.has(key)) continue;
-        const cpu::LoraRef& ref = adapter->adapter.layers[layer][p];
+        const LoraRef& ref = adapter->adapter.layers[layer][p];
         if (!ref.a) l.range_error(l.name(key) + ": the adapter has no LoRA there");
-        int64_t out_f, in_f;
-        proj_dims(d, p, &out_f, &in_f);
+        const engine::ProjShape shape = engine::proj_shape(d, p);
+        const int64_t out_f = shape.out, in_f = shape.in;
         Args ab = l.object(key);
         lg[p].a = opt_f32(ab, "a", uint64_t(ref.r) * in_f, "rank * in");
         lg[p].b = opt_f32(ab, "b", uint64_t(out_f) * ref.r, "out * rank");
@@ -506,7 +599,8 @@ Napi::Value NativeModel::RunTrainStep(const Napi::CallbackInfo& info, bool sync)
   Args ls = args.object("loss");
   const std::string kind = ls.string_or("kind", "");
   auto result = std::make_shared<engine::LossResult>();
-  std::function<engine::LossFn()> make_loss;
+  // Made in the job, with the gradient buffers as the backend sees them.
+  std::function<engine::LossFn(engine::Grads&)> make_loss;
   if (kind == "lm") {
     const int32_t* labels = nullptr;
     if (ls.has("labels")) {
@@ -519,8 +613,8 @@ Napi::Value NativeModel::RunTrainStep(const Napi::CallbackInfo& info, bool sync)
       labels = lab.i32();
     }
     if (st->weights.lm_head.trans) ls.range_error("the LM loss needs an untransposed LM head");
-    make_loss = [st, batch, labels, grads, precision = options.precision, result] {
-      return engine::lm_loss(st->dims, st->weights, batch, labels, *grads, precision, result.get());
+    make_loss = [st, batch, labels, precision = options.precision, result](engine::Grads& g) {
+      return engine::lm_loss(st->dims, st->weights, batch, labels, g, precision, result.get());
     };
   } else if (kind == "classify") {
     engine::ClassifierHead head;
@@ -546,17 +640,23 @@ Napi::Value NativeModel::RunTrainStep(const Napi::CallbackInfo& info, bool sync)
     else if (pooling == "mean") head.pooling = engine::Pooling::mean;
     else if (pooling == "first") head.pooling = engine::Pooling::first;
     else ls.range_error(ls.name("pooling") + " must be 'last', 'mean' or 'first'");
-    make_loss = [st, batch, head, result] { return engine::classifier_loss(st->dims, batch, head, result.get()); };
+    make_loss = [st, batch, head, result](engine::Grads&) {
+      return engine::classifier_loss(st->dims, batch, head, result.get());
+    };
   } else if (kind == "meanSquare") {
-    make_loss = [st, batch, result] { return engine::mean_square_loss(st->dims, batch, result.get()); };
+    make_loss = [st, batch, result](engine::Grads&) { return engine::mean_square_loss(st->dims, batch, result.get()); };
   } else {
     ls.range_error(ls.name("kind") + " must be 'lm', 'classify' or 'meanSquare', got '" + kind + "'");
   }
   args.keep(Value());
   Job job{[st, adapter, batch, grads, options, make_loss] {
             engine::WorkspacePool::Lease ws = st->workspaces.acquire();
-            engine::train_step(st->dims, st->weights_for(options.precision), adapter ? &adapter->adapter : nullptr, batch,
-                               make_loss(), *grads, options, *ws);
+            Mirror m(st->be);
+            engine::Adapter a = adapter ? mirror_adapter(adapter->adapter, st->dims, m) : engine::Adapter{};
+            engine::Grads g = mirror_grads(*grads, st->dims, adapter ? &a : nullptr, m);
+            engine::train_step(st->dims, st->weights_for(options.precision), adapter ? &a : nullptr, batch,
+                               make_loss(g), g, options, *ws);
+            m.finish();
           },
           [result](Napi::Env env) -> Napi::Value {
             Napi::Object o = Napi::Object::New(env);

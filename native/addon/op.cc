@@ -215,11 +215,11 @@ std::string Args::string_or(const char* key, const std::string& fallback) {
   return v.As<Napi::String>().Utf8Value();
 }
 
-cpu::Precision Args::precision_or_auto(bool on_cuda, const char* key) {
+Precision Args::precision_or_auto(bool on_cuda, const char* key) {
   const std::string v = string_or(key, "auto");
-  cpu::Precision p;
-  if (!cpu::precision_from_name(v, &p)) range_error(name(key) + " must be 'auto', 'fp32' or 'bf16', got '" + v + "'");
-  if (on_cuda && p == cpu::Precision::fp32)
+  Precision p;
+  if (!precision_from_name(v, &p)) range_error(name(key) + " must be 'auto', 'fp32' or 'bf16', got '" + v + "'");
+  if (on_cuda && p == Precision::fp32)
     range_error(name(key) + " 'fp32' is not available on CUDA: its matrix products run on bf16 tensor cores");
   return p;
 }

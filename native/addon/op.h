@@ -28,7 +28,7 @@ struct ArrayArg {
   void* data = nullptr;
   size_t length = 0;
   napi_typedarray_type type = napi_float32_array;
-  cpu::DType dtype() const { return type == napi_uint16_array ? cpu::DType::bf16 : cpu::DType::f32; }
+  DType dtype() const { return type == napi_uint16_array ? DType::bf16 : DType::f32; }
   float* f32() const { return static_cast<float*>(data); }
   int32_t* i32() const { return static_cast<int32_t*>(data); }
   uint16_t* u16() const { return static_cast<uint16_t*>(data); }
@@ -72,7 +72,7 @@ class Args {
   std::string string_or(const char* key, const std::string& fallback);
   // 'auto' | 'fp32' | 'bf16' (cpu/precision.h); absent: automatic. The CUDA backend's products
   // run on bf16 tensor cores only, so there 'fp32' is a RangeError.
-  cpu::Precision precision_or_auto(bool on_cuda = false, const char* key = "precision");
+  Precision precision_or_auto(bool on_cuda = false, const char* key = "precision");
 
   // RangeError unless the array holds exactly `expected` elements ("`what` = expected").
   void expect_length(const char* key, const ArrayArg& a, uint64_t expected, const std::string& what);

@@ -54,12 +54,12 @@ void expect_same_or_disjoint(Args& args, const char* out_key, const ArrayArg& ou
 
 int64_t positive_dim(Args& args, const char* key) { return args.integer(key, 1, kMaxDim); }
 
-cpu::RopePairing pairing(Args& args) {
+RopePairing pairing(Args& args) {
   if (!args.has("pairing"))
     args.type_error(args.name("pairing") + " is required: 'adjacent' (ERNIE-4.5) or 'half' (Qwen3)");
   const std::string v = args.string_or("pairing", "");
-  if (v == "adjacent") return cpu::RopePairing::adjacent;
-  if (v == "half") return cpu::RopePairing::half;
+  if (v == "adjacent") return RopePairing::adjacent;
+  if (v == "half") return RopePairing::half;
   args.range_error(args.name("pairing") + " must be 'adjacent' or 'half', got '" + v + "'");
 }
 
@@ -71,7 +71,7 @@ Job rope_job(Args& args, const char* in_key, const char* out_key, bool inverse, 
   if (head_dim % 2 != 0) args.range_error(args.name("headDim") + " must be even, got " + std::to_string(head_dim));
   const double theta = args.number("theta");
   if (!(theta > 0)) args.range_error(args.name("theta") + " must be positive, got " + std::to_string(theta));
-  const cpu::RopePairing pair = pairing(args);
+  const RopePairing pair = pairing(args);
   ArrayArg x = args.f32(in_key);
   args.expect_length(in_key, x, uint64_t(positions.length) * heads * head_dim, "positions.length * heads * headDim");
   ArrayArg out = x;
@@ -86,7 +86,7 @@ Job rope_job(Args& args, const char* in_key, const char* out_key, bool inverse, 
     if (positions.i32()[i] < 0)
       args.range_error(args.name("positions") + "[" + std::to_string(i) + "] = " + std::to_string(positions.i32()[i]) +
                        " is negative");
-  cpu::RopeArgs r;
+  RopeArgs r;
   r.x = x.f32();
   r.out = out.f32();
   r.positions = positions.i32();
@@ -131,7 +131,7 @@ Job rmsnorm_forward_job(Args& args, bool on_cuda) {
   expect_same_or_disjoint(args, "out", out, "x", x);
   expect_no_overlap(args, {{"out", &out}, {"rstd", has_rstd ? &rstd : nullptr}}, {{"weight", &weight}});
   if (has_rstd) args.expect_disjoint("rstd", rstd, "x", x);
-  cpu::RmsNormForwardArgs a;
+  RmsNormForwardArgs a;
   a.x = x.f32();
   a.weight = weight.data;
   a.weight_dtype = weight.dtype();
@@ -162,7 +162,7 @@ Job rmsnorm_backward_job(Args& args, bool on_cuda) {
   const bool accumulate = args.boolean_or("accumulate", false);
   expect_no_overlap(args, {{"dx", &dx}, {"dweight", has_dweight ? &dweight : nullptr}},
                     {{"dout", &dout}, {"x", &x}, {"weight", &weight}, {"rstd", &rstd}});
-  cpu::RmsNormBackwardArgs a;
+  RmsNormBackwardArgs a;
   a.dout = dout.f32();
   a.x = x.f32();
   a.weight = weight.data;
@@ -178,7 +178,7 @@ Job rmsnorm_backward_job(Args& args, bool on_cuda) {
 
 
 Job swiglu_forward_job(Args& args, bool on_cuda) {
-  cpu::SwigluForwardArgs a;
+  SwigluForwardArgs a;
   ArrayArg out = args.f32("out");
   if (args.has("gateUp")) {
     if (args.has("gate") || args.has("up"))
@@ -209,7 +209,7 @@ Job swiglu_forward_job(Args& args, bool on_cuda) {
 }
 
 Job swiglu_backward_job(Args& args, bool on_cuda) {
-  cpu::SwigluBackwardArgs a;
+  SwigluBackwardArgs a;
   ArrayArg dout = args.f32("dout");
   if (args.has("gateUp")) {
     if (args.has("gate") || args.has("up") || args.has("dgate") || args.has("dup"))
@@ -254,7 +254,7 @@ Job embedding_forward_job(Args& args, bool on_cuda) {
   args.expect_length("out", out, uint64_t(ids.length) * dim, "ids.length * dim");
   expect_no_overlap(args, {{"out", &out}}, {{"table", &table}, {"ids", &ids}});
   auto checked = checked_ids(args, ids, vocab);
-  cpu::EmbeddingForwardArgs a;
+  EmbeddingForwardArgs a;
   a.ids = checked->data();
   a.n = int64_t(checked->size());
   a.table = table.data;
@@ -271,7 +271,7 @@ Job embedding_backward_job(Args& args, bool on_cuda) {
   args.expect_length("dtable", dtable, uint64_t(vocab) * dim, "vocab * dim");
   expect_no_overlap(args, {{"dtable", &dtable}}, {{"dout", &dout}, {"ids", &ids}});
   auto checked = checked_ids(args, ids, vocab);
-  cpu::EmbeddingBackwardArgs a;
+  EmbeddingBackwardArgs a;
   a.ids = checked->data();
   a.n = int64_t(checked->size());
   a.dout = dout.f32();

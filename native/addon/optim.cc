@@ -47,7 +47,7 @@ double number_in(Args& args, const char* key, double fallback, double lo, double
   return x;
 }
 
-cpu::AdamHyper adam_args(Args& args) {
+AdamHyper adam_args(Args& args) {
   const double inf = std::numeric_limits<double>::infinity();
   const double lr = number_in(args, "lr", 0, 0, inf, false, true);
   const double beta1 = number_in(args, "beta1", 0.9, 0, 1, true, false);
@@ -55,7 +55,7 @@ cpu::AdamHyper adam_args(Args& args) {
   const double eps = number_in(args, "eps", 1e-8, 0, inf, false, false);
   const double wd = number_in(args, "weightDecay", 0.01, 0, inf, false, false);
   const int64_t step = args.integer("step", 1, INT64_C(1) << 53);
-  return cpu::adam_hyper(lr, beta1, beta2, eps, wd, step);
+  return adam_hyper(lr, beta1, beta2, eps, wd, step);
 }
 
 int64_t block_count(int64_t n, int64_t block_size) { return (n + block_size - 1) / block_size; }
@@ -97,7 +97,7 @@ Job adamw_job(Args& args, bool on_cuda) {
     args.expect_length("paramsBf16", bf16, n, "params.length");
   }
   expect_all_disjoint(args, {{"params", &params}, {"grads", &grads}, {"m", &m}, {"v", &v}, {"paramsBf16", &bf16}});
-  const cpu::AdamHyper h = adam_args(args);
+  const AdamHyper h = adam_args(args);
   return Job{[=] {
                (on_cuda ? cuda::adamw_step : cpu::adamw_step)(params.f32(), grads.f32(), m.f32(), v.f32(), bf16.u16(),
                                                               int64_t(n), h);
@@ -124,7 +124,7 @@ Job adamw8bit_job(Args& args, bool on_cuda) {
   }
   expect_all_disjoint(args, {{"params", &params}, {"grads", &grads}, {"m", &m}, {"v", &v}, {"mAbsmax", &m_absmax},
                              {"vAbsmax", &v_absmax}, {"paramsBf16", &bf16}});
-  const cpu::AdamHyper h = adam_args(args);
+  const AdamHyper h = adam_args(args);
   return Job{[=] {
                (on_cuda ? cuda::adamw8bit_step : cpu::adamw8bit_step)(params.f32(), grads.f32(), m.u8(), v.u8(),
                                                                       m_absmax.f32(), v_absmax.f32(), bf16.u16(),

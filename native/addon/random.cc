@@ -37,7 +37,7 @@ ERNIE_OP(fillNormal) {
                cpu::parallel_for(int64_t(out.length), [&](int64_t b, int64_t e, int) {
                  for (int64_t i = b; i < e; ++i) {
                    const float v = float(mean + std_dev * normal_at(seed, uint64_t(i)));
-                   if (out.dtype() == cpu::DType::f32) out.f32()[i] = v;
+                   if (out.dtype() == DType::f32) out.f32()[i] = v;
                    else out.u16()[i] = cpu::f32_to_bf16(v);
                  }
                });

@@ -15,26 +15,10 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "backend/ops.h"
 #include "cpu/dispatch.h"
 
 namespace ernie::cpu {
-
-struct AttentionArgs {
-  int64_t batch = 0, tq = 0, tk = 0, heads = 0, kv_heads = 0, head_dim = 0;
-  float scale = 1.0f;
-  const float* q = nullptr;
-  const float* k = nullptr;
-  const float* v = nullptr;
-  const uint8_t* key_valid = nullptr;  // [B, Tk], 1 = real key; null: all real
-  const int32_t* key_start = nullptr;  // [B, Tq], the first key a query row sees; null: key 0
-  float* out = nullptr;                // written by the forward, read by the backward
-  float* lse = nullptr;
-  // Backward only.
-  const float* dout = nullptr;
-  float* dq = nullptr;
-  float* dk = nullptr;
-  float* dv = nullptr;
-};
 
 // What the backward's tiles stream through, head-major ([B, H, Tq, D] and [B, H, Tq]) so that
 // a tile's rows are one contiguous run: rows of q, dout, dq are H * D floats apart, a page or
@@ -76,10 +60,10 @@ void attention_backward(const AttentionArgs& args);
   X(attention_blocking, ::ernie::cpu::AttentionBlocking())                                                \
   X(attention_fwd_scratch_bytes, size_t(int64_t))                                                         \
   X(attention_fwd_kv_tile_floats, size_t(int64_t))                                                        \
-  X(attention_fwd_pack_kv, void(const ::ernie::cpu::AttentionArgs&, int64_t, int64_t, int64_t, float*))   \
-  X(attention_fwd_tile, void(const ::ernie::cpu::AttentionArgs&, const float*, int64_t, int64_t, int64_t, void*)) \
-  X(attention_bwd_gather, void(const ::ernie::cpu::AttentionArgs&, int64_t, int64_t, const ::ernie::cpu::AttentionBwdRows&)) \
+  X(attention_fwd_pack_kv, void(const ::ernie::AttentionArgs&, int64_t, int64_t, int64_t, float*))   \
+  X(attention_fwd_tile, void(const ::ernie::AttentionArgs&, const float*, int64_t, int64_t, int64_t, void*)) \
+  X(attention_bwd_gather, void(const ::ernie::AttentionArgs&, int64_t, int64_t, const ::ernie::cpu::AttentionBwdRows&)) \
   X(attention_bwd_scratch_bytes, size_t(int64_t))                                                         \
-  X(attention_bwd_tile, void(const ::ernie::cpu::AttentionArgs&, const ::ernie::cpu::AttentionBwdRows&, int64_t, int64_t, int64_t, void*))
+  X(attention_bwd_tile, void(const ::ernie::AttentionArgs&, const ::ernie::cpu::AttentionBwdRows&, int64_t, int64_t, int64_t, void*))
 
 ERNIE_DECLARE_KERNELS(attention, ERNIE_ATTENTION_KERNELS)

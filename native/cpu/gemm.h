@@ -47,23 +47,6 @@ struct GemmBlocking {
   int elem_bytes;      // bytes per packed element
 };
 
-struct GemmSegment {
-  MatrixRef a;  // logical [M, k]
-  MatrixRef b;  // logical [N, k]
-  int64_t k = 0;
-  float scale = 1.0f;  // this segment's factor, on top of GemmArgs::alpha
-};
-
-struct GemmArgs {
-  int64_t m = 0, n = 0;
-  std::vector<GemmSegment> segments;
-  float* c = nullptr;
-  int64_t ldc = 0;
-  float alpha = 1.0f;
-  bool accumulate = false;
-  Precision precision = Precision::automatic;
-};
-
 void gemm(const GemmArgs& args);
 
 // A weight packed once as the B operand of bf16 products (AVX512_BF16's pair format): products
@@ -94,9 +77,9 @@ class PrepackedBf16 {
 //       pieces of A . B^T, each tile summed in registers over all the pieces and stored once.
 #define ERNIE_GEMM_KERNELS(X)                                                                      \
   X(gemm_blocking, ::ernie::cpu::GemmBlocking(::ernie::cpu::GemmFormat))                           \
-  X(gemm_pack_a, void(::ernie::cpu::GemmFormat, const ::ernie::cpu::MatrixRef&, int64_t, int64_t, int64_t, \
+  X(gemm_pack_a, void(::ernie::cpu::GemmFormat, const ::ernie::MatrixRef&, int64_t, int64_t, int64_t, \
                       int64_t, float, void*))                                                      \
-  X(gemm_pack_b, void(::ernie::cpu::GemmFormat, const ::ernie::cpu::MatrixRef&, int64_t, int64_t, int64_t, \
+  X(gemm_pack_b, void(::ernie::cpu::GemmFormat, const ::ernie::MatrixRef&, int64_t, int64_t, int64_t, \
                       int64_t, void*))                                                             \
   X(gemm_macro, void(::ernie::cpu::GemmFormat, int64_t, int64_t, const ::ernie::cpu::GemmPiece*, int, float*, \
                      int64_t, bool))

@@ -9,42 +9,6 @@
 
 namespace ernie::cpu {
 
-struct LoraRef {
-  const float* a = nullptr;  // [r, k]
-  const float* b = nullptr;  // [n, r]
-  int64_t r = 0;
-  float scale = 1.0f;        // alpha / r (or alpha / sqrt(r) for rsLoRA)
-  // Training only: dropout on the adapter's input, as PEFT's lora_dropout. Element i of x is
-  // kept, times 1 / (1 - p), when lora_keep(seed, i, p); the mask is recomputed, never stored.
-  float dropout = 0.0f;
-  uint64_t seed = 0;
-};
-
-// The CUDA backend (cuda/lora.cu) computes the same mask on the device.
-#if defined(__CUDACC__)
-#define ERNIE_HOST_DEVICE __host__ __device__
-#else
-#define ERNIE_HOST_DEVICE
-#endif
-
-ERNIE_HOST_DEVICE inline uint64_t lora_mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-// Whether element i survives dropout p under `seed`: splitmix64-hashed, so forward, backward
-// and recompute agree without a stored mask.
-ERNIE_HOST_DEVICE inline bool lora_keep(uint64_t seed, uint64_t i, float p) {
-  return double(lora_mix(seed ^ lora_mix(i)) >> 11) * 0x1.0p-53 >= double(p);
-}
-
-struct LinearShape {
-  int64_t m, n, k;  // tokens, out features, in features
-  Precision precision = Precision::automatic;  // of every product below (cpu/precision.h)
-};
-
 // y (+)= x W^T + s (x A^T) B^T; u [m, r] receives x A^T, which the backward needs.
 void lora_linear_forward(const LinearShape& sh, const float* x, const MatrixRef& w, const LoraRef& lora, float* u,
                          float* y, bool accumulate);

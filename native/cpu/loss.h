@@ -15,27 +15,6 @@
 
 namespace ernie::cpu {
 
-struct CrossEntropyArgs {
-  const float* hidden = nullptr;      // [tokens, hidden_size]
-  const void* weight = nullptr;       // [vocab, hidden_size], f32 or bf16
-  DType weight_dtype = DType::f32;
-  const int32_t* targets = nullptr;   // [tokens]: negative = ignored, else < vocab (the caller checks)
-  int64_t tokens = 0, hidden_size = 0, vocab = 0;
-  int64_t chunk = 8192;               // vocab rows per logits block
-  int64_t row_tile = 512;             // tokens per logits block
-  float* dhidden = nullptr;           // [tokens, hidden_size]: written when given
-  float* dweight = nullptr;           // [vocab, hidden_size]: added to when given
-  bool has_grad_scale = false;        // false: 1 / count, the gradient of the mean loss
-  float grad_scale = 1.0f;
-  Precision precision = Precision::automatic;  // of the logits' and gradients' products
-};
-
-struct CrossEntropyResult {
-  double loss = 0;      // mean over the counted rows; 0 when there are none
-  double loss_sum = 0;
-  int64_t count = 0;    // rows with a target
-};
-
 CrossEntropyResult cross_entropy(const CrossEntropyArgs& args);
 
 }  // namespace ernie::cpu

@@ -16,95 +16,29 @@
 namespace ernie::cpu {
 
 // y = x * rsqrt(mean(x^2) + eps) * w over each row of [rows, dim]; fp32 throughout.
-struct RmsNormForwardArgs {
-  const float* x = nullptr;       // [rows, dim]
-  const void* weight = nullptr;   // [dim]
-  DType weight_dtype = DType::f32;
-  int64_t rows = 0, dim = 0;
-  float eps = 0;
-  float* out = nullptr;           // [rows, dim]; may equal x
-  float* rstd = nullptr;          // [rows], optional: rsqrt(mean(x^2) + eps), for the backward
-};
 void rmsnorm_forward(const RmsNormForwardArgs& a);
 
 // dx (+)= d/dx, and dweight += d/dweight, of sum(dout * y). dweight's sum over rows is taken in
 // a fixed blocking (independent of the thread count), so it is bitwise reproducible.
-struct RmsNormBackwardArgs {
-  const float* dout = nullptr;    // [rows, dim]
-  const float* x = nullptr;       // [rows, dim]
-  const void* weight = nullptr;   // [dim]
-  DType weight_dtype = DType::f32;
-  const float* rstd = nullptr;    // [rows], from the forward
-  int64_t rows = 0, dim = 0;
-  float* dx = nullptr;            // [rows, dim]
-  bool accumulate = false;        // add to dx instead of overwriting it
-  float* dweight = nullptr;       // [dim], optional, always added to
-};
 void rmsnorm_backward(const RmsNormBackwardArgs& a);
-
-enum class RopePairing : int {
-  adjacent = 0,  // (2i, 2i+1): ERNIE-4.5, GPT-J
-  half = 1,      // (i, i + head_dim/2): Qwen3, LLaMA
-};
 
 // Rotates each head of x [rows, heads, head_dim] by angles pos * theta^(-2i/head_dim), with
 // rows = B*T tokens and one position each. `inverse` rotates by minus the angle: the backward.
 // Angles and their cos/sin are computed in double, once per distinct position.
-struct RopeArgs {
-  const float* x = nullptr;          // [rows, heads, head_dim]
-  float* out = nullptr;              // same shape; may equal x
-  const int32_t* positions = nullptr;  // [rows]
-  int64_t rows = 0, heads = 0, head_dim = 0;  // head_dim even
-  double theta = 10000.0;
-  RopePairing pairing = RopePairing::adjacent;
-  bool inverse = false;
-};
 void rope(const RopeArgs& a);
 
 // out = silu(gate) * up over rows of `dim` elements. Row r of gate starts at gate + r * in_ld,
 // and likewise up: the fused gate|up layout is gate = gu, up = gu + dim, in_ld = 2 * dim.
-struct SwigluForwardArgs {
-  const float* gate = nullptr;
-  const float* up = nullptr;
-  int64_t in_ld = 0;
-  int64_t rows = 0, dim = 0;
-  float* out = nullptr;  // [rows, dim]
-};
 void swiglu_forward(const SwigluForwardArgs& a);
 
 // dgate = dout * up * silu'(gate), dup = dout * silu(gate); dgate/dup rows are grad_ld apart.
-struct SwigluBackwardArgs {
-  const float* dout = nullptr;  // [rows, dim]
-  const float* gate = nullptr;
-  const float* up = nullptr;
-  int64_t in_ld = 0;
-  int64_t rows = 0, dim = 0;
-  float* dgate = nullptr;
-  float* dup = nullptr;
-  int64_t grad_ld = 0;
-};
 void swiglu_backward(const SwigluBackwardArgs& a);
 
 // out[k] = table[ids[k]] (widened from bf16); every id in [0, vocab).
-struct EmbeddingForwardArgs {
-  const int32_t* ids = nullptr;  // [n]
-  int64_t n = 0;
-  const void* table = nullptr;   // [vocab, dim]
-  DType table_dtype = DType::f32;
-  int64_t dim = 0;
-  float* out = nullptr;          // [n, dim]
-};
 void embedding_forward(const EmbeddingForwardArgs& a);
 
 // dtable[ids[k]] += dout[k]. Threads own column slices and add rows in id order: no races, and
 // a fixed order of additions, repeated ids included.
-struct EmbeddingBackwardArgs {
-  const int32_t* ids = nullptr;  // [n]
-  int64_t n = 0;
-  const float* dout = nullptr;   // [n, dim]
-  int64_t dim = 0;
-  float* dtable = nullptr;       // [vocab, dim]
-};
 void embedding_backward(const EmbeddingBackwardArgs& a);
 
 }  // namespace ernie::cpu

@@ -87,19 +87,6 @@ const QuantMap& dynamic_map(bool is_signed) {
   return is_signed ? signed_map : unsigned_map;
 }
 
-AdamHyper adam_hyper(double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step) {
-  AdamHyper h;
-  h.beta1 = float(beta1);
-  h.beta2 = float(beta2);
-  h.eps = float(eps);
-  h.one_minus_beta1 = float(1.0 - beta1);
-  h.one_minus_beta2 = float(1.0 - beta2);
-  h.decay = float(1.0 - lr * weight_decay);
-  h.step_size = float(lr / (1.0 - std::pow(beta1, double(step))));
-  h.bias2_sqrt = float(std::sqrt(1.0 - std::pow(beta2, double(step))));
-  return h;
-}
-
 void adamw_step(float* params, const float* grads, float* m, float* v, uint16_t* params_bf16, int64_t n,
                 const AdamHyper& h) {
   const optim_kernel_table& kt = optim_kernels();

@@ -12,20 +12,10 @@
 #include <cstring>
 #include <vector>
 
+#include "backend/ops.h"
 #include "cpu/dispatch.h"
 
 namespace ernie::cpu {
-
-// Derived in double and rounded once: 1 - beta2 taken in f32 would be off by 1e-5 relative.
-struct AdamHyper {
-  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
-  float one_minus_beta1 = 0.1f, one_minus_beta2 = 0.001f;
-  float decay = 1;           // 1 - lr * weight_decay
-  float step_size = 0;       // lr / (1 - beta1^step)
-  float bias2_sqrt = 1;      // sqrt(1 - beta2^step)
-};
-// The constants of a 1-based step.
-AdamHyper adam_hyper(double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step);
 
 // A 256-entry quantisation map, sorted, and the midpoints between neighbours: the nearest code
 // to q is the number of midpoints below q (ties go to the lower code). midpoints[255] is +inf.
@@ -90,9 +80,9 @@ double clip_grad_norm(const std::vector<FloatSpan>& grads, double max_norm);
 //                    block_size, map, out): n elements from a block start
 //   sum_squares(x, n) -> double;  scale_values(x, n, s): x *= s
 #define ERNIE_OPTIM_KERNELS(X)                                                                                  \
-  X(adamw_update, void(float*, const float*, float*, float*, uint16_t*, int64_t, const ::ernie::cpu::AdamHyper&)) \
+  X(adamw_update, void(float*, const float*, float*, float*, uint16_t*, int64_t, const ::ernie::AdamHyper&)) \
   X(adamw8bit_update, void(float*, const float*, uint8_t*, uint8_t*, float*, float*, uint16_t*, int64_t, int64_t, \
-                           const ::ernie::cpu::AdamHyper&, const ::ernie::cpu::QuantMap&,                        \
+                           const ::ernie::AdamHyper&, const ::ernie::cpu::QuantMap&,                        \
                            const ::ernie::cpu::QuantMap&, float*))                                               \
   X(sgd_update, void(float*, const float*, float*, int64_t, float, float, float, bool))                          \
   X(quantize_blocks, void(const float*, int64_t, int64_t, const ::ernie::cpu::QuantMap&, uint8_t*, float*))     \

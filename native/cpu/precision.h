@@ -12,11 +12,10 @@
 #pragma once
 #include <string>
 
+#include "backend/ops.h"
 #include "cpu/isa.h"
 
 namespace ernie::cpu {
-
-enum class Precision : int { automatic = 0, fp32 = 1, bf16 = 2 };
 
 // Whether the ISA multiplies bf16 pairs natively (vdpbf16ps).
 inline bool isa_has_bf16_dot(Isa isa) { return isa == Isa::avx512bf16; }
@@ -25,18 +24,6 @@ inline bool isa_has_bf16_dot(Isa isa) { return isa == Isa::avx512bf16; }
 inline Precision product_precision(Precision asked, Isa isa, bool has_bf16_operand) {
   if (asked != Precision::automatic) return asked;
   return has_bf16_operand && isa_has_bf16_dot(isa) ? Precision::bf16 : Precision::fp32;
-}
-
-inline const char* precision_name(Precision p) {
-  return p == Precision::fp32 ? "fp32" : p == Precision::bf16 ? "bf16" : "auto";
-}
-
-inline bool precision_from_name(const std::string& name, Precision* out) {
-  if (name == "auto") *out = Precision::automatic;
-  else if (name == "fp32") *out = Precision::fp32;
-  else if (name == "bf16") *out = Precision::bf16;
-  else return false;
-  return true;
 }
 
 }  // namespace ernie::cpu

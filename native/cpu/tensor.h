@@ -3,11 +3,9 @@
 #include <cstdint>
 #include <cstring>
 
+#include "backend/ops.h"
+
 namespace ernie::cpu {
-
-enum class DType : int { f32 = 0, bf16 = 1 };
-
-static inline int dtype_size(DType t) { return t == DType::f32 ? 4 : 2; }
 
 // `static`: each translation unit, each ISA copy of the kernels included, gets its own.
 // bf16 <-> f32. bf16 is the top half of an f32; rounding to nearest even, NaN kept quiet.
@@ -35,17 +33,6 @@ struct Bf16Panels {
   const void* source = nullptr;
   int64_t ld = 0;
   bool trans = false;
-};
-
-// A matrix seen as logical [rows, cols]. Element (r, c) is at data[r * ld + c], or at
-// data[c * ld + r] when `trans` is set (the matrix is stored as its transpose). `panels`, when
-// set, holds the same matrix as a GEMM's B pre-packed for bf16 products, which then skip packing.
-struct MatrixRef {
-  const void* data = nullptr;
-  DType dtype = DType::f32;
-  int64_t ld = 0;
-  bool trans = false;
-  const Bf16Panels* panels = nullptr;
 };
 
 }  // namespace ernie::cpu

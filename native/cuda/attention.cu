@@ -519,7 +519,7 @@ void launch_backward(const AttnParams& p, Context& ctx) {
   CUDA_CHECK_LAUNCH("attention_bwd_kernel");
 }
 
-void check_shape(const cpu::AttentionArgs& a) {
+void check_shape(const AttentionArgs& a) {
   if (a.batch * a.heads > 65535 || a.batch * a.kv_heads > 65535)
     throw std::invalid_argument("attention: batch * heads must be at most 65535 on CUDA");
   if (a.tq > INT32_MAX / 2 || a.tk > INT32_MAX / 2) throw std::invalid_argument("attention: sequence too long");
@@ -536,7 +536,7 @@ __nv_bfloat16* pack_heads(Context& ctx, const float* src, int64_t batch, int64_t
 }
 
 // The shape, scale and masks (device pointers) of a call.
-AttnParams common_params(const cpu::AttentionArgs& a) {
+AttnParams common_params(const AttentionArgs& a) {
   AttnParams p{};
   p.batch = int(a.batch);
   p.tq = int(a.tq);
@@ -554,7 +554,7 @@ AttnParams common_params(const cpu::AttentionArgs& a) {
 }  // namespace
 
 // The device-pointer forms (q, k, v, out, lse ... in device memory, same layouts as the host API).
-void attention_forward_device(const cpu::AttentionArgs& a, Context& ctx) {
+void attention_forward_device(const AttentionArgs& a, Context& ctx) {
   check_shape(a);
   const int dp = padded_head_dim(a.head_dim);
   if (a.batch == 0 || a.tq == 0) return;
@@ -570,7 +570,7 @@ void attention_forward_device(const cpu::AttentionArgs& a, Context& ctx) {
   else launch_forward<128>(p, ctx);
 }
 
-void attention_backward_device(const cpu::AttentionArgs& a, Context& ctx) {
+void attention_backward_device(const AttentionArgs& a, Context& ctx) {
   check_shape(a);
   const int dp = padded_head_dim(a.head_dim);
   ctx.zero(a.dq, size_t(a.batch * a.tq * a.heads * a.head_dim));
@@ -602,11 +602,11 @@ namespace {
 
 // Host arrays -> device copies of everything the call reads (masks included), plus outputs.
 struct DeviceAttention {
-  cpu::AttentionArgs d;
+  AttentionArgs d;
   size_t q_len, kv_len, lse_len;
 };
 
-DeviceAttention upload_common(const cpu::AttentionArgs& a, Context& ctx) {
+DeviceAttention upload_common(const AttentionArgs& a, Context& ctx) {
   DeviceAttention r{a, size_t(a.batch * a.tq * a.heads * a.head_dim), size_t(a.batch * a.tk * a.kv_heads * a.head_dim),
                     size_t(a.batch * a.heads * a.tq)};
   r.d.q = ctx.upload(a.q, r.q_len);
@@ -619,7 +619,7 @@ DeviceAttention upload_common(const cpu::AttentionArgs& a, Context& ctx) {
 
 }  // namespace
 
-void attention_forward(const cpu::AttentionArgs& a) {
+void attention_forward(const AttentionArgs& a) {
   padded_head_dim(a.head_dim);  // refuse before touching the device
   Context ctx;
   DeviceAttention r = upload_common(a, ctx);
@@ -631,7 +631,7 @@ void attention_forward(const cpu::AttentionArgs& a) {
   ctx.sync();
 }
 
-void attention_backward(const cpu::AttentionArgs& a) {
+void attention_backward(const AttentionArgs& a) {
   padded_head_dim(a.head_dim);
   Context ctx;
   DeviceAttention r = upload_common(a, ctx);

@@ -1,11 +1,17 @@
-// The CUDA backend's host-side entry points: the CPU backend's signatures (cpu/*.h), taking the
-// same argument structs with HOST pointers. Each call copies its inputs to the device, runs the
-// kernels on a stream of its own, copies the outputs back and waits; the addon's cuda* ops
-// (addon/cuda.cc) are these. The device-pointer layer the kernels share is in cuda/device.cuh.
+// The CUDA backend's host-side entry points. The engine does not use these: it runs on
+// ernie::cuda_backend() (backend/backend.h; cuda/cuda_backend.cu), whose ops take DEVICE pointers
+// and queue on the calling thread's stream.
+//
+// What is here: device discovery and the pool's statistics, and the op set as host-copy
+// wrappers for the single-op tests (the addon's cuda* twins of the ops, addon/gemm.cc, ...): the CPU backend's
+// signatures (cpu/*.h), the same argument structs with HOST pointers. Each call copies its
+// inputs to the device, runs the device-pointer layer (cuda/device.cuh, the same code the
+// backend runs) on a stream of its own, copies the outputs back and waits.
 //
 // This header needs no CUDA headers, so plain C++ (the addon) includes it. In a build without
 // ERNIE_CUDA (node-gyp, `npm install`) addon/cuda.cc defines every function to throw
-// NotBuiltError, and info() reports built = false.
+// NotBuiltError, and info() reports built = false; so does ernie::cuda_backend()
+// (backend/cuda_stub.cc).
 //
 // Precision: the matrix products (GEMM, attention, LoRA, the loss's logits) run on bf16 tensor
 // cores with f32 accumulation, so f32 operands are rounded to bf16 on the way in (as under
@@ -64,29 +70,29 @@ PoolStats pool_stats();
 // Returns the cached blocks to the driver.
 void trim_pool();
 
-// ---- the ops, as the CPU backend's (host pointers) -------------------------------------------
-void gemm(const cpu::GemmArgs& args);
-void attention_forward(const cpu::AttentionArgs& args);
-void attention_backward(const cpu::AttentionArgs& args);
+// ---- the ops, as the CPU backend's (host pointers): the host-copy wrappers -------------------
+void gemm(const GemmArgs& args);
+void attention_forward(const AttentionArgs& args);
+void attention_backward(const AttentionArgs& args);
 // The head dims the attention kernels take (1 .. kMaxHeadDim; padded to 32, 64 or 128).
 constexpr int64_t kMaxHeadDim = 128;
-void lora_linear_forward(const cpu::LinearShape& sh, const float* x, const cpu::MatrixRef& w, const cpu::LoraRef& lora,
+void lora_linear_forward(const LinearShape& sh, const float* x, const MatrixRef& w, const LoraRef& lora,
                          float* u, float* y, bool accumulate);
-void lora_linear_backward(const cpu::LinearShape& sh, const float* x, const cpu::MatrixRef& w,
-                          const cpu::LoraRef& lora, const float* u, const float* dy, float* dx, bool dx_accumulate,
+void lora_linear_backward(const LinearShape& sh, const float* x, const MatrixRef& w,
+                          const LoraRef& lora, const float* u, const float* dy, float* dx, bool dx_accumulate,
                           float* da, float* db);
-void rmsnorm_forward(const cpu::RmsNormForwardArgs& a);
-void rmsnorm_backward(const cpu::RmsNormBackwardArgs& a);
-void rope(const cpu::RopeArgs& a);
-void swiglu_forward(const cpu::SwigluForwardArgs& a);
-void swiglu_backward(const cpu::SwigluBackwardArgs& a);
-void embedding_forward(const cpu::EmbeddingForwardArgs& a);
-void embedding_backward(const cpu::EmbeddingBackwardArgs& a);
-cpu::CrossEntropyResult cross_entropy(const cpu::CrossEntropyArgs& args);
+void rmsnorm_forward(const RmsNormForwardArgs& a);
+void rmsnorm_backward(const RmsNormBackwardArgs& a);
+void rope(const RopeArgs& a);
+void swiglu_forward(const SwigluForwardArgs& a);
+void swiglu_backward(const SwigluBackwardArgs& a);
+void embedding_forward(const EmbeddingForwardArgs& a);
+void embedding_backward(const EmbeddingBackwardArgs& a);
+CrossEntropyResult cross_entropy(const CrossEntropyArgs& args);
 void adamw_step(float* params, const float* grads, float* m, float* v, uint16_t* params_bf16, int64_t n,
-                const cpu::AdamHyper& h);
+                const AdamHyper& h);
 void adamw8bit_step(float* params, const float* grads, uint8_t* m_codes, uint8_t* v_codes, float* m_absmax,
-                    float* v_absmax, uint16_t* params_bf16, int64_t n, int64_t block_size, const cpu::AdamHyper& h);
+                    float* v_absmax, uint16_t* params_bf16, int64_t n, int64_t block_size, const AdamHyper& h);
 
 // ---- benchmarks: device-resident inputs, timed with CUDA events ------------------------------
 struct BenchArgs {

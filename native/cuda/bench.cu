@@ -13,7 +13,7 @@ namespace ernie::cuda {
 namespace {
 
 __device__ __forceinline__ float hashed_uniform(uint64_t i, uint64_t seed) {
-  return float(double(cpu::lora_mix(seed ^ cpu::lora_mix(i)) >> 11) * 0x1.0p-53) * 2.0f - 1.0f;
+  return float(double(lora_mix(seed ^ lora_mix(i)) >> 11) * 0x1.0p-53) * 2.0f - 1.0f;
 }
 
 __global__ void fill_f32_kernel(float* out, int64_t n, uint64_t seed, float scale) {
@@ -75,8 +75,8 @@ class Bench {
   uint64_t seed_;
 };
 
-cpu::AttentionArgs attention_args(Bench& b, const BenchArgs& a, bool backward) {
-  cpu::AttentionArgs g;
+AttentionArgs attention_args(Bench& b, const BenchArgs& a, bool backward) {
+  AttentionArgs g;
   g.batch = a.batch;
   g.tq = g.tk = a.seq;
   g.heads = a.heads;
@@ -105,20 +105,20 @@ double benchmark(const BenchArgs& a) {
   if (a.iterations < 1 || a.iterations > 1000) throw std::invalid_argument("benchmark: iterations must be in [1, 1000]");
   Bench b;
   if (a.kind == "gemm") {  // bf16 A [m, k] and B [n, k] read in place, f32 C
-    cpu::GemmArgs g;
+    GemmArgs g;
     g.m = a.m;
     g.n = a.n;
-    g.segments.push_back({{b.bf16(a.m * a.k), cpu::DType::bf16, a.k, false}, {b.bf16(a.n * a.k, 0.05f), cpu::DType::bf16, a.k, false}, a.k});
+    g.segments.push_back({{b.bf16(a.m * a.k), DType::bf16, a.k, false}, {b.bf16(a.n * a.k, 0.05f), DType::bf16, a.k, false}, a.k});
     g.c = b.ctx.alloc<float>(size_t(a.m * a.n));
     g.ldc = a.n;
     return b.time(a.iterations, [&] { gemm_device(g, b.ctx); });
   }
   if (a.kind == "attention_forward") {
-    const cpu::AttentionArgs g = attention_args(b, a, false);
+    const AttentionArgs g = attention_args(b, a, false);
     return b.time(a.iterations, [&] { attention_forward_device(g, b.ctx); });
   }
   if (a.kind == "attention_backward") {
-    const cpu::AttentionArgs g = attention_args(b, a, true);
+    const AttentionArgs g = attention_args(b, a, true);
     return b.time(a.iterations, [&] { attention_backward_device(g, b.ctx); });
   }
   if (a.kind == "lora_layer") {
@@ -132,10 +132,10 @@ double benchmark(const BenchArgs& a) {
     };
     const Linear linears[] = {{q_dim, hd}, {kv_dim, hd}, {kv_dim, hd}, {hd, q_dim}, {inter, hd}, {inter, hd}, {hd, inter}};
     struct Buffers {
-      cpu::LinearShape sh;
+      LinearShape sh;
       const float* x;
-      cpu::MatrixRef w;
-      cpu::LoraRef lora;
+      MatrixRef w;
+      LoraRef lora;
       float *u, *y, *dy, *dx, *da, *db;
     };
     std::vector<Buffers> bufs;
@@ -143,7 +143,7 @@ double benchmark(const BenchArgs& a) {
       Buffers f;
       f.sh = {tokens, l.n, l.k};
       f.x = b.f32(tokens * l.k);
-      f.w = {b.bf16(l.n * l.k, 0.02f), cpu::DType::bf16, l.k, false};
+      f.w = {b.bf16(l.n * l.k, 0.02f), DType::bf16, l.k, false};
       f.lora = {b.f32(r * l.k, 0.02f), b.f32(l.n * r, 0.02f), r, 2.0f};
       f.u = b.ctx.alloc<float>(size_t(tokens * r));
       f.y = b.ctx.alloc<float>(size_t(tokens * l.n));
@@ -153,7 +153,7 @@ double benchmark(const BenchArgs& a) {
       f.db = b.f32(l.n * r);
       bufs.push_back(f);
     }
-    const cpu::AttentionArgs att = attention_args(b, a, true);
+    const AttentionArgs att = attention_args(b, a, true);
     return b.time(a.iterations, [&] {
       for (Buffers& f : bufs) lora_forward_device(f.sh, f.x, f.w, f.lora, f.u, f.y, false, b.ctx);
       attention_forward_device(att, b.ctx);

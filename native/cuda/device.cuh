@@ -45,9 +45,14 @@ void stream_release(int device, cudaStream_t s);
 // One addon job's hold on the GPU: makes the chosen device current on this (worker) thread,
 // takes a stream, and owns the device memory it allocates until it ends. The destructor waits
 // for the stream, so nothing in flight can outlive the buffers it uses.
+//
+// Two owners use it: each host-pointer entry point (cuda/backend.h) makes one for its call, on
+// the device setCudaDevice chose; the backend (cuda/cuda_backend.cu) keeps one per thread and
+// device for the thread's lifetime, its queue, and runs every op in a Scope of it.
 class Context {
  public:
-  Context();
+  Context();                   // on current_device()
+  explicit Context(int device);
   ~Context();
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;
@@ -82,6 +87,9 @@ class Context {
   }
   // Waits for everything queued on the stream; a kernel fault surfaces here as a CudaError.
   void sync();
+  // Returns the blocks kept for reuse (see Scope) to the device's pool, for other streams to
+  // take. Only when the stream has drained (after sync()) and no Scope holds blocks in use.
+  void release_recycled();
 
   // Temporaries: what is allocated while a Scope lives is kept by the context for its own
   // later allocations when the Scope ends. Work on one stream runs in order, so a later kernel
@@ -204,25 +212,44 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
 }
 
 // ---- the device-pointer GEMM -------------------------------------------------------------------
-// cpu::GemmArgs with every pointer (segments' A and B, C) in device memory:
+// GemmArgs with every pointer (segments' A and B, C) in device memory:
 //   C[m, n] (+)= alpha * sum_s scale_s * A_s . B_s^T
 // The tensor-core kernel reads bf16 operands whose K is contiguous. An operand that already is
 // (bf16, not transposed, 16-byte aligned rows, one segment, scale 1) is read in place; the rest
 // are packed first (converted to bf16, transposed, scaled by alpha * scale for A, and the
 // segments laid end to end along K with each padded to the K tile).
-void gemm_device(const cpu::GemmArgs& g, Context& ctx);
+void gemm_device(const GemmArgs& g, Context& ctx);
 
 // Attention with every array of the args in device memory (the layouts of cpu/attention.h);
 // the backward overwrites dq, dk, dv.
-void attention_forward_device(const cpu::AttentionArgs& a, Context& ctx);
-void attention_backward_device(const cpu::AttentionArgs& a, Context& ctx);
+void attention_forward_device(const AttentionArgs& a, Context& ctx);
+void attention_backward_device(const AttentionArgs& a, Context& ctx);
 
 // LoRA linear forward / backward with every pointer (x, w, lora.a, lora.b, u, y, dy, dx, da,
 // db) in device memory; the meaning of cpu::lora_linear_forward / _backward.
-void lora_forward_device(const cpu::LinearShape& sh, const float* x, const cpu::MatrixRef& w, const cpu::LoraRef& lora,
+void lora_forward_device(const LinearShape& sh, const float* x, const MatrixRef& w, const LoraRef& lora,
                          float* u, float* y, bool accumulate, Context& ctx);
-void lora_backward_device(const cpu::LinearShape& sh, const float* x, const cpu::MatrixRef& w, const cpu::LoraRef& lora,
+void lora_backward_device(const LinearShape& sh, const float* x, const MatrixRef& w, const LoraRef& lora,
                           const float* u, const float* dy, float* dx, bool dx_accumulate, float* da, float* db,
                           Context& ctx);
+
+// The row ops with every array of the args in device memory, queued on ctx's stream (the
+// meaning of backend/ops.h). Temporaries (RMSNorm's dweight partial sums) come from ctx.
+void rmsnorm_forward_device(const RmsNormForwardArgs& a, Context& ctx);
+void rmsnorm_backward_device(const RmsNormBackwardArgs& a, Context& ctx);
+void rope_device(const RopeArgs& a, Context& ctx);
+void swiglu_forward_device(const SwigluForwardArgs& a, Context& ctx);
+void swiglu_backward_device(const SwigluBackwardArgs& a, Context& ctx);
+void embedding_forward_device(const EmbeddingForwardArgs& a, Context& ctx);
+void embedding_backward_device(const EmbeddingBackwardArgs& a, Context& ctx);
+
+// The cross-entropy with every array of the args in device memory. `host_targets` is a host
+// copy of a.targets [a.tokens]: the rows with a target are picked on the host, which sizes the
+// loop. Waits for the stream (the loss sum is downloaded) before it returns.
+CrossEntropyResult cross_entropy_device(const CrossEntropyArgs& a, const int32_t* host_targets, Context& ctx);
+
+// The optimiser steps on device arrays, queued on ctx's stream.
+void adamw_device(const AdamArgs& a, Context& ctx);
+void adamw8bit_device(const Adam8bitArgs& a, Context& ctx);
 
 }  // namespace ernie::cuda

@@ -181,11 +181,11 @@ __global__ void zero_rows_kernel(float* c, int64_t ldc, int m, int n) {
     c[(i / n) * ldc + i % n] = 0.0f;
 }
 
-void pack(Context& ctx, __nv_bfloat16* dst, int64_t ldd, int64_t k_offset, const cpu::MatrixRef& src, int64_t rows,
+void pack(Context& ctx, __nv_bfloat16* dst, int64_t ldd, int64_t k_offset, const MatrixRef& src, int64_t rows,
           int64_t k, int64_t k_padded, float scale) {
   const dim3 block(32, 8), grid(unsigned(ceil_div(k_padded, 32)), unsigned(ceil_div(rows, 32)));
   if (grid.y > 65535) throw std::invalid_argument("gemm: more than 2 million rows");
-  const bool bf16 = src.dtype == cpu::DType::bf16;
+  const bool bf16 = src.dtype == DType::bf16;
   auto launch = [&](auto kernel) {
     kernel<<<grid, block, 0, ctx.stream()>>>(dst, ldd, k_offset, src.data, src.ld, int(rows), int(k), int(k_padded), scale);
   };
@@ -197,19 +197,19 @@ void pack(Context& ctx, __nv_bfloat16* dst, int64_t ldd, int64_t k_offset, const
 }
 
 // Whether a [rows, k] operand can be read by the kernel as it is.
-bool usable_in_place(const cpu::MatrixRef& x, int64_t k) {
-  return x.dtype == cpu::DType::bf16 && !x.trans && k % 8 == 0 && x.ld % 8 == 0 &&
+bool usable_in_place(const MatrixRef& x, int64_t k) {
+  return x.dtype == DType::bf16 && !x.trans && k % 8 == 0 && x.ld % 8 == 0 &&
          reinterpret_cast<uintptr_t>(x.data) % 16 == 0;
 }
 
 }  // namespace
 
-void gemm_device(const cpu::GemmArgs& g, Context& ctx) {
+void gemm_device(const GemmArgs& g, Context& ctx) {
   if (g.m <= 0 || g.n <= 0) return;
   Context::Scope scope(ctx);  // the packed operands
   if (g.m > INT32_MAX || g.n > INT32_MAX) throw std::invalid_argument("gemm: m and n must fit in 32 bits");
   int64_t k_total = 0;
-  for (const cpu::GemmSegment& s : g.segments) k_total += s.k;
+  for (const GemmSegment& s : g.segments) k_total += s.k;
   if (k_total == 0) {
     if (!g.accumulate) {
       zero_rows_kernel<<<grid_for(g.m * g.n, 256), 256, 0, ctx.stream()>>>(g.c, g.ldc, int(g.m), int(g.n));
@@ -227,7 +227,7 @@ void gemm_device(const cpu::GemmArgs& g, Context& ctx) {
   if (g.segments.size() == 1) {
     // One segment: the scale goes on the result, and an operand already in the kernel's form is
     // read where it is (the usual case for a bf16 weight as B).
-    const cpu::GemmSegment& s = g.segments[0];
+    const GemmSegment& s = g.segments[0];
     const int64_t k8 = round_up(s.k, 8), kp = round_up(s.k, kBK);
     p.k = int(k8);
     p.out_scale = g.alpha * s.scale;
@@ -252,11 +252,11 @@ void gemm_device(const cpu::GemmArgs& g, Context& ctx) {
   } else {
     // Several segments: one K axis, each segment padded to the K tile; A carries the scales.
     int64_t kp_total = 0;
-    for (const cpu::GemmSegment& s : g.segments) kp_total += round_up(s.k, kBK);
+    for (const GemmSegment& s : g.segments) kp_total += round_up(s.k, kBK);
     auto* a = ctx.alloc<__nv_bfloat16>(size_t(g.m * kp_total));
     auto* b = ctx.alloc<__nv_bfloat16>(size_t(g.n * kp_total));
     int64_t offset = 0;
-    for (const cpu::GemmSegment& s : g.segments) {
+    for (const GemmSegment& s : g.segments) {
       const int64_t kp = round_up(s.k, kBK);
       if (kp == 0) continue;
       pack(ctx, a, kp_total, offset, s.a, g.m, s.k, kp, g.alpha * s.scale);
@@ -277,19 +277,19 @@ void gemm_device(const cpu::GemmArgs& g, Context& ctx) {
 }
 
 // Elements a [rows, k] operand spans in memory, stored plainly or as its transpose.
-static size_t stored_extent(const cpu::MatrixRef& x, int64_t rows, int64_t k) {
+static size_t stored_extent(const MatrixRef& x, int64_t rows, int64_t k) {
   if (rows == 0 || k == 0) return 0;
   return size_t(x.trans ? (k - 1) * x.ld + rows : (rows - 1) * x.ld + k);
 }
 
 // Host arrays: copied in, multiplied, C copied back.
-void gemm(const cpu::GemmArgs& g) {
+void gemm(const GemmArgs& g) {
   if (g.m <= 0 || g.n <= 0) return;
   Context ctx;
-  cpu::GemmArgs d = g;
-  for (cpu::GemmSegment& s : d.segments) {
-    s.a.data = ctx.upload_bytes(s.a.data, stored_extent(s.a, g.m, s.k) * size_t(cpu::dtype_size(s.a.dtype)));
-    s.b.data = ctx.upload_bytes(s.b.data, stored_extent(s.b, g.n, s.k) * size_t(cpu::dtype_size(s.b.dtype)));
+  GemmArgs d = g;
+  for (GemmSegment& s : d.segments) {
+    s.a.data = ctx.upload_bytes(s.a.data, stored_extent(s.a, g.m, s.k) * size_t(dtype_size(s.a.dtype)));
+    s.b.data = ctx.upload_bytes(s.b.data, stored_extent(s.b, g.n, s.k) * size_t(dtype_size(s.b.dtype)));
   }
   // C's whole extent goes both ways, so a row stride past n leaves the gaps as they were.
   const size_t c_count = size_t((g.m - 1) * g.ldc + g.n);

@@ -11,10 +11,10 @@
 namespace ernie::cuda {
 namespace {
 
-cpu::MatrixRef f32_ref(const float* p, int64_t ld, bool trans) { return cpu::MatrixRef{p, cpu::DType::f32, ld, trans}; }
+MatrixRef f32_ref(const float* p, int64_t ld, bool trans) { return MatrixRef{p, DType::f32, ld, trans}; }
 
-cpu::MatrixRef transposed(const cpu::MatrixRef& w) {
-  cpu::MatrixRef t = w;
+MatrixRef transposed(const MatrixRef& w) {
+  MatrixRef t = w;
   t.trans = !w.trans;
   return t;
 }
@@ -22,16 +22,16 @@ cpu::MatrixRef transposed(const cpu::MatrixRef& w) {
 // out[i] = x[i] / (1 - p) where element i is kept, else 0.
 __global__ void dropout_kernel(float* out, const float* x, int64_t n, uint64_t seed, float p, float keep_scale) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = cpu::lora_keep(seed, uint64_t(i), p) ? x[i] * keep_scale : 0.0f;
+    out[i] = lora_keep(seed, uint64_t(i), p) ? x[i] * keep_scale : 0.0f;
 }
 
 // dx[i] += path[i] / (1 - p) where element i was kept.
 __global__ void add_kept_kernel(float* dx, const float* path, int64_t n, uint64_t seed, float p, float keep_scale) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    if (cpu::lora_keep(seed, uint64_t(i), p)) dx[i] += path[i] * keep_scale;
+    if (lora_keep(seed, uint64_t(i), p)) dx[i] += path[i] * keep_scale;
 }
 
-const float* dropped_input(Context& ctx, const float* x, int64_t n, const cpu::LoraRef& lora) {
+const float* dropped_input(Context& ctx, const float* x, int64_t n, const LoraRef& lora) {
   if (lora.dropout <= 0.0f || n == 0) return x;
   float* out = ctx.alloc<float>(size_t(n));
   dropout_kernel<<<grid_for(n, 256), 256, 0, ctx.stream()>>>(out, x, n, lora.seed, lora.dropout, 1.0f / (1.0f - lora.dropout));
@@ -39,8 +39,8 @@ const float* dropped_input(Context& ctx, const float* x, int64_t n, const cpu::L
   return out;
 }
 
-cpu::GemmArgs product(int64_t m, int64_t n, float* c, int64_t ldc, float alpha = 1.0f, bool accumulate = false) {
-  cpu::GemmArgs g;
+GemmArgs product(int64_t m, int64_t n, float* c, int64_t ldc, float alpha = 1.0f, bool accumulate = false) {
+  GemmArgs g;
   g.m = m;
   g.n = n;
   g.c = c;
@@ -53,43 +53,43 @@ cpu::GemmArgs product(int64_t m, int64_t n, float* c, int64_t ldc, float alpha =
 }  // namespace
 
 // Every pointer in device memory; shapes and meaning as cpu::lora_linear_forward.
-void lora_forward_device(const cpu::LinearShape& sh, const float* x, const cpu::MatrixRef& w, const cpu::LoraRef& lora,
+void lora_forward_device(const LinearShape& sh, const float* x, const MatrixRef& w, const LoraRef& lora,
                          float* u, float* y, bool accumulate, Context& ctx) {
   Context::Scope scope(ctx);
   const float* xd = dropped_input(ctx, x, sh.m * sh.k, lora);
-  cpu::GemmArgs ua = product(sh.m, lora.r, u, lora.r);  // u = dropout(x) A^T
+  GemmArgs ua = product(sh.m, lora.r, u, lora.r);  // u = dropout(x) A^T
   ua.segments = {{f32_ref(xd, sh.k, false), f32_ref(lora.a, sh.k, false), sh.k}};
   gemm_device(ua, ctx);
-  cpu::GemmArgs ya = product(sh.m, sh.n, y, sh.n, 1.0f, accumulate);  // y (+)= x W^T + s u B^T
+  GemmArgs ya = product(sh.m, sh.n, y, sh.n, 1.0f, accumulate);  // y (+)= x W^T + s u B^T
   ya.segments = {{f32_ref(x, sh.k, false), w, sh.k},
                  {f32_ref(u, lora.r, false), f32_ref(lora.b, lora.r, false), lora.r, lora.scale}};
   gemm_device(ya, ctx);
 }
 
-void lora_backward_device(const cpu::LinearShape& sh, const float* x, const cpu::MatrixRef& w, const cpu::LoraRef& lora,
+void lora_backward_device(const LinearShape& sh, const float* x, const MatrixRef& w, const LoraRef& lora,
                           const float* u, const float* dy, float* dx, bool dx_accumulate, float* da, float* db,
                           Context& ctx) {
   Context::Scope scope(ctx);
   const int64_t m = sh.m, n = sh.n, k = sh.k, r = lora.r;
   float* g = ctx.alloc<float>(size_t(m * r));  // g = dy B  [m, r]
-  cpu::GemmArgs ga = product(m, r, g, r);
+  GemmArgs ga = product(m, r, g, r);
   ga.segments = {{f32_ref(dy, n, false), f32_ref(lora.b, r, true), n}};
   gemm_device(ga, ctx);
-  cpu::GemmArgs gb = product(n, r, db, r, lora.scale, true);  // dB += s dy^T u
+  GemmArgs gb = product(n, r, db, r, lora.scale, true);  // dB += s dy^T u
   gb.segments = {{f32_ref(dy, n, true), f32_ref(u, r, true), m}};
   gemm_device(gb, ctx);
   const float* xd = dropped_input(ctx, x, m * k, lora);
-  cpu::GemmArgs gA = product(r, k, da, k, lora.scale, true);  // dA += s g^T dropout(x)
+  GemmArgs gA = product(r, k, da, k, lora.scale, true);  // dA += s g^T dropout(x)
   gA.segments = {{f32_ref(g, r, true), f32_ref(xd, k, true), m}};
   gemm_device(gA, ctx);
   if (dx == nullptr) return;
   if (lora.dropout > 0.0f) {
     // dx (+)= dy W, then the adapter's path s g A through the dropout mask
     float* path = ctx.alloc<float>(size_t(m * k));
-    cpu::GemmArgs gp = product(m, k, path, k);
+    GemmArgs gp = product(m, k, path, k);
     gp.segments = {{f32_ref(g, r, false), f32_ref(lora.a, k, true), r, lora.scale}};
     gemm_device(gp, ctx);
-    cpu::GemmArgs gx = product(m, k, dx, k, 1.0f, dx_accumulate);
+    GemmArgs gx = product(m, k, dx, k, 1.0f, dx_accumulate);
     gx.segments = {{f32_ref(dy, n, false), transposed(w), n}};
     gemm_device(gx, ctx);
     if (m * k > 0) {
@@ -99,26 +99,26 @@ void lora_backward_device(const cpu::LinearShape& sh, const float* x, const cpu:
     }
     return;
   }
-  cpu::GemmArgs gx = product(m, k, dx, k, 1.0f, dx_accumulate);  // dx (+)= dy W + s g A, one pass
+  GemmArgs gx = product(m, k, dx, k, 1.0f, dx_accumulate);  // dx (+)= dy W + s g A, one pass
   gx.segments = {{f32_ref(dy, n, false), transposed(w), n}, {f32_ref(g, r, false), f32_ref(lora.a, k, true), r, lora.scale}};
   gemm_device(gx, ctx);
 }
 
 namespace {
 
-cpu::MatrixRef upload_weight(Context& ctx, const cpu::MatrixRef& w, int64_t n, int64_t k) {
-  cpu::MatrixRef d = w;
-  d.data = ctx.upload_bytes(w.data, size_t(n * k) * size_t(cpu::dtype_size(w.dtype)));
+MatrixRef upload_weight(Context& ctx, const MatrixRef& w, int64_t n, int64_t k) {
+  MatrixRef d = w;
+  d.data = ctx.upload_bytes(w.data, size_t(n * k) * size_t(dtype_size(w.dtype)));
   return d;
 }
 
 }  // namespace
 
-void lora_linear_forward(const cpu::LinearShape& sh, const float* x, const cpu::MatrixRef& w, const cpu::LoraRef& lora,
+void lora_linear_forward(const LinearShape& sh, const float* x, const MatrixRef& w, const LoraRef& lora,
                          float* u, float* y, bool accumulate) {
   Context ctx;
   const size_t mk = size_t(sh.m * sh.k), mn = size_t(sh.m * sh.n), mr = size_t(sh.m * lora.r);
-  cpu::LoraRef dl = lora;
+  LoraRef dl = lora;
   dl.a = ctx.upload(lora.a, size_t(lora.r * sh.k));
   dl.b = ctx.upload(lora.b, size_t(sh.n * lora.r));
   float* du = ctx.alloc<float>(mr);
@@ -129,13 +129,13 @@ void lora_linear_forward(const cpu::LinearShape& sh, const float* x, const cpu::
   ctx.sync();
 }
 
-void lora_linear_backward(const cpu::LinearShape& sh, const float* x, const cpu::MatrixRef& w,
-                          const cpu::LoraRef& lora, const float* u, const float* dy, float* dx, bool dx_accumulate,
+void lora_linear_backward(const LinearShape& sh, const float* x, const MatrixRef& w,
+                          const LoraRef& lora, const float* u, const float* dy, float* dx, bool dx_accumulate,
                           float* da, float* db) {
   Context ctx;
   const size_t mk = size_t(sh.m * sh.k), mn = size_t(sh.m * sh.n), rk = size_t(lora.r * sh.k),
                nr = size_t(sh.n * lora.r);
-  cpu::LoraRef dl = lora;
+  LoraRef dl = lora;
   dl.a = ctx.upload(lora.a, rk);
   dl.b = ctx.upload(lora.b, nr);
   float* dda = ctx.upload(da, rk);  // dA and dB accumulate

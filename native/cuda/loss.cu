@@ -5,12 +5,16 @@
 //             (merged in double, as on the CPU) and picks out the target's logit;
 //   pass (b): the block again, turned into dlogits = (softmax - onehot) * grad_scale in place,
 //             then dhidden += dlogits . W_chunk and dweight_chunk += dlogits^T . hidden.
-// The loss is summed on the host in row order from the per-row values, so it is reproducible.
+// The loss is summed on the device in a fixed order from the per-row values (reproducible),
+// and only that sum comes back. The rows with a target are picked on the host (they size the
+// loop), so the device layer takes a host copy of the targets beside the device one.
 // The logits come from bf16 operands (f32 accumulation): expect ~1e-3 relative error in them.
 //
 // Compiled for sm_80 and sm_90, never run here (no GPU).
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
+#include <vector>
 
 #include "cuda/device.cuh"
 
@@ -119,51 +123,79 @@ __global__ void dlogits_kernel(float* logits, int64_t cn, int64_t c0, const int3
   }
 }
 
+// *sum = the sum of loss[0, n), one block: each thread adds a strided slice in order, then a
+// tree over the threads. The order is fixed, so the sum is the same from run to run.
+__global__ void sum_losses_kernel(const double* loss, int64_t n, double* sum) {
+  __shared__ double partial[kThreads];
+  double s = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) s += loss[i];
+  partial[threadIdx.x] = s;
+  __syncthreads();
+  for (int stride = kThreads / 2; stride > 0; stride >>= 1) {
+    if (int(threadIdx.x) < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) *sum = partial[0];
+}
+
 }  // namespace
 
-cpu::CrossEntropyResult cross_entropy(const cpu::CrossEntropyArgs& a) {
+CrossEntropyResult cross_entropy_device(const CrossEntropyArgs& a, const int32_t* host_targets, Context& ctx) {
   const int64_t hd = a.hidden_size, vocab = a.vocab;
+  if (a.chunk <= 0 || a.row_tile <= 0) throw std::invalid_argument("cross_entropy: chunk and row_tile must be positive");
   std::vector<int32_t> rows, row_targets;
   for (int64_t t = 0; t < a.tokens; ++t)
-    if (a.targets[t] >= 0) {
+    if (host_targets[t] >= 0) {
       rows.push_back(int32_t(t));
-      row_targets.push_back(a.targets[t]);
+      row_targets.push_back(host_targets[t]);
     }
-  cpu::CrossEntropyResult res;
+  CrossEntropyResult res;
   res.count = int64_t(rows.size());
-  if (a.dhidden) std::fill(a.dhidden, a.dhidden + a.tokens * hd, 0.0f);
+  if (a.dhidden) ctx.zero(a.dhidden, size_t(a.tokens * hd));  // ignored rows stay zero
   if (res.count == 0) return res;
   const bool want_grad = a.dhidden || a.dweight;
   const float scale = a.has_grad_scale ? a.grad_scale : float(1.0 / double(res.count));
 
-  Context ctx;
+  Context::Scope scope(ctx);  // the compacted rows, the logits block, the per-row statistics
   const int64_t count = res.count;
   const int64_t chunk = std::min(a.chunk, vocab), tile = std::min(a.row_tile, count);
-  const size_t welem = size_t(cpu::dtype_size(a.weight_dtype));
-  const auto* weight = static_cast<const unsigned char*>(ctx.upload_bytes(a.weight, size_t(vocab * hd) * welem));
-  const int32_t* index = ctx.upload(rows.data(), rows.size());
+  const size_t welem = size_t(dtype_size(a.weight_dtype));
+  const auto* weight = static_cast<const unsigned char*>(a.weight);
+  // The host vectors live until the download at the end has waited for the stream.
   const int32_t* targets = ctx.upload(row_targets.data(), row_targets.size());
-  const float* hidden_all = ctx.upload(a.hidden, size_t(a.tokens * hd));
-  float* hidden = ctx.alloc<float>(size_t(count * hd));  // the rows with a target, compacted
-  gather_rows_kernel<<<grid_for(count * hd, 256), 256, 0, ctx.stream()>>>(hidden, hidden_all, index, count, hd);
-  CUDA_CHECK_LAUNCH("gather_rows_kernel");
+  // Every row has a target (the usual case): hidden and dhidden are used where they are.
+  // Otherwise the rows with one are gathered into a compact block, and their dhidden rows
+  // scattered back at the end.
+  const bool compact = count < a.tokens;
+  const int32_t* index = compact ? ctx.upload(rows.data(), rows.size()) : nullptr;
+  const float* hidden = a.hidden;
+  float* dhidden = a.dhidden;
+  if (compact) {
+    float* rows_hidden = ctx.alloc<float>(size_t(count * hd));
+    gather_rows_kernel<<<grid_for(count * hd, 256), 256, 0, ctx.stream()>>>(rows_hidden, a.hidden, index, count, hd);
+    CUDA_CHECK_LAUNCH("gather_rows_kernel");
+    hidden = rows_hidden;
+    if (a.dhidden) {
+      dhidden = ctx.alloc<float>(size_t(count * hd));
+      ctx.zero(dhidden, size_t(count * hd));
+    }
+  }
+  float* dweight = a.dweight;
   float* logits = ctx.alloc<float>(size_t(tile * chunk));
   double* run_max = ctx.alloc<double>(size_t(count));
   double* run_sum = ctx.alloc<double>(size_t(count));
   float* target_logit = ctx.alloc<float>(size_t(count));
   float* lse = ctx.alloc<float>(size_t(count));
   double* row_loss = ctx.alloc<double>(size_t(count));
-  float* dhidden = a.dhidden ? ctx.alloc<float>(size_t(count * hd)) : nullptr;
-  float* dweight = a.dweight ? ctx.upload(a.dweight, size_t(vocab * hd)) : nullptr;
-  if (dhidden) ctx.zero(dhidden, size_t(count * hd));
+  double* loss_sum = ctx.alloc<double>(1);
   init_stats_kernel<<<grid_for(count, 256), 256, 0, ctx.stream()>>>(run_max, run_sum, target_logit, count);
   CUDA_CHECK_LAUNCH("init_stats_kernel");
 
   auto chunk_logits = [&](const float* h, int64_t n, int64_t c0, int64_t cn) {  // logits[n, cn] = h . W[c0 : c0 + cn]^T
-    cpu::GemmArgs g;
+    GemmArgs g;
     g.m = n;
     g.n = cn;
-    g.segments.push_back({{h, cpu::DType::f32, hd, false}, {weight + size_t(c0 * hd) * welem, a.weight_dtype, hd, false}, hd});
+    g.segments.push_back({{h, DType::f32, hd, false}, {weight + size_t(c0 * hd) * welem, a.weight_dtype, hd, false}, hd});
     g.c = logits;
     g.ldc = cn;
     gemm_device(g, ctx);
@@ -189,20 +221,20 @@ cpu::CrossEntropyResult cross_entropy(const cpu::CrossEntropyArgs& a) {
       dlogits_kernel<<<unsigned(n), kThreads, 0, ctx.stream()>>>(logits, cn, c0, targets + r0, lse + r0, scale);
       CUDA_CHECK_LAUNCH("dlogits_kernel");
       if (dhidden) {  // dh[n, hd] += dlogits[n, cn] . W_chunk[cn, hd]  (B = W_chunk^T, logical [hd, cn])
-        cpu::GemmArgs g;
+        GemmArgs g;
         g.m = n;
         g.n = hd;
-        g.segments.push_back({{logits, cpu::DType::f32, cn, false}, {weight + size_t(c0 * hd) * welem, a.weight_dtype, hd, true}, cn});
+        g.segments.push_back({{logits, DType::f32, cn, false}, {weight + size_t(c0 * hd) * welem, a.weight_dtype, hd, true}, cn});
         g.c = dhidden + r0 * hd;
         g.ldc = hd;
         g.accumulate = true;
         gemm_device(g, ctx);
       }
       if (dweight) {  // dW[c0 : c0 + cn] += dlogits^T[cn, n] . h[n, hd]
-        cpu::GemmArgs g;
+        GemmArgs g;
         g.m = cn;
         g.n = hd;
-        g.segments.push_back({{logits, cpu::DType::f32, cn, true}, {h, cpu::DType::f32, hd, true}, n});
+        g.segments.push_back({{logits, DType::f32, cn, true}, {h, DType::f32, hd, true}, n});
         g.c = dweight + c0 * hd;
         g.ldc = hd;
         g.accumulate = true;
@@ -211,19 +243,38 @@ cpu::CrossEntropyResult cross_entropy(const cpu::CrossEntropyArgs& a) {
     }
   }
 
-  std::vector<double> losses(static_cast<size_t>(count));
-  ctx.download(losses.data(), row_loss, losses.size());
-  if (dhidden) {  // back to the token positions, in a device copy of dhidden (zeros elsewhere)
-    float* full = ctx.alloc<float>(size_t(a.tokens * hd));
-    ctx.zero(full, size_t(a.tokens * hd));
-    scatter_rows_kernel<<<grid_for(count * hd, 256), 256, 0, ctx.stream()>>>(full, dhidden, index, count, hd);
+  if (compact && a.dhidden) {  // back to the token positions (a.dhidden is zero elsewhere)
+    scatter_rows_kernel<<<grid_for(count * hd, 256), 256, 0, ctx.stream()>>>(a.dhidden, dhidden, index, count, hd);
     CUDA_CHECK_LAUNCH("scatter_rows_kernel");
-    ctx.download(a.dhidden, full, size_t(a.tokens * hd));
   }
-  if (dweight) ctx.download(a.dweight, dweight, size_t(vocab * hd));
+  sum_losses_kernel<<<1, kThreads, 0, ctx.stream()>>>(row_loss, count, loss_sum);
+  CUDA_CHECK_LAUNCH("sum_losses_kernel");
+  ctx.download(&res.loss_sum, loss_sum, 1);
   ctx.sync();
-  for (double l : losses) res.loss_sum += l;
   res.loss = res.loss_sum / double(count);
+  return res;
+}
+
+// Host arrays: copied in, the device layer, the gradients copied back.
+CrossEntropyResult cross_entropy(const CrossEntropyArgs& a) {
+  int64_t count = 0;
+  for (int64_t t = 0; t < a.tokens; ++t) count += a.targets[t] >= 0 ? 1 : 0;
+  if (count == 0) {  // nothing to compute: no device needed
+    if (a.dhidden) std::fill(a.dhidden, a.dhidden + a.tokens * a.hidden_size, 0.0f);
+    return CrossEntropyResult{};
+  }
+  Context ctx;
+  const size_t hidden_n = size_t(a.tokens * a.hidden_size), weight_n = size_t(a.vocab * a.hidden_size);
+  CrossEntropyArgs d = a;
+  d.weight = ctx.upload_bytes(a.weight, weight_n * size_t(dtype_size(a.weight_dtype)));
+  d.targets = nullptr;  // read from the host copy (a.targets) by the device layer
+  d.hidden = ctx.upload(a.hidden, hidden_n);
+  d.dhidden = a.dhidden ? ctx.alloc<float>(hidden_n) : nullptr;
+  d.dweight = a.dweight ? ctx.upload(a.dweight, weight_n) : nullptr;
+  const CrossEntropyResult res = cross_entropy_device(d, a.targets, ctx);
+  if (d.dhidden) ctx.download(a.dhidden, d.dhidden, hidden_n);
+  if (d.dweight) ctx.download(a.dweight, d.dweight, weight_n);
+  ctx.sync();
   return res;
 }
 

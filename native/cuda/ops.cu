@@ -7,10 +7,17 @@
 // backend's. The embedding backward adds rows with atomics: its summation order for repeated
 // ids is not fixed (the CPU backend's is).
 //
+// Each op has a device-pointer form (*_device, cuda/device.cuh), which the CUDA backend
+// (cuda/cuda_backend.cu) queues on the calling thread's stream, and a host-copy wrapper
+// (cuda/backend.h) built on it for the single-op tests.
+//
 // Compiled for sm_80 and sm_90, never run here (no GPU).
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
+#include <mutex>
+#include <tuple>
 
 #include "cuda/device.cuh"
 
@@ -190,92 +197,169 @@ class Mirror {
 // Elements a run of `rows` rows of `dim` values, `ld` apart, spans.
 int64_t extent(int64_t rows, int64_t dim, int64_t ld) { return rows == 0 || dim == 0 ? 0 : (rows - 1) * ld + dim; }
 
-}  // namespace
-
-void rmsnorm_forward(const cpu::RmsNormForwardArgs& a) {
-  if (a.rows == 0) return;
-  Context ctx;
-  const size_t n = size_t(a.rows * a.dim);
-  const float* x = ctx.upload(a.x, n);
-  const void* w = ctx.upload_bytes(a.weight, size_t(a.dim) * size_t(cpu::dtype_size(a.weight_dtype)));
-  float* out = ctx.alloc<float>(n);
-  float* rstd = a.rstd ? ctx.alloc<float>(size_t(a.rows)) : nullptr;
-  if (a.weight_dtype == cpu::DType::bf16)
-    rmsnorm_fwd_kernel<true><<<row_blocks(a.rows), kThreads, 0, ctx.stream()>>>(x, w, a.rows, a.dim, a.eps, out, rstd);
-  else
-    rmsnorm_fwd_kernel<false><<<row_blocks(a.rows), kThreads, 0, ctx.stream()>>>(x, w, a.rows, a.dim, a.eps, out, rstd);
-  CUDA_CHECK_LAUNCH("rmsnorm_fwd_kernel");
-  ctx.download(a.out, out, n);  // a.out may be a.x: the input was copied already
-  if (rstd) ctx.download(a.rstd, rstd, size_t(a.rows));
-  ctx.sync();
+// RoPE's inverse frequencies theta^(-2i/head_dim), computed on the host in double as the CPU
+// does, in each device's memory: made on first use per (device, theta, head_dim) with a
+// synchronous copy (so every stream may read them at once) and kept for the process, like the
+// optimiser's quantisation maps. A model has one or two such tables.
+const double* rope_inv_freq(int device, double theta, int64_t head_dim) {
+  static std::mutex mutex;
+  static std::map<std::tuple<int, uint64_t, int64_t>, double*> tables;
+  uint64_t theta_bits;
+  std::memcpy(&theta_bits, &theta, sizeof theta_bits);
+  const auto key = std::make_tuple(device, theta_bits, head_dim);
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = tables.find(key);
+  if (it != tables.end()) return it->second;
+  const int64_t half = head_dim / 2;
+  std::vector<double> inv_freq(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i) inv_freq[size_t(i)] = std::pow(theta, -2.0 * double(i) / double(head_dim));
+  double* table = nullptr;
+  CUDA_CHECK(cudaMalloc(&table, inv_freq.size() * sizeof(double)));
+  CUDA_CHECK(cudaMemcpy(table, inv_freq.data(), inv_freq.size() * sizeof(double), cudaMemcpyHostToDevice));
+  tables.emplace(key, table);
+  return table;
 }
 
-void rmsnorm_backward(const cpu::RmsNormBackwardArgs& a) {
+}  // namespace
+
+// ---- the device-pointer layer ------------------------------------------------------------------
+
+void rmsnorm_forward_device(const RmsNormForwardArgs& a, Context& ctx) {
   if (a.rows == 0) return;
-  Context ctx;
-  const size_t n = size_t(a.rows * a.dim);
-  const float* dout = ctx.upload(a.dout, n);
-  const float* x = ctx.upload(a.x, n);
-  const void* w = ctx.upload_bytes(a.weight, size_t(a.dim) * size_t(cpu::dtype_size(a.weight_dtype)));
-  const float* rstd = ctx.upload(a.rstd, size_t(a.rows));
-  float* dx = a.accumulate ? ctx.upload(a.dx, n) : ctx.alloc<float>(n);
-  if (a.weight_dtype == cpu::DType::bf16)
-    rmsnorm_bwd_kernel<true><<<row_blocks(a.rows), kThreads, 0, ctx.stream()>>>(dout, x, w, rstd, a.rows, a.dim, dx, a.accumulate);
+  // In place (out == x) is safe: each lane reads its columns for the sum of squares, the warp
+  // reduces, and only then does the same lane write those columns.
+  if (a.weight_dtype == DType::bf16)
+    rmsnorm_fwd_kernel<true><<<row_blocks(a.rows), kThreads, 0, ctx.stream()>>>(a.x, a.weight, a.rows, a.dim, a.eps, a.out, a.rstd);
   else
-    rmsnorm_bwd_kernel<false><<<row_blocks(a.rows), kThreads, 0, ctx.stream()>>>(dout, x, w, rstd, a.rows, a.dim, dx, a.accumulate);
+    rmsnorm_fwd_kernel<false><<<row_blocks(a.rows), kThreads, 0, ctx.stream()>>>(a.x, a.weight, a.rows, a.dim, a.eps, a.out, a.rstd);
+  CUDA_CHECK_LAUNCH("rmsnorm_fwd_kernel");
+}
+
+void rmsnorm_backward_device(const RmsNormBackwardArgs& a, Context& ctx) {
+  if (a.rows == 0) return;
+  Context::Scope scope(ctx);  // the dweight partial sums
+  if (a.weight_dtype == DType::bf16)
+    rmsnorm_bwd_kernel<true><<<row_blocks(a.rows), kThreads, 0, ctx.stream()>>>(a.dout, a.x, a.weight, a.rstd, a.rows, a.dim,
+                                                                                 a.dx, a.accumulate);
+  else
+    rmsnorm_bwd_kernel<false><<<row_blocks(a.rows), kThreads, 0, ctx.stream()>>>(a.dout, a.x, a.weight, a.rstd, a.rows, a.dim,
+                                                                                  a.dx, a.accumulate);
   CUDA_CHECK_LAUNCH("rmsnorm_bwd_kernel");
-  float* dweight = nullptr;
   if (a.dweight) {
     const int64_t chunks = ceil_div(a.rows, kRowChunk);
     if (chunks > 65535) throw std::invalid_argument("rmsnorm: too many rows for the CUDA dweight reduction");
     float* partial = ctx.alloc<float>(size_t(chunks * a.dim));
-    dweight = ctx.upload(a.dweight, size_t(a.dim));
     const dim3 grid(unsigned(ceil_div(a.dim, 256)), unsigned(chunks));
-    rmsnorm_dweight_partial_kernel<<<grid, 256, 0, ctx.stream()>>>(dout, x, rstd, a.rows, a.dim, partial);
+    rmsnorm_dweight_partial_kernel<<<grid, 256, 0, ctx.stream()>>>(a.dout, a.x, a.rstd, a.rows, a.dim, partial);
     CUDA_CHECK_LAUNCH("rmsnorm_dweight_partial_kernel");
-    sum_partials_kernel<<<unsigned(ceil_div(a.dim, 256)), 256, 0, ctx.stream()>>>(partial, chunks, a.dim, dweight);
+    sum_partials_kernel<<<unsigned(ceil_div(a.dim, 256)), 256, 0, ctx.stream()>>>(partial, chunks, a.dim, a.dweight);
     CUDA_CHECK_LAUNCH("sum_partials_kernel");
   }
-  ctx.download(a.dx, dx, n);
-  if (dweight) ctx.download(a.dweight, dweight, size_t(a.dim));
+}
+
+void rope_device(const RopeArgs& a, Context& ctx) {
+  if (a.rows == 0 || a.heads == 0 || a.head_dim < 2) return;
+  const int64_t half = a.head_dim / 2;
+  const double* freq = rope_inv_freq(ctx.device(), a.theta, a.head_dim);
+  // In place (out == x) is safe: each thread reads both elements of its pairs before writing them.
+  rope_kernel<<<grid_for(a.rows * half, 256), 256, 0, ctx.stream()>>>(a.x, a.out, a.positions, freq, a.rows, a.heads,
+                                                                       a.head_dim, a.pairing == RopePairing::half,
+                                                                       a.inverse ? -1.0 : 1.0);
+  CUDA_CHECK_LAUNCH("rope_kernel");
+}
+
+void swiglu_forward_device(const SwigluForwardArgs& a, Context& ctx) {
+  if (a.rows == 0 || a.dim == 0) return;
+  swiglu_fwd_kernel<<<grid_for(a.rows * a.dim, 256), 256, 0, ctx.stream()>>>(a.gate, a.up, a.in_ld, a.rows, a.dim, a.out);
+  CUDA_CHECK_LAUNCH("swiglu_fwd_kernel");
+}
+
+void swiglu_backward_device(const SwigluBackwardArgs& a, Context& ctx) {
+  if (a.rows == 0 || a.dim == 0) return;
+  swiglu_bwd_kernel<<<grid_for(a.rows * a.dim, 256), 256, 0, ctx.stream()>>>(a.dout, a.gate, a.up, a.in_ld, a.rows, a.dim,
+                                                                               a.dgate, a.dup, a.grad_ld);
+  CUDA_CHECK_LAUNCH("swiglu_bwd_kernel");
+}
+
+void embedding_forward_device(const EmbeddingForwardArgs& a, Context& ctx) {
+  if (a.n == 0 || a.dim == 0) return;
+  if (a.table_dtype == DType::bf16)
+    embedding_fwd_kernel<true><<<grid_for(a.n * a.dim, 256), 256, 0, ctx.stream()>>>(a.ids, a.n, a.table, a.dim, a.out);
+  else
+    embedding_fwd_kernel<false><<<grid_for(a.n * a.dim, 256), 256, 0, ctx.stream()>>>(a.ids, a.n, a.table, a.dim, a.out);
+  CUDA_CHECK_LAUNCH("embedding_fwd_kernel");
+}
+
+void embedding_backward_device(const EmbeddingBackwardArgs& a, Context& ctx) {
+  if (a.n == 0 || a.dim == 0) return;
+  embedding_bwd_kernel<<<grid_for(a.n * a.dim, 256), 256, 0, ctx.stream()>>>(a.ids, a.n, a.dout, a.dim, a.dtable);
+  CUDA_CHECK_LAUNCH("embedding_bwd_kernel");
+}
+
+// ---- the host-copy wrappers (cuda/backend.h): copy in, run the device layer, copy back ------------
+
+void rmsnorm_forward(const RmsNormForwardArgs& a) {
+  if (a.rows == 0) return;
+  Context ctx;
+  const size_t n = size_t(a.rows * a.dim);
+  RmsNormForwardArgs d = a;
+  d.x = ctx.upload(a.x, n);
+  d.weight = ctx.upload_bytes(a.weight, size_t(a.dim) * size_t(dtype_size(a.weight_dtype)));
+  d.out = ctx.alloc<float>(n);
+  d.rstd = a.rstd ? ctx.alloc<float>(size_t(a.rows)) : nullptr;
+  rmsnorm_forward_device(d, ctx);
+  ctx.download(a.out, d.out, n);  // a.out may be a.x: the input was copied already
+  if (d.rstd) ctx.download(a.rstd, d.rstd, size_t(a.rows));
   ctx.sync();
 }
 
-void rope(const cpu::RopeArgs& a) {
+void rmsnorm_backward(const RmsNormBackwardArgs& a) {
+  if (a.rows == 0) return;
+  Context ctx;
+  const size_t n = size_t(a.rows * a.dim);
+  RmsNormBackwardArgs d = a;
+  d.dout = ctx.upload(a.dout, n);
+  d.x = ctx.upload(a.x, n);
+  d.weight = ctx.upload_bytes(a.weight, size_t(a.dim) * size_t(dtype_size(a.weight_dtype)));
+  d.rstd = ctx.upload(a.rstd, size_t(a.rows));
+  d.dx = a.accumulate ? ctx.upload(a.dx, n) : ctx.alloc<float>(n);
+  d.dweight = a.dweight ? ctx.upload(a.dweight, size_t(a.dim)) : nullptr;
+  rmsnorm_backward_device(d, ctx);
+  ctx.download(a.dx, d.dx, n);
+  if (d.dweight) ctx.download(a.dweight, d.dweight, size_t(a.dim));
+  ctx.sync();
+}
+
+void rope(const RopeArgs& a) {
   if (a.rows == 0 || a.heads == 0) return;
   Context ctx;
   const size_t n = size_t(a.rows * a.heads * a.head_dim);
-  const int64_t half = a.head_dim / 2;
-  std::vector<double> inv_freq(static_cast<size_t>(half));
-  for (int64_t i = 0; i < half; ++i) inv_freq[size_t(i)] = std::pow(a.theta, -2.0 * double(i) / double(a.head_dim));
-  const float* x = ctx.upload(a.x, n);
-  float* out = ctx.alloc<float>(n);
-  const int32_t* positions = ctx.upload(a.positions, size_t(a.rows));
-  const double* freq = ctx.upload(inv_freq.data(), inv_freq.size());
-  rope_kernel<<<grid_for(a.rows * half, 256), 256, 0, ctx.stream()>>>(x, out, positions, freq, a.rows, a.heads, a.head_dim,
-                                                                       a.pairing == cpu::RopePairing::half,
-                                                                       a.inverse ? -1.0 : 1.0);
-  CUDA_CHECK_LAUNCH("rope_kernel");
-  ctx.download(a.out, out, n);
+  RopeArgs d = a;
+  d.x = ctx.upload(a.x, n);
+  d.out = ctx.alloc<float>(n);
+  d.positions = ctx.upload(a.positions, size_t(a.rows));
+  rope_device(d, ctx);
+  ctx.download(a.out, d.out, n);
   ctx.sync();
 }
 
-void swiglu_forward(const cpu::SwigluForwardArgs& a) {
+void swiglu_forward(const SwigluForwardArgs& a) {
   if (a.rows == 0 || a.dim == 0) return;
   Context ctx;
   Mirror in(ctx);
   in.add(a.gate, extent(a.rows, a.dim, a.in_ld));
   in.add(a.up, extent(a.rows, a.dim, a.in_ld));
   in.upload();
-  float* out = ctx.alloc<float>(size_t(a.rows * a.dim));
-  swiglu_fwd_kernel<<<grid_for(a.rows * a.dim, 256), 256, 0, ctx.stream()>>>(in.map(a.gate), in.map(a.up), a.in_ld,
-                                                                               a.rows, a.dim, out);
-  CUDA_CHECK_LAUNCH("swiglu_fwd_kernel");
-  ctx.download(a.out, out, size_t(a.rows * a.dim));
+  SwigluForwardArgs d = a;
+  d.gate = in.map(a.gate);
+  d.up = in.map(a.up);
+  d.out = ctx.alloc<float>(size_t(a.rows * a.dim));
+  swiglu_forward_device(d, ctx);
+  ctx.download(a.out, d.out, size_t(a.rows * a.dim));
   ctx.sync();
 }
 
-void swiglu_backward(const cpu::SwigluBackwardArgs& a) {
+void swiglu_backward(const SwigluBackwardArgs& a) {
   if (a.rows == 0 || a.dim == 0) return;
   Context ctx;
   Mirror in(ctx), grads(ctx);
@@ -286,38 +370,38 @@ void swiglu_backward(const cpu::SwigluBackwardArgs& a) {
   grads.add(a.dgate, extent(a.rows, a.dim, a.grad_ld));
   grads.add(a.dup, extent(a.rows, a.dim, a.grad_ld));
   grads.upload();
-  const float* dout = ctx.upload(a.dout, size_t(a.rows * a.dim));
-  swiglu_bwd_kernel<<<grid_for(a.rows * a.dim, 256), 256, 0, ctx.stream()>>>(
-      dout, in.map(a.gate), in.map(a.up), a.in_ld, a.rows, a.dim, grads.map(a.dgate), grads.map(a.dup), a.grad_ld);
-  CUDA_CHECK_LAUNCH("swiglu_bwd_kernel");
+  SwigluBackwardArgs d = a;
+  d.dout = ctx.upload(a.dout, size_t(a.rows * a.dim));
+  d.gate = in.map(a.gate);
+  d.up = in.map(a.up);
+  d.dgate = grads.map(a.dgate);
+  d.dup = grads.map(a.dup);
+  swiglu_backward_device(d, ctx);
   grads.download();
   ctx.sync();
 }
 
-void embedding_forward(const cpu::EmbeddingForwardArgs& a) {
+void embedding_forward(const EmbeddingForwardArgs& a) {
   if (a.n == 0) return;
   Context ctx;
   // Only the rows the ids name travel: the table may be a 100k-row vocabulary.
   std::map<int32_t, int32_t> slot;
   std::vector<int32_t> local(static_cast<size_t>(a.n));
   for (int64_t k = 0; k < a.n; ++k) local[size_t(k)] = slot.emplace(a.ids[k], int32_t(slot.size())).first->second;
-  const size_t elem = size_t(cpu::dtype_size(a.table_dtype)), row_bytes = size_t(a.dim) * elem;
+  const size_t elem = size_t(dtype_size(a.table_dtype)), row_bytes = size_t(a.dim) * elem;
   std::vector<unsigned char> rows(slot.size() * row_bytes);
   for (const auto& [id, s] : slot)
     std::memcpy(rows.data() + size_t(s) * row_bytes, static_cast<const unsigned char*>(a.table) + size_t(id) * row_bytes, row_bytes);
-  const void* table = ctx.upload_bytes(rows.data(), rows.size());
-  const int32_t* ids = ctx.upload(local.data(), local.size());
-  float* out = ctx.alloc<float>(size_t(a.n * a.dim));
-  if (a.table_dtype == cpu::DType::bf16)
-    embedding_fwd_kernel<true><<<grid_for(a.n * a.dim, 256), 256, 0, ctx.stream()>>>(ids, a.n, table, a.dim, out);
-  else
-    embedding_fwd_kernel<false><<<grid_for(a.n * a.dim, 256), 256, 0, ctx.stream()>>>(ids, a.n, table, a.dim, out);
-  CUDA_CHECK_LAUNCH("embedding_fwd_kernel");
-  ctx.download(a.out, out, size_t(a.n * a.dim));
+  EmbeddingForwardArgs d = a;
+  d.table = ctx.upload_bytes(rows.data(), rows.size());
+  d.ids = ctx.upload(local.data(), local.size());
+  d.out = ctx.alloc<float>(size_t(a.n * a.dim));
+  embedding_forward_device(d, ctx);
+  ctx.download(a.out, d.out, size_t(a.n * a.dim));
   ctx.sync();
 }
 
-void embedding_backward(const cpu::EmbeddingBackwardArgs& a) {
+void embedding_backward(const EmbeddingBackwardArgs& a) {
   if (a.n == 0) return;
   Context ctx;
   // The rows of dtable the ids touch go over and back, compacted as in the forward.
@@ -327,12 +411,12 @@ void embedding_backward(const cpu::EmbeddingBackwardArgs& a) {
   std::vector<float> rows(slot.size() * size_t(a.dim));
   for (const auto& [id, s] : slot)
     std::memcpy(rows.data() + size_t(s) * size_t(a.dim), a.dtable + size_t(id) * size_t(a.dim), size_t(a.dim) * sizeof(float));
-  float* dtable = ctx.upload(rows.data(), rows.size());
-  const int32_t* ids = ctx.upload(local.data(), local.size());
-  const float* dout = ctx.upload(a.dout, size_t(a.n * a.dim));
-  embedding_bwd_kernel<<<grid_for(a.n * a.dim, 256), 256, 0, ctx.stream()>>>(ids, a.n, dout, a.dim, dtable);
-  CUDA_CHECK_LAUNCH("embedding_bwd_kernel");
-  ctx.download(rows.data(), dtable, rows.size());
+  EmbeddingBackwardArgs d = a;
+  d.dtable = ctx.upload(rows.data(), rows.size());
+  d.ids = ctx.upload(local.data(), local.size());
+  d.dout = ctx.upload(a.dout, size_t(a.n * a.dim));
+  embedding_backward_device(d, ctx);
+  ctx.download(rows.data(), d.dtable, rows.size());
   ctx.sync();
   for (const auto& [id, s] : slot)
     std::memcpy(a.dtable + size_t(id) * size_t(a.dim), rows.data() + size_t(s) * size_t(a.dim), size_t(a.dim) * sizeof(float));

@@ -1,5 +1,5 @@
 // AdamW and 8-bit blockwise AdamW on the GPU, as cpu/optim.h: the same update order, the same
-// hyper-parameters (cpu::AdamHyper, derived in double on the host), and for the 8-bit variant
+// hyper-parameters (AdamHyper, derived in double on the host), and for the 8-bit variant
 // the same state format and quantisation map: cpu::dynamic_map() (bitsandbytes' dynamic map)
 // is built on the host and copied to each device once, and the nearest code is found with its
 // bucket table exactly as the CPU does. Products and sums are rounded one by one (__fmul_rn,
@@ -7,6 +7,7 @@
 //
 // Compiled for sm_80 and sm_90, never run here (no GPU).
 #include <mutex>
+#include <stdexcept>
 
 #include "cuda/device.cuh"
 
@@ -15,14 +16,14 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ float adam_param(float p, float mi, float vi, const cpu::AdamHyper& h) {
+__device__ __forceinline__ float adam_param(float p, float mi, float vi, const AdamHyper& h) {
   // p * decay - step_size * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
   const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), h.bias2_sqrt), h.eps);
   return __fsub_rn(__fmul_rn(p, h.decay), __fdiv_rn(__fmul_rn(h.step_size, mi), denom));
 }
 
 __global__ void adamw_kernel(float* params, const float* grads, float* m, float* v, uint16_t* params_bf16, int64_t n,
-                             cpu::AdamHyper h) {
+                             AdamHyper h) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const float g = grads[i];
     const float mi = __fadd_rn(__fmul_rn(h.beta1, m[i]), __fmul_rn(h.one_minus_beta1, g));
@@ -65,7 +66,7 @@ __device__ float block_max(float v, float* scratch) {
 __global__ void __launch_bounds__(kThreads) adamw8bit_kernel(float* params, const float* grads, uint8_t* m_codes,
                                                              uint8_t* v_codes, float* m_absmax, float* v_absmax,
                                                              uint16_t* params_bf16, int64_t n, int64_t block_size,
-                                                             cpu::AdamHyper h, const cpu::QuantMap* m_map,
+                                                             AdamHyper h, const cpu::QuantMap* m_map,
                                                              const cpu::QuantMap* v_map) {
   __shared__ float scratch[kThreads / 32];
   const int64_t block = blockIdx.x, b0 = block * block_size;
@@ -130,45 +131,71 @@ DeviceMaps device_maps(int device) {
 
 }  // namespace
 
+void adamw_device(const AdamArgs& a, Context& ctx) {
+  if (a.n == 0) return;
+  adamw_kernel<<<grid_for(a.n, kThreads), kThreads, 0, ctx.stream()>>>(a.params, a.grads, a.m, a.v, a.params_bf16, a.n,
+                                                                        a.hyper);
+  CUDA_CHECK_LAUNCH("adamw_kernel");
+}
+
+void adamw8bit_device(const Adam8bitArgs& a, Context& ctx) {
+  if (a.n == 0) return;
+  if (a.block_size <= 0) throw std::invalid_argument("adamw8bit: block_size must be positive");
+  const int64_t blocks = ceil_div(a.n, a.block_size);
+  if (blocks > INT32_MAX) throw std::invalid_argument("adamw8bit: too many blocks");
+  const DeviceMaps maps = device_maps(ctx.device());
+  adamw8bit_kernel<<<unsigned(blocks), kThreads, 0, ctx.stream()>>>(a.params, a.grads, a.m_codes, a.v_codes, a.m_absmax,
+                                                                    a.v_absmax, a.params_bf16, a.n, a.block_size, a.hyper,
+                                                                    maps.signed_map, maps.unsigned_map);
+  CUDA_CHECK_LAUNCH("adamw8bit_kernel");
+}
+
+// Host arrays: copied in, stepped, copied back.
 void adamw_step(float* params, const float* grads, float* m, float* v, uint16_t* params_bf16, int64_t n,
-                const cpu::AdamHyper& h) {
+                const AdamHyper& h) {
   if (n == 0) return;
   Context ctx;
-  float* dp = ctx.upload(params, size_t(n));
-  float* dm = ctx.upload(m, size_t(n));
-  float* dv = ctx.upload(v, size_t(n));
-  uint16_t* db = params_bf16 ? ctx.alloc<uint16_t>(size_t(n)) : nullptr;
-  adamw_kernel<<<grid_for(n, kThreads), kThreads, 0, ctx.stream()>>>(dp, ctx.upload(grads, size_t(n)), dm, dv, db, n, h);
-  CUDA_CHECK_LAUNCH("adamw_kernel");
-  ctx.download(params, dp, size_t(n));
-  ctx.download(m, dm, size_t(n));
-  ctx.download(v, dv, size_t(n));
-  if (db) ctx.download(params_bf16, db, size_t(n));
+  AdamArgs d;
+  d.n = n;
+  d.hyper = h;
+  d.params = ctx.upload(params, size_t(n));
+  d.grads = ctx.upload(grads, size_t(n));
+  d.m = ctx.upload(m, size_t(n));
+  d.v = ctx.upload(v, size_t(n));
+  d.params_bf16 = params_bf16 ? ctx.alloc<uint16_t>(size_t(n)) : nullptr;
+  adamw_device(d, ctx);
+  ctx.download(params, d.params, size_t(n));
+  ctx.download(m, d.m, size_t(n));
+  ctx.download(v, d.v, size_t(n));
+  if (params_bf16) ctx.download(params_bf16, d.params_bf16, size_t(n));
   ctx.sync();
 }
 
 void adamw8bit_step(float* params, const float* grads, uint8_t* m_codes, uint8_t* v_codes, float* m_absmax,
-                    float* v_absmax, uint16_t* params_bf16, int64_t n, int64_t block_size, const cpu::AdamHyper& h) {
+                    float* v_absmax, uint16_t* params_bf16, int64_t n, int64_t block_size, const AdamHyper& h) {
   if (n == 0) return;
+  if (block_size <= 0) throw std::invalid_argument("adamw8bit: block_size must be positive");
   const int64_t blocks = ceil_div(n, block_size);
   if (blocks > INT32_MAX) throw std::invalid_argument("adamw8bit: too many blocks");
   Context ctx;
-  const DeviceMaps maps = device_maps(ctx.device());
-  float* dp = ctx.upload(params, size_t(n));
-  uint8_t* dmc = ctx.upload(m_codes, size_t(n));
-  uint8_t* dvc = ctx.upload(v_codes, size_t(n));
-  float* dma = ctx.upload(m_absmax, size_t(blocks));
-  float* dva = ctx.upload(v_absmax, size_t(blocks));
-  uint16_t* db = params_bf16 ? ctx.alloc<uint16_t>(size_t(n)) : nullptr;
-  adamw8bit_kernel<<<unsigned(blocks), kThreads, 0, ctx.stream()>>>(dp, ctx.upload(grads, size_t(n)), dmc, dvc, dma, dva, db,
-                                                                    n, block_size, h, maps.signed_map, maps.unsigned_map);
-  CUDA_CHECK_LAUNCH("adamw8bit_kernel");
-  ctx.download(params, dp, size_t(n));
-  ctx.download(m_codes, dmc, size_t(n));
-  ctx.download(v_codes, dvc, size_t(n));
-  ctx.download(m_absmax, dma, size_t(blocks));
-  ctx.download(v_absmax, dva, size_t(blocks));
-  if (db) ctx.download(params_bf16, db, size_t(n));
+  Adam8bitArgs d;
+  d.n = n;
+  d.block_size = block_size;
+  d.hyper = h;
+  d.params = ctx.upload(params, size_t(n));
+  d.grads = ctx.upload(grads, size_t(n));
+  d.m_codes = ctx.upload(m_codes, size_t(n));
+  d.v_codes = ctx.upload(v_codes, size_t(n));
+  d.m_absmax = ctx.upload(m_absmax, size_t(blocks));
+  d.v_absmax = ctx.upload(v_absmax, size_t(blocks));
+  d.params_bf16 = params_bf16 ? ctx.alloc<uint16_t>(size_t(n)) : nullptr;
+  adamw8bit_device(d, ctx);
+  ctx.download(params, d.params, size_t(n));
+  ctx.download(m_codes, d.m_codes, size_t(n));
+  ctx.download(v_codes, d.v_codes, size_t(n));
+  ctx.download(m_absmax, d.m_absmax, size_t(blocks));
+  ctx.download(v_absmax, d.v_absmax, size_t(blocks));
+  if (params_bf16) ctx.download(params_bf16, d.params_bf16, size_t(n));
   ctx.sync();
 }
 

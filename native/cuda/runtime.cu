@@ -139,7 +139,9 @@ void stream_release(int device, cudaStream_t s) {
   pool_of(device).streams.push_back(s);
 }
 
-Context::Context() : device_(g_device.load()) {
+Context::Context() : Context(g_device.load()) {}
+
+Context::Context(int device) : device_(device) {
   CUDA_CHECK(cudaSetDevice(device_));
   stream_ = stream_acquire(device_);
 }
@@ -192,6 +194,11 @@ void Context::recycle_from(size_t mark) {
 }
 
 void Context::sync() { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+void Context::release_recycled() {
+  for (auto& [ptr, bytes] : recycled_) pool_release(device_, ptr, bytes);
+  recycled_.clear();
+}
 
 Info info() {
   Info out;

@@ -3,8 +3,6 @@
 #include <cmath>
 #include <stdexcept>
 
-#include "cpu/loss.h"
-
 namespace ernie::engine {
 namespace {
 
@@ -29,13 +27,44 @@ void pooling_rows(const Batch& b, Pooling pooling, int64_t s, std::vector<std::p
       if (is_real(b, s * T + t)) rows.push_back({s * T + t, 1.0f / float(count)});
 }
 
+// The pooling of a batch as gather ranges (backend/ops.h GatherRowsArgs), on the backend.
+struct PoolRows {
+  BufOf<int32_t> starts, rows;
+  BufOf<float> weights;
+  PoolRows(const Batch& batch, Pooling pooling, Workspace& ws) {
+    std::vector<int32_t> s{0}, r;
+    std::vector<float> w;
+    std::vector<std::pair<int64_t, float>> picked;
+    for (int64_t b = 0; b < batch.batch; ++b) {
+      pooling_rows(batch, pooling, b, picked);
+      for (auto [row, weight] : picked) {
+        r.push_back(int32_t(row));
+        w.push_back(weight);
+      }
+      s.push_back(int32_t(r.size()));
+    }
+    starts = ws.put(s);
+    rows = ws.put(r);
+    weights = ws.put(w);
+  }
+  GatherRowsArgs args(int64_t count, int64_t dim) const {
+    GatherRowsArgs g;
+    g.starts = starts.data();
+    g.rows = rows.data();
+    g.weights = weights.data();
+    g.count = count;
+    g.dim = dim;
+    return g;
+  }
+};
+
 }  // namespace
 
 LossFn lm_loss(const ModelDims& d, const ModelWeights& w, const Batch& batch, const int32_t* labels, Grads& grads,
-               cpu::Precision precision, LossResult* result) {
+               Precision precision, LossResult* result) {
   if (w.lm_head.trans || w.lm_head.ld != d.hidden)
     throw std::invalid_argument("the LM loss needs a row-major [vocab, hidden] LM head (tied, or HF layout)");
-  return [&d, &w, batch, labels, &grads, precision, result](const float* hidden, float* dhidden) {
+  return [&d, &w, batch, labels, &grads, precision, result](const float* hidden, float* dhidden, Workspace& ws) {
     const int64_t B = batch.batch, T = batch.seq, n = B * T;
     std::vector<int32_t> targets(size_t(n), -100);
     for (int64_t b = 0; b < B; ++b)
@@ -43,40 +72,35 @@ LossFn lm_loss(const ModelDims& d, const ModelWeights& w, const Batch& batch, co
         const int64_t next = b * T + t + 1;
         targets[b * T + t] = labels ? labels[next] : (is_real(batch, next) ? batch.input_ids[next] : -100);
       }
-    cpu::CrossEntropyArgs ce;
+    CrossEntropyArgs ce;
     ce.hidden = hidden;
     ce.weight = w.lm_head.data;
     ce.weight_dtype = w.lm_head.dtype;
-    ce.targets = targets.data();
+    ce.targets = ws.put(targets).data();
     ce.tokens = n;
     ce.hidden_size = d.hidden;
     ce.vocab = d.vocab;
     ce.dhidden = dhidden;
     ce.precision = precision;
     if (grads.base()) ce.dweight = grads.lm_head ? grads.lm_head : grads.embed;
-    const cpu::CrossEntropyResult r = cpu::cross_entropy(ce);
+    const CrossEntropyResult r = ws.backend().cross_entropy(ce);
     result->loss = r.loss;
     result->count = r.count;
     return r.loss;
   };
 }
 
-void pool(const ModelDims& d, const Batch& batch, Pooling pooling, const float* hidden, float* pooled) {
-  std::vector<std::pair<int64_t, float>> rows;
-  for (int64_t s = 0; s < batch.batch; ++s) {
-    float* out = pooled + s * d.hidden;
-    for (int64_t j = 0; j < d.hidden; ++j) out[j] = 0.0f;
-    pooling_rows(batch, pooling, s, rows);
-    for (auto [row, weight] : rows)
-      for (int64_t j = 0; j < d.hidden; ++j) out[j] += weight * hidden[row * d.hidden + j];
-  }
-}
-
 LossFn classifier_loss(const ModelDims& d, const Batch& batch, const ClassifierHead& head, LossResult* result) {
-  return [&d, batch, head, result](const float* hidden, float* dhidden) {
+  return [&d, batch, head, result](const float* hidden, float* dhidden, Workspace& ws) {
+    Backend& be = ws.backend();
     const int64_t B = batch.batch, H = d.hidden, C = head.classes;
+    const PoolRows pool_rows(batch, head.pooling, ws);
+    GatherRowsArgs gather = pool_rows.args(B, H);
+    gather.src = hidden;
+    gather.out = ws.take(B * H).data();
+    be.gather_rows(gather);
     std::vector<float> pooled(size_t(B * H));
-    pool(d, batch, head.pooling, hidden, pooled.data());
+    be.download(pooled.data(), gather.out, sizeof(float) * pooled.size());
     std::vector<double> dlogits(size_t(B * C));
     double loss = 0, weight_sum = 0;
     for (int64_t s = 0; s < B; ++s) {
@@ -99,10 +123,8 @@ LossFn classifier_loss(const ModelDims& d, const Batch& batch, const ClassifierH
     }
     const double inv = weight_sum > 0 ? 1.0 / weight_sum : 0.0;
     for (auto& v : dlogits) v *= inv;
-    // head gradients, and the pooled rows' gradient scattered back to their tokens
-    std::vector<std::pair<int64_t, float>> rows;
-    if (dhidden)
-      for (int64_t i = 0; i < B * d.hidden * batch.seq; ++i) dhidden[i] = 0.0f;
+    // head gradients, and the pooled rows' gradient, which the backend scatters to their tokens
+    std::vector<float> dpooled(dhidden ? size_t(B * H) : 0);
     for (int64_t s = 0; s < B; ++s) {
       for (int64_t c = 0; c < C; ++c) {
         const double g = dlogits[s * C + c];
@@ -110,14 +132,19 @@ LossFn classifier_loss(const ModelDims& d, const Batch& batch, const ClassifierH
         if (head.dweight)
           for (int64_t j = 0; j < H; ++j) head.dweight[c * H + j] += float(g * pooled[s * H + j]);
       }
-      if (!dhidden) continue;
-      pooling_rows(batch, head.pooling, s, rows);
-      for (auto [row, weight] : rows)
+      if (dhidden)
         for (int64_t j = 0; j < H; ++j) {
           double g = 0;
           for (int64_t c = 0; c < C; ++c) g += dlogits[s * C + c] * head.weight[c * H + j];
-          dhidden[row * H + j] += float(weight * g);
+          dpooled[s * H + j] = float(g);
         }
+    }
+    if (dhidden) {
+      be.zero(dhidden, sizeof(float) * size_t(B * batch.seq * H));
+      GatherRowsArgs scatter = pool_rows.args(B, H);
+      scatter.dout = ws.put(dpooled).data();
+      scatter.out = dhidden;
+      be.scatter_rows(scatter);
     }
     result->loss = loss * inv;
     result->count = B;
@@ -125,14 +152,19 @@ LossFn classifier_loss(const ModelDims& d, const Batch& batch, const ClassifierH
   };
 }
 
+// On the host: the benchmarks' stand-in for a head, not a hot path on a GPU.
 LossFn mean_square_loss(const ModelDims& d, const Batch& batch, LossResult* result) {
-  return [&d, batch, result](const float* hidden, float* dhidden) {
+  return [&d, batch, result](const float* hidden_d, float* dhidden_d, Workspace& ws) {
+    Backend& be = ws.backend();
     const int64_t n = batch.batch * batch.seq * d.hidden;
+    std::vector<float> hidden(static_cast<size_t>(n)), dhidden(dhidden_d ? static_cast<size_t>(n) : 0);
+    be.download(hidden.data(), hidden_d, sizeof(float) * size_t(n));
     double sum = 0;
     for (int64_t i = 0; i < n; ++i) {
       sum += double(hidden[i]) * hidden[i];
-      if (dhidden) dhidden[i] = float(2.0 * hidden[i] / double(n));
+      if (dhidden_d) dhidden[i] = float(2.0 * hidden[i] / double(n));
     }
+    if (dhidden_d) be.upload(dhidden_d, dhidden.data(), sizeof(float) * size_t(n));
     result->loss = sum / double(n);
     result->count = n;
     return result->loss;

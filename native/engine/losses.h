@@ -1,4 +1,6 @@
-// Losses on the final hidden states, as engine::LossFn closures for train_step:
+// Losses on the final hidden states, as engine::LossFn closures for train_step (the hidden states
+// and their gradient are the backend's memory; the classification head is host memory: its
+// pooled inputs come down, B rows, and their gradient goes up):
 //   language modelling (next-token cross-entropy through the LM head, chunked),
 //   classification (a linear head on one pooled hidden state per sequence),
 //   mean square of the hidden states (the benchmarks' stand-in for a head).
@@ -19,12 +21,15 @@ struct LossResult {
 // null: the input ids, padding ignored. The head gradient goes to grads.embed when tied.
 // `precision`: of the head's products, as the step's.
 LossFn lm_loss(const ModelDims& d, const ModelWeights& w, const Batch& batch, const int32_t* labels, Grads& grads,
-               cpu::Precision precision, LossResult* result);
+               Precision precision, LossResult* result);
 
+// Which hidden states a sequence's features pool: its last real token (the default: a decoder's
+// only state that has seen the whole text), the mean of its real tokens, or its first token. A
+// sequence with no real token pools to zeros. Stated here once; lib/ reads the names.
 enum class Pooling { last, mean, first };
 
 struct ClassifierHead {
-  const float* weight = nullptr;  // [classes, hidden]
+  const float* weight = nullptr;  // [classes, hidden], host memory, as the fields below
   const float* bias = nullptr;    // [classes]
   int64_t classes = 0;
   Pooling pooling = Pooling::last;
@@ -36,9 +41,6 @@ struct ClassifierHead {
 };
 
 LossFn classifier_loss(const ModelDims& d, const Batch& batch, const ClassifierHead& head, LossResult* result);
-
-// Pooled features [B, hidden] from final hidden states (for inference with a head).
-void pool(const ModelDims& d, const Batch& batch, Pooling pooling, const float* hidden, float* pooled);
 
 LossFn mean_square_loss(const ModelDims& d, const Batch& batch, LossResult* result);
 

@@ -7,42 +7,39 @@
 #include <memory>
 #include <stdexcept>
 
-#include "cpu/attention.h"
-#include "cpu/gemm.h"
 
 namespace ernie::engine {
 namespace {
 
-using cpu::MatrixRef;
 
-MatrixRef acts(const float* p, int64_t ld, bool trans = false) { return MatrixRef{p, cpu::DType::f32, ld, trans}; }
+MatrixRef acts(const float* p, int64_t ld, bool trans = false) { return MatrixRef{p, DType::f32, ld, trans}; }
 MatrixRef flipped(MatrixRef m) {
   m.trans = !m.trans;
   return m;
 }
 
-// The [out, in] size of each projection.
-void proj_shape(const ModelDims& d, int p, int64_t* out, int64_t* in) {
-  const int64_t o[kNumProj] = {d.q_dim(), d.kv_dim(), d.kv_dim(), d.hidden, d.intermediate, d.intermediate, d.hidden};
-  const int64_t i[kNumProj] = {d.hidden, d.hidden, d.hidden, d.q_dim(), d.hidden, d.hidden, d.intermediate};
-  *out = o[p];
-  *in = i[p];
-}
-
-const cpu::LoraRef* lora_at(const Adapter* adapter, int64_t layer, int p) {
+const LoraRef* lora_at(const Adapter* adapter, int64_t layer, int p) {
   if (!adapter) return nullptr;
-  const cpu::LoraRef& l = adapter->layers[layer][p];
+  const LoraRef& l = adapter->layers[layer][p];
   return l.a ? &l : nullptr;
 }
 
 // y[m, out] (+)= x[m, in] W^T (+ LoRA, whose x A^T lands in u [m, rank]).
-void linear(cpu::Precision prec, const MatrixRef& w, const cpu::LoraRef* lora, const float* x, int64_t m,
+void linear(Backend& be, Precision prec, const MatrixRef& w, const LoraRef* lora, const float* x, int64_t m,
             int64_t out_dim, int64_t in_dim, float* y, bool accumulate, float* u) {
   if (lora) {
-    cpu::lora_linear_forward({m, out_dim, in_dim, prec}, x, w, *lora, u, y, accumulate);
+    LoraForwardArgs f;
+    f.shape = {m, out_dim, in_dim, prec};
+    f.x = x;
+    f.w = w;
+    f.lora = *lora;
+    f.u = u;
+    f.y = y;
+    f.accumulate = accumulate;
+    be.lora_forward(f);
     return;
   }
-  cpu::GemmArgs g;
+  GemmArgs g;
   g.precision = prec;
   g.m = m;
   g.n = out_dim;
@@ -50,13 +47,13 @@ void linear(cpu::Precision prec, const MatrixRef& w, const cpu::LoraRef* lora, c
   g.c = y;
   g.ldc = out_dim;
   g.accumulate = accumulate;
-  cpu::gemm(g);
+  be.gemm(g);
 }
 
 // dW[out, in] += dy^T x over m rows.
-void weight_grad(cpu::Precision prec, float* dw, const float* dy, const float* x, int64_t m, int64_t out_dim,
+void weight_grad(Backend& be, Precision prec, float* dw, const float* dy, const float* x, int64_t m, int64_t out_dim,
                  int64_t in_dim) {
-  cpu::GemmArgs g;
+  GemmArgs g;
   g.precision = prec;
   g.m = out_dim;
   g.n = in_dim;
@@ -64,11 +61,11 @@ void weight_grad(cpu::Precision prec, float* dw, const float* dy, const float* x
   g.c = dw;
   g.ldc = in_dim;
   g.accumulate = true;
-  cpu::gemm(g);
+  be.gemm(g);
 }
 
-void rmsnorm(const float* x, const VectorRef& w, int64_t rows, int64_t dim, float eps, float* out, float* rstd) {
-  cpu::RmsNormForwardArgs a;
+void rmsnorm(Backend& be, const float* x, const VectorRef& w, int64_t rows, int64_t dim, float eps, float* out, float* rstd) {
+  RmsNormForwardArgs a;
   a.x = x;
   a.weight = w.data;
   a.weight_dtype = w.dtype;
@@ -77,13 +74,13 @@ void rmsnorm(const float* x, const VectorRef& w, int64_t rows, int64_t dim, floa
   a.eps = eps;
   a.out = out;
   a.rstd = rstd;
-  cpu::rmsnorm_forward(a);
+  be.rmsnorm_forward(a);
 }
 
 // dx (+)= the norm's input gradient; dw += its weight gradient when not null.
-void rmsnorm_grad(const float* dout, const float* x, const VectorRef& w, const float* rstd, int64_t rows, int64_t dim,
+void rmsnorm_grad(Backend& be, const float* dout, const float* x, const VectorRef& w, const float* rstd, int64_t rows, int64_t dim,
                   float* dx, bool accumulate, float* dw) {
-  cpu::RmsNormBackwardArgs a;
+  RmsNormBackwardArgs a;
   a.dout = dout;
   a.x = x;
   a.weight = w.data;
@@ -94,12 +91,12 @@ void rmsnorm_grad(const float* dout, const float* x, const VectorRef& w, const f
   a.dx = dx;
   a.accumulate = accumulate;
   a.dweight = dw;
-  cpu::rmsnorm_backward(a);
+  be.rmsnorm_backward(a);
 }
 
-void rope(const float* x, float* out, const int32_t* positions, int64_t rows, int64_t heads, const ModelDims& d,
+void rope(Backend& be, const float* x, float* out, const int32_t* positions, int64_t rows, int64_t heads, const ModelDims& d,
           bool inverse) {
-  cpu::RopeArgs a;
+  RopeArgs a;
   a.x = x;
   a.out = out;
   a.positions = positions;
@@ -109,17 +106,20 @@ void rope(const float* x, float* out, const int32_t* positions, int64_t rows, in
   a.theta = d.rope_theta;
   a.pairing = d.pairing;
   a.inverse = inverse;
-  cpu::rope(a);
+  be.rope(a);
 }
 
-// What a batch shares across layers: positions and which keys are real.
+// What a batch shares across layers: the ids, positions and which keys are real, derived on the
+// host and uploaded once (the *_d buffers are the backend's copies).
 struct BatchInfo {
   int64_t B, T, n;
   int64_t past = 0;  // tokens already in the KV cache (generation); their keys are all real
   std::vector<int32_t> positions;
   std::vector<uint8_t> key_valid;  // [B, past + T]
   std::vector<int32_t> key_start;  // [B, T], the first key each token sees: packed documents only
-  BatchInfo(const Batch& batch, int64_t past_tokens = 0)
+  BufOf<int32_t> ids_d, positions_d, key_start_d;
+  BufOf<uint8_t> key_valid_d;
+  BatchInfo(const Batch& batch, Workspace& ws, int64_t past_tokens = 0)
       : B(batch.batch), T(batch.seq), n(batch.batch * batch.seq), past(past_tokens) {
     positions.resize(size_t(n));
     key_valid.assign(size_t(B * (past + T)), 1);
@@ -139,11 +139,15 @@ struct BatchInfo {
         positions[b * T + t] = real ? pos++ : (pos > 0 ? pos - 1 : 0);
       }
     }
+    ids_d = ws.put(batch.input_ids, n);
+    positions_d = ws.put(positions);
+    key_valid_d = ws.put(key_valid);
+    if (!key_start.empty()) key_start_d = ws.put(key_start);
   }
 };
 
-cpu::AttentionArgs attention_args(const ModelDims& d, const BatchInfo& bi) {
-  cpu::AttentionArgs at;
+AttentionArgs attention_args(const ModelDims& d, const BatchInfo& bi) {
+  AttentionArgs at;
   at.batch = bi.B;
   at.tq = bi.T;
   at.tk = bi.past + bi.T;
@@ -151,8 +155,8 @@ cpu::AttentionArgs attention_args(const ModelDims& d, const BatchInfo& bi) {
   at.kv_heads = d.kv_heads;
   at.head_dim = d.head_dim;
   at.scale = float(1.0 / std::sqrt(double(d.head_dim)));
-  at.key_valid = bi.key_valid.data();
-  if (!bi.key_start.empty()) at.key_start = bi.key_start.data();
+  at.key_valid = bi.key_valid_d.data();
+  at.key_start = bi.key_start_d.data();
   return at;
 }
 
@@ -161,7 +165,7 @@ using Ranks = std::array<int64_t, kNumProj>;
 Ranks lora_ranks(const Adapter* adapter, int64_t layer) {
   Ranks r{};
   for (int p = 0; p < kNumProj; ++p)
-    if (const cpu::LoraRef* l = lora_at(adapter, layer, p)) r[p] = l->r;
+    if (const LoraRef* l = lora_at(adapter, layer, p)) r[p] = l->r;
   return r;
 }
 Ranks max_lora_ranks(const Adapter* adapter) {
@@ -216,87 +220,100 @@ struct KvSlot {
 // The last real token of each sequence: the one row per sequence that the last layer carries
 // past its keys and values when only those rows' final states are wanted.
 struct LastRows {
-  std::vector<int64_t> row;       // [B], index into the batch's B * T rows
+  std::vector<int32_t> row;       // [B], index into the batch's B * T rows
   std::vector<int32_t> position;  // [B], its RoPE position
   std::vector<uint8_t> empty;     // [B], 1: the sequence has no real token (its output is zeroed)
-  explicit LastRows(const BatchInfo& bi) : row(size_t(bi.B)), position(size_t(bi.B)), empty(size_t(bi.B), 1) {
+  BufOf<int32_t> starts_d, row_d, position_d;  // the backend's copies; starts: 0, 1, ..., B
+  LastRows(const BatchInfo& bi, Workspace& ws) : row(size_t(bi.B)), position(size_t(bi.B)), empty(size_t(bi.B), 1) {
     for (int64_t b = 0; b < bi.B; ++b) {
       row[b] = b * bi.T + bi.T - 1;
       for (int64_t t = bi.T - 1; t >= 0; --t)
         if (bi.key_valid[b * (bi.past + bi.T) + bi.past + t]) {
-          row[b] = b * bi.T + t;
+          row[b] = int32_t(b * bi.T + t);
           empty[b] = 0;
           break;
         }
       position[b] = bi.positions[row[b]];
     }
+    std::vector<int32_t> starts(size_t(bi.B + 1));
+    for (int64_t b = 0; b <= bi.B; ++b) starts[b] = int32_t(b);
+    starts_d = ws.put(starts);
+    row_d = ws.put(row);
+    position_d = ws.put(position);
+  }
+  // dst [B, dim] = the last rows of src [B * T, dim].
+  void gather(Backend& be, const float* src, int64_t dim, float* dst) const {
+    GatherRowsArgs g;
+    g.src = src;
+    g.starts = starts_d.data();
+    g.rows = row_d.data();
+    g.count = int64_t(row.size());
+    g.dim = dim;
+    g.out = dst;
+    be.gather_rows(g);
   }
 };
-
-void gather_rows(const float* src, const std::vector<int64_t>& rows, int64_t dim, float* dst) {
-  for (size_t i = 0; i < rows.size(); ++i) std::memcpy(dst + i * dim, src + rows[i] * dim, sizeof(float) * size_t(dim));
-}
 
 // h (in place) = layer(h); a receives the intermediates.
 // With `last`, keys and values are made for every row, but the queries and everything after
 // attention only for last->row: those rows' outputs go to `last_out` [B, hidden] and h is left
 // as it was. A last real token sees every real key of its sequence, so one query row per
 // sequence aligned to the last key (Tq = 1) is exactly its causal attention.
-void layer_forward(const ModelDims& d, cpu::Precision prec, const LayerWeights& lw, const Adapter* adapter, int64_t l,
-                   const BatchInfo& bi, float* h, LayerActs& a, const KvSlot* cache = nullptr,
+void layer_forward(Backend& be, const ModelDims& d, Precision prec, const LayerWeights& lw, const Adapter* adapter,
+                   int64_t l, const BatchInfo& bi, float* h, LayerActs& a, const KvSlot* cache = nullptr,
                    const LastRows* last = nullptr, float* last_out = nullptr) {
   const int64_t n = bi.n;
   const int64_t nq = last ? bi.B : n;  // the rows that go on past the keys and values
   auto lora = [&](int p) { return lora_at(adapter, l, p); };
   // attention block: h += o(attn(rope(q(norm(h))), rope(k(norm(h))), v(norm(h))))
-  rmsnorm(h, lw.input_norm, n, d.hidden, d.eps, a.xn1.data(), a.rstd1.data());
+  rmsnorm(be, h, lw.input_norm, n, d.hidden, d.eps, a.xn1.data(), a.rstd1.data());
   float* q_out = d.qk_norm ? a.q_pre.data() : a.q.data();
   float* k_new = cache ? cache->k + bi.past * d.kv_dim() : a.k.data();
   float* v_new = cache ? cache->v + bi.past * d.kv_dim() : a.v.data();
   float* k_out = d.qk_norm ? a.k_pre.data() : k_new;
   const float* xq = a.xn1.data();
   if (last) {  // xn2 is free until the MLP block
-    gather_rows(a.xn1.data(), last->row, d.hidden, a.xn2.data());
+    last->gather(be, a.xn1.data(), d.hidden, a.xn2.data());
     xq = a.xn2.data();
   }
-  linear(prec, lw.proj[kQ], lora(kQ), xq, nq, d.q_dim(), d.hidden, q_out, false, a.u[kQ].data());
-  linear(prec, lw.proj[kK], lora(kK), a.xn1.data(), n, d.kv_dim(), d.hidden, k_out, false, a.u[kK].data());
-  linear(prec, lw.proj[kV], lora(kV), a.xn1.data(), n, d.kv_dim(), d.hidden, v_new, false, a.u[kV].data());
+  linear(be, prec, lw.proj[kQ], lora(kQ), xq, nq, d.q_dim(), d.hidden, q_out, false, a.u[kQ].data());
+  linear(be, prec, lw.proj[kK], lora(kK), a.xn1.data(), n, d.kv_dim(), d.hidden, k_out, false, a.u[kK].data());
+  linear(be, prec, lw.proj[kV], lora(kV), a.xn1.data(), n, d.kv_dim(), d.hidden, v_new, false, a.u[kV].data());
   if (d.qk_norm) {  // Qwen3: RMSNorm over each head before RoPE
-    rmsnorm(a.q_pre.data(), lw.q_norm, nq * d.heads, d.head_dim, d.eps, a.q.data(), a.q_rstd.data());
-    rmsnorm(a.k_pre.data(), lw.k_norm, n * d.kv_heads, d.head_dim, d.eps, k_new, a.k_rstd.data());
+    rmsnorm(be, a.q_pre.data(), lw.q_norm, nq * d.heads, d.head_dim, d.eps, a.q.data(), a.q_rstd.data());
+    rmsnorm(be, a.k_pre.data(), lw.k_norm, n * d.kv_heads, d.head_dim, d.eps, k_new, a.k_rstd.data());
   }
-  rope(a.q.data(), a.q.data(), last ? last->position.data() : bi.positions.data(), nq, d.heads, d, false);
-  rope(k_new, k_new, bi.positions.data(), n, d.kv_heads, d, false);
-  cpu::AttentionArgs at = attention_args(d, bi);
+  rope(be, a.q.data(), a.q.data(), last ? last->position_d.data() : bi.positions_d.data(), nq, d.heads, d, false);
+  rope(be, k_new, k_new, bi.positions_d.data(), n, d.kv_heads, d, false);
+  AttentionArgs at = attention_args(d, bi);
   if (last) at.tq = 1;
   at.q = a.q.data();
   at.k = cache ? cache->k : a.k.data();
   at.v = cache ? cache->v : a.v.data();
   at.out = a.attn.data();
   at.lse = a.lse.data();
-  cpu::attention_forward(at);
+  be.attention_forward(at);
   float* hq = h;
   if (last) {
-    gather_rows(h, last->row, d.hidden, last_out);
+    last->gather(be, h, d.hidden, last_out);
     hq = last_out;
   }
-  linear(prec, lw.proj[kO], lora(kO), a.attn.data(), nq, d.hidden, d.q_dim(), hq, true, a.u[kO].data());
-  std::memcpy(a.h_mid.data(), hq, sizeof(float) * size_t(nq * d.hidden));
+  linear(be, prec, lw.proj[kO], lora(kO), a.attn.data(), nq, d.hidden, d.q_dim(), hq, true, a.u[kO].data());
+  be.copy(a.h_mid.data(), hq, sizeof(float) * size_t(nq * d.hidden));
 
   // MLP block: h += down(silu(gate(norm(h))) * up(norm(h)))
-  rmsnorm(hq, lw.post_attention_norm, nq, d.hidden, d.eps, a.xn2.data(), a.rstd2.data());
-  linear(prec, lw.proj[kGate], lora(kGate), a.xn2.data(), nq, d.intermediate, d.hidden, a.gate.data(), false, a.u[kGate].data());
-  linear(prec, lw.proj[kUp], lora(kUp), a.xn2.data(), nq, d.intermediate, d.hidden, a.up.data(), false, a.u[kUp].data());
-  cpu::SwigluForwardArgs sw;
+  rmsnorm(be, hq, lw.post_attention_norm, nq, d.hidden, d.eps, a.xn2.data(), a.rstd2.data());
+  linear(be, prec, lw.proj[kGate], lora(kGate), a.xn2.data(), nq, d.intermediate, d.hidden, a.gate.data(), false, a.u[kGate].data());
+  linear(be, prec, lw.proj[kUp], lora(kUp), a.xn2.data(), nq, d.intermediate, d.hidden, a.up.data(), false, a.u[kUp].data());
+  SwigluForwardArgs sw;
   sw.gate = a.gate.data();
   sw.up = a.up.data();
   sw.in_ld = d.intermediate;
   sw.rows = nq;
   sw.dim = d.intermediate;
   sw.out = a.act.data();
-  cpu::swiglu_forward(sw);
-  linear(prec, lw.proj[kDown], lora(kDown), a.act.data(), nq, d.hidden, d.intermediate, hq, true, a.u[kDown].data());
+  be.swiglu_forward(sw);
+  linear(be, prec, lw.proj[kDown], lora(kDown), a.act.data(), nq, d.hidden, d.intermediate, hq, true, a.u[kDown].data());
 }
 
 // Scratch for one layer's backward (from the workspace: each is written before it is read).
@@ -319,24 +336,36 @@ struct LayerGradScratch {
 };
 
 // Backward through projection p: dx (+)= dy W (+ LoRA), and the weight / adapter gradients.
-void linear_grad(const ModelDims& d, cpu::Precision prec, const LayerWeights& lw, const Adapter* adapter, Grads& g,
-                 int64_t l, int p, const LayerActs& a, const float* x, const float* dy, int64_t n, float* dx,
-                 bool dx_accumulate) {
-  int64_t out_dim, in_dim;
-  proj_shape(d, p, &out_dim, &in_dim);
-  const cpu::LoraRef* lora = lora_at(adapter, l, p);
+void linear_grad(Backend& be, Workspace& ws, const ModelDims& d, Precision prec, const LayerWeights& lw,
+                 const Adapter* adapter, Grads& g, int64_t l, int p, const LayerActs& a, const float* x,
+                 const float* dy, int64_t n, float* dx, bool dx_accumulate) {
+  const ProjShape shape = proj_shape(d, p);
+  const int64_t out_dim = shape.out, in_dim = shape.in;
+  const LoraRef* lora = lora_at(adapter, l, p);
   if (lora) {
     Grads::LoraGrad lg = g.lora.empty() ? Grads::LoraGrad{} : g.lora[l][p];
+    LoraBackwardArgs lb;
+    lb.shape = {n, out_dim, in_dim, prec};
+    lb.x = x;
+    lb.w = lw.proj[p];
+    lb.lora = *lora;
+    lb.u = a.u[p].data();
+    lb.dy = dy;
+    lb.dx = dx;
+    lb.dx_accumulate = dx_accumulate;
+    lb.da = lg.a;
+    lb.db = lg.b;
     if (lg.a && lg.b) {
-      cpu::lora_linear_backward({n, out_dim, in_dim, prec}, x, lw.proj[p], *lora, a.u[p].data(), dy, dx, dx_accumulate, lg.a,
-                                lg.b);
-    } else if (dx) {  // adapter frozen: its path still carries the input gradient
-      std::vector<float> da(size_t(lora->r * in_dim)), db(size_t(out_dim * lora->r));
-      cpu::lora_linear_backward({n, out_dim, in_dim, prec}, x, lw.proj[p], *lora, a.u[p].data(), dy, dx, dx_accumulate,
-                                da.data(), db.data());
+      be.lora_backward(lb);
+    } else if (dx) {  // adapter frozen: its path still carries the input gradient (into scratch dA, dB)
+      lb.da = ws.take(lora->r * in_dim).data();
+      lb.db = ws.take(out_dim * lora->r).data();
+      be.zero(lb.da, sizeof(float) * size_t(lora->r * in_dim));
+      be.zero(lb.db, sizeof(float) * size_t(out_dim * lora->r));
+      be.lora_backward(lb);
     }
   } else if (dx) {
-    cpu::GemmArgs gx;
+    GemmArgs gx;
     gx.precision = prec;
     gx.m = n;
     gx.n = in_dim;
@@ -344,21 +373,21 @@ void linear_grad(const ModelDims& d, cpu::Precision prec, const LayerWeights& lw
     gx.c = dx;
     gx.ldc = in_dim;
     gx.accumulate = dx_accumulate;
-    cpu::gemm(gx);
+    be.gemm(gx);
   }
-  if (g.base() && g.layers[l].proj[p]) weight_grad(prec, g.layers[l].proj[p], dy, x, n, out_dim, in_dim);
+  if (g.base() && g.layers[l].proj[p]) weight_grad(be, prec, g.layers[l].proj[p], dy, x, n, out_dim, in_dim);
 }
 
 // dh: in, the gradient of the layer's output; out, of its input h_in.
-void layer_backward(const ModelDims& d, cpu::Precision prec, const LayerWeights& lw, const Adapter* adapter, int64_t l,
-                    const BatchInfo& bi, const float* h_in, const LayerActs& a, float* dh, Grads& g,
-                    LayerGradScratch& s) {
+void layer_backward(Backend& be, Workspace& ws, const ModelDims& d, Precision prec, const LayerWeights& lw,
+                    const Adapter* adapter, int64_t l, const BatchInfo& bi, const float* h_in, const LayerActs& a,
+                    float* dh, Grads& g, LayerGradScratch& s) {
   const int64_t n = bi.n;
   Grads::Layer* gl = g.base() ? &g.layers[l] : nullptr;
 
   // MLP block
-  linear_grad(d, prec, lw, adapter, g, l, kDown, a, a.act.data(), dh, n, s.dact.data(), false);
-  cpu::SwigluBackwardArgs sb;
+  linear_grad(be, ws, d, prec, lw, adapter, g, l, kDown, a, a.act.data(), dh, n, s.dact.data(), false);
+  SwigluBackwardArgs sb;
   sb.dout = s.dact.data();
   sb.gate = a.gate.data();
   sb.up = a.up.data();
@@ -368,15 +397,15 @@ void layer_backward(const ModelDims& d, cpu::Precision prec, const LayerWeights&
   sb.dgate = s.dgate.data();
   sb.dup = s.dup.data();
   sb.grad_ld = d.intermediate;
-  cpu::swiglu_backward(sb);
-  linear_grad(d, prec, lw, adapter, g, l, kGate, a, a.xn2.data(), s.dgate.data(), n, s.dxn.data(), false);
-  linear_grad(d, prec, lw, adapter, g, l, kUp, a, a.xn2.data(), s.dup.data(), n, s.dxn.data(), true);
-  rmsnorm_grad(s.dxn.data(), a.h_mid.data(), lw.post_attention_norm, a.rstd2.data(), n, d.hidden, dh, true,
+  be.swiglu_backward(sb);
+  linear_grad(be, ws, d, prec, lw, adapter, g, l, kGate, a, a.xn2.data(), s.dgate.data(), n, s.dxn.data(), false);
+  linear_grad(be, ws, d, prec, lw, adapter, g, l, kUp, a, a.xn2.data(), s.dup.data(), n, s.dxn.data(), true);
+  rmsnorm_grad(be, s.dxn.data(), a.h_mid.data(), lw.post_attention_norm, a.rstd2.data(), n, d.hidden, dh, true,
                gl ? gl->post_attention_norm : nullptr);
 
   // attention block
-  linear_grad(d, prec, lw, adapter, g, l, kO, a, a.attn.data(), dh, n, s.dattn.data(), false);
-  cpu::AttentionArgs at = attention_args(d, bi);
+  linear_grad(be, ws, d, prec, lw, adapter, g, l, kO, a, a.attn.data(), dh, n, s.dattn.data(), false);
+  AttentionArgs at = attention_args(d, bi);
   at.q = a.q.data();
   at.k = a.k.data();
   at.v = a.v.data();
@@ -386,111 +415,139 @@ void layer_backward(const ModelDims& d, cpu::Precision prec, const LayerWeights&
   at.dq = s.dq.data();
   at.dk = s.dk.data();
   at.dv = s.dv.data();
-  cpu::attention_backward(at);
-  rope(s.dq.data(), s.dq.data(), bi.positions.data(), n, d.heads, d, true);
-  rope(s.dk.data(), s.dk.data(), bi.positions.data(), n, d.kv_heads, d, true);
+  be.attention_backward(at);
+  rope(be, s.dq.data(), s.dq.data(), bi.positions_d.data(), n, d.heads, d, true);
+  rope(be, s.dk.data(), s.dk.data(), bi.positions_d.data(), n, d.kv_heads, d, true);
   const float* dq = s.dq.data();
   const float* dk = s.dk.data();
   if (d.qk_norm) {
-    rmsnorm_grad(s.dq.data(), a.q_pre.data(), lw.q_norm, a.q_rstd.data(), n * d.heads, d.head_dim, s.dq_pre.data(), false,
+    rmsnorm_grad(be, s.dq.data(), a.q_pre.data(), lw.q_norm, a.q_rstd.data(), n * d.heads, d.head_dim, s.dq_pre.data(), false,
                  gl ? gl->q_norm : nullptr);
-    rmsnorm_grad(s.dk.data(), a.k_pre.data(), lw.k_norm, a.k_rstd.data(), n * d.kv_heads, d.head_dim, s.dk_pre.data(),
+    rmsnorm_grad(be, s.dk.data(), a.k_pre.data(), lw.k_norm, a.k_rstd.data(), n * d.kv_heads, d.head_dim, s.dk_pre.data(),
                  false, gl ? gl->k_norm : nullptr);
     dq = s.dq_pre.data();
     dk = s.dk_pre.data();
   }
-  linear_grad(d, prec, lw, adapter, g, l, kQ, a, a.xn1.data(), dq, n, s.dxn.data(), false);
-  linear_grad(d, prec, lw, adapter, g, l, kK, a, a.xn1.data(), dk, n, s.dxn.data(), true);
-  linear_grad(d, prec, lw, adapter, g, l, kV, a, a.xn1.data(), s.dv.data(), n, s.dxn.data(), true);
-  rmsnorm_grad(s.dxn.data(), h_in, lw.input_norm, a.rstd1.data(), n, d.hidden, dh, true, gl ? gl->input_norm : nullptr);
+  linear_grad(be, ws, d, prec, lw, adapter, g, l, kQ, a, a.xn1.data(), dq, n, s.dxn.data(), false);
+  linear_grad(be, ws, d, prec, lw, adapter, g, l, kK, a, a.xn1.data(), dk, n, s.dxn.data(), true);
+  linear_grad(be, ws, d, prec, lw, adapter, g, l, kV, a, a.xn1.data(), s.dv.data(), n, s.dxn.data(), true);
+  rmsnorm_grad(be, s.dxn.data(), h_in, lw.input_norm, a.rstd1.data(), n, d.hidden, dh, true, gl ? gl->input_norm : nullptr);
 }
 
-void embed(const ModelWeights& w, const ModelDims& d, const Batch& batch, float* h) {
-  cpu::EmbeddingForwardArgs emb;
-  emb.ids = batch.input_ids;
-  emb.n = batch.batch * batch.seq;
+void embed(Backend& be, const ModelWeights& w, const ModelDims& d, const BatchInfo& bi, float* h) {
+  EmbeddingForwardArgs emb;
+  emb.ids = bi.ids_d.data();
+  emb.n = bi.n;
   emb.table = w.embed.data;
   emb.table_dtype = w.embed.dtype;
   emb.dim = d.hidden;
   emb.out = h;
-  cpu::embedding_forward(emb);
+  be.embedding_forward(emb);
 }
 
 }  // namespace
 
-const char* proj_name(int proj) {
-  static const char* names[kNumProj] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-  return names[proj];
+const ProjSpec kProjections[kNumProj] = {
+    {"q_proj", "q", ProjDim::q, ProjDim::hidden},
+    {"k_proj", "k", ProjDim::kv, ProjDim::hidden},
+    {"v_proj", "v", ProjDim::kv, ProjDim::hidden},
+    {"o_proj", "o", ProjDim::hidden, ProjDim::q},
+    {"gate_proj", "gate", ProjDim::intermediate, ProjDim::hidden},
+    {"up_proj", "up", ProjDim::intermediate, ProjDim::hidden},
+    {"down_proj", "down", ProjDim::hidden, ProjDim::intermediate},
+};
+
+const char* proj_name(int proj) { return kProjections[proj].name; }
+
+int64_t proj_dim(const ModelDims& d, ProjDim which) {
+  switch (which) {
+    case ProjDim::hidden: return d.hidden;
+    case ProjDim::intermediate: return d.intermediate;
+    case ProjDim::q: return d.q_dim();
+    case ProjDim::kv: return d.kv_dim();
+  }
+  return 0;
+}
+
+ProjShape proj_shape(const ModelDims& d, int proj) {
+  return {proj_dim(d, kProjections[proj].out), proj_dim(d, kProjections[proj].in)};
 }
 
 void forward(const ModelDims& d, const ModelWeights& w, const Adapter* adapter, const Batch& batch,
-             const ForwardOutputs& out, cpu::Precision prec, Workspace& ws) {
-  BatchInfo bi(batch);
+             const ForwardOutputs& out, Precision prec, Workspace& ws) {
+  Backend& be = ws.backend();
+  BatchInfo bi(batch, ws);
   Buf h = ws.take(bi.n * d.hidden);
-  embed(w, d, batch, h.data());
+  embed(be, w, d, bi, h.data());
   // Inference keeps one set of activations, its LoRA scratch sized for the largest ranks anywhere.
   LayerActs a(d, bi, max_lora_ranks(adapter), ws);
   std::unique_ptr<LastRows> last;
-  if (out.last_hidden) last = std::make_unique<LastRows>(bi);
+  if (out.last_hidden) last = std::make_unique<LastRows>(bi, ws);
   // Only the last tokens' states wanted: the last layer runs its queries onwards on those rows.
   // (Packed documents keep the full path: their rows see keys from their own document only.)
   const bool last_only = last && !out.hidden && !out.logits && !batch.segment_ids && d.layers > 0;
   Buf last_h = last_only ? ws.take(bi.B * d.hidden) : Buf{};
   for (int64_t l = 0; l < d.layers; ++l) {
     const bool prune = last_only && l == d.layers - 1;
-    layer_forward(d, prec, w.layers[l], adapter, l, bi, h.data(), a, nullptr, prune ? last.get() : nullptr,
+    layer_forward(be, d, prec, w.layers[l], adapter, l, bi, h.data(), a, nullptr, prune ? last.get() : nullptr,
                   prune ? last_h.data() : nullptr);
   }
   if (last_only) {
-    rmsnorm(last_h.data(), w.final_norm, bi.B, d.hidden, d.eps, out.last_hidden, nullptr);
+    rmsnorm(be, last_h.data(), w.final_norm, bi.B, d.hidden, d.eps, out.last_hidden, nullptr);
   } else {
     float* final_hidden = out.hidden ? out.hidden : a.xn1.data();
-    rmsnorm(h.data(), w.final_norm, bi.n, d.hidden, d.eps, final_hidden, nullptr);
-    if (out.logits) linear(prec, w.lm_head, nullptr, final_hidden, bi.n, d.vocab, d.hidden, out.logits, false, nullptr);
-    if (last) gather_rows(final_hidden, last->row, d.hidden, out.last_hidden);
+    rmsnorm(be, h.data(), w.final_norm, bi.n, d.hidden, d.eps, final_hidden, nullptr);
+    if (out.logits) linear(be, prec, w.lm_head, nullptr, final_hidden, bi.n, d.vocab, d.hidden, out.logits, false, nullptr);
+    if (last) last->gather(be, final_hidden, d.hidden, out.last_hidden);
   }
   if (last)
     for (int64_t b = 0; b < bi.B; ++b)
-      if (last->empty[b]) std::fill(out.last_hidden + b * d.hidden, out.last_hidden + (b + 1) * d.hidden, 0.0f);
+      if (last->empty[b]) be.zero(out.last_hidden + b * d.hidden, sizeof(float) * size_t(d.hidden));
 }
 
-void KvCache::reset(const ModelDims& d, int64_t max_len) {
+void KvCache::reset(Backend& be, const ModelDims& d, int64_t max_len) {
   capacity = max_len;
   length = 0;
-  k.assign(size_t(d.layers), std::vector<float>(size_t(max_len * d.kv_dim())));
-  v.assign(size_t(d.layers), std::vector<float>(size_t(max_len * d.kv_dim())));
+  k.clear();
+  v.clear();
+  for (int64_t l = 0; l < d.layers; ++l) {
+    k.emplace_back(be, sizeof(float) * size_t(max_len * d.kv_dim()));
+    v.emplace_back(be, sizeof(float) * size_t(max_len * d.kv_dim()));
+  }
 }
 
 void forward_cached(const ModelDims& d, const ModelWeights& w, const Adapter* adapter, KvCache& cache,
-                    const int32_t* ids, int64_t count, float* last_logits, cpu::Precision prec, Workspace& ws) {
+                    const int32_t* ids, int64_t count, float* last_logits, Precision prec, Workspace& ws) {
   if (cache.length + count > cache.capacity) throw std::length_error("the KV cache is full");
+  Backend& be = ws.backend();
   Batch batch;
   batch.input_ids = ids;
   batch.batch = 1;
   batch.seq = count;
-  BatchInfo bi(batch, cache.length);
+  BatchInfo bi(batch, ws, cache.length);
   Buf h = ws.take(count * d.hidden);
-  embed(w, d, batch, h.data());
+  embed(be, w, d, bi, h.data());
   LayerActs a(d, bi, max_lora_ranks(adapter), ws);
   for (int64_t l = 0; l < d.layers; ++l) {
-    KvSlot slot{cache.k[l].data(), cache.v[l].data()};
-    layer_forward(d, prec, w.layers[l], adapter, l, bi, h.data(), a, &slot);
+    KvSlot slot{cache.k[l].as<float>(), cache.v[l].as<float>()};
+    layer_forward(be, d, prec, w.layers[l], adapter, l, bi, h.data(), a, &slot);
   }
   cache.length += count;
   // only the last position's logits are needed to pick the next token
   const float* last = h.data() + (count - 1) * d.hidden;
   Buf normed = ws.take(d.hidden);
-  rmsnorm(last, w.final_norm, 1, d.hidden, d.eps, normed.data(), nullptr);
-  linear(prec, w.lm_head, nullptr, normed.data(), 1, d.vocab, d.hidden, last_logits, false, nullptr);
+  rmsnorm(be, last, w.final_norm, 1, d.hidden, d.eps, normed.data(), nullptr);
+  linear(be, prec, w.lm_head, nullptr, normed.data(), 1, d.vocab, d.hidden, last_logits, false, nullptr);
 }
 
 double train_step(const ModelDims& d, const ModelWeights& w, const Adapter* trained_adapter, const Batch& batch,
                   const LossFn& loss_fn, Grads& g, const TrainOptions& options, Workspace& ws) {
+  Backend& be = ws.backend();
   // No gradient asked for (evaluation): the inference forward and the loss, no backward.
   if (!g.base() && g.lora.empty()) {
     Buf hidden = ws.take(batch.batch * batch.seq * d.hidden);
     forward(d, w, trained_adapter, batch, ForwardOutputs{hidden.data(), nullptr}, options.precision, ws);
-    return loss_fn(hidden.data(), nullptr);
+    return loss_fn(hidden.data(), nullptr, ws);
   }
   // LoRA dropout: each (layer, projection) gets its own mask seed for this step.
   Adapter with_dropout;
@@ -499,61 +556,62 @@ double train_step(const ModelDims& d, const ModelWeights& w, const Adapter* trai
     with_dropout = *trained_adapter;
     for (size_t l = 0; l < with_dropout.layers.size(); ++l)
       for (int p = 0; p < kNumProj; ++p) {
-        cpu::LoraRef& ref = with_dropout.layers[l][p];
+        LoraRef& ref = with_dropout.layers[l][p];
         ref.dropout = trained_adapter->dropout;
         ref.seed = options.dropout_seed * 0x9e3779b97f4a7c15ull + uint64_t(l * kNumProj + p) * 0xbf58476d1ce4e5b9ull + 1;
       }
     adapter = &with_dropout;
   }
-  const cpu::Precision prec = options.precision;
-  BatchInfo bi(batch);
+  const Precision prec = options.precision;
+  BatchInfo bi(batch, ws);
   const int64_t nh = bi.n * d.hidden;
+  const size_t nh_bytes = sizeof(float) * size_t(nh);
   // Each layer's input, kept for the backward (and, with recompute, to replay the layer).
   std::vector<Buf> h_in(size_t(d.layers));
   std::vector<LayerActs> saved;
   saved.reserve(options.recompute ? 1 : size_t(d.layers));
   Buf h = ws.take(nh);
-  embed(w, d, batch, h.data());
+  embed(be, w, d, bi, h.data());
   for (int64_t l = 0; l < d.layers; ++l) {
     h_in[l] = ws.take(nh);
-    std::memcpy(h_in[l].data(), h.data(), sizeof(float) * size_t(nh));
+    be.copy(h_in[l].data(), h.data(), nh_bytes);
     if (options.recompute) {  // one set of activations, room for the largest ranks of any layer
       if (saved.empty()) saved.emplace_back(d, bi, max_lora_ranks(adapter), ws);
-      layer_forward(d, prec, w.layers[l], adapter, l, bi, h.data(), saved[0]);
+      layer_forward(be, d, prec, w.layers[l], adapter, l, bi, h.data(), saved[0]);
     } else {
       saved.emplace_back(d, bi, lora_ranks(adapter, l), ws);
-      layer_forward(d, prec, w.layers[l], adapter, l, bi, h.data(), saved.back());
+      layer_forward(be, d, prec, w.layers[l], adapter, l, bi, h.data(), saved.back());
     }
   }
   Buf hidden = ws.take(nh), dhidden = ws.take(nh), rstd_final = ws.take(bi.n);
-  rmsnorm(h.data(), w.final_norm, bi.n, d.hidden, d.eps, hidden.data(), rstd_final.data());
+  rmsnorm(be, h.data(), w.final_norm, bi.n, d.hidden, d.eps, hidden.data(), rstd_final.data());
 
-  const double loss = loss_fn(hidden.data(), dhidden.data());
+  const double loss = loss_fn(hidden.data(), dhidden.data(), ws);
 
   // dh: gradient of the last layer's output
   Buf dh = ws.take(nh);
-  rmsnorm_grad(dhidden.data(), h.data(), w.final_norm, rstd_final.data(), bi.n, d.hidden, dh.data(), false,
+  rmsnorm_grad(be, dhidden.data(), h.data(), w.final_norm, rstd_final.data(), bi.n, d.hidden, dh.data(), false,
                g.base() ? g.final_norm : nullptr);
   LayerGradScratch scratch(d, bi.n, ws);
   for (int64_t l = d.layers - 1; l >= 0; --l) {
     LayerActs* a;
     if (options.recompute) {
       a = &saved[0];
-      std::memcpy(h.data(), h_in[l].data(), sizeof(float) * size_t(nh));
-      layer_forward(d, prec, w.layers[l], adapter, l, bi, h.data(), *a);
+      be.copy(h.data(), h_in[l].data(), nh_bytes);
+      layer_forward(be, d, prec, w.layers[l], adapter, l, bi, h.data(), *a);
     } else {
       a = &saved[size_t(l)];
     }
-    layer_backward(d, prec, w.layers[l], adapter, l, bi, h_in[l].data(), *a, dh.data(), g, scratch);
+    layer_backward(be, ws, d, prec, w.layers[l], adapter, l, bi, h_in[l].data(), *a, dh.data(), g, scratch);
   }
   if (g.base() && g.embed) {
-    cpu::EmbeddingBackwardArgs eb;
-    eb.ids = batch.input_ids;
+    EmbeddingBackwardArgs eb;
+    eb.ids = bi.ids_d.data();
     eb.n = bi.n;
     eb.dout = dh.data();
     eb.dim = d.hidden;
     eb.dtable = g.embed;
-    cpu::embedding_backward(eb);
+    be.embedding_backward(eb);
   }
   return loss;
 }

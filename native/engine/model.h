@@ -1,6 +1,12 @@
 // The decoder graph of ERNIE-4.5 and Qwen3: embedding, N pre-norm layers (attention with GQA
 // and RoPE, SwiGLU MLP), final RMSNorm, tied or separate LM head. One call runs the whole stack
-// on the thread pool; the weights are read in place (bf16 straight from the mapped checkpoint).
+// on a backend (backend/backend.h), the one of the Workspace it is given; the graph never names
+// a backend.
+//
+// Memory: the weights, the adapter, the outputs and the gradient buffers are the backend's
+// memory (on the CPU, the weights are read in place: bf16 straight from the mapped checkpoint;
+// on a GPU they were uploaded once). A Batch is host memory: the engine derives positions and
+// masks from it and uploads what the ops read.
 //
 // The two architectures differ only in data: RoPE pairing (adjacent pairs / halves) and
 // Qwen3's per-head q/k RMSNorm. Checkpoint layouts (HF [out, in], Paddle [in, out] with fused
@@ -11,10 +17,7 @@
 #include <functional>
 #include <vector>
 
-#include "cpu/lora.h"
-#include "cpu/ops.h"
-#include "cpu/precision.h"
-#include "cpu/tensor.h"
+#include "backend/backend.h"
 #include "engine/workspace.h"
 
 namespace ernie::engine {
@@ -23,7 +26,7 @@ struct ModelDims {
   int64_t hidden = 0, intermediate = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0, vocab = 0;
   float eps = 1e-5f;
   double rope_theta = 10000.0;
-  cpu::RopePairing pairing = cpu::RopePairing::adjacent;
+  RopePairing pairing = RopePairing::adjacent;
   bool qk_norm = false;
   int64_t q_dim() const { return heads * head_dim; }
   int64_t kv_dim() const { return kv_heads * head_dim; }
@@ -32,28 +35,43 @@ struct ModelDims {
 // A norm weight [dim].
 struct VectorRef {
   const void* data = nullptr;
-  cpu::DType dtype = cpu::DType::f32;
+  DType dtype = DType::f32;
 };
 
-// The seven projections of a layer, in the order PEFT's target modules name them.
+// The seven projections of a layer, in the order PEFT's target modules name them. Their names
+// and shapes are stated here once (kProjections); the addon exports the table, and TypeScript
+// reads it from there (lib/model/projections.ts).
 enum Proj { kQ = 0, kK, kV, kO, kGate, kUp, kDown, kNumProj };
-const char* proj_name(int proj);  // "q_proj", ...
+// A projection's side, in model dimensions.
+enum class ProjDim { hidden, intermediate, q, kv };
+struct ProjSpec {
+  const char* name;  // PEFT's module name: "q_proj", ...
+  const char* key;   // the native Model's (and the JS weight views') field: "q", ...
+  ProjDim out, in;   // the logical [out, in] operand
+};
+extern const ProjSpec kProjections[kNumProj];
+const char* proj_name(int proj);  // kProjections[proj].name
+int64_t proj_dim(const ModelDims& d, ProjDim which);
+struct ProjShape {
+  int64_t out, in;
+};
+ProjShape proj_shape(const ModelDims& d, int proj);
 
 struct LayerWeights {
-  cpu::MatrixRef proj[kNumProj];  // each the logical [out, in] operand
+  MatrixRef proj[kNumProj];  // each the logical [out, in] operand
   VectorRef input_norm, post_attention_norm, q_norm, k_norm;
 };
 
 struct ModelWeights {
-  cpu::MatrixRef embed;    // [vocab, hidden], row-major
+  MatrixRef embed;    // [vocab, hidden], row-major
   std::vector<LayerWeights> layers;
   VectorRef final_norm;
-  cpu::MatrixRef lm_head;  // [vocab, hidden]: the embedding when tied
+  MatrixRef lm_head;  // [vocab, hidden]: the embedding when tied
 };
 
 // LoRA on any of the projections; a null `a` means none on that projection.
 struct Adapter {
-  std::vector<std::array<cpu::LoraRef, kNumProj>> layers;
+  std::vector<std::array<LoraRef, kNumProj>> layers;
   float dropout = 0.0f;  // on each LoRA's input, in training only (train_step)
 };
 
@@ -78,19 +96,22 @@ struct ForwardOutputs {
 // `precision`: of every matrix product in the call (cpu/precision.h). `ws`: the call's
 // activation memory (engine/workspace.h), here and in the other entry points.
 void forward(const ModelDims& dims, const ModelWeights& w, const Adapter* adapter, const Batch& batch,
-             const ForwardOutputs& out, cpu::Precision precision, Workspace& ws);
+             const ForwardOutputs& out, Precision precision, Workspace& ws);
 
-// ---- generation: one sequence, its keys and values kept between calls.
+// ---- generation: one sequence, its keys and values kept between calls, on the model's backend.
 struct KvCache {
   int64_t capacity = 0, length = 0;
-  std::vector<std::vector<float>> k, v;  // per layer [capacity, kv_heads * head_dim]
-  void reset(const ModelDims& dims, int64_t max_len);
+  std::vector<Buffer> k, v;  // per layer [capacity, kv_heads * head_dim] floats
+  void reset(Backend& be, const ModelDims& dims, int64_t max_len);
+  bool fits(const ModelDims& dims) const {
+    return k.size() == size_t(dims.layers) && (k.empty() || k[0].bytes() == sizeof(float) * size_t(capacity * dims.kv_dim()));
+  }
 };
 
-// Runs `count` new tokens after the cached ones, appends their keys and values, and writes the
-// logits of the last one ([vocab]).
+// Runs `count` new tokens (host ids) after the cached ones, appends their keys and values, and
+// writes the logits of the last one ([vocab]).
 void forward_cached(const ModelDims& dims, const ModelWeights& w, const Adapter* adapter, KvCache& cache,
-                    const int32_t* ids, int64_t count, float* last_logits, cpu::Precision precision, Workspace& ws);
+                    const int32_t* ids, int64_t count, float* last_logits, Precision precision, Workspace& ws);
 
 // ---- training: forward keeping activations, a loss on the final hidden states, backward.
 
@@ -116,15 +137,15 @@ struct Grads {
   bool base() const { return !layers.empty(); }
 };
 
-// The loss on the final hidden states [B, T, hidden] (after the final norm): returns the loss
-// and writes its gradient dhidden (same shape), adding any head-weight gradients itself.
-// dhidden is null when no gradient is wanted (evaluation).
-using LossFn = std::function<double(const float* hidden, float* dhidden)>;
+// The loss on the final hidden states [B, T, hidden] (after the final norm, backend memory):
+// returns the loss and writes its gradient dhidden (same shape), adding any head-weight
+// gradients itself. dhidden is null when no gradient is wanted (evaluation).
+using LossFn = std::function<double(const float* hidden, float* dhidden, Workspace& ws)>;
 
 struct TrainOptions {
   bool recompute = false;  // keep only each layer's input; recompute the layer in the backward
   uint64_t dropout_seed = 0;  // LoRA dropout masks of this step derive from it
-  cpu::Precision precision = cpu::Precision::automatic;  // of every matrix product in the step
+  Precision precision = Precision::automatic;  // of every matrix product in the step
 };
 
 // One micro-batch: forward, loss, backward. Returns the loss. With no gradient buffer in
