@@ -171,19 +171,24 @@ t.test('without a CUDA device the CUDA kernels say why', { skip: hasDevice ? 'a 
   t.throws(() => kernels.setCudaDevice(0), { code: 'ERR_DEVICE' })
   t.same(kernels.cudaPoolStats(), { inUse: 0, cached: 0 }, 'nothing was allocated')
 
-  // The native ops under the wrappers parse their arguments first (TypeError / RangeError as on
-  // the CPU), then fail: a CPU-only build with "not built with CUDA", a CUDA build without a
-  // device with the CUDA call that failed, its file and line, and the runtime's message.
-  const gemmSync = native.cudaGemmSync as (o: unknown) => void
-  const gemm = native.cudaGemm as (o: unknown) => Promise<void>
-  const failure = cudaBuilt() ? /^cudaGemm: cudaSetDevice\(device_\) failed at native\/cuda\/runtime\.cu:\d+: .+ \(cuda\w+\)$/ : /^cudaGemm: not built with CUDA/
-  t.throws(() => gemmSync(o), { message: failure })
-  await t.rejects(gemm(o), { message: failure }, 'the Promise form rejects')
-  t.throws(() => gemmSync({ ...o, c: [0, 0, 0, 0] }), { name: 'TypeError', message: /'c' must be a Float32Array/ })
-  t.throws(() => gemmSync({ ...o, c: new Float32Array(3) }), { name: 'RangeError', message: /'c' has 3 elements, expected m \* n = 4/ })
-  const attention = native.cudaAttentionForwardSync as (o: unknown) => void
-  const shape = { batch: 1, tq: 1, tk: 1, heads: 1, kvHeads: 1, headDim: 256, q: new Float32Array(256), k: new Float32Array(256), v: new Float32Array(256), out: new Float32Array(256), lse: new Float32Array(1) }
-  t.throws(() => attention(shape), { name: 'RangeError', message: /'headDim' must be in \[1, 128\], got 256/ }, 'head dims past 128 are refused before any work')
+  // The native ops under the wrappers check their arguments (TypeError / RangeError as on the
+  // CPU) and their device: a CPU-only build says "not built with CUDA", a CUDA build without a
+  // device names the CUDA call that failed and the runtime's message; code ERR_DEVICE both ways.
+  const gemmSync = native.gemmSync as (o: unknown) => void
+  const gemm = native.gemm as (o: unknown) => Promise<void>
+  const onCuda = { ...o, device: 'cuda' }
+  const failure = cudaBuilt() ? /^gemm: device 'cuda' is not available: .*cuda\w+/ : /^gemm: device 'cuda' is not available: not built with CUDA/
+  t.throws(() => gemmSync(onCuda), { message: failure, code: 'ERR_DEVICE' })
+  await t.rejects(async () => gemm(onCuda), { message: failure, code: 'ERR_DEVICE' }, 'the Promise form fails the same way')
+  t.throws(() => gemmSync({ ...onCuda, c: [0, 0, 0, 0] }), { name: 'TypeError', message: /'c' must be a Float32Array/ })
+  t.throws(() => gemmSync({ ...onCuda, c: new Float32Array(3) }), { name: 'RangeError', message: /'c' has 3 elements, expected m \* n = 4/ })
+  t.throws(() => gemmSync({ ...o, device: 'tpu' }), { name: 'RangeError', message: /'device' must be 'cpu', 'cuda' or 'checked', got 'tpu'/ })
+})
+
+t.test('on a CUDA device, head dims past 128 are refused before any work', { skip: hasDevice ? false : 'no CUDA device' }, async (t) => {
+  const attention = native.attentionForwardSync as (o: unknown) => void
+  const shape = { batch: 1, tq: 1, tk: 1, heads: 1, kvHeads: 1, headDim: 256, q: new Float32Array(256), k: new Float32Array(256), v: new Float32Array(256), out: new Float32Array(256), lse: new Float32Array(1), device: 'cuda' }
+  t.throws(() => attention(shape), { name: 'RangeError', message: /'headDim' must be in \[1, 128\], got 256/ })
 })
 
 // ---- scripts/check-cuda.sh: the ptxas report parser, on text --------------------------------

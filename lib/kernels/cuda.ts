@@ -40,11 +40,11 @@ function requireCuda(op: string): void {
   if (reason !== undefined) throw new ErnieError('ERR_DEVICE', `kernels.cuda.${op}: device "cuda" is not available: ${reason}`)
 }
 
-// The pair (Promise, blocking) for native op `cuda<Name>`, checking for CUDA first. The matrix
-// products' ops (`products`) get their precision resolved as on the CPU (ERNIE_PRECISION).
-function cudaOp<O, R = void>(name: string, native: string, products = false) {
-  const op = nativeOp<O, R>(native)
-  const args = (o: O): O => (products ? withPrecision(o) : o)
+// The pair (Promise, blocking) for native op `name` on device 'cuda', checking for CUDA first.
+// The matrix products' ops (`products`) get their precision resolved as on the CPU (ERNIE_PRECISION).
+function cudaOp<O extends object, R = void>(name: string, products = false) {
+  const op = nativeOp<O, R>(name)
+  const args = (o: O): O => ({ ...(products ? withPrecision(o) : o), device: 'cuda' })
   return {
     run: async (o: O): Promise<R> => {
       requireCuda(name)
@@ -57,22 +57,22 @@ function cudaOp<O, R = void>(name: string, native: string, products = false) {
   }
 }
 
-const gemmOp = cudaOp<GemmOptions>('gemm', 'cudaGemm', true)
-const attentionForwardOp = cudaOp<AttentionForwardOptions>('attentionForward', 'cudaAttentionForward')
-const attentionBackwardOp = cudaOp<AttentionBackwardOptions>('attentionBackward', 'cudaAttentionBackward')
-const loraForwardOp = cudaOp<LoraForwardOptions>('loraForward', 'cudaLoraForward', true)
-const loraBackwardOp = cudaOp<LoraBackwardOptions>('loraBackward', 'cudaLoraBackward', true)
-const rmsnormForwardOp = cudaOp<RmsNormForwardOptions>('rmsnormForward', 'cudaRmsnormForward')
-const rmsnormBackwardOp = cudaOp<RmsNormBackwardOptions>('rmsnormBackward', 'cudaRmsnormBackward')
-const ropeForwardOp = cudaOp<RopeForwardOptions>('ropeForward', 'cudaRopeForward')
-const ropeBackwardOp = cudaOp<RopeBackwardOptions>('ropeBackward', 'cudaRopeBackward')
-const swigluForwardOp = cudaOp<SwigluForwardOptions>('swigluForward', 'cudaSwigluForward')
-const swigluBackwardOp = cudaOp<SwigluBackwardOptions>('swigluBackward', 'cudaSwigluBackward')
-const embeddingForwardOp = cudaOp<EmbeddingForwardOptions>('embeddingForward', 'cudaEmbeddingForward')
-const embeddingBackwardOp = cudaOp<EmbeddingBackwardOptions>('embeddingBackward', 'cudaEmbeddingBackward')
-const crossEntropyOp = cudaOp<CrossEntropyOptions, CrossEntropyResult>('crossEntropy', 'cudaCrossEntropy', true)
-const adamwStepOp = cudaOp<AdamwStepOptions>('adamwStep', 'cudaAdamwStep')
-const adamw8bitStepOp = cudaOp<Adamw8bitStepOptions>('adamw8bitStep', 'cudaAdamw8bitStep')
+const gemmOp = cudaOp<GemmOptions>('gemm', true)
+const attentionForwardOp = cudaOp<AttentionForwardOptions>('attentionForward')
+const attentionBackwardOp = cudaOp<AttentionBackwardOptions>('attentionBackward')
+const loraForwardOp = cudaOp<LoraForwardOptions>('loraForward', true)
+const loraBackwardOp = cudaOp<LoraBackwardOptions>('loraBackward', true)
+const rmsnormForwardOp = cudaOp<RmsNormForwardOptions>('rmsnormForward')
+const rmsnormBackwardOp = cudaOp<RmsNormBackwardOptions>('rmsnormBackward')
+const ropeForwardOp = cudaOp<RopeForwardOptions>('ropeForward')
+const ropeBackwardOp = cudaOp<RopeBackwardOptions>('ropeBackward')
+const swigluForwardOp = cudaOp<SwigluForwardOptions>('swigluForward')
+const swigluBackwardOp = cudaOp<SwigluBackwardOptions>('swigluBackward')
+const embeddingForwardOp = cudaOp<EmbeddingForwardOptions>('embeddingForward')
+const embeddingBackwardOp = cudaOp<EmbeddingBackwardOptions>('embeddingBackward')
+const crossEntropyOp = cudaOp<CrossEntropyOptions, CrossEntropyResult>('crossEntropy', true)
+const adamwStepOp = cudaOp<AdamwStepOptions>('adamwStep')
+const adamw8bitStepOp = cudaOp<Adamw8bitStepOptions>('adamw8bitStep')
 
 /** What `npm run bench:cuda` times (device-resident inputs, CUDA events). */
 export type CudaBenchmarkOptions =
@@ -98,7 +98,7 @@ export type CudaBenchmarkOptions =
       rank: number
       iterations?: number
     }
-const benchmarkOp = cudaOp<CudaBenchmarkOptions, number>('benchmark', 'cudaBenchmark')
+const benchmarkOp = cudaOp<CudaBenchmarkOptions, number>('cudaBenchmark')
 
 /** The kernels on the CUDA backend (Promise forms; `cuda.sync` holds the blocking twins). */
 export const cuda = {

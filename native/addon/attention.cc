@@ -6,15 +6,15 @@
 // attentionBackward({ ...the same, dout, dq, dk, dv }): out and lse as the forward left them,
 //   dout like out; dq like q, dk and dv like k, overwritten.
 // Causal, bottom-right aligned (tq <= tk: the queries are the last tq of tk positions).
-// cudaAttentionForward / cudaAttentionBackward: the same on the CUDA backend (headDim <= 128).
+// device: 'cpu' (default) | 'cuda' (headDim <= 128) | 'checked' (addon/op.h).
 #include <cmath>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "addon/mirror.h"
 #include "addon/op.h"
-#include "cpu/attention.h"
 #include "cuda/backend.h"
 
 namespace ernie::addon {
@@ -28,14 +28,17 @@ uint64_t product(Args& args, std::initializer_list<int64_t> factors, const std::
 }
 
 struct Parsed {
+  Backend* be = nullptr;
   AttentionArgs g;
   std::shared_ptr<std::vector<uint8_t>> key_valid;  // the mask as bytes, owned by the Job
   std::vector<std::pair<const char*, ArrayArg>> inputs;
 };
 
 // The fields both ops share: shape, q, k, v, keyMask, scale.
-Parsed parse_common(Args& args, bool on_cuda) {
+Parsed parse_common(Args& args) {
   Parsed p;
+  p.be = &args.backend();
+  const bool on_cuda = p.be->device() == Device::cuda;
   AttentionArgs& g = p.g;
   g.batch = args.integer("batch", 0, INT32_MAX);
   g.tq = args.integer("tq", 0, INT32_MAX);
@@ -104,8 +107,33 @@ void expect_outputs_disjoint(Args& args, const std::vector<std::pair<const char*
 }
 
 
-Job forward_job(Args& args, bool on_cuda) {
-  Parsed p = parse_common(args, on_cuda);
+// The arrays of a call as the backend sees them; `backward` adds dout and the gradients.
+AttentionArgs mirrored(const AttentionArgs& g, bool backward, Mirror& m) {
+  const size_t q_len = size_t(g.batch * g.tq * g.heads * g.head_dim);
+  const size_t kv_len = size_t(g.batch * g.tk * g.kv_heads * g.head_dim);
+  const size_t lse_len = size_t(g.batch * g.heads * g.tq);
+  AttentionArgs d = g;
+  d.q = m.in(g.q, q_len);
+  d.k = m.in(g.k, kv_len);
+  d.v = m.in(g.v, kv_len);
+  d.key_valid = m.in(g.key_valid, size_t(g.batch * g.tk));
+  d.key_start = m.in(g.key_start, size_t(g.batch * g.tq));
+  if (!backward) {
+    d.out = m.out(g.out, q_len);
+    d.lse = m.out(g.lse, lse_len);
+    return d;
+  }
+  d.out = m.in(g.out, q_len);
+  d.lse = m.in(g.lse, lse_len);
+  d.dout = m.in(g.dout, q_len);
+  d.dq = m.out(g.dq, q_len);
+  d.dk = m.out(g.dk, kv_len);
+  d.dv = m.out(g.dv, kv_len);
+  return d;
+}
+
+Job forward_job(Args& args) {
+  Parsed p = parse_common(args);
   AttentionArgs& g = p.g;
   ArrayArg out = args.f32("out"), lse = args.f32("lse");
   args.expect_length("out", out, uint64_t(g.batch) * g.tq * g.heads * g.head_dim, "batch * tq * heads * headDim");
@@ -114,11 +142,16 @@ Job forward_job(Args& args, bool on_cuda) {
   g.out = out.f32();
   g.lse = lse.f32();
   // The lambda holds the mask's bytes (g.key_valid points into them) until the job is done.
-  return Job{[g, mask = p.key_valid, on_cuda] { on_cuda ? cuda::attention_forward(g) : cpu::attention_forward(g); }, {}};
+  return Job{[g, mask = p.key_valid, be = p.be] {
+               Mirror m(*be);
+               be->attention_forward(mirrored(g, false, m));
+               m.finish();
+             },
+             {}};
 }
 
-Job backward_job(Args& args, bool on_cuda) {
-  Parsed p = parse_common(args, on_cuda);
+Job backward_job(Args& args) {
+  Parsed p = parse_common(args);
   AttentionArgs& g = p.g;
   const uint64_t q_len = uint64_t(g.batch) * g.tq * g.heads * g.head_dim;
   const uint64_t kv_len = uint64_t(g.batch) * g.tk * g.kv_heads * g.head_dim;
@@ -140,17 +173,17 @@ Job backward_job(Args& args, bool on_cuda) {
   g.dq = dq.f32();
   g.dk = dk.f32();
   g.dv = dv.f32();
-  return Job{[g, mask = p.key_valid, on_cuda] {  // mask: as in the forward
-               on_cuda ? cuda::attention_backward(g) : cpu::attention_backward(g);
+  return Job{[g, mask = p.key_valid, be = p.be] {  // mask: as in the forward
+               Mirror m(*be);
+               be->attention_backward(mirrored(g, true, m));
+               m.finish();
              },
              {}};
 }
 
 }  // namespace
 
-ERNIE_OP(attentionForward) { return forward_job(args, false); }
-ERNIE_OP(attentionBackward) { return backward_job(args, false); }
-ERNIE_OP(cudaAttentionForward) { return forward_job(args, true); }
-ERNIE_OP(cudaAttentionBackward) { return backward_job(args, true); }
+ERNIE_OP(attentionForward) { return forward_job(args); }
+ERNIE_OP(attentionBackward) { return backward_job(args); }
 
 }  // namespace ernie::addon

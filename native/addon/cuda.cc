@@ -1,10 +1,9 @@
 // The CUDA backend's module surface: cudaInfo(), setCudaDevice(i), cudaPoolStats(),
-// cudaTrimPool(), and the op cudaBenchmark({ kind, ... }) -> seconds per run. The kernel ops'
-// cuda* twins are registered beside their CPU forms (gemm.cc, attention.cc, ...).
+// cudaTrimPool(), and the op cudaBenchmark({ kind, ... }) -> seconds per run. The kernel ops
+// take `device: 'cuda'` (addon/op.h).
 //
-// Built without ERNIE_CUDA (node-gyp, `npm install`), this file also defines every entry point
-// of cuda/backend.h to throw NotBuiltError, so the cuda* ops exist in every build and reject
-// with "not built with CUDA"; cudaInfo() then reports { built: false }.
+// Built without ERNIE_CUDA (node-gyp, `npm install`), this file also defines the entry points of
+// cuda/backend.h to throw NotBuiltError; cudaInfo() then reports { built: false }.
 #include <string>
 
 #include "addon/op.h"
@@ -123,30 +122,6 @@ void set_device(int) { throw NotBuiltError(); }
 int current_device() { return 0; }
 PoolStats pool_stats() { return {}; }
 void trim_pool() {}
-void gemm(const GemmArgs&) { throw NotBuiltError(); }
-void attention_forward(const AttentionArgs&) { throw NotBuiltError(); }
-void attention_backward(const AttentionArgs&) { throw NotBuiltError(); }
-void lora_linear_forward(const LinearShape&, const float*, const MatrixRef&, const LoraRef&, float*,
-                         float*, bool) {
-  throw NotBuiltError();
-}
-void lora_linear_backward(const LinearShape&, const float*, const MatrixRef&, const LoraRef&,
-                          const float*, const float*, float*, bool, float*, float*) {
-  throw NotBuiltError();
-}
-void rmsnorm_forward(const RmsNormForwardArgs&) { throw NotBuiltError(); }
-void rmsnorm_backward(const RmsNormBackwardArgs&) { throw NotBuiltError(); }
-void rope(const RopeArgs&) { throw NotBuiltError(); }
-void swiglu_forward(const SwigluForwardArgs&) { throw NotBuiltError(); }
-void swiglu_backward(const SwigluBackwardArgs&) { throw NotBuiltError(); }
-void embedding_forward(const EmbeddingForwardArgs&) { throw NotBuiltError(); }
-void embedding_backward(const EmbeddingBackwardArgs&) { throw NotBuiltError(); }
-CrossEntropyResult cross_entropy(const CrossEntropyArgs&) { throw NotBuiltError(); }
-void adamw_step(float*, const float*, float*, float*, uint16_t*, int64_t, const AdamHyper&) { throw NotBuiltError(); }
-void adamw8bit_step(float*, const float*, uint8_t*, uint8_t*, float*, float*, uint16_t*, int64_t, int64_t,
-                    const AdamHyper&) {
-  throw NotBuiltError();
-}
 double benchmark(const BenchArgs&) { throw NotBuiltError(); }
 
 }  // namespace ernie::cuda

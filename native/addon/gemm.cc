@@ -2,11 +2,11 @@
 //   c: Float32Array [m, n];  C (+)= alpha * sum over segments of scale * A . B^T
 //   a: Float32Array | Uint16Array (bf16), logical [m, k], stored 'mk' (default) or 'km'
 //   b: Float32Array | Uint16Array (bf16), logical [n, k], stored 'nk' (default) or 'kn'
-//   precision: 'auto' (default) | 'fp32' | 'bf16', what each segment rounds (cpu/precision.h)
-// cudaGemm(...): the same on the CUDA backend (cuda/backend.h).
+//   precision: 'auto' (default) | 'fp32' | 'bf16', what each segment rounds (backend/ops.h)
+//   device: 'cpu' (default) | 'cuda' | 'checked', the backend it runs on (addon/op.h); on a
+//     backend with memory of its own the arrays are copied there and back (addon/mirror.h)
+#include "addon/mirror.h"
 #include "addon/op.h"
-#include "cpu/gemm.h"
-#include "cuda/backend.h"
 
 namespace ernie::addon {
 namespace {
@@ -18,8 +18,9 @@ bool layout(Args& args, const char* key, const char* plain, const char* transpos
   args.range_error(args.name(key) + " must be '" + plain + "' or '" + transposed + "', got '" + v + "'");
 }
 
-// The op's arguments, for either backend (cudaGemm takes the same object).
-Job gemm_job(Args& args, bool on_cuda) {
+}  // namespace
+
+ERNIE_OP(gemm) {
   const int64_t m = args.integer("m", 0, INT32_MAX), n = args.integer("n", 0, INT32_MAX);
   ArrayArg c = args.f32("c");
   args.expect_length("c", c, uint64_t(m) * n, "m * n");
@@ -30,7 +31,8 @@ Job gemm_job(Args& args, bool on_cuda) {
   g.ldc = n;
   g.alpha = float(args.number_or("alpha", 1.0));
   g.accumulate = args.boolean_or("accumulate", false);
-  g.precision = args.precision_or_auto(on_cuda);
+  Backend& be = args.backend();
+  g.precision = args.precision(be, Op::gemm);
   for (Args& s : args.objects("segments", 1, 8)) {
     GemmSegment seg;
     seg.k = s.integer("k", 0, INT32_MAX);
@@ -46,12 +48,20 @@ Job gemm_job(Args& args, bool on_cuda) {
     seg.b.ld = seg.b.trans ? n : seg.k;
     g.segments.push_back(seg);
   }
-  return Job{[g, on_cuda] { on_cuda ? cuda::gemm(g) : cpu::gemm(g); }, {}};
+  return Job{[g, &be] {
+               Mirror mirror(be);
+               GemmArgs d = g;
+               const size_t c_len = size_t(g.m * g.n);
+               d.c = g.accumulate ? mirror.inout(g.c, c_len) : mirror.out(g.c, c_len);
+               for (GemmSegment& s : d.segments) {
+                 const size_t a_len = size_t(g.m * s.k), b_len = size_t(g.n * s.k);
+                 s.a.data = mirror.in(static_cast<const char*>(s.a.data), a_len * size_t(dtype_size(s.a.dtype)));
+                 s.b.data = mirror.in(static_cast<const char*>(s.b.data), b_len * size_t(dtype_size(s.b.dtype)));
+               }
+               be.gemm(d);
+               mirror.finish();
+             },
+             {}};
 }
-
-}  // namespace
-
-ERNIE_OP(gemm) { return gemm_job(args, false); }
-ERNIE_OP(cudaGemm) { return gemm_job(args, true); }
 
 }  // namespace ernie::addon

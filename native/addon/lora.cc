@@ -2,18 +2,18 @@
 // loraBackward({ x, weight, loraA, loraB, m, n, k, rank, scale, u, dout, dx?, dxAccumulate, dA, dB })
 //   x [m, k] f32; weight [n, k] f32 | bf16; loraA [rank, k]; loraB [n, rank]; u [m, rank] = x A^T
 //   out [m, n]; dx [m, k]; dA, dB accumulate.
-//   precision: 'auto' (default) | 'fp32' | 'bf16', of every product (cpu/precision.h).
-// cudaLoraForward / cudaLoraBackward: the same on the CUDA backend.
+//   precision: 'auto' (default) | 'fp32' | 'bf16', of every product (backend/ops.h).
+//   device: 'cpu' (default) | 'cuda' | 'checked' (addon/op.h).
 #include <tuple>
 
+#include "addon/mirror.h"
 #include "addon/op.h"
-#include "cpu/lora.h"
-#include "cuda/backend.h"
 
 namespace ernie::addon {
 namespace {
 
 struct LoraCall {
+  Backend* be;
   LinearShape shape;
   const float* x;
   MatrixRef w;
@@ -21,12 +21,13 @@ struct LoraCall {
   ArrayArg u;
 };
 
-LoraCall parse_common(Args& args, bool on_cuda) {
+LoraCall parse_common(Args& args, Op op) {
   LoraCall c;
+  c.be = &args.backend();
   c.shape.m = args.integer("m", 0, INT32_MAX);
   c.shape.n = args.integer("n", 1, INT32_MAX);
   c.shape.k = args.integer("k", 1, INT32_MAX);
-  c.shape.precision = args.precision_or_auto(on_cuda);
+  c.shape.precision = args.precision(*c.be, op);
   const int64_t r = args.integer("rank", 1, 4096);
   const auto [m, n, k] = std::tuple{uint64_t(c.shape.m), uint64_t(c.shape.n), uint64_t(c.shape.k)};
   ArrayArg x = args.f32("x"), w = args.f32_or_bf16("weight"), a = args.f32("loraA"), b = args.f32("loraB");
@@ -45,8 +46,20 @@ LoraCall parse_common(Args& args, bool on_cuda) {
   return c;
 }
 
-Job forward_job(Args& args, bool on_cuda) {
-  LoraCall c = parse_common(args, on_cuda);
+// The operands both directions read, as the backend sees them.
+void mirror_operands(const LoraCall& c, Mirror& m, const float** x, MatrixRef* w, LoraRef* lora, const float** u) {
+  const size_t mk = size_t(c.shape.m * c.shape.k), nk = size_t(c.shape.n * c.shape.k);
+  *x = m.in(c.x, mk);
+  *w = c.w;
+  w->data = m.in(static_cast<const char*>(c.w.data), nk * size_t(dtype_size(c.w.dtype)));
+  *lora = c.lora;
+  lora->a = m.in(c.lora.a, size_t(c.lora.r * c.shape.k));
+  lora->b = m.in(c.lora.b, size_t(c.shape.n * c.lora.r));
+  *u = c.u.f32();
+}
+
+Job forward_job(Args& args) {
+  LoraCall c = parse_common(args, Op::lora_forward);
   ArrayArg out = args.f32("out");
   args.expect_length("out", out, uint64_t(c.shape.m) * c.shape.n, "m * n");
   ArrayArg x = args.f32("x");
@@ -54,15 +67,24 @@ Job forward_job(Args& args, bool on_cuda) {
   args.expect_disjoint("u", c.u, "x", x);
   args.expect_disjoint("out", out, "u", c.u);
   const bool accumulate = args.boolean_or("accumulate", false);
-  return Job{[c, out, accumulate, on_cuda] {
-               (on_cuda ? cuda::lora_linear_forward : cpu::lora_linear_forward)(c.shape, c.x, c.w, c.lora, c.u.f32(),
-                                                                               out.f32(), accumulate);
+  return Job{[c, out, accumulate] {
+               Mirror m(*c.be);
+               LoraForwardArgs f;
+               f.shape = c.shape;
+               const float* u;
+               mirror_operands(c, m, &f.x, &f.w, &f.lora, &u);
+               f.u = m.out(c.u.f32(), size_t(c.shape.m * c.lora.r));
+               const size_t mn = size_t(c.shape.m * c.shape.n);
+               f.y = accumulate ? m.inout(out.f32(), mn) : m.out(out.f32(), mn);
+               f.accumulate = accumulate;
+               c.be->lora_forward(f);
+               m.finish();
              },
              {}};
 }
 
-Job backward_job(Args& args, bool on_cuda) {
-  LoraCall c = parse_common(args, on_cuda);
+Job backward_job(Args& args) {
+  LoraCall c = parse_common(args, Op::lora_backward);
   const uint64_t m = c.shape.m, n = c.shape.n, k = c.shape.k, r = c.lora.r;
   ArrayArg dout = args.f32("dout"), da = args.f32("dA"), db = args.f32("dB");
   args.expect_length("dout", dout, m * n, "m * n");
@@ -78,18 +100,27 @@ Job backward_job(Args& args, bool on_cuda) {
     dx = dxa.f32();
   }
   const bool dx_accumulate = args.boolean_or("dxAccumulate", false);
-  return Job{[c, dout, dx, dx_accumulate, da, db, on_cuda] {
-               (on_cuda ? cuda::lora_linear_backward : cpu::lora_linear_backward)(
-                   c.shape, c.x, c.w, c.lora, c.u.f32(), dout.f32(), dx, dx_accumulate, da.f32(), db.f32());
+  return Job{[c, dout, dx, dx_accumulate, da, db] {
+               Mirror m(*c.be);
+               LoraBackwardArgs b;
+               b.shape = c.shape;
+               mirror_operands(c, m, &b.x, &b.w, &b.lora, &b.u);
+               b.u = m.in(c.u.f32(), size_t(c.shape.m * c.lora.r));
+               b.dy = m.in(dout.f32(), size_t(c.shape.m * c.shape.n));
+               const size_t mk = size_t(c.shape.m * c.shape.k);
+               b.dx = dx_accumulate ? m.inout(dx, mk) : m.out(dx, mk);
+               b.dx_accumulate = dx_accumulate;
+               b.da = m.inout(da.f32(), size_t(c.lora.r * c.shape.k));
+               b.db = m.inout(db.f32(), size_t(c.shape.n * c.lora.r));
+               c.be->lora_backward(b);
+               m.finish();
              },
              {}};
 }
 
 }  // namespace
 
-ERNIE_OP(loraForward) { return forward_job(args, false); }
-ERNIE_OP(loraBackward) { return backward_job(args, false); }
-ERNIE_OP(cudaLoraForward) { return forward_job(args, true); }
-ERNIE_OP(cudaLoraBackward) { return backward_job(args, true); }
+ERNIE_OP(loraForward) { return forward_job(args); }
+ERNIE_OP(loraBackward) { return backward_job(args); }
 
 }  // namespace ernie::addon

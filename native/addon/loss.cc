@@ -6,27 +6,25 @@
 //   dhidden: Float32Array [tokens, hiddenSize], written when given
 //   dweight: Float32Array [vocab, hiddenSize], added to when given
 //   gradScale: the gradients are of gradScale * lossSum (default 1 / count: the mean loss)
-//   precision: 'auto' (default) | 'fp32' | 'bf16', of the head's products (cpu/precision.h)
-// cudaCrossEntropy(...): the same on the CUDA backend.
+//   precision: 'auto' (default) | 'fp32' | 'bf16', of the head's products (backend/ops.h)
+//   device: 'cpu' (default) | 'cuda' | 'checked' (addon/op.h)
 #include <algorithm>
 #include <memory>
 #include <string>
 
+#include "addon/mirror.h"
 #include "addon/op.h"
-#include "cpu/loss.h"
-#include "cuda/backend.h"
 
 namespace ernie::addon {
-namespace {
-
-Job cross_entropy_job(Args& args, bool on_cuda) {
+ERNIE_OP(crossEntropy) {
   CrossEntropyArgs ce;
+  Backend& be = args.backend();
   ce.tokens = args.integer("tokens", 0, INT32_MAX);
   ce.hidden_size = args.integer("hiddenSize", 1, INT32_MAX);
   ce.vocab = args.integer("vocab", 1, INT32_MAX);
   ce.chunk = args.integer_or("chunk", 8192, 1, INT32_MAX);
   ce.row_tile = args.integer_or("rowTile", 512, 1, INT32_MAX);
-  ce.precision = args.precision_or_auto(on_cuda);
+  ce.precision = args.precision(be, Op::cross_entropy);
   // The logits block is row_tile x chunk floats (clamped to the problem): keep it bounded.
   const int64_t block = std::min(ce.chunk, ce.vocab) * std::min(ce.row_tile, std::max<int64_t>(ce.tokens, 1));
   if (block > (int64_t(1) << 28))
@@ -72,7 +70,18 @@ Job cross_entropy_job(Args& args, bool on_cuda) {
   }
 
   auto out = std::make_shared<CrossEntropyResult>();
-  return Job{[ce, out, on_cuda] { *out = on_cuda ? cuda::cross_entropy(ce) : cpu::cross_entropy(ce); },
+  return Job{[ce, out, &be] {
+               Mirror m(be);
+               CrossEntropyArgs d = ce;
+               const size_t th = size_t(ce.tokens * ce.hidden_size), vh = size_t(ce.vocab * ce.hidden_size);
+               d.hidden = m.in(ce.hidden, th);
+               d.weight = m.in(static_cast<const char*>(ce.weight), vh * size_t(dtype_size(ce.weight_dtype)));
+               d.targets = m.in(ce.targets, size_t(ce.tokens));
+               d.dhidden = m.out(ce.dhidden, th);
+               d.dweight = m.inout(ce.dweight, vh);
+               *out = be.cross_entropy(d);
+               m.finish();
+             },
              [out](Napi::Env env) -> Napi::Value {
                Napi::Object r = Napi::Object::New(env);
                r.Set("loss", Napi::Number::New(env, out->loss));
@@ -81,10 +90,5 @@ Job cross_entropy_job(Args& args, bool on_cuda) {
                return r;
              }};
 }
-
-}  // namespace
-
-ERNIE_OP(crossEntropy) { return cross_entropy_job(args, false); }
-ERNIE_OP(cudaCrossEntropy) { return cross_entropy_job(args, true); }
 
 }  // namespace ernie::addon

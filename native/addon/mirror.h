@@ -22,6 +22,8 @@ class Mirror {
     be_.upload(dev, host, sizeof(T) * count);
     return dev;
   }
+  // A weight-like array of any element type, by its size in bytes.
+  const void* in_bytes(const void* host, size_t bytes) { return in(static_cast<const char*>(host), bytes); }
   // An array the call adds to (gradients): read and written.
   template <typename T>
   T* inout(T* host, size_t count) {

@@ -11,6 +11,8 @@
 //                   adapter?, singleThread?, precision? }) -> Promise
 //     precision: 'auto' (default) | 'fp32' | 'bf16', of every matrix product (cpu/precision.h);
 //     decode and trainStep take it too.
+//     device: 'cpu' (default) | 'cuda' | 'checked' (addon/op.h), on the constructor: where the
+//     weights are placed, once, and every call runs.
 //     singleThread: the call runs on its worker thread alone, not on the pool, so that calls
 //     issued side by side (one per core) each keep a core busy.
 //   new Adapter({ layers: [{ q_proj?: { a, b, rank, scale }, ... }] })
@@ -125,15 +127,6 @@ struct ModelState {
   std::vector<std::unique_ptr<cpu::PrepackedBf16>> panels;
   std::vector<Buffer> placed;
 };
-
-// The device a Model runs on: 'cpu' (default), 'cuda', or 'checked' (tests: backend/checked_backend.cc).
-Backend& parse_backend(Args& args) {
-  const std::string device = args.string_or("device", "cpu");
-  if (device == "cpu") return cpu_backend();
-  if (device == "checked") return checked_backend();
-  if (device == "cuda") return cuda_backend(int(args.integer_or("deviceIndex", 0, 0, 1024)));
-  args.range_error(args.name("device") + " must be 'cpu', 'cuda' or 'checked', got '" + device + "'");
-}
 
 // An adapter as `m`'s backend sees it (its A and B copied there when the backend needs it).
 engine::Adapter mirror_adapter(const engine::Adapter& host, const engine::ModelDims& d, Mirror& m) {
@@ -254,7 +247,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
 
   NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {
     Args args(info, "Model");
-    auto st = std::make_shared<ModelState>(parse_backend(args));
+    auto st = std::make_shared<ModelState>(args.backend());
     const engine::ModelDims& d = st->dims = parse_dims(args);
     auto& arrays = st->host_arrays;
     st->weights.embed = parse_matrix(args, "embed", d.vocab, d.hidden, arrays);
@@ -465,7 +458,7 @@ Napi::Value NativeModel::RunForward(const Napi::CallbackInfo& info, bool sync) {
     out.last_hidden = lh.f32();
   }
   const bool single_thread = args.boolean_or("singleThread", false);
-  const Precision precision = args.precision_or_auto();
+  const Precision precision = args.precision(st->be, Op::gemm);
   std::shared_ptr<AdapterState> adapter = parse_adapter(args, d);
   args.keep(Value());
   Job job{[st, adapter, batch, out, single_thread, precision] {
@@ -514,7 +507,7 @@ Napi::Value NativeModel::Decode(const Napi::CallbackInfo& info) {
   ArrayArg logits = args.f32("logits");
   args.expect_length("logits", logits, uint64_t(d.vocab), "vocab");
   std::shared_ptr<AdapterState> adapter = parse_adapter(args, d);
-  const Precision precision = args.precision_or_auto();
+  const Precision precision = args.precision(st->be, Op::gemm);
   args.keep(Value());
   args.keep(cv);
   const int64_t count = int64_t(ids.length);
@@ -547,7 +540,7 @@ Napi::Value NativeModel::RunTrainStep(const Napi::CallbackInfo& info, bool sync)
   engine::TrainOptions options;
   options.recompute = args.boolean_or("recompute", false);
   options.dropout_seed = uint64_t(args.integer_or("dropoutSeed", 0, 0, (int64_t(1) << 53)));
-  options.precision = args.precision_or_auto();
+  options.precision = args.precision(st->be, Op::gemm);
 
   auto grads = std::make_shared<engine::Grads>();
   Args g = args.object("grads");

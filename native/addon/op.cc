@@ -215,12 +215,25 @@ std::string Args::string_or(const char* key, const std::string& fallback) {
   return v.As<Napi::String>().Utf8Value();
 }
 
-Precision Args::precision_or_auto(bool on_cuda, const char* key) {
+Backend& Args::backend(const char* key) {
+  const std::string device = string_or(key, "cpu");
+  try {
+    if (device == "cpu") return cpu_backend();
+    if (device == "checked") return checked_backend();
+    if (device == "cuda") return cuda_backend(int(integer_or("deviceIndex", 0, 0, 1024)));
+  } catch (const std::exception& e) {
+    throw_with_code(Napi::Error::New(env_, op_ + ": device '" + device + "' is not available: " + e.what()), "ERR_DEVICE");
+  }
+  range_error(name(key) + " must be 'cpu', 'cuda' or 'checked', got '" + device + "'");
+}
+
+Precision Args::precision(Backend& be, Op op, const char* key) {
   const std::string v = string_or(key, "auto");
   Precision p;
   if (!precision_from_name(v, &p)) range_error(name(key) + " must be 'auto', 'fp32' or 'bf16', got '" + v + "'");
-  if (on_cuda && p == Precision::fp32)
-    range_error(name(key) + " 'fp32' is not available on CUDA: its matrix products run on bf16 tensor cores");
+  if (!be.supports(op, DType::bf16, p))
+    range_error(name(key) + " '" + v + "' is not available on the " + be.name() +
+                " backend (its matrix products run on bf16 tensor cores only)");
   return p;
 }
 

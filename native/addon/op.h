@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/backend.h"
 #include "cpu/precision.h"
 #include "cpu/tensor.h"
 
@@ -70,9 +71,13 @@ class Args {
   double number_or(const char* key, double fallback);
   bool boolean_or(const char* key, bool fallback);
   std::string string_or(const char* key, const std::string& fallback);
-  // 'auto' | 'fp32' | 'bf16' (cpu/precision.h); absent: automatic. The CUDA backend's products
-  // run on bf16 tensor cores only, so there 'fp32' is a RangeError.
-  Precision precision_or_auto(bool on_cuda = false, const char* key = "precision");
+  // The backend the call runs on, from 'device': 'cpu' (default) | 'cuda' | 'checked' (the CPU
+  // kernels behind a device-like wall, for tests), and 'deviceIndex' for CUDA. A backend that
+  // cannot be used (a build without CUDA, no device) is an Error with code ERR_DEVICE.
+  Backend& backend(const char* key = "device");
+  // 'auto' | 'fp32' | 'bf16' (backend/ops.h); absent: automatic. RangeError for a precision the
+  // backend does not run `op` at (CUDA's products run on bf16 tensor cores only: no 'fp32').
+  Precision precision(Backend& be, Op op, const char* key = "precision");
 
   // RangeError unless the array holds exactly `expected` elements ("`what` = expected").
   void expect_length(const char* key, const ArrayArg& a, uint64_t expected, const std::string& what);

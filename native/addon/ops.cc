@@ -8,14 +8,13 @@
 //   embeddingForward({ ids, table, vocab, dim, out })
 //   embeddingBackward({ ids, dout, dtable, vocab, dim })                dtable is added to
 // Outputs must not share memory with any other argument, except the in-place forms named above.
-// cuda<Name>(...) (cudaRmsnormForward, ...): each op on the CUDA backend, same arguments.
+// Each takes `device`: 'cpu' (default) | 'cuda' | 'checked' (addon/op.h).
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "addon/mirror.h"
 #include "addon/op.h"
-#include "cpu/ops.h"
-#include "cuda/backend.h"
 
 namespace ernie::addon {
 namespace {
@@ -64,7 +63,7 @@ RopePairing pairing(Args& args) {
 }
 
 // The shared part of ropeForward / ropeBackward; `in` is rotated into `out` (or in place).
-Job rope_job(Args& args, const char* in_key, const char* out_key, bool inverse, bool on_cuda) {
+Job rope_job(Args& args, const char* in_key, const char* out_key, bool inverse, Backend& be) {
   ArrayArg positions = args.i32("positions");
   const int64_t heads = positive_dim(args, "heads");
   const int64_t head_dim = positive_dim(args, "headDim");
@@ -96,7 +95,22 @@ Job rope_job(Args& args, const char* in_key, const char* out_key, bool inverse, 
   r.theta = theta;
   r.pairing = pair;
   r.inverse = inverse;
-  return Job{[r, on_cuda] { on_cuda ? cuda::rope(r) : cpu::rope(r); }, {}};
+  return Job{[r, &be] {
+               Mirror m(be);
+               RopeArgs d = r;
+               const size_t n = size_t(r.rows * r.heads * r.head_dim);
+               if (r.out == r.x) {
+                 d.out = m.inout(r.out, n);
+                 d.x = d.out;
+               } else {
+                 d.x = m.in(r.x, n);
+                 d.out = m.out(r.out, n);
+               }
+               d.positions = m.in(r.positions, size_t(r.rows));
+               be.rope(d);
+               m.finish();
+             },
+             {}};
 }
 
 // Copies the ids, checking each against [0, vocab): the job uses the copy, so ids changed by
@@ -113,7 +127,7 @@ std::shared_ptr<std::vector<int32_t>> checked_ids(Args& args, const ArrayArg& id
 }
 
 
-Job rmsnorm_forward_job(Args& args, bool on_cuda) {
+Job rmsnorm_forward_job(Args& args, Backend& be) {
   const int64_t rows = args.integer("rows", 0, kMaxDim), dim = positive_dim(args, "dim");
   const uint64_t n = uint64_t(rows) * dim;
   ArrayArg x = args.f32("x"), weight = args.f32_or_bf16("weight"), out = args.f32("out");
@@ -140,10 +154,26 @@ Job rmsnorm_forward_job(Args& args, bool on_cuda) {
   a.eps = float(eps);
   a.out = out.f32();
   a.rstd = has_rstd ? rstd.f32() : nullptr;
-  return Job{[a, on_cuda] { on_cuda ? cuda::rmsnorm_forward(a) : cpu::rmsnorm_forward(a); }, {}};
+  return Job{[a, &be] {
+               Mirror m(be);
+               RmsNormForwardArgs d = a;
+               const size_t n = size_t(a.rows * a.dim);
+               if (a.out == a.x) {
+                 d.out = m.inout(a.out, n);
+                 d.x = d.out;
+               } else {
+                 d.x = m.in(a.x, n);
+                 d.out = m.out(a.out, n);
+               }
+               d.weight = m.in_bytes(a.weight, size_t(a.dim * dtype_size(a.weight_dtype)));
+               d.rstd = m.out(a.rstd, size_t(a.rows));
+               be.rmsnorm_forward(d);
+               m.finish();
+             },
+             {}};
 }
 
-Job rmsnorm_backward_job(Args& args, bool on_cuda) {
+Job rmsnorm_backward_job(Args& args, Backend& be) {
   const int64_t rows = args.integer("rows", 0, kMaxDim), dim = positive_dim(args, "dim");
   const uint64_t n = uint64_t(rows) * dim;
   ArrayArg dout = args.f32("dout"), x = args.f32("x"), weight = args.f32_or_bf16("weight"), rstd = args.f32("rstd");
@@ -173,11 +203,24 @@ Job rmsnorm_backward_job(Args& args, bool on_cuda) {
   a.dx = dx.f32();
   a.accumulate = accumulate;
   a.dweight = has_dweight ? dweight.f32() : nullptr;
-  return Job{[a, on_cuda] { on_cuda ? cuda::rmsnorm_backward(a) : cpu::rmsnorm_backward(a); }, {}};
+  return Job{[a, &be] {
+               Mirror m(be);
+               RmsNormBackwardArgs d = a;
+               const size_t n = size_t(a.rows * a.dim);
+               d.dout = m.in(a.dout, n);
+               d.x = m.in(a.x, n);
+               d.weight = m.in_bytes(a.weight, size_t(a.dim * dtype_size(a.weight_dtype)));
+               d.rstd = m.in(a.rstd, size_t(a.rows));
+               d.dx = a.accumulate ? m.inout(a.dx, n) : m.out(a.dx, n);
+               d.dweight = m.inout(a.dweight, size_t(a.dim));
+               be.rmsnorm_backward(d);
+               m.finish();
+             },
+             {}};
 }
 
 
-Job swiglu_forward_job(Args& args, bool on_cuda) {
+Job swiglu_forward_job(Args& args, Backend& be) {
   SwigluForwardArgs a;
   ArrayArg out = args.f32("out");
   if (args.has("gateUp")) {
@@ -205,10 +248,25 @@ Job swiglu_forward_job(Args& args, bool on_cuda) {
     a.in_ld = a.dim;
   }
   a.out = out.f32();
-  return Job{[a, on_cuda] { on_cuda ? cuda::swiglu_forward(a) : cpu::swiglu_forward(a); }, {}};
+  return Job{[a, &be] {
+               Mirror m(be);
+               SwigluForwardArgs d = a;
+               const size_t n = size_t(a.rows * a.dim);
+               if (a.in_ld == 2 * a.dim && a.up == a.gate + a.dim) {  // fused gate|up: one array
+                 d.gate = m.in(a.gate, 2 * n);
+                 d.up = d.gate + a.dim;
+               } else {
+                 d.gate = m.in(a.gate, n);
+                 d.up = m.in(a.up, n);
+               }
+               d.out = m.out(a.out, n);
+               be.swiglu_forward(d);
+               m.finish();
+             },
+             {}};
 }
 
-Job swiglu_backward_job(Args& args, bool on_cuda) {
+Job swiglu_backward_job(Args& args, Backend& be) {
   SwigluBackwardArgs a;
   ArrayArg dout = args.f32("dout");
   if (args.has("gateUp")) {
@@ -244,10 +302,29 @@ Job swiglu_backward_job(Args& args, bool on_cuda) {
     a.in_ld = a.grad_ld = a.dim;
   }
   a.dout = dout.f32();
-  return Job{[a, on_cuda] { on_cuda ? cuda::swiglu_backward(a) : cpu::swiglu_backward(a); }, {}};
+  return Job{[a, &be] {
+               Mirror m(be);
+               SwigluBackwardArgs d = a;
+               const size_t n = size_t(a.rows * a.dim);
+               d.dout = m.in(a.dout, n);
+               if (a.in_ld == 2 * a.dim && a.up == a.gate + a.dim) {  // fused gate|up and dgate|dup
+                 d.gate = m.in(a.gate, 2 * n);
+                 d.up = d.gate + a.dim;
+                 d.dgate = m.out(a.dgate, 2 * n);
+                 d.dup = d.dgate + a.dim;
+               } else {
+                 d.gate = m.in(a.gate, n);
+                 d.up = m.in(a.up, n);
+                 d.dgate = m.out(a.dgate, n);
+                 d.dup = m.out(a.dup, n);
+               }
+               be.swiglu_backward(d);
+               m.finish();
+             },
+             {}};
 }
 
-Job embedding_forward_job(Args& args, bool on_cuda) {
+Job embedding_forward_job(Args& args, Backend& be) {
   const int64_t vocab = positive_dim(args, "vocab"), dim = positive_dim(args, "dim");
   ArrayArg ids = args.i32("ids"), table = args.f32_or_bf16("table"), out = args.f32("out");
   args.expect_length("table", table, uint64_t(vocab) * dim, "vocab * dim");
@@ -261,10 +338,19 @@ Job embedding_forward_job(Args& args, bool on_cuda) {
   a.table_dtype = table.dtype();
   a.dim = dim;
   a.out = out.f32();
-  return Job{[a, checked, on_cuda] { on_cuda ? cuda::embedding_forward(a) : cpu::embedding_forward(a); }, {}};
+  return Job{[a, checked, &be, vocab] {
+               Mirror m(be);
+               EmbeddingForwardArgs d = a;
+               d.ids = m.in(a.ids, size_t(a.n));
+               d.table = m.in_bytes(a.table, size_t(vocab * a.dim * dtype_size(a.table_dtype)));
+               d.out = m.out(a.out, size_t(a.n * a.dim));
+               be.embedding_forward(d);
+               m.finish();
+             },
+             {}};
 }
 
-Job embedding_backward_job(Args& args, bool on_cuda) {
+Job embedding_backward_job(Args& args, Backend& be) {
   const int64_t vocab = positive_dim(args, "vocab"), dim = positive_dim(args, "dim");
   ArrayArg ids = args.i32("ids"), dout = args.f32("dout"), dtable = args.f32("dtable");
   args.expect_length("dout", dout, uint64_t(ids.length) * dim, "ids.length * dim");
@@ -277,27 +363,27 @@ Job embedding_backward_job(Args& args, bool on_cuda) {
   a.dout = dout.f32();
   a.dim = dim;
   a.dtable = dtable.f32();
-  return Job{[a, checked, on_cuda] { on_cuda ? cuda::embedding_backward(a) : cpu::embedding_backward(a); }, {}};
+  return Job{[a, checked, &be, vocab] {
+               Mirror m(be);
+               EmbeddingBackwardArgs d = a;
+               d.ids = m.in(a.ids, size_t(a.n));
+               d.dout = m.in(a.dout, size_t(a.n * a.dim));
+               d.dtable = m.inout(a.dtable, size_t(vocab * a.dim));
+               be.embedding_backward(d);
+               m.finish();
+             },
+             {}};
 }
 
 }  // namespace
 
-ERNIE_OP(rmsnormForward) { return rmsnorm_forward_job(args, false); }
-ERNIE_OP(rmsnormBackward) { return rmsnorm_backward_job(args, false); }
-ERNIE_OP(ropeForward) { return rope_job(args, "x", "out", false, false); }
-ERNIE_OP(ropeBackward) { return rope_job(args, "dout", "dx", true, false); }
-ERNIE_OP(swigluForward) { return swiglu_forward_job(args, false); }
-ERNIE_OP(swigluBackward) { return swiglu_backward_job(args, false); }
-ERNIE_OP(embeddingForward) { return embedding_forward_job(args, false); }
-ERNIE_OP(embeddingBackward) { return embedding_backward_job(args, false); }
-
-ERNIE_OP(cudaRmsnormForward) { return rmsnorm_forward_job(args, true); }
-ERNIE_OP(cudaRmsnormBackward) { return rmsnorm_backward_job(args, true); }
-ERNIE_OP(cudaRopeForward) { return rope_job(args, "x", "out", false, true); }
-ERNIE_OP(cudaRopeBackward) { return rope_job(args, "dout", "dx", true, true); }
-ERNIE_OP(cudaSwigluForward) { return swiglu_forward_job(args, true); }
-ERNIE_OP(cudaSwigluBackward) { return swiglu_backward_job(args, true); }
-ERNIE_OP(cudaEmbeddingForward) { return embedding_forward_job(args, true); }
-ERNIE_OP(cudaEmbeddingBackward) { return embedding_backward_job(args, true); }
+ERNIE_OP(rmsnormForward) { return rmsnorm_forward_job(args, args.backend()); }
+ERNIE_OP(rmsnormBackward) { return rmsnorm_backward_job(args, args.backend()); }
+ERNIE_OP(ropeForward) { return rope_job(args, "x", "out", false, args.backend()); }
+ERNIE_OP(ropeBackward) { return rope_job(args, "dout", "dx", true, args.backend()); }
+ERNIE_OP(swigluForward) { return swiglu_forward_job(args, args.backend()); }
+ERNIE_OP(swigluBackward) { return swiglu_backward_job(args, args.backend()); }
+ERNIE_OP(embeddingForward) { return embedding_forward_job(args, args.backend()); }
+ERNIE_OP(embeddingBackward) { return embedding_backward_job(args, args.backend()); }
 
 }  // namespace ernie::addon

@@ -7,7 +7,7 @@
 //   dequantizeBlockwise({ codes, absmax, output, blockSize, signed })
 //   gradNorm({ grads }) -> number;  clipGradNorm({ grads, maxNorm }) -> number (before clipping)
 // Defaults follow torch.optim.AdamW: beta1 0.9, beta2 0.999, eps 1e-8, weightDecay 0.01.
-// cudaAdamwStep / cudaAdamw8bitStep: the same two steps on the CUDA backend.
+// adamwStep and adamw8bitStep take `device`: 'cpu' (default) | 'cuda' | 'checked' (addon/op.h).
 #include <algorithm>
 #include <cstdio>
 #include <limits>
@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "addon/mirror.h"
 #include "addon/op.h"
 #include "cpu/optim.h"
 #include "cuda/backend.h"
@@ -84,7 +85,7 @@ std::vector<cpu::FloatSpan> grad_list(Args& args) {
 
 Napi::Value number_result(Napi::Env env, double x) { return Napi::Number::New(env, x); }
 
-Job adamw_job(Args& args, bool on_cuda) {
+Job adamw_job(Args& args, Backend& be) {
   ArrayArg params = args.f32("params");
   const uint64_t n = params.length;
   ArrayArg grads = args.f32("grads"), m = args.f32("m"), v = args.f32("v");
@@ -98,14 +99,23 @@ Job adamw_job(Args& args, bool on_cuda) {
   }
   expect_all_disjoint(args, {{"params", &params}, {"grads", &grads}, {"m", &m}, {"v", &v}, {"paramsBf16", &bf16}});
   const AdamHyper h = adam_args(args);
-  return Job{[=] {
-               (on_cuda ? cuda::adamw_step : cpu::adamw_step)(params.f32(), grads.f32(), m.f32(), v.f32(), bf16.u16(),
-                                                              int64_t(n), h);
+  return Job{[=, &be] {
+               Mirror mirror(be);
+               AdamArgs a;
+               a.n = int64_t(n);
+               a.params = mirror.inout(params.f32(), n);
+               a.grads = mirror.in(grads.f32(), n);
+               a.m = mirror.inout(m.f32(), n);
+               a.v = mirror.inout(v.f32(), n);
+               a.params_bf16 = mirror.out(bf16.u16(), n);
+               a.hyper = h;
+               be.adamw(a);
+               mirror.finish();
              },
              {}};
 }
 
-Job adamw8bit_job(Args& args, bool on_cuda) {
+Job adamw8bit_job(Args& args, Backend& be) {
   ArrayArg params = args.f32("params");
   const uint64_t n = params.length;
   const int64_t block_size = args.integer_or("blockSize", 256, 1, 65536);
@@ -125,20 +135,29 @@ Job adamw8bit_job(Args& args, bool on_cuda) {
   expect_all_disjoint(args, {{"params", &params}, {"grads", &grads}, {"m", &m}, {"v", &v}, {"mAbsmax", &m_absmax},
                              {"vAbsmax", &v_absmax}, {"paramsBf16", &bf16}});
   const AdamHyper h = adam_args(args);
-  return Job{[=] {
-               (on_cuda ? cuda::adamw8bit_step : cpu::adamw8bit_step)(params.f32(), grads.f32(), m.u8(), v.u8(),
-                                                                      m_absmax.f32(), v_absmax.f32(), bf16.u16(),
-                                                                      int64_t(n), block_size, h);
+  return Job{[=, &be] {
+               Mirror mirror(be);
+               Adam8bitArgs a;
+               a.n = int64_t(n);
+               a.block_size = block_size;
+               a.params = mirror.inout(params.f32(), n);
+               a.grads = mirror.in(grads.f32(), n);
+               a.m_codes = mirror.inout(m.u8(), n);
+               a.v_codes = mirror.inout(v.u8(), n);
+               a.m_absmax = mirror.inout(m_absmax.f32(), blocks);
+               a.v_absmax = mirror.inout(v_absmax.f32(), blocks);
+               a.params_bf16 = mirror.out(bf16.u16(), n);
+               a.hyper = h;
+               be.adamw8bit(a);
+               mirror.finish();
              },
              {}};
 }
 
 }  // namespace
 
-ERNIE_OP(adamwStep) { return adamw_job(args, false); }
-ERNIE_OP(adamw8bitStep) { return adamw8bit_job(args, false); }
-ERNIE_OP(cudaAdamwStep) { return adamw_job(args, true); }
-ERNIE_OP(cudaAdamw8bitStep) { return adamw8bit_job(args, true); }
+ERNIE_OP(adamwStep) { return adamw_job(args, args.backend()); }
+ERNIE_OP(adamw8bitStep) { return adamw8bit_job(args, args.backend()); }
 
 ERNIE_OP(sgdStep) {
   ArrayArg params = args.f32("params");

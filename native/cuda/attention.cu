@@ -619,35 +619,4 @@ DeviceAttention upload_common(const AttentionArgs& a, Context& ctx) {
 
 }  // namespace
 
-void attention_forward(const AttentionArgs& a) {
-  padded_head_dim(a.head_dim);  // refuse before touching the device
-  Context ctx;
-  DeviceAttention r = upload_common(a, ctx);
-  r.d.out = ctx.alloc<float>(r.q_len);
-  r.d.lse = ctx.alloc<float>(r.lse_len);
-  attention_forward_device(r.d, ctx);
-  ctx.download(a.out, r.d.out, r.q_len);
-  ctx.download(a.lse, r.d.lse, r.lse_len);
-  ctx.sync();
-}
-
-void attention_backward(const AttentionArgs& a) {
-  padded_head_dim(a.head_dim);
-  Context ctx;
-  DeviceAttention r = upload_common(a, ctx);
-  r.d.out = ctx.upload(a.out, r.q_len);
-  r.d.lse = ctx.upload(a.lse, r.lse_len);
-  r.d.dout = ctx.upload(a.dout, r.q_len);
-  r.d.dq = ctx.alloc<float>(r.q_len);
-  r.d.dk = ctx.alloc<float>(r.kv_len);
-  r.d.dv = ctx.alloc<float>(r.kv_len);
-  ctx.zero(r.d.dk, r.kv_len);  // keys no query sees (tq = 0) are still written: with zeros
-  ctx.zero(r.d.dv, r.kv_len);
-  attention_backward_device(r.d, ctx);
-  ctx.download(a.dq, r.d.dq, r.q_len);
-  ctx.download(a.dk, r.d.dk, r.kv_len);
-  ctx.download(a.dv, r.d.dv, r.kv_len);
-  ctx.sync();
-}
-
 }  // namespace ernie::cuda

@@ -1,17 +1,11 @@
-// The CUDA backend's host-side entry points. The engine does not use these: it runs on
-// ernie::cuda_backend() (backend/backend.h; cuda/cuda_backend.cu), whose ops take DEVICE pointers
-// and queue on the calling thread's stream.
-//
-// What is here: device discovery and the pool's statistics, and the op set as host-copy
-// wrappers for the single-op tests (the addon's cuda* twins of the ops, addon/gemm.cc, ...): the CPU backend's
-// signatures (cpu/*.h), the same argument structs with HOST pointers. Each call copies its
-// inputs to the device, runs the device-pointer layer (cuda/device.cuh, the same code the
-// backend runs) on a stream of its own, copies the outputs back and waits.
+// The CUDA backend's host-side entry points: device discovery, the memory pool's statistics and
+// the benchmarks. The ops themselves are ernie::cuda_backend() (backend/backend.h;
+// cuda/cuda_backend.cu), on DEVICE pointers, queued on the calling thread's stream; the addon's
+// ops reach it with `device: 'cuda'`, copying their host arrays there and back (addon/mirror.h).
 //
 // This header needs no CUDA headers, so plain C++ (the addon) includes it. In a build without
-// ERNIE_CUDA (node-gyp, `npm install`) addon/cuda.cc defines every function to throw
-// NotBuiltError, and info() reports built = false; so does ernie::cuda_backend()
-// (backend/cuda_stub.cc).
+// ERNIE_CUDA (node-gyp, `npm install`) addon/cuda.cc defines these to throw NotBuiltError (info()
+// reports built = false), and so does ernie::cuda_backend() (backend/cuda_stub.cc).
 //
 // Precision: the matrix products (GEMM, attention, LoRA, the loss's logits) run on bf16 tensor
 // cores with f32 accumulation, so f32 operands are rounded to bf16 on the way in (as under
@@ -22,12 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "cpu/attention.h"
-#include "cpu/gemm.h"
-#include "cpu/lora.h"
-#include "cpu/loss.h"
-#include "cpu/ops.h"
-#include "cpu/optim.h"
+#include "backend/ops.h"
 
 namespace ernie::cuda {
 
@@ -70,29 +59,8 @@ PoolStats pool_stats();
 // Returns the cached blocks to the driver.
 void trim_pool();
 
-// ---- the ops, as the CPU backend's (host pointers): the host-copy wrappers -------------------
-void gemm(const GemmArgs& args);
-void attention_forward(const AttentionArgs& args);
-void attention_backward(const AttentionArgs& args);
 // The head dims the attention kernels take (1 .. kMaxHeadDim; padded to 32, 64 or 128).
 constexpr int64_t kMaxHeadDim = 128;
-void lora_linear_forward(const LinearShape& sh, const float* x, const MatrixRef& w, const LoraRef& lora,
-                         float* u, float* y, bool accumulate);
-void lora_linear_backward(const LinearShape& sh, const float* x, const MatrixRef& w,
-                          const LoraRef& lora, const float* u, const float* dy, float* dx, bool dx_accumulate,
-                          float* da, float* db);
-void rmsnorm_forward(const RmsNormForwardArgs& a);
-void rmsnorm_backward(const RmsNormBackwardArgs& a);
-void rope(const RopeArgs& a);
-void swiglu_forward(const SwigluForwardArgs& a);
-void swiglu_backward(const SwigluBackwardArgs& a);
-void embedding_forward(const EmbeddingForwardArgs& a);
-void embedding_backward(const EmbeddingBackwardArgs& a);
-CrossEntropyResult cross_entropy(const CrossEntropyArgs& args);
-void adamw_step(float* params, const float* grads, float* m, float* v, uint16_t* params_bf16, int64_t n,
-                const AdamHyper& h);
-void adamw8bit_step(float* params, const float* grads, uint8_t* m_codes, uint8_t* v_codes, float* m_absmax,
-                    float* v_absmax, uint16_t* params_bf16, int64_t n, int64_t block_size, const AdamHyper& h);
 
 // ---- benchmarks: device-resident inputs, timed with CUDA events ------------------------------
 struct BenchArgs {

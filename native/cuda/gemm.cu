@@ -282,21 +282,4 @@ static size_t stored_extent(const MatrixRef& x, int64_t rows, int64_t k) {
   return size_t(x.trans ? (k - 1) * x.ld + rows : (rows - 1) * x.ld + k);
 }
 
-// Host arrays: copied in, multiplied, C copied back.
-void gemm(const GemmArgs& g) {
-  if (g.m <= 0 || g.n <= 0) return;
-  Context ctx;
-  GemmArgs d = g;
-  for (GemmSegment& s : d.segments) {
-    s.a.data = ctx.upload_bytes(s.a.data, stored_extent(s.a, g.m, s.k) * size_t(dtype_size(s.a.dtype)));
-    s.b.data = ctx.upload_bytes(s.b.data, stored_extent(s.b, g.n, s.k) * size_t(dtype_size(s.b.dtype)));
-  }
-  // C's whole extent goes both ways, so a row stride past n leaves the gaps as they were.
-  const size_t c_count = size_t((g.m - 1) * g.ldc + g.n);
-  d.c = g.accumulate || g.ldc != g.n ? ctx.upload(g.c, c_count) : ctx.alloc<float>(c_count);
-  gemm_device(d, ctx);
-  ctx.download(g.c, d.c, c_count);
-  ctx.sync();
-}
-
 }  // namespace ernie::cuda

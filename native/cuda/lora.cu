@@ -114,40 +114,4 @@ MatrixRef upload_weight(Context& ctx, const MatrixRef& w, int64_t n, int64_t k) 
 
 }  // namespace
 
-void lora_linear_forward(const LinearShape& sh, const float* x, const MatrixRef& w, const LoraRef& lora,
-                         float* u, float* y, bool accumulate) {
-  Context ctx;
-  const size_t mk = size_t(sh.m * sh.k), mn = size_t(sh.m * sh.n), mr = size_t(sh.m * lora.r);
-  LoraRef dl = lora;
-  dl.a = ctx.upload(lora.a, size_t(lora.r * sh.k));
-  dl.b = ctx.upload(lora.b, size_t(sh.n * lora.r));
-  float* du = ctx.alloc<float>(mr);
-  float* dy = accumulate ? ctx.upload(y, mn) : ctx.alloc<float>(mn);
-  lora_forward_device(sh, ctx.upload(x, mk), upload_weight(ctx, w, sh.n, sh.k), dl, du, dy, accumulate, ctx);
-  ctx.download(u, du, mr);
-  ctx.download(y, dy, mn);
-  ctx.sync();
-}
-
-void lora_linear_backward(const LinearShape& sh, const float* x, const MatrixRef& w,
-                          const LoraRef& lora, const float* u, const float* dy, float* dx, bool dx_accumulate,
-                          float* da, float* db) {
-  Context ctx;
-  const size_t mk = size_t(sh.m * sh.k), mn = size_t(sh.m * sh.n), rk = size_t(lora.r * sh.k),
-               nr = size_t(sh.n * lora.r);
-  LoraRef dl = lora;
-  dl.a = ctx.upload(lora.a, rk);
-  dl.b = ctx.upload(lora.b, nr);
-  float* dda = ctx.upload(da, rk);  // dA and dB accumulate
-  float* ddb = ctx.upload(db, nr);
-  float* ddx = nullptr;
-  if (dx) ddx = dx_accumulate ? ctx.upload(dx, mk) : ctx.alloc<float>(mk);
-  lora_backward_device(sh, ctx.upload(x, mk), upload_weight(ctx, w, sh.n, sh.k), dl, ctx.upload(u, size_t(sh.m * lora.r)),
-                       ctx.upload(dy, mn), ddx, dx_accumulate, dda, ddb, ctx);
-  ctx.download(da, dda, rk);
-  ctx.download(db, ddb, nr);
-  if (dx) ctx.download(dx, ddx, mk);
-  ctx.sync();
-}
-
 }  // namespace ernie::cuda

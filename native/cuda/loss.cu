@@ -255,27 +255,4 @@ CrossEntropyResult cross_entropy_device(const CrossEntropyArgs& a, const int32_t
   return res;
 }
 
-// Host arrays: copied in, the device layer, the gradients copied back.
-CrossEntropyResult cross_entropy(const CrossEntropyArgs& a) {
-  int64_t count = 0;
-  for (int64_t t = 0; t < a.tokens; ++t) count += a.targets[t] >= 0 ? 1 : 0;
-  if (count == 0) {  // nothing to compute: no device needed
-    if (a.dhidden) std::fill(a.dhidden, a.dhidden + a.tokens * a.hidden_size, 0.0f);
-    return CrossEntropyResult{};
-  }
-  Context ctx;
-  const size_t hidden_n = size_t(a.tokens * a.hidden_size), weight_n = size_t(a.vocab * a.hidden_size);
-  CrossEntropyArgs d = a;
-  d.weight = ctx.upload_bytes(a.weight, weight_n * size_t(dtype_size(a.weight_dtype)));
-  d.targets = nullptr;  // read from the host copy (a.targets) by the device layer
-  d.hidden = ctx.upload(a.hidden, hidden_n);
-  d.dhidden = a.dhidden ? ctx.alloc<float>(hidden_n) : nullptr;
-  d.dweight = a.dweight ? ctx.upload(a.dweight, weight_n) : nullptr;
-  const CrossEntropyResult res = cross_entropy_device(d, a.targets, ctx);
-  if (d.dhidden) ctx.download(a.dhidden, d.dhidden, hidden_n);
-  if (d.dweight) ctx.download(a.dweight, d.dweight, weight_n);
-  ctx.sync();
-  return res;
-}
-
 }  // namespace ernie::cuda
