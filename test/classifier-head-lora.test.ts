@@ -108,7 +108,7 @@ t.test('lora: adapters and a fresh head learn together, where a head alone canno
   // the trained adapter is part of the prediction: without it the same head predicts otherwise
   const noAdapter = await ErnieClassifier.load(out)
   t.teardown(() => noAdapter.dispose())
-  const adapter = (noAdapter as unknown as { adapter: { tensors: Map<string, Float32Array> } }).adapter
+  const adapter = (noAdapter as unknown as { core: { adapter: { tensors: Map<string, Float32Array> } } }).core.adapter
   let trained = 0
   for (const [name, v] of adapter.tensors)
     if (name.includes('lora_B')) {
