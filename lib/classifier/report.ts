@@ -1,7 +1,7 @@
 // report.html: a self-contained page a person opens after training: the metrics, the loss and
 // accuracy by step as inline SVG charts, the confusion matrix and the settings. No scripts, no
 // external files.
-import type { ClassifierJson } from './classifier'
+import type { ClassifierJson } from './format'
 
 function esc(s: unknown): string {
   return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!)

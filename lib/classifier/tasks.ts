@@ -3,7 +3,8 @@
 //   ClassifyTask: lora / full, the engine's classify objective (forward, pooled linear head,
 //     weighted cross-entropy and the backward through the model in one native call);
 //   GenerativeTask: the causal-LM task on prompt + answer sequences, evaluated as a classifier.
-import { checkpointShapes, type ErnieModel } from '../model/model'
+import { checkpointShapes } from '../model/layout'
+import type { ErnieModel } from '../model/model'
 import type { LoraAdapter } from '../model/lora'
 import { LmTask, type LmTaskOptions } from '../train/lm'
 import type { StepContext, TrainTask } from '../train/trainer'

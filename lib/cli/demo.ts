@@ -14,7 +14,7 @@ import { ErnieError } from '../errors'
 import { activeIsa } from '../kernels/index'
 import { precisionInForce, precisionRecord, type Precision, type PrecisionRecord } from '../precision'
 import { formatMetrics } from './format'
-import type { CliIo } from './main'
+import type { CliIo } from './io'
 import { formatDuration, ProgressReporter } from './progress'
 
 /** The demo's fine-tuning settings for the bundled model (about 5M parameters, trained in full). */

@@ -9,19 +9,13 @@ import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { ErnieClassifier, METHODS, type ErnieClassifierOptions, type FitOptions, type Method, type Prediction } from '../classifier/classifier'
 import { PRECISIONS } from '../precision'
 import { PRETRAIN_HELP, runPretrain } from './pretrain'
-import { ProgressReporter, type ProgressStream } from './progress'
+import { ProgressReporter } from './progress'
 import { DEMO_HELP, outDirProblem, runDemo } from './demo'
 import { formatMetrics } from './format'
+import type { CliIo } from './io'
 
 export { formatMetrics }
-
-export interface CliIo {
-  stdout: { write(s: string): unknown }
-  stderr: ProgressStream
-  stdin: NodeJS.ReadableStream
-  /** Aborted on an interrupt (SIGINT): training stops between steps. */
-  signal?: AbortSignal
-}
+export type { CliIo }
 
 class UsageError extends Error {}
 

@@ -3,7 +3,8 @@
 // prompt of an SFT pair); batches are right-padded with attention masks and -100 labels. What
 // trains: a LoRA adapter's tensors, the model's own weights (full fine-tuning), or both.
 import { ErnieError, rangeError, typeError } from '../errors'
-import { checkpointShapes, type ErnieModel, type FullTrainingOptions } from '../model/model'
+import { checkpointShapes } from '../model/layout'
+import type { ErnieModel, FullTrainingOptions } from '../model/model'
 import type { LoraAdapter } from '../model/lora'
 import type { StepContext, TrainTask } from './trainer'
 

@@ -6,7 +6,7 @@
 import { ErnieError, rangeError, typeError } from '../errors'
 import type { TensorToSave } from '../io/safetensors'
 import { adamw8bitStep, adamwStep, sgdStep } from '../kernels/optim'
-import { f32ToBf16 } from '../model/model'
+import { f32ToBf16 } from '../model/dtype'
 
 export type OptimizerKind = 'adamw' | 'adamw8bit' | 'sgd'
 

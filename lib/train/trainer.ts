@@ -13,7 +13,7 @@ import { fsyncDirectory, temporarySibling, writeDirectoryAtomically, writeFileDu
 import { openSafetensors, saveSafetensors, type TensorToSave } from '../io/safetensors'
 import { pauseForTest } from '../io/test-pause'
 import { clipGradNorm, gradNorm } from '../kernels/optim'
-import { f32ToBf16 } from '../model/model'
+import { f32ToBf16 } from '../model/dtype'
 import { Optimizer, type OptimizerKind, type OptimizerStateMeta } from './optimizer'
 import { seededRandom } from '../util/random'
 import { createSchedule, type Schedule, type ScheduleKind } from './schedule'

@@ -1,0 +1,178 @@
+// Inference: pooled features in length-sorted batches (one batch per core), class probabilities
+// from the head or, for the generative method, from each label's answer scored after the
+// prompt; predict and evaluate on them.
+import { assignLabels, readDataset, type LabeledText } from '../data'
+import { ErnieError, rangeError, typeError } from '../errors'
+import { numThreads } from '../kernels'
+import { crossEntropy } from '../kernels/loss'
+import type { ErnieModel } from '../model/model'
+import type { MatrixView } from '../model/weights'
+import { runInLanes } from '../util/lanes'
+import type { ClassifierCore } from './core'
+import { encodeTexts, lengthBatches, padRows, poolHidden, promptIds, type PaddedBatch } from './encode'
+import { classificationMetrics, softmaxRows } from './metrics'
+import type { EvaluateOptions, PredictOptions } from './options'
+import type { EvaluateReport, Prediction } from './results'
+
+// Texts encoded and sorted by length together for inference: a larger pool sorts into batches
+// with less padding; the bound keeps the token ids held at once small.
+const FEATURE_CHUNK = 1024
+
+/**
+ * work(batch, singleThread) for each batch. With several batches and cores, each batch runs on
+ * one core and one batch per core is in flight: cores working alone get more done than both
+ * sharing every product of one batch. A single batch gets the whole thread pool.
+ */
+function runBatchesPerCore<T>(batches: readonly T[], work: (batch: T, singleThread: boolean) => Promise<void>): Promise<void> {
+  const cores = numThreads()
+  const singleThread = cores > 1 && batches.length > 1
+  return runInLanes(batches, singleThread ? cores : 1, (batch) => work(batch, singleThread))
+}
+
+// The classifier's engine view of the LM head, [vocab, hidden] row-major (a copy only when the
+// checkpoint stores it another way).
+const headCopies = new WeakMap<object, Float32Array | Uint16Array>()
+function lmHeadRows(m: MatrixView): Float32Array | Uint16Array {
+  if (!m.transposed && m.offset === 0 && m.ld === m.cols && m.data.length === m.rows * m.cols) return m.data
+  const cached = headCopies.get(m.data)
+  if (cached) return cached
+  const out = m.data instanceof Float32Array ? new Float32Array(m.rows * m.cols) : new Uint16Array(m.rows * m.cols)
+  for (let r = 0; r < m.rows; r++) for (let c = 0; c < m.cols; c++) out[r * m.cols + c] = m.data[m.offset + (m.transposed ? c * m.ld + r : r * m.ld + c)]
+  headCopies.set(m.data, out)
+  return out
+}
+
+/** Pooled final hidden states [N * hidden] for texts, in batches of similar length. */
+export async function features(core: ClassifierCore, texts: readonly string[], batchSize: number, signal?: AbortSignal, onBatch?: (done: number) => void): Promise<Float32Array | undefined> {
+  const { model, tok } = core.requireModel()
+  const H = model.config.hidden_size
+  const out = new Float32Array(texts.length * H)
+  const pad = core.padId()
+  let done = 0
+  for (let i = 0; i < texts.length; i += FEATURE_CHUNK) {
+    const rows = encodeTexts(tok, texts.slice(i, i + FEATURE_CHUNK), core.encodeSettings())
+    const batches = lengthBatches(
+      rows.map((r) => r.length),
+      batchSize,
+    )
+    await runBatchesPerCore(batches, async (idx, singleThread) => {
+      if (signal?.aborted) return
+      const b = padRows(
+        idx.map((k) => rows[k]),
+        pad,
+      )
+      const pooled = await pooledBatch(core, model, b, singleThread)
+      idx.forEach((k, j) => out.set(pooled.subarray(j * H, (j + 1) * H), (i + k) * H))
+      done += idx.length
+      onBatch?.(done)
+    })
+    if (signal?.aborted) return undefined
+  }
+  return out
+}
+
+/** One padded batch's pooled vectors [B * hidden]; last-token pooling asks the model for those rows alone. */
+async function pooledBatch(core: ClassifierCore, model: ErnieModel, b: PaddedBatch, singleThread: boolean): Promise<Float32Array> {
+  const input = { inputIds: { data: b.inputIds, shape: b.shape }, attentionMask: { data: b.attentionMask, shape: b.shape } }
+  const options = { adapter: core.adapter, singleThread, precision: core.precision }
+  if (core.pooling === 'last') return (await model.forward(input, { ...options, output: ['lastHidden'] })).lastHidden!
+  const { hidden } = await model.forward(input, options)
+  return poolHidden(hidden!, b.attentionMask, b.shape[0], b.shape[1], model.config.hidden_size, core.pooling)
+}
+
+/** Class probabilities [N * C] for texts. */
+export async function probabilities(core: ClassifierCore, texts: readonly string[], batchSize: number): Promise<Float32Array> {
+  const C = core.labelSet!.size
+  if (texts.length === 0) return new Float32Array(0)
+  if (core.method_ === 'generative') return answerProbabilities(core, texts, batchSize)
+  const feats = (await features(core, texts, batchSize))!
+  return softmaxRows(core.head!.logits(feats, texts.length), C)
+}
+
+/**
+ * The generative method's class probabilities: each label's answer scored after the prompt
+ * (the sum of its tokens' log-probabilities through the LM head), normalised over the labels.
+ */
+async function answerProbabilities(core: ClassifierCore, texts: readonly string[], batchSize: number): Promise<Float32Array> {
+  const { model, tok } = core.requireModel()
+  const g = core.generative()
+  const C = g.answers.length
+  const H = model.config.hidden_size
+  const V = model.config.vocab_size
+  const prompts = promptIds(tok, g.parts, texts, core.promptRoom(g), core.truncation)
+  const logp = new Float64Array(texts.length * C)
+  const pad = core.padId()
+  const perBatch = Math.max(1, Math.floor(batchSize / C))
+  const batches = lengthBatches(
+    prompts.map((p) => p.length),
+    perBatch,
+  )
+  await runBatchesPerCore(batches, async (idx, singleThread) => {
+    // one row per (text, label): the prompt followed by that label's answer
+    const rows: number[][] = []
+    for (const k of idx) for (const a of g.answers) rows.push([...prompts[k], ...a])
+    const b = padRows(rows, pad)
+    const T = b.shape[1]
+    const input = { inputIds: { data: b.inputIds, shape: b.shape }, attentionMask: { data: b.attentionMask, shape: b.shape } }
+    const { hidden } = await model.forward(input, { adapter: core.adapter, singleThread, precision: core.precision })
+    const weight = lmHeadRows(model.weights.lmHead)
+    for (let j = 0; j < idx.length; j++) {
+      const P = prompts[idx[j]].length
+      for (let c = 0; c < C; c++) {
+        const a = g.answers[c]
+        const row = j * C + c
+        // positions P-1 .. P+len-2 predict the answer's tokens
+        const start = (row * T + P - 1) * H
+        const r = await crossEntropy({
+          hidden: hidden!.subarray(start, start + a.length * H),
+          weight,
+          targets: Int32Array.from(a),
+          tokens: a.length,
+          hiddenSize: H,
+          vocab: V,
+          precision: core.precision,
+        })
+        logp[idx[j] * C + c] = -r.lossSum
+      }
+    }
+  })
+  return softmaxRows(logp, C)
+}
+
+/** ErnieClassifier.predict. */
+export async function predictTexts(core: ClassifierCore, input: string | readonly string[], options: PredictOptions): Promise<Prediction | Prediction[]> {
+  const single = typeof input === 'string'
+  const texts = single ? [input] : input
+  if (!Array.isArray(texts)) throw typeError('predict: expected a string or an array of strings')
+  texts.forEach((t, i) => {
+    if (typeof t !== 'string') throw typeError(`predict: texts[${i}] is not a string`)
+  })
+  const batchSize = options.batchSize ?? 32
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw rangeError(`predict: batchSize must be a positive integer, got ${batchSize}`)
+  await core.ensureReady()
+  core.checkUsable('predict')
+  const names = core.labelSet!.names
+  const C = names.length
+  const probs = await core.track(probabilities(core, texts, batchSize))
+  const out = texts.map((_, i) => {
+    const scores: Record<string, number> = {}
+    let best = 0
+    for (let c = 0; c < C; c++) {
+      scores[names[c]] = probs[i * C + c]
+      if (probs[i * C + c] > probs[i * C + best]) best = c
+    }
+    return { label: names[best], score: probs[i * C + best], scores }
+  })
+  return single ? out[0] : out
+}
+
+/** ErnieClassifier.evaluate. */
+export async function evaluateData(core: ClassifierCore, data: string | readonly LabeledText[], options: EvaluateOptions): Promise<EvaluateReport> {
+  await core.ensureReady()
+  core.checkUsable('evaluate')
+  const ds = await readDataset(data, { onInvalid: options.onInvalid, format: options.format, textField: options.textField, labelField: options.labelField })
+  const set = assignLabels(ds, core.labelSet!, 'eval', options.onInvalid ?? 'error')
+  if (set.texts.length === 0) throw new ErnieError('ERR_DATA', `${ds.source}: no examples to evaluate`)
+  const probs = await core.track(probabilities(core, set.texts, options.batchSize ?? 32))
+  return { ...classificationMetrics(set.labels, probs, core.labelSet!.names), skipped: ds.skipped }
+}

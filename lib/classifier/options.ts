@@ -1,0 +1,225 @@
+// The classifier's options: their types (ErnieClassifier's, fit's, predict's, evaluate's and
+// load's), the defaults, and their checking.
+import * as path from 'node:path'
+
+import { LabelSet, type LabeledText, type OnInvalid, type ReadDataOptions } from '../data'
+import { resolveModelDevice, type Device } from '../device'
+import { resolvePrecision, type Precision } from '../precision'
+import { ErnieError, rangeError, typeError } from '../errors'
+import type { LoraOptions } from '../model/lora'
+import { ErnieModel } from '../model/model'
+import type { OptimizerKind } from '../train/optimizer'
+import type { ScheduleKind } from '../train/schedule'
+import { bundledModelDir, packageRoot } from './bundled'
+import type { Pooling, Truncation } from './encode'
+import type { HeadSpec } from './head'
+
+export type Method = 'head' | 'lora' | 'full' | 'generative'
+export const METHODS: readonly Method[] = ['head', 'lora', 'full', 'generative']
+export type { Device }
+
+export interface ErnieClassifierOptions {
+  /**
+   * An ErnieModel, a model directory or a hub id. Default: the bundled model (models/ernie-4.5-tiny-zh).
+   * 'full' (and generative with tuning 'full') train an ErnieModel passed here in place.
+   */
+  model?: ErnieModel | string
+  /** Default: 'full' under 100M parameters, else 'lora'. */
+  method?: Method
+  /** Class names. Default: from the training data (numeric 0/1 become negative/positive). */
+  labels?: string[]
+  /** Tokens per text, the EOS included (default 256); longer texts are truncated. */
+  maxLength?: number
+  /** Which tokens a long text keeps: 'head' (default) or 'head_tail' (a quarter from the start, the rest from the end). */
+  truncation?: Truncation
+  /** Which hidden state the head reads: 'last' (default: the EOS after the text), 'mean' or 'first'. */
+  pooling?: Pooling
+  /** The head method's head: 'linear' (default) or a small MLP { hiddenSize }. lora and full use a linear head. */
+  head?: 'linear' | { hiddenSize: number }
+  /** LoRA settings for 'lora' (and 'generative' with tuning 'lora'); default r 8, alpha 16, all seven projections. */
+  lora?: LoraOptions
+  /** What 'generative' trains: 'full' or 'lora' (default as for `method`: by model size). */
+  tuning?: 'full' | 'lora'
+  /** The generative prompt: {text} is the text, {labels} the answers (see DEFAULT_PROMPT). */
+  prompt?: string
+  /** The generative answer for each label (default: the label's name). */
+  labelWords?: Record<string, string>
+  /** A tokenizer directory, for a model that has none (ErnieModel.random). */
+  tokenizer?: string
+  /**
+   * 'cpu', 'auto' (default, or ERNIE_DEVICE) or 'cuda'. The model graph runs on the CPU in this
+   * version: 'auto' resolves to the CPU, and 'cuda' throws ERR_DEVICE (see lib/device.ts).
+   */
+  device?: Device
+  /**
+   * Of the model's matrix products in training and prediction (README "Precision"): 'fp32',
+   * 'bf16' or 'auto' (default, or ERNIE_PRECISION): bf16 products with the bf16 weights on a CPU
+   * with AVX512_BF16, fp32 elsewhere. Saved with the classifier.
+   */
+  precision?: Precision
+  /** Initialisation and data-order seed (default 42). */
+  seed?: number
+}
+
+export interface FitOptions {
+  /** Passes over the data (default: head 30, others 3). */
+  epochs?: number
+  maxSteps?: number
+  /** Examples per micro-batch (default: head 64; full and generative-full under 100M parameters 32; others 16). */
+  batchSize?: number
+  gradientAccumulationSteps?: number
+  /** Peak learning rate (default: head 5e-3, lora 2e-4, full and generative-full 5e-4 under 100M parameters, else 2e-5). */
+  learningRate?: number
+  /** Default 'linear'. */
+  schedule?: ScheduleKind
+  /** Default 0.1 of the steps for lora / full / generative, 0 for head. */
+  warmupRatio?: number
+  warmupSteps?: number
+  /** Default 0.01. */
+  weightDecay?: number
+  maxGradNorm?: number
+  optimizer?: OptimizerKind
+  /** 'balanced' (n / (classes * count)), or a weight per class (array in label order, or by name). */
+  classWeights?: 'balanced' | number[] | Record<string, number>
+  /** Held-out data: evaluated every evalSteps (default: every epoch) and at the end. */
+  evalData?: string | readonly LabeledText[]
+  evalSteps?: number
+  /** Stop after this many evaluations without improving metricForBestModel (default 'loss'). */
+  earlyStoppingPatience?: number
+  metricForBestModel?: 'loss' | 'accuracy' | 'macroF1'
+  /** Bad records: 'error' (default) throws naming file and line; 'skip' drops and counts them. */
+  onInvalid?: OnInvalid
+  /** Every class needs this many training examples (default 2). */
+  minExamplesPerClass?: number
+  /** Reading options for files (format, text / label field names). */
+  format?: ReadDataOptions['format']
+  textField?: string
+  labelField?: string
+  /** Recompute activations in the backward (less memory, more time). */
+  recompute?: boolean
+  seed?: number
+  onProgress?: (p: FitProgress) => void
+  /** Stops training between steps; fit then resolves with stopReason 'aborted' and the classifier stays usable. */
+  signal?: AbortSignal
+}
+
+export interface FitProgress {
+  /** 'features': the head method's feature pass; 'train': an optimizer step finished. */
+  phase: 'features' | 'train'
+  /** Optimizer steps done and planned (features: texts done and total). */
+  step: number
+  totalSteps: number
+  epoch: number
+  /** The step's mean loss. */
+  loss?: number
+  /** The step's training accuracy (when the method sees its predictions). */
+  accuracy?: number
+  learningRate?: number
+  etaSeconds: number
+  elapsedSeconds: number
+  /** On evaluation steps. */
+  eval?: { loss: number; accuracy: number; macroF1: number }
+}
+
+export interface PredictOptions {
+  /** Texts per forward pass (default 32). */
+  batchSize?: number
+}
+
+export interface EvaluateOptions extends PredictOptions {
+  onInvalid?: OnInvalid
+  format?: ReadDataOptions['format']
+  textField?: string
+  labelField?: string
+}
+
+export interface LoadOptions {
+  /** The base model to use instead of the one the directory names (same architecture and size). */
+  model?: ErnieModel | string
+  device?: Device
+  /** Default: ERNIE_PRECISION, else the precision the classifier was saved with, else 'auto'. */
+  precision?: Precision
+}
+
+export const DEFAULT_MAX_LENGTH = 256
+export const LARGE_MODEL = 100e6
+
+function checkPooling(p: unknown): Pooling {
+  if (p === undefined) return 'last'
+  if (p !== 'last' && p !== 'mean' && p !== 'first') throw rangeError(`pooling must be 'last', 'mean' or 'first', got ${JSON.stringify(p)}`)
+  return p
+}
+
+function headSpecOf(h: ErnieClassifierOptions['head']): HeadSpec {
+  if (h === undefined || h === 'linear') return { kind: 'linear' }
+  if (typeof h === 'object' && h !== null && Number.isInteger(h.hiddenSize) && h.hiddenSize > 0) return { kind: 'mlp', hiddenSize: h.hiddenSize }
+  throw rangeError(`head must be 'linear' or { hiddenSize: positive integer }, got ${JSON.stringify(h)}`)
+}
+
+/** ErnieClassifierOptions checked, with their defaults: what the constructor keeps. */
+export interface ClassifierSettings {
+  o: ErnieClassifierOptions
+  modelArg: ErnieModel | string
+  maxLength: number
+  truncation: Truncation
+  pooling: Pooling
+  headSpec: HeadSpec
+  labelSet: LabelSet | undefined
+  seed: number
+  precision: Precision
+}
+
+/** Checks ErnieClassifier's options (throwing on the first bad one) and applies their defaults. */
+export function parseClassifierOptions(options: ErnieClassifierOptions): ClassifierSettings {
+  if (options === null || typeof options !== 'object') throw typeError('ErnieClassifier: options must be an object')
+  const o = options
+  resolveModelDevice(o.device, 'ErnieClassifier: device')
+  if (o.method !== undefined && !METHODS.includes(o.method)) throw rangeError(`method must be one of ${METHODS.join(', ')}, got ${JSON.stringify(o.method)}`)
+  const maxLength = o.maxLength ?? DEFAULT_MAX_LENGTH
+  if (!Number.isInteger(maxLength) || maxLength < 2) throw rangeError(`maxLength must be an integer >= 2, got ${JSON.stringify(o.maxLength)}`)
+  if (o.truncation !== undefined && o.truncation !== 'head' && o.truncation !== 'head_tail') throw rangeError(`truncation must be 'head' or 'head_tail', got ${JSON.stringify(o.truncation)}`)
+  const truncation = o.truncation ?? 'head'
+  const pooling = checkPooling(o.pooling)
+  const headSpec = headSpecOf(o.head)
+  if (headSpec.kind === 'mlp' && o.method !== undefined && o.method !== 'head') throw rangeError(`an MLP head is for method 'head'; ${o.method} trains a linear head`)
+  if (o.tuning !== undefined && o.tuning !== 'full' && o.tuning !== 'lora') throw rangeError(`tuning must be 'full' or 'lora', got ${JSON.stringify(o.tuning)}`)
+  const labelSet = o.labels !== undefined ? new LabelSet(o.labels, true) : undefined
+  if (o.tokenizer !== undefined && typeof o.tokenizer !== 'string') throw typeError('tokenizer must be a directory path')
+  const seed = o.seed ?? 42
+  if (!Number.isInteger(seed)) throw rangeError(`seed must be an integer, got ${o.seed}`)
+  const precision = resolvePrecision(o.precision, 'ErnieClassifier: precision')
+  let modelArg: ErnieModel | string
+  if (o.model === undefined) {
+    const bundled = bundledModelDir()
+    if (!bundled)
+      throw new ErnieError(
+        'ERR_NO_DEFAULT_MODEL',
+        `ErnieClassifier: no model given, and this package has no bundled default model (${path.join(packageRoot(), 'models', 'ernie-4.5-tiny-zh')}); pass { model: <directory | hub id | ErnieModel> }`,
+      )
+    modelArg = bundled
+  } else if (o.model instanceof ErnieModel || (typeof o.model === 'string' && o.model.length > 0)) {
+    modelArg = o.model
+  } else throw typeError('model must be an ErnieModel, a model directory or a hub id')
+  return { o, modelArg, maxLength, truncation, pooling, headSpec, labelSet, seed, precision }
+}
+
+/** fit's classWeights as one weight per class (label order), checked. */
+export function resolveClassWeights(w: FitOptions['classWeights'], set: LabelSet, counts: number[]): Float32Array | undefined {
+  if (w === undefined) return undefined
+  const C = set.size
+  let out: number[]
+  if (w === 'balanced') {
+    const n = counts.reduce((a, b) => a + b, 0)
+    out = counts.map((c) => n / (C * c))
+  } else if (Array.isArray(w)) {
+    if (w.length !== C) throw rangeError(`classWeights: ${w.length} weights for ${C} classes (${set.names.join(', ')})`)
+    out = w
+  } else if (w && typeof w === 'object') {
+    for (const k of Object.keys(w)) if (!set.names.includes(k)) throw rangeError(`classWeights: "${k}" is not a class (${set.names.join(', ')})`)
+    out = set.names.map((n) => (w as Record<string, number>)[n] ?? 1)
+  } else throw typeError(`classWeights must be 'balanced', an array or an object by class name`)
+  out.forEach((v, i) => {
+    if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) throw rangeError(`classWeights: the weight of "${set.names[i]}" must be a positive number, got ${v}`)
+  })
+  return Float32Array.from(out)
+}

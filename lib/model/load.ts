@@ -1,0 +1,157 @@
+// Checkpoints read: config.json, the weights as a tensor source (a safetensors file viewed in
+// place, or tensors in memory), random weights for a config, and fromPretrained's loading.
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+
+import { resolveModelDevice, type Device } from '../device'
+import { resolvePrecision, type Precision } from '../precision'
+import { ErnieError, typeError } from '../errors'
+import { resolveModel, type ResolveOptions } from '../hub'
+import { openSafetensors, type Safetensors } from '../io/safetensors'
+import { native } from '../native'
+import { Tokenizer } from '../tokenizer'
+import { resolveConfig, type ResolvedConfig } from './config'
+import { f16ToBf16 } from './dtype'
+import { checkpointShapes } from './layout'
+import { mapWeights, type ModelViews, type TensorSource, type WeightArray } from './weights'
+
+/** Reads and validates a directory's config.json. */
+export function readConfig(dir: string): ResolvedConfig {
+  const file = path.join(dir, 'config.json')
+  let text: string
+  try {
+    text = fs.readFileSync(file, 'utf8')
+  } catch (e) {
+    throw new ErnieError('ERR_MODEL_NOT_FOUND', `${file}: cannot read config.json (${(e as Error).message})`, { cause: e })
+  }
+  let raw: unknown
+  try {
+    raw = JSON.parse(text)
+  } catch (e) {
+    throw new ErnieError('ERR_CONFIG', `${file}: invalid JSON (${(e as Error).message})`, { cause: e })
+  }
+  return resolveConfig(raw, file)
+}
+
+/** Tensors held in memory (a random model, merged weights): a TensorSource of its own. */
+export class MemoryTensors implements TensorSource {
+  constructor(
+    readonly description: string,
+    readonly tensors: Map<string, { shape: number[]; data: WeightArray }>,
+  ) {}
+  names(): string[] {
+    return [...this.tensors.keys()]
+  }
+  has(name: string): boolean {
+    return this.tensors.has(name)
+  }
+  shape(name: string): number[] {
+    return this.tensors.get(name)!.shape
+  }
+  view(name: string): WeightArray {
+    return this.tensors.get(name)!.data
+  }
+}
+
+/** A checkpoint on disk as a TensorSource: BF16 and F32 viewed in place, F16 widened to bf16. */
+export class SafetensorsSource implements TensorSource {
+  constructor(readonly file: Safetensors) {}
+  get description(): string {
+    return this.file.path
+  }
+  names(): string[] {
+    return Object.keys(this.file.tensors)
+  }
+  has(name: string): boolean {
+    return this.file.has(name)
+  }
+  shape(name: string): number[] {
+    return this.file.tensors[name].shape
+  }
+  view(name: string): WeightArray {
+    const info = this.file.tensors[name]
+    const v = this.file.view(name)
+    if (info.dtype === 'BF16' || info.dtype === 'F32') return v as WeightArray
+    if (info.dtype === 'F16') return f16ToBf16(v as Uint16Array)
+    throw new ErnieError('ERR_CHECKPOINT', `${this.file.path}: tensor "${name}" has dtype ${info.dtype}; expected BF16, F16 or F32`)
+  }
+}
+
+const ONE_BF16 = 0x3f80
+
+export interface RandomOptions {
+  /** 'cpu', 'auto' (default, or ERNIE_DEVICE) or 'cuda': see FromPretrainedOptions.device. */
+  device?: Device
+  /** See FromPretrainedOptions.precision. */
+  precision?: Precision
+  seed?: number
+  /** Standard deviation of the weights (HF's initializer_range, default 0.02); norms start at 1. */
+  std?: number
+}
+
+/** Random bf16 weights for a config, as HF initialises them. */
+export function randomTensors(cfg: ResolvedConfig, options: RandomOptions = {}): MemoryTensors {
+  const seed = options.seed ?? 0
+  const std = options.std ?? 0.02
+  const tensors = new Map<string, { shape: number[]; data: WeightArray }>()
+  let i = 0
+  for (const [name, shape] of checkpointShapes(cfg)) {
+    const data = new Uint16Array(shape.reduce((a, b) => a * b, 1))
+    if (name.endsWith('norm.weight')) data.fill(ONE_BF16)
+    else (native.fillNormalSync as (o: object) => void)({ out: data, std, seed: seed * 1000 + i++ })
+    tensors.set(name, { shape, data })
+  }
+  return new MemoryTensors(`random ${cfg.model_type} model (seed ${seed})`, tensors)
+}
+
+export interface ModelParts {
+  config: ResolvedConfig
+  weights: ModelViews
+  source: TensorSource
+  /** Called by dispose() once no native call is running: releases the mapping. */
+  release?: () => void
+  directory?: string
+  tokenizer?: Tokenizer
+}
+
+export interface FromPretrainedOptions extends ResolveOptions {
+  /** Load the tokenizer too (default true when the directory has one). */
+  tokenizer?: boolean
+  /**
+   * 'cpu', 'auto' (default, or the ERNIE_DEVICE environment variable) or 'cuda'. The model graph
+   * runs on the CPU in this version: 'auto' resolves to 'cpu', and 'cuda' throws ErnieError
+   * ERR_DEVICE (the CUDA backend provides the kernels only, kernels.cuda).
+   */
+  device?: Device
+  /**
+   * Of the model's matrix products (README "Precision"): 'fp32', 'bf16' or 'auto' (default, or
+   * the ERNIE_PRECISION environment variable): bf16 products with the bf16 weights on a CPU
+   * with AVX512_BF16, fp32 elsewhere. Each call may override it; `model.precision` changes it.
+   */
+  precision?: Precision
+}
+
+/**
+ * ErnieModel.fromPretrained: the checkpoint resolved (directory or hub id), its config read and
+ * its safetensors mapped, and the model made by `create` from those parts.
+ */
+export async function loadPretrained<M extends { precision: Precision }>(source: string, options: FromPretrainedOptions, create: (parts: ModelParts) => M): Promise<M> {
+  if (typeof source !== 'string' || source.length === 0) throw typeError('fromPretrained: source must be a directory or a hub id')
+  resolveModelDevice(options.device, 'fromPretrained: device')
+  const precision = resolvePrecision(options.precision, 'fromPretrained: precision')
+  const dir = await resolveModel(source, options)
+  const cfg = readConfig(dir)
+  const file = openSafetensors(dir)
+  try {
+    const src = new SafetensorsSource(file)
+    const weights = mapWeights(cfg, src)
+    const hasTokenizer = ['tokenizer.json', 'tokenizer.model'].some((f) => fs.existsSync(path.join(dir, f)))
+    const tokenizer = options.tokenizer !== false && hasTokenizer ? await Tokenizer.fromDirectory(dir) : undefined
+    const model = create({ config: cfg, weights, source: src, release: () => file.dispose(), directory: dir, tokenizer })
+    model.precision = precision
+    return model
+  } catch (e) {
+    file.dispose()
+    throw e
+  }
+}

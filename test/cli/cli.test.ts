@@ -1,0 +1,129 @@
+// The `ernie-sentiment` command line: train / eval / predict as subprocesses (exit codes, --json
+// output parsed, predict from arguments and from stdin), --help and usage errors, and the
+// progress output on a TTY and through a pipe.
+import t from 'tap'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+
+import { ErnieClassifier } from '../../lib/classifier/index'
+import { ProgressReporter } from '../../lib/cli/progress'
+import { DEV, labelEntropy, majorityShare, readTsv, runCli, runMain, tempDir, TEST, TINY, TRAIN } from '../helpers/classifier-helpers'
+
+const dir = tempDir(t)
+const out = path.join(dir, 'clf')
+
+const run = (args: string[], input?: string) => runCli(args, { input })
+
+const inProcess = runMain
+
+t.test('train, eval and predict as commands', async (t) => {
+  const train = await run(['train', '--data', TRAIN, '--eval', DEV, '--base', TINY, '--method', 'full', '--max-length', '32', '--epochs', '1', '--batch-size', '32', '--lr', '2e-3', '--out', out, '--json'])
+  t.equal(train.code, 0, `train exits 0 (${train.stderr.slice(-300)})`)
+  const r = JSON.parse(train.stdout)
+  t.equal(r.method, 'full')
+  t.equal(r.steps, Math.ceil(2000 / 32))
+  t.same(r.labels, ['negative', 'positive'])
+  // It learned: on dev, a loss below what any text-blind prediction scores (accuracy is checked on
+  // test below, whose majority share is lower)
+  const dev = readTsv(DEV).labels
+  t.ok(r.metrics.loss < labelEntropy(dev), `dev loss ${r.metrics.loss.toFixed(3)} < ${labelEntropy(dev).toFixed(3)}, the labels' entropy`)
+  t.equal(r.out, out)
+  t.ok(fs.existsSync(r.report), 'the report is written')
+  t.match(fs.readFileSync(r.report, 'utf8'), /<svg/)
+  const lines = train.stderr.trim().split('\n')
+  t.ok(lines.length >= 10 && lines.length <= 40, `piped progress: a line now and then (${lines.length})`)
+  t.match(lines.at(-1), /^train  step 63\/63  epoch 1\.00  loss \d\.\d{4}  acc \d\.\d{3}  eval acc \d\.\d{3} f1 \d\.\d{3}  ETA 0:00$/)
+  t.notMatch(train.stderr, /\r|\x1b\[/, 'no terminal control codes in a pipe')
+
+  const loaded = await ErnieClassifier.load(out)
+  t.teardown(() => loaded.dispose())
+  const evalJson = await run(['eval', '--model', out, '--data', TEST, '--json'])
+  t.equal(evalJson.code, 0)
+  const m = JSON.parse(evalJson.stdout)
+  const expected = await loaded.evaluate(TEST)
+  t.equal(m.accuracy, expected.accuracy, 'eval --json reports the evaluation')
+  const testLabels = readTsv(TEST).labels
+  t.ok(m.loss < labelEntropy(testLabels), `test loss ${m.loss.toFixed(3)} < ${labelEntropy(testLabels).toFixed(3)}, the labels' entropy`)
+  t.ok(m.accuracy >= majorityShare(testLabels) + 0.08, `test accuracy ${m.accuracy} well above ${majorityShare(testLabels)} (always the majority)`)
+  t.same(m.confusion, expected.confusion)
+  t.equal(m.macroF1, expected.macroF1)
+
+  const texts = readTsv(TEST).texts.slice(0, 3)
+  const fromStdin = await run(['predict', '--model', out], `${texts[0]}\n\n${texts[1]}\r\n${texts[2]}\n`)
+  t.equal(fromStdin.code, 0)
+  const got = fromStdin.stdout.trim().split('\n').map((l) => JSON.parse(l))
+  const want = await loaded.predict(texts)
+  t.same(
+    got,
+    texts.map((text, i) => ({ text, ...want[i] })),
+    'one JSON line per stdin line (blank lines skipped)',
+  )
+  const fromArgs = await run(['predict', '--model', out, '房间很干净', '服务太差'])
+  t.equal(fromArgs.code, 0)
+  t.same(
+    fromArgs.stdout.trim().split('\n').map((l) => JSON.parse(l).text),
+    ['房间很干净', '服务太差'],
+  )
+})
+
+t.test('failures exit non-zero with the reason', async (t) => {
+  const bad = path.join(dir, 'bad.tsv')
+  fs.writeFileSync(bad, '好\t1\n差\t\n')
+  const r = await run(['train', '--data', bad, '--base', TINY, '--out', path.join(dir, 'never'), '--quiet'])
+  t.equal(r.code, 1)
+  t.equal(r.stderr, `ernie-sentiment: [ERR_DATA] ${bad}:2: missing label\n`)
+  t.notOk(fs.existsSync(path.join(dir, 'never')), 'nothing saved')
+  const usage = await run(['eval', '--model', out])
+  t.equal(usage.code, 2)
+  t.match(usage.stderr, /--data is required/)
+  const missing = await run(['predict', '--model', path.join(dir, 'nope'), 'x'])
+  t.equal(missing.code, 1)
+  t.match(missing.stderr, /ERR_CLASSIFIER/)
+})
+
+t.test('--help on each command, usage errors', async (t) => {
+  for (const cmd of ['train', 'eval', 'predict']) {
+    const r = await inProcess([cmd, '--help'])
+    t.equal(r.code, 0)
+    t.match(r.stdout, new RegExp(`^Usage: ernie-sentiment ${cmd} `))
+  }
+  t.match((await inProcess(['--help'])).stdout, /Commands:\n {2}train/)
+  t.match((await inProcess(['--version'])).stdout, /^\d+\.\d+\.\d+\n$/)
+  const cases: Array<[string[], RegExp]> = [
+    [[], /Usage: ernie-sentiment <command>/],
+    [['fly'], /unknown command "fly"/],
+    [['train', '--out', 'x'], /--data is required/],
+    [['train', '--data', TRAIN, '--out', 'x', '--method', 'svm'], /--method must be one of head, lora, full, generative/],
+    [['train', '--data', TRAIN, '--out', 'x', '--epochs', '0'], /--epochs must be a positive number/],
+    [['train', '--data', TRAIN, '--out', 'x', '--frobnicate'], /Unknown option '--frobnicate'/],
+    [['train', '--data', path.join(dir, 'absent.tsv'), '--out', 'x'], /--data: no such file/],
+    [['eval', '--model', out, '--data', TEST, 'extra'], /unexpected argument "extra"/],
+  ]
+  for (const [args, message] of cases) {
+    const r = await inProcess(args)
+    t.equal(r.code, 2, `${args.join(' ')}: exit 2`)
+    t.match(r.stderr, message)
+  }
+  const text = await inProcess(['eval', '--model', out, '--data', TEST])
+  t.equal(text.code, 0)
+  t.match(text.stdout, /^accuracy {2}0\.\d{4} {2}\(\d+\/200, [\d.]+%\)\nmacro-F1 {2}0\.\d{4}\nloss {6}\d\.\d{4}\n\nconfusion matrix \(rows: true label, columns: predicted\)\n {12}negative {2}positive\nnegative/)
+})
+
+t.test('progress: a redrawn bar on a TTY, occasional lines in a pipe', async (t) => {
+  let tty = ''
+  const bar = new ProgressReporter({ isTTY: true, columns: 120, write: (s: string) => (tty += s) })
+  let piped = ''
+  const plain = new ProgressReporter({ write: (s: string) => (piped += s) })
+  for (let step = 1; step <= 100; step++) {
+    const p = { phase: 'train' as const, step, totalSteps: 100, epoch: step / 50, loss: 1 / step, accuracy: 0.5, etaSeconds: 100 - step, elapsedSeconds: step, ...(step % 50 === 0 ? { eval: { loss: 0.4, accuracy: 0.8, macroF1: 0.79 } } : {}) }
+    bar.update(p)
+    plain.update(p)
+  }
+  bar.finishLine()
+  t.equal(tty.split('\r\x1b[2K').length - 1, 100, 'the bar is redrawn in place each step')
+  t.match(tty, /train \[#{24}\]  step 100\/100  epoch 2\.00  loss 0\.0100  acc 0\.500  eval acc 0\.800 f1 0\.790  ETA 0:00\n$/)
+  t.match(tty, /train \[#{12}\.{12}\]  step 50\/100/)
+  const lines = piped.trim().split('\n')
+  t.ok(lines.length >= 20 && lines.length <= 22, `about one line per 5% (${lines.length})`)
+  t.match(lines[lines.length - 1], /^train  step 100\/100 .* ETA 0:00$/)
+})
