@@ -2,14 +2,25 @@
 // environment variable. The CUDA backend exists when the addon was built with it
 // (`npm run build:cuda`) and a device is present; `auto` takes it then, else the CPU.
 //
-// In this version the CUDA backend provides the kernels (kernels.cuda); the model graph (an
-// ErnieModel's forward and backward, and so trainers and classifiers) runs on the CPU. A model
-// asked for 'cuda' says so with an ERR_DEVICE error rather than run on the CPU quietly; 'auto'
-// resolves to 'cpu' for models.
+// A model's device is where its weights are placed (once, at load) and where its whole graph
+// runs (native/backend/backend.h): forward, generation, training steps. Kernels take the same
+// choice per call (`device` in their options). The CUDA backend is compiled and checked by
+// `npm run check:cuda`; the model graph's host logic (uploads, downloads, what stays on the
+// device) is tested on the CPU through the checked backend (ERNIE_CHECKED_BACKEND=1, below).
 import { ErnieError, rangeError, typeError } from './errors'
 import { native } from './native'
 
 export type Device = 'cpu' | 'cuda' | 'auto'
+
+/**
+ * Where one kernel call runs (the kernels' `device` option): 'cpu' (default), 'cuda', or
+ * 'checked', the CPU kernels behind a device-like memory wall (tests). Host arrays in and out:
+ * on a backend with memory of its own they are copied there and back for the call.
+ */
+export type KernelDevice = 'cpu' | 'cuda' | 'checked'
+export interface OnDevice {
+  device?: KernelDevice
+}
 export const DEVICES: readonly Device[] = ['cpu', 'cuda', 'auto']
 
 export interface CudaDevice {
@@ -84,22 +95,16 @@ export function resolveDevice(requested?: unknown, what = 'device'): 'cpu' | 'cu
   return 'cuda'
 }
 
+/** The device a model graph (ErnieModel, Trainer, ErnieClassifier) runs on: as resolveDevice. */
+export function resolveModelDevice(requested?: unknown, what = 'device'): 'cpu' | 'cuda' {
+  return resolveDevice(requested, what)
+}
+
 /**
- * The device a model graph (ErnieModel, Trainer, ErnieClassifier) runs on: always 'cpu' in this
- * version. 'auto' resolves to 'cpu'; 'cuda' throws ERR_DEVICE, with the reason CUDA is missing
- * when it is, or else that the model graph runs on the CPU in this version.
+ * The native backend for a device. ERNIE_CHECKED_BACKEND=1 (tests) runs 'cpu' on the checked
+ * backend: the CPU kernels behind memory that host code cannot touch, as a GPU's, so that the
+ * model graph's uploads and downloads are checked without a GPU (native/backend/checked_backend.cc).
  */
-export function resolveModelDevice(requested?: unknown, what = 'device'): 'cpu' {
-  const device = requested === undefined ? undefined : parseDevice(requested, what)
-  const explicit = device === 'cuda' || (device === undefined && process.env.ERNIE_DEVICE === 'cuda')
-  if (!explicit) {
-    resolveDevice(requested, what)  // validates ERNIE_DEVICE too
-    return 'cpu'
-  }
-  resolveDevice(requested, what)  // throws when CUDA is missing
-  throw new ErnieError(
-    'ERR_DEVICE',
-    `device "cuda" is not available for the model graph: in this version the model's forward and backward run on the CPU, ` +
-      `and the CUDA backend provides the kernels only (kernels.cuda). Use device 'cpu' or 'auto'.`,
-  )
+export function nativeBackend(device: 'cpu' | 'cuda'): 'cpu' | 'cuda' | 'checked' {
+  return device === 'cpu' && process.env.ERNIE_CHECKED_BACKEND === '1' ? 'checked' : device
 }

@@ -81,7 +81,7 @@ export class ClassifierCore {
       this.base = model.directory ? { kind: 'path', ref: model.directory } : { kind: 'saved', ref: 'model' }
     } else {
       const local = fs.existsSync(this.modelArg)
-      model = await ErnieModel.fromPretrained(this.modelArg)
+      model = await ErnieModel.fromPretrained(this.modelArg, { device: this.o.device })
       this.ownsModel = true
       this.base = local ? { kind: 'path', ref: path.resolve(this.modelArg) } : { kind: 'hub', ref: this.modelArg }
     }

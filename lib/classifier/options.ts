@@ -47,8 +47,8 @@ export interface ErnieClassifierOptions {
   /** A tokenizer directory, for a model that has none (ErnieModel.random). */
   tokenizer?: string
   /**
-   * 'cpu', 'auto' (default, or ERNIE_DEVICE) or 'cuda'. The model graph runs on the CPU in this
-   * version: 'auto' resolves to the CPU, and 'cuda' throws ERR_DEVICE (see lib/device.ts).
+   * Where the model it loads runs: 'cpu', 'cuda' or 'auto' (default, or ERNIE_DEVICE: the GPU
+   * with a CUDA build and a device, else the CPU). A model passed in keeps its own device.
    */
   device?: Device
   /**

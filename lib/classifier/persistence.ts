@@ -110,14 +110,14 @@ export async function loadClassifier<C extends { dispose(): Promise<void> }>(
     model = options.model
     owns = false
   } else if (typeof options.model === 'string') {
-    model = await ErnieModel.fromPretrained(options.model)
+    model = await ErnieModel.fromPretrained(options.model, { device: options.device })
     base = fs.existsSync(options.model) ? { kind: 'path', ref: path.resolve(options.model) } : { kind: 'hub', ref: options.model }
   } else if (meta.base.kind === 'saved') {
-    model = await ErnieModel.fromPretrained(path.join(dir, meta.base.ref), { tokenizer: false })
+    model = await ErnieModel.fromPretrained(path.join(dir, meta.base.ref), { tokenizer: false, device: options.device })
     base = { kind: 'saved', ref: 'model' }
   } else {
     try {
-      model = await ErnieModel.fromPretrained(meta.base.ref, { tokenizer: false })
+      model = await ErnieModel.fromPretrained(meta.base.ref, { tokenizer: false, device: options.device })
     } catch (e) {
       throw new ErnieError(
         'ERR_BASE_MODEL',

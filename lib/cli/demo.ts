@@ -12,6 +12,7 @@ import type { EvaluateResult } from '../classifier/metrics'
 import { LabelSet, readDataset, type LabeledText } from '../data'
 import { ErnieError } from '../errors'
 import { activeIsa } from '../kernels/index'
+import type { Device } from '../device'
 import { precisionInForce, precisionRecord, type Precision, type PrecisionRecord } from '../precision'
 import { formatMetrics } from './format'
 import type { CliIo } from './io'
@@ -73,6 +74,7 @@ Options:
   --seed N               seed (default ${DEMO_FIT_DEFAULTS.seed})
   --precision P          auto | fp32 | bf16: the matrix products' precision (default auto, or
                          ERNIE_PRECISION: bf16 where the CPU has AVX512_BF16, else fp32)
+  --device D             cpu | cuda | auto (default auto, or ERNIE_DEVICE)
   --out DIR              where to save the classifier and report.html (default: a new
                          directory under ${os.tmpdir()}, printed at the end)
   --train-limit N        train on the first N training reviews only
@@ -95,6 +97,7 @@ export interface DemoOptions {
   maxLength?: number
   seed?: number
   precision?: Precision
+  device?: Device
   out?: string
   trainLimit?: number
   testLimit?: number
@@ -195,6 +198,7 @@ export async function runDemo(o: DemoOptions, io: CliIo): Promise<number> {
       pooling: d.pooling,
       seed: o.seed ?? d.seed,
       precision: o.precision,
+      device: o.device,
     })
   } catch (e) {
     const err = e as ErnieError

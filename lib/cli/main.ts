@@ -7,6 +7,7 @@ import * as readline from 'node:readline'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 
 import { ErnieClassifier, METHODS, type ErnieClassifierOptions, type FitOptions, type Method, type Prediction } from '../classifier/classifier'
+import { DEVICES } from '../device'
 import { PRECISIONS } from '../precision'
 import { PRETRAIN_HELP, runPretrain } from './pretrain'
 import { ProgressReporter } from './progress'
@@ -70,6 +71,8 @@ Options:
   --seed N               seed (default 42)
   --precision P          auto | fp32 | bf16: the matrix products' precision (default auto, or
                          ERNIE_PRECISION: bf16 where the CPU has AVX512_BF16, else fp32)
+  --device D             cpu | cuda | auto (default auto, or ERNIE_DEVICE: the GPU when this
+                         build has CUDA and a device is present)
   --json                 print the result as one JSON object
   --quiet                no progress output
   -h, --help             this help
@@ -87,6 +90,7 @@ Options:
   --batch-size N       texts per forward pass (default 32)
   --on-invalid MODE    error (default) | skip
   --precision P        auto | fp32 | bf16 (default: ERNIE_PRECISION, else as saved)
+  --device D           cpu | cuda | auto (default auto, or ERNIE_DEVICE)
   --json               print one JSON object
   -h, --help           this help
 `
@@ -101,6 +105,7 @@ Options:
   --base DIR|ID        use this base model instead of the one the classifier names
   --batch-size N       texts per forward pass (default 32)
   --precision P        auto | fp32 | bf16 (default: ERNIE_PRECISION, else as saved)
+  --device D           cpu | cuda | auto (default auto, or ERNIE_DEVICE)
   -h, --help           this help
 `
 
@@ -171,6 +176,7 @@ async function demoCommand(argv: string[], io: CliIo): Promise<number> {
     'max-length': { type: 'string' },
     seed: { type: 'string' },
     precision: { type: 'string' },
+    device: { type: 'string' },
     out: { type: 'string' },
     'train-limit': { type: 'string' },
     'test-limit': { type: 'string' },
@@ -192,6 +198,7 @@ async function demoCommand(argv: string[], io: CliIo): Promise<number> {
       maxLength: int(v['max-length'], 'max-length', 2),
       seed: int(v.seed, 'seed', 0),
       precision: oneOf(v.precision, 'precision', PRECISIONS),
+      device: oneOf(v.device, 'device', DEVICES),
       out: v.out,
       trainLimit: int(v['train-limit'], 'train-limit'),
       testLimit: int(v['test-limit'], 'test-limit'),
@@ -228,6 +235,7 @@ async function train(argv: string[], io: CliIo): Promise<number> {
     'on-invalid': { type: 'string' },
     seed: { type: 'string' },
     precision: { type: 'string' },
+    device: { type: 'string' },
     json: { type: 'boolean' },
     quiet: { type: 'boolean' },
   })
@@ -255,6 +263,7 @@ async function train(argv: string[], io: CliIo): Promise<number> {
     tokenizer: v.tokenizer,
     seed: int(v.seed, 'seed', 0),
     precision: oneOf(v.precision, 'precision', PRECISIONS),
+    device: oneOf(v.device, 'device', DEVICES),
   }
   const reporter = a.quiet ? undefined : new ProgressReporter(io.stderr)
   const fitOptions: FitOptions = {
@@ -316,6 +325,7 @@ async function evaluate(argv: string[], io: CliIo): Promise<number> {
     'batch-size': { type: 'string' },
     'on-invalid': { type: 'string' },
     precision: { type: 'string' },
+    device: { type: 'string' },
     json: { type: 'boolean' },
   })
   if (a.help) return void io.stdout.write(EVAL_HELP), 0
@@ -326,7 +336,7 @@ async function evaluate(argv: string[], io: CliIo): Promise<number> {
   if (!fs.existsSync(data)) throw new UsageError(`--data: no such file: ${data}`)
   const batchSize = int(v['batch-size'], 'batch-size')
   const onInvalid = oneOf(v['on-invalid'], 'on-invalid', ['error', 'skip'] as const)
-  const clf = await ErnieClassifier.load(dir, { model: v.base, precision: oneOf(v.precision, 'precision', PRECISIONS) })
+  const clf = await ErnieClassifier.load(dir, { model: v.base, precision: oneOf(v.precision, 'precision', PRECISIONS), device: oneOf(v.device, 'device', DEVICES) })
   try {
     const m = await clf.evaluate(data, { batchSize, onInvalid })
     if (a.json) io.stdout.write(JSON.stringify(m) + '\n')
@@ -346,12 +356,13 @@ async function predict(argv: string[], io: CliIo): Promise<number> {
     base: { type: 'string' },
     'batch-size': { type: 'string' },
     precision: { type: 'string' },
+    device: { type: 'string' },
   })
   if (a.help) return void io.stdout.write(PREDICT_HELP), 0
   const v = a as Record<string, string | undefined>
   const dir = required(v.model, 'model')
   const batchSize = int(v['batch-size'], 'batch-size') ?? 32
-  const clf = await ErnieClassifier.load(dir, { model: v.base, precision: oneOf(v.precision, 'precision', PRECISIONS) })
+  const clf = await ErnieClassifier.load(dir, { model: v.base, precision: oneOf(v.precision, 'precision', PRECISIONS), device: oneOf(v.device, 'device', DEVICES) })
   const print = (texts: string[], ps: Prediction[]) => io.stdout.write(ps.map((p, i) => JSON.stringify({ text: texts[i], ...p })).join('\n') + '\n')
   try {
     if (positionals.length > 0) {
@@ -398,6 +409,7 @@ async function pretrainCommand(argv: string[], io: CliIo): Promise<number> {
     resume: { type: 'boolean' },
     seed: { type: 'string' },
     precision: { type: 'string' },
+    device: { type: 'string' },
     json: { type: 'boolean' },
     quiet: { type: 'boolean' },
   })
@@ -430,6 +442,7 @@ async function pretrainCommand(argv: string[], io: CliIo): Promise<number> {
         resume: a.resume === true,
         seed: int(a.seed as string | undefined, 'seed', 0),
         precision: oneOf(a.precision as string | undefined, 'precision', PRECISIONS),
+        device: oneOf(a.device as string | undefined, 'device', DEVICES),
       },
       json: a.json === true,
       quiet: a.quiet === true,

@@ -36,6 +36,7 @@ Options:
   --seed N               seeds the weights and the document order (default 0)
   --precision P          auto | fp32 | bf16: the matrix products' precision (default auto, or
                          ERNIE_PRECISION: bf16 where the CPU has AVX512_BF16, else fp32)
+  --device D             cpu | cuda | auto (default auto, or ERNIE_DEVICE)
   --json                 print the result as one JSON object
   --quiet                no progress output
   -h, --help             this help

@@ -1,6 +1,7 @@
 // Fused causal attention (flash style): the forward saves the log-sum-exp of each query row,
 // the backward recomputes the probabilities from it. Float32 throughout.
 import { nativeOp } from '../native'
+import type { OnDevice } from '../device'
 
 /**
  * Shape and inputs shared by both directions. Row-major layouts:
@@ -10,7 +11,7 @@ import { nativeOp } from '../native'
  * Causal with bottom-right alignment: query row i is position i + (tk - tq) and sees keys
  * j <= that position, so tq === tk in training and tq < tk for queries over a KV cache.
  */
-export interface AttentionShape {
+export interface AttentionShape extends OnDevice {
   q: Float32Array
   k: Float32Array
   v: Float32Array

@@ -1,7 +1,7 @@
 // The kernels on the CUDA backend: the same options as their CPU forms (gemm.ts, attention.ts,
-// ...), host arrays in and out. Each call copies its inputs to the GPU, runs there on a stream
-// of its own and copies the results back: these are for checking the backend against the CPU
-// and for standalone use, not a hot path (the model graph runs on the CPU in this version).
+// ...) with device 'cuda', host arrays in and out. Each call copies its inputs to the GPU, runs
+// there and copies the results back: these are for checking the backend against the CPU and for
+// standalone use, not a hot path (a model on 'cuda' keeps its weights and activations there).
 // Differences from the CPU forms: products (GEMM, attention, LoRA, the loss's logits) use bf16
 // tensor cores with f32 accumulation, so `precision` 'fp32' is a RangeError there (and
 // ERNIE_PRECISION=fp32 too); attention takes headDim <= 128; sums made with atomics

@@ -1,6 +1,7 @@
 // GEMM: C[m, n] (+)= alpha * sum over segments of A[m, k] . B[n, k]^T, f32 accumulation.
 import { nativeOp } from '../native'
 import { withPrecision, type Precision } from '../precision'
+import type { OnDevice } from '../device'
 
 /** Matrix storage: a logical [rows, k] operand stored as is ('mk' / 'nk') or transposed. */
 export type ALayout = 'mk' | 'km'
@@ -20,7 +21,7 @@ export interface GemmSegment {
   scale?: number
 }
 
-export interface GemmOptions {
+export interface GemmOptions extends OnDevice {
   /** [m, n], written (or added to, with `accumulate`). Must not share memory with A or B. */
   c: Float32Array
   m: number

@@ -3,8 +3,9 @@
 import { nativeOp } from '../native'
 import { withPrecision, type Precision } from '../precision'
 import type { F32OrBf16 } from './gemm'
+import type { OnDevice } from '../device'
 
-export interface LoraShape {
+export interface LoraShape extends OnDevice {
   /** Rows of x (tokens). */
   m: number
   /** Output features (rows of W). */

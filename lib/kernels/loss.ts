@@ -3,8 +3,9 @@
 import { nativeOp } from '../native'
 import { withPrecision, type Precision } from '../precision'
 import type { F32OrBf16 } from './gemm'
+import type { OnDevice } from '../device'
 
-export interface CrossEntropyOptions {
+export interface CrossEntropyOptions extends OnDevice {
   /** Final hidden states, [tokens, hiddenSize]. */
   hidden: Float32Array
   /** The head (tied to the embedding), [vocab, hiddenSize]: Float32Array or bf16 bits. */

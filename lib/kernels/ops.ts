@@ -4,8 +4,9 @@
 // must not share memory with another argument unless its comment says it may be the input.
 import { nativeOp } from '../native'
 import type { F32OrBf16 } from './gemm'
+import type { OnDevice } from '../device'
 
-export interface RmsNormForwardOptions {
+export interface RmsNormForwardOptions extends OnDevice {
   /** [rows, dim] */
   x: Float32Array
   /** [dim], f32 or bf16 bits */
@@ -20,7 +21,7 @@ export interface RmsNormForwardOptions {
   rstd?: Float32Array
 }
 
-export interface RmsNormBackwardOptions {
+export interface RmsNormBackwardOptions extends OnDevice {
   /** [rows, dim]: the gradient of the loss with respect to the forward's output */
   dout: Float32Array
   /** [rows, dim]: the forward's input */
@@ -41,7 +42,7 @@ export interface RmsNormBackwardOptions {
 /** 'adjacent' rotates pairs (2i, 2i+1) (ERNIE-4.5); 'half' rotates (i, i + headDim/2) (Qwen3). */
 export type RopePairing = 'adjacent' | 'half'
 
-interface RopeCommon {
+interface RopeCommon extends OnDevice {
   /** [B*T] token positions, >= 0 (positions start at 0 for each sequence). */
   positions: Int32Array
   heads: number
@@ -67,13 +68,13 @@ export interface RopeBackwardOptions extends RopeCommon {
 }
 
 /** out = silu(gate) * up, elementwise over [n]. */
-export interface SwigluForwardSplit {
+export interface SwigluForwardSplit extends OnDevice {
   gate: Float32Array
   up: Float32Array
   out: Float32Array
 }
 /** The fused projection's output: each row of gateUp [rows, 2*dim] is gate, then up. */
-export interface SwigluForwardFused {
+export interface SwigluForwardFused extends OnDevice {
   gateUp: Float32Array
   rows: number
   dim: number
@@ -82,7 +83,7 @@ export interface SwigluForwardFused {
 }
 export type SwigluForwardOptions = SwigluForwardSplit | SwigluForwardFused
 
-export interface SwigluBackwardSplit {
+export interface SwigluBackwardSplit extends OnDevice {
   dout: Float32Array
   gate: Float32Array
   up: Float32Array
@@ -91,7 +92,7 @@ export interface SwigluBackwardSplit {
   /** Written: dout * silu(gate) */
   dup: Float32Array
 }
-export interface SwigluBackwardFused {
+export interface SwigluBackwardFused extends OnDevice {
   /** [rows, dim] */
   dout: Float32Array
   /** [rows, 2*dim] */
@@ -103,7 +104,7 @@ export interface SwigluBackwardFused {
 }
 export type SwigluBackwardOptions = SwigluBackwardSplit | SwigluBackwardFused
 
-export interface EmbeddingForwardOptions {
+export interface EmbeddingForwardOptions extends OnDevice {
   /** [n] token ids, each in [0, vocab) (RangeError naming the first bad one otherwise). */
   ids: Int32Array
   /** [vocab, dim], f32 or bf16 bits */
@@ -114,7 +115,7 @@ export interface EmbeddingForwardOptions {
   out: Float32Array
 }
 
-export interface EmbeddingBackwardOptions {
+export interface EmbeddingBackwardOptions extends OnDevice {
   ids: Int32Array
   /** [n, dim] */
   dout: Float32Array

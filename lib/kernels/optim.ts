@@ -1,5 +1,6 @@
 // Optimiser steps (in place on flat fp32 arrays) and gradient norms.
 import { nativeOp } from '../native'
+import type { OnDevice } from '../device'
 
 /** Hyperparameters shared by the AdamW steps; defaults are torch.optim.AdamW's. */
 export interface AdamHyperparameters {
@@ -13,7 +14,7 @@ export interface AdamHyperparameters {
   step: number
 }
 
-export interface AdamwStepOptions extends AdamHyperparameters {
+export interface AdamwStepOptions extends AdamHyperparameters, OnDevice {
   params: Float32Array
   grads: Float32Array
   /** First and second moments, [params.length], updated in place (start at zero). */
@@ -28,7 +29,7 @@ export interface AdamwStepOptions extends AdamHyperparameters {
  * its signed (m) and unsigned (v) dynamic maps, scaled by one absmax per block. A fresh state
  * is all zeros (an absmax of 0 makes every code 0).
  */
-export interface Adamw8bitStepOptions extends AdamHyperparameters {
+export interface Adamw8bitStepOptions extends AdamHyperparameters, OnDevice {
   params: Float32Array
   grads: Float32Array
   m: Uint8Array

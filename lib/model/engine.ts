@@ -1,5 +1,6 @@
 // The native engine's model: the handle's surface and the options it is built from (dimensions
 // and weight views).
+import { nativeBackend } from '../device'
 import type { ResolvedConfig } from './config'
 import type { MatrixView, ModelViews } from './weights'
 
@@ -18,14 +19,15 @@ function nativeMatrix(m: MatrixView): Record<string, unknown> {
   return { data: m.data, offset: m.offset, rows: m.rows, cols: m.cols, ld: m.ld, transposed: m.transposed }
 }
 
-/** The options object of `new native.Model(...)` for a config and its weight views. */
 /**
- * The native Model's options. `prepack`: the engine may keep its bf16 weights packed for bf16
- * products (AVX512_BF16), as much memory again as they take; false where the weights change
- * between calls (full fine-tuning's compute copies).
+ * The options object of `new native.Model(...)` for a config and its weight views, on `device`
+ * (where the weights are placed once). `prepack`: the CPU engine may keep its bf16 weights
+ * packed for bf16 products (AVX512_BF16), as much memory again as they take; false where the
+ * weights change between calls (full fine-tuning's compute copies).
  */
-export function nativeModelOptions(cfg: ResolvedConfig, v: ModelViews, prepack = true): Record<string, unknown> {
+export function nativeModelOptions(cfg: ResolvedConfig, v: ModelViews, device: 'cpu' | 'cuda', prepack = true): Record<string, unknown> {
   return {
+    device: nativeBackend(device),
     prepack,
     dims: {
       hidden: cfg.hidden_size,

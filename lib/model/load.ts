@@ -112,6 +112,8 @@ export interface ModelParts {
   release?: () => void
   directory?: string
   tokenizer?: Tokenizer
+  /** Where the weights are placed and the graph runs (default 'cpu'). */
+  device?: 'cpu' | 'cuda'
 }
 
 export interface FromPretrainedOptions extends ResolveOptions {
@@ -137,7 +139,7 @@ export interface FromPretrainedOptions extends ResolveOptions {
  */
 export async function loadPretrained<M extends { precision: Precision }>(source: string, options: FromPretrainedOptions, create: (parts: ModelParts) => M): Promise<M> {
   if (typeof source !== 'string' || source.length === 0) throw typeError('fromPretrained: source must be a directory or a hub id')
-  resolveModelDevice(options.device, 'fromPretrained: device')
+  const device = resolveModelDevice(options.device, 'fromPretrained: device')
   const precision = resolvePrecision(options.precision, 'fromPretrained: precision')
   const dir = await resolveModel(source, options)
   const cfg = readConfig(dir)
@@ -147,7 +149,7 @@ export async function loadPretrained<M extends { precision: Precision }>(source:
     const weights = mapWeights(cfg, src)
     const hasTokenizer = ['tokenizer.json', 'tokenizer.model'].some((f) => fs.existsSync(path.join(dir, f)))
     const tokenizer = options.tokenizer !== false && hasTokenizer ? await Tokenizer.fromDirectory(dir) : undefined
-    const model = create({ config: cfg, weights, source: src, release: () => file.dispose(), directory: dir, tokenizer })
+    const model = create({ config: cfg, weights, source: src, release: () => file.dispose(), directory: dir, tokenizer, device })
     model.precision = precision
     return model
   } catch (e) {

@@ -43,8 +43,8 @@ export class ErnieModel implements AsyncDisposable {
   /** @internal */ handle: NativeModelHandle | undefined
   /** The checkpoint's tokenizer, when it has one. */
   readonly tokenizer: Tokenizer | undefined
-  /** Where the model graph runs: the CPU in this version. */
-  readonly device: 'cpu' = 'cpu'
+  /** Where the weights live and the model graph runs. */
+  readonly device: 'cpu' | 'cuda'
   private precisionAsked: Precision = resolvePrecision()
   private readonly release: (() => void) | undefined
   private readonly running = new Set<Promise<unknown>>()
@@ -74,8 +74,9 @@ export class ErnieModel implements AsyncDisposable {
     this.release = parts.release
     this.directory = parts.directory
     this.tokenizer = parts.tokenizer
+    this.device = parts.device ?? 'cpu'
     const Model = native.Model as NativeModelCtor
-    this.handle = new Model(nativeModelOptions(parts.config, parts.weights))
+    this.handle = new Model(nativeModelOptions(parts.config, parts.weights, this.device))
   }
 
   /**
@@ -89,11 +90,11 @@ export class ErnieModel implements AsyncDisposable {
 
   /** A randomly initialised model (bf16 weights in memory) from config.json's own keys. */
   static random(config: ModelConfig | Record<string, unknown>, options: RandomOptions = {}): ErnieModel {
-    resolveModelDevice(options.device, 'random: device')
+    const device = resolveModelDevice(options.device, 'random: device')
     const precision = resolvePrecision(options.precision, 'random: precision')
     const cfg = resolveConfig(config)
     const source = randomTensors(cfg, options)
-    const model = new ErnieModel({ config: cfg, weights: mapWeights(cfg, source), source })
+    const model = new ErnieModel({ config: cfg, weights: mapWeights(cfg, source), source, device })
     model.precision = precision
     return model
   }
@@ -174,7 +175,7 @@ export class ErnieModel implements AsyncDisposable {
     if (this.running.size > 0) throw new ErnieError('ERR_BUSY', 'enableFullTraining: wait for the running calls to finish first')
     const { views, masters, copies } = fullTrainingViews(this.config, this.weights, options)
     const Model = native.Model as NativeModelCtor
-    const handle = new Model(nativeModelOptions(this.config, views, false))
+    const handle = new Model(nativeModelOptions(this.config, views, this.device, false))
     this.handle?.dispose()
     this.handle = handle
     this.weights = views
@@ -194,7 +195,7 @@ export class ErnieModel implements AsyncDisposable {
     if (this.running.size > 0) throw new ErnieError('ERR_BUSY', 'mergeAdapter: wait for the running calls to finish first')
     const views = mergedViews(this.weights, adapter, options)
     const Model = native.Model as NativeModelCtor
-    const handle = new Model(nativeModelOptions(this.config, views))
+    const handle = new Model(nativeModelOptions(this.config, views, this.device))
     this.handle?.dispose()
     this.handle = handle
     this.weights = views

@@ -15,6 +15,7 @@ import { rangeError, typeError } from '../errors'
 import { temporarySibling, writeFileDurable } from '../io/atomic'
 import type { ModelConfig } from '../model/config'
 import { ErnieModel } from '../model/model'
+import type { Device } from '../device'
 import { precisionRecord, type Precision } from '../precision'
 import { copyModelFiles, type Tokenizer } from '../tokenizer'
 import { seededRandom } from '../util/random'
@@ -58,6 +59,8 @@ export interface PretrainOptions {
   seed?: number
   /** Of the matrix products (README "Precision"); default ERNIE_PRECISION, else 'auto'. */
   precision?: Precision
+  /** Where the model runs: 'cpu', 'cuda' or 'auto' (default, or ERNIE_DEVICE). */
+  device?: Device
   onProgress?: (p: TrainProgress) => void
   signal?: AbortSignal
 }
@@ -133,7 +136,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     rows: train.length,
   }
 
-  const model = ErnieModel.random(o.config, { seed, std: o.initStd, precision: o.precision })
+  const model = ErnieModel.random(o.config, { seed, std: o.initStd, precision: o.precision, device: o.device })
   try {
     if (model.config.vocab_size < o.tokenizer.vocabSize) throw rangeError(`pretrain: vocab_size ${model.config.vocab_size} is smaller than the tokenizer's ${o.tokenizer.vocabSize} tokens`)
     const task = new LmTask(model, { train, eval: evalRows, fullTraining: true, maxLength: seqLength, evalBatchSize: 16 })

@@ -59,8 +59,8 @@ export interface TrainTask<E = unknown, B = unknown> {
 
 export interface TrainerOptions {
   /**
-   * 'cpu', 'auto' (default, or ERNIE_DEVICE) or 'cuda'. Training runs the model graph, which is on
-   * the CPU in this version: 'auto' resolves to 'cpu' and 'cuda' throws ErnieError ERR_DEVICE.
+   * 'cpu', 'auto' (default, or ERNIE_DEVICE) or 'cuda', checked here ('cuda' without a CUDA build
+   * or device is ErnieError ERR_DEVICE). The steps run where the task's model runs (its device).
    */
   device?: Device
   /**

@@ -21,7 +21,7 @@
 // dQ += dS K can be formed and added into dq with atomics (the summation order of dq is
 // therefore not fixed, unlike the CPU backend's).
 //
-// Compiled for sm_80 and sm_90, never run here (no GPU): test/cuda.test.ts checks it against the
+// Compiled for sm_80 and sm_90, never run here (no GPU): test/kernels/cuda.test.ts checks it against the
 // float64 reference where a device exists.
 #include <cmath>
 #include <stdexcept>

@@ -12,7 +12,7 @@
 // 32 x 32 shared-memory transpose tile, coalesced on both sides.
 //
 // Compiled for sm_80 and sm_90 (scripts/check-cuda.sh checks registers and spills). No GPU was
-// available where this was written: the kernels have been compiled, not run; test/cuda.test.ts
+// available where this was written: the kernels have been compiled, not run; test/kernels/cuda.test.ts
 // holds the parity tests that run them where a device exists.
 #include <algorithm>
 #include <stdexcept>
