@@ -1,10 +1,10 @@
 // Texts -> token batches for the classifier: truncation to the length budget (the head, or
-// head+tail), an EOS the last-token pooling reads, right padding, pooling of hidden states,
+// head+tail), an EOS the last-token pooling reads, right padding (the engine pools: model/forward.ts),
 // and the generative method's prompt + answer sequences.
 import { ErnieError } from '../errors'
 import type { Tokenizer } from '../tokenizer'
 
-export type Pooling = 'last' | 'mean' | 'first'
+export type { Pooling } from '../model/forward'
 export type Truncation = 'head' | 'head_tail'
 
 export interface EncodeSettings {
@@ -71,39 +71,6 @@ export function padRows(rows: readonly (readonly number[])[], padId: number): Pa
     tokens += r.length
   })
   return { inputIds, attentionMask, shape: [B, T], tokens }
-}
-
-/**
- * One vector per row from final hidden states [B, T, H]: the last or first unmasked position, or
- * the mean over the unmasked ones (the engine's classify objective pools the same way).
- */
-export function poolHidden(hidden: Float32Array, mask: Int32Array, B: number, T: number, H: number, pooling: Pooling): Float32Array {
-  const out = new Float32Array(B * H)
-  for (let b = 0; b < B; b++) {
-    let first = -1
-    let last = -1
-    let count = 0
-    for (let t = 0; t < T; t++)
-      if (mask[b * T + t]) {
-        if (first < 0) first = t
-        last = t
-        count++
-      }
-    if (count === 0) continue
-    const o = b * H
-    if (pooling === 'mean') {
-      for (let t = 0; t < T; t++) {
-        if (!mask[b * T + t]) continue
-        const r = (b * T + t) * H
-        for (let j = 0; j < H; j++) out[o + j] += hidden[r + j]
-      }
-      for (let j = 0; j < H; j++) out[o + j] /= count
-    } else {
-      const r = (b * T + (pooling === 'last' ? last : first)) * H
-      for (let j = 0; j < H; j++) out[o + j] = hidden[r + j]
-    }
-  }
-  return out
 }
 
 /** Indices of `lengths` in batches of similar lengths: at most `batchSize` rows and `maxTokens` padded tokens each. */

@@ -89,7 +89,7 @@ async function runFit(core: ClassifierCore, data: string | readonly LabeledText[
   // The evaluation the Trainer runs every evalSteps, and the final one.
   let evalFeatures: Float32Array | undefined
   const evaluateHeld = async (): Promise<EvaluateResult> => {
-    if (method === 'head' && evalFeatures) return classificationMetrics(evalSet!.labels, softmaxRows(core.head!.logits(evalFeatures, evalSet!.texts.length), C), labelSet.names)
+    if (method === 'head' && evalFeatures) return classificationMetrics(evalSet!.labels, softmaxRows(await core.head!.logits(evalFeatures, evalSet!.texts.length), C), labelSet.names)
     return classificationMetrics(evalSet!.labels, await probabilities(core, evalSet!.texts, 32), labelSet.names)
   }
   const evaluator: Evaluator | undefined = evalSet

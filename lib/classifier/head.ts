@@ -1,11 +1,29 @@
 // The classification head: a linear layer, or a small MLP (dense + tanh + linear, as BERT-style
 // classification heads are), over one pooled hidden state per text. Its parameters are named
-// f32 arrays the Trainer updates in place. The head method trains it here, in JavaScript, on
-// cached features (a few thousand multiply-adds per example); lora and full hand the linear
-// head to the engine's classify objective instead.
+// f32 arrays the Trainer updates in place.
+// The linear head is the engine's (native/engine/head.h): the same code computes it in lora and
+// full training (the classify objective), in predict (the forward call's head output) and here
+// for the head method, which trains it on cached features (the classifierHead op). The MLP head
+// exists for the head method only and is computed here, in JavaScript.
 import { rangeError } from '../errors'
 import type { TensorToSave } from '../io/safetensors'
+import type { LinearHeadOptions } from '../model/forward'
+import { nativeOp } from '../native'
 import { seededRandom } from '../util/random'
+
+/** The classifierHead op (native/addon/head.cc). */
+interface ClassifierHeadOptions extends LinearHeadOptions {
+  features: Float32Array
+  batch: number
+  hidden: number
+  labels?: Int32Array
+  classWeights?: Float32Array
+  dWeight?: Float32Array
+  dBias?: Float32Array
+  logits?: Float32Array
+}
+const classifierHeadOp = nativeOp<ClassifierHeadOptions, { loss: number; weightSum: number; correct: number }>('classifierHead')
+
 
 export type HeadSpec = { kind: 'linear' } | { kind: 'mlp'; hiddenSize: number }
 
@@ -116,24 +134,35 @@ export class Head {
     return out
   }
 
-  /** Logits [B * C] for pooled features [B * H]; with `hiddenOut`, the MLP's activations too. */
-  logits(features: Float32Array, B: number, keep?: { x?: Float32Array; hidden?: Float32Array }): Float32Array {
+  /** The linear head as the engine takes it, standardisation included; undefined for an MLP head. */
+  linear(): LinearHeadOptions | undefined {
+    if (this.spec.kind !== 'linear') return undefined
+    const std = this.featureMean && this.featureStd ? { featureMean: this.featureMean, featureStd: this.featureStd } : {}
+    return { weight: this.params.get(HEAD_WEIGHT)!, bias: this.params.get(HEAD_BIAS)!, classes: this.classes, ...std }
+  }
+
+  /** Logits [B * C] for pooled features [B * H]. */
+  async logits(features: Float32Array, B: number): Promise<Float32Array> {
+    const out = new Float32Array(B * this.classes)
+    const linear = this.linear()
+    if (linear) await classifierHeadOp.run({ ...linear, features, batch: B, hidden: this.inputSize, logits: out })
+    else this.mlpLogits(features, B, out)
+    return out
+  }
+
+  /** The MLP head's logits into `out`; `keep` receives its input and activations. */
+  private mlpLogits(features: Float32Array, B: number, out: Float32Array, keep?: { x?: Float32Array; hidden?: Float32Array }): void {
+    if (this.spec.kind !== 'mlp') throw new Error('not an MLP head')
     const H = this.inputSize
     const C = this.classes
     const x = this.standardized(features, B)
     if (keep) keep.x = x
-    const out = new Float32Array(B * C)
-    if (this.spec.kind === 'linear') {
-      affine(x, B, H, this.params.get(HEAD_WEIGHT)!, this.params.get(HEAD_BIAS)!, C, out)
-      return out
-    }
     const D = this.spec.hiddenSize
     const hidden = new Float32Array(B * D)
     affine(x, B, H, this.params.get(DENSE_WEIGHT)!, this.params.get(DENSE_BIAS)!, D, hidden)
     for (let i = 0; i < hidden.length; i++) hidden[i] = Math.tanh(hidden[i])
     if (keep) keep.hidden = hidden
     affine(hidden, B, D, this.params.get(OUT_WEIGHT)!, this.params.get(OUT_BIAS)!, C, out)
-    return out
   }
 
   /**
@@ -141,10 +170,14 @@ export class Head {
    * added into `grads` (by parameter name), as torch's CrossEntropyLoss(weight=...) means it:
    * sum of w[y] * -log p[y] over the sum of w[y].
    */
-  lossAndGrad(features: Float32Array, B: number, labels: Int32Array, classWeights: Float32Array | undefined, grads: Map<string, Float32Array>): HeadLoss {
+  async lossAndGrad(features: Float32Array, B: number, labels: Int32Array, classWeights: Float32Array | undefined, grads: Map<string, Float32Array>): Promise<HeadLoss> {
+    const linear = this.linear()
+    if (linear)
+      return classifierHeadOp.run({ ...linear, features, batch: B, hidden: this.inputSize, labels, classWeights, dWeight: grads.get(HEAD_WEIGHT)!, dBias: grads.get(HEAD_BIAS)! })
     const C = this.classes
     const keep: { x?: Float32Array; hidden?: Float32Array } = {}
-    const z = this.logits(features, B, keep)
+    const z = new Float32Array(B * C)
+    this.mlpLogits(features, B, z, keep)
     let weightSum = 0
     for (let i = 0; i < B; i++) weightSum += classWeights ? classWeights[labels[i]] : 1
     const dz = new Float32Array(B * C)
@@ -165,10 +198,8 @@ export class Head {
       loss -= w * (z[i * C + y] - mx - Math.log(sum))
       for (let c = 0; c < C; c++) dz[i * C + c] = (w * Math.exp(z[i * C + c] - mx)) / sum - (c === y ? w : 0)
     }
-    if (this.spec.kind === 'linear') {
-      affineBackward(keep.x!, B, this.inputSize, dz, C, grads.get(HEAD_WEIGHT)!, grads.get(HEAD_BIAS)!)
-    } else {
-      const D = this.spec.hiddenSize
+    {
+      const D = (this.spec as { hiddenSize: number }).hiddenSize
       const hidden = keep.hidden!
       affineBackward(hidden, B, D, dz, C, grads.get(OUT_WEIGHT)!, grads.get(OUT_BIAS)!)
       const W2 = this.params.get(OUT_WEIGHT)!

@@ -4,12 +4,9 @@
 import { assignLabels, readDataset, type LabeledText } from '../data'
 import { ErnieError, rangeError, typeError } from '../errors'
 import { numThreads } from '../kernels'
-import { crossEntropy } from '../kernels/loss'
-import type { ErnieModel } from '../model/model'
-import type { MatrixView } from '../model/weights'
 import { runInLanes } from '../util/lanes'
 import type { ClassifierCore } from './core'
-import { encodeTexts, lengthBatches, padRows, poolHidden, promptIds, type PaddedBatch } from './encode'
+import { encodeTexts, lengthBatches, padRows, promptIds, type PaddedBatch } from './encode'
 import { classificationMetrics, softmaxRows } from './metrics'
 import type { EvaluateOptions, PredictOptions } from './options'
 import type { EvaluateReport, Prediction } from './results'
@@ -29,24 +26,21 @@ function runBatchesPerCore<T>(batches: readonly T[], work: (batch: T, singleThre
   return runInLanes(batches, singleThread ? cores : 1, (batch) => work(batch, singleThread))
 }
 
-// The classifier's engine view of the LM head, [vocab, hidden] row-major (a copy only when the
-// checkpoint stores it another way).
-const headCopies = new WeakMap<object, Float32Array | Uint16Array>()
-function lmHeadRows(m: MatrixView): Float32Array | Uint16Array {
-  if (!m.transposed && m.offset === 0 && m.ld === m.cols && m.data.length === m.rows * m.cols) return m.data
-  const cached = headCopies.get(m.data)
-  if (cached) return cached
-  const out = m.data instanceof Float32Array ? new Float32Array(m.rows * m.cols) : new Uint16Array(m.rows * m.cols)
-  for (let r = 0; r < m.rows; r++) for (let c = 0; c < m.cols; c++) out[r * m.cols + c] = m.data[m.offset + (m.transposed ? c * m.ld + r : r * m.ld + c)]
-  headCopies.set(m.data, out)
-  return out
-}
-
-/** Pooled final hidden states [N * hidden] for texts, in batches of similar length. */
-export async function features(core: ClassifierCore, texts: readonly string[], batchSize: number, signal?: AbortSignal, onBatch?: (done: number) => void): Promise<Float32Array | undefined> {
-  const { model, tok } = core.requireModel()
-  const H = model.config.hidden_size
-  const out = new Float32Array(texts.length * H)
+/**
+ * `width` values per text from `run` on padded batches of similar length: the rows of each batch
+ * in the order of its texts.
+ */
+async function perText(
+  core: ClassifierCore,
+  texts: readonly string[],
+  batchSize: number,
+  width: number,
+  run: (b: PaddedBatch, singleThread: boolean) => Promise<Float32Array>,
+  signal?: AbortSignal,
+  onBatch?: (done: number) => void,
+): Promise<Float32Array | undefined> {
+  const { tok } = core.requireModel()
+  const out = new Float32Array(texts.length * width)
   const pad = core.padId()
   let done = 0
   for (let i = 0; i < texts.length; i += FEATURE_CHUNK) {
@@ -61,8 +55,8 @@ export async function features(core: ClassifierCore, texts: readonly string[], b
         idx.map((k) => rows[k]),
         pad,
       )
-      const pooled = await pooledBatch(core, model, b, singleThread)
-      idx.forEach((k, j) => out.set(pooled.subarray(j * H, (j + 1) * H), (i + k) * H))
+      const values = await run(b, singleThread)
+      idx.forEach((k, j) => out.set(values.subarray(j * width, (j + 1) * width), (i + k) * width))
       done += idx.length
       onBatch?.(done)
     })
@@ -71,13 +65,27 @@ export async function features(core: ClassifierCore, texts: readonly string[], b
   return out
 }
 
-/** One padded batch's pooled vectors [B * hidden]; last-token pooling asks the model for those rows alone. */
-async function pooledBatch(core: ClassifierCore, model: ErnieModel, b: PaddedBatch, singleThread: boolean): Promise<Float32Array> {
-  const input = { inputIds: { data: b.inputIds, shape: b.shape }, attentionMask: { data: b.attentionMask, shape: b.shape } }
-  const options = { adapter: core.adapter, singleThread, precision: core.precision }
-  if (core.pooling === 'last') return (await model.forward(input, { ...options, output: ['lastHidden'] })).lastHidden!
-  const { hidden } = await model.forward(input, options)
-  return poolHidden(hidden!, b.attentionMask, b.shape[0], b.shape[1], model.config.hidden_size, core.pooling)
+function batchInput(b: PaddedBatch) {
+  return { inputIds: { data: b.inputIds, shape: b.shape }, attentionMask: { data: b.attentionMask, shape: b.shape } }
+}
+
+/** Pooled final hidden states [N * hidden] for texts (pooled by the engine), in batches of similar length. */
+export async function features(core: ClassifierCore, texts: readonly string[], batchSize: number, signal?: AbortSignal, onBatch?: (done: number) => void): Promise<Float32Array | undefined> {
+  const { model } = core.requireModel()
+  const pooledBatch = async (b: PaddedBatch, singleThread: boolean) =>
+    (await model.forward(batchInput(b), { adapter: core.adapter, singleThread, precision: core.precision, output: ['pooled'], pooling: core.pooling })).pooled!
+  return perText(core, texts, batchSize, model.config.hidden_size, pooledBatch, signal, onBatch)
+}
+
+/** Class logits [N * C] for texts: a linear head runs in the forward call itself, an MLP head on the pooled rows. */
+async function classLogits(core: ClassifierCore, texts: readonly string[], batchSize: number): Promise<Float32Array> {
+  const { model } = core.requireModel()
+  const head = core.head!
+  const linear = head.linear()
+  if (!linear) return head.logits((await features(core, texts, batchSize))!, texts.length)
+  const logitsBatch = async (b: PaddedBatch, singleThread: boolean) =>
+    (await model.forward(batchInput(b), { adapter: core.adapter, singleThread, precision: core.precision, output: [], pooling: core.pooling, head: linear })).headLogits!
+  return (await perText(core, texts, batchSize, head.classes, logitsBatch))!
 }
 
 /** Class probabilities [N * C] for texts. */
@@ -85,8 +93,7 @@ export async function probabilities(core: ClassifierCore, texts: readonly string
   const C = core.labelSet!.size
   if (texts.length === 0) return new Float32Array(0)
   if (core.method_ === 'generative') return answerProbabilities(core, texts, batchSize)
-  const feats = (await features(core, texts, batchSize))!
-  return softmaxRows(core.head!.logits(feats, texts.length), C)
+  return softmaxRows(await classLogits(core, texts, batchSize), C)
 }
 
 /**
@@ -97,8 +104,6 @@ async function answerProbabilities(core: ClassifierCore, texts: readonly string[
   const { model, tok } = core.requireModel()
   const g = core.generative()
   const C = g.answers.length
-  const H = model.config.hidden_size
-  const V = model.config.vocab_size
   const prompts = promptIds(tok, g.parts, texts, core.promptRoom(g), core.truncation)
   const logp = new Float64Array(texts.length * C)
   const pad = core.padId()
@@ -108,33 +113,24 @@ async function answerProbabilities(core: ClassifierCore, texts: readonly string[
     perBatch,
   )
   await runBatchesPerCore(batches, async (idx, singleThread) => {
-    // one row per (text, label): the prompt followed by that label's answer
+    // one row per (text, label): the prompt followed by that label's answer, which is scored
+    // (positions P-1 .. P+len-2 predict the answer's tokens), in one native call per batch
     const rows: number[][] = []
     for (const k of idx) for (const a of g.answers) rows.push([...prompts[k], ...a])
     const b = padRows(rows, pad)
     const T = b.shape[1]
+    const targets = new Int32Array(b.inputIds.length).fill(-1)
+    idx.forEach((k, j) =>
+      g.answers.forEach((a, c) => {
+        const P = prompts[k].length
+        a.forEach((id, i) => (targets[(j * C + c) * T + P - 1 + i] = id))
+      }),
+    )
     const input = { inputIds: { data: b.inputIds, shape: b.shape }, attentionMask: { data: b.attentionMask, shape: b.shape } }
-    const { hidden } = await model.forward(input, { adapter: core.adapter, singleThread, precision: core.precision })
-    const weight = lmHeadRows(model.weights.lmHead)
-    for (let j = 0; j < idx.length; j++) {
-      const P = prompts[idx[j]].length
-      for (let c = 0; c < C; c++) {
-        const a = g.answers[c]
-        const row = j * C + c
-        // positions P-1 .. P+len-2 predict the answer's tokens
-        const start = (row * T + P - 1) * H
-        const r = await crossEntropy({
-          hidden: hidden!.subarray(start, start + a.length * H),
-          weight,
-          targets: Int32Array.from(a),
-          tokens: a.length,
-          hiddenSize: H,
-          vocab: V,
-          precision: core.precision,
-        })
-        logp[idx[j] * C + c] = -r.lossSum
-      }
-    }
+    const { rowLogProbs } = await model.forward(input, { adapter: core.adapter, singleThread, precision: core.precision, output: [], targets: { data: targets, shape: b.shape } })
+    idx.forEach((k, j) => {
+      for (let c = 0; c < C; c++) logp[k * C + c] = rowLogProbs![j * C + c]
+    })
   })
   return softmaxRows(logp, C)
 }

@@ -76,7 +76,7 @@ export class FeatureHeadTask implements TrainTask<number, number[]> {
     const x = new Float32Array(batch.length * H)
     batch.forEach((i, b) => x.set(this.features.subarray(i * H, (i + 1) * H), b * H))
     const labels = Int32Array.from(batch, (i) => this.labels[i])
-    const r = this.head.lossAndGrad(x, batch.length, labels, this.classWeights, grads)
+    const r = await this.head.lossAndGrad(x, batch.length, labels, this.classWeights, grads)
     this.accuracy.add(r.correct, batch.length)
     return { loss: r.loss }
   }

@@ -2,9 +2,10 @@
 import { rangeError, typeError } from '../errors'
 import type { Precision } from '../precision'
 import type { ModelContext } from './context'
+import { POOLINGS, type Pooling } from './forward'
 
 export interface EmbedOptions {
-  pooling?: 'last' | 'mean' | 'first'
+  pooling?: Pooling
   normalize?: boolean
   maxLength?: number
   batchSize?: number
@@ -18,7 +19,7 @@ export async function embedTexts(model: ModelContext, texts: string | string[], 
   if (!Array.isArray(list) || list.some((x) => typeof x !== 'string')) throw typeError('embed: texts must be a string or an array of strings')
   const tok = model.requireTokenizer('embed')
   const pooling = options.pooling ?? 'last'
-  if (!['last', 'mean', 'first'].includes(pooling)) throw rangeError(`embed: pooling must be 'last', 'mean' or 'first', got ${JSON.stringify(pooling)}`)
+  if (!POOLINGS.includes(pooling)) throw rangeError(`embed: pooling must be 'last', 'mean' or 'first', got ${JSON.stringify(pooling)}`)
   const precision = model.callPrecision(options.precision, 'embed: precision')
   const batchSize = options.batchSize ?? 16
   const H = model.config.hidden_size
@@ -31,13 +32,10 @@ export async function embedTexts(model: ModelContext, texts: string | string[], 
     const pad = tok.padTokenId ?? 0
     const ids = enc.inputIds.map((r) => [...r, ...new Array<number>(T - r.length).fill(pad)])
     const mask = enc.inputIds.map((r) => [...r.map(() => 1), ...new Array<number>(T - r.length).fill(0)])
-    // last-token pooling asks for those rows alone: the last layer then skips the others
-    const { hidden, lastHidden } = await model.forward({ inputIds: ids, attentionMask: mask }, { output: [pooling === 'last' ? 'lastHidden' : 'hidden'], precision })
+    // pooled by the engine (last-token pooling runs the last layer on those rows alone)
+    const { pooled } = await model.forward({ inputIds: ids, attentionMask: mask }, { output: ['pooled'], pooling, precision })
     ids.forEach((_, b) => {
-      const len = mask[b].reduce((a, v) => a + v, 0)
-      const v = pooling === 'last' ? lastHidden!.slice(b * H, (b + 1) * H) : new Float32Array(H)
-      const rows = pooling === 'first' ? [0] : pooling === 'mean' ? Array.from({ length: len }, (_, t) => t) : []
-      for (const t of rows) for (let j = 0; j < H; j++) v[j] += hidden![(b * T + t) * H + j] / rows.length
+      const v = pooled!.slice(b * H, (b + 1) * H)
       if (options.normalize) {
         const norm = Math.hypot(...v) || 1
         for (let j = 0; j < H; j++) v[j] /= norm

@@ -10,6 +10,8 @@ export interface NativeModelHandle {
   forwardSync(o: Record<string, unknown>): void
   trainStep(o: Record<string, unknown>): Promise<{ loss: number; count: number }>
   trainStepSync(o: Record<string, unknown>): { loss: number; count: number }
+  /** The backend its weights live on and its calls run on: 'cpu' | 'cuda' | 'checked'. */
+  readonly backend: 'cpu' | 'cuda' | 'checked'
   dispose(): void
 }
 

@@ -18,13 +18,47 @@ export interface ForwardInput {
   segmentIds?: TokenBatch
 }
 
+/**
+ * A linear classification head as the engine takes it (native/engine/head.h): logits =
+ * x weight^T + bias, x each pooled row standardised by featureMean / featureStd when given.
+ */
+export interface LinearHeadOptions {
+  weight: Float32Array
+  bias: Float32Array
+  classes: number
+  featureMean?: Float32Array
+  featureStd?: Float32Array
+}
+
+/** The poolings the engine knows (native/engine/pooling.h). */
+export type Pooling = 'last' | 'mean' | 'first'
+export const POOLINGS: readonly Pooling[] = ['last', 'mean', 'first']
+
 export interface ForwardOptions {
   /**
    * What to return (default ['hidden']). Logits are [B, T, vocab]: large for real vocabularies.
    * 'lastHidden' alone is the cheap way to pool on the last token: the last layer then runs its
-   * queries, attention output and MLP for each row's last real token only.
+   * queries, attention output and MLP for each row's last real token only. 'pooled': one row per
+   * sequence, pooled as `pooling` says, by the engine (its rule: native/engine/pooling.h).
    */
-  output?: Array<'hidden' | 'logits' | 'lastHidden'>
+  output?: Array<'hidden' | 'logits' | 'lastHidden' | 'pooled'>
+  /**
+   * How 'pooled' pools each sequence's final hidden states: its last real token (default), the
+   * mean over its real tokens, or its first real token; a sequence without one gives zeros.
+   */
+  pooling?: Pooling
+  /**
+   * A linear classification head on the pooled rows (native/engine/head.h), computed in the same
+   * call: its logits come back as `headLogits` [B, classes].
+   */
+  head?: LinearHeadOptions
+  /**
+   * Scoring: token ids [B, T] (-1 or any negative: not scored); `rowLogProbs` [B] then holds each
+   * row's sum of log p(targets[t] | its tokens up to t) through the LM head, made in the same call
+   * without the [T, vocab] logits. (A row's answer after its prompt: targets at the positions
+   * that predict the answer's tokens.)
+   */
+  targets?: TokenBatch
   /** A LoRA adapter applied on top of the base weights. */
   adapter?: LoraAdapter
   /**
@@ -44,6 +78,12 @@ export interface ForwardResult {
   logits?: Float32Array
   /** [B, hidden_size]: the final hidden state of each row's last real token (zeros for a row with none). */
   lastHidden?: Float32Array
+  /** [B, hidden_size]: each row's final hidden states pooled as `pooling` says. */
+  pooled?: Float32Array
+  /** [B, classes]: the `head` option's logits. */
+  headLogits?: Float32Array
+  /** [B]: the `targets` option's summed log-probabilities per row. */
+  rowLogProbs?: Float64Array
   shape: [number, number]
 }
 

@@ -1,28 +1,22 @@
 // The HF checkpoint's tensor names, shapes and [out, in] layout, and each weight's place in the
 // engine's views under those names.
 import type { ResolvedConfig } from './config'
+import { PROJECTION_SPECS, modulePath, projectionShape } from './projections'
 import type { MatrixView, ModelViews, WeightArray } from './weights'
 
 /** The HF tensor names and shapes of a config's checkpoint (tied head: no lm_head.weight). */
 export function checkpointShapes(cfg: ResolvedConfig): Map<string, number[]> {
-  const H = cfg.hidden_size, I = cfg.intermediate_size, V = cfg.vocab_size
-  const q = cfg.num_attention_heads * cfg.head_dim, kv = cfg.num_key_value_heads * cfg.head_dim
+  const H = cfg.hidden_size, V = cfg.vocab_size
   const shapes = new Map<string, number[]>([['model.embed_tokens.weight', [V, H]]])
   for (let l = 0; l < cfg.num_hidden_layers; l++) {
     const L = `model.layers.${l}.`
     shapes.set(`${L}input_layernorm.weight`, [H])
     shapes.set(`${L}post_attention_layernorm.weight`, [H])
-    shapes.set(`${L}self_attn.q_proj.weight`, [q, H])
-    shapes.set(`${L}self_attn.k_proj.weight`, [kv, H])
-    shapes.set(`${L}self_attn.v_proj.weight`, [kv, H])
-    shapes.set(`${L}self_attn.o_proj.weight`, [H, q])
+    for (const { name } of PROJECTION_SPECS) shapes.set(`${L}${modulePath(name)}.weight`, projectionShape(cfg, name))
     if (cfg.arch.qkNorm) {
       shapes.set(`${L}self_attn.q_norm.weight`, [cfg.head_dim])
       shapes.set(`${L}self_attn.k_norm.weight`, [cfg.head_dim])
     }
-    shapes.set(`${L}mlp.gate_proj.weight`, [I, H])
-    shapes.set(`${L}mlp.up_proj.weight`, [I, H])
-    shapes.set(`${L}mlp.down_proj.weight`, [H, I])
   }
   shapes.set('model.norm.weight', [H])
   if (!cfg.tie_word_embeddings) shapes.set('lm_head.weight', [V, H])
@@ -54,14 +48,9 @@ export function hfTensor(v: ModelViews, name: string, shape: number[]): WeightAr
   throw new Error(`no weight for ${name} [${shape.join(', ')}]`)
 }
 
+/** Each layer view's HF tensor name under model.layers.N. */
 export const LAYER_TENSOR: Record<string, string> = {
-  q: 'self_attn.q_proj.weight',
-  k: 'self_attn.k_proj.weight',
-  v: 'self_attn.v_proj.weight',
-  o: 'self_attn.o_proj.weight',
-  gate: 'mlp.gate_proj.weight',
-  up: 'mlp.up_proj.weight',
-  down: 'mlp.down_proj.weight',
+  ...Object.fromEntries(PROJECTION_SPECS.map((p) => [p.key, `${modulePath(p.name)}.weight`])),
   inputNorm: 'input_layernorm.weight',
   postAttentionNorm: 'post_attention_layernorm.weight',
   qNorm: 'self_attn.q_norm.weight',

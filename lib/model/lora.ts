@@ -11,7 +11,7 @@ import { openSafetensors, saveSafetensors, type TensorToSave } from '../io/safet
 import { native } from '../native'
 import { seededRandom } from '../util/random'
 import type { ResolvedConfig } from './config'
-import { PROJECTIONS, type Projection } from './weights'
+import { PROJECTIONS, modulePath, projectionShape, type Projection } from './projections'
 
 export interface LoraOptions {
   /** Rank (default 8). */
@@ -35,36 +35,12 @@ export interface LoraConfig {
   useRslora: boolean
 }
 
-const MODULE_PATH: Record<Projection, string> = {
-  q_proj: 'self_attn.q_proj',
-  k_proj: 'self_attn.k_proj',
-  v_proj: 'self_attn.v_proj',
-  o_proj: 'self_attn.o_proj',
-  gate_proj: 'mlp.gate_proj',
-  up_proj: 'mlp.up_proj',
-  down_proj: 'mlp.down_proj',
-}
-
 /** PEFT's tensor name of a LoRA matrix. */
 export function peftName(layer: number, proj: Projection, which: 'A' | 'B'): string {
-  return `base_model.model.model.layers.${layer}.${MODULE_PATH[proj]}.lora_${which}.weight`
+  return `base_model.model.model.layers.${layer}.${modulePath(proj)}.lora_${which}.weight`
 }
 
-/** [out, in] of a projection. */
-export function projectionShape(cfg: ResolvedConfig, proj: Projection): [number, number] {
-  const H = cfg.hidden_size, I = cfg.intermediate_size
-  const q = cfg.num_attention_heads * cfg.head_dim, kv = cfg.num_key_value_heads * cfg.head_dim
-  const shapes: Record<Projection, [number, number]> = {
-    q_proj: [q, H],
-    k_proj: [kv, H],
-    v_proj: [kv, H],
-    o_proj: [H, q],
-    gate_proj: [I, H],
-    up_proj: [I, H],
-    down_proj: [H, I],
-  }
-  return shapes[proj]
-}
+export { projectionShape } from './projections'
 
 /** What an adapter needs from its model. */
 export interface ModelLike {
@@ -84,7 +60,7 @@ function targetModulesOf(x: unknown, fail: (msg: string) => never): Projection[]
     } catch {
       return fail(`target_modules ${JSON.stringify(x)} is not a valid regular expression`)
     }
-    const hits = PROJECTIONS.filter((p) => re.test(`model.layers.0.${MODULE_PATH[p]}`))
+    const hits = PROJECTIONS.filter((p) => re.test(`model.layers.0.${modulePath(p)}`))
     if (hits.length === 0) fail(`target_modules ${JSON.stringify(x)} matches none of ${PROJECTIONS.join(', ')}`)
     return hits
   }

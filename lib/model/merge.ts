@@ -4,17 +4,18 @@ import { gemmSync } from '../kernels/gemm'
 import { bf16ToF32, f32ToBf16 } from './dtype'
 import { materialize } from './layout'
 import { peftName, type LoraAdapter } from './lora'
-import type { LayerViews, MatrixView, ModelViews } from './weights'
+import { projectionSpec } from './projections'
+import type { ModelViews } from './weights'
 
 /** The weight views with the adapter merged: W' = W + scale B A in f32, kept as f32 or rounded to bf16. */
 export function mergedViews(weights: ModelViews, adapter: LoraAdapter, options: { dtype?: 'bf16' | 'f32' }): ModelViews {
   const dtype = options.dtype ?? 'bf16'
   if (dtype !== 'bf16' && dtype !== 'f32') throw rangeError(`mergeAdapter: dtype must be 'bf16' or 'f32', got ${JSON.stringify(dtype)}`)
-  const keys: Record<string, keyof LayerViews> = { q_proj: 'q', k_proj: 'k', v_proj: 'v', o_proj: 'o', gate_proj: 'gate', up_proj: 'up', down_proj: 'down' }
   const layers = weights.layers.map((layer, l) => {
     const out = { ...layer }
     for (const proj of adapter.config.targetModules) {
-      const view = layer[keys[proj]] as MatrixView
+      const key = projectionSpec(proj).key
+      const view = layer[key]
       const a = adapter.tensors.get(peftName(l, proj, 'A'))!, b = adapter.tensors.get(peftName(l, proj, 'B'))!
       const base = materialize(view)
       const w = base instanceof Float32Array ? Float32Array.from(base) : bf16ToF32(base)
@@ -22,7 +23,7 @@ export function mergedViews(weights: ModelViews, adapter: LoraAdapter, options: 
       // the merged weight is then rounded once, to its stored dtype
       gemmSync({ c: w, m: view.rows, n: view.cols, accumulate: true, alpha: adapter.scale, segments: [{ a: b, b: a, k: adapter.config.r, bLayout: 'kn' }], precision: 'fp32' })
       const data = dtype === 'f32' ? w : f32ToBf16(w)
-      ;(out as Record<string, unknown>)[keys[proj]] = { data, offset: 0, rows: view.rows, cols: view.cols, ld: view.cols, transposed: false }
+      out[key] = { data, offset: 0, rows: view.rows, cols: view.cols, ld: view.cols, transposed: false }
     }
     return out
   })

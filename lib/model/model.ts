@@ -8,13 +8,13 @@
 // shapes), dtype.ts (bf16 conversions).
 import { resolveModelDevice } from '../device'
 import { resolvePrecision, type Precision } from '../precision'
-import { ErnieError, typeError } from '../errors'
+import { ErnieError, rangeError, typeError } from '../errors'
 import { native } from '../native'
 import type { ChatMessage, Tokenizer } from '../tokenizer'
 import { resolveConfig, type ModelConfig, type ResolvedConfig } from './config'
 import { embedTexts, type EmbedOptions } from './embed'
 import { nativeModelOptions, type NativeModelCtor, type NativeModelHandle } from './engine'
-import { toFlatBatch, type ForwardInput, type ForwardOptions, type ForwardResult, type TokenBatch } from './forward'
+import { POOLINGS, flatten, toFlatBatch, type ForwardInput, type ForwardOptions, type ForwardResult, type TokenBatch } from './forward'
 import { generateText, type GenerateOptions, type GenerateResult } from './generate'
 import { loadPretrained, randomTensors, type FromPretrainedOptions, type ModelParts, type RandomOptions } from './load'
 import { LoraAdapter } from './lora'
@@ -124,12 +124,24 @@ export class ErnieModel implements AsyncDisposable {
     if (want.includes('hidden')) result.hidden = new Float32Array(n * this.config.hidden_size)
     if (want.includes('logits')) result.logits = new Float32Array(n * this.config.vocab_size)
     if (want.includes('lastHidden')) result.lastHidden = new Float32Array(b.batch * this.config.hidden_size)
+    if (want.includes('pooled')) result.pooled = new Float32Array(b.batch * this.config.hidden_size)
+    if (options.head) result.headLogits = new Float32Array(b.batch * options.head.classes)
+    const targets = options.targets === undefined ? undefined : flatten(options.targets, 'targets', [b.batch, b.seq]).data
+    if (targets) result.rowLogProbs = new Float64Array(b.batch)
+    if (options.pooling !== undefined && !POOLINGS.includes(options.pooling))
+      throw rangeError(`forward: pooling must be one of ${POOLINGS.join(', ')}, got ${JSON.stringify(options.pooling)}`)
     await this.track(
       handle.forward({
         ...b,
         hidden: result.hidden,
         logits: result.logits,
         lastHidden: result.lastHidden,
+        pooled: result.pooled,
+        pooling: options.pooling,
+        head: options.head,
+        headLogits: result.headLogits,
+        targets,
+        rowLogProbs: result.rowLogProbs,
         adapter: options.adapter?.handle,
         singleThread: options.singleThread,
         precision,

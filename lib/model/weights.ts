@@ -6,6 +6,7 @@
 // The layout is detected from the tensor names, not from config.json.
 import { ErnieError } from '../errors'
 import type { ResolvedConfig } from './config'
+import { PROJECTION_SPECS, modulePath, projectionShape, type ProjectionKey } from './projections'
 
 export type WeightArray = Float32Array | Uint16Array
 
@@ -52,8 +53,7 @@ export interface ModelViews {
   layers: LayerViews[]
 }
 
-export const PROJECTIONS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const
-export type Projection = (typeof PROJECTIONS)[number]
+export { PROJECTIONS, type Projection } from './projections'
 
 export function detectLayout(src: TensorSource): 'hf' | 'paddle' {
   if (src.has('model.embed_tokens.weight')) return 'hf'
@@ -117,17 +117,14 @@ export function mapWeights(cfg: ResolvedConfig, src: TensorSource): ModelViews {
         : {}),
     }
     if (layout === 'hf') {
-      layers.push({
-        q: plain(tensor(src, `${L}self_attn.q_proj.weight`, [q, H]), q, H),
-        k: plain(tensor(src, `${L}self_attn.k_proj.weight`, [kv, H]), kv, H),
-        v: plain(tensor(src, `${L}self_attn.v_proj.weight`, [kv, H]), kv, H),
-        o: plain(tensor(src, `${L}self_attn.o_proj.weight`, [H, q]), H, q),
-        gate: plain(tensor(src, `${L}mlp.gate_proj.weight`, [I, H]), I, H),
-        up: plain(tensor(src, `${L}mlp.up_proj.weight`, [I, H]), I, H),
-        down: plain(tensor(src, `${L}mlp.down_proj.weight`, [H, I]), H, I),
-        ...norms,
-      })
+      const projections = {} as Record<ProjectionKey, MatrixView>
+      for (const spec of PROJECTION_SPECS) {
+        const [out, inp] = projectionShape(cfg, spec.name)
+        projections[spec.key] = plain(tensor(src, `${L}${modulePath(spec.name)}.weight`, [out, inp]), out, inp)
+      }
+      layers.push({ ...projections, ...norms })
     } else {
+      // Paddle's fused layouts: [in, out] tensors, q|k|v and up|gate side by side
       const qkv = tensor(src, `${L}self_attn.qkv_proj.weight`, [H, q + 2 * kv])
       const upGate = tensor(src, `${L}mlp.up_gate_proj.weight`, [H, 2 * I])
       layers.push({

@@ -8,7 +8,13 @@
 //       the logical [rows, cols] = [out, in] operand: element (r, c) at data[offset + r*ld + c],
 //       or data[offset + c*ld + r] when transposed (Paddle's [in, out]); a norm: a typed array.
 //   model.forward({ inputIds, attentionMask?, segmentIds?, batch, seq, hidden?, logits?, lastHidden?,
-//                   adapter?, singleThread?, precision? }) -> Promise
+//                   pooled?, pooling?, head?, headLogits?, targets?, rowLogProbs?, adapter?, singleThread?,
+//                   precision? }) -> Promise
+//     pooled [batch, hidden]: each sequence's final states pooled as `pooling` says: 'last'
+//     (default) | 'mean' | 'first' (engine/pooling.h); head { weight, bias?, classes, featureMean?,
+//     featureStd? } and headLogits [batch, classes]: the classification head (engine/head.h) on
+//     those rows, in the same call; targets [batch, seq] (negative: not scored) and rowLogProbs
+//     [batch] (Float64Array): each row's summed log-probability of its targets (engine/model.h)
 //     precision: 'auto' (default) | 'fp32' | 'bf16', of every matrix product (cpu/precision.h);
 //     decode and trainStep take it too.
 //     device: 'cpu' (default) | 'cuda' | 'checked' (addon/op.h), on the constructor: where the
@@ -20,6 +26,7 @@
 //
 // The objects keep their typed arrays alive; a running call keeps its object alive. The JS
 // layer owns the memory-mapped checkpoint and unmaps it only after dispose().
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -30,6 +37,7 @@
 #include <unistd.h>
 #endif
 
+#include "addon/head.h"
 #include "addon/mirror.h"
 #include "addon/mmap.h"
 #include "addon/op.h"
@@ -38,6 +46,7 @@
 #include "cpu/threadpool.h"
 #include "engine/losses.h"
 #include "engine/model.h"
+#include "engine/pooling.h"
 
 namespace ernie::addon {
 namespace {
@@ -68,7 +77,9 @@ struct ModelState {
   engine::ModelDims dims;
   engine::ModelWeights weights;  // the backend's memory once place_weights() has run
   std::vector<std::shared_ptr<void>> pins;  // mapped checkpoint files stay mapped while this lives
-  bool prepack = true;  // false when the weights change between calls (full fine-tuning)
+  // false when the weights change between calls (full fine-tuning's compute copies): then the
+  // CPU keeps no packed copy, and a backend with memory of its own is sent them again per call.
+  bool prepack = true;
   engine::WorkspacePool workspaces;  // activation memory, kept between calls
   std::map<const char*, size_t> host_arrays;  // the typed arrays the weights view: start -> bytes
 
@@ -76,7 +87,6 @@ struct ModelState {
   // weights are rebased onto the copies.
   void place_weights() {
     if (be.host_memory()) return;
-    std::map<const char*, char*> copies;
     for (const auto& [host, bytes] : host_arrays) {
       placed.emplace_back(be, bytes);
       be.upload(placed.back().data(), host, bytes);
@@ -98,9 +108,34 @@ struct ModelState {
     }
   }
 
+  // weights.lm_head as a row-major [vocab, hidden] copy of itself (host memory, placed with the rest).
+  void copy_lm_head_rows() {
+    const MatrixRef& w = weights.lm_head;
+    const size_t elem = size_t(dtype_size(w.dtype));
+    lm_head_rows.resize(size_t(dims.vocab * dims.hidden) * elem);
+    const char* src = static_cast<const char*>(w.data);
+    for (int64_t r = 0; r < dims.vocab; ++r)
+      for (int64_t c = 0; c < dims.hidden; ++c) {
+        const int64_t at = w.trans ? c * w.ld + r : r * w.ld + c;
+        std::memcpy(&lm_head_rows[size_t(r * dims.hidden + c) * elem], src + size_t(at) * elem, elem);
+      }
+    weights.lm_head = MatrixRef{lm_head_rows.data(), w.dtype, dims.hidden, false};
+    host_arrays[reinterpret_cast<const char*>(lm_head_rows.data())] = lm_head_rows.size();
+  }
+  std::vector<uint8_t> lm_head_rows;
+
+  // Weights that change between calls, sent again to a backend with memory of its own. (Full
+  // fine-tuning runs one step at a time, so no call reads them meanwhile.)
+  void refresh_weights() {
+    if (prepack || be.host_memory()) return;
+    for (const auto& [host, bytes] : host_arrays) be.upload(copies.at(host), host, bytes);
+  }
+
   // The weights a call computes with: on AVX512_BF16, unless the call asks for fp32, the bf16
   // weights with their bf16 panels (cpu::PrepackedBf16) attached, made once by the first such call.
+  // Weights that change between calls are refreshed on the backend first.
   const engine::ModelWeights& weights_for(Precision precision) {
+    refresh_weights();
     if (!prepack || &be != &cpu_backend() || !cpu::isa_has_bf16_dot(cpu::active_isa()) || precision == Precision::fp32)
       return weights;
     std::call_once(prepack_once, [this] {
@@ -126,6 +161,7 @@ struct ModelState {
   engine::ModelWeights packed_weights;
   std::vector<std::unique_ptr<cpu::PrepackedBf16>> panels;
   std::vector<Buffer> placed;
+  std::map<const char*, char*> copies;  // each host array's copy in `placed`
 };
 
 // An adapter as `m`'s backend sees it (its A and B copied there when the backend needs it).
@@ -242,7 +278,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                                       InstanceMethod("trainStep", &NativeModel::TrainStep),
                                       InstanceMethod("decode", &NativeModel::Decode),
                                       InstanceMethod("trainStepSync", &NativeModel::TrainStepSync),
-                                      InstanceMethod("dispose", &NativeModel::Dispose)}));
+                                      InstanceMethod("dispose", &NativeModel::Dispose),
+                                      InstanceAccessor("backend", &NativeModel::BackendName, nullptr)}));
   }
 
   NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {
@@ -269,6 +306,9 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       }
       st->weights.layers.push_back(lw);
     }
+    // The LM head's products read it as [vocab, hidden] rows (the loss, scoring): a checkpoint
+    // that stores it otherwise (Paddle's untied [hidden, vocab]) gets a row-major copy, once.
+    if (st->weights.lm_head.trans || st->weights.lm_head.ld != d.hidden) st->copy_lm_head_rows();
     st->prepack = args.boolean_or("prepack", true);
     try {
       st->place_weights();
@@ -293,6 +333,11 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   Napi::Value TrainStepSync(const Napi::CallbackInfo& info) { return RunTrainStep(info, true); }
   Napi::Value RunTrainStep(const Napi::CallbackInfo& info, bool sync);
   Napi::Value Decode(const Napi::CallbackInfo& info);
+
+  // The backend the model's weights live on and its calls run on: 'cpu' | 'cuda' | 'checked'.
+  Napi::Value BackendName(const Napi::CallbackInfo& info) {
+    return state_ ? Napi::String::New(info.Env(), state_->be.name()) : info.Env().Undefined();
+  }
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     state_.reset();  // running jobs hold their own reference
@@ -457,21 +502,72 @@ Napi::Value NativeModel::RunForward(const Napi::CallbackInfo& info, bool sync) {
     args.expect_length("lastHidden", lh, uint64_t(batch.batch) * d.hidden, "batch * hidden");
     out.last_hidden = lh.f32();
   }
+  if (args.has("pooled")) {
+    ArrayArg pooled = args.f32("pooled");
+    args.expect_length("pooled", pooled, uint64_t(batch.batch) * d.hidden, "batch * hidden");
+    out.pooled = pooled.f32();
+  }
+  // scoring: targets [batch, seq] (negative = not scored) -> rowLogProbs [batch] (Float64Array)
+  if (args.has("targets") != args.has("rowLogProbs")) args.type_error("'targets' and 'rowLogProbs' go together");
+  std::shared_ptr<std::vector<int32_t>> targets;
+  double* row_log_probs = nullptr;
+  if (args.has("targets")) {
+    ArrayArg tg = args.i32("targets");
+    args.expect_length("targets", tg, n, "batch * seq");
+    targets = std::make_shared<std::vector<int32_t>>(tg.i32(), tg.i32() + n);  // JS may change the array meanwhile
+    for (uint64_t i = 0; i < n; ++i)
+      if ((*targets)[i] >= d.vocab)
+        args.range_error("'targets' holds " + std::to_string((*targets)[i]) + " at position " + std::to_string(i) +
+                         ", outside the vocabulary");
+    Napi::Value rv = args.value("rowLogProbs");
+    if (!rv.IsTypedArray() || rv.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+      args.type_error("'rowLogProbs' must be a Float64Array");
+    Napi::TypedArray ta = rv.As<Napi::TypedArray>();
+    if (ta.ElementLength() != size_t(batch.batch)) args.range_error("'rowLogProbs' must hold batch values");
+    row_log_probs = reinterpret_cast<double*>(static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset());
+    args.keep(rv);
+    out.targets = targets->data();
+    out.row_log_probs = row_log_probs;
+  }
+  const std::string pooling = args.string_or("pooling", "last");
+  if (!engine::pooling_from_name(pooling, &out.pooling))
+    args.range_error(args.name("pooling") + " must be 'last', 'mean' or 'first', got '" + pooling + "'");
+  // The classification head on the pooled rows, in the same call: headLogits [batch, classes].
+  std::shared_ptr<engine::ClassifierHead> head;
+  if (args.has("head")) {
+    Args h = args.object("head");
+    head = std::make_shared<engine::ClassifierHead>(parse_head(h, d.hidden));
+    ArrayArg lg = args.f32("headLogits");
+    args.expect_length("headLogits", lg, uint64_t(batch.batch) * head->classes, "batch * head.classes");
+    head->logits = lg.f32();
+  } else if (args.has("headLogits")) {
+    args.type_error("'headLogits' needs a 'head'");
+  }
   const bool single_thread = args.boolean_or("singleThread", false);
   const Precision precision = args.precision(st->be, Op::gemm);
   std::shared_ptr<AdapterState> adapter = parse_adapter(args, d);
   args.keep(Value());
-  Job job{[st, adapter, batch, out, single_thread, precision] {
+  Job job{[st, adapter, batch, out, single_thread, precision, head, targets] {
             auto run = [&] {
               engine::WorkspacePool::Lease ws = st->workspaces.acquire();
               const engine::ModelDims& d = st->dims;
               const size_t n = size_t(batch.batch * batch.seq);
+              std::vector<float> pooled_for_head;  // the pooled rows, when only the head's logits are asked for
+              engine::ForwardOutputs out_h = out;
+              if (head && !out_h.pooled) {
+                pooled_for_head.resize(size_t(batch.batch * d.hidden));
+                out_h.pooled = pooled_for_head.data();
+              }
               Mirror m(st->be);
-              engine::ForwardOutputs o{m.out(out.hidden, n * d.hidden), m.out(out.logits, n * d.vocab),
-                                       m.out(out.last_hidden, size_t(batch.batch * d.hidden))};
+              engine::ForwardOutputs o = out_h;
+              o.hidden = m.out(out.hidden, n * d.hidden);
+              o.logits = m.out(out.logits, n * d.vocab);
+              o.last_hidden = m.out(out.last_hidden, size_t(batch.batch * d.hidden));
+              o.pooled = m.out(out_h.pooled, size_t(batch.batch * d.hidden));
               engine::Adapter a = adapter ? mirror_adapter(adapter->adapter, d, m) : engine::Adapter{};
               engine::forward(d, st->weights_for(precision), adapter ? &a : nullptr, batch, o, precision, *ws);
               m.finish();
+              if (head) engine::run_head(*head, out_h.pooled, batch.batch, d.hidden, nullptr);
             };
             if (single_thread) cpu::run_on_this_thread(run);
             else run();
@@ -605,18 +701,12 @@ Napi::Value NativeModel::RunTrainStep(const Napi::CallbackInfo& info, bool sync)
                          ", outside the vocabulary");
       labels = lab.i32();
     }
-    if (st->weights.lm_head.trans) ls.range_error("the LM loss needs an untransposed LM head");
     make_loss = [st, batch, labels, precision = options.precision, result](engine::Grads& g) {
       return engine::lm_loss(st->dims, st->weights, batch, labels, g, precision, result.get());
     };
   } else if (kind == "classify") {
-    engine::ClassifierHead head;
-    head.classes = ls.integer("classes", 2, 1 << 16);
+    engine::ClassifierHead head = parse_head(ls, d.hidden);
     const uint64_t C = uint64_t(head.classes);
-    ArrayArg w = ls.f32("weight");
-    ls.expect_length("weight", w, C * d.hidden, "classes * hidden");
-    head.weight = w.f32();
-    head.bias = opt_f32(ls, "bias", C, "classes");
     ArrayArg lab = ls.i32("labels");
     ls.expect_length("labels", lab, uint64_t(batch.batch), "batch");
     for (int64_t i = 0; i < batch.batch; ++i)
@@ -629,10 +719,8 @@ Napi::Value NativeModel::RunTrainStep(const Napi::CallbackInfo& info, bool sync)
     head.dbias = opt_f32(ls, "dBias", C, "classes");
     head.logits = opt_f32(ls, "logits", uint64_t(batch.batch) * C, "batch * classes");
     const std::string pooling = ls.string_or("pooling", "last");
-    if (pooling == "last") head.pooling = engine::Pooling::last;
-    else if (pooling == "mean") head.pooling = engine::Pooling::mean;
-    else if (pooling == "first") head.pooling = engine::Pooling::first;
-    else ls.range_error(ls.name("pooling") + " must be 'last', 'mean' or 'first'");
+    if (!engine::pooling_from_name(pooling, &head.pooling))
+      ls.range_error(ls.name("pooling") + " must be 'last', 'mean' or 'first', got '" + pooling + "'");
     make_loss = [st, batch, head, result](engine::Grads&) {
       return engine::classifier_loss(st->dims, batch, head, result.get());
     };
@@ -660,7 +748,26 @@ Napi::Value NativeModel::RunTrainStep(const Napi::CallbackInfo& info, bool sync)
   return run_job(info.Env(), "trainStep", std::move(job), args, sync);
 }
 
+// projections: the seven projections of a layer as the engine states them (engine/model.h
+// kProjections): [{ name, key, module, out, in }], out and in naming model dimensions
+// ('hidden' | 'intermediate' | 'q' = heads * headDim | 'kv' = kvHeads * headDim).
+Napi::Array projections_table(Napi::Env env) {
+  Napi::Array table = Napi::Array::New(env, kNumProj);
+  for (int p = 0; p < kNumProj; ++p) {
+    const engine::ProjSpec& spec = engine::kProjections[p];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", spec.name);
+    o.Set("key", spec.key);
+    o.Set("module", spec.module);
+    o.Set("out", engine::proj_dim_name(spec.out));
+    o.Set("in", engine::proj_dim_name(spec.in));
+    table.Set(uint32_t(p), o);
+  }
+  return table;
+}
+
 [[maybe_unused]] const bool registered = register_exporter([](Napi::Env env, Napi::Object exports) {
+  exports.Set("projections", projections_table(env));
   NativeModel::Export(env, exports);
   NativeAdapter::Export(env, exports);
   NativeKvCache::Export(env, exports);

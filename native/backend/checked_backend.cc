@@ -84,8 +84,8 @@ class CheckedBackend final : public Backend {
   void gemm(const GemmArgs& a) override {
     Open open(*this);
     for (const GemmSegment& s : a.segments) {
-      expect(s.a.data, 1, "gemm segment A");
-      expect(s.b.data, 1, "gemm segment B");
+      expect(s.a.data, size_t(a.m * s.k * dtype_size(s.a.dtype)), "gemm segment A");
+      expect(s.b.data, size_t(a.n * s.k * dtype_size(s.b.dtype)), "gemm segment B");
     }
     expect(a.c, 4 * size_t(a.m > 0 ? (a.m - 1) * a.ldc + a.n : 0), "gemm C");
     inner().gemm(a);
@@ -106,25 +106,25 @@ class CheckedBackend final : public Backend {
   }
   void lora_forward(const LoraForwardArgs& a) override {
     Open open(*this);
-    linear_common(a.x, a.w, a.lora);
-    expect(a.u, 1, "LoRA u");
+    linear_common(a.shape, a.x, a.w, a.lora);
+    expect(a.u, 4 * size_t(a.shape.m * a.lora.r), "LoRA u");
     expect(a.y, 4 * size_t(a.shape.m * a.shape.n), "LoRA y");
     inner().lora_forward(a);
   }
   void lora_backward(const LoraBackwardArgs& a) override {
     Open open(*this);
-    linear_common(a.x, a.w, a.lora);
-    expect(a.u, 1, "LoRA u");
-    expect(a.dy, 1, "LoRA dy");
-    maybe(a.dx, "LoRA dx");
-    expect(a.da, 1, "LoRA dA");
-    expect(a.db, 1, "LoRA dB");
+    linear_common(a.shape, a.x, a.w, a.lora);
+    expect(a.u, 4 * size_t(a.shape.m * a.lora.r), "LoRA u");
+    expect(a.dy, 4 * size_t(a.shape.m * a.shape.n), "LoRA dy");
+    if (a.dx) expect(a.dx, 4 * size_t(a.shape.m * a.shape.k), "LoRA dx");
+    expect(a.da, 4 * size_t(a.lora.r * a.shape.k), "LoRA dA");
+    expect(a.db, 4 * size_t(a.shape.n * a.lora.r), "LoRA dB");
     inner().lora_backward(a);
   }
   void rmsnorm_forward(const RmsNormForwardArgs& a) override {
     Open open(*this);
     expect(a.x, 4 * size_t(a.rows * a.dim), "rmsnorm x");
-    expect(a.weight, 1, "rmsnorm weight");
+    expect(a.weight, size_t(a.dim * dtype_size(a.weight_dtype)), "rmsnorm weight");
     expect(a.out, 4 * size_t(a.rows * a.dim), "rmsnorm out");
     maybe(a.rstd, "rmsnorm rstd");
     inner().rmsnorm_forward(a);
@@ -133,7 +133,7 @@ class CheckedBackend final : public Backend {
     Open open(*this);
     expect(a.dout, 4 * size_t(a.rows * a.dim), "rmsnorm dout");
     expect(a.x, 4 * size_t(a.rows * a.dim), "rmsnorm x");
-    expect(a.weight, 1, "rmsnorm weight");
+    expect(a.weight, size_t(a.dim * dtype_size(a.weight_dtype)), "rmsnorm weight");
     expect(a.rstd, 4 * size_t(a.rows), "rmsnorm rstd");
     expect(a.dx, 4 * size_t(a.rows * a.dim), "rmsnorm dx");
     maybe(a.dweight, "rmsnorm dweight");
@@ -148,24 +148,24 @@ class CheckedBackend final : public Backend {
   }
   void swiglu_forward(const SwigluForwardArgs& a) override {
     Open open(*this);
-    expect(a.gate, 1, "swiglu gate");
-    expect(a.up, 1, "swiglu up");
+    expect(a.gate, 4 * size_t(a.rows * a.dim), "swiglu gate");
+    expect(a.up, 4 * size_t(a.rows * a.dim), "swiglu up");
     expect(a.out, 4 * size_t(a.rows * a.dim), "swiglu out");
     inner().swiglu_forward(a);
   }
   void swiglu_backward(const SwigluBackwardArgs& a) override {
     Open open(*this);
     expect(a.dout, 4 * size_t(a.rows * a.dim), "swiglu dout");
-    expect(a.gate, 1, "swiglu gate");
-    expect(a.up, 1, "swiglu up");
-    expect(a.dgate, 1, "swiglu dgate");
-    expect(a.dup, 1, "swiglu dup");
+    expect(a.gate, 4 * size_t(a.rows * a.dim), "swiglu gate");
+    expect(a.up, 4 * size_t(a.rows * a.dim), "swiglu up");
+    expect(a.dgate, 4 * size_t(a.rows * a.dim), "swiglu dgate");
+    expect(a.dup, 4 * size_t(a.rows * a.dim), "swiglu dup");
     inner().swiglu_backward(a);
   }
   void embedding_forward(const EmbeddingForwardArgs& a) override {
     Open open(*this);
     expect(a.ids, 4 * size_t(a.n), "embedding ids");
-    expect(a.table, 1, "embedding table");
+    expect(a.table, a.n > 0 ? 1 : 0, "embedding table");
     expect(a.out, 4 * size_t(a.n * a.dim), "embedding out");
     inner().embedding_forward(a);
   }
@@ -173,7 +173,7 @@ class CheckedBackend final : public Backend {
     Open open(*this);
     expect(a.ids, 4 * size_t(a.n), "embedding ids");
     expect(a.dout, 4 * size_t(a.n * a.dim), "embedding dout");
-    expect(a.dtable, 1, "embedding dtable");
+    expect(a.dtable, a.n > 0 ? 1 : 0, "embedding dtable");
     inner().embedding_backward(a);
   }
   void gather_rows(const GatherRowsArgs& a) override {
@@ -192,7 +192,7 @@ class CheckedBackend final : public Backend {
   CrossEntropyResult cross_entropy(const CrossEntropyArgs& a) override {
     Open open(*this);
     expect(a.hidden, 4 * size_t(a.tokens * a.hidden_size), "cross-entropy hidden");
-    expect(a.weight, 1, "cross-entropy weight");
+    expect(a.weight, size_t(a.vocab * a.hidden_size * dtype_size(a.weight_dtype)), "cross-entropy weight");
     expect(a.targets, 4 * size_t(a.tokens), "cross-entropy targets");
     maybe(a.dhidden, "cross-entropy dhidden");
     maybe(a.dweight, "cross-entropy dweight");
@@ -253,6 +253,7 @@ class CheckedBackend final : public Backend {
 
   // Throws unless [p, p + bytes) lies inside one of the backend's blocks.
   void expect(const void* p, size_t bytes, const char* what) const {
+    if (bytes == 0) return;  // an empty array (which may come as a null pointer)
     const char* c = static_cast<const char*>(p);
     auto it = blocks_.upper_bound(const_cast<char*>(c));
     if (p && it != blocks_.begin()) {
@@ -274,14 +275,14 @@ class CheckedBackend final : public Backend {
     expect(a.out, 4 * size_t(a.batch * a.tq * a.heads * a.head_dim), "attention out");
     expect(a.lse, 4 * size_t(a.batch * a.heads * a.tq), "attention lse");
   }
-  void linear_common(const float* x, const MatrixRef& w, const LoraRef& lora) const {
-    expect(x, 1, "linear x");
-    expect(w.data, 1, "linear weight");
-    expect(lora.a, 1, "LoRA A");
-    expect(lora.b, 1, "LoRA B");
+  void linear_common(const LinearShape& sh, const float* x, const MatrixRef& w, const LoraRef& lora) const {
+    expect(x, 4 * size_t(sh.m * sh.k), "linear x");
+    expect(w.data, size_t(sh.n * sh.k * dtype_size(w.dtype)), "linear weight");
+    expect(lora.a, 4 * size_t(lora.r * sh.k), "LoRA A");
+    expect(lora.b, 4 * size_t(sh.n * lora.r), "LoRA B");
   }
   void rows_common(const GatherRowsArgs& a) const {
-    expect(a.src ? static_cast<const void*>(a.src) : static_cast<const void*>(a.out), 1, "rows source");
+    expect(a.src ? static_cast<const void*>(a.src) : static_cast<const void*>(a.out), a.count > 0 ? 1 : 0, "rows source");
     expect(a.starts, 4 * size_t(a.count + 1), "rows starts");
     if (a.count > 0) {
       maybe(a.rows, "rows rows");

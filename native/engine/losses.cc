@@ -8,56 +8,6 @@ namespace {
 
 bool is_real(const Batch& b, int64_t i) { return !b.attention_mask || b.attention_mask[i] != 0; }
 
-// Which token rows each sequence pools, with their weights (1/count for mean pooling).
-void pooling_rows(const Batch& b, Pooling pooling, int64_t s, std::vector<std::pair<int64_t, float>>& rows) {
-  rows.clear();
-  const int64_t T = b.seq;
-  int64_t first = -1, last = -1, count = 0;
-  for (int64_t t = 0; t < T; ++t)
-    if (is_real(b, s * T + t)) {
-      if (first < 0) first = t;
-      last = t;
-      ++count;
-    }
-  if (count == 0) return;  // an all-padding row pools nothing (zero features)
-  if (pooling == Pooling::last) rows.push_back({s * T + last, 1.0f});
-  else if (pooling == Pooling::first) rows.push_back({s * T + first, 1.0f});
-  else
-    for (int64_t t = 0; t < T; ++t)
-      if (is_real(b, s * T + t)) rows.push_back({s * T + t, 1.0f / float(count)});
-}
-
-// The pooling of a batch as gather ranges (backend/ops.h GatherRowsArgs), on the backend.
-struct PoolRows {
-  BufOf<int32_t> starts, rows;
-  BufOf<float> weights;
-  PoolRows(const Batch& batch, Pooling pooling, Workspace& ws) {
-    std::vector<int32_t> s{0}, r;
-    std::vector<float> w;
-    std::vector<std::pair<int64_t, float>> picked;
-    for (int64_t b = 0; b < batch.batch; ++b) {
-      pooling_rows(batch, pooling, b, picked);
-      for (auto [row, weight] : picked) {
-        r.push_back(int32_t(row));
-        w.push_back(weight);
-      }
-      s.push_back(int32_t(r.size()));
-    }
-    starts = ws.put(s);
-    rows = ws.put(r);
-    weights = ws.put(w);
-  }
-  GatherRowsArgs args(int64_t count, int64_t dim) const {
-    GatherRowsArgs g;
-    g.starts = starts.data();
-    g.rows = rows.data();
-    g.weights = weights.data();
-    g.count = count;
-    g.dim = dim;
-    return g;
-  }
-};
-
 }  // namespace
 
 LossFn lm_loss(const ModelDims& d, const ModelWeights& w, const Batch& batch, const int32_t* labels, Grads& grads,
@@ -93,60 +43,19 @@ LossFn lm_loss(const ModelDims& d, const ModelWeights& w, const Batch& batch, co
 LossFn classifier_loss(const ModelDims& d, const Batch& batch, const ClassifierHead& head, LossResult* result) {
   return [&d, batch, head, result](const float* hidden, float* dhidden, Workspace& ws) {
     Backend& be = ws.backend();
-    const int64_t B = batch.batch, H = d.hidden, C = head.classes;
+    const int64_t B = batch.batch, H = d.hidden;
     const PoolRows pool_rows(batch, head.pooling, ws);
-    GatherRowsArgs gather = pool_rows.args(B, H);
-    gather.src = hidden;
-    gather.out = ws.take(B * H).data();
-    be.gather_rows(gather);
+    float* pooled_d = ws.take(B * H).data();
+    pool_rows.gather(be, hidden, H, pooled_d);
     std::vector<float> pooled(size_t(B * H));
-    be.download(pooled.data(), gather.out, sizeof(float) * pooled.size());
-    std::vector<double> dlogits(size_t(B * C));
-    double loss = 0, weight_sum = 0;
-    for (int64_t s = 0; s < B; ++s) {
-      std::vector<double> z(static_cast<size_t>(C));
-      double mx = -INFINITY;
-      for (int64_t c = 0; c < C; ++c) {
-        double v = head.bias ? head.bias[c] : 0.0;
-        for (int64_t j = 0; j < H; ++j) v += double(head.weight[c * H + j]) * pooled[s * H + j];
-        z[c] = v;
-        if (head.logits) head.logits[s * C + c] = float(v);
-        mx = v > mx ? v : mx;
-      }
-      double sum = 0;
-      for (int64_t c = 0; c < C; ++c) sum += std::exp(z[c] - mx);
-      const int32_t y = head.labels[s];
-      const double wy = head.class_weights ? head.class_weights[y] : 1.0;
-      loss += wy * (mx + std::log(sum) - z[y]);
-      weight_sum += wy;
-      for (int64_t c = 0; c < C; ++c) dlogits[s * C + c] = wy * (std::exp(z[c] - mx) / sum - (c == y ? 1.0 : 0.0));
-    }
-    const double inv = weight_sum > 0 ? 1.0 / weight_sum : 0.0;
-    for (auto& v : dlogits) v *= inv;
-    // head gradients, and the pooled rows' gradient, which the backend scatters to their tokens
+    be.download(pooled.data(), pooled_d, sizeof(float) * pooled.size());
     std::vector<float> dpooled(dhidden ? size_t(B * H) : 0);
-    for (int64_t s = 0; s < B; ++s) {
-      for (int64_t c = 0; c < C; ++c) {
-        const double g = dlogits[s * C + c];
-        if (head.dbias) head.dbias[c] += float(g);
-        if (head.dweight)
-          for (int64_t j = 0; j < H; ++j) head.dweight[c * H + j] += float(g * pooled[s * H + j]);
-      }
-      if (dhidden)
-        for (int64_t j = 0; j < H; ++j) {
-          double g = 0;
-          for (int64_t c = 0; c < C; ++c) g += dlogits[s * C + c] * head.weight[c * H + j];
-          dpooled[s * H + j] = float(g);
-        }
-    }
+    const HeadResult r = run_head(head, pooled.data(), B, H, dhidden ? dpooled.data() : nullptr);
     if (dhidden) {
       be.zero(dhidden, sizeof(float) * size_t(B * batch.seq * H));
-      GatherRowsArgs scatter = pool_rows.args(B, H);
-      scatter.dout = ws.put(dpooled).data();
-      scatter.out = dhidden;
-      be.scatter_rows(scatter);
+      pool_rows.scatter(be, ws.put(dpooled).data(), H, dhidden);
     }
-    result->loss = loss * inv;
+    result->loss = r.loss;
     result->count = B;
     return result->loss;
   };

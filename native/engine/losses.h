@@ -2,13 +2,15 @@
 // and their gradient are the backend's memory; the classification head is host memory: its
 // pooled inputs come down, B rows, and their gradient goes up):
 //   language modelling (next-token cross-entropy through the LM head, chunked),
-//   classification (a linear head on one pooled hidden state per sequence),
+//   classification (the linear head of engine/head.h on one pooled hidden state per sequence),
 //   mean square of the hidden states (the benchmarks' stand-in for a head).
 #pragma once
 #include <cstdint>
 #include <vector>
 
 #include "engine/model.h"
+#include "engine/head.h"
+#include "engine/pooling.h"
 
 namespace ernie::engine {
 
@@ -23,22 +25,8 @@ struct LossResult {
 LossFn lm_loss(const ModelDims& d, const ModelWeights& w, const Batch& batch, const int32_t* labels, Grads& grads,
                Precision precision, LossResult* result);
 
-// Which hidden states a sequence's features pool: its last real token (the default: a decoder's
-// only state that has seen the whole text), the mean of its real tokens, or its first token. A
-// sequence with no real token pools to zeros. Stated here once; lib/ reads the names.
-enum class Pooling { last, mean, first };
 
-struct ClassifierHead {
-  const float* weight = nullptr;  // [classes, hidden], host memory, as the fields below
-  const float* bias = nullptr;    // [classes]
-  int64_t classes = 0;
-  Pooling pooling = Pooling::last;
-  const int32_t* labels = nullptr;         // [B], in [0, classes)
-  const float* class_weights = nullptr;    // [classes] or null: weighted mean as torch's CrossEntropyLoss
-  float* dweight = nullptr;                // added to, when not null
-  float* dbias = nullptr;
-  float* logits = nullptr;                 // [B, classes], written when not null
-};
+
 
 LossFn classifier_loss(const ModelDims& d, const Batch& batch, const ClassifierHead& head, LossResult* result);
 

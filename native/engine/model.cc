@@ -2,6 +2,8 @@
 // forward keeps what its backward needs, and the backward walks the same steps in reverse.
 #include "engine/model.h"
 
+#include "engine/pooling.h"
+
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -445,17 +447,48 @@ void embed(Backend& be, const ModelWeights& w, const ModelDims& d, const BatchIn
   be.embedding_forward(emb);
 }
 
+// row_log_probs[b] = -(the cross-entropy sum of row b's scored tokens): one cross-entropy call
+// per row, whose unscored tokens cost nothing.
+void score_rows(Backend& be, Workspace& ws, const ModelDims& d, const ModelWeights& w, const BatchInfo& bi,
+                const float* final_hidden, const int32_t* targets, Precision prec, double* row_log_probs) {
+  if (w.lm_head.trans || w.lm_head.ld != d.hidden)
+    throw std::invalid_argument("scoring needs a row-major [vocab, hidden] LM head (tied, or HF layout)");
+  const BufOf<int32_t> targets_d = ws.put(targets, bi.n);
+  for (int64_t b = 0; b < bi.B; ++b) {
+    CrossEntropyArgs ce;
+    ce.hidden = final_hidden + b * bi.T * d.hidden;
+    ce.weight = w.lm_head.data;
+    ce.weight_dtype = w.lm_head.dtype;
+    ce.targets = targets_d.data() + b * bi.T;
+    ce.tokens = bi.T;
+    ce.hidden_size = d.hidden;
+    ce.vocab = d.vocab;
+    ce.precision = prec;
+    row_log_probs[b] = -be.cross_entropy(ce).loss_sum;
+  }
+}
+
 }  // namespace
 
 const ProjSpec kProjections[kNumProj] = {
-    {"q_proj", "q", ProjDim::q, ProjDim::hidden},
-    {"k_proj", "k", ProjDim::kv, ProjDim::hidden},
-    {"v_proj", "v", ProjDim::kv, ProjDim::hidden},
-    {"o_proj", "o", ProjDim::hidden, ProjDim::q},
-    {"gate_proj", "gate", ProjDim::intermediate, ProjDim::hidden},
-    {"up_proj", "up", ProjDim::intermediate, ProjDim::hidden},
-    {"down_proj", "down", ProjDim::hidden, ProjDim::intermediate},
+    {"q_proj", "q", "self_attn", ProjDim::q, ProjDim::hidden},
+    {"k_proj", "k", "self_attn", ProjDim::kv, ProjDim::hidden},
+    {"v_proj", "v", "self_attn", ProjDim::kv, ProjDim::hidden},
+    {"o_proj", "o", "self_attn", ProjDim::hidden, ProjDim::q},
+    {"gate_proj", "gate", "mlp", ProjDim::intermediate, ProjDim::hidden},
+    {"up_proj", "up", "mlp", ProjDim::intermediate, ProjDim::hidden},
+    {"down_proj", "down", "mlp", ProjDim::hidden, ProjDim::intermediate},
 };
+
+const char* proj_dim_name(ProjDim which) {
+  switch (which) {
+    case ProjDim::hidden: return "hidden";
+    case ProjDim::intermediate: return "intermediate";
+    case ProjDim::q: return "q";
+    case ProjDim::kv: return "kv";
+  }
+  return "";
+}
 
 const char* proj_name(int proj) { return kProjections[proj].name; }
 
@@ -481,11 +514,15 @@ void forward(const ModelDims& d, const ModelWeights& w, const Adapter* adapter, 
   embed(be, w, d, bi, h.data());
   // Inference keeps one set of activations, its LoRA scratch sized for the largest ranks anywhere.
   LayerActs a(d, bi, max_lora_ranks(adapter), ws);
+  // Last-token pooling is last_hidden's rows.
+  const bool pool_last = out.pooled && out.pooling == Pooling::last;
+  float* last_hidden = out.last_hidden ? out.last_hidden : pool_last ? out.pooled : nullptr;
   std::unique_ptr<LastRows> last;
-  if (out.last_hidden) last = std::make_unique<LastRows>(bi, ws);
+  if (last_hidden) last = std::make_unique<LastRows>(bi, ws);
   // Only the last tokens' states wanted: the last layer runs its queries onwards on those rows.
   // (Packed documents keep the full path: their rows see keys from their own document only.)
-  const bool last_only = last && !out.hidden && !out.logits && !batch.segment_ids && d.layers > 0;
+  const bool last_only = last && !out.hidden && !out.logits && !(out.pooled && !pool_last) && !out.row_log_probs &&
+                         !batch.segment_ids && d.layers > 0;
   Buf last_h = last_only ? ws.take(bi.B * d.hidden) : Buf{};
   for (int64_t l = 0; l < d.layers; ++l) {
     const bool prune = last_only && l == d.layers - 1;
@@ -493,16 +530,19 @@ void forward(const ModelDims& d, const ModelWeights& w, const Adapter* adapter, 
                   prune ? last_h.data() : nullptr);
   }
   if (last_only) {
-    rmsnorm(be, last_h.data(), w.final_norm, bi.B, d.hidden, d.eps, out.last_hidden, nullptr);
+    rmsnorm(be, last_h.data(), w.final_norm, bi.B, d.hidden, d.eps, last_hidden, nullptr);
   } else {
     float* final_hidden = out.hidden ? out.hidden : a.xn1.data();
     rmsnorm(be, h.data(), w.final_norm, bi.n, d.hidden, d.eps, final_hidden, nullptr);
     if (out.logits) linear(be, prec, w.lm_head, nullptr, final_hidden, bi.n, d.vocab, d.hidden, out.logits, false, nullptr);
-    if (last) last->gather(be, final_hidden, d.hidden, out.last_hidden);
+    if (last) last->gather(be, final_hidden, d.hidden, last_hidden);
+    if (out.pooled && !pool_last) PoolRows(batch, out.pooling, ws).gather(be, final_hidden, d.hidden, out.pooled);
+    if (out.row_log_probs) score_rows(be, ws, d, w, bi, final_hidden, out.targets, prec, out.row_log_probs);
   }
   if (last)
     for (int64_t b = 0; b < bi.B; ++b)
-      if (last->empty[b]) be.zero(out.last_hidden + b * d.hidden, sizeof(float) * size_t(d.hidden));
+      if (last->empty[b]) be.zero(last_hidden + b * d.hidden, sizeof(float) * size_t(d.hidden));
+  if (pool_last && last_hidden != out.pooled) be.copy(out.pooled, last_hidden, sizeof(float) * size_t(bi.B * d.hidden));
 }
 
 void KvCache::reset(Backend& be, const ModelDims& d, int64_t max_len) {

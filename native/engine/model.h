@@ -45,10 +45,12 @@ enum Proj { kQ = 0, kK, kV, kO, kGate, kUp, kDown, kNumProj };
 // A projection's side, in model dimensions.
 enum class ProjDim { hidden, intermediate, q, kv };
 struct ProjSpec {
-  const char* name;  // PEFT's module name: "q_proj", ...
-  const char* key;   // the native Model's (and the JS weight views') field: "q", ...
-  ProjDim out, in;   // the logical [out, in] operand
+  const char* name;    // PEFT's module name: "q_proj", ...
+  const char* key;     // the native Model's (and the JS weight views') field: "q", ...
+  const char* module;  // its block in HF names, model.layers.N.<module>.<name>.weight: "self_attn" | "mlp"
+  ProjDim out, in;     // the logical [out, in] operand
 };
+const char* proj_dim_name(ProjDim which);  // "hidden" | "intermediate" | "q" | "kv"
 extern const ProjSpec kProjections[kNumProj];
 const char* proj_name(int proj);  // kProjections[proj].name
 int64_t proj_dim(const ModelDims& d, ProjDim which);
@@ -84,6 +86,8 @@ struct Batch {
   int64_t batch = 0, seq = 0;
 };
 
+enum class Pooling : int;  // engine/pooling.h
+
 struct ForwardOutputs {
   float* hidden = nullptr;  // [B, T, hidden] after the final norm, when not null
   float* logits = nullptr;  // [B, T, vocab], when not null
@@ -91,6 +95,15 @@ struct ForwardOutputs {
   // zeros for a row without one. Asked for alone, the last layer computes its queries, attention
   // output and MLP for those B rows only (about a quarter of a 4-layer model's work is skipped).
   float* last_hidden = nullptr;
+  // [B, hidden]: each sequence's final hidden states pooled as `pooling` says (engine/pooling.h);
+  // 'last' is last_hidden's rows, with its pruned last layer.
+  float* pooled = nullptr;
+  Pooling pooling{};
+  // Scoring: with `targets` [B, T] (host; negative = not scored), row_log_probs [B] (host) gets
+  // each row's sum over t of log p(targets[t] | the row's tokens up to t), through the LM head,
+  // computed chunk by chunk without the [T, vocab] logits (the generative classifier's answers).
+  const int32_t* targets = nullptr;
+  double* row_log_probs = nullptr;
 };
 
 // `precision`: of every matrix product in the call (cpu/precision.h). `ws`: the call's

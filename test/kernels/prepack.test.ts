@@ -39,7 +39,7 @@ function unpackedTwin(model: ErnieModel): ErnieModel {
   const twin = Object.create(ErnieModel.prototype) as ErnieModel
   Object.assign(twin, model)
   const Model = native.Model as new (o: object) => ErnieModel['handle']
-  Object.assign(twin, { handle: new Model(nativeModelOptions(model.config, model.weights, false)), running: new Set() })
+  Object.assign(twin, { handle: new Model(nativeModelOptions(model.config, model.weights, 'cpu', false)), running: new Set() })
   return twin
 }
 

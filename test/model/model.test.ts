@@ -215,3 +215,31 @@ t.test('fromPretrained resolves a hub id through a (local, fake) hub into the HF
   t.equal(again.directory, model.directory)
   await again.dispose()
 })
+
+t.test('pooled: the engine pools each row as asked (last, mean, first), against a float64 pool of the same hidden states', async (t) => {
+  const { cfg, model } = loadFixture('ernie-tiny')
+  const H = cfg.hidden_size
+  // right and left padding, and a row with no real token
+  const ids = [[5, 6, 7, 8, 9], [0, 0, 11, 12, 13], [3, 4, 0, 0, 0], [1, 1, 1, 1, 1]]
+  const mask = [[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [1, 1, 0, 0, 0], [0, 0, 0, 0, 0]]
+  const B = ids.length, T = ids[0].length
+  const input = { inputIds: ids, attentionMask: mask }
+  const { hidden, lastHidden } = await model.forward(input, { output: ['hidden', 'lastHidden'], precision: 'fp32' })
+  for (const pooling of ['last', 'mean', 'first'] as const) {
+    const want = new Float64Array(B * H)
+    for (let b = 0; b < B; b++) {
+      const real = mask[b].flatMap((m, tt) => (m ? [tt] : []))
+      const rows = pooling === 'mean' ? real : real.length === 0 ? [] : [pooling === 'last' ? real[real.length - 1] : real[0]]
+      for (const tt of rows) for (let j = 0; j < H; j++) want[b * H + j] += hidden![(b * T + tt) * H + j] / rows.length
+    }
+    const { pooled } = await model.forward(input, { output: ['pooled'], pooling, precision: 'fp32' })
+    t.equal(pooled!.length, B * H)
+    // last: the pruned last layer (its own f32 sums, as lastHidden's); mean and first: rows of this very forward
+    t.ok(relErr(pooled!, want) <= (pooling === 'last' ? 1e-5 : 1e-6), `${pooling}: ${relErr(pooled!, want).toExponential(2)} from the float64 pool`)
+    t.ok(pooled!.subarray(3 * H).every((v) => v === 0), `${pooling}: a row without tokens pools to zeros`)
+    if (pooling === 'last') t.same(pooled, lastHidden, "'last' is lastHidden's rows")
+  }
+  await t.rejects(model.forward(input, { output: ['pooled'], pooling: 'max' as never }), { name: 'RangeError', message: /pooling must be one of last, mean, first/ })
+  t.equal(model.native().backend, process.env.ERNIE_CHECKED_BACKEND === '1' ? 'checked' : 'cpu', 'the backend the model runs on')
+  await model.dispose()
+})
