@@ -70,7 +70,7 @@ export function nanFilled(n: number): Float32Array {
  * separated; the emulated-AVX-512 suite names the two it adds to `npm test`). A listed ISA the
  * addon cannot run is an error, so the suite never passes by testing nothing.
  */
-function testedIsas(): kernels.Isa[] {
+export function testedIsas(): kernels.Isa[] {
   const supported = kernels.supportedIsas()
   const wanted = process.env.ERNIE_TEST_ISAS
   if (!wanted) return supported

@@ -1,8 +1,8 @@
 // float64 references of the kernels, one of each, shared by the CPU tests
 // (test/kernels/attention.test.ts, ops.test.ts, lora.test.ts, loss.test.ts, optim.test.ts,
-// trainer-optim.test.ts) and the CUDA parity tests (test/kernels/cuda.test.ts). A module of its own
-// because a test file registers its tests when imported. Each is written from the maths in its
-// comment, never from a kernel's output.
+// trainer-optim.test.ts) and the tests of every backend (test/kernels/backend-ops.test.ts). A
+// module of its own because a test file registers its tests when imported. Each is written from
+// the maths in its comment, never from a kernel's output.
 
 // ---- attention --------------------------------------------------------------------------------
 import type { AttentionShape as KernelAttentionShape } from '../../lib/kernels/attention'
@@ -262,6 +262,21 @@ export function loraKeep(seed: bigint, i: number, p: number): boolean {
   return Number(mix(seed ^ mix(BigInt(i))) >> 11n) * 2 ** -53 >= p
 }
 
+// ---- embedding -------------------------------------------------------------------------------
+// out[k] = table[ids[k]].
+export function refEmbedding(ids: Int32Array, table: ArrayLike<number>, dim: number): Float64Array {
+  const out = new Float64Array(ids.length * dim)
+  for (let k = 0; k < ids.length; k++) for (let j = 0; j < dim; j++) out[k * dim + j] = table[ids[k] * dim + j]
+  return out
+}
+
+// What the backward adds to dtable [vocab, dim]: row ids[k] gets dout[k], repeated ids summed.
+export function refEmbeddingBackward(ids: Int32Array, dout: ArrayLike<number>, vocab: number, dim: number): Float64Array {
+  const inc = new Float64Array(vocab * dim)
+  for (let k = 0; k < ids.length; k++) for (let j = 0; j < dim; j++) inc[ids[k] * dim + j] += dout[k * dim + j]
+  return inc
+}
+
 // ---- cross-entropy ----------------------------------------------------------------------------
 // logits = h W^T; loss_t = lse_t - logit_t[target]; dlogits = (softmax - onehot) * scale (1 / count by default).
 export function refCrossEntropy(h: ArrayLike<number>, w: ArrayLike<number>, targets: Int32Array, T: number, H: number, V: number, gradScale?: number) {
@@ -366,6 +381,30 @@ export function refAdamw8bit(p: Float64Array, g: ArrayLike<number>, m: Q8, v: Q8
     vq[i] = vAbs[b] > 0 ? v1[i] / vAbs[b] : 0
   }
   return { m1, v1, mAbs, vAbs, mq, vq }
+}
+
+/**
+ * Blockwise quantisation of x against the map (codes into it, each value map[code] * absmax), as
+ * the float64 maths states it: per block absmax = max |x| (given: `absmax`), q = x / absmax, the
+ * code nearest to q (ties to the lower code). `halfStep` is, per element, half the gap between the
+ * two codes around q, times absmax: how far the nearest code's value may lie from x, and so the
+ * bound an 8-bit state is held to (a code on the other side of a midpoint, which f32 rounding of q
+ * may pick, lies no further than that plus the rounding).
+ */
+export function refQuantize(x: ArrayLike<number>, absmax: ArrayLike<number>, bs: number, map: Float64Array) {
+  const n = x.length
+  const codes = new Uint8Array(n), values = new Float64Array(n), halfStep = new Float64Array(n)
+  for (let i = 0; i < n; i++) {
+    const a = absmax[Math.floor(i / bs)]
+    const q = a > 0 ? x[i] / a : 0
+    let c = 0 // the last code at or below q (map[0] <= q: q >= -1 signed, q >= 0 unsigned)
+    while (c < 254 && map[c + 1] <= q) c++
+    const lowerNearer = q - map[c] <= map[c + 1] - q
+    codes[i] = lowerNearer ? c : c + 1
+    values[i] = map[codes[i]] * a
+    halfStep[i] = ((map[c + 1] - map[c]) / 2) * a
+  }
+  return { codes, values, halfStep }
 }
 
 // ---- SGD --------------------------------------------------------------------------------------
