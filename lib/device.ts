@@ -8,7 +8,7 @@
 // `npm run check:cuda`; the model graph's host logic (uploads, downloads, what stays on the
 // device) is tested on the CPU through the checked backend (ERNIE_CHECKED_BACKEND=1, below).
 import { ErnieError, rangeError, typeError } from './errors'
-import { native } from './native'
+import * as addon from './native'
 
 export type Device = 'cpu' | 'cuda' | 'auto'
 
@@ -49,10 +49,7 @@ let cached: CudaInfo | undefined
 
 /** The CUDA build and devices, as the addon sees them (looked up once). */
 export function cudaInfo(): CudaInfo {
-  if (!cached) {
-    const f = native.cudaInfo as (() => CudaInfo) | undefined
-    cached = typeof f === 'function' ? f() : { built: false, devices: [], error: 'the native addon has no CUDA entry points', runtimeVersion: 0, driverVersion: 0 }
-  }
+  cached ??= addon.cudaInfo()
   return cached
 }
 

@@ -7,7 +7,7 @@
 //           (AVX512_BF16 CPUs; CUDA tensor cores), 'fp32' otherwise. The default.
 // Attention, norms, activations, losses and optimisers are f32 at every precision.
 import { rangeError, typeError } from './errors'
-import { native } from './native'
+import { activeIsa } from './native'
 
 export type Precision = 'fp32' | 'bf16' | 'auto'
 export const PRECISIONS: readonly Precision[] = ['fp32', 'bf16', 'auto']
@@ -40,7 +40,7 @@ export function withPrecision<O>(options: O): O {
 
 /** Whether the CPU's active instruction set multiplies bf16 pairs natively (AVX512_BF16). */
 export function hasNativeBf16(): boolean {
-  return native.activeIsa() === 'avx512bf16'
+  return activeIsa() === 'avx512bf16'
 }
 
 /**
@@ -64,5 +64,5 @@ export interface PrecisionRecord {
 
 /** The record of a precision here and now (saved classifiers, pre-training logs, benchmarks). */
 export function precisionRecord(requested: Precision): PrecisionRecord {
-  return { requested, inForce: precisionInForce(requested), isa: native.activeIsa() }
+  return { requested, inForce: precisionInForce(requested), isa: activeIsa() }
 }

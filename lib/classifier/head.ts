@@ -8,21 +8,9 @@
 import { rangeError } from '../errors'
 import type { TensorToSave } from '../io/safetensors'
 import type { LinearHeadOptions } from '../model/forward'
-import { nativeOp } from '../native'
+import { classifierHead } from '../native'
 import { seededRandom } from '../util/random'
 
-/** The classifierHead op (native/addon/head.cc). */
-interface ClassifierHeadOptions extends LinearHeadOptions {
-  features: Float32Array
-  batch: number
-  hidden: number
-  labels?: Int32Array
-  classWeights?: Float32Array
-  dWeight?: Float32Array
-  dBias?: Float32Array
-  logits?: Float32Array
-}
-const classifierHeadOp = nativeOp<ClassifierHeadOptions, { loss: number; weightSum: number; correct: number }>('classifierHead')
 
 
 export type HeadSpec = { kind: 'linear' } | { kind: 'mlp'; hiddenSize: number }
@@ -145,7 +133,7 @@ export class Head {
   async logits(features: Float32Array, B: number): Promise<Float32Array> {
     const out = new Float32Array(B * this.classes)
     const linear = this.linear()
-    if (linear) await classifierHeadOp.run({ ...linear, features, batch: B, hidden: this.inputSize, logits: out })
+    if (linear) await classifierHead({ ...linear, features, batch: B, hidden: this.inputSize, logits: out })
     else this.mlpLogits(features, B, out)
     return out
   }
@@ -173,7 +161,7 @@ export class Head {
   async lossAndGrad(features: Float32Array, B: number, labels: Int32Array, classWeights: Float32Array | undefined, grads: Map<string, Float32Array>): Promise<HeadLoss> {
     const linear = this.linear()
     if (linear)
-      return classifierHeadOp.run({ ...linear, features, batch: B, hidden: this.inputSize, labels, classWeights, dWeight: grads.get(HEAD_WEIGHT)!, dBias: grads.get(HEAD_BIAS)! })
+      return classifierHead({ ...linear, features, batch: B, hidden: this.inputSize, labels, classWeights, dWeight: grads.get(HEAD_WEIGHT)!, dBias: grads.get(HEAD_BIAS)! })
     const C = this.classes
     const keep: { x?: Float32Array; hidden?: Float32Array } = {}
     const z = new Float32Array(B * C)

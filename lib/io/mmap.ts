@@ -1,15 +1,6 @@
 // Memory-mapped files: a file's bytes as ArrayBuffers without a copy (native/addon/mmap.cc).
 import { constants as bufferConstants } from 'node:buffer'
-import { native } from '../native'
-
-interface NativeMappedFile {
-  readonly byteLength: number
-  readonly path: string
-  readonly disposed: boolean
-  buffer(offset?: number, length?: number): ArrayBuffer
-  dispose(): void
-}
-type NativeMappedFileClass = new (path: string) => NativeMappedFile
+import { NativeMappedFile } from '../native'
 
 /**
  * A whole file mapped into memory (private copy-on-write: writing into a view changes this
@@ -28,8 +19,7 @@ export class MappedFile implements Disposable, AsyncDisposable {
 
   constructor(path: string) {
     if (typeof path !== 'string') throw new TypeError(`MappedFile: 'path' must be a string, got ${typeof path}`)
-    const Native = native.MappedFile as NativeMappedFileClass
-    this.#handle = new Native(path)
+    this.#handle = new NativeMappedFile(path)
   }
 
   get path(): string {

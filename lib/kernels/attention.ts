@@ -1,6 +1,6 @@
 // Fused causal attention (flash style): the forward saves the log-sum-exp of each query row,
 // the backward recomputes the probabilities from it. Float32 throughout.
-import { nativeOp } from '../native'
+import * as addon from '../native'
 import type { OnDevice } from '../device'
 
 /**
@@ -56,21 +56,18 @@ export interface AttentionBackwardOptions extends AttentionShape {
   dv: Float32Array
 }
 
-const forwardOp = nativeOp<AttentionForwardOptions>('attentionForward')
-const backwardOp = nativeOp<AttentionBackwardOptions>('attentionBackward')
-
 /** out = softmax(scale q k^T, causal and padding masked) v, and the per-row lse. */
 export async function attentionForward(o: AttentionForwardOptions): Promise<void> {
-  return forwardOp.run(o)
+  return addon.attentionForward(o)
 }
 export function attentionForwardSync(o: AttentionForwardOptions): void {
-  forwardOp.sync(o)
+  addon.attentionForwardSync(o)
 }
 
 /** dq, dk, dv for dout, from the forward's out and lse. */
 export async function attentionBackward(o: AttentionBackwardOptions): Promise<void> {
-  return backwardOp.run(o)
+  return addon.attentionBackward(o)
 }
 export function attentionBackwardSync(o: AttentionBackwardOptions): void {
-  backwardOp.sync(o)
+  addon.attentionBackwardSync(o)
 }

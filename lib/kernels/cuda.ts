@@ -9,9 +9,10 @@
 //
 // Without a CUDA build or device each call throws (sync) or rejects (async) an ErnieError with
 // code ERR_DEVICE that says which is missing (see lib/device.ts).
-import { cudaUnavailableReason } from '../device'
+import type { CudaPoolStats } from '../addon-types'
+import { cudaUnavailableReason, type OnDevice } from '../device'
 import { ErnieError } from '../errors'
-import { native, nativeOp } from '../native'
+import * as addon from '../native'
 import { withPrecision } from '../precision'
 import type { AttentionBackwardOptions, AttentionForwardOptions } from './attention'
 import type { GemmOptions } from './gemm'
@@ -29,50 +30,43 @@ import type {
 } from './ops'
 import type { Adamw8bitStepOptions, AdamwStepOptions } from './optim'
 
-function nativeFunction(name: string): unknown {
-  const f = native[name]
-  if (typeof f !== 'function') throw new Error(`ernie-sentiment: the native addon has no '${name}'; rebuild it (npm rebuild ernie-sentiment)`)
-  return f
-}
-
 function requireCuda(op: string): void {
   const reason = cudaUnavailableReason()
   if (reason !== undefined) throw new ErnieError('ERR_DEVICE', `kernels.cuda.${op}: device "cuda" is not available: ${reason}`)
 }
 
-// The pair (Promise, blocking) for native op `name` on device 'cuda', checking for CUDA first.
-// The matrix products' ops (`products`) get their precision resolved as on the CPU (ERNIE_PRECISION).
-function cudaOp<O extends object, R = void>(name: string, products = false) {
-  const op = nativeOp<O, R>(name)
+// An op's two entry points (Promise, blocking) on device 'cuda', checking for CUDA first. The
+// matrix products' ops (`products`) get their precision resolved as on the CPU (ERNIE_PRECISION).
+function onCuda<O extends OnDevice, R>(name: string, run: (o: O) => Promise<R>, sync: (o: O) => R, products = false) {
   const args = (o: O): O => ({ ...(products ? withPrecision(o) : o), device: 'cuda' })
   return {
     run: async (o: O): Promise<R> => {
       requireCuda(name)
-      return op.run(args(o))
+      return run(args(o))
     },
     sync: (o: O): R => {
       requireCuda(name)
-      return op.sync(args(o))
+      return sync(args(o))
     },
   }
 }
 
-const gemmOp = cudaOp<GemmOptions>('gemm', true)
-const attentionForwardOp = cudaOp<AttentionForwardOptions>('attentionForward')
-const attentionBackwardOp = cudaOp<AttentionBackwardOptions>('attentionBackward')
-const loraForwardOp = cudaOp<LoraForwardOptions>('loraForward', true)
-const loraBackwardOp = cudaOp<LoraBackwardOptions>('loraBackward', true)
-const rmsnormForwardOp = cudaOp<RmsNormForwardOptions>('rmsnormForward')
-const rmsnormBackwardOp = cudaOp<RmsNormBackwardOptions>('rmsnormBackward')
-const ropeForwardOp = cudaOp<RopeForwardOptions>('ropeForward')
-const ropeBackwardOp = cudaOp<RopeBackwardOptions>('ropeBackward')
-const swigluForwardOp = cudaOp<SwigluForwardOptions>('swigluForward')
-const swigluBackwardOp = cudaOp<SwigluBackwardOptions>('swigluBackward')
-const embeddingForwardOp = cudaOp<EmbeddingForwardOptions>('embeddingForward')
-const embeddingBackwardOp = cudaOp<EmbeddingBackwardOptions>('embeddingBackward')
-const crossEntropyOp = cudaOp<CrossEntropyOptions, CrossEntropyResult>('crossEntropy', true)
-const adamwStepOp = cudaOp<AdamwStepOptions>('adamwStep')
-const adamw8bitStepOp = cudaOp<Adamw8bitStepOptions>('adamw8bitStep')
+const gemmOp = onCuda('gemm', addon.gemm, addon.gemmSync, true)
+const attentionForwardOp = onCuda('attentionForward', addon.attentionForward, addon.attentionForwardSync)
+const attentionBackwardOp = onCuda('attentionBackward', addon.attentionBackward, addon.attentionBackwardSync)
+const loraForwardOp = onCuda('loraForward', addon.loraForward, addon.loraForwardSync, true)
+const loraBackwardOp = onCuda('loraBackward', addon.loraBackward, addon.loraBackwardSync, true)
+const rmsnormForwardOp = onCuda('rmsnormForward', addon.rmsnormForward, addon.rmsnormForwardSync)
+const rmsnormBackwardOp = onCuda('rmsnormBackward', addon.rmsnormBackward, addon.rmsnormBackwardSync)
+const ropeForwardOp = onCuda('ropeForward', addon.ropeForward, addon.ropeForwardSync)
+const ropeBackwardOp = onCuda('ropeBackward', addon.ropeBackward, addon.ropeBackwardSync)
+const swigluForwardOp = onCuda('swigluForward', addon.swigluForward, addon.swigluForwardSync)
+const swigluBackwardOp = onCuda('swigluBackward', addon.swigluBackward, addon.swigluBackwardSync)
+const embeddingForwardOp = onCuda('embeddingForward', addon.embeddingForward, addon.embeddingForwardSync)
+const embeddingBackwardOp = onCuda('embeddingBackward', addon.embeddingBackward, addon.embeddingBackwardSync)
+const crossEntropyOp = onCuda('crossEntropy', addon.crossEntropy, addon.crossEntropySync, true)
+const adamwStepOp = onCuda('adamwStep', addon.adamwStep, addon.adamwStepSync)
+const adamw8bitStepOp = onCuda('adamw8bitStep', addon.adamw8bitStep, addon.adamw8bitStepSync)
 
 /** What `npm run bench:cuda` times (device-resident inputs, CUDA events). */
 export type CudaBenchmarkOptions =
@@ -98,7 +92,12 @@ export type CudaBenchmarkOptions =
       rank: number
       iterations?: number
     }
-const benchmarkOp = cudaOp<CudaBenchmarkOptions, number>('cudaBenchmark')
+
+// The benchmark runs on the CUDA backend itself: it takes no `device`.
+async function benchmark(o: CudaBenchmarkOptions): Promise<number> {
+  requireCuda('cudaBenchmark')
+  return addon.cudaBenchmark(o)
+}
 
 /** The kernels on the CUDA backend (Promise forms; `cuda.sync` holds the blocking twins). */
 export const cuda = {
@@ -119,7 +118,7 @@ export const cuda = {
   adamwStep: adamwStepOp.run,
   adamw8bitStep: adamw8bitStepOp.run,
   /** Median seconds per run of a device-resident benchmark. */
-  benchmark: benchmarkOp.run,
+  benchmark,
   sync: {
     gemm: gemmOp.sync,
     attentionForward: attentionForwardOp.sync,
@@ -143,15 +142,15 @@ export const cuda = {
 /** Selects the CUDA device the kernels run on (default 0); RangeError for one that does not exist. */
 export function setCudaDevice(index: number): void {
   requireCuda('setCudaDevice')
-  ;(nativeFunction('setCudaDevice') as (i: number) => void)(index)
+  addon.setCudaDevice(index)
 }
 
 /** Device memory the caching pool holds: in use by running calls, and cached for reuse (bytes). */
-export function cudaPoolStats(): { inUse: number; cached: number } {
-  return (nativeFunction('cudaPoolStats') as () => { inUse: number; cached: number })()
+export function cudaPoolStats(): CudaPoolStats {
+  return addon.cudaPoolStats()
 }
 
 /** Returns the pool's cached device memory to the driver. */
 export function cudaTrimPool(): void {
-  ;(nativeFunction('cudaTrimPool') as () => void)()
+  addon.cudaTrimPool()
 }

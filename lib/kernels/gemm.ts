@@ -1,5 +1,5 @@
 // GEMM: C[m, n] (+)= alpha * sum over segments of A[m, k] . B[n, k]^T, f32 accumulation.
-import { nativeOp } from '../native'
+import * as addon from '../native'
 import { withPrecision, type Precision } from '../precision'
 import type { OnDevice } from '../device'
 
@@ -37,11 +37,9 @@ export interface GemmOptions extends OnDevice {
   precision?: Precision
 }
 
-const op = nativeOp<GemmOptions>('gemm')
-
 export async function gemm(o: GemmOptions): Promise<void> {
-  return op.run(withPrecision(o))
+  return addon.gemm(withPrecision(o))
 }
 export function gemmSync(o: GemmOptions): void {
-  op.sync(withPrecision(o))
+  addon.gemmSync(withPrecision(o))
 }

@@ -1,7 +1,7 @@
 // Typed access to the engine's kernels and settings. Each kernel runs off the JS thread and
 // returns a Promise (argument errors reject it); `kernels.sync` holds blocking twins for tests
 // and tiny inputs. One file per kernel family.
-import { native } from '../native'
+import * as addon from '../native'
 import { attentionBackwardSync, attentionForwardSync } from './attention'
 import { gemmSync } from './gemm'
 import { loraSync } from './lora'
@@ -32,26 +32,26 @@ export type Isa = 'generic' | 'avx2' | 'avx512' | 'avx512bf16'
 
 /** Instruction sets this CPU and binary support, lowest first. */
 export function supportedIsas(): Isa[] {
-  return native.supportedIsas() as Isa[]
+  return addon.supportedIsas()
 }
 /** Whether the AVX-512 ISAs are emulated (the test-only build `npm run build:avx512-emu`). */
 export function avx512Emulated(): boolean {
-  return native.avx512Emulated === true
+  return addon.avx512Emulated
 }
 /** The instruction set the kernels use now. */
 export function activeIsa(): Isa {
-  return native.activeIsa() as Isa
+  return addon.activeIsa()
 }
 /** Selects a lower (or the best) instruction set; RangeError if this CPU lacks it. */
 export function setIsa(isa: Isa): void {
-  native.setIsa(isa)
+  addon.setIsa(isa)
 }
 /** Threads the engine computes on (physical cores unless ERNIE_NUM_THREADS says otherwise). */
 export function numThreads(): number {
-  return native.numThreads()
+  return addon.numThreads()
 }
 export function setNumThreads(n: number): void {
-  native.setNumThreads(n)
+  addon.setNumThreads(n)
 }
 
 /** Blocking twins of the kernels, for tests and tiny inputs. */

@@ -1,6 +1,6 @@
 // A linear layer with a LoRA adapter: y = x W^T + scale (x A^T) B^T, forward and backward,
 // each one native call (the adapter's product shares the pass over y with the base GEMM).
-import { nativeOp } from '../native'
+import * as addon from '../native'
 import { withPrecision, type Precision } from '../precision'
 import type { F32OrBf16 } from './gemm'
 import type { OnDevice } from '../device'
@@ -49,16 +49,13 @@ export interface LoraBackwardOptions extends LoraShape {
   dB: Float32Array
 }
 
-const fwd = nativeOp<LoraForwardOptions>('loraForward')
-const bwd = nativeOp<LoraBackwardOptions>('loraBackward')
-
 export async function loraForward(o: LoraForwardOptions): Promise<void> {
-  return fwd.run(withPrecision(o))
+  return addon.loraForward(withPrecision(o))
 }
 export async function loraBackward(o: LoraBackwardOptions): Promise<void> {
-  return bwd.run(withPrecision(o))
+  return addon.loraBackward(withPrecision(o))
 }
 export const loraSync = {
-  loraForward: (o: LoraForwardOptions): void => fwd.sync(withPrecision(o)),
-  loraBackward: (o: LoraBackwardOptions): void => bwd.sync(withPrecision(o)),
+  loraForward: (o: LoraForwardOptions): void => addon.loraForwardSync(withPrecision(o)),
+  loraBackward: (o: LoraBackwardOptions): void => addon.loraBackwardSync(withPrecision(o)),
 }

@@ -1,6 +1,6 @@
 // Cross-entropy through the tied LM head, chunked over the vocabulary so the [tokens, vocab]
 // logits never exist whole; optionally the gradients for the hidden states and the head.
-import { nativeOp } from '../native'
+import * as addon from '../native'
 import { withPrecision, type Precision } from '../precision'
 import type { F32OrBf16 } from './gemm'
 import type { OnDevice } from '../device'
@@ -37,11 +37,9 @@ export interface CrossEntropyResult {
   lossSum: number
 }
 
-const op = nativeOp<CrossEntropyOptions, CrossEntropyResult>('crossEntropy')
-
 export async function crossEntropy(o: CrossEntropyOptions): Promise<CrossEntropyResult> {
-  return op.run(withPrecision(o))
+  return addon.crossEntropy(withPrecision(o))
 }
 export function crossEntropySync(o: CrossEntropyOptions): CrossEntropyResult {
-  return op.sync(withPrecision(o))
+  return addon.crossEntropySync(withPrecision(o))
 }

@@ -2,7 +2,7 @@
 // Tensors are flattened row-major typed arrays; activations and gradients are Float32Array,
 // weights Float32Array or bf16 bits (Uint16Array). Outputs are written in place; an output
 // must not share memory with another argument unless its comment says it may be the input.
-import { nativeOp } from '../native'
+import * as addon from '../native'
 import type { F32OrBf16 } from './gemm'
 import type { OnDevice } from '../device'
 
@@ -125,62 +125,53 @@ export interface EmbeddingBackwardOptions extends OnDevice {
   dim: number
 }
 
-const rmsnormForwardOp = nativeOp<RmsNormForwardOptions>('rmsnormForward')
-const rmsnormBackwardOp = nativeOp<RmsNormBackwardOptions>('rmsnormBackward')
-const ropeForwardOp = nativeOp<RopeForwardOptions>('ropeForward')
-const ropeBackwardOp = nativeOp<RopeBackwardOptions>('ropeBackward')
-const swigluForwardOp = nativeOp<SwigluForwardOptions>('swigluForward')
-const swigluBackwardOp = nativeOp<SwigluBackwardOptions>('swigluBackward')
-const embeddingForwardOp = nativeOp<EmbeddingForwardOptions>('embeddingForward')
-const embeddingBackwardOp = nativeOp<EmbeddingBackwardOptions>('embeddingBackward')
-
 export async function rmsnormForward(o: RmsNormForwardOptions): Promise<void> {
-  return rmsnormForwardOp.run(o)
+  return addon.rmsnormForward(o)
 }
 export function rmsnormForwardSync(o: RmsNormForwardOptions): void {
-  rmsnormForwardOp.sync(o)
+  addon.rmsnormForwardSync(o)
 }
 export async function rmsnormBackward(o: RmsNormBackwardOptions): Promise<void> {
-  return rmsnormBackwardOp.run(o)
+  return addon.rmsnormBackward(o)
 }
 export function rmsnormBackwardSync(o: RmsNormBackwardOptions): void {
-  rmsnormBackwardOp.sync(o)
+  addon.rmsnormBackwardSync(o)
 }
 export async function ropeForward(o: RopeForwardOptions): Promise<void> {
-  return ropeForwardOp.run(o)
+  return addon.ropeForward(o)
 }
 export function ropeForwardSync(o: RopeForwardOptions): void {
-  ropeForwardOp.sync(o)
+  addon.ropeForwardSync(o)
 }
 export async function ropeBackward(o: RopeBackwardOptions): Promise<void> {
-  return ropeBackwardOp.run(o)
+  return addon.ropeBackward(o)
 }
 export function ropeBackwardSync(o: RopeBackwardOptions): void {
-  ropeBackwardOp.sync(o)
+  addon.ropeBackwardSync(o)
 }
 export async function swigluForward(o: SwigluForwardOptions): Promise<void> {
-  return swigluForwardOp.run(o)
+  return addon.swigluForward(o)
 }
 export function swigluForwardSync(o: SwigluForwardOptions): void {
-  swigluForwardOp.sync(o)
+  addon.swigluForwardSync(o)
 }
 export async function swigluBackward(o: SwigluBackwardOptions): Promise<void> {
-  return swigluBackwardOp.run(o)
+  return addon.swigluBackward(o)
 }
 export function swigluBackwardSync(o: SwigluBackwardOptions): void {
-  swigluBackwardOp.sync(o)
+  addon.swigluBackwardSync(o)
 }
 export async function embeddingForward(o: EmbeddingForwardOptions): Promise<void> {
-  return embeddingForwardOp.run(o)
+  return addon.embeddingForward(o)
 }
 export function embeddingForwardSync(o: EmbeddingForwardOptions): void {
-  embeddingForwardOp.sync(o)
+  addon.embeddingForwardSync(o)
 }
 export async function embeddingBackward(o: EmbeddingBackwardOptions): Promise<void> {
-  return embeddingBackwardOp.run(o)
+  return addon.embeddingBackward(o)
 }
 export function embeddingBackwardSync(o: EmbeddingBackwardOptions): void {
-  embeddingBackwardOp.sync(o)
+  addon.embeddingBackwardSync(o)
 }
 
 /** The blocking twins, for `kernels.sync`. */

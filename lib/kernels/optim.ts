@@ -1,5 +1,5 @@
 // Optimiser steps (in place on flat fp32 arrays) and gradient norms.
-import { nativeOp } from '../native'
+import * as addon from '../native'
 import type { OnDevice } from '../device'
 
 /** Hyperparameters shared by the AdamW steps; defaults are torch.optim.AdamW's. */
@@ -80,50 +80,42 @@ export interface ClipGradNormOptions extends GradNormOptions {
   maxNorm: number
 }
 
-const adamwOp = nativeOp<AdamwStepOptions>('adamwStep')
-const adamw8bitOp = nativeOp<Adamw8bitStepOptions>('adamw8bitStep')
-const sgdOp = nativeOp<SgdStepOptions>('sgdStep')
-const quantizeOp = nativeOp<QuantizeBlockwiseOptions>('quantizeBlockwise')
-const dequantizeOp = nativeOp<DequantizeBlockwiseOptions>('dequantizeBlockwise')
-const normOp = nativeOp<GradNormOptions, number>('gradNorm')
-const clipOp = nativeOp<ClipGradNormOptions, number>('clipGradNorm')
-
 export async function adamwStep(o: AdamwStepOptions): Promise<void> {
-  return adamwOp.run(o)
+  return addon.adamwStep(o)
 }
 export function adamwStepSync(o: AdamwStepOptions): void {
-  adamwOp.sync(o)
+  addon.adamwStepSync(o)
 }
 export async function adamw8bitStep(o: Adamw8bitStepOptions): Promise<void> {
-  return adamw8bitOp.run(o)
+  return addon.adamw8bitStep(o)
 }
 export function adamw8bitStepSync(o: Adamw8bitStepOptions): void {
-  adamw8bitOp.sync(o)
+  addon.adamw8bitStepSync(o)
 }
 export async function sgdStep(o: SgdStepOptions): Promise<void> {
-  return sgdOp.run(o)
+  return addon.sgdStep(o)
 }
 export function sgdStepSync(o: SgdStepOptions): void {
-  sgdOp.sync(o)
+  addon.sgdStepSync(o)
 }
 export async function quantizeBlockwise(o: QuantizeBlockwiseOptions): Promise<void> {
-  return quantizeOp.run(o)
+  return addon.quantizeBlockwise(o)
 }
 export function quantizeBlockwiseSync(o: QuantizeBlockwiseOptions): void {
-  quantizeOp.sync(o)
+  addon.quantizeBlockwiseSync(o)
 }
 export async function dequantizeBlockwise(o: DequantizeBlockwiseOptions): Promise<void> {
-  return dequantizeOp.run(o)
+  return addon.dequantizeBlockwise(o)
 }
 export function dequantizeBlockwiseSync(o: DequantizeBlockwiseOptions): void {
-  dequantizeOp.sync(o)
+  addon.dequantizeBlockwiseSync(o)
 }
 /** Global L2 norm of all the arrays (accumulated in double, independent of the thread count). */
 export async function gradNorm(o: GradNormOptions): Promise<number> {
-  return normOp.run(o)
+  return addon.gradNorm(o)
 }
 export function gradNormSync(o: GradNormOptions): number {
-  return normOp.sync(o)
+  return addon.gradNormSync(o)
 }
 /**
  * torch's clip_grad_norm_: returns the norm before clipping and, when maxNorm / (norm + 1e-6) < 1,
@@ -131,8 +123,8 @@ export function gradNormSync(o: GradNormOptions): number {
  * (skip the step).
  */
 export async function clipGradNorm(o: ClipGradNormOptions): Promise<number> {
-  return clipOp.run(o)
+  return addon.clipGradNorm(o)
 }
 export function clipGradNormSync(o: ClipGradNormOptions): number {
-  return clipOp.sync(o)
+  return addon.clipGradNormSync(o)
 }

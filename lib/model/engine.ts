@@ -1,33 +1,25 @@
-// The native engine's model: the handle's surface and the options it is built from (dimensions
-// and weight views).
+// The native engine's model: the options it is built from (dimensions and weight views). Its
+// surface and options are typed with the rest of the binding (lib/addon-types.ts).
+import type { NativeMatrix, NativeModelOptions } from '../addon-types'
 import { nativeBackend } from '../device'
+import type { NativeModel } from '../native'
 import type { ResolvedConfig } from './config'
 import type { MatrixView, ModelViews } from './weights'
 
-/** The native objects' surface (see native/addon/model.cc). */
-export interface NativeModelHandle {
-  forward(o: Record<string, unknown>): Promise<void>
-  forwardSync(o: Record<string, unknown>): void
-  trainStep(o: Record<string, unknown>): Promise<{ loss: number; count: number }>
-  trainStepSync(o: Record<string, unknown>): { loss: number; count: number }
-  /** The backend its weights live on and its calls run on: 'cpu' | 'cuda' | 'checked'. */
-  readonly backend: 'cpu' | 'cuda' | 'checked'
-  dispose(): void
-}
+/** The native model object (see native/addon/model.cc). */
+export type NativeModelHandle = NativeModel
 
-export type NativeModelCtor = new (o: Record<string, unknown>) => NativeModelHandle
-
-function nativeMatrix(m: MatrixView): Record<string, unknown> {
+function nativeMatrix(m: MatrixView): NativeMatrix {
   return { data: m.data, offset: m.offset, rows: m.rows, cols: m.cols, ld: m.ld, transposed: m.transposed }
 }
 
 /**
- * The options object of `new native.Model(...)` for a config and its weight views, on `device`
+ * The options object of `new NativeModel(...)` for a config and its weight views, on `device`
  * (where the weights are placed once). `prepack`: the CPU engine may keep its bf16 weights
  * packed for bf16 products (AVX512_BF16), as much memory again as they take; false where the
  * weights change between calls (full fine-tuning's compute copies).
  */
-export function nativeModelOptions(cfg: ResolvedConfig, v: ModelViews, device: 'cpu' | 'cuda', prepack = true): Record<string, unknown> {
+export function nativeModelOptions(cfg: ResolvedConfig, v: ModelViews, device: 'cpu' | 'cuda', prepack = true): NativeModelOptions {
   return {
     device: nativeBackend(device),
     prepack,

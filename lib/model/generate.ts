@@ -1,12 +1,11 @@
 // Generation: a prompt (text, token ids or chat messages) continued with a KV cache, greedy or
 // sampled with temperature and nucleus (top-p).
 import { rangeError, typeError } from '../errors'
-import { native } from '../native'
+import { NativeKvCache } from '../native'
 import type { Precision } from '../precision'
 import type { ChatMessage } from '../tokenizer'
 import { seededRandom } from '../util/random'
 import type { ModelContext } from './context'
-import type { NativeModelHandle } from './engine'
 import type { LoraAdapter } from './lora'
 
 export interface GenerateOptions {
@@ -56,7 +55,7 @@ function sample(logits: Float32Array, temperature: number, topP: number, random:
 
 /** ErnieModel.generate. */
 export async function generateText(model: ModelContext, prompt: string | number[] | ChatMessage[], options: GenerateOptions = {}): Promise<GenerateResult> {
-  const handle = model.native() as NativeModelHandle & { decode(o: object): Promise<void> }
+  const handle = model.native()
   const maxNewTokens = options.maxNewTokens ?? 64
   if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw rangeError('generate: maxNewTokens must be a positive integer')
   const temperature = options.temperature ?? 0
@@ -73,8 +72,7 @@ export async function generateText(model: ModelContext, prompt: string | number[
   const eos = new Set<number>(
     [model.config.eos_token_id, model.tokenizer?.eosTokenId, ...(options.eosTokenIds ?? [])].flat().filter((x): x is number => typeof x === 'number'),
   )
-  const KvCache = native.KvCache as new (o: object) => { dispose(): void }
-  const cache = new KvCache({ maxLength: ids.length + maxNewTokens })
+  const cache = new NativeKvCache({ maxLength: ids.length + maxNewTokens })
   const logits = new Float32Array(model.config.vocab_size)
   // Rows of the embedding past the tokenizer's vocabulary (padding to a round size) are no
   // tokens: they are never picked (the tokenizer could not decode them).

@@ -8,7 +8,7 @@ import { resolvePrecision, type Precision } from '../precision'
 import { ErnieError, typeError } from '../errors'
 import { resolveModel, type ResolveOptions } from '../hub'
 import { openSafetensors, type Safetensors } from '../io/safetensors'
-import { native } from '../native'
+import { fillNormalSync } from '../native'
 import { Tokenizer } from '../tokenizer'
 import { resolveConfig, type ResolvedConfig } from './config'
 import { f16ToBf16 } from './dtype'
@@ -98,7 +98,7 @@ export function randomTensors(cfg: ResolvedConfig, options: RandomOptions = {}):
   for (const [name, shape] of checkpointShapes(cfg)) {
     const data = new Uint16Array(shape.reduce((a, b) => a * b, 1))
     if (name.endsWith('norm.weight')) data.fill(ONE_BF16)
-    else (native.fillNormalSync as (o: object) => void)({ out: data, std, seed: seed * 1000 + i++ })
+    else fillNormalSync({ out: data, std, seed: seed * 1000 + i++ })
     tensors.set(name, { shape, data })
   }
   return new MemoryTensors(`random ${cfg.model_type} model (seed ${seed})`, tensors)

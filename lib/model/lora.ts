@@ -8,7 +8,8 @@ import * as path from 'node:path'
 import { ErnieError, rangeError, typeError } from '../errors'
 import { writeDirectoryAtomically, writeFileDurable } from '../io/atomic'
 import { openSafetensors, saveSafetensors, type TensorToSave } from '../io/safetensors'
-import { native } from '../native'
+import type { NativeAdapterLayer } from '../addon-types'
+import { NativeAdapter } from '../native'
 import { seededRandom } from '../util/random'
 import type { ResolvedConfig } from './config'
 import { PROJECTIONS, modulePath, projectionShape, type Projection } from './projections'
@@ -105,9 +106,7 @@ function toF32(v: Float32Array | Uint16Array, dtype: string, where: string): Flo
   throw new ErnieError('ERR_ADAPTER', `${where} has dtype ${dtype}; expected F32, BF16 or F16`)
 }
 
-export interface NativeAdapterHandle {
-  dispose(): void
-}
+export type NativeAdapterHandle = NativeAdapter
 
 export function validateLoraConfig(o: LoraOptions | Record<string, unknown>, where = 'LoRA options'): LoraConfig {
   const opts = o as LoraOptions
@@ -142,15 +141,14 @@ export class LoraAdapter {
     this.tensors = tensors
     const layers = []
     for (let l = 0; l < modelConfig.num_hidden_layers; l++) {
-      const entry: Record<string, unknown> = {}
+      const entry: NativeAdapterLayer = {}
       for (const proj of config.targetModules) {
         const [out, inp] = projectionShape(modelConfig, proj)
-        entry[proj] = { a: tensors.get(peftName(l, proj, 'A')), b: tensors.get(peftName(l, proj, 'B')), rank: config.r, scale: this.scale, inFeatures: inp, outFeatures: out }
+        entry[proj] = { a: tensors.get(peftName(l, proj, 'A'))!, b: tensors.get(peftName(l, proj, 'B'))!, rank: config.r, scale: this.scale, inFeatures: inp, outFeatures: out }
       }
       layers.push(entry)
     }
-    const Adapter = native.Adapter as new (o: object) => NativeAdapterHandle
-    this.handle_ = new Adapter({ layers, dropout: config.dropout })
+    this.handle_ = new NativeAdapter({ layers, dropout: config.dropout })
   }
 
   /** alpha / r, or alpha / sqrt(r) with rsLoRA. */

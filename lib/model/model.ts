@@ -9,11 +9,11 @@
 import { resolveModelDevice } from '../device'
 import { resolvePrecision, type Precision } from '../precision'
 import { ErnieError, rangeError, typeError } from '../errors'
-import { native } from '../native'
+import { NativeModel } from '../native'
 import type { ChatMessage, Tokenizer } from '../tokenizer'
 import { resolveConfig, type ModelConfig, type ResolvedConfig } from './config'
 import { embedTexts, type EmbedOptions } from './embed'
-import { nativeModelOptions, type NativeModelCtor, type NativeModelHandle } from './engine'
+import { nativeModelOptions, type NativeModelHandle } from './engine'
 import { POOLINGS, flatten, toFlatBatch, type ForwardInput, type ForwardOptions, type ForwardResult, type TokenBatch } from './forward'
 import { generateText, type GenerateOptions, type GenerateResult } from './generate'
 import { loadPretrained, randomTensors, type FromPretrainedOptions, type ModelParts, type RandomOptions } from './load'
@@ -75,8 +75,7 @@ export class ErnieModel implements AsyncDisposable {
     this.directory = parts.directory
     this.tokenizer = parts.tokenizer
     this.device = parts.device ?? 'cpu'
-    const Model = native.Model as NativeModelCtor
-    this.handle = new Model(nativeModelOptions(parts.config, parts.weights, this.device))
+    this.handle = new NativeModel(nativeModelOptions(parts.config, parts.weights, this.device))
   }
 
   /**
@@ -186,8 +185,7 @@ export class ErnieModel implements AsyncDisposable {
     if (this.full) throw new ErnieError('ERR_STATE', 'enableFullTraining: full training is already enabled for this model')
     if (this.running.size > 0) throw new ErnieError('ERR_BUSY', 'enableFullTraining: wait for the running calls to finish first')
     const { views, masters, copies } = fullTrainingViews(this.config, this.weights, options)
-    const Model = native.Model as NativeModelCtor
-    const handle = new Model(nativeModelOptions(this.config, views, this.device, false))
+    const handle = new NativeModel(nativeModelOptions(this.config, views, this.device, false))
     this.handle?.dispose()
     this.handle = handle
     this.weights = views
@@ -206,8 +204,7 @@ export class ErnieModel implements AsyncDisposable {
     if (this.full) throw new ErnieError('ERR_STATE', 'mergeAdapter: not with full training enabled; merge before enableFullTraining')
     if (this.running.size > 0) throw new ErnieError('ERR_BUSY', 'mergeAdapter: wait for the running calls to finish first')
     const views = mergedViews(this.weights, adapter, options)
-    const Model = native.Model as NativeModelCtor
-    const handle = new Model(nativeModelOptions(this.config, views, this.device))
+    const handle = new NativeModel(nativeModelOptions(this.config, views, this.device))
     this.handle?.dispose()
     this.handle = handle
     this.weights = views

@@ -2,7 +2,7 @@
 // kProjections, exported by the addon as `projections`): PEFT's module name, the key of the
 // engine's weight views, the block that holds it in HF tensor names, and its [out, in] shape in
 // model dimensions.
-import { native } from '../native'
+import { projections } from '../native'
 import type { ResolvedConfig } from './config'
 
 export type Projection = 'q_proj' | 'k_proj' | 'v_proj' | 'o_proj' | 'gate_proj' | 'up_proj' | 'down_proj'
@@ -19,7 +19,7 @@ export interface ProjectionSpec {
 }
 
 /** In PEFT's order: q, k, v, o, gate, up, down. */
-export const PROJECTION_SPECS: readonly ProjectionSpec[] = Object.freeze((native.projections as ProjectionSpec[]).map((p) => Object.freeze({ ...p })))
+export const PROJECTION_SPECS: readonly ProjectionSpec[] = Object.freeze(projections.map((p) => Object.freeze({ ...p })))
 export const PROJECTIONS: readonly Projection[] = Object.freeze(PROJECTION_SPECS.map((p) => p.name))
 
 export function projectionSpec(proj: Projection): ProjectionSpec {

@@ -2,6 +2,7 @@
 // the loss alone, the gradient buffers the engine fills, and the trainable weights of full
 // fine-tuning (fp32 masters and their bf16 compute copies).
 import { rangeError, typeError } from '../errors'
+import type { NativeGrads, NativeLoraGrads } from '../addon-types'
 import type { Precision } from '../precision'
 import type { ResolvedConfig } from './config'
 import type { ModelContext } from './context'
@@ -161,14 +162,14 @@ export function gradientSpec(
   trainBase: boolean,
   adapter?: LoraAdapter,
   include: (name: string) => boolean = () => true,
-): Record<string, unknown> {
+): NativeGrads {
   const buffer = (name: string, size: number) => {
     let g = grads.get(name)
     if (!g) grads.set(name, (g = new Float32Array(size)))
     else if (g.length !== size) throw rangeError(`grads: "${name}" has ${g.length} elements, expected ${size}`)
     return g
   }
-  const spec: Record<string, unknown> = {}
+  const spec: NativeGrads = {}
   if (trainBase) {
     const shapes = checkpointShapes(cfg)
     const size = (name: string) => shapes.get(name)!.reduce((a, b) => a * b, 1)
@@ -191,7 +192,7 @@ export function gradientSpec(
   if (adapter) {
     const lora = []
     for (let l = 0; l < cfg.num_hidden_layers; l++) {
-      const entry: Record<string, unknown> = {}
+      const entry: NativeLoraGrads = {}
       for (const proj of PROJECTIONS) {
         const a = peftName(l, proj, 'A')
         if (!adapter.tensors.has(a)) continue

@@ -6,7 +6,7 @@
 import t from 'tap'
 import { ErnieModel, kernels, LoraAdapter } from '../../lib/index'
 import { nativeModelOptions } from '../../lib/model/model'
-import { native } from '../../lib/native'
+import { NativeModel } from '../../lib/native'
 
 const hasBf16Dot = kernels.supportedIsas().includes('avx512bf16')
 
@@ -38,8 +38,7 @@ function firstDifference(a: ArrayLike<number>, b: ArrayLike<number>): string {
 function unpackedTwin(model: ErnieModel): ErnieModel {
   const twin = Object.create(ErnieModel.prototype) as ErnieModel
   Object.assign(twin, model)
-  const Model = native.Model as new (o: object) => ErnieModel['handle']
-  Object.assign(twin, { handle: new Model(nativeModelOptions(model.config, model.weights, 'cpu', false)), running: new Set() })
+  Object.assign(twin, { handle: new NativeModel(nativeModelOptions(model.config, model.weights, model.device, false)), running: new Set() })
   return twin
 }
 
