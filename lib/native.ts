@@ -95,9 +95,8 @@ export const native: AddonBinding = load()
 export const { supportedIsas, activeIsa, setIsa, numThreads, setNumThreads, physicalCores, avx512Emulated } = native
 
 // The ops: a Promise each (the work on a libuv worker thread), and its blocking twin for tests
-// and the public `kernels.sync` API. Library code calls the Promise forms, except behind the
-// public synchronous APIs that predate them: ErnieModel.random / randomTensors (fillNormalSync)
-// and ErnieModel.mergeAdapter (gemmSync, through kernels.gemmSync in lib/model/merge.ts).
+// and the public `kernels.sync` API. Library code calls the Promise forms, except behind one
+// public synchronous API: ErnieModel.random / randomTensors (fillNormalSync: random weights).
 export const {
   gemm,
   gemmSync,

@@ -1,6 +1,6 @@
 // A LoRA adapter folded into the base weights it adapts (ErnieModel.mergeAdapter).
 import { rangeError } from '../errors'
-import { gemmSync } from '../kernels/gemm'
+import { gemm } from '../kernels/gemm'
 import { bf16ToF32, f32ToBf16 } from './dtype'
 import { materialize } from './layout'
 import { peftName, type LoraAdapter } from './lora'
@@ -8,10 +8,11 @@ import { projectionSpec } from './projections'
 import type { ModelViews } from './weights'
 
 /** The weight views with the adapter merged: W' = W + scale B A in f32, kept as f32 or rounded to bf16. */
-export function mergedViews(weights: ModelViews, adapter: LoraAdapter, options: { dtype?: 'bf16' | 'f32' }): ModelViews {
+export async function mergedViews(weights: ModelViews, adapter: LoraAdapter, options: { dtype?: 'bf16' | 'f32' }): Promise<ModelViews> {
   const dtype = options.dtype ?? 'bf16'
   if (dtype !== 'bf16' && dtype !== 'f32') throw rangeError(`mergeAdapter: dtype must be 'bf16' or 'f32', got ${JSON.stringify(dtype)}`)
-  const layers = weights.layers.map((layer, l) => {
+  const layers: ModelViews['layers'] = []
+  for (const [l, layer] of weights.layers.entries()) {
     const out = { ...layer }
     for (const proj of adapter.config.targetModules) {
       const key = projectionSpec(proj).key
@@ -21,11 +22,11 @@ export function mergedViews(weights: ModelViews, adapter: LoraAdapter, options: 
       const w = base instanceof Float32Array ? Float32Array.from(base) : bf16ToF32(base)
       // W[out, in] += scale * B[out, r] . A[r, in], in fp32 whatever the model's precision:
       // the merged weight is then rounded once, to its stored dtype
-      gemmSync({ c: w, m: view.rows, n: view.cols, accumulate: true, alpha: adapter.scale, segments: [{ a: b, b: a, k: adapter.config.r, bLayout: 'kn' }], precision: 'fp32' })
+      await gemm({ c: w, m: view.rows, n: view.cols, accumulate: true, alpha: adapter.scale, segments: [{ a: b, b: a, k: adapter.config.r, bLayout: 'kn' }], precision: 'fp32' })
       const data = dtype === 'f32' ? w : f32ToBf16(w)
       out[key] = { data, offset: 0, rows: view.rows, cols: view.cols, ld: view.cols, transposed: false }
     }
-    return out
-  })
+    layers.push(out)
+  }
   return { ...weights, layers }
 }

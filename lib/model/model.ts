@@ -197,13 +197,14 @@ export class ErnieModel implements AsyncDisposable {
    * Folds a LoRA adapter into the weights it adapts: W' = W + scale B A, computed in f32 and
    * kept as f32 or rounded to bf16 (the default, as PEFT's merge_and_unload keeps the model's
    * dtype). The model then no longer needs the adapter; save() exports the merged checkpoint.
+   * The products run off the JS thread; other calls wait for the merge (ERR_BUSY meanwhile).
    */
-  mergeAdapter(adapter: LoraAdapter, options: { dtype?: 'bf16' | 'f32' } = {}): void {
+  async mergeAdapter(adapter: LoraAdapter, options: { dtype?: 'bf16' | 'f32' } = {}): Promise<void> {
     this.native()
     if (!(adapter instanceof LoraAdapter)) throw typeError('mergeAdapter: expected a LoraAdapter')
     if (this.full) throw new ErnieError('ERR_STATE', 'mergeAdapter: not with full training enabled; merge before enableFullTraining')
     if (this.running.size > 0) throw new ErnieError('ERR_BUSY', 'mergeAdapter: wait for the running calls to finish first')
-    const views = mergedViews(this.weights, adapter, options)
+    const views = await this.track(mergedViews(this.weights, adapter, options))
     const handle = new NativeModel(nativeModelOptions(this.config, views, this.device))
     this.handle?.dispose()
     this.handle = handle

@@ -53,7 +53,7 @@ for (const name of ['ernie-tiny', 'qwen3-tiny'] as const) {
 
     for (const dtype of ['f32', 'bf16'] as const) {
       const m = await ErnieModel.fromPretrained(path.join(FIXTURES, name))
-      m.mergeAdapter(reloaded, { dtype })
+      await m.mergeAdapter(reloaded, { dtype })
       await forEachIsaAndPrecision(async (isa, precision) => {
         // The merged projections are stored as `dtype`: an f32 merge leaves only f32 x f32
         // products in the hidden states, which round at 'bf16' alone.
@@ -80,7 +80,7 @@ for (const name of ['ernie-tiny', 'qwen3-tiny'] as const) {
       await standalone.dispose()
       await m.dispose()
     }
-    t.throws(() => model.mergeAdapter({} as LoraAdapter), { name: 'TypeError' })
+    await t.rejects(model.mergeAdapter({} as LoraAdapter), { name: 'TypeError' })
     adapter.dispose()
     reloaded.dispose()
     await model.dispose()
