@@ -1,6 +1,6 @@
 // The CUDA backend (backend/backend.h) on one device: device memory from the caching pool
 // (runtime.cu), and every op queued, on device pointers, on the calling thread's stream through
-// the device-pointer layer the host-copy wrappers (cuda/backend.h) share (cuda/device.cuh).
+// the device-pointer layer of the kernel families (cuda/device.cuh).
 //
 // Rules (what each choice below leans on):
 //   Queues. A thread gets its own queue per device on its first call: a Context (runtime.cu),
@@ -8,7 +8,7 @@
 //     thread_local until the thread ends. The addon runs jobs on several libuv workers at once;
 //     each job's ops go in order on its worker's stream, and jobs on different workers overlap.
 //     Every call first makes the backend's device current on the thread (cudaSetDevice): a
-//     worker may have run a job on another device, or a host-copy wrapper, just before.
+//     worker may have run a job on another device just before.
 //   Temporaries. Each op runs in a Context::Scope: what it allocates (packed bf16 operands,
 //     partial sums, logits blocks) goes back to the thread's Context when it returns, for its
 //     next ops; they run after it on the same stream, so reuse needs no wait. When the stream

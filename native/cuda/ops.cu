@@ -8,8 +8,7 @@
 // ids is not fixed (the CPU backend's is).
 //
 // Each op has a device-pointer form (*_device, cuda/device.cuh), which the CUDA backend
-// (cuda/cuda_backend.cu) queues on the calling thread's stream, and a host-copy wrapper
-// (cuda/backend.h) built on it for the single-op tests.
+// (cuda/cuda_backend.cu) queues on the calling thread's stream.
 //
 // Compiled for sm_80 and sm_90, never run here (no GPU).
 #include <algorithm>
@@ -295,7 +294,5 @@ void embedding_backward_device(const EmbeddingBackwardArgs& a, Context& ctx) {
   embedding_bwd_kernel<<<grid_for(a.n * a.dim, 256), 256, 0, ctx.stream()>>>(a.ids, a.n, a.dout, a.dim, a.dtable);
   CUDA_CHECK_LAUNCH("embedding_bwd_kernel");
 }
-
-// ---- the host-copy wrappers (cuda/backend.h): copy in, run the device layer, copy back ------------
 
 }  // namespace ernie::cuda
