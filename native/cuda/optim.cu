@@ -9,6 +9,7 @@
 #include <mutex>
 #include <stdexcept>
 
+#include "cpu/optim.h"  // cpu::QuantMap, cpu::dynamic_map(): the 8-bit state format shared with the CPU
 #include "cuda/device.cuh"
 
 namespace ernie::cuda {
