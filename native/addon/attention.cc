@@ -15,7 +15,6 @@
 
 #include "addon/mirror.h"
 #include "addon/op.h"
-#include "cuda/backend.h"
 
 namespace ernie::addon {
 namespace {
@@ -38,14 +37,13 @@ struct Parsed {
 Parsed parse_common(Args& args) {
   Parsed p;
   p.be = &args.backend();
-  const bool on_cuda = p.be->device() == Device::cuda;
   AttentionArgs& g = p.g;
   g.batch = args.integer("batch", 0, INT32_MAX);
   g.tq = args.integer("tq", 0, INT32_MAX);
   g.tk = args.integer("tk", 0, INT32_MAX);
   g.heads = args.integer("heads", 1, 1 << 16);
   g.kv_heads = args.integer("kvHeads", 1, 1 << 16);
-  g.head_dim = args.integer("headDim", 1, on_cuda ? cuda::kMaxHeadDim : 1 << 16);
+  g.head_dim = args.integer("headDim", 1, p.be->max_head_dim());
   if (g.heads % g.kv_heads != 0)
     args.range_error(args.name("heads") + " (" + std::to_string(g.heads) + ") must be a multiple of " +
                      args.name("kvHeads") + " (" + std::to_string(g.kv_heads) + ")");

@@ -54,6 +54,8 @@ class Backend {
   // The precision a call asking for `asked` runs at (never automatic), for a product with a
   // weight of `weight_dtype`.
   virtual Precision resolve(Precision asked, DType weight_dtype) const = 0;
+  // The largest attention head dimension its attention kernels take.
+  virtual int64_t max_head_dim() const = 0;
 
   // ---- memory: bytes the ops can address. alloc'd memory is uninitialised, 64-byte aligned.
   virtual void* alloc(size_t bytes) = 0;

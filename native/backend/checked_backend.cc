@@ -34,6 +34,7 @@ class CheckedBackend final : public Backend {
   const char* name() const override { return "checked"; }
   bool supports(Op op, DType dt, Precision p) const override { return inner().supports(op, dt, p); }
   Precision resolve(Precision asked, DType dt) const override { return inner().resolve(asked, dt); }
+  int64_t max_head_dim() const override { return inner().max_head_dim(); }
 
   void* alloc(size_t bytes) override {
     std::lock_guard<std::recursive_mutex> lock(mutex_);

@@ -24,6 +24,7 @@ class CpuBackend final : public Backend {
   const char* name() const override { return "cpu"; }
 
   bool supports(Op, DType, Precision) const override { return true; }
+  int64_t max_head_dim() const override { return int64_t(1) << 16; }
   Precision resolve(Precision asked, DType weight_dtype) const override {
     return cpu::product_precision(asked, cpu::active_isa(), weight_dtype == DType::bf16);
   }

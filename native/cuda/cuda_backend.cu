@@ -154,6 +154,7 @@ class CudaBackend final : public Backend {
   bool supports(Op op, DType, Precision precision) const override {
     return !(precision == Precision::fp32 && is_matrix_op(op));
   }
+  int64_t max_head_dim() const override { return kMaxHeadDim; }
   Precision resolve(Precision asked, DType) const override {
     check_precision(asked);
     return Precision::bf16;
