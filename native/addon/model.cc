@@ -15,7 +15,7 @@
 //     featureStd? } and headLogits [batch, classes]: the classification head (engine/head.h) on
 //     those rows, in the same call; targets [batch, seq] (negative: not scored) and rowLogProbs
 //     [batch] (Float64Array): each row's summed log-probability of its targets (engine/model.h)
-//     precision: 'auto' (default) | 'fp32' | 'bf16', of every matrix product (cpu/precision.h);
+//     precision: 'auto' (default) | 'fp32' | 'bf16', of every matrix product (backend/ops.h);
 //     decode and trainStep take it too.
 //     device: 'cpu' (default) | 'cuda' | 'checked' (addon/op.h), on the constructor: where the
 //     weights are placed, once, and every call runs.
@@ -42,7 +42,6 @@
 #include "addon/mmap.h"
 #include "addon/op.h"
 #include "backend/backend.h"
-#include "cpu/gemm.h"
 #include "cpu/threadpool.h"
 #include "engine/losses.h"
 #include "engine/model.h"
@@ -131,19 +130,20 @@ struct ModelState {
     for (const auto& [host, bytes] : host_arrays) be.upload(copies.at(host), host, bytes);
   }
 
-  // The weights a call computes with: on AVX512_BF16, unless the call asks for fp32, the bf16
-  // weights with their bf16 panels (cpu::PrepackedBf16) attached, made once by the first such call.
-  // Weights that change between calls are refreshed on the backend first.
+  // The weights a call computes with: the projections and the LM head in the backend's own form
+  // where it keeps one for this precision (Backend::prepare_weight: on AVX512_BF16 the CPU's
+  // packed bf16 pairs), made once by the first such call. Weights that change between calls are
+  // refreshed on the backend first, and never prepared.
   const engine::ModelWeights& weights_for(Precision precision) {
     refresh_weights();
-    if (!prepack || &be != &cpu_backend() || !cpu::isa_has_bf16_dot(cpu::active_isa()) || precision == Precision::fp32)
-      return weights;
+    if (!prepack || !be.prepares_weights(precision)) return weights;
     std::call_once(prepack_once, [this] {
       packed_weights = weights;
       auto pack = [this](MatrixRef& w, int64_t rows, int64_t cols) {
-        if (w.dtype != DType::bf16) return;
-        panels.push_back(std::make_unique<cpu::PrepackedBf16>(w, rows, cols));
-        w = panels.back()->attach(w);
+        std::shared_ptr<void> owner;
+        w = be.prepare_weight(w, rows, cols, &owner);
+        if (!owner) return;
+        prepared.push_back(std::move(owner));
         release_mapped_pages(w, rows, cols);
       };
       for (engine::LayerWeights& lw : packed_weights.layers)
@@ -159,7 +159,7 @@ struct ModelState {
  private:
   std::once_flag prepack_once;
   engine::ModelWeights packed_weights;
-  std::vector<std::unique_ptr<cpu::PrepackedBf16>> panels;
+  std::vector<std::shared_ptr<void>> prepared;  // the backend's forms of the weights (prepare_weight)
   std::vector<Buffer> placed;
   std::map<const char*, char*> copies;  // each host array's copy in `placed`
 };

@@ -57,6 +57,16 @@ class Backend {
   // The largest attention head dimension its attention kernels take.
   virtual int64_t max_head_dim() const = 0;
 
+  // Weights that many calls read may be kept in a form of the backend's own for its products
+  // (the CPU packs bf16 weights into vdpbf16ps's pairs on AVX512_BF16). prepares_weights says
+  // whether it keeps one for products at `precision`; prepare_weight returns the logical
+  // [rows, cols] operand `w` with that form attached (or `w` itself), the form owned by `owner`.
+  virtual bool prepares_weights(Precision) const { return false; }
+  virtual MatrixRef prepare_weight(const MatrixRef& w, int64_t /*rows*/, int64_t /*cols*/,
+                                   std::shared_ptr<void>* /*owner*/) const {
+    return w;
+  }
+
   // ---- memory: bytes the ops can address. alloc'd memory is uninitialised, 64-byte aligned.
   virtual void* alloc(size_t bytes) = 0;
   virtual void release(void* p, size_t bytes) noexcept = 0;

@@ -25,6 +25,18 @@ class CpuBackend final : public Backend {
 
   bool supports(Op, DType, Precision) const override { return true; }
   int64_t max_head_dim() const override { return int64_t(1) << 16; }
+
+  // bf16 weights pre-packed as GEMM B operands (cpu::PrepackedBf16): products with few rows
+  // (inference, generation) otherwise spend much of their time packing them anew at every call.
+  bool prepares_weights(Precision precision) const override {
+    return cpu::isa_has_bf16_dot(cpu::active_isa()) && precision != Precision::fp32;
+  }
+  MatrixRef prepare_weight(const MatrixRef& w, int64_t rows, int64_t cols, std::shared_ptr<void>* owner) const override {
+    if (w.dtype != DType::bf16) return w;
+    auto packed = std::make_shared<cpu::PrepackedBf16>(w, rows, cols);
+    *owner = packed;
+    return packed->attach(w);
+  }
   Precision resolve(Precision asked, DType weight_dtype) const override {
     return cpu::product_precision(asked, cpu::active_isa(), weight_dtype == DType::bf16);
   }
