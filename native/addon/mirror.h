@@ -31,6 +31,18 @@ class Mirror {
     if (dev != host) back_.push_back({host, dev, sizeof(T) * count});
     return dev;
   }
+  // An op's input and its output, which may be that very array (an op running in place): the
+  // output is `in` as the backend sees it then, read and written.
+  template <typename T>
+  void in_place_or_apart(const T* input, T* output, size_t count, const T** input_d, T** output_d) {
+    if (output == input) {
+      *output_d = inout(output, count);
+      *input_d = *output_d;
+    } else {
+      *input_d = in(input, count);
+      *output_d = out(output, count);
+    }
+  }
   // An array the call writes whole.
   template <typename T>
   T* out(T* host, size_t count) {

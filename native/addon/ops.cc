@@ -98,14 +98,7 @@ Job rope_job(Args& args, const char* in_key, const char* out_key, bool inverse, 
   return Job{[r, &be] {
                Mirror m(be);
                RopeArgs d = r;
-               const size_t n = size_t(r.rows * r.heads * r.head_dim);
-               if (r.out == r.x) {
-                 d.out = m.inout(r.out, n);
-                 d.x = d.out;
-               } else {
-                 d.x = m.in(r.x, n);
-                 d.out = m.out(r.out, n);
-               }
+               m.in_place_or_apart(r.x, r.out, size_t(r.rows * r.heads * r.head_dim), &d.x, &d.out);
                d.positions = m.in(r.positions, size_t(r.rows));
                be.rope(d);
                m.finish();
@@ -157,14 +150,7 @@ Job rmsnorm_forward_job(Args& args, Backend& be) {
   return Job{[a, &be] {
                Mirror m(be);
                RmsNormForwardArgs d = a;
-               const size_t n = size_t(a.rows * a.dim);
-               if (a.out == a.x) {
-                 d.out = m.inout(a.out, n);
-                 d.x = d.out;
-               } else {
-                 d.x = m.in(a.x, n);
-                 d.out = m.out(a.out, n);
-               }
+               m.in_place_or_apart(a.x, a.out, size_t(a.rows * a.dim), &d.x, &d.out);
                d.weight = m.in_bytes(a.weight, size_t(a.dim * dtype_size(a.weight_dtype)));
                d.rstd = m.out(a.rstd, size_t(a.rows));
                be.rmsnorm_forward(d);

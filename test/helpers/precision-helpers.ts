@@ -11,7 +11,7 @@ import type { Test } from 'tap'
 import type { kernels } from '../../lib/index'
 import { contractProduct, maskedRelErr, relErr, roundBf16, roundsToBf16 } from './helpers'
 import * as oracle from './oracle'
-import { MAP_S, MAP_U, kvSize, lseSize, qSize, type AdamHyper, type AttentionShape, type Pairing, type Q8 } from './reference'
+import { MAP_S, MAP_U, kvSize, lseSize, qSize, type AdamHyper, type AttentionShape, type LoraProblem, type Pairing, type Q8 } from './reference'
 
 /**
  * How far an engine may be from the golden, in multiples of the same-precision reference's own
@@ -297,17 +297,8 @@ export function attentionAt(ar: Arith, s: AttentionShape, q: ArrayLike<number>, 
   return { out, lse, dq, dk, dv }
 }
 
-/** The LoRA layer's problem: x [m, k], W [n, k], A [r, k], B [n, r]; `keep`/`keepScale`: dropout on the adapter's input. */
-export interface LoraAtProblem {
-  m: number
-  n: number
-  k: number
-  r: number
-  scale: number
-  x: ArrayLike<number>
-  w: ArrayLike<number>
-  a: ArrayLike<number>
-  b: ArrayLike<number>
+/** reference.ts's LoRA problem, with dropout on the adapter's input given as `keep`/`keepScale`. */
+export interface LoraAtProblem extends Omit<LoraProblem, 'xd'> {
   keep?: (i: number) => boolean
   keepScale?: number
 }
