@@ -1,8 +1,8 @@
 // One file from the hub into the cache: resumable (HTTP Range from blobs/<etag>.incomplete),
 // verified against the hub's record (size; sha256 for LFS files, git blob sha1 for the rest),
 // reported (onProgress), abortable (AbortSignal), and locked against a concurrent download of
-// the same blob. @huggingface/hub downloads whole files only (no resume, progress or check), so
-// this part is ours; the listing it verifies against comes from @huggingface/hub.
+// the same blob. The listing it verifies against is api.ts's paths-info. (@huggingface/hub, once
+// used for the listing, downloads whole files only: no resume, size cap or check.)
 import { createHash, type Hash } from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'

@@ -1,10 +1,10 @@
 // Model sources: a local directory, or a Hugging Face hub id resolved to a snapshot directory of
 // the shared HF cache (downloading what is missing), as transformers' from_pretrained does.
-// @huggingface/hub provides the hub API calls (commit of a revision, file metadata); the
-// resumable, verified download into the cache layout is in download.ts.
-import type * as HubLibrary from '@huggingface/hub'
+// The hub API calls (commit of a revision, file metadata) are api.ts; the resumable, verified
+// download into the cache layout is download.ts.
 import * as fs from 'node:fs'
 import * as path from 'node:path'
+import { HubApiStatusError, pathsInfo, revisionCommit } from './api'
 import { cachedCommit, isCommitHash, isSafeRelativePath, missingModelFiles, repoFolder, shardsOf, writeRef } from './cache'
 import { ensureFile, type DownloadContext, type DownloadProgress, type RemoteFile } from './download'
 import { HubError } from './errors'
@@ -42,13 +42,6 @@ export const OPTIONAL_MODEL_FILES = [
   'special_tokens_map.json',
   'generation_config.json',
 ] as const
-
-let library: typeof HubLibrary | undefined
-// Loaded on first use: local directories and offline runs never need it.
-function hubLibrary(): typeof HubLibrary {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return (library ??= require('@huggingface/hub') as typeof HubLibrary)
-}
 
 /** huggingface_hub's repo id rule: [namespace/]name of word characters, '-' and '.', no '--' or '..', at most 96 characters. */
 export function isRepoId(id: string): boolean {
@@ -117,7 +110,6 @@ async function resolveFromHub(repo: string, options: ResolveOptions): Promise<st
 
   const endpoint = hubEndpoint(options.endpoint)
   const token = hubToken(options.token)
-  const hub = hubLibrary()
   const origin = new URL(endpoint).origin
   // The token goes to the hub only; redirects to other origins (the CDN) lose it, as fetch does.
   const hubFetch = ((input: string | URL | Request, init: RequestInit = {}) => {
@@ -129,8 +121,8 @@ async function resolveFromHub(repo: string, options: ResolveOptions): Promise<st
 
   const apiError = (err: unknown, what: string): never => {
     if (signal?.aborted) throw signal.reason
-    if (err instanceof hub.HubApiError) {
-      const status = err.statusCode
+    if (err instanceof HubApiStatusError) {
+      const status = err.status
       const msg = `${repo}: ${what}: HTTP ${status}: ${err.message}`
       if (status === 401 || status === 403)
         throw new HubError('ERR_HUB_AUTH', `${msg}. The repo may be private or gated: set HF_TOKEN (or pass token) to an access token that can read it`, {
@@ -144,26 +136,26 @@ async function resolveFromHub(repo: string, options: ResolveOptions): Promise<st
   }
   const isNetworkFailure = (err: unknown) => err instanceof TypeError && !signal?.aborted
 
-  let commit: string
+  let answered: unknown
   try {
-    const info = await hub.modelInfo({ name: repo, revision, hubUrl: endpoint, additionalFields: ['sha'], fetch: hubFetch })
-    commit = info.sha
+    answered = await revisionCommit(hubFetch, endpoint, repo, revision)
   } catch (err) {
     if (isNetworkFailure(err)) return fromCache(`the hub at ${endpoint} could not be reached (${describe(err)})`, err)
     // A hub in trouble (5xx, rate limit) is treated like an unreachable one, as huggingface_hub does.
-    if (err instanceof hub.HubApiError && (err.statusCode >= 500 || err.statusCode === 429))
-      return fromCache(`the hub at ${endpoint} answered HTTP ${err.statusCode}`, err)
+    if (err instanceof HubApiStatusError && (err.status >= 500 || err.status === 429))
+      return fromCache(`the hub at ${endpoint} answered HTTP ${err.status}`, err)
     return apiError(err, `resolving revision '${revision}'`)
   }
-  if (typeof commit !== 'string' || !isCommitHash(commit))
+  if (typeof answered !== 'string' || !isCommitHash(answered))
     throw new HubError('ERR_HUB_RESPONSE', `${repo}: the hub gave no commit hash for revision '${revision}'`, { repo })
+  const commit = answered
   if (commit !== revision) await writeRef(storage, revision, commit)
 
   const ctx: DownloadContext = { repo, storage, cacheDir, endpoint, commit, fetch: hubFetch, signal, onProgress: options.onProgress, retries }
   // Metadata (size, sha256 / git oid) of the files that exist among `paths`; the hub skips the others.
   const describeFiles = async (paths: string[]): Promise<Map<string, RemoteFile>> => {
     try {
-      const infos = await hub.pathsInfo({ repo: { type: 'model', name: repo }, paths, revision: commit, hubUrl: endpoint, fetch: hubFetch })
+      const infos = await pathsInfo(hubFetch, endpoint, repo, commit, paths)
       const found = new Map<string, RemoteFile>()
       for (const i of infos) if (i.type === 'file' && paths.includes(i.path)) found.set(i.path, { path: i.path, size: i.size, oid: i.oid, lfs: i.lfs })
       return found

@@ -369,3 +369,32 @@ t.test('sources: local directories as they are; bad ids and unknown repos are cl
   })
   t.ok(new HubError('ERR_HUB_HTTP', 'x') instanceof Error)
 })
+
+t.test('a hub whose API answers are not what the hub sends is refused by name, never read without bound', async (t) => {
+  const http = await import('node:http')
+  const answers: Record<string, (res: import('node:http').ServerResponse) => void> = {
+    'not JSON': (res) => res.writeHead(200, { 'Content-Type': 'application/json' }).end('<html>'),
+    'no commit': (res) => res.writeHead(200, { 'Content-Type': 'application/json' }).end('{"id":"x"}'),
+    'endless': (res) => {
+      // Far more than an API answer may be, sent without a length: the reader must stop on its own.
+      res.writeHead(200, { 'Content-Type': 'application/json' })
+      const chunk = Buffer.alloc(1 << 20, 0x20)
+      let sent = 0
+      const more = () => {
+        while (sent < 64 && res.write(chunk)) sent++
+        if (sent < 64) res.once('drain', more)
+        else res.end()
+      }
+      more()
+    },
+  }
+  for (const [what, answer] of Object.entries(answers)) {
+    const server = http.createServer((_req, res) => answer(res))
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    const endpoint = `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`
+    const why = { 'not JSON': /^test-org\/odd: .*not JSON/, 'no commit': /^test-org\/odd: .*no commit hash/, endless: /^test-org\/odd: .*exceeds the \d+ bytes/ }[what]!
+    await t.rejects(resolveModel('test-org/odd', { cacheDir: freshCache(), endpoint }), { code: 'ERR_HUB_RESPONSE', message: why }, what)
+    server.closeAllConnections()
+    await new Promise((resolve) => server.close(resolve))
+  }
+})
