@@ -62,10 +62,10 @@ export const DEMO_HELP = `Usage: ernie-sentiment demo [options]
 Fine-tunes a sentiment classifier on ChnSentiCorp (bundled with the package: train 9600 reviews,
 dev 1200 held out during training, test 1200), then reports test accuracy, macro-F1, the
 confusion matrix and a few test predictions, and saves the classifier with report.html.
-The base model is the bundled default model unless --model names another.
+The base model is the bundled default model unless --base names another.
 
 Options:
-  --model DIR|ID         base model: a directory or a hub id (default: the bundled model)
+  --base DIR|ID          base model: a directory or a hub id (default: the bundled model)
   --method NAME          head | lora | full | generative (default ${DEMO_FIT_DEFAULTS.method})
   --epochs N             passes over the training data (default ${DEMO_FIT_DEFAULTS.epochs})
   --batch-size N         examples per step (default ${DEMO_FIT_DEFAULTS.batchSize})
@@ -89,7 +89,7 @@ unset take the classifier's defaults for that method.
 
 export interface DemoOptions {
   /** Base model directory or hub id (default: the bundled model). */
-  model?: string
+  base?: string
   method?: Method
   epochs?: number
   batchSize?: number
@@ -191,7 +191,7 @@ export async function runDemo(o: DemoOptions, io: CliIo): Promise<number> {
   let clf: ErnieClassifier
   try {
     clf = new ErnieClassifier({
-      model: o.model,
+      model: o.base,
       method,
       maxLength: o.maxLength ?? d.maxLength,
       truncation: d.truncation,
@@ -202,7 +202,7 @@ export async function runDemo(o: DemoOptions, io: CliIo): Promise<number> {
     })
   } catch (e) {
     const err = e as ErnieError
-    if (err.code === 'ERR_NO_DEFAULT_MODEL') throw new ErnieError(err.code, `${err.message}; for the demo, name a base model with --model DIR|ID`, { cause: e })
+    if (err.code === 'ERR_NO_DEFAULT_MODEL') throw new ErnieError(err.code, `${err.message}; for the demo, name a base model with --base DIR|ID`, { cause: e })
     throw e
   }
   const reporter = o.quiet ? undefined : new ProgressReporter(io.stderr)
@@ -233,7 +233,7 @@ export async function runDemo(o: DemoOptions, io: CliIo): Promise<number> {
       precision: clf.precision === 'auto' ? `auto (${precisionInForce('auto')} on ${activeIsa()})` : clf.precision,
       ...Object.fromEntries(Object.entries(fitOptions).filter(([k, v]) => v !== undefined && !['evalData', 'onProgress', 'signal'].includes(k))),
     }
-    const baseModel = o.model ?? 'the bundled model (models/ernie-4.5-tiny-zh)'
+    const baseModel = o.base ?? 'the bundled model (models/ernie-4.5-tiny-zh)'
     if (!o.json) {
       const sizes = (s: { examples: number; classCounts: Record<string, number> }) => `${s.examples} (${Object.entries(s.classCounts).map(([k, n]) => `${n} ${k}`).join(' / ')})`
       io.stdout.write(`ChnSentiCorp (bundled): train ${sizes(data.train)}, dev ${sizes(data.dev)}, test ${sizes(data.test)}\n`)

@@ -4,11 +4,11 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import * as readline from 'node:readline'
-import { parseArgs, type ParseArgsConfig } from 'node:util'
 
 import { ErnieClassifier, METHODS, type ErnieClassifierOptions, type FitOptions, type Method, type Prediction } from '../classifier/classifier'
 import { DEVICES } from '../device'
 import { PRECISIONS } from '../precision'
+import { int, noPositionals, num, oneOf, parse, required, UsageError } from './args'
 import { PRETRAIN_HELP, runPretrain } from './pretrain'
 import { ProgressReporter } from './progress'
 import { DEMO_HELP, outDirProblem, runDemo } from './demo'
@@ -17,8 +17,6 @@ import type { CliIo } from './io'
 
 export { formatMetrics }
 export type { CliIo }
-
-class UsageError extends Error {}
 
 const MAIN_HELP = `Usage: ernie-sentiment <command> [options]
 
@@ -36,6 +34,9 @@ Options:
   -h, --help       this help
   -v, --version    the package version
 `
+
+// One meaning per flag: --base is a base model (a directory or a hub id), --model a saved classifier.
+const BASE_NOT_MODEL = 'a base model is --base DIR|ID here (--model names a saved classifier, for eval and predict)'
 
 const TRAIN_HELP = `Usage: ernie-sentiment train --data FILE --out DIR [options]
 
@@ -109,40 +110,6 @@ Options:
   -h, --help           this help
 `
 
-function parse(argv: string[], options: ParseArgsConfig['options']): { values: Record<string, string | boolean | undefined>; positionals: string[] } {
-  try {
-    const r = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true })
-    return { values: r.values as Record<string, string | boolean | undefined>, positionals: r.positionals }
-  } catch (e) {
-    throw new UsageError((e as Error).message)
-  }
-}
-
-function int(v: string | undefined, name: string, min = 1): number | undefined {
-  if (v === undefined) return undefined
-  const n = Number(v)
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}, got ${JSON.stringify(v)}`)
-  return n
-}
-
-function num(v: string | undefined, name: string): number | undefined {
-  if (v === undefined) return undefined
-  const n = Number(v)
-  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${name} must be a positive number, got ${JSON.stringify(v)}`)
-  return n
-}
-
-function oneOf<T extends string>(v: string | undefined, name: string, allowed: readonly T[]): T | undefined {
-  if (v === undefined) return undefined
-  if (!allowed.includes(v as T)) throw new UsageError(`--${name} must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`)
-  return v as T
-}
-
-function required(v: string | undefined, name: string): string {
-  if (v === undefined || v === '') throw new UsageError(`--${name} is required`)
-  return v
-}
-
 function parseLabelWords(v: string | undefined): Record<string, string> | undefined {
   if (v === undefined) return undefined
   const out: Record<string, string> = {}
@@ -162,27 +129,27 @@ function parseClassWeights(v: string | undefined): FitOptions['classWeights'] {
   return ws
 }
 
-function noPositionals(positionals: string[]): void {
-  if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`)
-}
-
 async function demoCommand(argv: string[], io: CliIo): Promise<number> {
-  const { values: a, positionals } = parse(argv, {
-    model: { type: 'string' },
-    method: { type: 'string' },
-    epochs: { type: 'string' },
-    'batch-size': { type: 'string' },
-    lr: { type: 'string' },
-    'max-length': { type: 'string' },
-    seed: { type: 'string' },
-    precision: { type: 'string' },
-    device: { type: 'string' },
-    out: { type: 'string' },
-    'train-limit': { type: 'string' },
-    'test-limit': { type: 'string' },
-    json: { type: 'boolean' },
-    quiet: { type: 'boolean' },
-  })
+  const { values: a, positionals } = parse(
+    argv,
+    {
+      base: { type: 'string' },
+      method: { type: 'string' },
+      epochs: { type: 'string' },
+      'batch-size': { type: 'string' },
+      lr: { type: 'string' },
+      'max-length': { type: 'string' },
+      seed: { type: 'string' },
+      precision: { type: 'string' },
+      device: { type: 'string' },
+      out: { type: 'string' },
+      'train-limit': { type: 'string' },
+      'test-limit': { type: 'string' },
+      json: { type: 'boolean' },
+      quiet: { type: 'boolean' },
+    },
+    { hints: { model: BASE_NOT_MODEL } },
+  )
   if (a.help) return void io.stdout.write(DEMO_HELP), 0
   noPositionals(positionals)
   const v = a as Record<string, string | undefined>
@@ -190,7 +157,7 @@ async function demoCommand(argv: string[], io: CliIo): Promise<number> {
   if (problem) throw new UsageError(`--out: ${problem}`)
   return runDemo(
     {
-      model: v.model,
+      base: v.base,
       method: oneOf<Method>(v.method, 'method', METHODS),
       epochs: num(v.epochs, 'epochs'),
       batchSize: int(v['batch-size'], 'batch-size'),
@@ -238,7 +205,7 @@ async function train(argv: string[], io: CliIo): Promise<number> {
     device: { type: 'string' },
     json: { type: 'boolean' },
     quiet: { type: 'boolean' },
-  })
+  }, { hints: { model: BASE_NOT_MODEL } })
   if (a.help) return void io.stdout.write(TRAIN_HELP), 0
   noPositionals(positionals)
   const v = a as Record<string, string | undefined>

@@ -95,7 +95,15 @@ t.test('--help on each command, usage errors', async (t) => {
     [['train', '--out', 'x'], /--data is required/],
     [['train', '--data', TRAIN, '--out', 'x', '--method', 'svm'], /--method must be one of head, lora, full, generative/],
     [['train', '--data', TRAIN, '--out', 'x', '--epochs', '0'], /--epochs must be a positive number/],
-    [['train', '--data', TRAIN, '--out', 'x', '--frobnicate'], /Unknown option '--frobnicate'/],
+    [['train', '--data', TRAIN, '--out', 'x', '--frobnicate'], /^ernie-sentiment: unknown option --frobnicate\n/],
+    // A slip gets the flag it was probably meant to be; quotes stay balanced.
+    [['train', '--data', TRAIN, '--out', 'x', '--epoch', '1'], /^ernie-sentiment: unknown option --epoch; did you mean --epochs\?\n/],
+    [['train', '--data', TRAIN, '--out', 'x', '--batchsize=8'], /unknown option --batchsize; did you mean --batch-size\?/],
+    [['predict', '--modle', out], /unknown option --modle; did you mean --model\?/],
+    [['train', '--data', TRAIN, '--out', 'x', '-e', '1'], /unknown option -e \(the only short option is -h\)/],
+    // One meaning per flag: --base a base model, --model a saved classifier.
+    [['train', '--data', TRAIN, '--out', 'x', '--model', 'm'], /unknown option --model: a base model is --base DIR\|ID here \(--model names a saved classifier, for eval and predict\)/],
+    [['demo', '--model', 'm'], /unknown option --model: a base model is --base DIR\|ID here/],
     [['train', '--data', path.join(dir, 'absent.tsv'), '--out', 'x'], /--data: no such file/],
     [['eval', '--model', out, '--data', TEST, 'extra'], /unexpected argument "extra"/],
   ]

@@ -16,7 +16,7 @@ const BUNDLED = path.join(ROOT, 'data', 'chnsenticorp')
 const dir = tempDir(t, 'ernie-demo-')
 const NAMES = ['negative', 'positive']
 // small enough for a few seconds: 64 training reviews, 40 of dev and of test, short texts
-const QUICK = ['--model', TINY, '--train-limit', '64', '--test-limit', '40', '--epochs', '1', '--batch-size', '16', '--max-length', '48']
+const QUICK = ['--base', TINY, '--train-limit', '64', '--test-limit', '40', '--epochs', '1', '--batch-size', '16', '--max-length', '48']
 
 const run = (args: string[], bin?: string) => runCli(args, { bin, cwd: ROOT })
 
@@ -125,7 +125,7 @@ t.test('--help and usage errors', async (t) => {
   const help = await inProcess(['demo', '--help'])
   t.equal(help.code, 0)
   t.equal(help.stdout, DEMO_HELP)
-  for (const flag of ['--model', '--method', '--epochs', '--batch-size', '--lr', '--max-length', '--out', '--train-limit', '--test-limit', '--json']) t.match(DEMO_HELP, `\n  ${flag} `)
+  for (const flag of ['--base', '--method', '--epochs', '--batch-size', '--lr', '--max-length', '--out', '--train-limit', '--test-limit', '--json']) t.match(DEMO_HELP, `\n  ${flag} `)
   t.match((await inProcess(['--help'])).stdout, /\n {2}demo {6}/, 'listed in the main help')
   const notEmpty = path.join(dir, 'busy')
   fs.mkdirSync(notEmpty)
@@ -174,10 +174,10 @@ t.test('a package without the default model: exit 1 and ERR_NO_DEFAULT_MODEL; it
   const r = await run(['demo', '--out', never], bin)
   t.equal(r.code, 1, 'exit 1')
   t.equal(r.stdout, '', 'nothing on stdout')
-  t.match(r.stderr, /^ernie-sentiment: \[ERR_NO_DEFAULT_MODEL\] ErnieClassifier: no model given, and this package has no bundled default model \(.*models[/\\]ernie-4\.5-tiny-zh\).*; for the demo, name a base model with --model DIR\|ID\n$/)
+  t.match(r.stderr, /^ernie-sentiment: \[ERR_NO_DEFAULT_MODEL\] ErnieClassifier: no model given, and this package has no bundled default model \(.*models[/\\]ernie-4\.5-tiny-zh\).*; for the demo, name a base model with --base DIR\|ID\n$/)
   t.notOk(fs.existsSync(never), 'nothing saved')
 
-  const ok = await run(['demo', '--model', TINY, '--epochs', '1', '--max-length', '32', '--out', path.join(dir, 'pkg-out'), '--json', '--quiet'], bin)
+  const ok = await run(['demo', '--base', TINY, '--epochs', '1', '--max-length', '32', '--out', path.join(dir, 'pkg-out'), '--json', '--quiet'], bin)
   t.equal(ok.code, 0, ok.stderr.slice(-400))
   const res = JSON.parse(ok.stdout)
   t.same(

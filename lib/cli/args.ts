@@ -1,0 +1,98 @@
+// Command-line arguments: parsing (node:util parseArgs) with messages written for people, and
+// the value checks every command shares. Bad usage is a UsageError: exit code 2 and a pointer
+// to the command's --help.
+import { parseArgs, type ParseArgsConfig } from 'node:util'
+
+export class UsageError extends Error {}
+
+export type ParsedValues = Record<string, string | boolean | string[] | undefined>
+
+export interface ParseOptions {
+  /** Flags this command does not take but people may try, with what to say instead. */
+  hints?: Record<string, string>
+}
+
+/**
+ * The command's flags and positionals. An unknown flag is named with the closest known one
+ * ("did you mean"); parseArgs's own messages are used for the rest (a missing value, a value
+ * given to a switch).
+ */
+export function parse(
+  argv: string[],
+  options: NonNullable<ParseArgsConfig['options']>,
+  parseOptions: ParseOptions = {},
+): { values: ParsedValues; positionals: string[] } {
+  const all = { ...options, help: { type: 'boolean' as const, short: 'h' } }
+  for (const arg of argv) {
+    if (arg === '--') break
+    if (/^-[^-\d]/.test(arg) && arg !== '-h') throw new UsageError(`unknown option ${arg.slice(0, 2)} (the only short option is -h)`)
+    if (!arg.startsWith('--')) continue
+    const name = arg.slice(2).split('=')[0]
+    if (name in all) continue
+    const hint = parseOptions.hints?.[name]
+    if (hint) throw new UsageError(`unknown option --${name}: ${hint}`)
+    const near = closest(name, Object.keys(all))
+    throw new UsageError(`unknown option --${name}${near ? `; did you mean --${near}?` : ''}`)
+  }
+  try {
+    const r = parseArgs({ args: argv, options: all, allowPositionals: true, strict: true })
+    return { values: r.values as ParsedValues, positionals: r.positionals }
+  } catch (e) {
+    throw new UsageError((e as Error).message)
+  }
+}
+
+/** The candidate nearest to `name` by edit distance, if near enough to be a slip (or a prefix of it). */
+export function closest(name: string, candidates: string[]): string | undefined {
+  let best: string | undefined
+  let bestDistance = Infinity
+  for (const c of candidates) {
+    const d = c.startsWith(name) && name.length >= 3 ? 1 : editDistance(name, c)
+    if (d < bestDistance) [best, bestDistance] = [c, d]
+  }
+  return bestDistance <= Math.max(1, Math.min(3, Math.floor(name.length / 3))) ? best : undefined
+}
+
+/** Edit distance with adjacent transpositions (optimal string alignment): '--modle' is one slip from '--model'. */
+function editDistance(a: string, b: string): number {
+  let before: number[] = []
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i]
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1))
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) next[j] = Math.min(next[j], before[j - 2] + 1)
+    }
+    ;[before, row] = [row, next]
+  }
+  return row[b.length]
+}
+
+export function int(v: string | undefined, name: string, min = 1): number | undefined {
+  if (v === undefined) return undefined
+  const n = Number(v)
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}, got ${JSON.stringify(v)}`)
+  return n
+}
+
+export function num(v: string | undefined, name: string): number | undefined {
+  if (v === undefined) return undefined
+  const n = Number(v)
+  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${name} must be a positive number, got ${JSON.stringify(v)}`)
+  return n
+}
+
+export function oneOf<T extends string>(v: string | undefined, name: string, allowed: readonly T[]): T | undefined {
+  if (v === undefined) return undefined
+  if (!allowed.includes(v as T)) throw new UsageError(`--${name} must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`)
+  return v as T
+}
+
+export function required(v: string | undefined, name: string): string {
+  if (v === undefined || v === '') throw new UsageError(`--${name} is required`)
+  return v
+}
+
+export function noPositionals(positionals: string[]): void {
+  if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`)
+}
