@@ -86,7 +86,7 @@ export async function ensureFile(ctx: DownloadContext, f: RemoteFile): Promise<s
 
 // Errors worth another attempt from where the bytes stopped: the connection, not the content.
 function retryable(err: unknown): boolean {
-  if (err instanceof HubError) return err.code === 'ERR_HUB_NETWORK'
+  if (err instanceof HubError) return err.code === 'ERR_HUB_NETWORK' || err.code === 'ERR_HUB_TIMEOUT'
   return err instanceof TypeError || (err as { code?: string })?.code === 'ECONNRESET'
 }
 
@@ -114,6 +114,7 @@ async function fetchBlob(
     if (offset > 0) for await (const chunk of fs.createReadStream(incomplete, { end: offset - 1 })) hash.update(chunk as Buffer)
     try {
       if (offset < size) {
+        await checkFreeSpace(ctx, f, path.dirname(incomplete), size - offset)
         const response = await ctx.fetch(url, {
           headers: { 'Accept-Encoding': 'identity', ...(offset > 0 ? { Range: `bytes=${offset}-` } : {}) },
         })
@@ -144,9 +145,9 @@ async function fetchBlob(
     } catch (err) {
       if (ctx.signal?.aborted) throw ctx.signal.reason
       if (!retryable(err) || attempt >= ctx.retries) {
-        if (err instanceof HubError) throw err
+        if (!retryable(err)) throw err
         throw new HubError(
-          'ERR_HUB_NETWORK',
+          err instanceof HubError ? err.code : 'ERR_HUB_NETWORK',
           `${ctx.repo}: downloading ${f.path} failed after ${attempt + 1} attempt(s): ${(err as Error).message}` +
             (((err as Error).cause as Error | undefined)?.message ? ` (${((err as Error).cause as Error).message})` : '') +
             '; run again to resume from what was received',
@@ -170,6 +171,19 @@ async function fetchBlob(
     )
   }
   await fs.promises.rename(incomplete, blob)
+}
+
+/** Refuses a download the cache's disk cannot hold, before any byte of it is written. */
+async function checkFreeSpace(ctx: DownloadContext, f: RemoteFile, dir: string, needed: number): Promise<void> {
+  const disk = await fs.promises.statfs(dir).catch(() => undefined)
+  if (!disk) return // statfs unsupported here: the write itself will fail with ENOSPC
+  const free = disk.bavail * disk.bsize
+  if (needed > free)
+    throw new HubError(
+      'ERR_HUB_NO_SPACE',
+      `${ctx.repo}: ${f.path} needs ${needed} more bytes and ${dir} has ${free} free; free space or set HF_HUB_CACHE (or cacheDir) to a larger disk`,
+      { repo: ctx.repo, file: f.path },
+    )
 }
 
 /** Appends a response body to the partial file, hashing and reporting as it goes. */

@@ -9,6 +9,8 @@ export type HubErrorCode =
   | 'ERR_HUB_RESPONSE' // a reply that does not make sense (missing hashes, a bad index)
   | 'ERR_HUB_MISSING_FILES' // the repo lacks what a model needs (config.json, safetensors weights)
   | 'ERR_HUB_VERIFY' // a download whose size or hash differs from the hub's record
+  | 'ERR_HUB_TIMEOUT' // a request that received nothing for the idle timeout
+  | 'ERR_HUB_NO_SPACE' // the cache's disk has less free space than a file the hub lists
 
 /** A failure to resolve or download a model; `code` says which, the message what to do about it. */
 export class HubError extends Error {

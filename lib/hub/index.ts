@@ -8,7 +8,8 @@ import { HubApiStatusError, pathsInfo, revisionCommit } from './api'
 import { cachedCommit, isCommitHash, isSafeRelativePath, missingModelFiles, repoFolder, shardsOf, writeRef } from './cache'
 import { ensureFile, type DownloadContext, type DownloadProgress, type RemoteFile } from './download'
 import { HubError } from './errors'
-import { hubCacheDir, hubEndpoint, hubOffline, hubToken } from './settings'
+import { hubCacheDir, hubEndpoint, hubOffline, hubTimeoutMs, hubToken } from './settings'
+import { Watchdog } from './watchdog'
 
 export { HubError, type HubErrorCode } from './errors'
 export type { DownloadProgress } from './download'
@@ -32,6 +33,8 @@ export interface ResolveOptions {
   signal?: AbortSignal
   /** Attempts after a dropped connection, per file, each resuming where the last stopped. Default 5. */
   retries?: number
+  /** A request receiving nothing (no headers, no bytes) for this long is abandoned (and a download retried). Default: HF_HUB_DOWNLOAD_TIMEOUT seconds, else 30 s. */
+  timeoutMs?: number
 }
 
 /** Tokenizer and generation files a model repo may ship; fetched when present. */
@@ -110,13 +113,21 @@ async function resolveFromHub(repo: string, options: ResolveOptions): Promise<st
 
   const endpoint = hubEndpoint(options.endpoint)
   const token = hubToken(options.token)
+  const timeoutMs = hubTimeoutMs(options.timeoutMs)
   const origin = new URL(endpoint).origin
   // The token goes to the hub only; redirects to other origins (the CDN) lose it, as fetch does.
-  const hubFetch = ((input: string | URL | Request, init: RequestInit = {}) => {
+  // Every request is watched: one that receives nothing for timeoutMs is abandoned.
+  const hubFetch = (async (input: string | URL | Request, init: RequestInit = {}) => {
     const url = input instanceof Request ? input.url : String(input)
     const headers = new Headers(init.headers)
     if (token && new URL(url).origin === origin) headers.set('Authorization', `Bearer ${token}`)
-    return fetch(input, { ...init, headers, signal })
+    const watchdog = new Watchdog(timeoutMs, `${repo}: ${url}`, signal)
+    try {
+      return watchdog.watch(await fetch(input, { ...init, headers, signal: watchdog.signal }))
+    } catch (err) {
+      watchdog.stop()
+      throw err
+    }
   }) as typeof fetch
 
   const apiError = (err: unknown, what: string): never => {
@@ -134,7 +145,7 @@ async function resolveFromHub(repo: string, options: ResolveOptions): Promise<st
     }
     throw new HubError('ERR_HUB_RESPONSE', `${repo}: ${what}: ${(err as Error).message}`, { repo, cause: err })
   }
-  const isNetworkFailure = (err: unknown) => err instanceof TypeError && !signal?.aborted
+  const isNetworkFailure = (err: unknown) => (err instanceof TypeError || (err instanceof HubError && err.code === 'ERR_HUB_TIMEOUT')) && !signal?.aborted
 
   let answered: unknown
   try {

@@ -8,6 +8,9 @@ import { HubError } from './errors'
 
 export const DEFAULT_ENDPOINT = 'https://huggingface.co'
 
+// An access token is under 100 bytes; a token file of more is not one.
+const MAX_TOKEN_FILE_BYTES = 64 << 10
+
 // huggingface_hub's truthy spellings for boolean variables.
 function envTrue(name: string): boolean {
   return ['1', 'ON', 'YES', 'TRUE'].includes((process.env[name] ?? '').trim().toUpperCase())
@@ -54,8 +57,24 @@ export function hubToken(explicit?: string | false): string | undefined {
   if (fromEnv) return fromEnv
   const file = process.env.HF_TOKEN_PATH ? expandHome(process.env.HF_TOKEN_PATH) : path.join(hfHome(), 'token')
   try {
+    // Only a small regular file: a FIFO or a device named by HF_TOKEN_PATH would block or never end.
+    const info = fs.statSync(file)
+    if (!info.isFile() || info.size > MAX_TOKEN_FILE_BYTES) return undefined
     return fs.readFileSync(file, 'utf8').trim() || undefined
   } catch {
     return undefined
   }
+}
+
+/** How long a hub request may receive nothing before it is abandoned: HF_HUB_DOWNLOAD_TIMEOUT (seconds, as huggingface_hub reads it), else 30 s. */
+export function hubTimeoutMs(explicit?: number): number {
+  if (explicit !== undefined) {
+    if (!(Number.isFinite(explicit) && explicit > 0)) throw new HubError('ERR_HUB_INVALID_ARGUMENT', `timeoutMs must be a positive number of milliseconds, got ${explicit}`)
+    return explicit
+  }
+  const fromEnv = process.env.HF_HUB_DOWNLOAD_TIMEOUT?.trim()
+  if (!fromEnv) return 30_000
+  const seconds = Number(fromEnv)
+  if (!(Number.isFinite(seconds) && seconds > 0)) throw new HubError('ERR_HUB_INVALID_ARGUMENT', `HF_HUB_DOWNLOAD_TIMEOUT must be a positive number of seconds, got ${JSON.stringify(fromEnv)}`)
+  return seconds * 1000
 }

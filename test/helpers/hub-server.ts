@@ -23,6 +23,10 @@ export interface FakeHubOptions {
   slow?: boolean
   /** Answer every hub request with 503. */
   unavailable?: boolean
+  /** Files whose body stops after 10 bytes, the connection left open (a server that hangs). */
+  stall?: string[]
+  /** Sizes the listing claims for files, whatever their bytes. */
+  listedSizes?: Record<string, number>
 }
 
 export interface LoggedRequest {
@@ -93,6 +97,7 @@ export async function startFakeHub(repos: FakeRepo[], options: FakeHubOptions = 
     res.writeHead(status, { ...headers, 'Accept-Ranges': 'bytes', 'Content-Length': String(end - start + 1), 'Content-Type': 'application/octet-stream' })
     if (req.method === 'HEAD') return res.end()
     let body = bytes.subarray(start, end + 1)
+    if (options.stall?.includes(name)) return void res.write(body.subarray(0, 10))
     if (options.dropOnce?.includes(name) && !dropped.has(name)) {
       dropped.add(name)
       body = body.subarray(0, body.length >> 1)
@@ -157,7 +162,12 @@ export async function startFakeHub(repos: FakeRepo[], options: FakeHubOptions = 
         const repo = findRepo(m![1], m![2], m![3])
         if (!repo) return
         const { paths } = JSON.parse(body) as { paths: string[] }
-        json(res, 200, paths.filter((p) => p in repo.files).map((p) => fileEntry(p, repo.files[p])))
+        const listed = (p: string) => {
+          const e = fileEntry(p, repo.files[p])
+          const size = options.listedSizes?.[p]
+          return size === undefined ? e : { ...e, size, ...(e.lfs && { lfs: { ...e.lfs, size } }) }
+        }
+        json(res, 200, paths.filter((p) => p in repo.files).map(listed))
       })
       return
     }

@@ -398,3 +398,51 @@ t.test('a hub whose API answers are not what the hub sends is refused by name, n
     await new Promise((resolve) => server.close(resolve))
   }
 })
+
+t.test('a server that stops sending is abandoned after the idle timeout; the bytes received stay for a resume', async (t) => {
+  const hub = await startFakeHub([plain], { stall: ['model.safetensors'] })
+  t.teardown(() => hub.close())
+  const cache = freshCache()
+  const started = Date.now()
+  await t.rejects(resolveModel(plain.id, { cacheDir: cache, endpoint: hub.endpoint, timeoutMs: 300, retries: 1 }), {
+    code: 'ERR_HUB_TIMEOUT',
+    message: /model\.safetensors failed after 2 attempt\(s\): .*nothing received for 0\.3 s.*run again to resume/,
+  })
+  t.ok(Date.now() - started < 20_000, `gave up after ${Date.now() - started} ms, not waiting forever`)
+  t.equal(hub.downloads('model.safetensors').length, 2, 'one retry, resuming')
+  t.equal(hub.downloads('model.safetensors')[1].range, 'bytes=10-', 'the retry asks for what was missing')
+  const partial = path.join(cache, 'models--test-org--ernie-tiny', 'blobs', `${sha256(plain.files['model.safetensors'])}.incomplete`)
+  t.equal(fs.statSync(partial).size, 20, 'what arrived stays on disk')
+
+  // HF_HUB_DOWNLOAD_TIMEOUT, in seconds as huggingface_hub reads it, when no option is given.
+  process.env.HF_HUB_DOWNLOAD_TIMEOUT = '0.2'
+  t.teardown(() => delete process.env.HF_HUB_DOWNLOAD_TIMEOUT)
+  await t.rejects(resolveModel(plain.id, { cacheDir: freshCache(), endpoint: hub.endpoint, retries: 0 }), { code: 'ERR_HUB_TIMEOUT', message: /nothing received for 0\.2 s/ })
+  process.env.HF_HUB_DOWNLOAD_TIMEOUT = 'soon'
+  await t.rejects(resolveModel(plain.id, { cacheDir: freshCache(), endpoint: hub.endpoint }), { code: 'ERR_HUB_INVALID_ARGUMENT', message: /HF_HUB_DOWNLOAD_TIMEOUT/ })
+})
+
+t.test('a hub that accepts the connection and never answers is treated as unreachable', async (t) => {
+  const http = await import('node:http')
+  const silent = http.createServer(() => undefined)
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => {
+    silent.closeAllConnections()
+    silent.close()
+  })
+  const endpoint = `http://127.0.0.1:${(silent.address() as import('node:net').AddressInfo).port}`
+  await t.rejects(resolveModel(plain.id, { cacheDir: freshCache(), endpoint, timeoutMs: 200 }), {
+    code: 'ERR_HUB_NETWORK',
+    message: /could not be reached \(.*nothing received for 0\.2 s.*\), and .* holds no snapshot/,
+  })
+})
+
+t.test('a listed size the disk cannot hold is refused before any byte is written', async (t) => {
+  const hub = await startFakeHub([plain], { listedSizes: { 'model.safetensors': 1e15 } })
+  t.teardown(() => hub.close())
+  const cache = freshCache()
+  await t.rejects(resolveModel(plain.id, { cacheDir: cache, endpoint: hub.endpoint }), { code: 'ERR_HUB_NO_SPACE', message: /model\.safetensors needs 1000000000000000 more bytes and .* has \d+ free/ })
+  t.equal(hub.downloads('model.safetensors').length, 0, 'nothing requested')
+  const blobs = path.join(cache, 'models--test-org--ernie-tiny', 'blobs')
+  t.same(fs.readdirSync(blobs).filter((f) => f.endsWith('.incomplete')), [], 'no partial file')
+})
