@@ -1,7 +1,11 @@
 // Command-line arguments: parsing (node:util parseArgs) with messages written for people, and
 // the value checks every command shares. Bad usage is a UsageError: exit code 2 and a pointer
 // to the command's --help.
+import * as fs from 'node:fs'
+import * as path from 'node:path'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
+
+import { CLASSIFIER_FILE } from '../classifier/format'
 
 export class UsageError extends Error {}
 
@@ -95,4 +99,20 @@ export function required(v: string | undefined, name: string): string {
 
 export function noPositionals(positionals: string[]): void {
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`)
+}
+
+/**
+ * Why `dir` cannot receive a saved classifier, checked before training starts so that no finished
+ * run is lost at the end: a file, a directory of other files, or (unless `replace`) a saved
+ * classifier already there.
+ */
+export function outDirProblem(dir: string, replace: boolean): string | undefined {
+  const info = fs.statSync(dir, { throwIfNoEntry: false })
+  if (!info) return undefined
+  if (!info.isDirectory()) return `${path.resolve(dir)} is a file`
+  const entries = fs.readdirSync(dir)
+  if (entries.length === 0) return undefined
+  if (!entries.includes(CLASSIFIER_FILE)) return `${path.resolve(dir)} holds other files and no ${CLASSIFIER_FILE}; choose an empty or new directory`
+  if (!replace) return `${path.resolve(dir)} holds a saved classifier; pass --overwrite to replace it, or choose another directory`
+  return undefined
 }

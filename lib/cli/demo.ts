@@ -6,7 +6,7 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 
-import { CLASSIFIER_FILE, ErnieClassifier, packageRoot, type FitOptions, type FitResult, type Method } from '../classifier/classifier'
+import { ErnieClassifier, packageRoot, type FitOptions, type FitResult, type Method } from '../classifier/classifier'
 import type { Pooling, Truncation } from '../classifier/encode'
 import type { EvaluateResult } from '../classifier/metrics'
 import { LabelSet, readDataset, type LabeledText } from '../data'
@@ -108,16 +108,6 @@ export interface DemoOptions {
 /** The bundled ChnSentiCorp split. */
 export function bundledDataDir(): string {
   return path.join(packageRoot(), 'data', 'chnsenticorp')
-}
-
-/** Why `dir` cannot receive a saved classifier, checked before training starts. */
-export function outDirProblem(dir: string): string | undefined {
-  const info = fs.statSync(dir, { throwIfNoEntry: false })
-  if (!info) return undefined
-  if (!info.isDirectory()) return `${path.resolve(dir)} is a file`
-  const entries = fs.readdirSync(dir)
-  if (entries.length > 0 && !entries.includes(CLASSIFIER_FILE)) return `${path.resolve(dir)} holds other files and no ${CLASSIFIER_FILE}; choose an empty or new directory`
-  return undefined
 }
 
 interface Split {

@@ -8,10 +8,10 @@ import * as readline from 'node:readline'
 import { ErnieClassifier, METHODS, type ErnieClassifierOptions, type FitOptions, type Method, type Prediction } from '../classifier/classifier'
 import { DEVICES } from '../device'
 import { PRECISIONS } from '../precision'
-import { int, noPositionals, num, oneOf, parse, required, UsageError } from './args'
+import { int, noPositionals, num, oneOf, outDirProblem, parse, required, UsageError } from './args'
 import { PRETRAIN_HELP, runPretrain } from './pretrain'
 import { ProgressReporter } from './progress'
-import { DEMO_HELP, outDirProblem, runDemo } from './demo'
+import { DEMO_HELP, runDemo } from './demo'
 import { formatMetrics } from './format'
 import type { CliIo } from './io'
 
@@ -52,7 +52,9 @@ Options:
   --base DIR|ID          base model: a directory or a hub id (default: the bundled model)
   --tokenizer DIR        a tokenizer directory, for a base model without one
   --method NAME          head | lora | full | generative (default: full under 100M parameters, else lora)
-  --out DIR              where to save the classifier (required)
+  --out DIR              where to save the classifier (required; new or empty, checked
+                         before training starts)
+  --overwrite            replace the classifier already saved in --out
   --labels A,B,...       class names, in index order
   --epochs N             passes over the data
   --max-steps N          optimizer steps (instead of epochs)
@@ -153,7 +155,8 @@ async function demoCommand(argv: string[], io: CliIo): Promise<number> {
   if (a.help) return void io.stdout.write(DEMO_HELP), 0
   noPositionals(positionals)
   const v = a as Record<string, string | undefined>
-  const problem = v.out === undefined ? undefined : outDirProblem(v.out)
+  // The demo's output is its own: a classifier saved there by an earlier demo is replaced.
+  const problem = v.out === undefined ? undefined : outDirProblem(v.out, true)
   if (problem) throw new UsageError(`--out: ${problem}`)
   return runDemo(
     {
@@ -203,6 +206,7 @@ async function train(argv: string[], io: CliIo): Promise<number> {
     seed: { type: 'string' },
     precision: { type: 'string' },
     device: { type: 'string' },
+    overwrite: { type: 'boolean' },
     json: { type: 'boolean' },
     quiet: { type: 'boolean' },
   }, { hints: { model: BASE_NOT_MODEL } })
@@ -211,6 +215,8 @@ async function train(argv: string[], io: CliIo): Promise<number> {
   const v = a as Record<string, string | undefined>
   const data = required(v.data, 'data')
   const out = required(v.out, 'out')
+  const problem = outDirProblem(out, a.overwrite === true)
+  if (problem) throw new UsageError(`--out: ${problem}`)
   for (const [flag, file] of [['data', data], ['eval', v.eval]] as const)
     if (file !== undefined && !fs.existsSync(file)) throw new UsageError(`--${flag}: no such file: ${file}`)
   const loraR = int(v['lora-r'], 'lora-r')

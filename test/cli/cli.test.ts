@@ -106,12 +106,19 @@ t.test('--help on each command, usage errors', async (t) => {
     [['demo', '--model', 'm'], /unknown option --model: a base model is --base DIR\|ID here/],
     [['train', '--data', path.join(dir, 'absent.tsv'), '--out', 'x'], /--data: no such file/],
     [['eval', '--model', out, '--data', TEST, 'extra'], /unexpected argument "extra"/],
+    // --out is checked before training starts, so that no finished run is lost at the save.
+    [['train', '--data', TRAIN, '--out', out], /--out: .*clf holds a saved classifier; pass --overwrite to replace it/],
+    [['train', '--data', TRAIN, '--out', TRAIN], /--out: .*train\.tsv is a file/],
+    [['train', '--data', TRAIN, '--out', path.dirname(TRAIN)], /--out: .* holds other files and no classifier\.json/],
   ]
   for (const [args, message] of cases) {
     const r = await inProcess(args)
     t.equal(r.code, 2, `${args.join(' ')}: exit 2`)
     t.match(r.stderr, message)
   }
+  const replaced = await inProcess(['train', '--data', TRAIN, '--base', TINY, '--method', 'head', '--max-length', '32', '--out', out, '--overwrite', '--quiet', '--json'])
+  t.equal(replaced.code, 0, '--overwrite replaces the saved classifier')
+  t.equal(JSON.parse(fs.readFileSync(path.join(out, 'classifier.json'), 'utf8')).method, 'head', 'with the new one')
   const text = await inProcess(['eval', '--model', out, '--data', TEST])
   t.equal(text.code, 0)
   t.match(text.stdout, /^accuracy {2}0\.\d{4} {2}\(\d+\/200, [\d.]+%\)\nmacro-F1 {2}0\.\d{4}\nloss {6}\d\.\d{4}\n\nconfusion matrix \(rows: true label, columns: predicted\)\n {12}negative {2}positive\nnegative/)
