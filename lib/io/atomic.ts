@@ -94,3 +94,43 @@ export async function writeDirectoryAtomically(
     throw err
   }
 }
+
+const TEMPORARY = /^\.(.+)\.(\d+)\.[0-9a-f]{12}\.(tmp|old|deleted)$/
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/**
+ * Cleans up after writers in `dir` that were killed mid-save (their process is gone): partial
+ * `.tmp` files and directories and `.deleted` trash are removed; an `.old` copy (a directory
+ * replaced by writeDirectoryAtomically, killed between its two renames) is renamed back when
+ * its target is missing, since it is then the last good version, and removed otherwise.
+ * Returns what it removed or restored, by name.
+ */
+export async function cleanUpAfterKilledWriters(dir: string): Promise<{ removed: string[]; restored: string[] }> {
+  const removed: string[] = []
+  const restored: string[] = []
+  const entries = await fs.promises.readdir(dir).catch(() => [] as string[])
+  for (const name of entries) {
+    const m = TEMPORARY.exec(name)
+    if (!m || Number(m[2]) === process.pid || alive(Number(m[2]))) continue
+    const [, targetName, , tag] = m
+    const entry = path.join(dir, name)
+    const target = path.join(dir, targetName)
+    if (tag === 'old' && !fs.existsSync(target)) {
+      await fs.promises.rename(entry, target)
+      restored.push(targetName)
+    } else {
+      await fs.promises.rm(entry, { recursive: true, force: true })
+      removed.push(name)
+    }
+  }
+  if (removed.length + restored.length > 0) await fsyncDirectory(dir)
+  return { removed, restored }
+}

@@ -21,6 +21,8 @@ export type PauseStage =
   | 'directory:renamed'
   // Trainer: the oldest checkpoint beyond saveTotalLimit renamed away, not yet deleted
   | 'checkpoint:rotating'
+  // pretrain: training done, the final model not yet saved
+  | 'pretrain:final-save'
 
 /** At `stage` of ERNIE_TEST_PAUSE_AT: writes `ERNIE_TEST_PAUSED <stage>` to stderr and blocks this thread (a minute at most). */
 export function pauseForTest(stage: PauseStage): void {

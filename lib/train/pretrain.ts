@@ -11,8 +11,9 @@ import * as path from 'node:path'
 
 import { DataError } from '../data/errors'
 import { byteLines, decodeUtf8, firstInvalidUtf8 } from '../data/lines'
-import { rangeError, typeError } from '../errors'
-import { temporarySibling, writeFileDurable } from '../io/atomic'
+import { ErnieError, rangeError, typeError } from '../errors'
+import { pauseForTest } from '../io/test-pause'
+import { cleanUpAfterKilledWriters, fsyncDirectory, temporarySibling, writeFileDurable } from '../io/atomic'
 import type { ModelConfig } from '../model/config'
 import { ErnieModel } from '../model/model'
 import type { Device } from '../device'
@@ -100,6 +101,24 @@ export async function readDocuments(files: readonly string[]): Promise<string[]>
   return docs
 }
 
+// Resuming a run that finished (its model and log written, its checkpoints removed) would start
+// again from step 0 without a word: that is refused instead.
+async function refuseFinishedRun(outputDir: string): Promise<void> {
+  const logFile = path.join(outputDir, PRETRAIN_LOG_FILE)
+  if (fs.existsSync(path.join(outputDir, 'checkpoints')) || !fs.existsSync(logFile)) return
+  let log: { steps?: unknown; stopReason?: unknown }
+  try {
+    log = JSON.parse(await fs.promises.readFile(logFile, 'utf8'))
+  } catch {
+    return // an unreadable log is no evidence of a finished run
+  }
+  if (log.stopReason === 'completed')
+    throw new ErnieError(
+      'ERR_RUN_FINISHED',
+      `pretrain: ${path.resolve(outputDir)} holds a finished run (${logFile}: ${log.steps} steps, completed); there is nothing to resume. Choose another output directory to train again`,
+    )
+}
+
 /** Pre-trains a model from random weights; see the module comment. */
 export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   if (!o || !Array.isArray(o.textFiles) || o.textFiles.length === 0) throw typeError('pretrain: textFiles must be a non-empty array of paths')
@@ -109,6 +128,9 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   const eos = o.tokenizer.eosTokenId
   if (eos === undefined) throw rangeError('pretrain: the tokenizer has no EOS token to separate documents')
   const started = Date.now()
+  // A run killed while saving the model left temporaries beside it.
+  await cleanUpAfterKilledWriters(o.outputDir)
+  if (o.resume) await refuseFinishedRun(o.outputDir)
 
   const texts = await readDocuments(o.textFiles)
   const heldOut = Math.min(o.evalDocuments ?? 500, Math.floor(texts.length / 10))
@@ -161,9 +183,8 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     })
     const result = await trainer.train()
     const { loss: evalLoss } = await task.evaluate()
-    // A finished run needs no checkpoint to resume from; a stopped one keeps it for --resume.
-    if (result.stopReason === 'completed') fs.rmSync(path.join(o.outputDir, 'checkpoints'), { recursive: true, force: true })
 
+    pauseForTest('pretrain:final-save')
     await model.save(o.outputDir)
     await copyModelFiles(o.tokenizerDir, o.outputDir)
     const seconds = (Date.now() - started) / 1000
@@ -195,6 +216,10 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     const tmp = temporarySibling(logFile)
     await writeFileDurable(tmp, JSON.stringify(log, null, 1) + '\n')
     await fs.promises.rename(tmp, logFile)
+    await fsyncDirectory(o.outputDir)
+    // Only now, with the model and its log on disk, is the checkpoint no longer needed: a kill at
+    // any moment before this leaves either the last checkpoint or the finished model.
+    if (result.stopReason === 'completed') await fs.promises.rm(path.join(o.outputDir, 'checkpoints'), { recursive: true, force: true })
     return { outputDir: o.outputDir, corpus, train: result, evalLoss, seconds }
   } finally {
     await model.dispose()

@@ -9,7 +9,7 @@ import * as path from 'node:path'
 import { resolveModelDevice, type Device } from '../device'
 import { resolvePrecision, type Precision } from '../precision'
 import { ErnieError, rangeError, typeError } from '../errors'
-import { fsyncDirectory, temporarySibling, writeDirectoryAtomically, writeFileDurable } from '../io/atomic'
+import { cleanUpAfterKilledWriters, fsyncDirectory, temporarySibling, writeDirectoryAtomically, writeFileDurable } from '../io/atomic'
 import { openSafetensors, saveSafetensors, type TensorToSave } from '../io/safetensors'
 import { pauseForTest } from '../io/test-pause'
 import { clipGradNorm, gradNorm } from '../kernels/optim'
@@ -353,6 +353,9 @@ export class Trainer<E = unknown, B = unknown> {
       schedule: { kind: schedule.kind, lr: schedule.lr, totalSteps, warmupSteps: schedule.warmupSteps, lastLr: 0 },
       optimizer: optimizer.state().meta,
     }
+    // A run killed mid-save left temporaries (or, between two renames, its newest checkpoint under
+    // a hidden name): put that right before looking for the latest checkpoint.
+    if (o.outputDir) await cleanUpAfterKilledWriters(o.outputDir)
     if (o.resumeFromCheckpoint) {
       const dir = o.resumeFromCheckpoint === true ? latestCheckpoint(o.outputDir!) : o.resumeFromCheckpoint
       if (dir) st = this.load(dir, optimizer, params, copies, examples.length)

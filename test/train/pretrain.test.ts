@@ -233,3 +233,61 @@ t.test('the pretrain command: help, usage errors, a short run', async (t) => {
   t.match(r.stderr, /pretrain\s+step 4\/4/, 'progress lines on stderr')
   t.ok(fs.existsSync(path.join(out, 'model.safetensors')))
 })
+
+t.test('pretrain: a kill during the final save leaves the checkpoint; a finished run is not resumed from 0; temporaries of a killed writer go', async (t) => {
+  const { killAtPause } = await import('../helpers/helpers')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ernie-pt-kill-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const config = path.join(dir, 'config.json')
+  fs.writeFileSync(config, JSON.stringify(TINY_CONFIG))
+  const out = path.join(dir, 'out')
+  const args = ['--text', corpus(dir), '--config', config, '--tokenizer', DEFAULT_TOKENIZER, '--out', out, '--max-steps', '4', '--save-steps', '2', '--batch-size', '4', '--seq-length', '32', '--eval-documents', '10', '--json', '--quiet']
+  const killed = await killAtPause(path.join(__dirname, 'pretrain-child.ts'), args, 'pretrain:final-save')
+  t.ok(killed.paused, `killed before the final save (${killed.stderr.slice(-300)})`)
+  t.ok(fs.existsSync(path.join(out, 'checkpoints', 'checkpoint-4', 'trainer_state.json')), 'the last checkpoint survives the kill')
+  t.notOk(fs.existsSync(path.join(out, 'model.safetensors')), 'no final model yet')
+
+  // What a writer killed mid-save leaves beside the model: a partial temporary of a dead process.
+  const dead = (await import('node:child_process')).spawnSync(process.execPath, ['-e', 'process.exit(0)']).pid!
+  const stray = path.join(out, `.model.safetensors.${dead}.0123456789ab.tmp`)
+  fs.writeFileSync(stray, 'partial')
+
+  const checkpointLosses = JSON.parse(fs.readFileSync(path.join(out, 'checkpoints', 'checkpoint-4', 'trainer_state.json'), 'utf8')).lossHistory
+  const resumed = await runMain(['pretrain', ...args.filter((a) => a !== '--quiet'), '--resume'])
+  t.equal(resumed.code, 0, resumed.stderr)
+  const summary = JSON.parse(resumed.stdout)
+  t.equal(summary.steps, 4, 'resumed at step 4: nothing trained again')
+  t.notOk(fs.existsSync(stray), 'the dead writer\'s temporary is gone')
+  t.ok(fs.existsSync(path.join(out, 'model.safetensors')), 'the final model written')
+  t.notOk(fs.existsSync(path.join(out, 'checkpoints')), 'and only then the checkpoints removed')
+  const log = JSON.parse(fs.readFileSync(path.join(out, PRETRAIN_LOG_FILE), 'utf8'))
+  t.notMatch(resumed.stderr, /step \d+\/4/, 'the resumed run trained no step (a run from step 0 reports its steps)')
+  t.same(log.lossHistory, checkpointLosses.map((l: number) => Number(l.toFixed(4))), 'the log carries the killed run\'s losses')
+
+  const again = await runMain(['pretrain', ...args, '--resume'])
+  t.equal(again.code, 1)
+  t.match(again.stderr, /\[ERR_RUN_FINISHED\] pretrain: .*out holds a finished run \(.*pretrain_log\.json: 4 steps, completed\); there is nothing to resume/)
+})
+
+t.test('cleanUpAfterKilledWriters: a dead writer\'s temporaries removed, its last good directory restored, a live one\'s left', async (t) => {
+  const { cleanUpAfterKilledWriters } = await import('../../lib/io/atomic')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ernie-stale-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const dead = (await import('node:child_process')).spawnSync(process.execPath, ['-e', 'process.exit(0)']).pid!
+  const live = process.ppid
+  // Killed between writeDirectoryAtomically's two renames: the target missing, its old version aside.
+  fs.mkdirSync(path.join(dir, `.checkpoint-2.${dead}.aaaaaaaaaaaa.old`))
+  fs.writeFileSync(path.join(dir, `.checkpoint-2.${dead}.aaaaaaaaaaaa.old`, 'trainer_state.json'), '{}')
+  // The same with the target present: the old copy is just trash.
+  fs.mkdirSync(path.join(dir, 'checkpoint-4'))
+  fs.mkdirSync(path.join(dir, `.checkpoint-4.${dead}.bbbbbbbbbbbb.old`))
+  fs.mkdirSync(path.join(dir, `.checkpoint-6.${dead}.cccccccccccc.tmp`))
+  fs.writeFileSync(path.join(dir, `.x.safetensors.${dead}.dddddddddddd.deleted`), '')
+  fs.writeFileSync(path.join(dir, `.y.safetensors.${live}.eeeeeeeeeeee.tmp`), '')
+  fs.writeFileSync(path.join(dir, `.notes.txt`), '')
+  const r = await cleanUpAfterKilledWriters(dir)
+  t.same(r.restored, ['checkpoint-2'])
+  t.same(r.removed.sort(), [`.checkpoint-4.${dead}.bbbbbbbbbbbb.old`, `.checkpoint-6.${dead}.cccccccccccc.tmp`, `.x.safetensors.${dead}.dddddddddddd.deleted`].sort())
+  t.same(fs.readdirSync(dir).sort(), [`.notes.txt`, `.y.safetensors.${live}.eeeeeeeeeeee.tmp`, 'checkpoint-2', 'checkpoint-4'].sort())
+  t.ok(fs.existsSync(path.join(dir, 'checkpoint-2', 'trainer_state.json')), 'restored whole')
+})
