@@ -93,6 +93,7 @@ export type SafetensorsErrorCode =
   | 'ERR_SAFETENSORS_SHAPE'
   | 'ERR_SAFETENSORS_OFFSETS' // byte length or data_offsets wrong, outside the data area
   | 'ERR_SAFETENSORS_OVERLAP'
+  | 'ERR_SAFETENSORS_GAP' // bytes of the data area that no tensor explains (a gap, or a tail)
   | 'ERR_SAFETENSORS_METADATA'
   | 'ERR_SAFETENSORS_INDEX' // sharded index: malformed, or disagreeing with its shards
   | 'ERR_SAFETENSORS_NO_TENSOR' // view() of a name the file does not hold
@@ -204,20 +205,24 @@ function parseHeader(
     if (end > dataLength)
       fail('ERR_SAFETENSORS_OFFSETS', `data_offsets [${begin}, ${end}] run past the data area (${dataLength} bytes)`, name)
     tensors[name] = { dtype: dtype as Dtype, shape: dims.slice(), byteOffset: dataStart + begin, byteLength: end - begin, file }
-    if (end > begin) ranges.push({ name, begin, end })
+    ranges.push({ name, begin, end })
   }
-  // Gaps are allowed; shared bytes are not (an empty tensor shares none).
+  // The tensors must tile the data area exactly, as the reference implementation requires: a
+  // byte no tensor explains means the header and the data disagree (a header length one byte
+  // short reads every tensor shifted by one), and shared bytes mean two tensors alias.
   ranges.sort((a, b) => a.begin - b.begin || a.end - b.end)
-  for (let i = 1; i < ranges.length; i++) {
-    const prev = ranges[i - 1]
-    const cur = ranges[i]
-    if (cur.begin < prev.end)
-      fail(
-        'ERR_SAFETENSORS_OVERLAP',
-        `data_offsets [${cur.begin}, ${cur.end}] overlap tensor '${prev.name}' at [${prev.begin}, ${prev.end}]`,
-        cur.name,
-      )
+  let covered = 0
+  let last: (typeof ranges)[number] | undefined
+  for (const cur of ranges) {
+    if (cur.begin < covered)
+      fail('ERR_SAFETENSORS_OVERLAP', `data_offsets [${cur.begin}, ${cur.end}] overlap tensor '${last!.name}' at [${last!.begin}, ${last!.end}]`, cur.name)
+    if (cur.begin > covered)
+      fail('ERR_SAFETENSORS_GAP', `data_offsets [${cur.begin}, ${cur.end}] leave bytes [${covered}, ${cur.begin}) of the data area to no tensor`, cur.name)
+    covered = cur.end
+    last = cur
   }
+  if (covered !== dataLength)
+    fail('ERR_SAFETENSORS_GAP', `the data area holds ${dataLength} bytes but the tensors cover ${covered}: the header length or the offsets are wrong, or bytes were appended`)
   return { tensors, metadata }
 }
 

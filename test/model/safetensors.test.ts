@@ -211,6 +211,18 @@ t.test('strict validation: each malformation gets its own error naming file and 
   for (const data_offsets of [[24, 0], [0], '0,24', [0, 24.5], [-8, 16], [0, 2 ** 60]])
     expectError(t, craft({ a: { ...a, data_offsets } }, 24), 'ERR_SAFETENSORS_OFFSETS', 'a', /data_offsets|holds/)
   expectError(t, craft({ a }, 16), 'ERR_SAFETENSORS_OFFSETS', 'a', /\[0, 24\] run past the data area \(16 bytes\)/)
+  // The tensors must tile the data area exactly, as the reference implementation requires.
+  const later = { dtype: 'F32', shape: [2], data_offsets: [32, 40] }
+  expectError(t, craft({ a, later }, 40), 'ERR_SAFETENSORS_GAP', 'later', /data_offsets \[32, 40\] leave bytes \[24, 32\) of the data area to no tensor/)
+  expectError(t, craft({ later: { ...later, data_offsets: [8, 16] } }, 16), 'ERR_SAFETENSORS_GAP', 'later', /leave bytes \[0, 8\)/)
+  expectError(t, craft({ a }, 25), 'ERR_SAFETENSORS_GAP', undefined, /the data area holds 25 bytes but the tensors cover 24/)
+  expectError(t, craft({ a, inside: { dtype: 'I64', shape: [0], data_offsets: [8, 8] } }, 24), 'ERR_SAFETENSORS_OVERLAP', 'inside', /overlap tensor 'a'/)
+  // A header length one byte short: the header still parses (it ends in padding), and every
+  // tensor would read one byte early.
+  const padded = JSON.stringify({ a })
+  const spaces = 8 - (padded.length % 8 || 8)
+  if (spaces > 0) expectError(t, craft({ a }, 24, { lengthField: BigInt(padded.length + spaces - 1) }), 'ERR_SAFETENSORS_GAP', undefined, /holds 25 bytes but the tensors cover 24/)
+  else t.fail('the header needs padding for this case: change the tensor')
   const b = { dtype: 'BF16', shape: [12], data_offsets: [16, 40] }
   expectError(t, craft({ a, b }, 40), 'ERR_SAFETENSORS_OVERLAP', 'b', /overlap tensor 'a' at \[0, 24\]/)
   expectError(t, craft({ b, a }, 40), 'ERR_SAFETENSORS_OVERLAP', 'b', /overlap/)
@@ -221,24 +233,24 @@ t.test('strict validation: each malformation gets its own error naming file and 
   expectError(t, craft({ __metadata__: 'x', a }, 24), 'ERR_SAFETENSORS_METADATA', undefined, /must be an object/)
 })
 
-t.test('what the format allows: gaps, empty and scalar tensors, null metadata, misalignment', async (t) => {
+t.test('what the format allows: empty and scalar tensors, null metadata, misalignment', async (t) => {
   const values = new Float32Array([1.5, -2, 3.25, 0, 7, -0.5])
-  const data = Buffer.alloc(64)
+  const data = Buffer.alloc(33)
   Buffer.from(values.buffer).copy(data, 0)
-  Buffer.from(values.buffer).copy(data, 32, 0, 8)
+  Buffer.from(values.buffer).copy(data, 24, 0, 8)
   const file = craft(
     {
       __metadata__: null,
       a: { dtype: 'F32', shape: [2, 3], data_offsets: [0, 24] },
-      gap_after_a: { dtype: 'F32', shape: [2], data_offsets: [32, 40] },
-      empty: { dtype: 'I64', shape: [0, 4], data_offsets: [8, 8] },
-      scalar: { dtype: 'U8', shape: [], data_offsets: [63, 64] },
+      after_a: { dtype: 'F32', shape: [2], data_offsets: [24, 32] },
+      empty: { dtype: 'I64', shape: [0, 4], data_offsets: [24, 24] },
+      scalar: { dtype: 'U8', shape: [], data_offsets: [32, 33] },
     },
     data,
   )
   using st = openSafetensors(file)
   t.same(Array.from(st.view('a')), Array.from(values))
-  t.same(Array.from(st.view('gap_after_a')), [1.5, -2])
+  t.same(Array.from(st.view('after_a')), [1.5, -2])
   t.equal(st.view('empty').length, 0)
   t.ok(st.view('empty') instanceof BigInt64Array)
   t.equal(st.view('scalar').length, 1)
@@ -265,6 +277,8 @@ t.test('a file past the largest ArrayBuffer (sparse, 4.5 GiB) still gives zero-c
   const far = 4.5 * 2 ** 30
   const header = {
     near: { dtype: 'I32', shape: [2], data_offsets: [0, 8] },
+    // The tensors tile the data area: a hole of zeros between them is a tensor too.
+    hole: { dtype: 'U8', shape: [far - 8], data_offsets: [8, far] },
     far: { dtype: 'F32', shape: [3], data_offsets: [far, far + 12] },
   }
   const file = craft(header, 8)
@@ -500,20 +514,20 @@ t.test('a sharded checkpoint opens as one set', async (t) => {
 // --- fuzz --------------------------------------------------------------------------------------
 
 t.test('fuzz: mutated files open and read in bounds, or throw SafetensorsError; never crash', async (t) => {
-  // Bases: a small file with many dtypes, gaps and an empty tensor; and a real adapter file.
+  // Bases: a small file with many dtypes and an empty tensor; and a real adapter file.
   const r0 = rng(99)
   const base1 = fs.readFileSync(
     craft(
       {
         __metadata__: { format: 'pt' },
-        f32: { dtype: 'F32', shape: [3, 5], data_offsets: [0, 60] },
-        bf16: { dtype: 'BF16', shape: [7], data_offsets: [64, 78] },
-        i64: { dtype: 'I64', shape: [2], data_offsets: [80, 96] },
-        empty: { dtype: 'F16', shape: [0], data_offsets: [96, 96] },
-        u8: { dtype: 'U8', shape: [9], data_offsets: [96, 105] },
-        i32: { dtype: 'I32', shape: [1, 4], data_offsets: [108, 124] },
+        i64: { dtype: 'I64', shape: [2], data_offsets: [0, 16] },
+        f32: { dtype: 'F32', shape: [3, 5], data_offsets: [16, 76] },
+        i32: { dtype: 'I32', shape: [1, 4], data_offsets: [76, 92] },
+        bf16: { dtype: 'BF16', shape: [7], data_offsets: [92, 106] },
+        empty: { dtype: 'F16', shape: [0], data_offsets: [106, 106] },
+        u8: { dtype: 'U8', shape: [9], data_offsets: [106, 115] },
       },
-      Uint8Array.from({ length: 128 }, () => Math.floor(r0() * 256)),
+      Uint8Array.from({ length: 115 }, () => Math.floor(r0() * 256)),
     ),
   )
   const base2 = fs.readFileSync(path.join(fixtures, 'ernie-tiny', 'adapter', 'adapter_model.safetensors'))
