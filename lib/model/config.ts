@@ -98,11 +98,16 @@ function positiveInt(cfg: Record<string, unknown>, key: string, where: string): 
   return v
 }
 
-function positiveNumber(cfg: Record<string, unknown>, key: string, where: string): number {
+function numberIn(cfg: Record<string, unknown>, key: string, where: string, min: number, max: number, why: string): number {
   const v = cfg[key]
-  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
-    throw new ErnieError('ERR_CONFIG', `${where}: "${key}" must be a positive number, got ${JSON.stringify(v)}`)
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= min || v > max)
+    throw new ErnieError('ERR_CONFIG', `${where}: "${key}" must be a number in (${min}, ${max}] (${why}), got ${JSON.stringify(v)}`)
   return v
+}
+
+function optionalOfType(cfg: Record<string, unknown>, key: string, where: string, type: string, valid: (v: unknown) => boolean): void {
+  const v = cfg[key]
+  if (v !== undefined && v !== null && !valid(v)) throw new ErnieError('ERR_CONFIG', `${where}: "${key}" must be ${type}, got ${JSON.stringify(v)}`)
 }
 
 /** Validates a config object (as parsed from config.json); `where` names it in errors. */
@@ -118,8 +123,21 @@ export function resolveConfig(raw: unknown, where = 'config'): ResolvedConfig {
     )
   for (const k of ['hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'num_key_value_heads', 'vocab_size'])
     positiveInt(cfg, k, where)
-  positiveNumber(cfg, 'rms_norm_eps', where)
-  positiveNumber(cfg, 'rope_theta', where)
+  // Physical ranges: released models use eps 1e-6..1e-5 and theta 1e4..1e6; values far outside
+  // are a corrupted or mistyped file, not a model.
+  numberIn(cfg, 'rms_norm_eps', where, 0, 0.1, 'an RMSNorm epsilon')
+  numberIn(cfg, 'rope_theta', where, 1, 1e9, 'the RoPE base')
+  // JSON types exact: "false" is not false.
+  const vocab = cfg.vocab_size as number
+  const isTokenId = (v: unknown) => Number.isInteger(v) && (v as number) >= 0 && (v as number) < vocab
+  optionalOfType(cfg, 'max_position_embeddings', where, 'a positive integer', (v) => Number.isInteger(v) && (v as number) > 0)
+  optionalOfType(cfg, 'tie_word_embeddings', where, 'true or false', (v) => typeof v === 'boolean')
+  optionalOfType(cfg, 'hidden_act', where, 'a string', (v) => typeof v === 'string')
+  optionalOfType(cfg, 'pad_token_id', where, 'a token id (an integer in [0, vocab_size))', isTokenId)
+  optionalOfType(cfg, 'bos_token_id', where, 'a token id (an integer in [0, vocab_size))', isTokenId)
+  optionalOfType(cfg, 'eos_token_id', where, 'a token id or a list of them', (v) => isTokenId(v) || (Array.isArray(v) && v.length > 0 && v.every(isTokenId)))
+  optionalOfType(cfg, 'architectures', where, 'a list of class names', (v) => Array.isArray(v) && v.every((a) => typeof a === 'string'))
+  optionalOfType(cfg, 'torch_dtype', where, 'a string', (v) => typeof v === 'string')
   const heads = cfg.num_attention_heads as number
   const kvHeads = cfg.num_key_value_heads as number
   if (heads % kvHeads !== 0)

@@ -1,6 +1,6 @@
 // A forward pass's inputs and outputs: token batches (rows or flat arrays) checked and
 // flattened for the engine, and what a forward returns.
-import { rangeError, typeError } from '../errors'
+import { ErnieError, rangeError, typeError } from '../errors'
 import type { Precision } from '../precision'
 import type { LoraAdapter } from './lora'
 
@@ -122,8 +122,14 @@ export function flatten(x: TokenBatch, what: string, shape?: [number, number]): 
   return { data: x.data, shape: [B, T] }
 }
 
-export function toFlatBatch(input: ForwardInput): FlatBatch {
+/**
+ * The batch as flat arrays. `maxPositions` (config.json's max_position_embeddings): a row longer
+ * than the positions the model was built for is refused rather than run on RoPE angles it never saw.
+ */
+export function toFlatBatch(input: ForwardInput, maxPositions?: number): FlatBatch {
   const ids = flatten(input.inputIds, 'inputIds')
+  if (maxPositions !== undefined && ids.shape[1] > maxPositions)
+    throw new ErnieError('ERR_SEQUENCE_TOO_LONG', `inputIds: rows of ${ids.shape[1]} tokens exceed the model's max_position_embeddings (${maxPositions})`)
   const mask = input.attentionMask ? flatten(input.attentionMask, 'attentionMask', ids.shape).data : new Int32Array(ids.data.length).fill(1)
   const flat: FlatBatch = { inputIds: ids.data, attentionMask: mask, batch: ids.shape[0], seq: ids.shape[1] }
   if (input.segmentIds) flat.segmentIds = flatten(input.segmentIds, 'segmentIds', ids.shape).data

@@ -1,6 +1,6 @@
 // Generation: a prompt (text, token ids or chat messages) continued with a KV cache, greedy or
 // sampled with temperature and nucleus (top-p).
-import { rangeError, typeError } from '../errors'
+import { ErnieError, rangeError, typeError } from '../errors'
 import { NativeKvCache } from '../native'
 import type { Precision } from '../precision'
 import type { ChatMessage } from '../tokenizer'
@@ -72,6 +72,9 @@ export async function generateText(model: ModelContext, prompt: string | number[
   const eos = new Set<number>(
     [model.config.eos_token_id, model.tokenizer?.eosTokenId, ...(options.eosTokenIds ?? [])].flat().filter((x): x is number => typeof x === 'number'),
   )
+  const limit = model.config.max_position_embeddings
+  if (limit !== undefined && ids.length + maxNewTokens > limit)
+    throw new ErnieError('ERR_SEQUENCE_TOO_LONG', `generate: a prompt of ${ids.length} tokens plus maxNewTokens ${maxNewTokens} exceeds the model's max_position_embeddings (${limit})`)
   const cache = new NativeKvCache({ maxLength: ids.length + maxNewTokens })
   const logits = new Float32Array(model.config.vocab_size)
   // Rows of the embedding past the tokenizer's vocabulary (padding to a round size) are no

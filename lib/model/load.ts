@@ -13,7 +13,7 @@ import { Tokenizer } from '../tokenizer'
 import { resolveConfig, type ResolvedConfig } from './config'
 import { f16ToBf16 } from './dtype'
 import { checkpointShapes } from './layout'
-import { mapWeights, type ModelViews, type TensorSource, type WeightArray } from './weights'
+import { mapWeights, unusedTensors, type ModelViews, type TensorSource, type WeightArray } from './weights'
 
 /** Reads and validates a directory's config.json. */
 export function readConfig(dir: string): ResolvedConfig {
@@ -114,6 +114,8 @@ export interface ModelParts {
   tokenizer?: Tokenizer
   /** Where the weights are placed and the graph runs (default 'cpu'). */
   device?: 'cpu' | 'cuda'
+  /** Tensors of the checkpoint the model does not use, when loaded with unusedTensors: 'ignore'. */
+  ignoredTensors?: string[]
 }
 
 export interface FromPretrainedOptions extends ResolveOptions {
@@ -131,6 +133,14 @@ export interface FromPretrainedOptions extends ResolveOptions {
    * with AVX512_BF16, fp32 elsewhere. Each call may override it; `model.precision` changes it.
    */
   precision?: Precision
+  /**
+   * A checkpoint tensor that no part of the model uses (a config with fewer layers than the
+   * file, a file holding both the HF and the Paddle layout, an extra module) is an error
+   * ('error', the default), or is left unread and listed in `model.ignoredTensors` ('ignore').
+   */
+  unusedTensors?: 'error' | 'ignore'
+  /** Load weights holding NaN or infinity (default false: ERR_CHECKPOINT naming the tensor). */
+  allowNonFinite?: boolean
 }
 
 /**
@@ -147,13 +157,51 @@ export async function loadPretrained<M extends { precision: Precision }>(source:
   try {
     const src = new SafetensorsSource(file)
     const weights = mapWeights(cfg, src)
+    const unused = unusedTensors(src, weights)
+    if (unused.length > 0 && options.unusedTensors !== 'ignore')
+      throw new ErnieError(
+        'ERR_CHECKPOINT',
+        `${file.path}: ${unused.length} tensor(s) that no part of the model config.json describes uses: ${unused.slice(0, 5).join(', ')}` +
+          `${unused.length > 5 ? ', ...' : ''} (num_hidden_layers ${cfg.num_hidden_layers}, ${weights.layout} layout). ` +
+          `A config with fewer layers than the checkpoint, a file holding two layouts, or an extra module? Pass unusedTensors: 'ignore' to load past them`,
+      )
+    if (options.allowNonFinite !== true) await refuseNonFinite(src, weights.tensorNames)
     const hasTokenizer = ['tokenizer.json', 'tokenizer.model'].some((f) => fs.existsSync(path.join(dir, f)))
     const tokenizer = options.tokenizer !== false && hasTokenizer ? await Tokenizer.fromDirectory(dir) : undefined
-    const model = create({ config: cfg, weights, source: src, release: () => file.dispose(), directory: dir, tokenizer, device })
+    const model = create({ config: cfg, weights, source: src, release: () => file.dispose(), directory: dir, tokenizer, device, ignoredTensors: unused })
     model.precision = precision
     return model
   } catch (e) {
     file.dispose()
     throw e
+  }
+}
+
+// Elements scanned between yields to the event loop: a few milliseconds of work.
+const SCAN_CHUNK = 1 << 22
+
+/**
+ * A NaN or infinity in the weights (a corrupted or badly converted file) would turn every logit
+ * to NaN without a word: refused, naming the tensor and the first bad element. The scan reads
+ * each weight once, in chunks that yield to the event loop.
+ */
+async function refuseNonFinite(src: TensorSource, names: Iterable<string>): Promise<void> {
+  for (const name of names) {
+    if (!src.has(name)) continue
+    const v = src.view(name)
+    // All exponent bits set: infinity (mantissa 0) or NaN, in bf16 and in f32 alike.
+    const f32 = v instanceof Float32Array
+    const bits = f32 ? new Uint32Array(v.buffer, v.byteOffset, v.length) : v
+    const exponent = f32 ? 0x7f800000 : 0x7f80
+    const mantissa = f32 ? 0x7fffff : 0x7f
+    for (let start = 0; start < bits.length; start += SCAN_CHUNK) {
+      const end = Math.min(bits.length, start + SCAN_CHUNK)
+      for (let i = start; i < end; i++) {
+        if ((bits[i] & exponent) !== exponent) continue
+        const what = (bits[i] & mantissa) !== 0 ? 'NaN' : 'an infinity'
+        throw new ErnieError('ERR_CHECKPOINT', `${src.description}: tensor "${name}" holds ${what} at element ${i}; pass allowNonFinite: true to load it anyway`)
+      }
+      if (end < bits.length) await new Promise((resolve) => setImmediate(resolve))
+    }
   }
 }

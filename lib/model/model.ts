@@ -45,6 +45,8 @@ export class ErnieModel implements AsyncDisposable {
   readonly tokenizer: Tokenizer | undefined
   /** Where the weights live and the model graph runs. */
   readonly device: 'cpu' | 'cuda'
+  /** Tensors of the checkpoint no part of the model uses, loaded past with `unusedTensors: 'ignore'` (empty otherwise). */
+  readonly ignoredTensors: readonly string[]
   private precisionAsked: Precision = resolvePrecision()
   private readonly release: (() => void) | undefined
   private readonly running = new Set<Promise<unknown>>()
@@ -75,6 +77,7 @@ export class ErnieModel implements AsyncDisposable {
     this.directory = parts.directory
     this.tokenizer = parts.tokenizer
     this.device = parts.device ?? 'cpu'
+    this.ignoredTensors = parts.ignoredTensors ?? []
     this.handle = new NativeModel(nativeModelOptions(parts.config, parts.weights, this.device))
   }
 
@@ -116,7 +119,7 @@ export class ErnieModel implements AsyncDisposable {
   async forward(input: ForwardInput, options: ForwardOptions = {}): Promise<ForwardResult> {
     const handle = this.native()
     const precision = this.callPrecision(options.precision, 'forward: precision')
-    const b = toFlatBatch(input)
+    const b = toFlatBatch(input, this.config.max_position_embeddings)
     const want = options.output ?? ['hidden']
     const n = b.batch * b.seq
     const result: ForwardResult = { shape: [b.batch, b.seq] }

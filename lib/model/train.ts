@@ -66,7 +66,7 @@ export async function runLossAndGrad(
 ): Promise<{ loss: number; count: number; grads: Map<string, Float32Array> }> {
   const handle = model.native()
   const precision = model.callPrecision(options.precision, 'lossAndGrad: precision')
-  const b = toFlatBatch(input)
+  const b = toFlatBatch(input, model.config.max_position_embeddings)
   const labels = input.labels ? flatten(input.labels, 'labels', [b.batch, b.seq]).data : undefined
   const grads = options.grads ?? new Map<string, Float32Array>()
   const spec = gradientSpec(model.config, grads, options.trainBase === true, options.adapter, masters && ((name) => masters.has(name)))
@@ -92,7 +92,7 @@ export async function runLoss(
 ): Promise<{ loss: number; count: number }> {
   const handle = model.native()
   const precision = model.callPrecision(options.precision, 'loss: precision')
-  const b = toFlatBatch(input)
+  const b = toFlatBatch(input, model.config.max_position_embeddings)
   const labels = input.labels ? flatten(input.labels, 'labels', [b.batch, b.seq]).data : undefined
   const r = await model.track(handle.trainStep({ ...b, adapter: options.adapter?.handle, loss: { kind: 'lm', labels }, grads: {}, precision }))
   return { loss: r.loss, count: r.count }
@@ -134,6 +134,7 @@ export function fullTrainingViews(
   const embed = matrix('model.embed_tokens.weight', old.embed)
   const views: ModelViews = {
     layout: old.layout,
+    tensorNames: old.tensorNames,
     embed,
     lmHead: shapes.has('lm_head.weight') ? matrix('lm_head.weight', old.lmHead) : embed,
     finalNorm: vector('model.norm.weight', old.finalNorm),

@@ -51,6 +51,8 @@ export interface ModelViews {
   lmHead: MatrixView
   finalNorm: WeightArray
   layers: LayerViews[]
+  /** The tensors the views come from (every other tensor of the source is unused). */
+  tensorNames: ReadonlySet<string>
 }
 
 export { PROJECTIONS, type Projection } from './projections'
@@ -64,7 +66,8 @@ export function detectLayout(src: TensorSource): 'hf' | 'paddle' {
   )
 }
 
-function tensor(src: TensorSource, name: string, expected: number[]): WeightArray {
+function readTensor(src: TensorSource, name: string, expected: number[], used: Set<string>): WeightArray {
+  used.add(name)
   if (!src.has(name)) throw new ErnieError('ERR_CHECKPOINT', `${src.description}: missing tensor "${name}"`)
   const shape = src.shape(name)
   if (shape.length !== expected.length || shape.some((d, i) => d !== expected[i]))
@@ -90,29 +93,31 @@ export function mapWeights(cfg: ResolvedConfig, src: TensorSource): ModelViews {
   const H = cfg.hidden_size, I = cfg.intermediate_size, V = cfg.vocab_size
   const q = cfg.num_attention_heads * cfg.head_dim, kv = cfg.num_key_value_heads * cfg.head_dim
   const p = layout === 'hf' ? 'model.' : 'ernie.'
+  const used = new Set<string>()
+  const tensor = (name: string, expected: number[]) => readTensor(src, name, expected, used)
 
-  const embed = plain(tensor(src, `${p}embed_tokens.weight`, [V, H]), V, H)
+  const embed = plain(tensor(`${p}embed_tokens.weight`, [V, H]), V, H)
   let lmHead = embed
   if (src.has('lm_head.weight')) {
     lmHead =
       layout === 'hf'
-        ? plain(tensor(src, 'lm_head.weight', [V, H]), V, H)
-        : columns(tensor(src, 'lm_head.weight', [H, V]), H, V, 0, V)
+        ? plain(tensor('lm_head.weight', [V, H]), V, H)
+        : columns(tensor('lm_head.weight', [H, V]), H, V, 0, V)
   } else if (!cfg.tie_word_embeddings) {
     throw new ErnieError('ERR_CHECKPOINT', `${src.description}: missing tensor "lm_head.weight" (tie_word_embeddings is false)`)
   }
-  const finalNorm = tensor(src, `${p}norm.weight`, [H])
+  const finalNorm = tensor(`${p}norm.weight`, [H])
 
   const layers: LayerViews[] = []
   for (let l = 0; l < cfg.num_hidden_layers; l++) {
     const L = `${p}layers.${l}.`
     const norms = {
-      inputNorm: tensor(src, `${L}input_layernorm.weight`, [H]),
-      postAttentionNorm: tensor(src, `${L}post_attention_layernorm.weight`, [H]),
+      inputNorm: tensor(`${L}input_layernorm.weight`, [H]),
+      postAttentionNorm: tensor(`${L}post_attention_layernorm.weight`, [H]),
       ...(cfg.arch.qkNorm
         ? {
-            qNorm: tensor(src, `${L}self_attn.q_norm.weight`, [cfg.head_dim]),
-            kNorm: tensor(src, `${L}self_attn.k_norm.weight`, [cfg.head_dim]),
+            qNorm: tensor(`${L}self_attn.q_norm.weight`, [cfg.head_dim]),
+            kNorm: tensor(`${L}self_attn.k_norm.weight`, [cfg.head_dim]),
           }
         : {}),
     }
@@ -120,24 +125,33 @@ export function mapWeights(cfg: ResolvedConfig, src: TensorSource): ModelViews {
       const projections = {} as Record<ProjectionKey, MatrixView>
       for (const spec of PROJECTION_SPECS) {
         const [out, inp] = projectionShape(cfg, spec.name)
-        projections[spec.key] = plain(tensor(src, `${L}${modulePath(spec.name)}.weight`, [out, inp]), out, inp)
+        projections[spec.key] = plain(tensor(`${L}${modulePath(spec.name)}.weight`, [out, inp]), out, inp)
       }
       layers.push({ ...projections, ...norms })
     } else {
       // Paddle's fused layouts: [in, out] tensors, q|k|v and up|gate side by side
-      const qkv = tensor(src, `${L}self_attn.qkv_proj.weight`, [H, q + 2 * kv])
-      const upGate = tensor(src, `${L}mlp.up_gate_proj.weight`, [H, 2 * I])
+      const qkv = tensor(`${L}self_attn.qkv_proj.weight`, [H, q + 2 * kv])
+      const upGate = tensor(`${L}mlp.up_gate_proj.weight`, [H, 2 * I])
       layers.push({
         q: columns(qkv, H, q + 2 * kv, 0, q),
         k: columns(qkv, H, q + 2 * kv, q, kv),
         v: columns(qkv, H, q + 2 * kv, q + kv, kv),
-        o: columns(tensor(src, `${L}self_attn.o_proj.weight`, [q, H]), q, H, 0, H),
+        o: columns(tensor(`${L}self_attn.o_proj.weight`, [q, H]), q, H, 0, H),
         gate: columns(upGate, H, 2 * I, 0, I),
         up: columns(upGate, H, 2 * I, I, I),
-        down: columns(tensor(src, `${L}mlp.down_proj.weight`, [I, H]), I, H, 0, H),
+        down: columns(tensor(`${L}mlp.down_proj.weight`, [I, H]), I, H, 0, H),
         ...norms,
       })
     }
   }
-  return { layout, embed, lmHead, finalNorm, layers }
+  return { layout, embed, lmHead, finalNorm, layers, tensorNames: used }
+}
+
+// Buffers some checkpoints carry that the engine derives itself (HF saved RoPE's inverse
+// frequencies in older files): present, explained, not read.
+const DERIVED_TENSOR = /(^|\.)rotary_emb\.inv_freq$/
+
+/** The tensors of `src` that no part of the model uses (nor derives): a truncated config, a second layout, a head. */
+export function unusedTensors(src: TensorSource, views: ModelViews): string[] {
+  return src.names().filter((n) => !views.tensorNames.has(n) && !DERIVED_TENSOR.test(n))
 }

@@ -1,0 +1,134 @@
+// Strict loading: config.json values outside physical ranges or of the wrong JSON type, tensors
+// no part of the model uses (a truncated config, two layouts in one file), NaN / infinity in
+// the weights, and rows longer than max_position_embeddings are each a typed error naming the
+// file and the place, never a model that loads and computes garbage. The checkpoints are copies
+// of the fixtures altered by the test, with the test's own safetensors reader.
+import t from 'tap'
+import * as fs from 'node:fs'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import { saveSafetensors, type TensorToSave } from '../../lib/io/safetensors'
+import { ErnieModel } from '../../lib/model/index'
+import { readSafetensorsForTest } from '../helpers/helpers'
+
+const FIXTURES = path.join(__dirname, '..', 'fixtures')
+const root = fs.mkdtempSync(path.join(os.tmpdir(), 'ernie-strict-'))
+t.teardown(() => fs.rmSync(root, { recursive: true, force: true }))
+let counter = 0
+
+type Tensors = ReturnType<typeof readSafetensorsForTest>
+
+/** A copy of fixture `name` with its config edited and its tensors replaced, if given. */
+async function variant(name: string, edit: { config?: (c: Record<string, unknown>) => void; tensors?: (ts: Tensors) => void }): Promise<string> {
+  const dir = path.join(root, `${name}-${counter++}`)
+  fs.cpSync(path.join(FIXTURES, name), dir, { recursive: true })
+  if (edit.config) {
+    const c = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'))
+    edit.config(c)
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(c))
+  }
+  if (edit.tensors) {
+    const ts = readSafetensorsForTest(path.join(FIXTURES, name, 'model.safetensors'))
+    edit.tensors(ts)
+    const out: Record<string, TensorToSave> = {}
+    for (const [n, v] of ts) out[n] = { dtype: v.dtype as TensorToSave['dtype'], shape: v.shape, data: v.raw }
+    await saveSafetensors(path.join(dir, 'model.safetensors'), out)
+  }
+  return dir
+}
+
+t.test('config.json: values outside physical ranges and wrong JSON types name the file and key', async (t) => {
+  const cases: Array<[string, unknown, RegExp]> = [
+    ['rms_norm_eps', 1e30, /"rms_norm_eps" must be a number in \(0, 0\.1\]/],
+    ['rms_norm_eps', 0, /"rms_norm_eps" must be a number/],
+    ['rope_theta', 1e308, /"rope_theta" must be a number in \(1, 1000000000\]/],
+    ['rope_theta', '500000', /"rope_theta" must be a number/],
+    ['max_position_embeddings', -1, /"max_position_embeddings" must be a positive integer, got -1/],
+    ['max_position_embeddings', 2.5, /"max_position_embeddings" must be a positive integer/],
+    ['tie_word_embeddings', 'false', /"tie_word_embeddings" must be true or false, got "false"/],
+    ['eos_token_id', '2', /"eos_token_id" must be a token id or a list of them, got "2"/],
+    ['eos_token_id', [2, 6016], /"eos_token_id" must be a token id or a list of them/],
+    ['pad_token_id', 6016, /"pad_token_id" must be a token id \(an integer in \[0, vocab_size\)\), got 6016/],
+    ['hidden_act', 7, /"hidden_act" must be a string/],
+    ['architectures', 'Ernie4_5ForCausalLM', /"architectures" must be a list of class names/],
+  ]
+  for (const [key, value, message] of cases) {
+    const dir = await variant('ernie-tiny', { config: (c) => (c[key] = value) })
+    await t.rejects(ErnieModel.fromPretrained(dir), { code: 'ERR_CONFIG', message }, `${key}: ${JSON.stringify(value)}`)
+    await t.rejects(ErnieModel.fromPretrained(dir), { message: new RegExp(path.join(dir, 'config.json').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) }, 'the file named')
+  }
+  // What released checkpoints hold stays accepted: a list of EOS ids, null ids.
+  const ok = await variant('ernie-tiny', { config: (c) => ((c.eos_token_id = [2, 1]), (c.pad_token_id = null)) })
+  const model = await ErnieModel.fromPretrained(ok)
+  await model.dispose()
+})
+
+t.test('rows longer than max_position_embeddings are refused, in forward, training and generation', async (t) => {
+  const dir = await variant('ernie-tiny', { config: (c) => (c.max_position_embeddings = 4) })
+  const model = await ErnieModel.fromPretrained(dir)
+  t.teardown(() => model.dispose())
+  const fits = await model.forward({ inputIds: [[5, 6, 7, 8]] })
+  t.same(fits.shape, [1, 4], 'four positions fit')
+  await t.rejects(model.forward({ inputIds: [[5, 6, 7, 8, 9, 10]] }), { code: 'ERR_SEQUENCE_TOO_LONG', message: /rows of 6 tokens exceed the model's max_position_embeddings \(4\)/ })
+  await t.rejects(model.loss({ inputIds: [[5, 6, 7, 8, 9]] }), { code: 'ERR_SEQUENCE_TOO_LONG' })
+  await t.rejects(model.generate([5, 6, 7], { maxNewTokens: 2 }), { code: 'ERR_SEQUENCE_TOO_LONG', message: /prompt of 3 tokens plus maxNewTokens 2 exceeds .* \(4\)/ })
+})
+
+t.test('tensors no part of the model uses: an error naming them, or ignored on request and listed', async (t) => {
+  // num_hidden_layers 1 on the 2-layer checkpoint: layer 1 would be dropped without a word.
+  const truncated = await variant('ernie-tiny', { config: (c) => (c.num_hidden_layers = 1) })
+  const layer1 = [...readSafetensorsForTest(path.join(FIXTURES, 'ernie-tiny', 'model.safetensors')).keys()].filter((n) => n.startsWith('model.layers.1.')).sort()
+  t.ok(layer1.length >= 7, `the fixture's layer 1 has ${layer1.length} tensors`)
+  await t.rejects(ErnieModel.fromPretrained(truncated), {
+    code: 'ERR_CHECKPOINT',
+    message: new RegExp(`model\\.safetensors: ${layer1.length} tensor\\(s\\) that no part of the model config\\.json describes uses: model\\.layers\\.1\\..*\\(num_hidden_layers 1, hf layout\\)`),
+  })
+  const loose = await ErnieModel.fromPretrained(truncated, { unusedTensors: 'ignore' })
+  t.same([...loose.ignoredTensors].sort(), layer1, 'ignored on request, and listed')
+  await loose.dispose()
+  const full = await ErnieModel.fromPretrained(path.join(FIXTURES, 'ernie-tiny'))
+  t.same(full.ignoredTensors, [], 'a checkpoint that matches its config ignores nothing')
+  await full.dispose()
+
+  // Both layouts in one file: the HF set is used, the Paddle set would be silently ignored.
+  const paddle = readSafetensorsForTest(path.join(FIXTURES, 'ernie-tiny-paddle', 'model.safetensors'))
+  const both = await variant('ernie-tiny', { tensors: (ts) => paddle.forEach((v, n) => ts.set(n, v)) })
+  await t.rejects(ErnieModel.fromPretrained(both), { code: 'ERR_CHECKPOINT', message: /tensor\(s\) that no part .* uses: ernie\./ })
+
+  // A buffer the engine derives itself (older HF files saved RoPE's inverse frequencies) is explained.
+  const withInvFreq = await variant('ernie-tiny', {
+    tensors: (ts) => ts.set('model.layers.0.self_attn.rotary_emb.inv_freq', { dtype: 'F32', shape: [16], raw: new Float32Array(16).fill(1) }),
+  })
+  const m = await ErnieModel.fromPretrained(withInvFreq)
+  t.same(m.ignoredTensors, [])
+  await m.dispose()
+})
+
+t.test('NaN or infinity in the weights is refused, naming the tensor and element, unless allowed', async (t) => {
+  const name = 'model.layers.1.mlp.down_proj.weight'
+  const poisoned = async (bits: number, at: number) =>
+    variant('ernie-tiny', {
+      tensors: (ts) => {
+        const w = ts.get(name)!
+        t.equal(w.dtype, 'BF16', 'the fixture stores bf16')
+        ;(w.raw as Uint16Array)[at] = bits
+      },
+    })
+  await t.rejects(ErnieModel.fromPretrained(await poisoned(0x7fc0, 1234)), { code: 'ERR_CHECKPOINT', message: new RegExp(`tensor "${name.replace(/\./g, '\\.')}" holds NaN at element 1234`) })
+  await t.rejects(ErnieModel.fromPretrained(await poisoned(0xff80, 7)), { code: 'ERR_CHECKPOINT', message: /holds an infinity at element 7; pass allowNonFinite: true/ })
+  const allowed = await ErnieModel.fromPretrained(await poisoned(0x7fc0, 1234), { allowNonFinite: true })
+  const out = await allowed.forward({ inputIds: [[5, 6, 7]] })
+  t.ok(Array.from(out.hidden!).some((x) => Number.isNaN(x)), 'allowed, the NaN reaches the output: the refusal is what kept it out')
+  await allowed.dispose()
+
+  // f32 weights are scanned too.
+  const f32 = await variant('ernie-tiny', {
+    tensors: (ts) => {
+      const w = ts.get('model.norm.weight')!
+      const values = Float32Array.from(w.raw as Uint16Array, (b) => new Float32Array(new Uint32Array([b << 16]).buffer)[0])
+      values[3] = -Infinity
+      ts.set('model.norm.weight', { dtype: 'F32', shape: w.shape, raw: values })
+    },
+  })
+  await t.rejects(ErnieModel.fromPretrained(f32), { code: 'ERR_CHECKPOINT', message: /tensor "model\.norm\.weight" holds an infinity at element 3/ })
+})
