@@ -293,15 +293,14 @@ export class LoraAdapter {
         return { shape: info.shape, data: Float32Array.from(toF32(file.view(name) as Float32Array | Uint16Array, info.dtype, `${weights}: tensor "${name}"`)) }
       }
       for (const m of savedModules) {
-        if (typeof m !== 'string') fail(`modules_to_save holds ${JSON.stringify(m)}, not a module name`)
-        const prefix = peftSavedModuleName(m as string, '')
-        const names = Object.keys(file.tensors).filter((n) => n.startsWith(prefix))
-        if (names.length === 0) continue
-        if (!options.modulesToSave!.includes(m as string)) {
+        const prefix = typeof m === 'string' ? peftSavedModuleName(m, '') : undefined
+        const names = prefix ? Object.keys(file.tensors).filter((n) => n.startsWith(prefix)) : []
+        if (prefix && names.length === 0) continue
+        if (!prefix || !options.modulesToSave!.includes(m as string)) {
           adapter.dispose()
-          fail(`modules_to_save: "${m}" is not a module this classifier applies (${options.modulesToSave!.join(', ')})`)
+          fail(`modules_to_save: ${JSON.stringify(m)} is not a module the caller applies (${options.modulesToSave!.join(', ')})`)
         }
-        adapter.savedModules.set(m as string, new Map(names.map((n) => [n.slice(prefix.length), read(n)])))
+        adapter.savedModules.set(m as string, new Map(names.map((n) => [n.slice(prefix!.length), read(n)])))
       }
       const unused = Object.keys(file.tensors).filter((n) => !used.has(n))
       if (unused.length > 0) {

@@ -226,7 +226,22 @@ t.test('lora: a PEFT SEQ_CLS adapter with the head in modules_to_save', async (t
 
   const loaded = await ErnieClassifier.load(out)
   t.teardown(() => loaded.dispose())
-  t.same(await loaded.predict(TEXTS), await clf.predict(TEXTS), 'identical predictions after load')
+  const preds = await clf.predict(TEXTS)
+  t.same(await loaded.predict(TEXTS), preds, 'identical predictions after load')
+
+  // the layout of version 1: a CAUSAL_LM adapter in adapter/, no score in it
+  const old = path.join(dir, 'lora-v1')
+  fs.cpSync(out, old, { recursive: true })
+  fs.mkdirSync(path.join(old, 'adapter'))
+  const { modules_to_save: _m, ...causal } = { ...peft, task_type: 'CAUSAL_LM' }
+  fs.writeFileSync(path.join(old, 'adapter', 'adapter_config.json'), JSON.stringify(causal))
+  const loraOnly = Object.fromEntries(Object.entries(fixtureTensorsF32(path.join(out, 'adapter_model.safetensors'))).filter(([n]) => !n.includes('.score.')))
+  await saveSafetensors(path.join(old, 'adapter', 'adapter_model.safetensors'), loraOnly)
+  for (const f of ['adapter_config.json', 'adapter_model.safetensors']) fs.rmSync(path.join(old, f))
+  fs.writeFileSync(path.join(old, 'classifier.json'), JSON.stringify({ ...readJson(path.join(out, 'classifier.json')), version: 1 }))
+  const fromOld = await ErnieClassifier.load(old)
+  t.teardown(() => fromOld.dispose())
+  t.same(await fromOld.predict(TEXTS), preds, 'a version 1 directory (adapter/) still loads')
 })
 
 t.test('full: model.safetensors in HF names with score.weight', async (t) => {
@@ -251,8 +266,20 @@ t.test('full: model.safetensors in HF names with score.weight', async (t) => {
   t.notOk(fs.existsSync(path.join(out, 'model')), 'no model/ directory')
   const loaded = await ErnieClassifier.load(out)
   t.teardown(() => loaded.dispose())
-  t.same(await loaded.predict(TEXTS), await clf.predict(TEXTS), 'identical predictions after load')
+  const preds = await clf.predict(TEXTS)
+  t.same(await loaded.predict(TEXTS), preds, 'identical predictions after load')
   await t.rejects(ErnieClassifier.load(out, { model: QWEN }), { code: 'ERR_BASE_MODEL' })
+
+  // the layout of version 1: the model in model/
+  const old = path.join(dir, 'full-v1')
+  fs.cpSync(out, old, { recursive: true })
+  fs.mkdirSync(path.join(old, 'model'))
+  fs.copyFileSync(path.join(QWEN, 'config.json'), path.join(old, 'model', 'config.json'))
+  fs.renameSync(path.join(old, 'model.safetensors'), path.join(old, 'model', 'model.safetensors'))
+  fs.writeFileSync(path.join(old, 'classifier.json'), JSON.stringify({ ...meta, version: 1, base: { ...meta.base, ref: 'model' } }))
+  const fromOld = await ErnieClassifier.load(old)
+  t.teardown(() => fromOld.dispose())
+  t.same(await fromOld.predict(TEXTS), preds, 'a version 1 directory (model/) still loads')
 })
 
 // --- Hugging Face directories written by hand ---
@@ -261,6 +288,12 @@ t.test('full: model.safetensors in HF names with score.weight', async (t) => {
 function fixtureTensors(dirOf: string): Record<string, TensorToSave> {
   using st = openSafetensors(dirOf)
   return Object.fromEntries(Object.keys(st.tensors).map((n) => [n, { dtype: st.tensors[n].dtype, shape: st.tensors[n].shape, data: (st.view(n) as Uint16Array).slice() }]))
+}
+
+/** The F32 tensors of a file (an adapter), copied. */
+function fixtureTensorsF32(file: string): Record<string, TensorToSave> {
+  using st = openSafetensors(file)
+  return Object.fromEntries(Object.keys(st.tensors).map((n) => [n, { dtype: 'F32' as const, shape: st.tensors[n].shape, data: (st.view(n) as Float32Array).slice() }]))
 }
 
 const known = (n: number, k: number) => Float32Array.from({ length: n }, (_, i) => 0.5 * Math.sin(0.37 * i + k))
