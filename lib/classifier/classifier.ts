@@ -23,8 +23,8 @@ import type { EvaluateReport, FitResult, Prediction } from './results'
 
 export { METHODS, type Method, type Device, type ErnieClassifierOptions, type FitOptions, type FitProgress, type PredictOptions, type EvaluateOptions, type LoadOptions } from './options'
 export type { StepRecord, EvalRecord, FitResult, DataSummary, Prediction, EvaluateReport } from './results'
-export { CLASSIFIER_FILE, type BaseModelRef, type TrainingRecord, type BaseArchitecture, type ClassifierJson } from './format'
-export { packageRoot, bundledModelDir } from './bundled'
+export { CLASSIFIER_FILE, type BaseModelRef, type TrainingRecord, type TrainingSettings, type BaseArchitecture, type ClassifierJson } from './format'
+export { BUNDLED_MODEL, packageRoot, bundledModelDir } from './bundled'
 
 export class ErnieClassifier implements AsyncDisposable {
   private readonly core: ClassifierCore
@@ -75,16 +75,24 @@ export class ErnieClassifier implements AsyncDisposable {
   }
 
   /**
-   * Writes the classifier to `dir` (replacing a classifier saved there before): classifier.json
-   * (base model reference, method, labels, settings, training record and metrics), the head
-   * (head.safetensors), the LoRA adapter (adapter/, PEFT layout), the tokenizer files, the model
-   * itself (model/) when its weights were trained or it has no directory to refer to, and report.html.
+   * Writes the classifier to `dir` (replacing a classifier saved there before), a directory that
+   * is also a Hugging Face one (README "Saving and loading"): classifier.json (base model
+   * reference, the bundled model by name; method, labels, the training's settings with defaults
+   * resolved, its history and metrics), head.safetensors, config.json (labels and the
+   * *ForSequenceClassification class), the tokenizer files, report.html, and the trained model
+   * (model.safetensors with score.weight), the PEFT SEQ_CLS adapter or score.safetensors.
    */
   save(dir: string): Promise<void> {
     return saveClassifier(this.core, dir)
   }
 
-  /** Loads a classifier saved with save(); the base model is resolved from its reference (or `options.model`). */
+  /**
+   * Loads a classifier saved with save() (by this or an earlier version), its base model resolved
+   * from its reference (or `options.model`); or a Hugging Face sequence classifier: a transformers
+   * directory (config.json naming a *ForSequenceClassification, score.weight in model.safetensors)
+   * or a PEFT adapter with task_type SEQ_CLS and score in modules_to_save. ErnieError
+   * ERR_CLASSIFIER names what a directory lacks.
+   */
   static load(dir: string, options: LoadOptions = {}): Promise<ErnieClassifier> {
     return loadClassifier(dir, options, (o) => {
       const clf = new ErnieClassifier(o)

@@ -50,6 +50,8 @@ export class ClassifierCore {
   metrics_: EvaluateResult | undefined
   /** The precision of the model's matrix products in fit, predict and evaluate. */
   readonly precision: Precision
+  /** See EncodeSettings.appendEos: false for a classifier read from a Hugging Face directory. */
+  appendEos = true
 
   constructor(options: ErnieClassifierOptions) {
     const s = parseClassifierOptions(options)
@@ -115,7 +117,7 @@ export class ClassifierCore {
   }
 
   encodeSettings() {
-    return { maxLength: this.maxLength, truncation: this.truncation, appendEos: true }
+    return { maxLength: this.maxLength, truncation: this.truncation, appendEos: this.appendEos }
   }
 
   padId(): number {

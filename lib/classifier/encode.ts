@@ -10,7 +10,11 @@ export type Truncation = 'head' | 'head_tail'
 export interface EncodeSettings {
   maxLength: number
   truncation: Truncation
-  /** Append the tokenizer's EOS (when it has one): a fixed last position for 'last' pooling. */
+  /**
+   * true: append the tokenizer's EOS (when it has one), a fixed last position for 'last' pooling,
+   * and no other special tokens. false: the tokenizer's own special tokens (add_bos_token /
+   * add_eos_token or its post-processor), as transformers encodes for a classifier made there.
+   */
   appendEos: boolean
 }
 
@@ -28,7 +32,7 @@ export function fillerToken(tok: Tokenizer): number {
 export function encodeTexts(tok: Tokenizer, texts: readonly string[], s: EncodeSettings): number[][] {
   const eos = s.appendEos ? tok.eosTokenId : undefined
   const budget = s.maxLength - (eos !== undefined ? 1 : 0)
-  const { inputIds } = tok.encodeBatch(texts, { maxLength: budget, truncation: s.truncation === 'head_tail' ? 'head_tail' : true })
+  const { inputIds } = tok.encodeBatch(texts, { maxLength: budget, truncation: s.truncation === 'head_tail' ? 'head_tail' : true, addSpecialTokens: !s.appendEos })
   for (const row of inputIds) {
     if (eos !== undefined) row.push(eos)
     if (row.length === 0) row.push(fillerToken(tok))

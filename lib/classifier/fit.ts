@@ -13,6 +13,8 @@ import { features, probabilities } from './inference'
 import { classificationMetrics, softmaxRows, type EvaluateResult } from './metrics'
 import { LARGE_MODEL, resolveClassWeights, type FitOptions, type FitProgress, type Method } from './options'
 import type { DataSummary, EvalRecord, FitResult, StepRecord } from './results'
+import { trainingSettings } from './settings'
+import type { TrainingSettings } from './format'
 import { ClassifyTask, FeatureHeadTask, GenerativeTask, type Evaluator } from './tasks'
 
 /** ErnieClassifier.fit: checks the options, waits for running predictions, and trains. */
@@ -187,7 +189,8 @@ async function runFit(core: ClassifierCore, data: string | readonly LabeledText[
   let metrics: EvaluateResult | undefined
   if (evalSet && result.stopReason !== 'aborted') metrics = await evaluateHeld()
   core.metrics_ = metrics ?? core.metrics_
-  return finishFit(core, method, started, result.stopReason, history, evalHistory, dataSummary, o, result.steps, result.epoch, result.finalLoss, metrics)
+  const settings = trainingSettings(core, method, trainerOptions, result, { classWeights, recompute: o.recompute })
+  return finishFit(core, method, started, result.stopReason, history, evalHistory, dataSummary, o, result.steps, result.epoch, result.finalLoss, metrics, settings)
 }
 
 // Keeps the training record and returns fit's result.
@@ -204,10 +207,11 @@ function finishFit(
   epochs: number,
   finalLoss: number,
   metrics: EvaluateResult | undefined,
+  settings?: TrainingSettings,
 ): FitResult {
   const seconds = (performance.now() - started) / 1000
   const { onProgress: _p, signal: _s, evalData: _e, ...rest } = o
   const options = { ...rest, ...(typeof o.evalData === 'string' ? { evalData: o.evalData } : {}) }
-  core.training = { options, steps, epochs, stopReason, seconds, history, evalHistory, data, precision: precisionRecord(core.precision) }
+  core.training = { options, ...(settings ? { settings } : {}), steps, epochs, stopReason, seconds, history, evalHistory, data, precision: precisionRecord(core.precision) }
   return { method, steps, epochs, stopReason, seconds, finalLoss, history, evalHistory, metrics, data }
 }

@@ -1,6 +1,9 @@
 // classifier.json: what a saved classifier records (the base model it runs on, its method,
 // labels and settings, its training and metrics), and the names of its files.
 import type { Precision, PrecisionRecord } from '../precision'
+import type { LoraConfig } from '../model/lora'
+import type { OptimizerKind } from '../train/optimizer'
+import type { ScheduleKind } from '../train/schedule'
 import type { Pooling, Truncation } from './encode'
 import type { EvaluateResult } from './metrics'
 import type { Method } from './options'
@@ -8,14 +11,59 @@ import type { EvalRecord, FitResult, StepRecord } from './results'
 
 /** Where the base model comes from, as a saved classifier records it. */
 export interface BaseModelRef {
-  /** 'hub': a hub id; 'path': a directory; 'saved': inside the classifier directory (model/). */
-  kind: 'hub' | 'path' | 'saved'
+  /**
+   * 'hub': a hub id; 'path': a directory; 'bundled': the package's bundled model by name (resolved
+   * in the installed package on load); 'saved': inside the classifier directory ('.' since version
+   * 2, 'model' in version 1).
+   */
+  kind: 'hub' | 'path' | 'bundled' | 'saved'
   ref: string
 }
 
+/**
+ * The settings a training actually ran with, defaults resolved (what decides the result, beyond
+ * the data): recorded in classifier.json and shown in report.html.
+ */
+export interface TrainingSettings {
+  method: Method
+  learningRate: number
+  schedule: ScheduleKind
+  /** Warmup optimizer steps, as the schedule resolved them (from warmupSteps or warmupRatio). */
+  warmupSteps: number
+  warmupRatio?: number
+  weightDecay: number
+  optimizer: OptimizerKind
+  maxGradNorm: number
+  batchSize: number
+  gradientAccumulationSteps: number
+  /** The planned passes over the data (absent when maxSteps set the length). */
+  epochs?: number
+  maxSteps?: number
+  /** The optimizer steps planned. */
+  totalSteps: number
+  seed: number
+  maxLength: number
+  truncation: Truncation
+  /** Absent for 'generative', which reads no pooled state. */
+  pooling?: Pooling
+  /** What the products with bf16 weights ran at ('auto' resolved; the full record: TrainingRecord.precision). */
+  precision: 'fp32' | 'bf16'
+  head?: HeadRecord
+  lora?: LoraConfig
+  /** What 'generative' trained. */
+  tuning?: 'full' | 'lora'
+  classWeights?: number[]
+  recompute: boolean
+}
+
+export type HeadRecord = { kind: 'linear' | 'mlp'; hiddenSize?: number }
+
 /** Training facts kept with a saved classifier (and drawn in its report). */
 export interface TrainingRecord {
+  /** The options the caller passed to fit (functions and signals left out). */
   options: Record<string, unknown>
+  /** The settings used, defaults resolved (absent in classifiers saved before they were recorded). */
+  settings?: TrainingSettings
   steps: number
   epochs: number
   stopReason: FitResult['stopReason']
@@ -42,11 +90,16 @@ export interface BaseArchitecture {
 export const CLASSIFIER_FILE = 'classifier.json'
 export const HEAD_FILE = 'head.safetensors'
 export const FORMAT = 'ernie-sentiment-classifier'
+/**
+ * 2: the directory is also a Hugging Face one (hf-format.ts): a trained model at its root, the
+ * adapter at its root. 1: the model in model/, the adapter in adapter/ (still read).
+ */
+export const FORMAT_VERSION = 2
 
 /** classifier.json. */
 export interface ClassifierJson {
   format: typeof FORMAT
-  version: 1
+  version: 1 | 2
   method: Method
   labels: { names: string[]; numericIsIndex: boolean }
   maxLength: number
@@ -55,7 +108,7 @@ export interface ClassifierJson {
   /** The precision predict runs at after load (unless overridden); absent in older files: 'auto'. */
   precision?: Precision
   appendEos: boolean
-  head?: { kind: 'linear' | 'mlp'; hiddenSize?: number }
+  head?: HeadRecord
   lora?: Record<string, unknown>
   generative?: { tuning: 'full' | 'lora'; prompt: string; labelWords: Record<string, string> }
   base: BaseModelRef & BaseArchitecture & { trainedFrom?: string; numParameters: number }

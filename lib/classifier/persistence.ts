@@ -1,5 +1,8 @@
-// Persistence: a classifier saved to a directory (classifier.json, the head, the adapter, the
-// tokenizer, the model when it was trained, report.html) and loaded back onto its base model.
+// Persistence: a classifier saved to a directory and loaded back onto its base model. The
+// directory (format version 2) is this package's (classifier.json, head.safetensors, report.html)
+// and also a Hugging Face one (hf-format.ts): config.json, the tokenizer, and the trained model or
+// the PEFT adapter at its root. Load reads those, version 1 directories, and Hugging Face
+// sequence classifiers made elsewhere.
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
@@ -10,11 +13,33 @@ import { ErnieError, typeError } from '../errors'
 import { LoraAdapter } from '../model/lora'
 import { ErnieModel } from '../model/model'
 import { copyModelFiles, Tokenizer } from '../tokenizer'
-import { packageRoot } from './bundled'
+import { BUNDLED_MODEL, bundledModelDir, bundledModelPath, bundledNameOf, packageRoot } from './bundled'
 import type { ClassifierCore } from './core'
-import { CLASSIFIER_FILE, FORMAT, HEAD_FILE, type BaseArchitecture, type BaseModelRef, type ClassifierJson } from './format'
-import { Head } from './head'
-import { METHODS, type ErnieClassifierOptions, type LoadOptions } from './options'
+import { CLASSIFIER_FILE, FORMAT, FORMAT_VERSION, HEAD_FILE, type BaseArchitecture, type BaseModelRef, type ClassifierJson } from './format'
+import { Head, HEAD_BIAS, HEAD_WEIGHT } from './head'
+import { defaultLabels, hfFormOf, readHfClassifier, SCORE_MODULE, writeHfFiles } from './hf-format'
+import { DEFAULT_MAX_LENGTH, METHODS, type ErnieClassifierOptions, type LoadOptions } from './options'
+import { headRecord } from './settings'
+
+/** The base as a save records it: the bundled model by its name, never by where it is installed. */
+function portableBase(base: BaseModelRef): BaseModelRef {
+  if (base.kind === 'path' && bundledNameOf(base.ref)) return { kind: 'bundled', ref: BUNDLED_MODEL }
+  return base
+}
+
+/**
+ * Where a recorded base model is now: a bundled one in this installation; a directory recorded
+ * by an older save that was another installation's bundled model, this installation's.
+ */
+function locateBase(base: BaseModelRef, file: string): string {
+  if (base.kind === 'bundled') {
+    const dir = bundledModelDir(base.ref)
+    if (!dir) throw new ErnieError('ERR_BASE_MODEL', `${file}: the bundled model "${base.ref}" is not in this installation (${bundledModelPath(base.ref)}); pass { model: <directory | hub id> } to load()`)
+    return dir
+  }
+  if (base.kind === 'path' && !fs.existsSync(base.ref) && bundledNameOf(base.ref)) return bundledModelDir() ?? base.ref
+  return base.ref
+}
 
 /** ErnieClassifier.save. */
 export async function saveClassifier(core: ClassifierCore, dir: string): Promise<void> {
@@ -31,24 +56,24 @@ export async function saveClassifier(core: ClassifierCore, dir: string): Promise
     throw new ErnieError('ERR_EXISTS', `save: ${path.resolve(dir)} holds other files and no ${CLASSIFIER_FILE}; choose an empty or new directory`)
   const model = core.model_!
   const method = core.method_!
-  const saveModel = method === 'full' || (method === 'generative' && core.gen?.tuning === 'full') || core.base!.kind === 'saved'
-  const base: BaseModelRef = saveModel ? { kind: 'saved', ref: 'model' } : core.base!
+  const base = portableBase(core.base!)
+  const saveModel = method === 'full' || (method === 'generative' && core.gen?.tuning === 'full') || base.kind === 'saved'
   const meta: ClassifierJson = {
     format: FORMAT,
-    version: 1,
+    version: FORMAT_VERSION,
     method,
     labels: core.labelSet!.toJSON(),
     maxLength: core.maxLength,
     truncation: core.truncation,
     pooling: core.pooling,
     precision: core.precision,
-    appendEos: true,
-    head: core.head ? (core.head.spec.kind === 'mlp' ? { kind: 'mlp', hiddenSize: core.head.spec.hiddenSize } : { kind: 'linear' }) : undefined,
+    appendEos: core.appendEos,
+    head: headRecord(core),
     lora: core.adapter ? { ...core.adapter.config } : undefined,
     generative: core.gen ? { tuning: core.gen.tuning, prompt: core.gen.prompt, labelWords: Object.fromEntries(core.labelSet!.names.map((n, i) => [n, core.gen!.words[i]])) } : undefined,
     base: {
-      ...base,
-      ...(saveModel && core.base!.kind !== 'saved' ? { trainedFrom: core.base!.ref } : {}),
+      ...(saveModel ? { kind: 'saved', ref: '.' } : base),
+      ...(saveModel && base.kind !== 'saved' ? { trainedFrom: base.ref } : {}),
       ...architectureOf(model),
       numParameters: model.numParameters,
     },
@@ -63,12 +88,21 @@ export async function saveClassifier(core: ClassifierCore, dir: string): Promise
       dir,
       async (tmp) => {
         if (core.head) await saveSafetensors(path.join(tmp, HEAD_FILE), core.head.tensors(), { format: 'pt' })
-        if (core.adapter) {
-          await fs.promises.mkdir(path.join(tmp, 'adapter'))
-          await core.adapter.writeFiles(path.join(tmp, 'adapter'))
-        }
-        if (saveModel) await model.save(path.join(tmp, 'model'))
         if (core.tokenizerDir) await copyModelFiles(core.tokenizerDir, tmp)
+        if (saveModel && model.directory) await copyModelFiles(model.directory, tmp, ['generation_config.json'])
+        await writeHfFiles(tmp, {
+          model,
+          form: hfFormOf(method, core.pooling, core.head),
+          method,
+          pooling: core.pooling,
+          labels: core.labelSet!.names,
+          padId: core.padId(),
+          appendEos: core.appendEos,
+          head: core.head,
+          adapter: core.adapter,
+          saveModel,
+          baseName: base.ref,
+        })
         await writeFileDurable(path.join(tmp, CLASSIFIER_FILE), JSON.stringify(meta, null, 2) + '\n')
         await writeFileDurable(path.join(tmp, 'report.html'), renderReport(meta))
       },
@@ -77,18 +111,18 @@ export async function saveClassifier(core: ClassifierCore, dir: string): Promise
   )
 }
 
+type Create<C> = (options: ErnieClassifierOptions) => { clf: C; core: ClassifierCore }
+
 /**
  * ErnieClassifier.load; `create` makes the classifier (and gives its state) from the options
- * classifier.json records.
+ * classifier.json records. A directory without classifier.json is read as a Hugging Face
+ * sequence classifier.
  */
-export async function loadClassifier<C extends { dispose(): Promise<void> }>(
-  dir: string,
-  options: LoadOptions,
-  create: (options: ErnieClassifierOptions) => { clf: C; core: ClassifierCore },
-): Promise<C> {
+export async function loadClassifier<C extends { dispose(): Promise<void> }>(dir: string, options: LoadOptions, create: Create<C>): Promise<C> {
   if (typeof dir !== 'string' || dir.length === 0) throw typeError('load: dir must be a directory path')
   resolveModelDevice(options.device, 'load: device')
   const file = path.join(dir, CLASSIFIER_FILE)
+  if (!fs.existsSync(file) && fs.existsSync(dir) && fs.statSync(dir).isDirectory()) return loadHfClassifier(dir, options, create)
   let meta: ClassifierJson
   try {
     meta = JSON.parse(await fs.promises.readFile(file, 'utf8'))
@@ -96,7 +130,8 @@ export async function loadClassifier<C extends { dispose(): Promise<void> }>(
     const code = (e as { code?: string }).code
     throw new ErnieError('ERR_CLASSIFIER', code ? `${file}: cannot read (${code}); is ${dir} a saved classifier?` : `${file}: invalid JSON (${(e as Error).message})`, { cause: e })
   }
-  if (!meta || meta.format !== FORMAT || meta.version !== 1) throw new ErnieError('ERR_CLASSIFIER', `${file}: not a classifier this version reads (format ${JSON.stringify(meta?.format)}, version ${JSON.stringify(meta?.version)})`)
+  if (!meta || meta.format !== FORMAT || (meta.version !== 1 && meta.version !== 2))
+    throw new ErnieError('ERR_CLASSIFIER', `${file}: not a classifier this version reads (format ${JSON.stringify(meta?.format)}, version ${JSON.stringify(meta?.version)})`)
   if (!METHODS.includes(meta.method)) throw new ErnieError('ERR_CLASSIFIER', `${file}: unknown method ${JSON.stringify(meta.method)}`)
   if (meta.precision !== undefined && !PRECISIONS.includes(meta.precision))
     throw new ErnieError('ERR_CLASSIFIER', `${file}: unknown precision ${JSON.stringify(meta.precision)} (expected ${PRECISIONS.join(', ')})`)
@@ -114,11 +149,12 @@ export async function loadClassifier<C extends { dispose(): Promise<void> }>(
     base = fs.existsSync(options.model) ? { kind: 'path', ref: path.resolve(options.model) } : { kind: 'hub', ref: options.model }
   } else if (meta.base.kind === 'saved') {
     model = await ErnieModel.fromPretrained(path.join(dir, meta.base.ref), { tokenizer: false, device: options.device })
-    base = { kind: 'saved', ref: 'model' }
+    base = { kind: 'saved', ref: '.' }
   } else {
     try {
-      model = await ErnieModel.fromPretrained(meta.base.ref, { tokenizer: false, device: options.device })
+      model = await ErnieModel.fromPretrained(locateBase(meta.base, file), { tokenizer: false, device: options.device })
     } catch (e) {
+      if (e instanceof ErnieError && e.code === 'ERR_BASE_MODEL') throw e
       throw new ErnieError(
         'ERR_BASE_MODEL',
         `${file}: cannot load the base model ${JSON.stringify(meta.base.ref)} (${(e as Error).message}); pass { model: <directory | hub id> } to load()`,
@@ -155,6 +191,7 @@ export async function loadClassifier<C extends { dispose(): Promise<void> }>(
     core.labelSet = LabelSet.fromJSON(meta.labels)
     core.tokenizer = await Tokenizer.fromDirectory(dir)
     core.tokenizerDir = path.resolve(dir)
+    core.appendEos = meta.appendEos !== false
     core.attachModel(model)
     core.base = base
     core.method_ = meta.method
@@ -172,13 +209,90 @@ export async function loadClassifier<C extends { dispose(): Promise<void> }>(
         path.join(dir, HEAD_FILE),
       )
     }
-    if (meta.lora) core.adapter = await LoraAdapter.load(path.join(dir, 'adapter'), model)
+    // version 1 kept the adapter in adapter/; version 2 at the root, with the head in modules_to_save
+    if (meta.lora) core.adapter = await LoraAdapter.load(meta.version === 1 ? path.join(dir, 'adapter') : dir, model, { modulesToSave: [SCORE_MODULE] })
     if (meta.method === 'generative') core.generative()
   } catch (e) {
     await clf.dispose()
     throw e
   }
   return clf
+}
+
+/**
+ * A Hugging Face sequence classifier (hf-format.ts readHfClassifier) as an ErnieClassifier: its
+ * model, or base model and LoRA adapter, and its score head; texts encoded with the tokenizer's
+ * own special tokens and pooled at the last one, as transformers does.
+ */
+async function loadHfClassifier<C extends { dispose(): Promise<void> }>(dir: string, options: LoadOptions, create: Create<C>): Promise<C> {
+  const hf = readHfClassifier(dir)
+  if (hf.method === 'full' && options.model !== undefined)
+    throw new ErnieError('ERR_BASE_MODEL', `${dir}: this classifier's model weights are its own (${path.join(dir, 'model.safetensors')}); it cannot run on another base model`)
+  let model: ErnieModel
+  let owns = true
+  let base: BaseModelRef
+  if (options.model instanceof ErnieModel) {
+    model = options.model
+    owns = false
+    base = model.directory ? { kind: 'path', ref: model.directory } : { kind: 'saved', ref: '.' }
+  } else {
+    const source = options.model ?? hf.modelSource
+    if (source === undefined)
+      throw new ErnieError('ERR_BASE_MODEL', `${path.join(dir, 'adapter_config.json')}: no base_model_name_or_path; pass { model: <directory | hub id> } to load()`)
+    try {
+      model = await ErnieModel.fromPretrained(source, { device: options.device })
+    } catch (e) {
+      throw new ErnieError('ERR_BASE_MODEL', `${dir}: cannot load the model ${JSON.stringify(source)} (${(e as Error).message})${hf.method === 'lora' ? '; pass { model: <directory | hub id> } to load()' : ''}`, { cause: e })
+    }
+    base = hf.method === 'full' ? { kind: 'saved', ref: '.' } : fs.existsSync(source) ? { kind: 'path', ref: path.resolve(source) } : { kind: 'hub', ref: source }
+  }
+  let adapter: LoraAdapter | undefined
+  try {
+    const H = model.config.hidden_size
+    let score = hf.score
+    if (hf.method === 'lora') {
+      adapter = await LoraAdapter.load(dir, model, { modulesToSave: [SCORE_MODULE] })
+      const saved = adapter.savedModules.get(SCORE_MODULE)
+      const weight = saved?.get('weight')
+      if (!weight) throw new ErnieError('ERR_CLASSIFIER', `${path.join(dir, 'adapter_model.safetensors')}: no tensor "base_model.model.${SCORE_MODULE}.weight" (the classification head)`)
+      score = { weight: weight.data, bias: saved!.get('bias')?.data, shape: weight.shape }
+    }
+    const [C, width] = score!.shape
+    if (score!.shape.length !== 2 || width !== H || !(C >= 1))
+      throw new ErnieError('ERR_CLASSIFIER', `${dir}: ${SCORE_MODULE}.weight has shape [${score!.shape.join(', ')}], the model needs [classes, ${H}]`)
+    if (score!.bias && score!.bias.length !== C) throw new ErnieError('ERR_CLASSIFIER', `${dir}: ${SCORE_MODULE}.bias has ${score!.bias.length} values for ${C} classes`)
+    const labels = hf.labels ?? defaultLabels(C)
+    if (labels.length !== C) throw new ErnieError('ERR_CLASSIFIER', `${path.join(dir, 'config.json')}: id2label names ${labels.length} classes, ${SCORE_MODULE}.weight has ${C}`)
+    const hasTokenizer = ['tokenizer.json', 'tokenizer.model'].some((f) => fs.existsSync(path.join(dir, f)))
+    const tokenizer = hasTokenizer ? await Tokenizer.fromDirectory(dir) : model.tokenizer
+    if (!tokenizer) throw new ErnieError('ERR_NO_TOKENIZER', `${dir}: no tokenizer here or with the base model`)
+    const positions = Math.min(tokenizer.modelMaxLength ?? Infinity, model.config.max_position_embeddings ?? Infinity)
+    const bias = score!.bias ?? new Float32Array(C)
+    const head = Head.fromTensors({ kind: 'linear' }, H, C, (name) => (name === HEAD_WEIGHT ? score!.weight : name === HEAD_BIAS ? bias : undefined), dir)
+    const { clf, core } = create({
+      model,
+      method: hf.method,
+      labels,
+      maxLength: Number.isFinite(positions) ? positions : DEFAULT_MAX_LENGTH,
+      pooling: 'last',
+      precision: options.precision,
+    })
+    core.ownsModel = owns
+    core.tokenizer = tokenizer
+    core.tokenizerDir = hasTokenizer ? path.resolve(dir) : model.directory
+    core.appendEos = false
+    core.attachModel(model)
+    core.base = base
+    core.method_ = hf.method
+    core.ready = Promise.resolve()
+    core.head = head
+    core.adapter = adapter
+    return clf
+  } catch (e) {
+    adapter?.dispose()
+    if (owns) await model.dispose()
+    throw e
+  }
 }
 
 function architectureOf(model: ErnieModel): BaseArchitecture {

@@ -1,7 +1,7 @@
 // report.html: a self-contained page a person opens after training: the metrics, the loss and
 // accuracy by step as inline SVG charts, the confusion matrix and the settings. No scripts, no
 // external files.
-import type { ClassifierJson } from './format'
+import type { BaseModelRef, ClassifierJson, TrainingSettings } from './format'
 
 function esc(s: unknown): string {
   return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!)
@@ -87,6 +87,26 @@ function confusionTable(labels: string[], matrix: number[][]): string {
   return `<table class="confusion">${head}${rows}</table>`
 }
 
+function baseName(ref: BaseModelRef | string): string {
+  if (typeof ref === 'string') return ref
+  return ref.kind === 'bundled' ? `${ref.ref} (bundled with the package)` : ref.ref
+}
+
+// A setting's value as the report shows it.
+function settingText(v: unknown): string {
+  if (Array.isArray(v)) return v.join(', ')
+  if (v && typeof v === 'object')
+    return Object.entries(v)
+      .map(([k, x]) => `${k} ${Array.isArray(x) ? x.join(', ') : String(x)}`)
+      .join(' · ')
+  return String(v)
+}
+
+function settingsTable(settings: TrainingSettings): string {
+  const rows = Object.entries(settings).filter(([, v]) => v !== undefined)
+  return `<table class="kv">${rows.map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(settingText(v))}</td></tr>`).join('')}</table>`
+}
+
 /** The report for a saved classifier's metadata. */
 export function renderReport(meta: ClassifierJson): string {
   const t = meta.training
@@ -94,7 +114,7 @@ export function renderReport(meta: ClassifierJson): string {
   const sections: string[] = []
   const summary: Array<[string, string]> = [
     ['method', meta.method],
-    ['base model', `${meta.base.kind === 'saved' && meta.base.trainedFrom ? `${meta.base.trainedFrom} (fine-tuned copy in model/)` : meta.base.ref} · ${meta.base.modelType}, ${meta.base.numHiddenLayers} layers, hidden ${meta.base.hiddenSize}, ${(meta.base.numParameters / 1e6).toFixed(2)}M parameters`],
+    ['base model', `${meta.base.kind === 'saved' && meta.base.trainedFrom ? `${meta.base.trainedFrom} (fine-tuned copy saved here)` : baseName(meta.base)} · ${meta.base.modelType}, ${meta.base.numHiddenLayers} layers, hidden ${meta.base.hiddenSize}, ${(meta.base.numParameters / 1e6).toFixed(2)}M parameters`],
     ['labels', meta.labels.names.join(', ')],
     ['max length', `${meta.maxLength} tokens (${meta.truncation === 'head_tail' ? 'head + tail' : 'head'} truncation), ${meta.pooling} pooling`],
   ]
@@ -136,8 +156,9 @@ export function renderReport(meta: ClassifierJson): string {
       acc.push({ name: 'eval macro-F1', color: '#6a1b9a', points: t.evalHistory.map((e) => [e.step, e.macroF1]), dots: true })
     }
     if (acc.length > 0) sections.push(lineChart('Accuracy by step', acc, [0, 1]))
+    if (t.settings) sections.push(`<h3>Settings used</h3><p class="muted">defaults resolved</p>${settingsTable(t.settings)}`)
     const opts = Object.entries(t.options).filter(([, v]) => v !== undefined && typeof v !== 'object')
-    if (opts.length > 0) sections.push(`<h3>Settings</h3><table class="kv">${opts.map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(v)}</td></tr>`).join('')}</table>`)
+    if (opts.length > 0) sections.push(`<h3>Options passed to fit</h3><table class="kv">${opts.map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(v)}</td></tr>`).join('')}</table>`)
     const skipped = [t.data.train, t.data.eval].filter((d) => d && d.skipped.count > 0)
     for (const d of skipped)
       sections.push(

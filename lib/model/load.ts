@@ -13,7 +13,7 @@ import { Tokenizer } from '../tokenizer'
 import { resolveConfig, type ResolvedConfig } from './config'
 import { f16ToBf16 } from './dtype'
 import { checkpointShapes } from './layout'
-import { mapWeights, unusedTensors, type ModelViews, type TensorSource, type WeightArray } from './weights'
+import { isClassificationHead, mapWeights, unusedTensors, type ModelViews, type TensorSource, type WeightArray } from './weights'
 
 /** Reads and validates a directory's config.json. */
 export function readConfig(dir: string): ResolvedConfig {
@@ -158,11 +158,13 @@ export async function loadPretrained<M extends { precision: Precision }>(source:
     const src = new SafetensorsSource(file)
     const weights = mapWeights(cfg, src)
     const unused = unusedTensors(src, weights)
-    if (unused.length > 0 && options.unusedTensors !== 'ignore')
+    // A *ForSequenceClassification checkpoint's head is explained by its config: not the decoder's, not an error.
+    const unexplained = unused.filter((n) => !isClassificationHead(cfg, n))
+    if (unexplained.length > 0 && options.unusedTensors !== 'ignore')
       throw new ErnieError(
         'ERR_CHECKPOINT',
-        `${file.path}: ${unused.length} tensor(s) that no part of the model config.json describes uses: ${unused.slice(0, 5).join(', ')}` +
-          `${unused.length > 5 ? ', ...' : ''} (num_hidden_layers ${cfg.num_hidden_layers}, ${weights.layout} layout). ` +
+        `${file.path}: ${unexplained.length} tensor(s) that no part of the model config.json describes uses: ${unexplained.slice(0, 5).join(', ')}` +
+          `${unexplained.length > 5 ? ', ...' : ''} (num_hidden_layers ${cfg.num_hidden_layers}, ${weights.layout} layout). ` +
           `A config with fewer layers than the checkpoint, a file holding two layouts, or an extra module? Pass unusedTensors: 'ignore' to load past them`,
       )
     if (options.allowNonFinite !== true) await refuseNonFinite(src, weights.tensorNames)

@@ -36,9 +36,29 @@ export interface LoraConfig {
   useRslora: boolean
 }
 
+/** The prefix PEFT gives every tensor of a LoRA adapter: the wrapped model's own names follow. */
+const PEFT_PREFIX = 'base_model.model.'
+
 /** PEFT's tensor name of a LoRA matrix. */
 export function peftName(layer: number, proj: Projection, which: 'A' | 'B'): string {
-  return `base_model.model.model.layers.${layer}.${modulePath(proj)}.lora_${which}.weight`
+  return `${PEFT_PREFIX}model.layers.${layer}.${modulePath(proj)}.lora_${which}.weight`
+}
+
+/** PEFT's tensor name of a parameter of a module saved whole (modules_to_save), e.g. base_model.model.score.weight. */
+export function peftSavedModuleName(module: string, param: string): string {
+  return `${PEFT_PREFIX}${module}.${param}`
+}
+
+/** adapter_config.json's task_type: a causal LM, or a sequence classifier (PEFT's SEQ_CLS, head in modules_to_save). */
+export type PeftTaskType = 'CAUSAL_LM' | 'SEQ_CLS'
+
+/** Modules saved whole beside the adapter (PEFT's modules_to_save): module name -> parameter name -> tensor. */
+export type SavedModules = Record<string, Record<string, TensorToSave>>
+
+/** A tensor read from an adapter file, as f32. */
+export interface AdapterTensor {
+  shape: number[]
+  data: Float32Array
 }
 
 export { projectionShape } from './projections'
@@ -132,6 +152,8 @@ export class LoraAdapter {
 
   /** base_model_name_or_path written to adapter_config.json (the model's directory when known). */
   baseModel: string
+  /** Modules saved whole in the adapter file (load with modulesToSave): module -> parameter -> tensor. */
+  readonly savedModules = new Map<string, Map<string, AdapterTensor>>()
   private handle_: NativeAdapterHandle | undefined
 
   private constructor(modelConfig: ResolvedConfig, config: LoraConfig, tensors: Map<string, Float32Array>, baseModel = '') {
@@ -206,9 +228,12 @@ export class LoraAdapter {
   /**
    * Loads a PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors, F32,
    * BF16 or F16 tensors) for `model`. Features this engine does not apply (DoRA, biases,
-   * per-module ranks, modules_to_save, fan_in_fan_out) are refused rather than ignored.
+   * per-module ranks, fan_in_fan_out) are refused rather than ignored; so are modules_to_save,
+   * unless `options.modulesToSave` names the modules the caller applies itself: their tensors
+   * are then in `savedModules` (a listed module without tensors, as PEFT's SEQ_CLS default
+   * "classifier" on a decoder, is passed over).
    */
-  static async load(dir: string, model: ModelLike): Promise<LoraAdapter> {
+  static async load(dir: string, model: ModelLike, options: { modulesToSave?: readonly string[] } = {}): Promise<LoraAdapter> {
     if (typeof dir !== 'string' || dir.length === 0) throw typeError('LoraAdapter.load: dir must be a directory path')
     const configFile = path.join(dir, 'adapter_config.json')
     const fail = (msg: string): never => {
@@ -229,9 +254,10 @@ export class LoraAdapter {
     if (c.bias !== undefined && c.bias !== 'none') fail(`bias ${JSON.stringify(c.bias)} is not supported (only "none")`)
     for (const key of ['rank_pattern', 'alpha_pattern'])
       if (c[key] && typeof c[key] === 'object' && Object.keys(c[key] as object).length > 0) fail(`${key} (per-module ranks) is not supported`)
-    if (Array.isArray(c.modules_to_save) && c.modules_to_save.length > 0) fail('modules_to_save is not supported')
+    const savedModules = Array.isArray(c.modules_to_save) ? (c.modules_to_save as unknown[]) : []
+    if (savedModules.length > 0 && options.modulesToSave === undefined) fail('modules_to_save is not supported')
     if (c.layers_to_transform !== undefined && c.layers_to_transform !== null) fail('layers_to_transform is not supported')
-    const options: LoraOptions = {
+    const loraOptions: LoraOptions = {
       r: c.r as number,
       alpha: (c.lora_alpha ?? 8) as number,
       dropout: (c.lora_dropout ?? 0) as number,
@@ -252,7 +278,7 @@ export class LoraAdapter {
       const used = new Set<string>()
       const adapter = LoraAdapter.fromTensors(
         model,
-        options,
+        loraOptions,
         (name) => {
           if (!file.has(name)) return undefined
           used.add(name)
@@ -261,6 +287,21 @@ export class LoraAdapter {
         },
         weights,
       )
+      const read = (name: string): AdapterTensor => {
+        used.add(name)
+        const info = file.tensors[name]
+        return { shape: info.shape, data: Float32Array.from(toF32(file.view(name) as Float32Array | Uint16Array, info.dtype, `${weights}: tensor "${name}"`)) }
+      }
+      for (const m of savedModules) {
+        const prefix = typeof m === 'string' ? peftSavedModuleName(m, '') : undefined
+        const names = prefix ? Object.keys(file.tensors).filter((n) => n.startsWith(prefix)) : []
+        if (prefix && names.length === 0) continue
+        if (!prefix || !options.modulesToSave!.includes(m as string)) {
+          adapter.dispose()
+          fail(`modules_to_save: ${JSON.stringify(m)} is not a module the caller applies (${options.modulesToSave!.join(', ')})`)
+        }
+        adapter.savedModules.set(m as string, new Map(names.map((n) => [n.slice(prefix!.length), read(n)])))
+      }
       const unused = Object.keys(file.tensors).filter((n) => !used.has(n))
       if (unused.length > 0) {
         adapter.dispose()
@@ -284,11 +325,18 @@ export class LoraAdapter {
     await writeDirectoryAtomically(dir, (tmp) => this.writeFiles(tmp))
   }
 
-  /** @internal Writes the adapter's two files into an existing directory (each flushed, not atomic as a pair). */
-  async writeFiles(dir: string): Promise<void> {
+  /**
+   * @internal Writes the adapter's two files into an existing directory (each flushed, not atomic
+   * as a pair); `options` make it a PEFT adapter of another task with modules saved whole beside it.
+   */
+  async writeFiles(dir: string, options: { taskType?: PeftTaskType; modulesToSave?: SavedModules; baseModel?: string } = {}): Promise<void> {
     const tensors: Record<string, TensorToSave> = {}
     for (const [name, data] of this.tensors) tensors[name] = { dtype: 'F32', shape: this.shapeOf(name), data }
-    await writeFileDurable(path.join(dir, 'adapter_config.json'), JSON.stringify(this.peftConfig(this.baseModel), null, 2) + '\n')
+    const saved = options.modulesToSave ?? {}
+    for (const [module, params] of Object.entries(saved))
+      for (const [param, t] of Object.entries(params)) tensors[peftSavedModuleName(module, param)] = t
+    const config = this.peftConfig(options.baseModel ?? this.baseModel, options.taskType, Object.keys(saved))
+    await writeFileDurable(path.join(dir, 'adapter_config.json'), JSON.stringify(config, null, 2) + '\n')
     await saveSafetensors(path.join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' })
   }
 
@@ -308,10 +356,10 @@ export class LoraAdapter {
   }
 
   /** adapter_config.json's content, as PEFT writes it. */
-  peftConfig(baseModel = this.baseModel): Record<string, unknown> {
+  peftConfig(baseModel = this.baseModel, taskType: PeftTaskType = 'CAUSAL_LM', modulesToSave: readonly string[] = []): Record<string, unknown> {
     return {
       peft_type: 'LORA',
-      task_type: 'CAUSAL_LM',
+      task_type: taskType,
       r: this.config.r,
       lora_alpha: this.config.alpha,
       lora_dropout: this.config.dropout,
@@ -320,6 +368,7 @@ export class LoraAdapter {
       fan_in_fan_out: false,
       inference_mode: false,
       target_modules: this.config.targetModules,
+      ...(modulesToSave.length > 0 ? { modules_to_save: [...modulesToSave] } : {}),
       base_model_name_or_path: baseModel,
     }
   }

@@ -7,15 +7,21 @@ import { copyModelFiles, TOKENIZER_FILES } from '../tokenizer'
 import type { ModelContext } from './context'
 import { checkpointShapes, hfTensor } from './layout'
 
-/** ErnieModel.save: config.json, model.safetensors and the tokenizer files of the model's directory. */
-export async function saveModel(model: ModelContext, dir: string): Promise<void> {
+/** The model's weights under their HF names, as they are held (BF16, or F32 where trained). */
+export function checkpointTensors(model: ModelContext): Record<string, TensorToSave> {
   model.native()
-  await fs.promises.mkdir(dir, { recursive: true })
   const tensors: Record<string, TensorToSave> = {}
   for (const [name, shape] of checkpointShapes(model.config)) {
     const data = hfTensor(model.weights, name, shape)
     tensors[name] = { dtype: data instanceof Float32Array ? 'F32' : 'BF16', shape, data }
   }
+  return tensors
+}
+
+/** ErnieModel.save: config.json, model.safetensors and the tokenizer files of the model's directory. */
+export async function saveModel(model: ModelContext, dir: string): Promise<void> {
+  const tensors = checkpointTensors(model)
+  await fs.promises.mkdir(dir, { recursive: true })
   await saveSafetensors(path.join(dir, 'model.safetensors'), tensors, { format: 'pt' })
   const { arch: _arch, ...config } = model.config
   const tmp = path.join(dir, `.config.json.${process.pid}.tmp`)

@@ -151,6 +151,14 @@ export function mapWeights(cfg: ResolvedConfig, src: TensorSource): ModelViews {
 // frequencies in older files): present, explained, not read.
 const DERIVED_TENSOR = /(^|\.)rotary_emb\.inv_freq$/
 
+/** transformers' name for the classification head of its decoder *ForSequenceClassification classes (a Linear). */
+export const CLASSIFICATION_HEAD = 'score'
+
+/** Whether `name` is the classification head of a checkpoint whose config names a *ForSequenceClassification class. */
+export function isClassificationHead(cfg: ResolvedConfig, name: string): boolean {
+  return (cfg.architectures ?? []).some((a) => a.endsWith('ForSequenceClassification')) && (name === `${CLASSIFICATION_HEAD}.weight` || name === `${CLASSIFICATION_HEAD}.bias`)
+}
+
 /** The tensors of `src` that no part of the model uses (nor derives): a truncated config, a second layout, a head. */
 export function unusedTensors(src: TensorSource, views: ModelViews): string[] {
   return src.names().filter((n) => !views.tensorNames.has(n) && !DERIVED_TENSOR.test(n))

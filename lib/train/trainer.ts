@@ -160,7 +160,13 @@ export interface TrainResult {
   skippedSteps: number
   tokens: number
   seconds: number
+  /** The schedule's length and warmup, as resolved from the options. */
+  totalSteps: number
+  warmupSteps: number
 }
+
+/** The Trainer's defaults that callers record (the settings a run used). */
+export const TRAINER_DEFAULTS = { optimizer: 'adamw', maxGradNorm: 1 } as const satisfies { optimizer: OptimizerKind; maxGradNorm: number }
 
 /** trainer_state.json. */
 interface TrainerState {
@@ -319,7 +325,7 @@ export class Trainer<E = unknown, B = unknown> {
     const optimizer = new Optimizer(
       params,
       {
-        kind: o.optimizer ?? 'adamw',
+        kind: o.optimizer ?? TRAINER_DEFAULTS.optimizer,
         beta1: o.adamBeta1,
         beta2: o.adamBeta2,
         eps: o.adamEpsilon,
@@ -450,6 +456,8 @@ export class Trainer<E = unknown, B = unknown> {
       skippedSteps: st.skippedSteps,
       tokens: st.tokens,
       seconds: (performance.now() - started) / 1000,
+      totalSteps,
+      warmupSteps: schedule.warmupSteps,
     }
   }
 
@@ -475,7 +483,7 @@ export class Trainer<E = unknown, B = unknown> {
     if (total <= 0) return { loss: NaN, tokens, norm: 0, applied: false }
     scaleAll(gradList, prev / total)
     const loss = lossSum / total
-    const maxNorm = this.options.maxGradNorm ?? 1
+    const maxNorm = this.options.maxGradNorm ?? TRAINER_DEFAULTS.maxGradNorm
     const norm = maxNorm > 0 ? await clipGradNorm({ grads: gradList, maxNorm }) : await gradNorm({ grads: gradList })
     if (!Number.isFinite(norm)) return { loss, tokens, norm, applied: false }
     await optimizer.step(grads, lr)

@@ -63,7 +63,7 @@ t.test('full fine-tuning learns sentiment and survives save / load', async (t) =
   // save / load
   const out = path.join(dir, 'clf')
   await clf.save(out)
-  for (const f of ['classifier.json', 'head.safetensors', 'report.html', 'tokenizer.model', 'model/config.json', 'model/model.safetensors'])
+  for (const f of ['classifier.json', 'head.safetensors', 'report.html', 'tokenizer.model', 'config.json', 'model.safetensors'])
     t.ok(fs.existsSync(path.join(out, f)), `saved ${f}`)
   const meta = JSON.parse(fs.readFileSync(path.join(out, 'classifier.json'), 'utf8'))
   t.equal(meta.method, 'full')

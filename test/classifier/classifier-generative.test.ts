@@ -45,7 +45,7 @@ t.test('generative (full): learns to answer with the label word', async (t) => {
   const meta = JSON.parse(fs.readFileSync(path.join(out, 'classifier.json'), 'utf8'))
   t.same(meta.generative.labelWords, { 好评: '好评', 差评: '差评' })
   t.equal(meta.generative.tuning, 'full', 'a model under 100M parameters is trained in full')
-  t.ok(fs.existsSync(path.join(out, 'model', 'model.safetensors')))
+  t.ok(fs.existsSync(path.join(out, 'model.safetensors')))
   t.notOk(fs.existsSync(path.join(out, 'head.safetensors')), 'no classification head')
   const loaded = await ErnieClassifier.load(out)
   t.teardown(() => loaded.dispose())
@@ -53,7 +53,7 @@ t.test('generative (full): learns to answer with the label word', async (t) => {
 
   // The scores again, here: each answer's log-probability after the prompt, from the saved
   // model's full logits (one text at a time, no padding), normalised over the answers.
-  const model = await ErnieModel.fromPretrained(path.join(out, 'model'), { tokenizer: false })
+  const model = await ErnieModel.fromPretrained(out, { tokenizer: false })
   t.teardown(() => model.dispose())
   const tok = await Tokenizer.fromDirectory(out)
   const [prefix, suffix] = DEFAULT_PROMPT.replace('{labels}', clf.labels.join('/')).split('{text}').map((part) => tok.encode(part))
@@ -102,8 +102,8 @@ t.test('generative (lora) with label words and a custom prompt: trains, saves th
   t.ok(preds.every((p) => p.label === 'negative' || p.label === 'positive'))
   const out = path.join(dir, 'gen-lora')
   await clf.save(out)
-  t.ok(fs.existsSync(path.join(out, 'adapter', 'adapter_model.safetensors')))
-  t.notOk(fs.existsSync(path.join(out, 'model')), 'the base is referenced')
+  t.ok(fs.existsSync(path.join(out, 'adapter_model.safetensors')))
+  t.notOk(fs.existsSync(path.join(out, 'model.safetensors')), 'the base is referenced')
   const loaded = await ErnieClassifier.load(out)
   t.teardown(() => loaded.dispose())
   t.same(await loaded.predict(texts), preds, 'identical predictions after load')

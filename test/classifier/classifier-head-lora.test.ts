@@ -22,7 +22,7 @@ t.before(async () => {
   await clf.fit(TRAIN, { epochs: 2, learningRate: 2e-3, batchSize: 32 })
   await clf.save(path.join(dir, 'base-clf'))
   await clf.dispose()
-  baseDir = path.join(dir, 'base-clf', 'model')
+  baseDir = path.join(dir, 'base-clf')
 })
 
 t.test('head: features computed once, a linear head learns on them', async (t) => {
@@ -52,7 +52,7 @@ t.test('head: features computed once, a linear head learns on them', async (t) =
   await clf.save(out)
   const meta = JSON.parse(fs.readFileSync(path.join(out, 'classifier.json'), 'utf8'))
   t.same(meta.base, { ...meta.base, kind: 'path', ref: path.resolve(baseDir) }, 'the base is referenced, not copied')
-  t.notOk(fs.existsSync(path.join(out, 'model')), 'no model copy for a frozen base')
+  t.notOk(fs.existsSync(path.join(out, 'model.safetensors')), 'no model copy for a frozen base')
   t.same(meta.head, { kind: 'linear' })
   const loaded = await ErnieClassifier.load(out)
   t.teardown(() => loaded.dispose())
@@ -95,11 +95,11 @@ t.test('lora: adapters and a fresh head learn together, where a head alone canno
   const preds = await clf.predict([...test.texts, ...ODD_TEXTS])
   const out = path.join(dir, 'lora')
   await clf.save(out)
-  const peft = JSON.parse(fs.readFileSync(path.join(out, 'adapter', 'adapter_config.json'), 'utf8'))
+  const peft = JSON.parse(fs.readFileSync(path.join(out, 'adapter_config.json'), 'utf8'))
   t.equal(peft.peft_type, 'LORA')
   t.equal(peft.r, 16)
-  t.ok(fs.existsSync(path.join(out, 'adapter', 'adapter_model.safetensors')))
-  t.notOk(fs.existsSync(path.join(out, 'model')), 'the frozen base is referenced, not copied')
+  t.ok(fs.existsSync(path.join(out, 'adapter_model.safetensors')))
+  t.notOk(fs.existsSync(path.join(out, 'model.safetensors')), 'the frozen base is referenced, not copied')
 
   const loaded = await ErnieClassifier.load(out)
   t.teardown(() => loaded.dispose())

@@ -95,6 +95,16 @@ t.test('tensors no part of the model uses: an error naming them, or ignored on r
   const both = await variant('ernie-tiny', { tensors: (ts) => paddle.forEach((v, n) => ts.set(n, v)) })
   await t.rejects(ErnieModel.fromPretrained(both), { code: 'ERR_CHECKPOINT', message: /tensor\(s\) that no part .* uses: ernie\./ })
 
+  // A sequence classifier's head (transformers' score Linear) is explained by a config naming a
+  // *ForSequenceClassification class: loaded past, listed; elsewhere it is unexplained.
+  const score = { dtype: 'F32', shape: [2, 64], raw: new Float32Array(128) }
+  const seqCls = await variant('ernie-tiny', { config: (c) => (c.architectures = ['Ernie4_5ForSequenceClassification']), tensors: (ts) => ts.set('score.weight', score) })
+  const clsModel = await ErnieModel.fromPretrained(seqCls)
+  t.same(clsModel.ignoredTensors, ['score.weight'], 'the head is not the decoder\'s: listed as ignored')
+  await clsModel.dispose()
+  const stray = await variant('ernie-tiny', { tensors: (ts) => ts.set('score.weight', score) })
+  await t.rejects(ErnieModel.fromPretrained(stray), { code: 'ERR_CHECKPOINT', message: /1 tensor\(s\) .* uses: score\.weight/ })
+
   // A buffer the engine derives itself (older HF files saved RoPE's inverse frequencies) is explained.
   const withInvFreq = await variant('ernie-tiny', {
     tensors: (ts) => ts.set('model.layers.0.self_attn.rotary_emb.inv_freq', { dtype: 'F32', shape: [16], raw: new Float32Array(16).fill(1) }),
