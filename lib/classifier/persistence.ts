@@ -41,6 +41,22 @@ function locateBase(base: BaseModelRef, file: string): string {
   return base.ref
 }
 
+const BASE_KINDS: readonly BaseModelRef['kind'][] = ['hub', 'path', 'bundled', 'saved']
+
+// classifier.json says where the base model is; a saved model must be inside the classifier's
+// directory and a bundled one a plain name, so that an edited file cannot load weights from elsewhere.
+function checkBaseRef(base: BaseModelRef | undefined, dir: string, file: string): void {
+  if (!base || !BASE_KINDS.includes(base.kind) || typeof base.ref !== 'string' || base.ref === '')
+    throw new ErnieError('ERR_CLASSIFIER', `${file}: "base" must be { kind: ${BASE_KINDS.join(' | ')}, ref: string }, got ${JSON.stringify(base)}`)
+  if (base.kind === 'saved') {
+    const rel = path.relative(path.resolve(dir), path.resolve(dir, base.ref))
+    if (rel.startsWith('..') || path.isAbsolute(rel))
+      throw new ErnieError('ERR_CLASSIFIER', `${file}: base.ref ${JSON.stringify(base.ref)} leaves the classifier's directory; a saved model is inside it ('.' or 'model')`)
+  }
+  if (base.kind === 'bundled' && !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(base.ref))
+    throw new ErnieError('ERR_CLASSIFIER', `${file}: base.ref ${JSON.stringify(base.ref)} is not a bundled model's name`)
+}
+
 /** ErnieClassifier.save. */
 export async function saveClassifier(core: ClassifierCore, dir: string): Promise<void> {
   if (typeof dir !== 'string' || dir.length === 0) throw typeError('save: dir must be a directory path')
@@ -135,6 +151,7 @@ export async function loadClassifier<C extends { dispose(): Promise<void> }>(dir
   if (!METHODS.includes(meta.method)) throw new ErnieError('ERR_CLASSIFIER', `${file}: unknown method ${JSON.stringify(meta.method)}`)
   if (meta.precision !== undefined && !PRECISIONS.includes(meta.precision))
     throw new ErnieError('ERR_CLASSIFIER', `${file}: unknown precision ${JSON.stringify(meta.precision)} (expected ${PRECISIONS.join(', ')})`)
+  checkBaseRef(meta.base, dir, file)
 
   let model: ErnieModel
   let owns = true

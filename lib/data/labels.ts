@@ -1,6 +1,7 @@
 // Label names and how data's label values map onto them. Names given by the user fix the
 // classes (and numbers index them); otherwise they come from the training data: numeric 0/1
-// become negative/positive, other numbers keep their digits, and names are sorted.
+// become negative/positive, other numbers keep their digits (stars 1..5), and names are sorted.
+// A number beside 0/1 (a stray 2), or names differing only in case, are an error asking for the names.
 import { rangeError, typeError } from '../errors'
 import { DataError } from './errors'
 import { Problems, mergeSkips, type Dataset, type Example, type LabelValue, type OnInvalid } from './read'
@@ -79,8 +80,32 @@ export class LabelSet {
     if (numeric.size > 0) {
       const values = [...numeric.keys()].sort((a, b) => a - b)
       if (values.length === 2 && values[0] === 0 && values[1] === 1) return new LabelSet(BINARY_NAMES, true)
+      // 0 and 1 mean negative/positive: another number beside them (a 2 among 0/1) would quietly
+      // add a class, so the classes must be named. Numbers without both (stars 1..5) keep their digits.
+      if (values[0] === 0 && values[1] === 1) {
+        const stray = values[2]
+        const e = numeric.get(stray)!
+        throw new DataError(
+          e.file,
+          e.line,
+          `label ${stray} beside 0 and 1 (negative, positive): the labels are ${values.slice(0, 6).join(', ')}${values.length > 6 ? ', ...' : ''}; ` +
+            `if ${values.length} classes are meant, name them in index order (labels: [...], or --labels A,B,...)`,
+          e.isArray,
+        )
+      }
       const contiguous = values.every((v, i) => v === i)
       return new LabelSet(values.map(String), contiguous)
+    }
+    // Names differing only in case ("Positive", "positive") are one class spelled two ways, or two
+    // classes: the data cannot say which.
+    const byFolded = new Map<string, string>()
+    for (const name of named.keys()) {
+      const other = byFolded.get(name.toLowerCase())
+      if (other !== undefined) {
+        const e = named.get(name)!
+        throw new DataError(e.file, e.line, `label "${name}" differs from label "${other}" (line ${named.get(other)!.line}) only in case; make them agree, or give the class names (labels)`, e.isArray)
+      }
+      byFolded.set(name.toLowerCase(), name)
     }
     return new LabelSet([...named.keys()].sort(), false)
   }

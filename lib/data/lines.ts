@@ -4,40 +4,81 @@
 import * as fs from 'node:fs'
 import { isUtf8 } from 'node:buffer'
 
+import { DataError } from './errors'
+
 export interface RawLine {
   /** 1-based. */
   line: number
   bytes: Buffer
 }
 
-/** The file's lines without their terminator (\n or \r\n); a UTF-8 BOM on line 1 is dropped. */
+/** The longest line read (a review is a few KB): past it a file is not line-structured text (/dev/zero, a binary). */
+export const MAX_LINE_BYTES = 16 << 20
+
+/**
+ * The file's lines without their terminator: \n, \r\n, or a lone \r (old Mac files), as
+ * universal newlines read them; a UTF-8 BOM on line 1 is dropped. Only a regular file is read
+ * (a directory, FIFO or device is a DataError naming it), and a line longer than MAX_LINE_BYTES
+ * is a DataError: memory stays bounded whatever the file holds.
+ */
 export async function* byteLines(file: string, chunkSize = 1 << 20): AsyncGenerator<RawLine> {
-  const stream = fs.createReadStream(file, { highWaterMark: chunkSize })
-  let pending: Buffer[] = []
-  let line = 0
-  const finish = (parts: Buffer[]): Buffer => {
-    let b = parts.length === 1 ? parts[0] : Buffer.concat(parts)
-    if (b.length > 0 && b[b.length - 1] === 0x0d) b = b.subarray(0, b.length - 1)
-    if (line === 1 && b.length >= 3 && b[0] === 0xef && b[1] === 0xbb && b[2] === 0xbf) b = b.subarray(3)
-    return b
-  }
-  for await (const chunk of stream as AsyncIterable<Buffer>) {
-    let start = 0
-    for (;;) {
-      const nl = chunk.indexOf(0x0a, start)
-      if (nl < 0) break
-      pending.push(chunk.subarray(start, nl))
-      line++
-      yield { line, bytes: finish(pending) }
+  // The type is checked on the opened descriptor, so that nothing swapped in after a check is read.
+  const handle = await fs.promises.open(file, fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK ?? 0)).catch((err: NodeJS.ErrnoException) => {
+    throw new DataError(file, undefined, err.code === 'ENOENT' ? 'no such file' : `cannot open (${err.code ?? err.message})`)
+  })
+  try {
+    const info = await handle.stat()
+    if (!info.isFile()) throw new DataError(file, undefined, `not a regular file (${kindOf(info)}); data must be a file`)
+    const stream = handle.createReadStream({ highWaterMark: chunkSize, autoClose: false })
+    let pending: Buffer[] = []
+    let pendingBytes = 0
+    let line = 0
+    let afterCr = false // the last terminator was \r: a \n right after it belongs to it
+    const finish = (): Buffer => {
+      let b = pending.length === 1 ? pending[0] : Buffer.concat(pending)
+      if (line === 1 && b.length >= 3 && b[0] === 0xef && b[1] === 0xbb && b[2] === 0xbf) b = b.subarray(3)
       pending = []
-      start = nl + 1
+      pendingBytes = 0
+      return b
     }
-    if (start < chunk.length) pending.push(chunk.subarray(start))
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      let start = 0
+      if (afterCr && chunk.length > 0 && chunk[0] === 0x0a) start = 1
+      afterCr = false
+      for (;;) {
+        let end = start
+        while (end < chunk.length && chunk[end] !== 0x0a && chunk[end] !== 0x0d) end++
+        if (end === chunk.length) break
+        pending.push(chunk.subarray(start, end))
+        line++
+        yield { line, bytes: finish() }
+        if (chunk[end] === 0x0d) {
+          if (end + 1 === chunk.length) afterCr = true
+          else if (chunk[end + 1] === 0x0a) end++
+        }
+        start = end + 1
+      }
+      if (start < chunk.length) {
+        pending.push(chunk.subarray(start))
+        pendingBytes += chunk.length - start
+        if (pendingBytes > MAX_LINE_BYTES) throw new DataError(file, line + 1, `the line is longer than ${MAX_LINE_BYTES} bytes: not a line-structured text file`)
+      }
+    }
+    if (pendingBytes > 0) {
+      line++
+      yield { line, bytes: finish() }
+    }
+  } finally {
+    await handle.close()
   }
-  if (pending.length > 0 && pending.some((p) => p.length > 0)) {
-    line++
-    yield { line, bytes: finish(pending) }
-  }
+}
+
+function kindOf(info: fs.Stats): string {
+  if (info.isDirectory()) return 'a directory'
+  if (info.isFIFO()) return 'a FIFO'
+  if (info.isCharacterDevice() || info.isBlockDevice()) return 'a device'
+  if (info.isSocket()) return 'a socket'
+  return 'not a file'
 }
 
 /** Byte offset of the first byte that is not part of well-formed UTF-8, or -1. */

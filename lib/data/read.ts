@@ -1,5 +1,5 @@
 // Labelled texts from arrays or files: JSON Lines ({text, label} or ERNIEKit's {src: [...],
-// tgt: [...]}), TSV (`text\tlabel`, or any column order under a header such as `label\ttext_a`)
+// tgt: [...]}), TSV (`text\tlabel`, or any columns under a header such as `label\ttext_a`)
 // and CSV with a header (RFC 4180 quoting, records may span lines). Files are streamed line by
 // line. Every problem names the file and line; with onInvalid: 'skip' the record is dropped and
 // counted instead, never silently.
@@ -257,7 +257,8 @@ async function readTsv(file: string, problems: Problems, o: ReadDataOptions): Pr
   let first = true
   for await (const { line, bytes } of byteLines(file)) {
     const s = decodeLine(bytes, line, problems)
-    if (s === undefined || s.trim() === '') continue
+    // A blank line is no record; a line holding a tab is one (with empty fields), and is checked.
+    if (s === undefined || (s.trim() === '' && !s.includes('\t'))) continue
     const fields = s.split('\t')
     if (first) {
       first = false
@@ -272,13 +273,17 @@ async function readTsv(file: string, problems: Problems, o: ReadDataOptions): Pr
       if (!r) continue
       ;({ text, label } = r)
     } else {
-      // no header: text<TAB>label, the label being the last field (the text may hold tabs)
+      // No header: text<TAB>label. More columns are ambiguous (which is the label?): a header
+      // row must name them.
       if (fields.length < 2) {
         problems.add(line, 'missing field', 'missing field: expected "text<TAB>label", found no tab')
         continue
       }
-      label = fields[fields.length - 1]
-      text = fields.slice(0, -1).join('\t')
+      if (fields.length > 2) {
+        problems.add(line, 'bad field count', `expected "text<TAB>label" (2 columns), found ${fields.length}; add a header row naming the columns (e.g. text<TAB>label)`)
+        continue
+      }
+      ;[text, label] = fields
     }
     const ex = check(text, label, problems, line, file, false)
     if (ex) out.push(ex)

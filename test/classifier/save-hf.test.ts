@@ -412,4 +412,17 @@ t.test('what load cannot read gets a typed error naming it', async (t) => {
   const noHead = make('no-head')
   fs.writeFileSync(path.join(noHead, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', task_type: 'SEQ_CLS', r: 2, target_modules: ['q_proj'], base_model_name_or_path: TINY }))
   await t.rejects(ErnieClassifier.load(noHead), { code: 'ERR_CLASSIFIER', message: /modules_to_save does not hold "score"/ })
+
+  // classifier.json cannot send load outside the classifier's directory, or to a path posing as a bundled name.
+  const meta = { format: 'ernie-sentiment-classifier', version: 2, method: 'head', labels: { names: ['negative', 'positive'], numericIsIndex: true }, maxLength: 32, truncation: 'head', pooling: 'last', appendEos: true }
+  for (const [name, base, message] of [
+    ['escape', { kind: 'saved', ref: '../x' }, /base\.ref "\.\.\/x" leaves the classifier's directory/],
+    ['absolute', { kind: 'saved', ref: TINY }, /leaves the classifier's directory/],
+    ['bundled-path', { kind: 'bundled', ref: '../../x' }, /base\.ref "\.\.\/\.\.\/x" is not a bundled model's name/],
+    ['no-base', undefined, /"base" must be \{ kind: hub \| path \| bundled \| saved, ref: string \}/],
+  ] as const) {
+    const d = make(name)
+    fs.writeFileSync(path.join(d, 'classifier.json'), JSON.stringify({ ...meta, base }))
+    await t.rejects(ErnieClassifier.load(d), { code: 'ERR_CLASSIFIER', message }, name)
+  }
 })

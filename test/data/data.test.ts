@@ -33,16 +33,46 @@ async function rejectsData(t: typeof import("tap").default, p: Promise<unknown>,
   t.ok(e.message.startsWith(line === undefined ? file : `${file}:${line}: `), `${what}: the message starts with the location: ${e.message}`)
 }
 
-t.test('TSV without a header: text<TAB>label, tabs inside the text, CRLF, BOM, blank lines', async (t) => {
-  const p = file('plain.tsv', '\ufeff很好\t1\r\n\r\n太差了\t0\n含\t制表符\tpositive\n')
+t.test('TSV without a header: text<TAB>label, CRLF, lone CR, BOM, blank lines; more columns need a header', async (t) => {
+  const p = file('plain.tsv', '\ufeff很好\t1\r\n\r\n太差了\t0\n一般\tpositive\r还行\t1\n')
   const ds = await readDataset(p)
   t.equal(ds.format, 'tsv')
   t.same(simple(ds), [
     ['很好', '1', 1],
     ['太差了', '0', 3],
-    ['含\t制表符', 'positive', 4],
+    ['一般', 'positive', 4],
+    ['还行', '1', 5],
   ])
   t.equal(ds.skipped.count, 0)
+  // Old Mac line ends (CR only): one record per line, not one line holding the whole file.
+  const mac = file('mac.tsv', '好\t1\r差\t0\r')
+  t.same(simple(await readDataset(mac)), [['好', '1', 1], ['差', '0', 2]])
+  // Three columns and no header: which is the label? A header must say.
+  const three = file('three.tsv', '好\t1\t0\n')
+  await t.rejects(readDataset(three), { message: `${three}:1: expected "text<TAB>label" (2 columns), found 3; add a header row naming the columns (e.g. text<TAB>label)` })
+  const withHeader = file('three-hdr.tsv', 'label\ttext\n1\t含\t制表符\n')
+  t.same(simple(await readDataset(withHeader)), [['含\t制表符', '1', 2]], 'under a header, a last text column keeps its tabs')
+  // A line of whitespace around a tab is a record with empty fields: reported, not dropped uncounted.
+  const blank = file('blank.tsv', '好\t1\n \t \n差\t0\n')
+  await t.rejects(readDataset(blank), { message: `${blank}:2: empty text (whitespace only)` })
+  const skipped = await readDataset(blank, { onInvalid: 'skip' })
+  t.same(skipped.skipped.reasons, { 'empty text': 1 }, 'counted when skipped')
+})
+
+t.test('only regular files are read, and a line has a size limit: a directory, a FIFO, /dev/zero', async (t) => {
+  const dir = path.dirname(file('x.tsv', ''))
+  await t.rejects(readDataset(dir + '/'), { code: 'ERR_DATA', message: new RegExp(`${dir}/: not a regular file \\(a directory\\)`) })
+  await t.rejects(readDataset(path.join(dir, 'absent.tsv')), { code: 'ERR_DATA', message: /absent\.tsv: no such file/ })
+  if (fs.existsSync('/dev/zero')) await t.rejects(readDataset('/dev/zero', { format: 'tsv' }), { message: /\/dev\/zero: not a regular file \(a device\)/ })
+  const fifo = path.join(dir, 'fifo.tsv')
+  const made = (await import('node:child_process')).spawnSync('mkfifo', [fifo])
+  if (made.status === 0) await t.rejects(readDataset(fifo), { message: /fifo\.tsv: not a regular file \(a FIFO\)/ }, 'a FIFO is refused at once, never waited on')
+  // A file with no line break in its first MAX_LINE_BYTES bytes is not line-structured text.
+  const { MAX_LINE_BYTES } = await import('../../lib/data/lines')
+  const long = path.join(dir, 'long.tsv')
+  fs.writeFileSync(long, Buffer.alloc(MAX_LINE_BYTES + 2, 0x61))
+  await t.rejects(readDataset(long), { message: new RegExp(`long\\.tsv:1: the line is longer than ${MAX_LINE_BYTES} bytes`) })
+  fs.rmSync(long)
 })
 
 t.test('TSV with a header in any column order (ChnSentiCorp label\\ttext_a)', async (t) => {
@@ -189,7 +219,8 @@ t.test('files are streamed: lines split across read chunks come out whole', asyn
 t.test('label sets: inferred from training data, or given', async (t) => {
   const ex = (labels: Array<string | number>) => labels.map((label, i) => ({ text: 'x', label, file: 'f', line: i + 1, isArray: false }))
   t.same(LabelSet.infer(ex(['1', 0, '0', 1]), 'f').names, ['negative', 'positive'], 'numeric 0/1: negative/positive')
-  t.same(LabelSet.infer(ex(['2', '0', '1']), 'f').names, ['0', '1', '2'], 'other numbers keep their digits')
+  t.throws(() => LabelSet.infer(ex(['0', '1', '1', '2', '0']), 'f'), { message: /^f:4: label 2 beside 0 and 1 \(negative, positive\): the labels are 0, 1, 2; if 3 classes are meant, name them in index order/ }, 'a stray number beside 0/1 is not a new class')
+  t.throws(() => LabelSet.infer(ex(['positive', 'negative', 'Positive']), 'f'), { message: 'f:3: label "Positive" differs from label "positive" (line 1) only in case; make them agree, or give the class names (labels)' })
   t.same(LabelSet.infer(ex(['neutral', 'positive', 'negative']), 'f').names, ['negative', 'neutral', 'positive'], 'names, sorted')
   const stars = LabelSet.infer(ex(['5', '3', '1']), 'f')
   t.same(stars.names, ['1', '3', '5'])
