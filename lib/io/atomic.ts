@@ -4,7 +4,22 @@
 import { randomBytes } from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
+import { ErnieError } from '../errors'
 import { pauseForTest } from './test-pause'
+
+/**
+ * A write that failed for want of space (ENOSPC, or EDQUOT: the quota), said plainly: what was
+ * being written, and that the previous version is intact (every writer here writes beside the
+ * target and renames, so a failed write replaces nothing). Other errors pass through.
+ */
+export function explainWriteFailure(err: unknown, target: string, previous: 'file' | 'directory' | undefined): unknown {
+  // A file inside a directory being written failed first: the directory is what to name.
+  const errno = err instanceof ErnieError && err.code === 'ERR_NO_SPACE' ? err.cause : err
+  const code = (errno as NodeJS.ErrnoException)?.code
+  if (code !== 'ENOSPC' && code !== 'EDQUOT') return err
+  const kept = previous ? `the previous ${previous} at ${target} is intact` : `nothing was written at ${target}`
+  return new ErnieError('ERR_NO_SPACE', `${target}: ${code === 'ENOSPC' ? 'no space left on the device' : 'disk quota exceeded'} (${code}) while writing it; ${kept}. Free space and save again.`, { cause: errno })
+}
 
 /** fsync a directory, making renames and creations inside it durable (a no-op on Windows). */
 export async function fsyncDirectory(dir: string): Promise<void> {
@@ -19,13 +34,18 @@ export async function fsyncDirectory(dir: string): Promise<void> {
 
 /** Writes a new file and flushes it to disk before returning (the file must not exist). */
 export async function writeFileDurable(file: string, data: string | Uint8Array): Promise<void> {
-  const fh = await fs.promises.open(file, 'wx')
+  const fh = await fs.promises.open(file, 'wx').catch((err) => {
+    throw explainWriteFailure(err, file, undefined)
+  })
   try {
     await fh.writeFile(data)
     await fh.sync()
-  } finally {
-    await fh.close()
+  } catch (err) {
+    await fh.close().catch(() => undefined)
+    await fs.promises.unlink(file).catch(() => undefined) // a partial file is no file
+    throw explainWriteFailure(err, file, undefined)
   }
+  await fh.close()
 }
 
 /** A name for a temporary sibling of `target` that no other writer picks. */
@@ -67,7 +87,9 @@ export async function writeDirectoryAtomically(
   const parent = path.dirname(dest)
   await fs.promises.mkdir(parent, { recursive: true })
   const tmp = temporarySibling(dest)
-  await fs.promises.mkdir(tmp)
+  await fs.promises.mkdir(tmp).catch((err) => {
+    throw explainWriteFailure(err, dest, fs.existsSync(dest) ? 'directory' : undefined)
+  })
   try {
     pauseForTest('directory:created')
     await fill(tmp)
@@ -91,7 +113,7 @@ export async function writeDirectoryAtomically(
     await fsyncDirectory(parent)
   } catch (err) {
     await fs.promises.rm(tmp, { recursive: true, force: true }).catch(() => undefined)
-    throw err
+    throw explainWriteFailure(err, dest, fs.existsSync(dest) ? 'directory' : undefined)
   }
 }
 

@@ -3,10 +3,10 @@
 // { "__metadata__"?: {string: string}, name: { dtype, shape, data_offsets: [begin, end] } },
 // then the data area; offsets are relative to the start of the data area.
 import { constants as bufferConstants } from 'node:buffer'
-import { randomBytes } from 'node:crypto'
 import * as fs from 'node:fs'
 import { endianness } from 'node:os'
 import * as path from 'node:path'
+import { explainWriteFailure, temporarySibling } from './atomic'
 import { MappedFile } from './mmap'
 import { pauseForTest } from './test-pause'
 
@@ -497,8 +497,11 @@ export async function saveSafetensors(
   const { header, order } = encodeHeader(file, tensors, metadata)
   const target = path.resolve(file)
   const dir = path.dirname(target)
-  const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`)
-  const fh = await fs.promises.open(tmp, 'wx')
+  const tmp = temporarySibling(target)
+  const previous = await fs.promises.stat(target).catch(() => undefined)
+  const fh = await fs.promises.open(tmp, 'wx').catch((err) => {
+    throw explainWriteFailure(err, target, previous && 'file')
+  })
   let closed = false
   try {
     pauseForTest('safetensors:opened')
@@ -512,7 +515,6 @@ export async function saveSafetensors(
       if (i === 0) pauseForTest('safetensors:partial')
     }
     // An existing file keeps its permissions.
-    const previous = await fs.promises.stat(target).catch(() => undefined)
     if (previous) await fh.chmod(previous.mode & 0o7777)
     await fh.sync()
     await fh.close()
@@ -523,7 +525,7 @@ export async function saveSafetensors(
   } catch (err) {
     if (!closed) await fh.close().catch(() => undefined)
     await fs.promises.unlink(tmp).catch(() => undefined)
-    throw err
+    throw explainWriteFailure(err, target, previous && 'file')
   }
   // Make the rename itself durable. Directories cannot be opened for fsync on Windows: skip there.
   if (process.platform !== 'win32') {

@@ -497,16 +497,25 @@ export class Trainer<E = unknown, B = unknown> {
     const paramTensors: Record<string, TensorToSave> = {}
     for (const [name, data] of params) paramTensors[name] = { dtype: 'F32', shape: [...(this.task.paramShape?.(name) ?? [data.length])], data }
     const { tensors } = optimizer.state()
-    await writeDirectoryAtomically(
-      dir,
-      async (tmp) => {
-        await saveSafetensors(path.join(tmp, PARAMS_FILE), paramTensors, { format: 'pt' })
-        await saveSafetensors(path.join(tmp, OPTIMIZER_FILE), tensors)
-        await this.task.saveCheckpoint?.(tmp)
-        await writeFileDurable(path.join(tmp, STATE_FILE), JSON.stringify(st) + '\n')
-      },
-      { keepOtherFiles: false },
-    )
+    try {
+      await writeDirectoryAtomically(
+        dir,
+        async (tmp) => {
+          await saveSafetensors(path.join(tmp, PARAMS_FILE), paramTensors, { format: 'pt' })
+          await saveSafetensors(path.join(tmp, OPTIMIZER_FILE), tensors)
+          await this.task.saveCheckpoint?.(tmp)
+          await writeFileDurable(path.join(tmp, STATE_FILE), JSON.stringify(st) + '\n')
+        },
+        { keepOtherFiles: false },
+      )
+    } catch (err) {
+      // Out of space: say which checkpoint a resume would start from.
+      if (err instanceof ErnieError && err.code === 'ERR_NO_SPACE') {
+        const last = latestCheckpoint(outputDir)
+        throw new ErnieError('ERR_NO_SPACE', `${err.message} ${last ? `The last complete checkpoint, ${last}, is intact: resumeFromCheckpoint continues from it.` : 'No earlier checkpoint exists.'}`, { cause: err.cause })
+      }
+      throw err
+    }
     const limit = this.options.saveTotalLimit
     if (limit) {
       const all = listCheckpoints(outputDir).filter((c) => c.dir !== dir)
