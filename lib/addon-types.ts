@@ -356,6 +356,8 @@ export interface NativeMappedFile {
   buffer(offset?: number, length?: number): ArrayBuffer
   /** Detaches every ArrayBuffer handed out, then unmaps (after running native jobs). Idempotent. */
   dispose(): void
+  /** Throws ERR_FILE_CHANGED (with `path`) when the file was truncated or rewritten in place since it was mapped. */
+  checkUnchanged(): void
 }
 export interface NativeMappedFileConstructor {
   new (path: string): NativeMappedFile

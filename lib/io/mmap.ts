@@ -11,8 +11,10 @@ import { NativeMappedFile } from '../native'
  * garbage-collected.
  *
  * Opening errors carry `code` (ENOENT, EACCES, EISDIR, ERR_EMPTY_FILE, ERR_NOT_A_FILE) and `path`.
- * The file must not be truncated while mapped (reading past its new end raises SIGBUS); replacing
- * it by rename, as saveSafetensors does, is safe.
+ * Truncating or rewriting the file in place while it is mapped would make reads of it crash the
+ * process (SIGBUS past a new end) or change under the reader: checkUnchanged() (which every native
+ * call runs on the mappings it reads) turns that into ERR_FILE_CHANGED. Replacing the file by a
+ * rename, as saveSafetensors does, is safe: the mapping keeps the old bytes.
  */
 export class MappedFile implements Disposable, AsyncDisposable {
   readonly #handle: NativeMappedFile
@@ -52,6 +54,16 @@ export class MappedFile implements Disposable, AsyncDisposable {
   /** The bytes [offset, offset + length) as a Uint8Array over the mapping. */
   bytes(offset = 0, length = this.byteLength - offset): Uint8Array {
     return new Uint8Array(this.buffer(offset, length))
+  }
+
+  /**
+   * Throws an Error with code ERR_FILE_CHANGED (and `path`) when the file was truncated or
+   * rewritten in place since it was mapped: reading a view then could crash the process (SIGBUS).
+   * Native calls check by themselves; JS code that reads views in bulk calls this first. A file
+   * replaced by a rename is no change: the mapping keeps the old file's bytes.
+   */
+  checkUnchanged(): void {
+    this.#handle.checkUnchanged()
   }
 
   /** Detaches every ArrayBuffer this file handed out and unmaps it. Idempotent. */

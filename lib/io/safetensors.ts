@@ -130,6 +130,12 @@ export interface Safetensors extends Disposable, AsyncDisposable {
    * process (writes never reach the file) and becomes empty after dispose().
    */
   view(name: string): TensorArray
+  /**
+   * Throws an Error with code ERR_FILE_CHANGED (and `path`) when a file of the set was truncated
+   * or rewritten in place since it was opened: its views could crash the process (SIGBUS) or
+   * change under the reader. Native calls check by themselves; read views in bulk after this.
+   */
+  checkUnchanged(): void
   dispose(): void
 }
 
@@ -313,6 +319,10 @@ class SafetensorsFile implements Safetensors {
     return view
   }
 
+  checkUnchanged(): void {
+    this.#file.checkUnchanged()
+  }
+
   dispose(): void {
     this.#views.clear()
     this.#whole = undefined
@@ -394,6 +404,9 @@ class ShardedSafetensors implements Safetensors {
     const shard = this.#shardOf[name]
     if (!shard) throw new SafetensorsError('ERR_SAFETENSORS_NO_TENSOR', this.path, 'no such tensor', name)
     return shard.view(name)
+  }
+  checkUnchanged(): void {
+    for (const shard of this.#shards) shard.checkUnchanged()
   }
   dispose(): void {
     for (const shard of this.#shards) shard.dispose()

@@ -70,6 +70,7 @@ export class SafetensorsSource implements TensorSource {
   }
   view(name: string): WeightArray {
     const info = this.file.tensors[name]
+    this.file.checkUnchanged() // a truncated file read from JS would crash the process
     const v = this.file.view(name)
     if (info.dtype === 'BF16' || info.dtype === 'F32') return v as WeightArray
     if (info.dtype === 'F16') return f16ToBf16(v as Uint16Array)

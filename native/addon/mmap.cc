@@ -3,6 +3,7 @@
 //   .byteLength, .path, .disposed
 //   .buffer(offset?, length?)   a new ArrayBuffer over [offset, offset + length) of the mapping
 //   .dispose()                  detaches every ArrayBuffer handed out, then unmaps
+//   .checkUnchanged()           throws ERR_FILE_CHANGED if the file was truncated or rewritten since
 // The mapping is private copy-on-write (PROT_READ | PROT_WRITE, MAP_PRIVATE): a script that
 // writes into a view gets its own copy of that page instead of a segfault, and the file is never
 // modified. Because the ArrayBuffers are detached before the unmap, JS code that kept a view sees
@@ -58,10 +59,35 @@ std::map<uintptr_t, std::weak_ptr<Mapping>>& registry() {
 // when retired (dispose) with no pin left, or when the last owner lets go.
 class Mapping {
  public:
-  Mapping(uint8_t* base, size_t length) : base_(base), length_(length) {}
+  // `fd`: the mapped file, kept open to notice changes to it (-1 where not watched: Windows,
+  // which refuses to truncate a mapped file anyway).
+  Mapping(uint8_t* base, size_t length, std::string path, int fd) : base_(base), length_(length), path_(std::move(path)), fd_(fd) {
+#ifndef _WIN32
+    if (fd_ >= 0 && fstat(fd_, &at_map_) != 0) close_fd();
+#endif
+  }
   ~Mapping() {
     std::lock_guard<std::mutex> lock(mu_);
     unmap_locked();
+  }
+
+  const std::string& path() const { return path_; }
+
+  // What happened to the file since it was mapped, or "" if nothing: truncated or rewritten in
+  // place. Reading a page past a new, shorter end raises SIGBUS; callers ask before they read.
+  // A file replaced by a rename is no change here: the mapping keeps the old file's bytes.
+  std::string change() {
+#ifndef _WIN32
+    std::lock_guard<std::mutex> lock(mu_);
+    struct stat now;
+    if (fd_ < 0 || fstat(fd_, &now) != 0) return "";
+    if (now.st_size != at_map_.st_size)
+      return std::string(now.st_size < at_map_.st_size ? "truncated" : "grown") + " from " + std::to_string(at_map_.st_size) +
+             " to " + std::to_string(now.st_size) + " bytes";
+    if (now.st_mtim.tv_sec != at_map_.st_mtim.tv_sec || now.st_mtim.tv_nsec != at_map_.st_mtim.tv_nsec)
+      return "rewritten in place (its modification time changed)";
+#endif
+    return "";
   }
   Mapping(const Mapping&) = delete;
   Mapping& operator=(const Mapping&) = delete;
@@ -87,9 +113,16 @@ class Mapping {
   }
 
  private:
+  void close_fd() {
+#ifndef _WIN32
+    if (fd_ >= 0) ::close(fd_);
+#endif
+    fd_ = -1;
+  }
   void unmap_locked() {
     if (!mapped_) return;
     mapped_ = false;
+    close_fd();
     {
       std::lock_guard<std::mutex> lock(registry_mu);  // order: mapping, then registry
       registry().erase(reinterpret_cast<uintptr_t>(base_));
@@ -100,6 +133,11 @@ class Mapping {
   std::mutex mu_;
   uint8_t* base_;
   size_t length_;
+  std::string path_;
+  int fd_;
+#ifndef _WIN32
+  struct stat at_map_ {};
+#endif
   size_t pins_ = 0;
   bool retired_ = false;
   bool mapped_ = true;
@@ -155,6 +193,17 @@ void release_view(napi_env, void*, void* hint) {
   throw e;
 }
 
+void throw_if_changed(Napi::Env env, Mapping& mapping) {
+  const std::string change = mapping.change();
+  if (change.empty()) return;
+  Napi::Error e = Napi::Error::New(env, "'" + mapping.path() + "' changed on disk while in use (" + change +
+                                            "); its memory-mapped bytes can no longer be read safely. Load it again, or "
+                                            "load with mmap: false to read a private copy that later changes cannot touch");
+  e.Set("code", Napi::String::New(env, "ERR_FILE_CHANGED"));
+  e.Set("path", Napi::String::New(env, mapping.path()));
+  throw e;
+}
+
 #ifdef _WIN32
 std::wstring widen(const std::string& s) {
   int n = MultiByteToWideChar(CP_UTF8, 0, s.data(), int(s.size()), nullptr, 0);
@@ -188,7 +237,7 @@ std::shared_ptr<Mapping> map_file(Napi::Env env, const std::string& path) {
   err = GetLastError();
   CloseHandle(section);  // the view keeps the section alive
   if (!base) throw_os_error(env, path, "MapViewOfFile", int(err));
-  return std::make_shared<Mapping>(static_cast<uint8_t*>(base), size_t(size.QuadPart));
+  return std::make_shared<Mapping>(static_cast<uint8_t*>(base), size_t(size.QuadPart), path, -1);
 }
 #else
 std::shared_ptr<Mapping> map_file(Napi::Env env, const std::string& path) {
@@ -220,9 +269,11 @@ std::shared_ptr<Mapping> map_file(Napi::Env env, const std::string& path) {
   const size_t length = size_t(st.st_size);
   void* base = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
   int err = errno;
-  ::close(fd);  // the mapping keeps the file referenced
-  if (base == MAP_FAILED) throw_os_error(env, path, "mmap", err);
-  return std::make_shared<Mapping>(static_cast<uint8_t*>(base), length);
+  if (base == MAP_FAILED) {
+    ::close(fd);
+    throw_os_error(env, path, "mmap", err);
+  }
+  return std::make_shared<Mapping>(static_cast<uint8_t*>(base), length, path, fd);  // keeps fd, to notice changes
 }
 #endif
 
@@ -236,6 +287,7 @@ class MappedFile : public Napi::ObjectWrap<MappedFile> {
                            InstanceAccessor<&MappedFile::disposed>("disposed"),
                            InstanceMethod<&MappedFile::buffer>("buffer"),
                            InstanceMethod<&MappedFile::dispose>("dispose"),
+                           InstanceMethod<&MappedFile::check_unchanged>("checkUnchanged"),
                        });
   }
 
@@ -320,6 +372,13 @@ class MappedFile : public Napi::ObjectWrap<MappedFile> {
                                "' as an ArrayBuffer: " + why);
   }
 
+  // Throws ERR_FILE_CHANGED when the file was truncated or rewritten since it was mapped: JS
+  // checks before it reads views, as native calls do.
+  Napi::Value check_unchanged(const Napi::CallbackInfo& info) {
+    if (mapping_) throw_if_changed(info.Env(), *mapping_);
+    return info.Env().Undefined();
+  }
+
   Napi::Value dispose(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!mapping_) return env.Undefined();
@@ -344,6 +403,10 @@ void export_mapped_file(Napi::Env env, Napi::Object exports) { exports.Set("Mapp
 [[maybe_unused]] const bool registered = register_exporter(export_mapped_file);
 
 }  // namespace
+
+void check_mapped_unchanged(Napi::Env env, const std::shared_ptr<void>& pin) {
+  throw_if_changed(env, *static_cast<Mapping*>(pin.get()));
+}
 
 std::shared_ptr<void> pin_mapped(const void* data, size_t bytes) {
   const auto p = reinterpret_cast<uintptr_t>(data);

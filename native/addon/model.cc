@@ -322,6 +322,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
 
   const std::shared_ptr<ModelState>& state(Args& args) {
     if (!state_) args.range_error("the model has been disposed");
+    // Weights read in place from a checkpoint file: a file truncated since would crash this call.
+    for (const auto& pin : state_->pins) check_mapped_unchanged(args.env(), pin);
     return state_;
   }
 

@@ -162,7 +162,10 @@ ArrayArg Args::array(const char* key, std::initializer_list<napi_typedarray_type
   a.length = ta.ElementLength();
   a.data = static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
   kept_->push_back(Napi::Persistent(v));
-  if (auto pin = pin_mapped(a.data, ta.ByteLength())) pins_->push_back(std::move(pin));
+  if (auto pin = pin_mapped(a.data, ta.ByteLength())) {
+    check_mapped_unchanged(env_, pin);
+    pins_->push_back(std::move(pin));
+  }
   return a;
 }
 
