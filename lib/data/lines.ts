@@ -7,7 +7,8 @@ import { isUtf8 } from 'node:buffer'
 export interface RawLine {
   /** 1-based. */
   line: number
-  bytes: Buffer
+  /** The line's bytes (a view: copy them to keep them past the next line). */
+  bytes: Uint8Array
 }
 
 /** The file's lines without their terminator (\n or \r\n); a UTF-8 BOM on line 1 is dropped. */
