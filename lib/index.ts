@@ -1,4 +1,11 @@
 // ernie-sentiment: the public API.
+//
+// The declarations name ES2022 types and Disposable / AsyncDisposable (Symbol.dispose,
+// Symbol.asyncDispose): these directives bring those libraries into a consumer's program, whatever
+// its `target` or `lib`, so that the types check without @types/node. (AbortSignal and fetch come
+// from TypeScript's default DOM library, or from @types/node.)
+/// <reference lib="es2022" preserve="true" />
+/// <reference lib="esnext.disposable" preserve="true" />
 export * as kernels from './kernels/index'
 export * as io from './io'
 export * as hub from './hub'

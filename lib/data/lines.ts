@@ -9,7 +9,8 @@ import { DataError } from './errors'
 export interface RawLine {
   /** 1-based. */
   line: number
-  bytes: Buffer
+  /** The line's bytes (a view: copy them to keep them past the next line). */
+  bytes: Uint8Array
 }
 
 /** The longest line read (a review is a few KB): past it a file is not line-structured text (/dev/zero, a binary). */

@@ -179,7 +179,7 @@ function check(text: string, label: unknown, problems: Problems, line: number, f
 }
 
 // One line's text, or a problem when its bytes are not UTF-8.
-function decodeLine(bytes: Buffer, line: number, problems: Problems): string | undefined {
+function decodeLine(bytes: Uint8Array, line: number, problems: Problems): string | undefined {
   const bad = firstInvalidUtf8(bytes)
   if (bad >= 0) {
     problems.add(line, 'invalid UTF-8', `invalid UTF-8 (byte 0x${bytes[bad].toString(16).padStart(2, '0')} at byte ${bad + 1} of the line)`)

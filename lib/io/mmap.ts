@@ -17,21 +17,21 @@ import { NativeMappedFile } from '../native'
  * rename, as saveSafetensors does, is safe: the mapping keeps the old bytes.
  */
 export class MappedFile implements Disposable, AsyncDisposable {
-  readonly #handle: NativeMappedFile
+  private readonly handle: NativeMappedFile
 
   constructor(path: string) {
     if (typeof path !== 'string') throw new TypeError(`MappedFile: 'path' must be a string, got ${typeof path}`)
-    this.#handle = new NativeMappedFile(path)
+    this.handle = new NativeMappedFile(path)
   }
 
   get path(): string {
-    return this.#handle.path
+    return this.handle.path
   }
   get byteLength(): number {
-    return this.#handle.byteLength
+    return this.handle.byteLength
   }
   get disposed(): boolean {
-    return this.#handle.disposed
+    return this.handle.disposed
   }
 
   /**
@@ -48,7 +48,7 @@ export class MappedFile implements Disposable, AsyncDisposable {
         ),
         { code: 'ERR_OUT_OF_RANGE' },
       )
-    return this.#handle.buffer(offset, length)
+    return this.handle.buffer(offset, length)
   }
 
   /** The bytes [offset, offset + length) as a Uint8Array over the mapping. */
@@ -63,12 +63,12 @@ export class MappedFile implements Disposable, AsyncDisposable {
    * replaced by a rename is no change: the mapping keeps the old file's bytes.
    */
   checkUnchanged(): void {
-    this.#handle.checkUnchanged()
+    this.handle.checkUnchanged()
   }
 
   /** Detaches every ArrayBuffer this file handed out and unmaps it. Idempotent. */
   dispose(): void {
-    this.#handle.dispose()
+    this.handle.dispose()
   }
   [Symbol.dispose](): void {
     this.dispose()

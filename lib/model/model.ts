@@ -68,7 +68,7 @@ export class ErnieModel implements AsyncDisposable {
     return requested === undefined ? this.precisionAsked : resolvePrecision(requested, what)
   }
 
-  /** @internal Use fromPretrained() or random(). */
+  /** Use fromPretrained() or random(), which assemble the parts. */
   constructor(parts: ModelParts) {
     this.config = parts.config
     this.weights = parts.weights
