@@ -12,8 +12,9 @@ export interface PatternSite {
   at: string
 }
 
-// Oniguruma's \s is Unicode White_Space (tab..CR, U+0085 and the Z categories); RE2's \s is ASCII only.
-const SPACE = '\\t-\\r\\x{85}\\p{Z}'
+// Oniguruma's \s is Unicode White_Space; RE2's \s is ASCII only.
+const SPACE = '\\p{White_Space}'
+const NOT_SPACE = '\\P{White_Space}'
 const HEX = '0-9A-Fa-f'
 // The GPT-2 / Qwen / Llama-3 idiom: a run of whitespace, less its last character when a
 // non-space follows (that character then starts the next piece, as in " word").
@@ -49,7 +50,7 @@ class Translator {
       if (alternativeStart && this.depth === 0 && p.startsWith(SPACE_RUN_IDIOM, this.i)) {
         const after = this.i + SPACE_RUN_IDIOM.length
         if (after === p.length || p[after] === '|') {
-          this.out += `([${SPACE}]+)`
+          this.out += `(${SPACE}+)`
           this.spaceRunGroups++
           this.i = after
           alternativeStart = false
@@ -175,10 +176,9 @@ class Translator {
     this.i += 2
     switch (c) {
       case 's':
-        return inClass ? SPACE : `[${SPACE}]`
+        return SPACE
       case 'S':
-        if (inClass) this.fail('\\S inside a character class', start)
-        return `[^${SPACE}]`
+        return NOT_SPACE
       case 'd':
         return '\\p{Nd}'
       case 'D':
