@@ -240,7 +240,7 @@ export class Tokenizer {
     for (const [role, v] of declared) this.roles.set(role, this.special(v))
     for (const v of extra) this.special(v)
 
-    this.vocabSize = Math.max(backend.modelSize, ...[...this.added.keys()].map((id) => id + 1))
+    this.vocabSize = this.nextFreeId()
     const all = [...this.added.values()]
     this.alwaysMatcher = new TokenMatcher(all.filter((t) => !t.special && init.alwaysMatch(t)))
     this.specialMatcher = new TokenMatcher(all.filter((t) => t.special || init.alwaysMatch(t)))
@@ -262,6 +262,13 @@ export class Tokenizer {
     this.chatTemplate = detectChatTemplate(config.chat_template, (c) => this.addedByContent.get(c)?.special === true)
   }
 
+  // The first id past the vocabulary and every added token (a loop: a spread of 100k+ ids overflows the stack).
+  private nextFreeId(): number {
+    let next = this.backend.modelSize
+    for (const id of this.added.keys()) if (id >= next) next = id + 1
+    return next
+  }
+
   private register(t: AddedToken): AddedToken {
     const existing = this.addedByContent.get(t.content)
     if (existing) return existing
@@ -278,7 +285,7 @@ export class Tokenizer {
       return existing
     }
     let id = this.backend.pieceToId(v.content)
-    if (id === undefined) id = Math.max(this.backend.modelSize, ...[...this.added.keys()].map((k) => k + 1))
+    if (id === undefined) id = this.nextFreeId()
     return this.register({ id, content: v.content, special: true, lstrip: v.lstrip, rstrip: v.rstrip })
   }
 
@@ -483,7 +490,7 @@ export class Tokenizer {
       }
       return prefix.length + suffix.length > 0 ? [...prefix, ...ids, ...suffix] : ids
     })
-    const target = padding === 'longest' ? Math.max(0, ...rows.map((r) => r.length)) : padding === 'max_length' ? maxLength! : 0
+    const target = padding === 'longest' ? rows.reduce((longest, r) => Math.max(longest, r.length), 0) : padding === 'max_length' ? maxLength! : 0
     const pad = this.padTokenId
     if (target > 0 && pad === undefined && rows.some((r) => r.length < target)) {
       throw new TokenizerError('ERR_TOKENIZER_INPUT', 'padding needs a pad token, and this tokenizer declares none (pad_token in tokenizer_config.json)')
