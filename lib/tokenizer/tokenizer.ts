@@ -1,7 +1,9 @@
 // The Tokenizer users see: one API over a tokenizer.json (HF's library) or a tokenizer.model (our
 // SentencePiece), with special / added tokens, batching with truncation and padding, and chat templates.
-import { copyFile, readFile, stat } from 'node:fs/promises'
+import { copyFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
+import { ErnieError } from '../errors'
+import { readSmallFile, type SmallFileKind } from '../io/read'
 import type { TokenizerBackend } from './backend'
 import { CHAT_TEMPLATE_TOKENS, detectChatTemplate, renderChatTemplate, type ChatMessage, type ChatTemplateName } from './chat'
 import { TokenizerError, checkText } from './errors'
@@ -298,10 +300,12 @@ export class Tokenizer {
     const info = await stat(dir).catch(() => undefined)
     if (!info?.isDirectory()) throw new TokenizerError('ERR_TOKENIZER_NOT_FOUND', `${dir} is not a directory`)
     const readOptional = async (name: string): Promise<Buffer | undefined> => {
+      const kind: SmallFileKind = name === 'tokenizer.json' || name === 'tokenizer.model' ? name : 'tokenizer-config'
       try {
-        return await readFile(join(dir, name))
+        return await readSmallFile(join(dir, name), kind)
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+        if (e instanceof ErnieError) throw e // not a regular file, or past its size cap: named by the reader
         throw new TokenizerError('ERR_TOKENIZER_NOT_FOUND', `cannot read: ${(e as Error).message}`, { file: join(dir, name), cause: e })
       }
     }
