@@ -12,7 +12,7 @@ const MiB = 1 << 20
  * them). Each is several times the largest real file of its kind.
  */
 export const FILE_SIZE_LIMITS = {
-  /** config.json, generation_config.json, adapter_config.json: a few KB in real checkpoints. */
+  /** config.json, adapter_config.json: a few KB in real checkpoints. */
   config: 1 * MiB,
   /** tokenizer_config.json, special_tokens_map.json, added_tokens.json: Qwen3's is 10 KB, Gemma 3's (6k added tokens) 1.2 MB. */
   'tokenizer-config': 16 * MiB,
