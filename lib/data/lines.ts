@@ -1,9 +1,9 @@
 // Streams a file's lines as raw bytes (never the whole file in memory), so encoding problems are
 // seen on the bytes themselves: decoding with replacement would turn a bad byte into U+FFFD,
 // which is also a legal character, and the damage could no longer be told apart.
-import * as fs from 'node:fs'
 import { isUtf8 } from 'node:buffer'
 
+import { openRegularFile } from '../io/read'
 import { DataError } from './errors'
 
 export interface RawLine {
@@ -19,17 +19,14 @@ export const MAX_LINE_BYTES = 16 << 20
 /**
  * The file's lines without their terminator: \n, \r\n, or a lone \r (old Mac files), as
  * universal newlines read them; a UTF-8 BOM on line 1 is dropped. Only a regular file is read
- * (a directory, FIFO or device is a DataError naming it), and a line longer than MAX_LINE_BYTES
- * is a DataError: memory stays bounded whatever the file holds.
+ * (a directory, FIFO or device is an io.FileError naming it), and a line longer than
+ * MAX_LINE_BYTES is a DataError: memory stays bounded whatever the file holds.
  */
 export async function* byteLines(file: string, chunkSize = 1 << 20): AsyncGenerator<RawLine> {
-  // The type is checked on the opened descriptor, so that nothing swapped in after a check is read.
-  const handle = await fs.promises.open(file, fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK ?? 0)).catch((err: NodeJS.ErrnoException) => {
-    throw new DataError(file, undefined, err.code === 'ENOENT' ? 'no such file' : `cannot open (${err.code ?? err.message})`)
+  const handle = await openRegularFile(file).catch((err: NodeJS.ErrnoException) => {
+    throw err.code === 'ENOENT' ? new DataError(file, undefined, 'no such file') : err
   })
   try {
-    const info = await handle.stat()
-    if (!info.isFile()) throw new DataError(file, undefined, `not a regular file (${kindOf(info)}); data must be a file`)
     const stream = handle.createReadStream({ highWaterMark: chunkSize, autoClose: false })
     let pending: Buffer[] = []
     let pendingBytes = 0
@@ -72,14 +69,6 @@ export async function* byteLines(file: string, chunkSize = 1 << 20): AsyncGenera
   } finally {
     await handle.close()
   }
-}
-
-function kindOf(info: fs.Stats): string {
-  if (info.isDirectory()) return 'a directory'
-  if (info.isFIFO()) return 'a FIFO'
-  if (info.isCharacterDevice() || info.isBlockDevice()) return 'a device'
-  if (info.isSocket()) return 'a socket'
-  return 'not a file'
 }
 
 /** Byte offset of the first byte that is not part of well-formed UTF-8, or -1. */

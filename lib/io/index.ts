@@ -1,5 +1,6 @@
-// Checkpoint I/O: memory-mapped files, safetensors (read through the mapping, written atomically)
-// and atomic directory writes.
+// Checkpoint I/O: memory-mapped files, safetensors (read through the mapping, written atomically),
+// bounded reads of small files (configs, tokenizers) and atomic directory writes.
 export * from './mmap'
+export * from './read'
 export * from './safetensors'
 export * from './atomic'

@@ -8,6 +8,7 @@ import { endianness } from 'node:os'
 import * as path from 'node:path'
 import { explainWriteFailure, temporarySibling } from './atomic'
 import { MappedFile } from './mmap'
+import { readSmallFileSync } from './read'
 import { pauseForTest } from './test-pause'
 
 /** Element types this module reads and writes (all the byte-sized ones of the format). */
@@ -353,9 +354,9 @@ class ShardedSafetensors implements Safetensors {
     }
     let index: unknown
     try {
-      index = JSON.parse(fs.readFileSync(indexPath, 'utf8'))
+      index = JSON.parse(readSmallFileSync(indexPath, 'index').toString('utf8'))
     } catch (err) {
-      if ((err as { code?: string }).code) throw err // the file system's own error (ENOENT...)
+      if ((err as { code?: string }).code) throw err // the reader's or the file system's own error (ENOENT...)
       fail(`not valid JSON (${(err as Error).message})`)
     }
     if (!isPlainObject(index) || !isPlainObject(index.weight_map)) fail('expected an object with a "weight_map" object')

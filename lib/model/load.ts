@@ -7,6 +7,7 @@ import { resolveModelDevice, type Device } from '../device'
 import { resolvePrecision, type Precision } from '../precision'
 import { ErnieError, typeError } from '../errors'
 import { resolveModel, type ResolveOptions } from '../hub'
+import { readSmallFileSync } from '../io/read'
 import { openSafetensors, type Safetensors } from '../io/safetensors'
 import { fillNormalSync } from '../native'
 import { Tokenizer } from '../tokenizer'
@@ -20,8 +21,9 @@ export function readConfig(dir: string): ResolvedConfig {
   const file = path.join(dir, 'config.json')
   let text: string
   try {
-    text = fs.readFileSync(file, 'utf8')
+    text = readSmallFileSync(file, 'config').toString('utf8')
   } catch (e) {
+    if (e instanceof ErnieError) throw e // not a regular file, or past its size cap: named by the reader
     throw new ErnieError('ERR_MODEL_NOT_FOUND', `${file}: cannot read config.json (${(e as Error).message})`, { cause: e })
   }
   let raw: unknown

@@ -7,6 +7,7 @@ import * as path from 'node:path'
 
 import { ErnieError, rangeError, typeError } from '../errors'
 import { writeDirectoryAtomically, writeFileDurable } from '../io/atomic'
+import { readSmallFile } from '../io/read'
 import { openSafetensors, saveSafetensors, type TensorToSave } from '../io/safetensors'
 import type { NativeAdapterLayer } from '../addon-types'
 import { NativeAdapter } from '../native'
@@ -241,8 +242,9 @@ export class LoraAdapter {
     }
     let raw: unknown
     try {
-      raw = JSON.parse(await fs.promises.readFile(configFile, 'utf8'))
+      raw = JSON.parse((await readSmallFile(configFile, 'config')).toString('utf8'))
     } catch (e) {
+      if (e instanceof ErnieError) throw e // not a regular file, or past its size cap: named by the reader
       const code = (e as { code?: string }).code
       throw new ErnieError('ERR_ADAPTER', `${configFile}: ${code ? `cannot read (${code})` : `invalid JSON (${(e as Error).message})`}`, { cause: e })
     }

@@ -3,7 +3,7 @@
 // normalizer sequence, the dummy prefix and U+2581 escape as a Metaspace pre-tokenizer, the model
 // (BPE merges recovered from piece scores, or unigram scores), byte fallback, a decoder that undoes
 // it all, and the model's control / user-defined pieces as added tokens.
-import { readFile } from 'node:fs/promises'
+import { readSmallFile } from '../io/read'
 import { PieceType, parseModelProto, type ModelProto } from './protobuf'
 import { SentencePieceModel } from './sentencepiece'
 import { SPACE_SYMBOL } from './normalizer'
@@ -151,5 +151,5 @@ export function sentencePieceToTokenizerJson(model: Uint8Array | ModelProto, fil
 
 /** Reads a tokenizer.model file and returns its tokenizer.json equivalent. */
 export async function convertSentencePieceFile(modelPath: string): Promise<TokenizerJson> {
-  return sentencePieceToTokenizerJson(new Uint8Array(await readFile(modelPath)), modelPath)
+  return sentencePieceToTokenizerJson(new Uint8Array(await readSmallFile(modelPath, 'tokenizer.model')), modelPath)
 }

@@ -9,6 +9,8 @@ export type TokenizerErrorCode =
   | 'ERR_TOKENIZER_NOT_FOUND'
   /** Text, ids or options that the tokenizer cannot accept (lone surrogates, unknown ids, ...). */
   | 'ERR_TOKENIZER_INPUT'
+  /** A regex in a tokenizer.json that the linear-time engine (RE2) cannot run: a lookaround, a backreference, ... */
+  | 'ERR_TOKENIZER_PATTERN'
 
 export class TokenizerError extends Error {
   readonly code: TokenizerErrorCode

@@ -7,7 +7,8 @@
 // - its ByteFallback decoder drops a U+FEFF at the start of each byte run (TextDecoder's BOM
 //   handling); ours keeps it, and turns each invalid byte into one U+FFFD as SentencePiece does.
 // Special tokens are matched by the Tokenizer wrapper (so `parseSpecial` can be honoured), so the
-// library only ever sees plain text and the non-special added tokens.
+// library only ever sees plain text and the non-special added tokens. The vocabulary is checked
+// first (hf-vocab.ts), and the file's regexes run on RE2, never on a JS RegExp (hf-patterns.ts).
 import {
   ByteFallbackDecoder,
   Decoder,
@@ -19,6 +20,8 @@ import {
 } from '@huggingface/tokenizers'
 import { TokenizerError } from './errors'
 import type { TokenizerBackend } from './backend'
+import { linearPatterns } from './hf-patterns'
+import { checkVocabulary, modelKind } from './hf-vocab'
 import { PrecompiledCharsMap, decodeUtf8Lenient } from './normalizer'
 
 export interface JsonAddedToken {
@@ -112,12 +115,12 @@ export class HfBackend implements TokenizerBackend {
     if (model.type !== undefined && !['BPE', 'Unigram', 'WordPiece'].includes(model.type as string)) {
       throw new TokenizerError('ERR_TOKENIZER_JSON', `model type ${JSON.stringify(model.type)} is not supported (BPE, Unigram, WordPiece)`, { file })
     }
+    checkVocabulary(model, this.addedTokens, file)
+    const patterns = linearPatterns(json, file)
     const plain = {
       ...json,
-      normalizer: json.normalizer ?? null,
-      pre_tokenizer: json.pre_tokenizer ?? null,
+      ...patterns.stripped,
       post_processor: null,
-      decoder: json.decoder ?? null,
       added_tokens: this.addedTokens.filter((t) => !t.special).map((t) => ({ ...t, normalized: false, single_word: false })),
     }
     try {
@@ -125,15 +128,13 @@ export class HfBackend implements TokenizerBackend {
     } catch (e) {
       throw new TokenizerError('ERR_TOKENIZER_JSON', `@huggingface/tokenizers cannot build it: ${(e as Error).message}`, { file, cause: e })
     }
+    patterns.install(this.inner)
     this.inner.normalizer = this.withCharsMaps(this.inner.normalizer)
     this.inner.decoder = withExactByteFallback(this.inner.decoder)
-    const vocab = this.inner.model?.vocab
-    if (!Array.isArray(vocab) || vocab.length === 0) throw new TokenizerError('ERR_TOKENIZER_JSON', 'the model has an empty vocabulary', { file })
-    this.modelSize = vocab.length
+    this.modelSize = this.inner.model!.vocab.length
     this.unkId = this.inner.model?.unk_token_id ?? undefined
     this.cleanUpSpaces = options.cleanUpTokenizationSpaces ?? false
-    const isUnigram = model.type === 'Unigram' || (model.type === undefined && Array.isArray(model.vocab))
-    if (isUnigram && model.byte_fallback === true) {
+    if (modelKind(model) === 'Unigram' && model.byte_fallback === true) {
       const ids: number[] = []
       for (let b = 0; b < 256; b++) {
         const id = this.inner.token_to_id(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`)
