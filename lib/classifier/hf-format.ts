@@ -18,6 +18,7 @@ import { CLASSIFICATION_HEAD } from '../model/weights'
 import type { Pooling } from './encode'
 import { HEAD_BIAS, HEAD_WEIGHT, type Head } from './head'
 import type { Method } from './options'
+import { readSmallFile, readSmallFileSync } from '../io/read'
 
 /** transformers' module name of a decoder classifier's head: a Linear [classes, hidden] without bias. */
 export const SCORE_MODULE = CLASSIFICATION_HEAD
@@ -162,8 +163,9 @@ const EOS_APPENDING_TOKENIZERS = ['LlamaTokenizer', 'LlamaTokenizerFast']
  */
 async function askTokenizerForEos(dir: string): Promise<void> {
   const file = path.join(dir, 'tokenizer_config.json')
-  const text = await fs.promises.readFile(file, 'utf8').catch(() => undefined)
-  if (text === undefined) return
+  const bytes = await readSmallFile(file, 'tokenizer-config').catch(() => undefined)
+  if (bytes === undefined) return
+  const text = bytes.toString('utf8')
   const config = JSON.parse(text)
   if (!EOS_APPENDING_TOKENIZERS.includes(config?.tokenizer_class) || config.add_eos_token === true) return
   // a copy in the save's temporary directory: replaced, not written through
@@ -189,8 +191,9 @@ function readJson(file: string): Record<string, unknown> | undefined {
   if (!fs.existsSync(file)) return undefined
   let raw: unknown
   try {
-    raw = JSON.parse(fs.readFileSync(file, 'utf8'))
+    raw = JSON.parse(readSmallFileSync(file, 'config').toString('utf8'))
   } catch (e) {
+    if (e instanceof ErnieError) throw e
     throw new ErnieError('ERR_CLASSIFIER', `${file}: invalid JSON (${(e as Error).message})`, { cause: e })
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ErnieError('ERR_CLASSIFIER', `${file}: expected a JSON object`)

@@ -20,6 +20,7 @@ import { Head, HEAD_BIAS, HEAD_WEIGHT } from './head'
 import { defaultLabels, hfFormOf, readHfClassifier, SCORE_MODULE, writeHfFiles } from './hf-format'
 import { DEFAULT_MAX_LENGTH, METHODS, type ErnieClassifierOptions, type LoadOptions } from './options'
 import { headRecord } from './settings'
+import { readSmallFile } from '../io/read'
 
 /** The base as a save records it: the bundled model by its name, never by where it is installed. */
 function portableBase(base: BaseModelRef): BaseModelRef {
@@ -141,7 +142,7 @@ export async function loadClassifier<C extends { dispose(): Promise<void> }>(dir
   if (!fs.existsSync(file) && fs.existsSync(dir) && fs.statSync(dir).isDirectory()) return loadHfClassifier(dir, options, create)
   let meta: ClassifierJson
   try {
-    meta = JSON.parse(await fs.promises.readFile(file, 'utf8'))
+    meta = JSON.parse((await readSmallFile(file, 'config')).toString('utf8'))
   } catch (e) {
     const code = (e as { code?: string }).code
     throw new ErnieError('ERR_CLASSIFIER', code ? `${file}: cannot read (${code}); is ${dir} a saved classifier?` : `${file}: invalid JSON (${(e as Error).message})`, { cause: e })

@@ -1,7 +1,6 @@
 // `ernie-sentiment pretrain`: pre-trains a model of the ERNIE-4.5 architecture from random
 // weights on the user's own text (one document per line), writing a model directory that
 // `train --base DIR` and `new ErnieClassifier({ model: DIR })` use.
-import * as fs from 'node:fs'
 import * as path from 'node:path'
 
 import { resolveConfig } from '../model/config'
@@ -9,6 +8,8 @@ import { Tokenizer } from '../tokenizer'
 import { pretrain, type PretrainOptions } from '../train/pretrain'
 import type { TrainProgress } from '../train/trainer'
 import { formatDuration, type ProgressStream } from './progress'
+import { ErnieError } from '../errors'
+import { readSmallFileSync } from '../io/read'
 
 export const PRETRAIN_HELP = `Usage: ernie-sentiment pretrain --text FILE [--text FILE ...] --config FILE --tokenizer DIR --out DIR [options]
 
@@ -89,8 +90,9 @@ class PretrainProgress {
 export async function runPretrain(a: PretrainCliArgs, stderr: ProgressStream, signal?: AbortSignal): Promise<string> {
   let raw: unknown
   try {
-    raw = JSON.parse(fs.readFileSync(a.config, 'utf8'))
+    raw = JSON.parse(readSmallFileSync(a.config, 'config').toString('utf8'))
   } catch (e) {
+    if (e instanceof ErnieError) throw e
     throw Object.assign(new Error(`${a.config}: not a readable JSON config (${(e as Error).message})`), { code: 'ERR_CONFIG' })
   }
   resolveConfig(raw, a.config)

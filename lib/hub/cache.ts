@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
+import { readSmallFile } from '../io/read'
 
 const COMMIT = /^[0-9a-f]{40}$/
 
@@ -36,7 +37,7 @@ export async function exists(p: string): Promise<boolean> {
 export async function cachedCommit(storage: string, revision: string): Promise<string | undefined> {
   if (isCommitHash(revision)) return revision
   try {
-    const commit = (await fs.promises.readFile(path.join(storage, 'refs', revision), 'utf8')).trim()
+    const commit = (await readSmallFile(path.join(storage, 'refs', revision), 'config')).toString('utf8').trim()
     return isCommitHash(commit) ? commit : undefined
   } catch {
     return undefined
@@ -73,7 +74,7 @@ export async function missingModelFiles(snapshot: string): Promise<string[]> {
 export async function shardsOf(indexFile: string): Promise<string[]> {
   let index: unknown
   try {
-    index = JSON.parse(await fs.promises.readFile(indexFile, 'utf8'))
+    index = JSON.parse((await readSmallFile(indexFile, 'index')).toString('utf8'))
   } catch (err) {
     throw new Error(`${indexFile} is not valid JSON: ${(err as Error).message}`)
   }
@@ -138,7 +139,7 @@ async function isStale(lockFile: string, host: string): Promise<boolean> {
   let text: string
   let mtime: number
   try {
-    text = await fs.promises.readFile(lockFile, 'utf8')
+    text = (await readSmallFile(lockFile, 'config')).toString('utf8')
     mtime = (await fs.promises.stat(lockFile)).mtimeMs
   } catch {
     return false // gone already: the next attempt takes it

@@ -12,7 +12,7 @@ const MiB = 1 << 20
  * them). Each is several times the largest real file of its kind.
  */
 export const FILE_SIZE_LIMITS = {
-  /** config.json, adapter_config.json: a few KB in real checkpoints. */
+  /** config.json, adapter_config.json, classifier.json, hub refs and locks: a few KB in real use. */
   config: 1 * MiB,
   /** tokenizer_config.json, special_tokens_map.json, added_tokens.json: Qwen3's is 10 KB, Gemma 3's (6k added tokens) 1.2 MB. */
   'tokenizer-config': 16 * MiB,
@@ -22,6 +22,8 @@ export const FILE_SIZE_LIMITS = {
   'tokenizer.model': 32 * MiB,
   /** model.safetensors.index.json: DeepSeek-V3's (91k tensors) is under 10 MB. */
   index: 32 * MiB,
+  /** trainer_state.json and pretrain_log.json: the example order (~8 bytes an example) and the loss history. */
+  'training-state': 256 * MiB,
 } as const
 
 export type SmallFileKind = keyof typeof FILE_SIZE_LIMITS

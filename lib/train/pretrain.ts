@@ -22,6 +22,7 @@ import { copyModelFiles, type Tokenizer } from '../tokenizer'
 import { seededRandom } from '../util/random'
 import { LmTask, packDocuments, type LmExample } from './lm'
 import { Trainer, type TrainProgress, type TrainResult } from './trainer'
+import { readSmallFile } from '../io/read'
 
 export interface PretrainOptions {
   /** Text files, one document per line; blank lines are skipped. */
@@ -108,7 +109,7 @@ async function refuseFinishedRun(outputDir: string): Promise<void> {
   if (fs.existsSync(path.join(outputDir, 'checkpoints')) || !fs.existsSync(logFile)) return
   let log: { steps?: unknown; stopReason?: unknown }
   try {
-    log = JSON.parse(await fs.promises.readFile(logFile, 'utf8'))
+    log = JSON.parse((await readSmallFile(logFile, 'training-state')).toString('utf8'))
   } catch {
     return // an unreadable log is no evidence of a finished run
   }

@@ -17,6 +17,7 @@ import { f32ToBf16 } from '../model/dtype'
 import { Optimizer, type OptimizerKind, type OptimizerStateMeta } from './optimizer'
 import { seededRandom } from '../util/random'
 import { createSchedule, type Schedule, type ScheduleKind } from './schedule'
+import { readSmallFileSync } from '../io/read'
 
 /** How the Trainer asks a task to compute a step or an evaluation. */
 export interface StepContext {
@@ -221,8 +222,9 @@ export function readTrainerState(dir: string): TrainerState {
   const file = path.join(dir, STATE_FILE)
   let s: TrainerState
   try {
-    s = JSON.parse(fs.readFileSync(file, 'utf8'))
+    s = JSON.parse(readSmallFileSync(file, 'training-state').toString('utf8'))
   } catch (e) {
+    if (e instanceof ErnieError) throw e
     throw new ErnieError('ERR_CHECKPOINT', `${file}: cannot read the trainer state (${(e as Error).message})`, { cause: e })
   }
   if (!s || s.version !== 1 || !Number.isInteger(s.step) || !Array.isArray(s.order) || !Array.isArray(s.lossHistory) || !s.optimizer)
