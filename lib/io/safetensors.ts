@@ -7,6 +7,7 @@ import * as fs from 'node:fs'
 import { endianness } from 'node:os'
 import * as path from 'node:path'
 import { explainWriteFailure, temporarySibling } from './atomic'
+import { FileCopy, type FileBytes } from './file-copy'
 import { MappedFile } from './mmap'
 import { readSmallFileSync } from './read'
 import { pauseForTest } from './test-pause'
@@ -137,6 +138,12 @@ export interface Safetensors extends Disposable, AsyncDisposable {
    * change under the reader. Native calls check by themselves; read views in bulk after this.
    */
   checkUnchanged(): void
+  /**
+   * Reads the files into memory of this process's own and lets go of the mappings (call before
+   * any view): afterwards nothing done to the files on disk reaches the tensors. Asynchronous,
+   * in chunks; the memory is the files' size (the mapping shared the page cache).
+   */
+  readIntoMemory(): Promise<void>
   dispose(): void
 }
 
@@ -237,7 +244,7 @@ class SafetensorsFile implements Safetensors {
   readonly path: string
   readonly tensors: Readonly<Record<string, TensorInfo>>
   readonly metadata: Readonly<Record<string, string>>
-  readonly #file: MappedFile
+  #file: FileBytes
   readonly #views = new Map<string, TensorArray>()
   #whole: ArrayBuffer | undefined
 
@@ -284,6 +291,17 @@ class SafetensorsFile implements Safetensors {
 
   has(name: string): boolean {
     return Object.prototype.hasOwnProperty.call(this.tensors, name)
+  }
+
+  /** Swaps the mapping for a private copy of the file (before any view is handed out). */
+  async readIntoMemory(): Promise<void> {
+    if (this.#views.size > 0) throw new Error(`safetensors: ${this.path}: readIntoMemory() after view()`)
+    const copy = await FileCopy.read(this.path, this.#file.byteLength)
+    // What was validated is what was copied: the mapped file has not changed meanwhile.
+    this.#file.checkUnchanged()
+    this.#file.dispose()
+    this.#file = copy
+    this.#whole = undefined
   }
 
   view(name: string): TensorArray {
@@ -408,6 +426,9 @@ class ShardedSafetensors implements Safetensors {
   }
   checkUnchanged(): void {
     for (const shard of this.#shards) shard.checkUnchanged()
+  }
+  async readIntoMemory(): Promise<void> {
+    for (const shard of this.#shards) await shard.readIntoMemory()
   }
   dispose(): void {
     for (const shard of this.#shards) shard.dispose()

@@ -144,6 +144,12 @@ export interface FromPretrainedOptions extends ResolveOptions {
   unusedTensors?: 'error' | 'ignore'
   /** Load weights holding NaN or infinity (default false: ERR_CHECKPOINT naming the tensor). */
   allowNonFinite?: boolean
+  /**
+   * true (default): the weights are memory-mapped, shared with the page cache and read in place;
+   * a file truncated or rewritten later is ERR_FILE_CHANGED at the next call. false: they are read
+   * into memory of the process's own (the files' size), which nothing done to the files can reach.
+   */
+  mmap?: boolean
 }
 
 /**
@@ -158,6 +164,7 @@ export async function loadPretrained<M extends { precision: Precision }>(source:
   const cfg = readConfig(dir)
   const file = openSafetensors(dir)
   try {
+    if (options.mmap === false) await file.readIntoMemory()
     const src = new SafetensorsSource(file)
     const weights = mapWeights(cfg, src)
     const unused = unusedTensors(src, weights)

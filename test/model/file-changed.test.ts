@@ -74,3 +74,17 @@ t.test('kernels given views of a changed file refuse them; JS checks before read
   const x = new Float32Array(64).fill(1)
   await t.rejects(kernels.rmsnormForward({ x, weight: norm, rows: 1, dim: 64, eps: 1e-5, out: new Float32Array(64) }), { code: 'ERR_FILE_CHANGED', path: file })
 })
+
+t.test('mmap: false reads a private copy: the same outputs, and a truncated file no longer matters', async (t) => {
+  const dir = copy()
+  const mapped = await ErnieModel.fromPretrained(dir)
+  const want = await mapped.forward(INPUT)
+  await mapped.dispose()
+  const model = await ErnieModel.fromPretrained(dir, { mmap: false })
+  t.teardown(() => model.dispose())
+  const file = path.join(dir, 'model.safetensors')
+  fs.truncateSync(file, 0)
+  const got = await model.forward(INPUT)
+  t.same(Array.from(got.hidden!), Array.from(want.hidden!), 'the copy holds the weights the file had')
+  t.ok((await model.generate([5, 6], { maxNewTokens: 2 })).tokens.length > 0, 'every call runs')
+})
