@@ -366,6 +366,7 @@ async function predict(argv: string[], io: CliIo): Promise<number> {
 async function pretrainCommand(argv: string[], io: CliIo): Promise<number> {
   const { values: a, positionals } = parse(argv, {
     text: { type: 'string', multiple: true },
+    base: { type: 'string' },
     config: { type: 'string' },
     tokenizer: { type: 'string' },
     out: { type: 'string' },
@@ -398,8 +399,10 @@ async function pretrainCommand(argv: string[], io: CliIo): Promise<number> {
   const out = await runPretrain(
     {
       text,
-      config: required(a.config as string | undefined, 'config'),
-      tokenizer: required(a.tokenizer as string | undefined, 'tokenizer'),
+      base: a.base as string | undefined,
+      // From random weights the architecture and tokenizer must be named; a base brings its own.
+      config: a.base === undefined ? required(a.config as string | undefined, 'config') : (a.config as string | undefined),
+      tokenizer: a.base === undefined ? required(a.tokenizer as string | undefined, 'tokenizer') : (a.tokenizer as string | undefined),
       out: required(a.out as string | undefined, 'out'),
       options: {
         seqLength: int(a['seq-length'] as string | undefined, 'seq-length', 2),

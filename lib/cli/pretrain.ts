@@ -1,6 +1,6 @@
 // `ernie-sentiment pretrain`: pre-trains a model of the ERNIE-4.5 architecture from random
-// weights on the user's own text (one document per line), writing a model directory that
-// `train --base DIR` and `new ErnieClassifier({ model: DIR })` use.
+// weights (or continues a --base checkpoint) on the user's own text (one document per line),
+// writing a model directory that `train --base DIR` and `new ErnieClassifier({ model: DIR })` use.
 import * as path from 'node:path'
 
 import { resolveConfig } from '../model/config'
@@ -11,23 +11,26 @@ import { formatDuration, type ProgressStream } from './progress'
 import { ErnieError } from '../errors'
 import { readSmallFileSync } from '../io/read'
 
-export const PRETRAIN_HELP = `Usage: ernie-sentiment pretrain --text FILE [--text FILE ...] --config FILE --tokenizer DIR --out DIR [options]
+export const PRETRAIN_HELP = `Usage: ernie-sentiment pretrain --text FILE [--text FILE ...] (--config FILE --tokenizer DIR | --base DIR|ID) --out DIR [options]
 
-Pre-trains a model (next-token prediction, from random weights) on raw text, one document per
+Pre-trains a model (next-token prediction, from random weights or a --base) on raw text, one document per
 line. Documents are packed into rows, each followed by EOS; attention never crosses from one
 document to another. DIR receives config.json, model.safetensors (bf16), the tokenizer and
 pretrain_log.json (loss curve, corpus, settings, wall time).
 
 Options:
   --text FILE            a text file, one document per line (repeatable; required)
-  --config FILE          the architecture: a config.json (required)
-  --tokenizer DIR        a directory holding the tokenizer (tokenizer.model or tokenizer.json; required)
+  --config FILE          the architecture: a config.json (required without --base)
+  --tokenizer DIR        a directory holding the tokenizer (tokenizer.model or tokenizer.json;
+                         required without --base; with it, must be the base's vocabulary)
+  --base DIR|ID          continue pre-training this checkpoint instead of random weights (its
+                         config and tokenizer; --lr defaults to 1e-4)
   --out DIR              the model directory to write (required)
   --seq-length N         tokens per packed row (default 256)
   --batch-size N         rows per optimizer step (default 32)
   --epochs N             passes over the text (default 1)
   --max-steps N          optimizer steps (instead of epochs)
-  --lr X                 peak learning rate, cosine schedule (default 1e-3)
+  --lr X                 peak learning rate, cosine schedule (default 1e-3; 1e-4 with --base)
   --warmup-steps N       linear warmup (default 100)
   --weight-decay X       AdamW weight decay (default 0.1)
   --eval-documents N     documents held out for the evaluation loss (default 500)
@@ -45,8 +48,10 @@ Options:
 
 export interface PretrainCliArgs {
   text: string[]
-  config: string
-  tokenizer: string
+  /** Continue this checkpoint (directory or hub id); then config is not allowed and tokenizer optional. */
+  base?: string
+  config?: string
+  tokenizer?: string
   out: string
   options: Partial<PretrainOptions>
   json: boolean
@@ -86,24 +91,32 @@ class PretrainProgress {
   }
 }
 
-/** Runs a parsed pretrain command; resolves to what it prints. */
-export async function runPretrain(a: PretrainCliArgs, stderr: ProgressStream, signal?: AbortSignal): Promise<string> {
+function readArchitecture(file: string): Record<string, unknown> {
   let raw: unknown
   try {
-    raw = JSON.parse(readSmallFileSync(a.config, 'config').toString('utf8'))
+    raw = JSON.parse(readSmallFileSync(file, 'config').toString('utf8'))
   } catch (e) {
     if (e instanceof ErnieError) throw e
-    throw Object.assign(new Error(`${a.config}: not a readable JSON config (${(e as Error).message})`), { code: 'ERR_CONFIG' })
+    throw new ErnieError('ERR_CONFIG', `${file}: not a readable JSON config (${(e as Error).message})`)
   }
-  resolveConfig(raw, a.config)
-  const tokenizer = await Tokenizer.fromDirectory(a.tokenizer)
+  resolveConfig(raw, file)
+  return raw as Record<string, unknown>
+}
+
+/** Runs a parsed pretrain command; resolves to what it prints. */
+export async function runPretrain(a: PretrainCliArgs, stderr: ProgressStream, signal?: AbortSignal): Promise<string> {
+  if (a.base !== undefined && a.config !== undefined)
+    throw new ErnieError('ERR_CONFIG', `--config ${a.config}: a --base brings its own architecture (its config.json); give one or the other`)
+  const config = a.config === undefined ? undefined : readArchitecture(a.config)
+  const tokenizer = a.tokenizer === undefined ? undefined : await Tokenizer.fromDirectory(a.tokenizer)
   const progress = a.quiet ? undefined : new PretrainProgress(stderr)
   const r = await pretrain({
     ...a.options,
     textFiles: a.text,
+    base: a.base,
     tokenizer,
     tokenizerDir: a.tokenizer,
-    config: raw as Record<string, unknown>,
+    config,
     outputDir: a.out,
     onProgress: progress && ((p) => progress.update(p)),
     signal,

@@ -1,4 +1,5 @@
-// Pre-training (PT): next-token language modelling on raw text, from random weights. Documents
+// Pre-training (PT): next-token language modelling on raw text, from random weights or (continued
+// pre-training) from a checkpoint given as `base`. Documents
 // (one per line) are tokenised, each followed by EOS, shuffled and packed into rows of
 // seqLength tokens; attention stays inside each document (segment ids), so packing changes
 // what a step computes only by removing padding. Every weight trains (full training, fp32
@@ -27,11 +28,17 @@ import { readSmallFile } from '../io/read'
 export interface PretrainOptions {
   /** Text files, one document per line; blank lines are skipped. */
   textFiles: readonly string[]
-  /** The tokenizer the model is trained for; its files are copied from `tokenizerDir`. */
-  tokenizer: Tokenizer
-  tokenizerDir: string
-  /** The architecture (config.json keys); vocab_size must cover the tokenizer. */
-  config: ModelConfig | Record<string, unknown>
+  /**
+   * Continue pre-training this checkpoint (a directory or a hub id) instead of starting from
+   * random weights: its config and tokenizer are used (a `tokenizer` given as well must be the
+   * same vocabulary), and the learning rate defaults to 1e-4.
+   */
+  base?: string
+  /** The tokenizer the model is trained for (required without `base`); its files are copied from `tokenizerDir`. */
+  tokenizer?: Tokenizer
+  tokenizerDir?: string
+  /** The architecture (config.json keys; required without `base`); vocab_size must cover the tokenizer. */
+  config?: ModelConfig | Record<string, unknown>
   /** Where the model directory is written (and checkpoints/, for resuming). */
   outputDir: string
   /** Tokens per packed row (default 256). */
@@ -41,7 +48,7 @@ export interface PretrainOptions {
   /** Passes over the training documents (default 1); maxSteps takes precedence. */
   epochs?: number
   maxSteps?: number
-  /** Peak learning rate of the cosine schedule (default 1e-3). */
+  /** Peak learning rate of the cosine schedule (default 1e-3 from random weights, 1e-4 from a `base`). */
   learningRate?: number
   /** Linear warmup steps (default 100). */
   warmupSteps?: number
@@ -120,19 +127,64 @@ async function refuseFinishedRun(outputDir: string): Promise<void> {
     )
 }
 
-/** Pre-trains a model from random weights; see the module comment. */
+/** Pre-trains a model from random weights, or continues a `base` checkpoint's; see the module comment. */
 export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   if (!o || !Array.isArray(o.textFiles) || o.textFiles.length === 0) throw typeError('pretrain: textFiles must be a non-empty array of paths')
   if (typeof o.outputDir !== 'string' || o.outputDir === '') throw typeError('pretrain: outputDir must be a path')
+  if (o.base === undefined && (!o.tokenizer || typeof o.tokenizerDir !== 'string' || !o.config))
+    throw typeError('pretrain: without base, tokenizer, tokenizerDir and config are required')
   const seqLength = o.seqLength ?? 256
   const seed = o.seed ?? 0
-  const eos = o.tokenizer.eosTokenId
-  if (eos === undefined) throw rangeError('pretrain: the tokenizer has no EOS token to separate documents')
+  const learningRate = o.learningRate ?? (o.base === undefined ? 1e-3 : 1e-4)
   const started = Date.now()
   // A run killed while saving the model left temporaries beside it.
   await cleanUpAfterKilledWriters(o.outputDir)
   if (o.resume) await refuseFinishedRun(o.outputDir)
 
+  const model = o.base === undefined
+    ? ErnieModel.random(o.config!, { seed, std: o.initStd, precision: o.precision, device: o.device })
+    : await ErnieModel.fromPretrained(o.base, { precision: o.precision, device: o.device })
+  try {
+    const { tokenizer, tokenizerDir } = tokenizerFor(o, model)
+    const eos = tokenizer.eosTokenId
+    if (eos === undefined) throw rangeError('pretrain: the tokenizer has no EOS token to separate documents')
+    return await train(o, model, tokenizer, tokenizerDir, eos, { seqLength, seed, learningRate, started })
+  } finally {
+    await model.dispose()
+  }
+}
+
+// The base's own tokenizer, or the one given: with a base, the same vocabulary, id for id (a
+// different tokenizer would feed the trained embeddings the wrong rows).
+function tokenizerFor(o: PretrainOptions, model: ErnieModel): { tokenizer: Tokenizer; tokenizerDir: string } {
+  if (o.base === undefined) return { tokenizer: o.tokenizer!, tokenizerDir: o.tokenizerDir! }
+  const own = model.tokenizer
+  if (!o.tokenizer) {
+    if (!own || !model.directory) throw new ErnieError('ERR_NO_TOKENIZER', `pretrain: the base ${o.base} has no tokenizer; pass tokenizer and tokenizerDir`)
+    return { tokenizer: own, tokenizerDir: model.directory }
+  }
+  if (typeof o.tokenizerDir !== 'string') throw typeError('pretrain: tokenizerDir is required with tokenizer')
+  if (own) {
+    const n = Math.max(own.vocabSize, o.tokenizer.vocabSize)
+    for (let id = 0; id < n; id++)
+      if (own.idToPiece(id) !== o.tokenizer.idToPiece(id))
+        throw new ErnieError(
+          'ERR_TOKENIZER_MISMATCH',
+          `pretrain: the tokenizer in ${o.tokenizerDir} is not the base's (${o.base}): id ${id} is ${JSON.stringify(o.tokenizer.idToPiece(id))} there, ${JSON.stringify(own.idToPiece(id))} in the base`,
+        )
+  }
+  return { tokenizer: o.tokenizer, tokenizerDir: o.tokenizerDir }
+}
+
+interface RunSettings {
+  seqLength: number
+  seed: number
+  learningRate: number
+  started: number
+}
+
+async function train(o: PretrainOptions, model: ErnieModel, tokenizer: Tokenizer, tokenizerDir: string, eos: number, run: RunSettings): Promise<PretrainResult> {
+  const { seqLength, seed, learningRate, started } = run
   const texts = await readDocuments(o.textFiles)
   const heldOut = Math.min(o.evalDocuments ?? 500, Math.floor(texts.length / 10))
   // One shuffle decides the held-out split and the packing order.
@@ -143,7 +195,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   }
   const encode = (part: string[]) => {
     const out: number[][] = []
-    for (let i = 0; i < part.length; i += 1024) out.push(...o.tokenizer.encodeBatch(part.slice(i, i + 1024)).inputIds)
+    for (let i = 0; i < part.length; i += 1024) out.push(...tokenizer.encodeBatch(part.slice(i, i + 1024)).inputIds)
     return out
   }
   const evalDocs = encode(texts.slice(0, heldOut))
@@ -159,15 +211,14 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     rows: train.length,
   }
 
-  const model = ErnieModel.random(o.config, { seed, std: o.initStd, precision: o.precision, device: o.device })
-  try {
-    if (model.config.vocab_size < o.tokenizer.vocabSize) throw rangeError(`pretrain: vocab_size ${model.config.vocab_size} is smaller than the tokenizer's ${o.tokenizer.vocabSize} tokens`)
+  {
+    if (model.config.vocab_size < tokenizer.vocabSize) throw rangeError(`pretrain: vocab_size ${model.config.vocab_size} is smaller than the tokenizer's ${tokenizer.vocabSize} tokens`)
     const task = new LmTask(model, { train, eval: evalRows, fullTraining: true, maxLength: seqLength, evalBatchSize: 16 })
     const trainer = new Trainer(task, {
       epochs: o.epochs ?? 1,
       maxSteps: o.maxSteps,
       batchSize: o.batchSize ?? 32,
-      learningRate: o.learningRate ?? 1e-3,
+      learningRate,
       schedule: 'cosine',
       warmupSteps: o.warmupSteps ?? 100,
       weightDecay: o.weightDecay ?? 0.1,
@@ -187,7 +238,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
 
     pauseForTest('pretrain:final-save')
     await model.save(o.outputDir)
-    await copyModelFiles(o.tokenizerDir, o.outputDir)
+    await copyModelFiles(tokenizerDir, o.outputDir)
     const seconds = (Date.now() - started) / 1000
     const log = {
       corpus,
@@ -196,10 +247,10 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
         batchSize: o.batchSize ?? 32,
         epochs: o.epochs ?? 1,
         maxSteps: o.maxSteps ?? null,
-        learningRate: o.learningRate ?? 1e-3,
+        learningRate,
         warmupSteps: o.warmupSteps ?? 100,
         weightDecay: o.weightDecay ?? 0.1,
-        initStd: o.initStd ?? 0.02,
+        ...(o.base === undefined ? { initStd: o.initStd ?? 0.02 } : { base: o.base }),
         seed,
         precision: precisionRecord(model.precision),
       },
@@ -222,7 +273,5 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     // any moment before this leaves either the last checkpoint or the finished model.
     if (result.stopReason === 'completed') await fs.promises.rm(path.join(o.outputDir, 'checkpoints'), { recursive: true, force: true })
     return { outputDir: o.outputDir, corpus, train: result, evalLoss, seconds }
-  } finally {
-    await model.dispose()
   }
 }

@@ -291,3 +291,48 @@ t.test('cleanUpAfterKilledWriters: a dead writer\'s temporaries removed, its las
   t.same(fs.readdirSync(dir).sort(), [`.notes.txt`, `.y.safetensors.${live}.eeeeeeeeeeee.tmp`, 'checkpoint-2', 'checkpoint-4'].sort())
   t.ok(fs.existsSync(path.join(dir, 'checkpoint-2', 'trainer_state.json')), 'restored whole')
 })
+
+t.test('continued pre-training from a base: its weights and tokenizer, a matching-tokenizer check, the CLI --base', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ernie-pt-base-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const text = corpus(dir)
+  const common = { textFiles: [text], maxSteps: 3, batchSize: 4, seqLength: 32, evalDocuments: 10, warmupSteps: 0, saveSteps: 0, seed: 1 }
+  // The bundled model knows review Chinese: its first loss on these reviews is far below that of
+  // the same architecture from random weights (ln 8000 = 9.0 nats).
+  const cont = await pretrain({ ...common, base: DEFAULT_TOKENIZER, outputDir: path.join(dir, 'continued') })
+  const config = JSON.parse(fs.readFileSync(path.join(DEFAULT_TOKENIZER, 'config.json'), 'utf8'))
+  const tokenizer = await Tokenizer.fromDirectory(DEFAULT_TOKENIZER)
+  const fresh = await pretrain({ ...common, config, tokenizer, tokenizerDir: DEFAULT_TOKENIZER, outputDir: path.join(dir, 'fresh') })
+  t.ok(cont.train.lossHistory[0] < fresh.train.lossHistory[0] - 2, `first loss from the base ${cont.train.lossHistory[0].toFixed(3)}, from random ${fresh.train.lossHistory[0].toFixed(3)}`)
+  const log = JSON.parse(fs.readFileSync(path.join(dir, 'continued', PRETRAIN_LOG_FILE), 'utf8'))
+  t.equal(log.settings.base, DEFAULT_TOKENIZER, 'the log names the base')
+  t.equal(log.settings.learningRate, 1e-4, 'a gentler default rate from a base')
+
+  // The output starts from the base's weights and moved a little (3 steps at 1e-4).
+  const base = await ErnieModel.fromPretrained(DEFAULT_TOKENIZER)
+  const after = await ErnieModel.fromPretrained(path.join(dir, 'continued'))
+  t.teardown(async () => {
+    await base.dispose()
+    await after.dispose()
+  })
+  // A matrix every step updates, of small values (a norm's 1.0 would hide 3 steps of 1e-4 in bf16 rounding).
+  const w0 = base.source.view('model.layers.0.mlp.down_proj.weight') as Uint16Array
+  const w1 = after.source.view('model.layers.0.mlp.down_proj.weight') as Uint16Array
+  const rel = relErr(Array.from(w1, (b) => new Float32Array(new Uint32Array([b << 16]).buffer)[0]), Array.from(w0, (b) => new Float32Array(new Uint32Array([b << 16]).buffer)[0]))
+  t.ok(rel > 0 && rel < 0.05, `layer 0's down projection moved by ${rel.toExponential(2)} (relative): trained, from the base`)
+  t.ok(fs.existsSync(path.join(dir, 'continued', 'tokenizer.model')), "the base's tokenizer copied")
+
+  // Another vocabulary would feed the base's embeddings the wrong rows.
+  const other = path.join(__dirname, '..', 'fixtures', 'ernie-tiny')
+  await t.rejects(pretrain({ ...common, base: DEFAULT_TOKENIZER, tokenizer: await Tokenizer.fromDirectory(other), tokenizerDir: other, outputDir: path.join(dir, 'x') }), {
+    code: 'ERR_TOKENIZER_MISMATCH',
+    message: /pretrain: the tokenizer in .*ernie-tiny is not the base's .*: id \d+ is /,
+  })
+
+  const cli = await runMain(['pretrain', '--text', text, '--base', DEFAULT_TOKENIZER, '--out', path.join(dir, 'cli'), '--max-steps', '2', '--batch-size', '4', '--seq-length', '32', '--eval-documents', '10', '--json', '--quiet'])
+  t.equal(cli.code, 0, cli.stderr)
+  t.equal(JSON.parse(cli.stdout).steps, 2)
+  const both = await runMain(['pretrain', '--text', text, '--base', DEFAULT_TOKENIZER, '--config', path.join(DEFAULT_TOKENIZER, 'config.json'), '--out', path.join(dir, 'y')])
+  t.equal(both.code, 1)
+  t.match(both.stderr, /\[ERR_CONFIG\] --config .*: a --base brings its own architecture/)
+})
