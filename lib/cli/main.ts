@@ -268,6 +268,7 @@ async function train(argv: string[], io: CliIo): Promise<number> {
           report: path.resolve(out, 'report.html'),
           method: result.method,
           labels: clf.labels,
+          labelsInferred: options.labels === undefined,
           steps: result.steps,
           epochs: result.epochs,
           stopReason: result.stopReason,
@@ -280,7 +281,9 @@ async function train(argv: string[], io: CliIo): Promise<number> {
       return 0
     }
     for (const d of skipped) io.stderr.write(`${d!.source}: skipped ${d!.skipped.count} invalid records (${Object.entries(d!.skipped.reasons).map(([k, n]) => `${k}: ${n}`).join(', ')})\n`)
-    io.stdout.write(`trained ${result.method} classifier (${clf.labels!.join(', ')}): ${result.steps} steps, ${result.epochs.toFixed(2)} epochs, ${result.seconds.toFixed(1)} s, final loss ${result.finalLoss.toFixed(4)}\n`)
+    // Classes the data implied are said so: a reader sees what was inferred (and classifier.json records it).
+    const classes = `${clf.labels!.join(', ')}${options.labels ? '' : ', inferred from the data'}`
+    io.stdout.write(`trained ${result.method} classifier (${classes}): ${result.steps} steps, ${result.epochs.toFixed(2)} epochs, ${result.seconds.toFixed(1)} s, final loss ${result.finalLoss.toFixed(4)}\n`)
     if (result.metrics) io.stdout.write(`\nevaluation on ${v.eval}:\n` + formatMetrics(result.metrics))
     io.stdout.write(`\nsaved to ${path.resolve(out)}\nreport: ${path.resolve(out, 'report.html')}\n`)
     return 0
