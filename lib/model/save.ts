@@ -37,8 +37,8 @@ export function resolveLayout(layout: unknown, what: string): WeightLayout {
   return layout as WeightLayout
 }
 
-// The same ERNIE-4.5 model under each layout's class name, so that each reader finds its own.
-const ERNIE_ARCHITECTURES: Record<WeightLayout, string> = { hf: 'Ernie4_5ForCausalLM', paddle: PADDLE_ARCHITECTURE }
+// transformers' class for an ERNIE-4.5 causal LM (ERNIEKit's is PADDLE_ARCHITECTURE)
+const HF_ERNIE_ARCHITECTURE = 'Ernie4_5ForCausalLM'
 
 /** The weights under their names in `layout`, as they are held (BF16, or F32 where trained or merged in f32). */
 export function checkpointTensors(parts: CheckpointParts, layout: WeightLayout = 'hf'): Record<string, TensorToSave> {
@@ -51,12 +51,15 @@ export function checkpointTensors(parts: CheckpointParts, layout: WeightLayout =
   return tensors
 }
 
-/** config.json of a checkpoint in `layout`: the model's, with the layout's class name for an ERNIE-4.5 causal LM. */
+/**
+ * config.json of a checkpoint in `layout`: the model's, naming ERNIEKit's class in the Paddle
+ * layout (which holds a causal LM, ERNIE-4.5 only), and transformers' for a model read from it.
+ */
 export function checkpointConfig(config: ResolvedConfig, layout: WeightLayout): Record<string, unknown> {
   const { arch: _arch, ...rest } = config
-  const causal = Object.values(ERNIE_ARCHITECTURES)
-  const renamed = config.model_type === 'ernie4_5' && (config.architectures ?? []).some((a) => causal.includes(a))
-  return renamed ? { ...rest, architectures: [ERNIE_ARCHITECTURES[layout]] } : rest
+  if (layout === 'paddle') return { ...rest, architectures: [PADDLE_ARCHITECTURE] }
+  const fromPaddle = (config.architectures ?? []).includes(PADDLE_ARCHITECTURE)
+  return fromPaddle ? { ...rest, architectures: [HF_ERNIE_ARCHITECTURE] } : rest
 }
 
 /** config.json, model.safetensors and the tokenizer files (of the directory the weights came from) in `dir`. */

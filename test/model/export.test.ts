@@ -47,6 +47,16 @@ t.test('ernie-tiny alone, exported in the Paddle layout, is the ernie-tiny-paddl
   t.ok(fs.existsSync(path.join(out, 'tokenizer.model')), 'tokenizer copied')
 })
 
+t.test('and back: ernie-tiny-paddle exported in the HF layout is ernie-tiny tensor for tensor', async (t) => {
+  const out = path.join(root, 'paddle-to-hf')
+  await exportModel(PADDLE, out)
+  const ours = readSafetensorsForTest(path.join(out, 'model.safetensors'))
+  const theirs = readSafetensorsForTest(path.join(TINY, 'model.safetensors'))
+  t.same(header(path.join(out, 'model.safetensors')), header(path.join(TINY, 'model.safetensors')), 'the same names, dtypes and shapes')
+  t.same([...theirs].filter(([n, v]) => Buffer.compare(Buffer.from(v.raw.buffer), Buffer.from(ours.get(n)!.raw.buffer)) !== 0).map(([n]) => n), [], 'the same bytes')
+  t.same(JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).architectures, ['Ernie4_5ForCausalLM'], "transformers' class name")
+})
+
 t.test('ernie-tiny + adapter merged, in both layouts: fromPretrained reads each back to the in-memory merged model', async (t) => {
   const { input, mask } = goldenInput('ernie-tiny')
   for (const dtype of ['bf16', 'f32'] as const) {
