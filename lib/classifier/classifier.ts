@@ -16,6 +16,7 @@ import { ClassifierCore } from './core'
 import type { EvaluateResult } from './metrics'
 import { fitClassifier } from './fit'
 import type { TrainingRecord } from './format'
+import { exportClassifier, type ExportOptions } from './export'
 import { evaluateData, predictTexts } from './inference'
 import type { ErnieClassifierOptions, EvaluateOptions, FitOptions, LoadOptions, Method, PredictOptions } from './options'
 import { loadClassifier, saveClassifier } from './persistence'
@@ -25,6 +26,7 @@ export { METHODS, type Method, type Device, type ErnieClassifierOptions, type Fi
 export type { StepRecord, EvalRecord, FitResult, DataSummary, Prediction, EvaluateReport } from './results'
 export { CLASSIFIER_FILE, type BaseModelRef, type TrainingRecord, type TrainingSettings, type BaseArchitecture, type ClassifierJson } from './format'
 export { BUNDLED_MODEL, packageRoot, bundledModelDir } from './bundled'
+export type { ExportOptions as ClassifierExportOptions } from './export'
 
 export class ErnieClassifier implements AsyncDisposable {
   private readonly core: ClassifierCore
@@ -84,6 +86,19 @@ export class ErnieClassifier implements AsyncDisposable {
    */
   save(dir: string): Promise<void> {
     return saveClassifier(this.core, dir)
+  }
+
+  /**
+   * Writes the classifier as save() does, with everything it runs with in the directory's model:
+   * the LoRA adapter merged into the weights (W + scale B A, rounded to `dtype`, bf16 by default;
+   * classifier.json's method is then 'full', and `exported` records the method it was trained
+   * with) and the base model copied for the head method. `layout: 'hf'` (default) writes the
+   * Hugging Face directory save writes; `layout: 'paddle'` writes model.safetensors and
+   * config.json in ERNIEKit's layout (ERNIE-4.5 only), the head in head.safetensors.
+   * ErnieClassifier.load reads both back.
+   */
+  export(dir: string, options: ExportOptions = {}): Promise<void> {
+    return exportClassifier(this.core, dir, options)
   }
 
   /**

@@ -1,6 +1,7 @@
 // classifier.json: what a saved classifier records (the base model it runs on, its method,
 // labels and settings, its training and metrics), and the names of its files.
 import type { Precision, PrecisionRecord } from '../precision'
+import type { WeightLayout } from '../model/layout'
 import type { LoraConfig } from '../model/lora'
 import type { OptimizerKind } from '../train/optimizer'
 import type { ScheduleKind } from '../train/schedule'
@@ -112,6 +113,12 @@ export interface ClassifierJson {
   lora?: Record<string, unknown>
   generative?: { tuning: 'full' | 'lora'; prompt: string; labelWords: Record<string, string> }
   base: BaseModelRef & BaseArchitecture & { trainedFrom?: string; numParameters: number }
+  /**
+   * Written by ErnieClassifier.export: the method the classifier was trained with (`method` is
+   * what it runs as: 'full' once a 'lora' adapter is merged), the layout of model.safetensors,
+   * and whether an adapter was merged into it.
+   */
+  exported?: { from: Method; layout: WeightLayout; adapterMerged: boolean }
   seed: number
   training?: TrainingRecord
   metrics?: EvaluateResult

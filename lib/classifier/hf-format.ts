@@ -12,8 +12,7 @@ import type { ModelType } from '../model/config'
 import { bf16ToF32 } from '../model/dtype'
 import { SafetensorsSource } from '../model/load'
 import type { LoraAdapter } from '../model/lora'
-import type { ErnieModel } from '../model/model'
-import { checkpointTensors } from '../model/save'
+import { checkpointTensors, type CheckpointParts } from '../model/save'
 import { CLASSIFICATION_HEAD } from '../model/weights'
 import type { Pooling } from './encode'
 import { HEAD_BIAS, HEAD_WEIGHT, type Head } from './head'
@@ -84,7 +83,8 @@ export function scoreTensors(head: Head): { weight: TensorToSave; bias: TensorTo
 
 /** What the saver hands over: the classifier's parts that the HF files are made of. */
 export interface HfParts {
-  model: ErnieModel
+  /** The model's config and the weights to write (an export's have the adapter merged). */
+  model: CheckpointParts
   form: HfForm
   method: Method
   pooling: Pooling

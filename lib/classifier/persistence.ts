@@ -10,7 +10,10 @@ import { LabelSet } from '../data'
 import { resolveModelDevice } from '../device'
 import { PRECISIONS } from '../precision'
 import { ErnieError, typeError } from '../errors'
+import type { WeightLayout } from '../model/layout'
 import { LoraAdapter } from '../model/lora'
+import { writeCheckpoint } from '../model/save'
+import type { ModelViews } from '../model/weights'
 import { ErnieModel } from '../model/model'
 import { copyModelFiles, Tokenizer } from '../tokenizer'
 import { BUNDLED_MODEL, bundledModelDir, bundledModelPath, bundledNameOf, packageRoot } from './bundled'
@@ -18,7 +21,7 @@ import type { ClassifierCore } from './core'
 import { CLASSIFIER_FILE, FORMAT, FORMAT_VERSION, HEAD_FILE, type BaseArchitecture, type BaseModelRef, type ClassifierJson } from './format'
 import { Head, HEAD_BIAS, HEAD_WEIGHT } from './head'
 import { defaultLabels, hfFormOf, readHfClassifier, SCORE_MODULE, writeHfFiles } from './hf-format'
-import { DEFAULT_MAX_LENGTH, METHODS, type ErnieClassifierOptions, type LoadOptions } from './options'
+import { DEFAULT_MAX_LENGTH, METHODS, type ErnieClassifierOptions, type LoadOptions, type Method } from './options'
 import { headRecord } from './settings'
 import { readSmallFile } from '../io/read'
 
@@ -58,23 +61,38 @@ function checkBaseRef(base: BaseModelRef | undefined, dir: string, file: string)
     throw new ErnieError('ERR_CLASSIFIER', `${file}: base.ref ${JSON.stringify(base.ref)} is not a bundled model's name`)
 }
 
-/** ErnieClassifier.save. */
-export async function saveClassifier(core: ClassifierCore, dir: string): Promise<void> {
-  if (typeof dir !== 'string' || dir.length === 0) throw typeError('save: dir must be a directory path')
+/**
+ * What an export changes in what save writes: the weights (the adapter merged into them), the
+ * method and tuning they now run as, and the layout of model.safetensors.
+ */
+export interface ClassifierExport {
+  weights: ModelViews
+  method: Method
+  tuning: 'full' | undefined
+  layout: WeightLayout
+}
+
+/** ErnieClassifier.save, and with `exporting` ErnieClassifier.export. */
+export async function saveClassifier(core: ClassifierCore, dir: string, exporting?: ClassifierExport): Promise<void> {
+  const what = exporting ? 'export' : 'save'
+  if (typeof dir !== 'string' || dir.length === 0) throw typeError(`${what}: dir must be a directory path`)
   await core.ensureReady()
-  core.checkUsable('save')
+  core.checkUsable(what)
   const { writeDirectoryAtomically, writeFileDurable } = await import('../io/atomic')
   const { saveSafetensors } = await import('../io/safetensors')
   const { renderReport } = await import('./report')
   const info = await fs.promises.stat(dir).catch(() => undefined)
-  if (info && !info.isDirectory()) throw new ErnieError('ERR_EXISTS', `save: ${path.resolve(dir)} is a file`)
+  if (info && !info.isDirectory()) throw new ErnieError('ERR_EXISTS', `${what}: ${path.resolve(dir)} is a file`)
   const existing = info ? await fs.promises.readdir(dir) : undefined
   if (existing && existing.length > 0 && !existing.includes(CLASSIFIER_FILE))
-    throw new ErnieError('ERR_EXISTS', `save: ${path.resolve(dir)} holds other files and no ${CLASSIFIER_FILE}; choose an empty or new directory`)
+    throw new ErnieError('ERR_EXISTS', `${what}: ${path.resolve(dir)} holds other files and no ${CLASSIFIER_FILE}; choose an empty or new directory`)
   const model = core.model_!
-  const method = core.method_!
+  const method = exporting?.method ?? core.method_!
+  // an export's adapter is in its weights
+  const adapter = exporting ? undefined : core.adapter
+  const tuning = exporting?.tuning ?? core.gen?.tuning
   const base = portableBase(core.base!)
-  const saveModel = method === 'full' || (method === 'generative' && core.gen?.tuning === 'full') || base.kind === 'saved'
+  const saveModel = exporting !== undefined || method === 'full' || (method === 'generative' && tuning === 'full') || base.kind === 'saved'
   const meta: ClassifierJson = {
     format: FORMAT,
     version: FORMAT_VERSION,
@@ -86,20 +104,22 @@ export async function saveClassifier(core: ClassifierCore, dir: string): Promise
     precision: core.precision,
     appendEos: core.appendEos,
     head: headRecord(core),
-    lora: core.adapter ? { ...core.adapter.config } : undefined,
-    generative: core.gen ? { tuning: core.gen.tuning, prompt: core.gen.prompt, labelWords: Object.fromEntries(core.labelSet!.names.map((n, i) => [n, core.gen!.words[i]])) } : undefined,
+    lora: adapter ? { ...adapter.config } : undefined,
+    generative: core.gen ? { tuning: tuning!, prompt: core.gen.prompt, labelWords: Object.fromEntries(core.labelSet!.names.map((n, i) => [n, core.gen!.words[i]])) } : undefined,
     base: {
       ...(saveModel ? { kind: 'saved', ref: '.' } : base),
       ...(saveModel && base.kind !== 'saved' ? { trainedFrom: base.ref } : {}),
       ...architectureOf(model),
       numParameters: model.numParameters,
     },
+    ...(exporting ? { exported: { from: core.method_!, layout: exporting.layout, adapterMerged: core.adapter !== undefined } } : {}),
     seed: core.seed,
     training: core.training,
     metrics: core.metrics_,
     library: { name: 'ernie-sentiment', version: libraryVersion() },
     savedAt: new Date().toISOString(),
   }
+  const weights = { config: model.config, weights: exporting?.weights ?? model.weights }
   await core.track(
     writeDirectoryAtomically(
       dir,
@@ -107,19 +127,22 @@ export async function saveClassifier(core: ClassifierCore, dir: string): Promise
         if (core.head) await saveSafetensors(path.join(tmp, HEAD_FILE), core.head.tensors(), { format: 'pt' })
         if (core.tokenizerDir) await copyModelFiles(core.tokenizerDir, tmp)
         if (saveModel && model.directory) await copyModelFiles(model.directory, tmp, ['generation_config.json'])
-        await writeHfFiles(tmp, {
-          model,
-          form: hfFormOf(method, core.pooling, core.head),
-          method,
-          pooling: core.pooling,
-          labels: core.labelSet!.names,
-          padId: core.padId(),
-          appendEos: core.appendEos,
-          head: core.head,
-          adapter: core.adapter,
-          saveModel,
-          baseName: base.ref,
-        })
+        // ERNIEKit's layout is a checkpoint directory of its own (the head in head.safetensors only)
+        if (exporting?.layout === 'paddle') await writeCheckpoint(weights, tmp, 'paddle')
+        else
+          await writeHfFiles(tmp, {
+            model: weights,
+            form: hfFormOf(method, core.pooling, core.head),
+            method,
+            pooling: core.pooling,
+            labels: core.labelSet!.names,
+            padId: core.padId(),
+            appendEos: core.appendEos,
+            head: core.head,
+            adapter,
+            saveModel,
+            baseName: base.ref,
+          })
         await writeFileDurable(path.join(tmp, CLASSIFIER_FILE), JSON.stringify(meta, null, 2) + '\n')
         await writeFileDurable(path.join(tmp, 'report.html'), renderReport(meta))
       },

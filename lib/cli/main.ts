@@ -12,6 +12,7 @@ import { int, noPositionals, num, oneOf, outDirProblem, parse, required, UsageEr
 import { PRETRAIN_HELP, runPretrain } from './pretrain'
 import { ProgressReporter } from './progress'
 import { DEMO_HELP, runDemo } from './demo'
+import { runExport } from './export'
 import { formatMetrics } from './format'
 import type { CliIo } from './io'
 
@@ -28,6 +29,7 @@ Commands:
   predict   label texts given as arguments, or one per line on stdin (JSON lines out)
   pretrain  pre-train a model from random weights on raw text (one document per line)
   demo      fine-tune on the bundled ChnSentiCorp, then report test accuracy and sample predictions
+  export    a classifier or LoRA adapter as a merged checkpoint (Hugging Face or ERNIEKit layout)
 
 Run 'ernie-sentiment <command> --help' for a command's options.
 Options:
@@ -457,6 +459,8 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
         return await pretrainCommand(rest, io)
       case 'demo':
         return await demoCommand(rest, io)
+      case 'export':
+        return await runExport(rest, io)
       case '-h':
       case '--help':
       case 'help':
@@ -474,7 +478,7 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
     }
   } catch (e) {
     if (e instanceof UsageError) {
-      io.stderr.write(`ernie-sentiment: ${e.message}\nRun 'ernie-sentiment ${command && ['train', 'eval', 'predict', 'pretrain', 'demo'].includes(command) ? command + ' ' : ''}--help' for usage.\n`)
+      io.stderr.write(`ernie-sentiment: ${e.message}\nRun 'ernie-sentiment ${command && ['train', 'eval', 'predict', 'pretrain', 'demo', 'export'].includes(command) ? command + ' ' : ''}--help' for usage.\n`)
       return 2
     }
     const err = e as Error & { code?: string }

@@ -19,7 +19,7 @@ import { generateText, type GenerateOptions, type GenerateResult } from './gener
 import { loadPretrained, randomTensors, type FromPretrainedOptions, type ModelParts, type RandomOptions } from './load'
 import { LoraAdapter } from './lora'
 import { mergedViews } from './merge'
-import { saveModel } from './save'
+import { saveModel, type SaveOptions } from './save'
 import { fullTrainingViews, runLoss, runLossAndGrad, type FullTrainingOptions, type LossAndGradOptions } from './train'
 import { mapWeights, type ModelViews, type TensorSource } from './weights'
 
@@ -28,7 +28,8 @@ export { toFlatBatch } from './forward'
 export type { NativeModelHandle } from './engine'
 export { nativeModelOptions } from './engine'
 export { MemoryTensors, SafetensorsSource, randomTensors, readConfig, type RandomOptions, type ModelParts, type FromPretrainedOptions } from './load'
-export { checkpointShapes } from './layout'
+export { checkpointShapes, type WeightLayout } from './layout'
+export type { SaveOptions } from './save'
 export { bf16ToF32, f32ToBf16 } from './dtype'
 export { gradientSpec, type Objective, type FullTrainingOptions } from './train'
 export type { EmbedOptions } from './embed'
@@ -225,12 +226,13 @@ export class ErnieModel implements AsyncDisposable {
   }
 
   /**
-   * Writes a standalone HF checkpoint directory: config.json, model.safetensors (weights as they
-   * are held: bf16 or f32, in HF names and [out, in] layout whatever layout they were read in)
-   * and the tokenizer files of the directory the model came from.
+   * Writes a standalone checkpoint directory: config.json, model.safetensors (weights as they
+   * are held: bf16 or f32) and the tokenizer files of the directory the model came from. In the
+   * HF layout by default (HF names, [out, in]) whatever layout the weights were read in, or with
+   * `layout: 'paddle'` in ERNIEKit's (ERNIE-4.5 only). exportModel merges an adapter first.
    */
-  save(dir: string): Promise<void> {
-    return saveModel(this, dir)
+  save(dir: string, options: SaveOptions = {}): Promise<void> {
+    return saveModel(this, dir, options)
   }
 
   /** @internal */

@@ -1,12 +1,16 @@
 // Maps a checkpoint's tensors onto the engine's weight slots, without copying: each linear
 // weight becomes a view (offset, leading dimension, transposed or not) into its tensor.
-//   HF layout (`model.` prefix): linear weights [out, in], separate q/k/v and gate/up.
+//   HF layout (`model.` prefix, or none in a bare *Model): linear weights [out, in], separate
+//     q/k/v and gate/up.
 //   Paddle / ERNIEKit layout (`ernie.` prefix): linear weights [in, out], fused
-//     qkv_proj [hidden, (H + 2 KV) * D] (q | k | v) and up_gate_proj [hidden, 2 I] (gate | up).
-// The layout is detected from the tensor names, not from config.json.
+//     qkv_proj [hidden, (H + 2 KV) * D] (q | k | v) and up_gate_proj [hidden, 2 I] (gate | up)
+//     (paddle-layout.ts PADDLE_LINEARS).
+// The layout is detected from the tensor names (layout.ts CHECKPOINT_LAYOUTS), not from config.json.
 import { ErnieError } from '../errors'
 import type { ResolvedConfig } from './config'
-import { PROJECTION_SPECS, modulePath, projectionShape, type ProjectionKey } from './projections'
+import { CHECKPOINT_LAYOUTS, LAYER_TENSOR, type CheckpointLayout, type WeightLayout } from './layout'
+import { PADDLE_LINEARS } from './paddle-layout'
+import { PROJECTION_SPECS, modulePath, projectionShape, projectionSpec, type ProjectionKey } from './projections'
 
 export type WeightArray = Float32Array | Uint16Array
 
@@ -46,7 +50,7 @@ export interface LayerViews {
 }
 
 export interface ModelViews {
-  layout: 'hf' | 'paddle'
+  layout: WeightLayout
   embed: MatrixView
   lmHead: MatrixView
   finalNorm: WeightArray
@@ -57,12 +61,12 @@ export interface ModelViews {
 
 export { PROJECTIONS, type Projection } from './projections'
 
-export function detectLayout(src: TensorSource): 'hf' | 'paddle' {
-  if (src.has('model.embed_tokens.weight')) return 'hf'
-  if (src.has('ernie.embed_tokens.weight')) return 'paddle'
+export function detectLayout(src: TensorSource): CheckpointLayout {
+  const found = CHECKPOINT_LAYOUTS.find((l) => src.has(`${l.prefix}embed_tokens.weight`))
+  if (found) return found
   throw new ErnieError(
     'ERR_CHECKPOINT',
-    `${src.description}: no embedding tensor (expected "model.embed_tokens.weight" or "ernie.embed_tokens.weight")`,
+    `${src.description}: no embedding tensor (expected ${CHECKPOINT_LAYOUTS.map((l) => `"${l.prefix}embed_tokens.weight" (${l.what})`).join(', ')})`,
   )
 }
 
@@ -89,10 +93,8 @@ function columns(data: WeightArray, inp: number, total: number, first: number, o
 }
 
 export function mapWeights(cfg: ResolvedConfig, src: TensorSource): ModelViews {
-  const layout = detectLayout(src)
-  const H = cfg.hidden_size, I = cfg.intermediate_size, V = cfg.vocab_size
-  const q = cfg.num_attention_heads * cfg.head_dim, kv = cfg.num_key_value_heads * cfg.head_dim
-  const p = layout === 'hf' ? 'model.' : 'ernie.'
+  const { layout, prefix: p } = detectLayout(src)
+  const H = cfg.hidden_size, V = cfg.vocab_size
   const used = new Set<string>()
   const tensor = (name: string, expected: number[]) => readTensor(src, name, expected, used)
 
@@ -104,7 +106,11 @@ export function mapWeights(cfg: ResolvedConfig, src: TensorSource): ModelViews {
         ? plain(tensor('lm_head.weight', [V, H]), V, H)
         : columns(tensor('lm_head.weight', [H, V]), H, V, 0, V)
   } else if (!cfg.tie_word_embeddings) {
-    throw new ErnieError('ERR_CHECKPOINT', `${src.description}: missing tensor "lm_head.weight" (tie_word_embeddings is false)`)
+    throw new ErnieError(
+      'ERR_CHECKPOINT',
+      `${src.description}: missing tensor "lm_head.weight" (tie_word_embeddings is false)` +
+        (p === '' ? "; a bare *Model checkpoint carries no LM head, and the engine needs one (lm_head.weight, or the embedding when tied)" : ''),
+    )
   }
   const finalNorm = tensor(`${p}norm.weight`, [H])
 
@@ -112,12 +118,12 @@ export function mapWeights(cfg: ResolvedConfig, src: TensorSource): ModelViews {
   for (let l = 0; l < cfg.num_hidden_layers; l++) {
     const L = `${p}layers.${l}.`
     const norms = {
-      inputNorm: tensor(`${L}input_layernorm.weight`, [H]),
-      postAttentionNorm: tensor(`${L}post_attention_layernorm.weight`, [H]),
+      inputNorm: tensor(`${L}${LAYER_TENSOR.inputNorm}`, [H]),
+      postAttentionNorm: tensor(`${L}${LAYER_TENSOR.postAttentionNorm}`, [H]),
       ...(cfg.arch.qkNorm
         ? {
-            qNorm: tensor(`${L}self_attn.q_norm.weight`, [cfg.head_dim]),
-            kNorm: tensor(`${L}self_attn.k_norm.weight`, [cfg.head_dim]),
+            qNorm: tensor(`${L}${LAYER_TENSOR.qNorm}`, [cfg.head_dim]),
+            kNorm: tensor(`${L}${LAYER_TENSOR.kNorm}`, [cfg.head_dim]),
           }
         : {}),
     }
@@ -129,19 +135,20 @@ export function mapWeights(cfg: ResolvedConfig, src: TensorSource): ModelViews {
       }
       layers.push({ ...projections, ...norms })
     } else {
-      // Paddle's fused layouts: [in, out] tensors, q|k|v and up|gate side by side
-      const qkv = tensor(`${L}self_attn.qkv_proj.weight`, [H, q + 2 * kv])
-      const upGate = tensor(`${L}mlp.up_gate_proj.weight`, [H, 2 * I])
-      layers.push({
-        q: columns(qkv, H, q + 2 * kv, 0, q),
-        k: columns(qkv, H, q + 2 * kv, q, kv),
-        v: columns(qkv, H, q + 2 * kv, q + kv, kv),
-        o: columns(tensor(`${L}self_attn.o_proj.weight`, [q, H]), q, H, 0, H),
-        gate: columns(upGate, H, 2 * I, 0, I),
-        up: columns(upGate, H, 2 * I, I, I),
-        down: columns(tensor(`${L}mlp.down_proj.weight`, [I, H]), I, H, 0, H),
-        ...norms,
-      })
+      // [in, out] tensors, the fused ones holding their projections side by side
+      const projections = {} as Record<ProjectionKey, MatrixView>
+      for (const { module, parts } of PADDLE_LINEARS) {
+        const shapes = parts.map((p) => projectionShape(cfg, p))
+        const inp = shapes[0][1]
+        const total = shapes.reduce((n, [out]) => n + out, 0)
+        const data = tensor(`${L}${module}.weight`, [inp, total])
+        let first = 0
+        parts.forEach((proj, i) => {
+          projections[projectionSpec(proj).key] = columns(data, inp, total, first, shapes[i][0])
+          first += shapes[i][0]
+        })
+      }
+      layers.push({ ...projections, ...norms })
     }
   }
   return { layout, embed, lmHead, finalNorm, layers, tensorNames: used }
