@@ -6,7 +6,7 @@ import * as path from 'node:path'
 import { LabelSet } from '../data'
 import { resolveModelDevice } from '../device'
 import { PRECISIONS } from '../precision'
-import { ErnieError, typeError } from '../errors'
+import { AbortError, ErnieError, typeError } from '../errors'
 import { LoraAdapter } from '../model/lora'
 import { ErnieModel } from '../model/model'
 import { copyModelFiles, Tokenizer } from '../tokenizer'
@@ -14,7 +14,7 @@ import { packageRoot } from './bundled'
 import type { ClassifierCore } from './core'
 import { CLASSIFIER_FILE, FORMAT, HEAD_FILE, type BaseArchitecture, type BaseModelRef, type ClassifierJson } from './format'
 import { Head } from './head'
-import { METHODS, type ErnieClassifierOptions, type LoadOptions } from './options'
+import { checkSignal, hubOptionsOf, METHODS, throwIfAborted, type ErnieClassifierOptions, type LoadOptions } from './options'
 
 /** ErnieClassifier.save. */
 export async function saveClassifier(core: ClassifierCore, dir: string): Promise<void> {
@@ -88,6 +88,14 @@ export async function loadClassifier<C extends { dispose(): Promise<void> }>(
 ): Promise<C> {
   if (typeof dir !== 'string' || dir.length === 0) throw typeError('load: dir must be a directory path')
   resolveModelDevice(options.device, 'load: device')
+  const signal = checkSignal(options.signal, 'load')
+  const hub = hubOptionsOf(options, 'load')
+  throwIfAborted(signal, 'load')
+  // the base model, resolved (and downloaded) with the hub options; an abort there is an AbortError
+  const fromPretrained = (source: string, tokenizer?: false) =>
+    ErnieModel.fromPretrained(source, { tokenizer, device: options.device, ...hub, signal }).catch((e: unknown) => {
+      throw signal?.aborted ? new AbortError('load', signal) : e
+    })
   const file = path.join(dir, CLASSIFIER_FILE)
   let meta: ClassifierJson
   try {
@@ -110,21 +118,26 @@ export async function loadClassifier<C extends { dispose(): Promise<void> }>(
     model = options.model
     owns = false
   } else if (typeof options.model === 'string') {
-    model = await ErnieModel.fromPretrained(options.model, { device: options.device })
+    model = await fromPretrained(options.model)
     base = fs.existsSync(options.model) ? { kind: 'path', ref: path.resolve(options.model) } : { kind: 'hub', ref: options.model }
   } else if (meta.base.kind === 'saved') {
-    model = await ErnieModel.fromPretrained(path.join(dir, meta.base.ref), { tokenizer: false, device: options.device })
+    model = await fromPretrained(path.join(dir, meta.base.ref), false)
     base = { kind: 'saved', ref: 'model' }
   } else {
     try {
-      model = await ErnieModel.fromPretrained(meta.base.ref, { tokenizer: false, device: options.device })
+      model = await fromPretrained(meta.base.ref, false)
     } catch (e) {
+      if (e instanceof AbortError) throw e
       throw new ErnieError(
         'ERR_BASE_MODEL',
         `${file}: cannot load the base model ${JSON.stringify(meta.base.ref)} (${(e as Error).message}); pass { model: <directory | hub id> } to load()`,
         { cause: e },
       )
     }
+  }
+  if (signal?.aborted) {
+    if (owns) await model.dispose()
+    throw new AbortError('load', signal)
   }
   const fail = (msg: string): never => {
     if (owns) void model.dispose()
@@ -174,6 +187,7 @@ export async function loadClassifier<C extends { dispose(): Promise<void> }>(
     }
     if (meta.lora) core.adapter = await LoraAdapter.load(path.join(dir, 'adapter'), model)
     if (meta.method === 'generative') core.generative()
+    throwIfAborted(signal, 'load')
   } catch (e) {
     await clf.dispose()
     throw e
