@@ -16,3 +16,14 @@ export function typeError(message: string): TypeError & { code: string } {
 export function rangeError(message: string): RangeError & { code: string } {
   return Object.assign(new RangeError(message), { code: 'ERR_OUT_OF_RANGE' })
 }
+
+/**
+ * A call stopped by its AbortSignal: name 'AbortError' and code 'ABORT_ERR', as Node's own abort
+ * errors; the signal's reason is the cause.
+ */
+export class AbortError extends ErnieError {
+  constructor(what: string, signal: AbortSignal) {
+    super('ABORT_ERR', `${what}: aborted`, { cause: signal.reason })
+    this.name = 'AbortError'
+  }
+}

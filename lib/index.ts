@@ -32,7 +32,7 @@ export type {
   TokenizerErrorCode,
   TokenizerJson,
 } from './tokenizer'
-export { ErnieError } from './errors'
+export { ErnieError, AbortError } from './errors'
 export { resolvePrecision, precisionInForce, precisionRecord, PRECISIONS, type Precision, type PrecisionRecord } from './precision'
 export { resolveDevice, cudaInfo, cudaDevices, cudaBuilt, type Device, type CudaDevice, type CudaInfo } from './device'
 export * from './model/index'

@@ -22,7 +22,20 @@ import type { ErnieClassifierOptions, EvaluateOptions, FitOptions, LoadOptions, 
 import { loadClassifier, saveClassifier } from './persistence'
 import type { EvaluateReport, FitResult, Prediction } from './results'
 
-export { METHODS, type Method, type Device, type ErnieClassifierOptions, type FitOptions, type FitProgress, type PredictOptions, type EvaluateOptions, type LoadOptions } from './options'
+export {
+  METHODS,
+  AUTO_HEAD_BELOW,
+  type Method,
+  type MethodOption,
+  type HubOptions,
+  type Device,
+  type ErnieClassifierOptions,
+  type FitOptions,
+  type FitProgress,
+  type PredictOptions,
+  type EvaluateOptions,
+  type LoadOptions,
+} from './options'
 export type { StepRecord, EvalRecord, FitResult, DataSummary, Prediction, EvaluateReport } from './results'
 export { CLASSIFIER_FILE, type BaseModelRef, type TrainingRecord, type TrainingSettings, type BaseArchitecture, type ClassifierJson } from './format'
 export { BUNDLED_MODEL, packageRoot, bundledModelDir } from './bundled'
@@ -38,9 +51,13 @@ export class ErnieClassifier implements AsyncDisposable {
     this.precision = this.core.precision
   }
 
-  /** The training method (resolved once the model is loaded when it was left to default). */
+  /**
+   * The training method: the one given, or what 'auto' chose (known once fit has read its data,
+   * or after load); undefined until then. Never 'auto'.
+   */
   get method(): Method | undefined {
-    return this.core.method_ ?? this.core.o.method
+    const given = this.core.o.method
+    return this.core.method_ ?? (given === 'auto' ? undefined : given)
   }
   /** Class names (known once given, fitted or loaded). */
   get labels(): string[] | undefined {
@@ -59,7 +76,7 @@ export class ErnieClassifier implements AsyncDisposable {
     return this.core.metrics_
   }
 
-  /** Predicts one text, or each of an array of texts (batched inside). */
+  /** Predicts one text, or each of an array of texts (batched inside); `signal` stops it between batches. */
   predict(text: string, options?: PredictOptions): Promise<Prediction>
   predict(texts: readonly string[], options?: PredictOptions): Promise<Prediction[]>
   predict(input: string | readonly string[], options: PredictOptions = {}): Promise<Prediction | Prediction[]> {
@@ -106,7 +123,9 @@ export class ErnieClassifier implements AsyncDisposable {
    * from its reference (or `options.model`); or a Hugging Face sequence classifier: a transformers
    * directory (config.json naming a *ForSequenceClassification, score.weight in model.safetensors)
    * or a PEFT adapter with task_type SEQ_CLS and score in modules_to_save. ErnieError
-   * ERR_CLASSIFIER names what a directory lacks.
+   * ERR_CLASSIFIER names what a directory lacks. A hub id is resolved through the hub options
+   * (cacheDir, offline, onProgress, ...); `signal` stops the load (an AbortError), the base
+   * model's download included.
    */
   static load(dir: string, options: LoadOptions = {}): Promise<ErnieClassifier> {
     return loadClassifier(dir, options, (o) => {

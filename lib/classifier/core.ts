@@ -14,7 +14,7 @@ import { answerIds, DEFAULT_PROMPT, promptParts, type Pooling, type PromptParts,
 import type { BaseModelRef, TrainingRecord } from './format'
 import type { Head, HeadSpec } from './head'
 import type { EvaluateResult } from './metrics'
-import { LARGE_MODEL, parseClassifierOptions, type ErnieClassifierOptions, type Method } from './options'
+import { LARGE_MODEL, parseClassifierOptions, type ErnieClassifierOptions, type HubOptions, type Method } from './options'
 
 export interface Generative {
   tuning: 'full' | 'lora'
@@ -32,11 +32,13 @@ export class ClassifierCore {
   readonly pooling: Pooling
   readonly headSpec: HeadSpec
   readonly seed: number
+  readonly hub: HubOptions
   model_: ErnieModel | undefined
   ownsModel = false
   tokenizer: Tokenizer | undefined
   tokenizerDir: string | undefined
   base: BaseModelRef | undefined
+  /** The method: the one given once the model is loaded, the 'auto' choice once fit has read its data. */
   method_: Method | undefined
   labelSet: LabelSet | undefined
   head: Head | undefined
@@ -64,6 +66,7 @@ export class ClassifierCore {
     this.labelSet = s.labelSet
     this.seed = s.seed
     this.precision = s.precision
+    this.hub = s.hub
   }
 
   // Loads the model and tokenizer once.
@@ -83,7 +86,7 @@ export class ClassifierCore {
       this.base = model.directory ? { kind: 'path', ref: model.directory } : { kind: 'saved', ref: 'model' }
     } else {
       const local = fs.existsSync(this.modelArg)
-      model = await ErnieModel.fromPretrained(this.modelArg, { device: this.o.device })
+      model = await ErnieModel.fromPretrained(this.modelArg, { device: this.o.device, ...this.hub })
       this.ownsModel = true
       this.base = local ? { kind: 'path', ref: path.resolve(this.modelArg) } : { kind: 'hub', ref: this.modelArg }
     }
@@ -95,9 +98,7 @@ export class ClassifierCore {
       this.tokenizer = model.tokenizer
       this.tokenizerDir = model.directory
     } else throw new ErnieError('ERR_NO_TOKENIZER', 'ErnieClassifier: the model has no tokenizer; pass { tokenizer: <directory> }')
-    const method = this.o.method ?? (model.numParameters < LARGE_MODEL ? 'full' : 'lora')
-    this.method_ = method
-    if (this.headSpec.kind === 'mlp' && method !== 'head') throw rangeError(`an MLP head is for method 'head'; ${method} trains a linear head`)
+    if (this.o.method !== undefined && this.o.method !== 'auto') this.method_ = this.o.method
   }
 
   attachModel(model: ErnieModel): void {

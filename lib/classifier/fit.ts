@@ -11,7 +11,7 @@ import { encodeTextsAsync, promptIds, yieldToEventLoop } from './encode'
 import { Head } from './head'
 import { features, probabilities } from './inference'
 import { classificationMetrics, softmaxRows, type EvaluateResult } from './metrics'
-import { LARGE_MODEL, resolveClassWeights, type FitOptions, type FitProgress, type Method } from './options'
+import { autoMethod, checkSignal, fitDefaults, resolveClassWeights, type FitOptions, type FitProgress, type Method } from './options'
 import type { DataSummary, EvalRecord, FitResult, StepRecord } from './results'
 import { trainingSettings } from './settings'
 import type { TrainingSettings } from './format'
@@ -20,7 +20,7 @@ import { ClassifyTask, FeatureHeadTask, GenerativeTask, type Evaluator } from '.
 /** ErnieClassifier.fit: checks the options, waits for running predictions, and trains. */
 export async function fitClassifier(core: ClassifierCore, data: string | readonly LabeledText[], options: FitOptions): Promise<FitResult> {
   if (options === null || typeof options !== 'object') throw typeError('fit: options must be an object')
-  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw typeError('fit: signal must be an AbortSignal')
+  checkSignal(options.signal, 'fit')
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw typeError('fit: onProgress must be a function')
   await core.ensureReady()
   if (core.disposed) throw new ErnieError('ERR_DISPOSED', 'this ErnieClassifier has been disposed')
@@ -37,7 +37,6 @@ export async function fitClassifier(core: ClassifierCore, data: string | readonl
 
 async function runFit(core: ClassifierCore, data: string | readonly LabeledText[], o: FitOptions): Promise<FitResult> {
   const started = performance.now()
-  const method = core.method_!
   const { model, tok } = core.requireModel()
   const onInvalid = o.onInvalid ?? 'error'
   const read: ReadDataOptions = { onInvalid, format: o.format, textField: o.textField, labelField: o.labelField }
@@ -49,6 +48,8 @@ async function runFit(core: ClassifierCore, data: string | readonly LabeledText[
   const counts = checkClassCounts(train.labels, labelSet, trainDs.source, o.minExamplesPerClass ?? 2)
   const evalSet = evalDs ? assignLabels(evalDs, labelSet, 'eval', onInvalid) : undefined
   if (evalDs && evalSet!.texts.length === 0) throw new ErnieError('ERR_DATA', `${evalDs.source}: no evaluation examples`)
+  // 'auto' is decided by the first fit's data; a later fit continues with the same method
+  const method = (core.method_ ??= autoMethod(train.texts.length, model.numParameters, core.headSpec))
   core.labelSet = labelSet
   const C = labelSet.size
   const classWeights = resolveClassWeights(o.classWeights, labelSet, counts)
@@ -59,8 +60,8 @@ async function runFit(core: ClassifierCore, data: string | readonly LabeledText[
     core.head ??= Head.create(method === 'head' ? core.headSpec : { kind: 'linear' }, H, C, core.seed)
   }
   const loraOptions: LoraOptions = { r: 8, alpha: 16, ...core.o.lora, seed: core.o.lora?.seed ?? core.seed }
-  if ((method === 'lora' || (method === 'generative' && core.generative().tuning === 'lora')) && !core.adapter)
-    core.adapter = LoraAdapter.create(model, loraOptions)
+  const loraTuning = method === 'lora' || (method === 'generative' && core.generative().tuning === 'lora')
+  if (loraTuning && !core.adapter) core.adapter = LoraAdapter.create(model, loraOptions)
 
   const summary = (ds: Dataset, examples: number, withCounts: boolean): DataSummary => ({
     source: ds.source,
@@ -70,16 +71,7 @@ async function runFit(core: ClassifierCore, data: string | readonly LabeledText[
   })
   const dataSummary = { train: summary(trainDs, train.texts.length, true), ...(evalDs ? { eval: summary(evalDs, evalSet!.texts.length, false) } : {}) }
 
-  // Full fine-tuning of a small model (the bundled one, 5M parameters) takes a far larger step
-  // than the 2e-5 suited to 0.3B and up: 5e-4 in batches of 32 is the demo's measured recipe.
-  const small = model.numParameters < LARGE_MODEL
-  const loraTuning = method === 'lora' || (method === 'generative' && core.generative().tuning === 'lora')
-  const defaults = {
-    epochs: method === 'head' ? 30 : 3,
-    batchSize: method === 'head' ? 64 : small && !loraTuning ? 32 : 16,
-    learningRate: method === 'head' ? 5e-3 : loraTuning ? 2e-4 : small ? 5e-4 : 2e-5,
-    warmupRatio: method === 'head' ? 0 : 0.1,
-  }
+  const defaults = fitDefaults(method, model.numParameters, loraTuning)
   const batchSize = o.batchSize ?? defaults.batchSize
   const accumulation = o.gradientAccumulationSteps ?? 1
   const stepsPerEpoch = Math.ceil(Math.ceil(train.texts.length / batchSize) / accumulation)
@@ -92,7 +84,7 @@ async function runFit(core: ClassifierCore, data: string | readonly LabeledText[
   let evalFeatures: Float32Array | undefined
   const evaluateHeld = async (): Promise<EvaluateResult> => {
     if (method === 'head' && evalFeatures) return classificationMetrics(evalSet!.labels, softmaxRows(await core.head!.logits(evalFeatures, evalSet!.texts.length), C), labelSet.names)
-    return classificationMetrics(evalSet!.labels, await probabilities(core, evalSet!.texts, 32), labelSet.names)
+    return classificationMetrics(evalSet!.labels, (await probabilities(core, evalSet!.texts, 32))!, labelSet.names)
   }
   const evaluator: Evaluator | undefined = evalSet
     ? async () => {

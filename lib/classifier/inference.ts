@@ -1,14 +1,14 @@
 // Inference: pooled features in length-sorted batches (one batch per core), class probabilities
 // from the head or, for the generative method, from each label's answer scored after the
-// prompt; predict and evaluate on them.
+// prompt; predict and evaluate on them. An AbortSignal is checked before each batch.
 import { assignLabels, readDataset, type LabeledText } from '../data'
-import { ErnieError, rangeError, typeError } from '../errors'
+import { AbortError, ErnieError, rangeError, typeError } from '../errors'
 import { numThreads } from '../kernels'
 import { runInLanes } from '../util/lanes'
 import type { ClassifierCore } from './core'
 import { encodeTexts, lengthBatches, padRows, promptIds, type PaddedBatch } from './encode'
 import { classificationMetrics, softmaxRows } from './metrics'
-import type { EvaluateOptions, PredictOptions } from './options'
+import { checkSignal, throwIfAborted, type EvaluateOptions, type PredictOptions } from './options'
 import type { EvaluateReport, Prediction } from './results'
 
 // Texts encoded and sorted by length together for inference: a larger pool sorts into batches
@@ -77,30 +77,36 @@ export async function features(core: ClassifierCore, texts: readonly string[], b
   return perText(core, texts, batchSize, model.config.hidden_size, pooledBatch, signal, onBatch)
 }
 
-/** Class logits [N * C] for texts: a linear head runs in the forward call itself, an MLP head on the pooled rows. */
-async function classLogits(core: ClassifierCore, texts: readonly string[], batchSize: number): Promise<Float32Array> {
+/**
+ * Class logits [N * C] for texts (undefined when `signal` fired): a linear head runs in the
+ * forward call itself, an MLP head on the pooled rows.
+ */
+async function classLogits(core: ClassifierCore, texts: readonly string[], batchSize: number, signal?: AbortSignal): Promise<Float32Array | undefined> {
   const { model } = core.requireModel()
   const head = core.head!
   const linear = head.linear()
-  if (!linear) return head.logits((await features(core, texts, batchSize))!, texts.length)
+  if (!linear) {
+    const pooled = await features(core, texts, batchSize, signal)
+    return pooled && head.logits(pooled, texts.length)
+  }
   const logitsBatch = async (b: PaddedBatch, singleThread: boolean) =>
     (await model.forward(batchInput(b), { adapter: core.adapter, singleThread, precision: core.precision, output: [], pooling: core.pooling, head: linear })).headLogits!
-  return (await perText(core, texts, batchSize, head.classes, logitsBatch))!
+  return perText(core, texts, batchSize, head.classes, logitsBatch, signal)
 }
 
-/** Class probabilities [N * C] for texts. */
-export async function probabilities(core: ClassifierCore, texts: readonly string[], batchSize: number): Promise<Float32Array> {
-  const C = core.labelSet!.size
+/** Class probabilities [N * C] for texts; undefined when `signal` fired (once the batches running then finish). */
+export async function probabilities(core: ClassifierCore, texts: readonly string[], batchSize: number, signal?: AbortSignal): Promise<Float32Array | undefined> {
   if (texts.length === 0) return new Float32Array(0)
-  if (core.method_ === 'generative') return answerProbabilities(core, texts, batchSize)
-  return softmaxRows(await classLogits(core, texts, batchSize), C)
+  if (core.method_ === 'generative') return answerProbabilities(core, texts, batchSize, signal)
+  const logits = await classLogits(core, texts, batchSize, signal)
+  return logits && softmaxRows(logits, core.labelSet!.size)
 }
 
 /**
  * The generative method's class probabilities: each label's answer scored after the prompt
  * (the sum of its tokens' log-probabilities through the LM head), normalised over the labels.
  */
-async function answerProbabilities(core: ClassifierCore, texts: readonly string[], batchSize: number): Promise<Float32Array> {
+async function answerProbabilities(core: ClassifierCore, texts: readonly string[], batchSize: number, signal?: AbortSignal): Promise<Float32Array | undefined> {
   const { model, tok } = core.requireModel()
   const g = core.generative()
   const C = g.answers.length
@@ -113,6 +119,7 @@ async function answerProbabilities(core: ClassifierCore, texts: readonly string[
     perBatch,
   )
   await runBatchesPerCore(batches, async (idx, singleThread) => {
+    if (signal?.aborted) return
     // one row per (text, label): the prompt followed by that label's answer, which is scored
     // (positions P-1 .. P+len-2 predict the answer's tokens), in one native call per batch
     const rows: number[][] = []
@@ -132,7 +139,7 @@ async function answerProbabilities(core: ClassifierCore, texts: readonly string[
       for (let c = 0; c < C; c++) logp[k * C + c] = rowLogProbs![j * C + c]
     })
   })
-  return softmaxRows(logp, C)
+  return signal?.aborted ? undefined : softmaxRows(logp, C)
 }
 
 /** ErnieClassifier.predict. */
@@ -145,11 +152,14 @@ export async function predictTexts(core: ClassifierCore, input: string | readonl
   })
   const batchSize = options.batchSize ?? 32
   if (!Number.isInteger(batchSize) || batchSize < 1) throw rangeError(`predict: batchSize must be a positive integer, got ${batchSize}`)
+  const signal = checkSignal(options.signal, 'predict')
+  throwIfAborted(signal, 'predict')
   await core.ensureReady()
   core.checkUsable('predict')
   const names = core.labelSet!.names
   const C = names.length
-  const probs = await core.track(probabilities(core, texts, batchSize))
+  const probs = await core.track(probabilities(core, texts, batchSize, signal))
+  if (!probs) throw new AbortError('predict', signal!)
   const out = texts.map((_, i) => {
     const scores: Record<string, number> = {}
     let best = 0
@@ -164,11 +174,15 @@ export async function predictTexts(core: ClassifierCore, input: string | readonl
 
 /** ErnieClassifier.evaluate. */
 export async function evaluateData(core: ClassifierCore, data: string | readonly LabeledText[], options: EvaluateOptions): Promise<EvaluateReport> {
+  const signal = checkSignal(options.signal, 'evaluate')
+  throwIfAborted(signal, 'evaluate')
   await core.ensureReady()
   core.checkUsable('evaluate')
   const ds = await readDataset(data, { onInvalid: options.onInvalid, format: options.format, textField: options.textField, labelField: options.labelField })
+  throwIfAborted(signal, 'evaluate')
   const set = assignLabels(ds, core.labelSet!, 'eval', options.onInvalid ?? 'error')
   if (set.texts.length === 0) throw new ErnieError('ERR_DATA', `${ds.source}: no examples to evaluate`)
-  const probs = await core.track(probabilities(core, set.texts, options.batchSize ?? 32))
+  const probs = await core.track(probabilities(core, set.texts, options.batchSize ?? 32, signal))
+  if (!probs) throw new AbortError('evaluate', signal!)
   return { ...classificationMetrics(set.labels, probs, core.labelSet!.names), skipped: ds.skipped }
 }

@@ -1,11 +1,13 @@
 // The classifier's options: their types (ErnieClassifier's, fit's, predict's, evaluate's and
-// load's), the defaults, and their checking.
+// load's), the defaults (the 'auto' method's choice and fit's settings per method), and their
+// checking.
 import * as path from 'node:path'
 
 import { LabelSet, type LabeledText, type OnInvalid, type ReadDataOptions } from '../data'
 import { resolveModelDevice, type Device } from '../device'
 import { resolvePrecision, type Precision } from '../precision'
-import { ErnieError, rangeError, typeError } from '../errors'
+import { AbortError, ErnieError, rangeError, typeError } from '../errors'
+import type { ResolveOptions } from '../hub'
 import type { LoraOptions } from '../model/lora'
 import { ErnieModel } from '../model/model'
 import type { OptimizerKind } from '../train/optimizer'
@@ -14,18 +16,31 @@ import { bundledModelDir, packageRoot } from './bundled'
 import type { Pooling, Truncation } from './encode'
 import type { HeadSpec } from './head'
 
+/** A training method (what a trained classifier records). */
 export type Method = 'head' | 'lora' | 'full' | 'generative'
 export const METHODS: readonly Method[] = ['head', 'lora', 'full', 'generative']
+/** What ErnieClassifier's `method` option takes: a method, or 'auto' (chosen by data and model size at the first fit). */
+export type MethodOption = Method | 'auto'
 export type { Device }
 
-export interface ErnieClassifierOptions {
+/**
+ * How a hub id is fetched (lib/hub's ResolveOptions): the cache directory, offline use, download
+ * progress, the revision, the token and the endpoint. A local directory ignores them.
+ */
+export type HubOptions = Pick<ResolveOptions, 'cacheDir' | 'offline' | 'onProgress' | 'revision' | 'token' | 'endpoint'>
+
+export interface ErnieClassifierOptions extends HubOptions {
   /**
    * An ErnieModel, a model directory or a hub id. Default: the bundled model (models/ernie-4.5-tiny-zh).
    * 'full' (and generative with tuning 'full') train an ErnieModel passed here in place.
    */
   model?: ErnieModel | string
-  /** Default: 'full' under 100M parameters, else 'lora'. */
-  method?: Method
+  /**
+   * 'auto' (default): 'head' when the first fit has fewer than 200 examples or the head is an
+   * MLP, else 'full' under 100M parameters and 'lora' above (README "The classifier": measured on
+   * the bundled model). `classifier.method` gives the method chosen once fit has started.
+   */
+  method?: MethodOption
   /** Class names. Default: from the training data (numeric 0/1 become negative/positive). */
   labels?: string[]
   /** Tokens per text, the EOS included (default 256); longer texts are truncated. */
@@ -65,10 +80,13 @@ export interface FitOptions {
   /** Passes over the data (default: head 30, others 3). */
   epochs?: number
   maxSteps?: number
-  /** Examples per micro-batch (default: head 64; full and generative-full under 100M parameters 32; others 16). */
+  /** Examples per micro-batch (default: head 64; generative under 100M parameters 2; others 16). */
   batchSize?: number
   gradientAccumulationSteps?: number
-  /** Peak learning rate (default: head 5e-3, lora 2e-4, full and generative-full 5e-4 under 100M parameters, else 2e-5). */
+  /**
+   * Peak learning rate (default: head 5e-3; under 100M parameters lora 5e-3, full 2e-4 and
+   * generative 3e-4 (1e-3 with tuning 'lora'); from 100M LoRA 2e-4, full and generative 2e-5).
+   */
   learningRate?: number
   /** Default 'linear'. */
   schedule?: ScheduleKind
@@ -124,6 +142,11 @@ export interface FitProgress {
 export interface PredictOptions {
   /** Texts per forward pass (default 32). */
   batchSize?: number
+  /**
+   * Stops the call between batches: it rejects with an AbortError (ErnieError, code 'ABORT_ERR')
+   * and the classifier stays usable.
+   */
+  signal?: AbortSignal
 }
 
 export interface EvaluateOptions extends PredictOptions {
@@ -133,16 +156,86 @@ export interface EvaluateOptions extends PredictOptions {
   labelField?: string
 }
 
-export interface LoadOptions {
+export interface LoadOptions extends HubOptions {
   /** The base model to use instead of the one the directory names (same architecture and size). */
   model?: ErnieModel | string
   device?: Device
   /** Default: ERNIE_PRECISION, else the precision the classifier was saved with, else 'auto'. */
   precision?: Precision
+  /** Stops loading (between files, or the base model's download): rejects with an AbortError. */
+  signal?: AbortSignal
 }
 
 export const DEFAULT_MAX_LENGTH = 256
 export const LARGE_MODEL = 100e6
+/** Below this many training examples 'auto' trains a head on the frozen base (see autoMethod). */
+export const AUTO_HEAD_BELOW = 200
+
+/**
+ * The 'auto' method for a first fit on `examples` texts. Measured on the bundled 5M model and
+ * ChnSentiCorp (README "The classifier"): with 50 reviews a head on the frozen base beats full
+ * fine-tuning (0.69-0.79 against 0.62-0.70 on 400 dev reviews), at 100 they tie, from 300 on full
+ * fine-tuning is 3-4 points ahead, at 20-40 times the time. Models of 100M parameters and more
+ * train LoRA adapters instead, as full training of them is slow on a CPU and needs more memory.
+ */
+export function autoMethod(examples: number, numParameters: number, head: HeadSpec): Method {
+  if (head.kind === 'mlp' || examples < AUTO_HEAD_BELOW) return 'head'
+  return numParameters < LARGE_MODEL ? 'full' : 'lora'
+}
+
+/** fit's settings where FitOptions leaves them out. */
+export interface FitDefaults {
+  epochs: number
+  batchSize: number
+  learningRate: number
+  warmupRatio: number
+}
+
+/**
+ * fit's defaults for a method. Small models (under 100M parameters, the bundled one has 5M) take
+ * larger steps than the rates suited to 0.3B and up; each was chosen so that one epoch on 300
+ * reviews ends well above the majority class (test/classifier/classifier-defaults.test.ts):
+ *   full 2e-4 in batches of 16: 5e-4 in 32 (the demo's rate for 9600 reviews) made the loss jump
+ *     (0.92 to 2.18 at step 4) and ended 0.62-0.73 on 400 dev reviews; now 0.68-0.76;
+ *   lora 5e-3: the fresh head trains at the adapters' rate, and 2e-4 ended 0.59-0.62 (1e-2 diverged);
+ *   generative 3e-4 in batches of 2: the label is one token of the answer's spelling and the model
+ *     learns which only in enough steps (10 steps of 32 stayed at chance; 150 of 2: 0.77-0.82);
+ *     with tuning 'lora', 1e-3 (5e-3 stayed at chance).
+ */
+export function fitDefaults(method: Method, numParameters: number, loraTuning: boolean): FitDefaults {
+  if (method === 'head') return { epochs: 30, batchSize: 64, learningRate: 5e-3, warmupRatio: 0 }
+  const small = numParameters < LARGE_MODEL
+  const generative = method === 'generative'
+  // [under 100M parameters, from 100M]
+  const [smallRate, largeRate] = generative ? (loraTuning ? [1e-3, 2e-4] : [3e-4, 2e-5]) : loraTuning ? [5e-3, 2e-4] : [2e-4, 2e-5]
+  return { epochs: 3, batchSize: small && generative ? 2 : 16, learningRate: small ? smallRate : largeRate, warmupRatio: 0.1 }
+}
+
+/** Checks a call's `signal` option. */
+export function checkSignal(signal: unknown, what: string): AbortSignal | undefined {
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw typeError(`${what}: signal must be an AbortSignal`)
+  return signal
+}
+
+/** Throws an AbortError when the signal has fired. */
+export function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
+  if (signal?.aborted) throw new AbortError(what, signal)
+}
+
+/** The hub options among `o` (ErnieClassifier's or load's), checked, for the model's resolution. */
+export function hubOptionsOf(o: HubOptions, what: string): HubOptions {
+  const { cacheDir, offline, onProgress, revision, token, endpoint } = o
+  const check = (ok: boolean, name: string, expected: string, value: unknown) => {
+    if (!ok) throw typeError(`${what}: ${name} must be ${expected}, got ${JSON.stringify(value)}`)
+  }
+  check(cacheDir === undefined || (typeof cacheDir === 'string' && cacheDir !== ''), 'cacheDir', 'a directory path', cacheDir)
+  check(offline === undefined || typeof offline === 'boolean', 'offline', 'true or false', offline)
+  check(onProgress === undefined || typeof onProgress === 'function', 'onProgress', 'a function', typeof onProgress)
+  check(revision === undefined || (typeof revision === 'string' && revision !== ''), 'revision', 'a branch, tag or commit', revision)
+  check(token === undefined || token === false || typeof token === 'string', 'token', 'a string or false', typeof token)
+  check(endpoint === undefined || typeof endpoint === 'string', 'endpoint', 'a URL', endpoint)
+  return { cacheDir, offline, onProgress, revision, token, endpoint }
+}
 
 function checkPooling(p: unknown): Pooling {
   if (p === undefined) return 'last'
@@ -167,6 +260,7 @@ export interface ClassifierSettings {
   labelSet: LabelSet | undefined
   seed: number
   precision: Precision
+  hub: HubOptions
 }
 
 /** Checks ErnieClassifier's options (throwing on the first bad one) and applies their defaults. */
@@ -174,20 +268,22 @@ export function parseClassifierOptions(options: ErnieClassifierOptions): Classif
   if (options === null || typeof options !== 'object') throw typeError('ErnieClassifier: options must be an object')
   const o = options
   resolveModelDevice(o.device, 'ErnieClassifier: device')
-  if (o.method !== undefined && !METHODS.includes(o.method)) throw rangeError(`method must be one of ${METHODS.join(', ')}, got ${JSON.stringify(o.method)}`)
+  if (o.method !== undefined && o.method !== 'auto' && !METHODS.includes(o.method))
+    throw rangeError(`method must be 'auto' or one of ${METHODS.join(', ')}, got ${JSON.stringify(o.method)}`)
   const maxLength = o.maxLength ?? DEFAULT_MAX_LENGTH
   if (!Number.isInteger(maxLength) || maxLength < 2) throw rangeError(`maxLength must be an integer >= 2, got ${JSON.stringify(o.maxLength)}`)
   if (o.truncation !== undefined && o.truncation !== 'head' && o.truncation !== 'head_tail') throw rangeError(`truncation must be 'head' or 'head_tail', got ${JSON.stringify(o.truncation)}`)
   const truncation = o.truncation ?? 'head'
   const pooling = checkPooling(o.pooling)
   const headSpec = headSpecOf(o.head)
-  if (headSpec.kind === 'mlp' && o.method !== undefined && o.method !== 'head') throw rangeError(`an MLP head is for method 'head'; ${o.method} trains a linear head`)
+  if (headSpec.kind === 'mlp' && o.method !== undefined && o.method !== 'auto' && o.method !== 'head') throw rangeError(`an MLP head is for method 'head'; ${o.method} trains a linear head`)
   if (o.tuning !== undefined && o.tuning !== 'full' && o.tuning !== 'lora') throw rangeError(`tuning must be 'full' or 'lora', got ${JSON.stringify(o.tuning)}`)
   const labelSet = o.labels !== undefined ? new LabelSet(o.labels, true) : undefined
   if (o.tokenizer !== undefined && typeof o.tokenizer !== 'string') throw typeError('tokenizer must be a directory path')
   const seed = o.seed ?? 42
   if (!Number.isInteger(seed)) throw rangeError(`seed must be an integer, got ${o.seed}`)
   const precision = resolvePrecision(o.precision, 'ErnieClassifier: precision')
+  const hub = hubOptionsOf(o, 'ErnieClassifier')
   let modelArg: ErnieModel | string
   if (o.model === undefined) {
     const bundled = bundledModelDir()
@@ -200,7 +296,7 @@ export function parseClassifierOptions(options: ErnieClassifierOptions): Classif
   } else if (o.model instanceof ErnieModel || (typeof o.model === 'string' && o.model.length > 0)) {
     modelArg = o.model
   } else throw typeError('model must be an ErnieModel, a model directory or a hub id')
-  return { o, modelArg, maxLength, truncation, pooling, headSpec, labelSet, seed, precision }
+  return { o, modelArg, maxLength, truncation, pooling, headSpec, labelSet, seed, precision, hub }
 }
 
 /** fit's classWeights as one weight per class (label order), checked. */

@@ -9,7 +9,7 @@ import * as path from 'node:path'
 import { LabelSet } from '../data'
 import { resolveModelDevice } from '../device'
 import { PRECISIONS } from '../precision'
-import { ErnieError, typeError } from '../errors'
+import { AbortError, ErnieError, typeError } from '../errors'
 import type { WeightLayout } from '../model/layout'
 import { LoraAdapter } from '../model/lora'
 import { writeCheckpoint } from '../model/save'
@@ -21,7 +21,7 @@ import type { ClassifierCore } from './core'
 import { CLASSIFIER_FILE, FORMAT, FORMAT_VERSION, HEAD_FILE, type BaseArchitecture, type BaseModelRef, type ClassifierJson } from './format'
 import { Head, HEAD_BIAS, HEAD_WEIGHT } from './head'
 import { defaultLabels, hfFormOf, readHfClassifier, SCORE_MODULE, writeHfFiles } from './hf-format'
-import { DEFAULT_MAX_LENGTH, METHODS, type ErnieClassifierOptions, type LoadOptions, type Method } from './options'
+import { checkSignal, DEFAULT_MAX_LENGTH, hubOptionsOf, METHODS, throwIfAborted, type ErnieClassifierOptions, type LoadOptions, type Method } from './options'
 import { headRecord } from './settings'
 import { readSmallFile } from '../io/read'
 
@@ -158,9 +158,23 @@ type Create<C> = (options: ErnieClassifierOptions) => { clf: C; core: Classifier
  * classifier.json records. A directory without classifier.json is read as a Hugging Face
  * sequence classifier.
  */
+// The model a load runs on, resolved (and downloaded) with the load's hub options; an abort of
+// its signal there is an AbortError.
+function modelLoader(options: LoadOptions): { signal: AbortSignal | undefined; fromPretrained: (source: string, tokenizer?: false) => Promise<ErnieModel> } {
+  const signal = checkSignal(options.signal, 'load')
+  const hub = hubOptionsOf(options, 'load')
+  throwIfAborted(signal, 'load')
+  const fromPretrained = (source: string, tokenizer?: false) =>
+    ErnieModel.fromPretrained(source, { tokenizer, device: options.device, ...hub, signal }).catch((e: unknown) => {
+      throw signal?.aborted ? new AbortError('load', signal) : e
+    })
+  return { signal, fromPretrained }
+}
+
 export async function loadClassifier<C extends { dispose(): Promise<void> }>(dir: string, options: LoadOptions, create: Create<C>): Promise<C> {
   if (typeof dir !== 'string' || dir.length === 0) throw typeError('load: dir must be a directory path')
   resolveModelDevice(options.device, 'load: device')
+  const { signal, fromPretrained } = modelLoader(options)
   const file = path.join(dir, CLASSIFIER_FILE)
   if (!fs.existsSync(file) && fs.existsSync(dir) && fs.statSync(dir).isDirectory()) return loadHfClassifier(dir, options, create)
   let meta: ClassifierJson
@@ -186,22 +200,26 @@ export async function loadClassifier<C extends { dispose(): Promise<void> }>(dir
     model = options.model
     owns = false
   } else if (typeof options.model === 'string') {
-    model = await ErnieModel.fromPretrained(options.model, { device: options.device })
+    model = await fromPretrained(options.model)
     base = fs.existsSync(options.model) ? { kind: 'path', ref: path.resolve(options.model) } : { kind: 'hub', ref: options.model }
   } else if (meta.base.kind === 'saved') {
-    model = await ErnieModel.fromPretrained(path.join(dir, meta.base.ref), { tokenizer: false, device: options.device })
+    model = await fromPretrained(path.join(dir, meta.base.ref), false)
     base = { kind: 'saved', ref: '.' }
   } else {
     try {
-      model = await ErnieModel.fromPretrained(locateBase(meta.base, file), { tokenizer: false, device: options.device })
+      model = await fromPretrained(locateBase(meta.base, file), false)
     } catch (e) {
-      if (e instanceof ErnieError && e.code === 'ERR_BASE_MODEL') throw e
+      if (e instanceof AbortError || (e instanceof ErnieError && e.code === 'ERR_BASE_MODEL')) throw e
       throw new ErnieError(
         'ERR_BASE_MODEL',
         `${file}: cannot load the base model ${JSON.stringify(meta.base.ref)} (${(e as Error).message}); pass { model: <directory | hub id> } to load()`,
         { cause: e },
       )
     }
+  }
+  if (signal?.aborted) {
+    if (owns) await model.dispose()
+    throw new AbortError('load', signal)
   }
   const fail = (msg: string): never => {
     if (owns) void model.dispose()
@@ -253,6 +271,7 @@ export async function loadClassifier<C extends { dispose(): Promise<void> }>(dir
     // version 1 kept the adapter in adapter/; version 2 at the root, with the head in modules_to_save
     if (meta.lora) core.adapter = await LoraAdapter.load(meta.version === 1 ? path.join(dir, 'adapter') : dir, model, { modulesToSave: [SCORE_MODULE] })
     if (meta.method === 'generative') core.generative()
+    throwIfAborted(signal, 'load')
   } catch (e) {
     await clf.dispose()
     throw e
@@ -266,6 +285,7 @@ export async function loadClassifier<C extends { dispose(): Promise<void> }>(dir
  * own special tokens and pooled at the last one, as transformers does.
  */
 async function loadHfClassifier<C extends { dispose(): Promise<void> }>(dir: string, options: LoadOptions, create: Create<C>): Promise<C> {
+  const { fromPretrained } = modelLoader(options)
   const hf = readHfClassifier(dir)
   if (hf.method === 'full' && options.model !== undefined)
     throw new ErnieError('ERR_BASE_MODEL', `${dir}: this classifier's model weights are its own (${path.join(dir, 'model.safetensors')}); it cannot run on another base model`)
@@ -281,8 +301,9 @@ async function loadHfClassifier<C extends { dispose(): Promise<void> }>(dir: str
     if (source === undefined)
       throw new ErnieError('ERR_BASE_MODEL', `${path.join(dir, 'adapter_config.json')}: no base_model_name_or_path; pass { model: <directory | hub id> } to load()`)
     try {
-      model = await ErnieModel.fromPretrained(source, { device: options.device })
+      model = await fromPretrained(source)
     } catch (e) {
+      if (e instanceof AbortError) throw e
       throw new ErnieError('ERR_BASE_MODEL', `${dir}: cannot load the model ${JSON.stringify(source)} (${(e as Error).message})${hf.method === 'lora' ? '; pass { model: <directory | hub id> } to load()' : ''}`, { cause: e })
     }
     base = hf.method === 'full' ? { kind: 'saved', ref: '.' } : fs.existsSync(source) ? { kind: 'path', ref: path.resolve(source) } : { kind: 'hub', ref: source }

@@ -53,7 +53,8 @@ Options:
   --eval FILE            held-out data, evaluated every epoch and at the end
   --base DIR|ID          base model: a directory or a hub id (default: the bundled model)
   --tokenizer DIR        a tokenizer directory, for a base model without one
-  --method NAME          head | lora | full | generative (default: full under 100M parameters, else lora)
+  --method NAME          head | lora | full | generative (default: by data and model size: head
+                         under 200 examples, else full under 100M parameters, else lora)
   --out DIR              where to save the classifier (required; new or empty, checked
                          before training starts)
   --overwrite            replace the classifier already saved in --out

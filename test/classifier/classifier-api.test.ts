@@ -32,7 +32,7 @@ t.test('options: errors name the option', async (t) => {
   else t.doesNotThrow(() => new ErnieClassifier(), 'the bundled model is the default')
   t.throws(() => new ErnieClassifier({ model: TINY, device: 'cuda' as never }), { code: 'ERR_DEVICE', message: /device "cuda" is not available/ })
   t.doesNotThrow(() => new ErnieClassifier({ model: TINY, device: 'cpu' }))
-  t.throws(() => new ErnieClassifier({ model: TINY, method: 'svm' as never }), { name: 'RangeError', message: /method must be one of head, lora, full, generative/ })
+  t.throws(() => new ErnieClassifier({ model: TINY, method: 'svm' as never }), { name: 'RangeError', message: /method must be 'auto' or one of head, lora, full, generative/ })
   t.throws(() => new ErnieClassifier({ model: TINY, pooling: 'max' as never }), /pooling must be 'last', 'mean' or 'first'/)
   t.throws(() => new ErnieClassifier({ model: TINY, maxLength: 1 }), /maxLength must be an integer >= 2/)
   t.throws(() => new ErnieClassifier({ model: TINY, truncation: 'tail' as never }), /truncation must be 'head' or 'head_tail'/)
@@ -44,7 +44,7 @@ t.test('options: errors name the option', async (t) => {
   t.teardown(() => untrained.dispose())
   await t.rejects(untrained.predict('好'), { code: 'ERR_NOT_TRAINED' })
   await t.rejects(untrained.save(path.join(dir, 'x')), { code: 'ERR_NOT_TRAINED' })
-  t.equal(untrained.method, 'full', 'the default method for a model under 100M parameters')
+  t.equal(untrained.method, undefined, "the default 'auto' chooses at the first fit")
   await t.rejects(untrained.fit(small, { signal: 'stop' as never }), TypeError)
 })
 
