@@ -1,11 +1,13 @@
 // Training: fit reads and labels the data, makes the head (and adapter) the method needs, builds
 // its training task (features and a head, classify, or generative answers) and runs the shared
 // Trainer over it, with evaluation on held-out data; the result is kept as the training record.
+import * as path from 'node:path'
+
 import { assignLabels, checkClassCounts, LabelSet, readDataset, type Dataset, type LabeledText, type ReadDataOptions } from '../data'
 import { precisionRecord } from '../precision'
-import { ErnieError, typeError } from '../errors'
+import { ErnieError, rangeError, typeError } from '../errors'
 import { LoraAdapter, type LoraOptions } from '../model/lora'
-import { Trainer, type TrainerOptions, type TrainProgress } from '../train/trainer'
+import { listCheckpoints, Trainer, type TrainerOptions, type TrainProgress } from '../train/trainer'
 import type { ClassifierCore } from './core'
 import { encodeTextsAsync, promptIds, yieldToEventLoop } from './encode'
 import { Head } from './head'
@@ -22,6 +24,7 @@ export async function fitClassifier(core: ClassifierCore, data: string | readonl
   if (options === null || typeof options !== 'object') throw typeError('fit: options must be an object')
   checkSignal(options.signal, 'fit')
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw typeError('fit: onProgress must be a function')
+  checkOutputDir(options)
   await core.ensureReady()
   if (core.disposed) throw new ErnieError('ERR_DISPOSED', 'this ErnieClassifier has been disposed')
   if (core.busy) throw new ErnieError('ERR_BUSY', 'fit: the classifier is already training')
@@ -33,6 +36,19 @@ export async function fitClassifier(core: ClassifierCore, data: string | readonl
   } finally {
     core.busy = false
   }
+}
+
+// A run's checkpoints are not overwritten by another: an output directory holding some is
+// refused before training starts, unless the run resumes from them.
+function checkOutputDir(o: FitOptions): void {
+  if (o.loadBestModelAtEnd && o.evalData === undefined) throw rangeError('fit: loadBestModelAtEnd needs evalData')
+  if (o.outputDir === undefined) {
+    if (o.saveSteps !== undefined || o.resume) throw rangeError('fit: saveSteps and resume need outputDir')
+    return
+  }
+  if (typeof o.outputDir !== 'string' || o.outputDir === '') throw typeError('fit: outputDir must be a directory path')
+  if (!o.resume && listCheckpoints(o.outputDir).length > 0)
+    throw new ErnieError('ERR_EXISTS', `fit: ${path.resolve(o.outputDir)} holds checkpoints of another run; pass resume: true to continue it, or choose an empty directory`)
 }
 
 async function runFit(core: ClassifierCore, data: string | readonly LabeledText[], o: FitOptions): Promise<FitResult> {
@@ -157,6 +173,11 @@ async function runFit(core: ClassifierCore, data: string | readonly LabeledText[
     evalSteps: evalSet ? (o.evalSteps ?? stepsPerEpoch) : undefined,
     earlyStoppingPatience: evalSet ? o.earlyStoppingPatience : undefined,
     metricForBestModel: o.metricForBestModel,
+    loadBestModelAtEnd: o.loadBestModelAtEnd,
+    outputDir: o.outputDir,
+    saveSteps: o.saveSteps,
+    saveTotalLimit: o.saveTotalLimit,
+    resumeFromCheckpoint: o.resume,
     signal: o.signal,
     onProgress: (p: TrainProgress) => {
       const accuracy = 'accuracy' in task ? (task as FeatureHeadTask | ClassifyTask).accuracy.take() : undefined

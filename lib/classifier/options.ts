@@ -105,6 +105,19 @@ export interface FitOptions {
   /** Stop after this many evaluations without improving metricForBestModel (default 'loss'). */
   earlyStoppingPatience?: number
   metricForBestModel?: 'loss' | 'accuracy' | 'macroF1'
+  /** At the end, put back the weights of the best evaluation by metricForBestModel (needs evalData). */
+  loadBestModelAtEnd?: boolean
+  /**
+   * Where checkpoints go (checkpoint-<step>/: the trained weights and the optimiser state, written
+   * atomically). A directory holding checkpoints is refused unless `resume` is set.
+   */
+  outputDir?: string
+  /** Checkpoint every N optimizer steps (needs outputDir). */
+  saveSteps?: number
+  /** Keep only the last K checkpoints (the best is kept besides). */
+  saveTotalLimit?: number
+  /** Continue from the latest checkpoint in outputDir (a fresh start when it has none): the same weights and losses as a run never stopped. */
+  resume?: boolean
   /** Bad records: 'error' (default) throws naming file and line; 'skip' drops and counts them. */
   onInvalid?: OnInvalid
   /** Every class needs this many training examples (default 2). */

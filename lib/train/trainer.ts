@@ -111,8 +111,14 @@ export interface TrainerOptions {
   outputDir?: string
   /** Save a checkpoint every N steps (needs outputDir). */
   saveSteps?: number
-  /** Keep only the last K checkpoints. */
+  /** Keep only the last K checkpoints (the best one, by metricForBestModel, is kept besides). */
   saveTotalLimit?: number
+  /**
+   * At the end, put back the parameters of the best evaluation (metricForBestModel; needs
+   * evalSteps). With outputDir they come from its checkpoint (one is written at each new best),
+   * otherwise from a copy kept in memory.
+   */
+  loadBestModelAtEnd?: boolean
   /** A checkpoint directory to resume from, or true for the latest in outputDir (a fresh start when there is none). */
   resumeFromCheckpoint?: string | boolean
   onProgress?: (p: TrainProgress) => void
@@ -155,6 +161,8 @@ export interface TrainResult {
   evalHistory: Array<{ step: number; metrics: Record<string, number> }>
   bestMetric?: number
   bestStep?: number
+  /** loadBestModelAtEnd put back the parameters of step bestStep. */
+  restoredBest: boolean
   /** Checkpoint directories in outputDir after training, oldest first. */
   checkpoints: string[]
   /** Steps whose update was skipped (non-finite gradient norm, or no loss items). */
@@ -309,6 +317,7 @@ export class Trainer<E = unknown, B = unknown> {
     if ((options.evalSteps || options.earlyStoppingPatience) && typeof task.evaluate !== 'function')
       throw typeError('Trainer: evalSteps and earlyStoppingPatience need a task with evaluate()')
     if (options.earlyStoppingPatience && !options.evalSteps) throw rangeError('Trainer: earlyStoppingPatience needs evalSteps')
+    if (options.loadBestModelAtEnd && !options.evalSteps) throw rangeError('Trainer: loadBestModelAtEnd needs evalSteps')
     if ((options.saveSteps || options.resumeFromCheckpoint === true) && !options.outputDir) throw rangeError('Trainer: saveSteps and resumeFromCheckpoint: true need outputDir')
     if (options.groupByLength && typeof task.length !== 'function') throw typeError('Trainer: groupByLength needs a task with length(example)')
     if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw typeError('Trainer: signal must be an AbortSignal')
@@ -375,6 +384,7 @@ export class Trainer<E = unknown, B = unknown> {
     const gradList = names.map((n) => grads.get(n)!)
     const started = performance.now()
     const stepsAtStart = st.step
+    let best: Map<string, Float32Array> | undefined // the best evaluation's parameters, kept in memory without outputDir
     let tokensThisRun = 0
     let stopReason: StopReason = 'completed'
 
@@ -430,9 +440,12 @@ export class Trainer<E = unknown, B = unknown> {
           if (o.earlyStoppingPatience && st.evalsWithoutImprovement >= o.earlyStoppingPatience) stop = true
         }
       }
-      if (o.saveSteps && st.step % o.saveSteps === 0) {
+      const newBest = o.loadBestModelAtEnd && st.bestStep === st.step
+      if ((o.saveSteps && st.step % o.saveSteps === 0) || (newBest && o.outputDir)) {
         st.optimizer = optimizer.state().meta
         progress.checkpoint = await this.save(st, optimizer, params)
+      } else if (newBest) {
+        best = new Map([...params].map(([n, p]) => [n, Float32Array.from(p)]))
       }
       const elapsed = (performance.now() - started) / 1000
       progress.elapsedSeconds = elapsed
@@ -445,8 +458,16 @@ export class Trainer<E = unknown, B = unknown> {
       }
     }
 
+    let restoredBest = false
+    if (o.loadBestModelAtEnd && st.bestStep !== undefined && st.bestStep !== st.step && stopReason !== 'aborted') {
+      if (o.outputDir) this.restoreParams(path.join(o.outputDir, `checkpoint-${st.bestStep}`), params, copies)
+      else if (best) for (const [n, p] of params) restore(p, best.get(n)!, copies.get(n))
+      restoredBest = true
+    }
+
     return {
       steps: st.step,
+      restoredBest,
       epoch: st.epoch + (st.order.length ? st.batchInEpoch / st.order.length : 0),
       stopReason,
       finalLoss: st.lossHistory.at(-1) ?? NaN,
@@ -520,7 +541,9 @@ export class Trainer<E = unknown, B = unknown> {
     }
     const limit = this.options.saveTotalLimit
     if (limit) {
-      const all = listCheckpoints(outputDir).filter((c) => c.dir !== dir)
+      // The best checkpoint is never pruned: loadBestModelAtEnd (and a user) may need it.
+      const bestDir = st.bestStep === undefined ? undefined : path.join(outputDir, `checkpoint-${st.bestStep}`)
+      const all = listCheckpoints(outputDir).filter((c) => c.dir !== dir && c.dir !== bestDir)
       // Renamed away first, then deleted: a crash mid-delete never leaves a partial checkpoint-<n>.
       for (const old of all.slice(0, Math.max(0, all.length - (limit - 1)))) {
         const trash = temporarySibling(old.dir, 'deleted')
@@ -531,6 +554,19 @@ export class Trainer<E = unknown, B = unknown> {
       }
     }
     return dir
+  }
+
+  // The parameters (and their bf16 copies) of a checkpoint.
+  private restoreParams(dir: string, params: ReadonlyMap<string, Float32Array>, copies: ReadonlyMap<string, Uint16Array>): void {
+    const paramsFile = path.join(dir, PARAMS_FILE)
+    using file = openSafetensors(paramsFile)
+    for (const [name, p] of params) {
+      if (!file.has(name)) throw new ErnieError('ERR_CHECKPOINT', `${paramsFile}: no tensor "${name}"`)
+      const t = file.view(name)
+      if (!(t instanceof Float32Array) || t.length !== p.length)
+        throw new ErnieError('ERR_CHECKPOINT', `${paramsFile}: tensor "${name}" must be F32 with ${p.length} elements`)
+      restore(p, t, copies.get(name))
+    }
   }
 
   // Restores parameters (and their bf16 copies), optimiser state and loop state from a checkpoint.
@@ -544,21 +580,15 @@ export class Trainer<E = unknown, B = unknown> {
     const st = readTrainerState(dir)
     if (st.examples !== exampleCount)
       throw new ErnieError('ERR_CHECKPOINT', `${dir}: saved with ${st.examples} training examples, the task has ${exampleCount}`)
-    const paramsFile = path.join(dir, PARAMS_FILE)
-    {
-      using file = openSafetensors(paramsFile)
-      for (const [name, p] of params) {
-        if (!file.has(name)) throw new ErnieError('ERR_CHECKPOINT', `${paramsFile}: no tensor "${name}"`)
-        const t = file.view(name)
-        if (!(t instanceof Float32Array) || t.length !== p.length)
-          throw new ErnieError('ERR_CHECKPOINT', `${paramsFile}: tensor "${name}" must be F32 with ${p.length} elements`)
-        p.set(t)
-        const c = copies.get(name)
-        if (c) f32ToBf16(p, c)
-      }
-    }
+    this.restoreParams(dir, params, copies)
     using opt = openSafetensors(path.join(dir, OPTIMIZER_FILE))
     optimizer.loadState(st.optimizer, (name) => (opt.has(name) ? opt.view(name) : undefined), path.join(dir, OPTIMIZER_FILE))
     return st
   }
+}
+
+// A parameter set from saved values, its bf16 compute copy (if any) rounded again.
+function restore(p: Float32Array, values: Float32Array, copy: Uint16Array | undefined): void {
+  p.set(values)
+  if (copy) f32ToBf16(p, copy)
 }

@@ -153,3 +153,31 @@ t.test('SIGKILL during a checkpoint save, at any stage, leaves the previous chec
     await model.dispose()
   }
 })
+
+t.test('loadBestModelAtEnd puts back the best evaluation; pruning never deletes the best checkpoint', async (t) => {
+  // Best = the highest eval loss (greaterIsBetter), which training on the eval data itself makes
+  // the first evaluation's: the parameters after step 1, which a 1-step run gives independently.
+  const options: TrainerOptions = { batchSize: 8, maxSteps: 4, learningRate: 1e-2, seed: 3, evalSteps: 1, metricForBestModel: 'loss', greaterIsBetter: true }
+  const make = () => {
+    const model = tinyModel()
+    const adapter = LoraAdapter.create(model, { r: 4, alpha: 8, seed: 1 })
+    return { model, adapter, task: new LmTask(model, { train: tokenData(16), eval: tokenData(16), adapter }) }
+  }
+  const oneStep = make()
+  await new Trainer(oneStep.task, { ...options, maxSteps: 1 }).train()
+
+  for (const withDir of [true, false]) {
+    const run = make()
+    const outputDir = path.join(tmp, `best-${withDir}`)
+    const r = await new Trainer(run.task, { ...options, loadBestModelAtEnd: true, ...(withDir ? { outputDir, saveSteps: 1, saveTotalLimit: 1 } : {}) }).train()
+    t.equal(r.bestStep, 1, 'the first evaluation was the best')
+    t.ok(r.restoredBest, 'and its parameters were put back')
+    for (const [n, x] of oneStep.adapter.tensors) t.ok(bits(x).equals(bits(run.adapter.tensors.get(n)!)), `${withDir ? 'from its checkpoint' : 'from memory'}: ${n} as after step 1`)
+    if (withDir) t.same(listCheckpoints(outputDir).map((c) => c.step), [1, 4], 'saveTotalLimit 1 keeps the latest, and the best besides')
+    run.adapter.dispose()
+    await run.model.dispose()
+  }
+  oneStep.adapter.dispose()
+  await oneStep.model.dispose()
+  t.throws(() => new Trainer(make().task, { loadBestModelAtEnd: true }), { message: /loadBestModelAtEnd needs evalSteps/ })
+})
