@@ -26,7 +26,7 @@ export const EVAL_OPTIONS = {
 
 export const EVAL: CommandSpec<typeof EVAL_OPTIONS> = {
   name: 'eval',
-  usage: '[RUN.yaml] --model DIR --data FILE [options]',
+  usage: '--model DIR --data FILE [options]',
   about: `Evaluates a saved classifier: accuracy, macro-F1, per-class precision / recall / F1, loss and
 the confusion matrix. A run file is train's: eval evaluates the classifier train saved (out,
 output_dir) on the held-out data (eval, eval_dataset_path) and leaves train's other keys.`,

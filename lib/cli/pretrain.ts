@@ -41,11 +41,11 @@ export const PRETRAIN_OPTIONS = {
 
 export const PRETRAIN: CommandSpec<typeof PRETRAIN_OPTIONS> = {
   name: 'pretrain',
-  usage: '[RUN.yaml] --text FILE [--text FILE ...] (--config FILE --tokenizer DIR | --base DIR|ID) --out DIR [options]',
+  usage: '--text FILE [--text FILE ...] (--config FILE --tokenizer DIR | --base DIR|ID) --out DIR [options]',
   about: `Pre-trains a model (next-token prediction, from random weights or a --base) on raw text, one
-document per line. Documents are packed into rows, each followed by EOS; attention never crosses from one
-document to another. DIR receives config.json, model.safetensors (bf16), the tokenizer and
-pretrain_log.json (loss curve, corpus, settings, wall time).`,
+document per line. Documents are packed into rows, each followed by EOS; attention never crosses
+from one document to another. DIR receives config.json, model.safetensors (bf16), the tokenizer
+and pretrain_log.json (loss curve, corpus, settings, wall time).`,
   options: PRETRAIN_OPTIONS,
   runFile: {},
   hints: {

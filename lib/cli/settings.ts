@@ -13,6 +13,8 @@ export interface ValueType<T> {
   readonly placeholder: string
   /** A switch: a flag with no value (--json), true or false in a run file. */
   readonly isSwitch?: boolean
+  /** Said after a bad value: what the values left out would have meant. */
+  readonly note?: string
   /** A flag's text as a value; undefined when it is not one. */
   fromText(s: string): T | undefined
   /** A run file's value (string, number, boolean, null, list or mapping); undefined when it is not one. */
@@ -69,12 +71,13 @@ export const flag: ValueType<boolean> = { expected: 'true or false', placeholder
 
 /**
  * One of a few names, in any case (ERNIEKit writes LoRA, Full, SFT). `aliases` maps other names
- * to one of them; `note` says, in messages, what the names left out would have meant.
+ * to one of them; `note` says, after a bad value, what the names left out would have meant.
  */
 export function choice<T extends string>(values: readonly T[], more: { placeholder?: string; aliases?: Record<string, T>; note?: string } = {}): ValueType<T> {
   const find = (s: string): T | undefined => values.find((v) => v.toLowerCase() === s.toLowerCase()) ?? more.aliases?.[s.toLowerCase()]
   return {
-    expected: `one of ${values.join(', ')}${more.note ? ` (${more.note})` : ''}`,
+    expected: `one of ${values.join(', ')}`,
+    note: more.note,
     placeholder: more.placeholder ?? values.join('|'),
     fromText: find,
     fromYaml: (v) => (typeof v === 'string' ? find(v) : undefined),
@@ -118,7 +121,7 @@ export interface CommandSpec<O extends OptionTable> {
   /** Takes texts as arguments (predict, compare). */
   texts?: boolean
   /**
-   * Takes a run file (RUN.yaml) before or among the flags. `sharedWith`: the tables of the
+   * Takes a run file (RUN.yaml) before or among the flags (--help shows the usage with one). `sharedWith`: the tables of the
    * commands whose keys such a file also holds, left to them quietly (eval reads train's file).
    */
   runFile?: { sharedWith?: () => OptionTable[] }
@@ -180,6 +183,10 @@ function describeYaml(v: unknown): string {
   return String(v)
 }
 
+function noteOf(type: ValueType<unknown>): string {
+  return type.note ? ` (${type.note})` : ''
+}
+
 /** Where a setting was given, for messages: '--name' when it was not (the flag to give). */
 export function origin<O extends OptionTable>(cl: CommandLine<O>, name: keyof O & string): string {
   return cl.origins[name] ?? `--${name}`
@@ -215,7 +222,7 @@ export function readCommandLine<O extends OptionTable>(cmd: CommandSpec<O>, argv
     const texts = Array.isArray(given) ? given : [given]
     const parsed = texts.map((s) => {
       const v = o.type.isSwitch ? true : o.type.fromText(s as string)
-      if (v === undefined) throw new UsageError(`--${name} must be ${o.type.expected}, got ${JSON.stringify(s)}`)
+      if (v === undefined) throw new UsageError(`--${name} must be ${o.type.expected}, got ${JSON.stringify(s)}${noteOf(o.type)}`)
       return v
     })
     values[name] = o.multiple ? parsed.flat() : parsed[0]
@@ -250,7 +257,7 @@ function readRunFileInto<O extends OptionTable>(cmd: CommandSpec<O>, cl: Command
     setBy.set(name, { key, line })
     if (o.unset?.includes(value)) continue
     const v = o.type.fromYaml(value)
-    if (v === undefined) throw new RunFileError(file, line, `${key} must be ${o.type.expected}, got ${describeYaml(value)}`)
+    if (v === undefined) throw new RunFileError(file, line, `${key} must be ${o.type.expected}, got ${describeYaml(value)}${noteOf(o.type)}`)
     ;(cl.values as Record<string, unknown>)[name] = v
     ;(cl.origins as Record<string, string>)[name] = `${file}:${line}: ${key}`
   }
@@ -284,7 +291,9 @@ function helpLine(head: string, help: string, column = FLAG_COLUMN): string {
 
 /** The command's --help: usage, what it does, its flags, and (for run-file commands) the run-file keys. */
 export function helpText<O extends OptionTable>(cmd: CommandSpec<O>): string {
-  const out = [`Usage: ernie-sentiment ${cmd.name} ${cmd.usage}`, '', cmd.about, '', 'Options:']
+  const out = [`Usage: ernie-sentiment ${cmd.name} ${cmd.usage}`]
+  if (cmd.runFile) out.push(`       ernie-sentiment ${cmd.name} RUN.yaml [options]`)
+  out.push('', cmd.about, '', 'Options:')
   for (const [name, o] of Object.entries(allOptions(cmd))) {
     if (o.only === 'file') continue
     out.push(helpLine(`  --${name}${o.type.placeholder ? ' ' + o.type.placeholder : ''}`, o.help))

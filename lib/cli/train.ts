@@ -128,7 +128,7 @@ export const TRAIN_OPTIONS = {
 
 export const TRAIN: CommandSpec<typeof TRAIN_OPTIONS> = {
   name: 'train',
-  usage: '[RUN.yaml] --data FILE --out DIR [options]',
+  usage: '--data FILE --out DIR [options]',
   about: `Trains a classifier and saves it to DIR (classifier.json, weights, tokenizer, report.html).
 
 Data files: .tsv (text<TAB>label, or a header such as label<TAB>text_a), .csv (with a header),
