@@ -65,7 +65,7 @@ export async function compareCommand(argv: string[], io: CliIo): Promise<number>
       })
       io.stdout.write(out.join(''))
     })
-    return 0
+    return io.signal?.aborted ? 130 : 0
   } finally {
     for (const clf of classifiers) await clf.dispose()
   }

@@ -45,7 +45,7 @@ export async function answerTexts(
   const batchSize = options['batch-size'] ?? DEFAULT_BATCH_SIZE
   if (texts.length > 0) return answer(texts, batchSize)
   const flushMs = options.interactive || isInteractive(io.stdin) ? 0 : PIPED_FLUSH_MS
-  await answerLines(io.stdin, { batchSize, flushMs }, (lines) => answer(lines, batchSize))
+  await answerLines(io.stdin, { batchSize, flushMs }, (lines) => answer(lines, batchSize), io.signal)
 }
 
 export async function predictCommand(argv: string[], io: CliIo): Promise<number> {
@@ -59,7 +59,7 @@ export async function predictCommand(argv: string[], io: CliIo): Promise<number>
       const ps = await clf.predict(texts, { batchSize })
       io.stdout.write(ps.map((p, i) => JSON.stringify({ text: texts[i], ...p })).join('\n') + '\n')
     })
-    return 0
+    return io.signal?.aborted ? 130 : 0
   } finally {
     await clf.dispose()
   }

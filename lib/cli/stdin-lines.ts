@@ -28,11 +28,12 @@ function orQuiet<T>(p: Promise<T>, ms: number): Promise<T | typeof QUIET> {
 
 /**
  * Calls `answer` with each batch of the input's non-blank lines (\n or \r\n), in order and one
- * call at a time; resolves when the input ends and the last batch is answered. Lines keep being
- * read while a batch is answered (readline pauses the input when a thousand wait).
+ * call at a time; resolves when the input ends (or `signal` aborts: Ctrl-C at a terminal) and
+ * the last batch is answered. Lines keep being read while a batch is answered (readline pauses
+ * the input when a thousand wait).
  */
-export async function answerLines(input: NodeJS.ReadableStream, batching: LineBatching, answer: (lines: string[]) => Promise<void>): Promise<void> {
-  const rl = readline.createInterface({ input, crlfDelay: Infinity })
+export async function answerLines(input: NodeJS.ReadableStream, batching: LineBatching, answer: (lines: string[]) => Promise<void>, signal?: AbortSignal): Promise<void> {
+  const rl = readline.createInterface({ input, crlfDelay: Infinity, signal })
   const lines = rl[Symbol.asyncIterator]()
   let pending: string[] = []
   const flush = async () => {

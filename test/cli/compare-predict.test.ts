@@ -129,6 +129,20 @@ t.test('stdin: a line is answered before the next is written', async (t) => {
   }
 })
 
+t.test('stdin: an interrupt (the signal) ends the input; what was read is answered', async (t) => {
+  const input = new PassThrough()
+  const controller = new AbortController()
+  const batches: string[][] = []
+  let answered: () => void = () => {}
+  const first = new Promise<void>((resolve) => (answered = resolve))
+  const done = answerLines(input, { batchSize: 32, flushMs: 0 }, async (lines) => void (batches.push(lines), answered()), controller.signal)
+  input.write('one\n')
+  await first
+  controller.abort()
+  await done
+  t.same(batches, [['one']], 'resolved with the input still open')
+})
+
 /** The CLI in a child process with piped stdin; `lines()` resolves with each stdout line as it arrives. */
 function spawnCli(args: string[]) {
   const loader = process.execArgv.filter((a) => a.includes('@tapjs/typescript'))
