@@ -58,12 +58,11 @@ export async function compareCommand(argv: string[], io: CliIo): Promise<number>
     await answerTexts(cl.texts, v, io, async (texts, batchSize) => {
       const byModel: Prediction[][] = []
       for (const clf of classifiers) byModel.push(await clf.predict(texts, { batchSize }))
-      const out = texts.map((text, i) => {
+      return texts.map((text, i) => {
         const row = byModel.map((ps) => ps[i])
         if (table) return formatComparison(text, names, row)
         return JSON.stringify({ text, predictions: Object.fromEntries(names.map((n, m) => [n, row[m]])) }) + '\n'
       })
-      io.stdout.write(out.join(''))
     })
     return io.signal?.aborted ? 130 : 0
   } finally {

@@ -13,7 +13,7 @@ export const PREDICTION_OPTIONS = {
   'batch-size': option(integer(1), `texts per forward pass (default ${DEFAULT_BATCH_SIZE})`),
   precision: option(TRAIN_OPTIONS.precision.type, 'auto | fp32 | bf16 (default: ERNIE_PRECISION, else as saved)'),
   device: option(TRAIN_OPTIONS.device.type, 'cpu | cuda | auto (default auto, or ERNIE_DEVICE)'),
-  interactive: option(flag, `answer each stdin line as soon as it is read (the default on a terminal;\npiped lines go in batches, or after ${PIPED_FLUSH_MS} ms with no new line)`),
+  interactive: option(flag, `answer each stdin line as soon as it is read (the default on a terminal;\npiped lines go in batches, a batch not full after ${PIPED_FLUSH_MS} ms)`),
 }
 
 export const PREDICT_OPTIONS = {
@@ -34,18 +34,18 @@ text: {"text", "label", "score", "scores"}.`,
 /**
  * Answers the texts given as arguments at once, or stdin's lines as they come: each at once when
  * interactive (a terminal, or --interactive), else in batches of up to `batch-size` that also go
- * when input pauses.
+ * PIPED_FLUSH_MS after they could start. `answer` gives one output (a line of text) per text.
  */
 export async function answerTexts(
   texts: string[],
   options: { 'batch-size'?: number; interactive?: boolean },
   io: CliIo,
-  answer: (texts: string[], batchSize: number) => Promise<void>,
+  answer: (texts: string[], batchSize: number) => Promise<string[]>,
 ): Promise<void> {
   const batchSize = options['batch-size'] ?? DEFAULT_BATCH_SIZE
-  if (texts.length > 0) return answer(texts, batchSize)
+  if (texts.length > 0) return void io.stdout.write((await answer(texts, batchSize)).join(''))
   const flushMs = options.interactive || isInteractive(io.stdin) ? 0 : PIPED_FLUSH_MS
-  await answerLines(io.stdin, { batchSize, flushMs }, (lines) => answer(lines, batchSize), io.signal)
+  await answerLines(io.stdin, { batchSize, flushMs }, (lines) => answer(lines, batchSize), (out) => io.stdout.write(out), io.signal)
 }
 
 export async function predictCommand(argv: string[], io: CliIo): Promise<number> {
@@ -57,7 +57,7 @@ export async function predictCommand(argv: string[], io: CliIo): Promise<number>
   try {
     await answerTexts(cl.texts, v, io, async (texts, batchSize) => {
       const ps = await clf.predict(texts, { batchSize })
-      io.stdout.write(ps.map((p, i) => JSON.stringify({ text: texts[i], ...p })).join('\n') + '\n')
+      return ps.map((p, i) => JSON.stringify({ text: texts[i], ...p }) + '\n')
     })
     return io.signal?.aborted ? 130 : 0
   } finally {

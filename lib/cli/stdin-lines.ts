@@ -1,63 +1,65 @@
-// Texts from standard input, one a line, handed on in batches for predict and compare. Piped
-// input is batched for throughput, but a batch also goes once input goes quiet for a moment, so
-// that a line typed (or written by another program) is answered without waiting for the next
-// ones; interactive input is answered at once.
+// Texts from standard input, one a line, answered through the Batcher (the one predict and the
+// server share): piped input goes in batches for throughput, a batch that is not full going
+// PIPED_FLUSH_MS after it could start, so that a line typed (or written by another program) is
+// answered without waiting for the next ones; interactive input is answered at once.
 import * as readline from 'node:readline'
 
-/** How long piped input may be quiet before the lines read so far are answered (ms). */
+import { Batcher } from '../classifier/batcher'
+
+/** How long piped lines wait for company once a batch could start (ms). */
 export const PIPED_FLUSH_MS = 50
 
 export interface LineBatching {
   /** The most lines in one batch. */
   batchSize: number
-  /**
-   * A batch goes when it is full, or when this long (ms) passes with no new line; 0 (interactive):
-   * at once, with whatever lines were already read.
-   */
+  /** How long a batch that is not full waits for more lines (ms); 0 (interactive): only for those already read. */
   flushMs: number
 }
 
-const QUIET = Symbol('quiet')
-
-/** `p`, or QUIET once `ms` pass without it settling. */
-function orQuiet<T>(p: Promise<T>, ms: number): Promise<T | typeof QUIET> {
-  let timer: NodeJS.Timeout | undefined
-  const quiet = new Promise<typeof QUIET>((resolve) => (timer = setTimeout(() => resolve(QUIET), ms)))
-  return Promise.race([p, quiet]).finally(() => clearTimeout(timer))
-}
-
 /**
- * Calls `answer` with each batch of the input's non-blank lines (\n or \r\n), in order and one
- * call at a time; resolves when the input ends (or `signal` aborts: Ctrl-C at a terminal) and
- * the last batch is answered. Lines keep being read while a batch is answered (readline pauses
- * the input when a thousand wait).
+ * Answers the input's non-blank lines (\n or \r\n): `answer` gets a batch of lines and gives one
+ * output string per line; `write` gets the outputs in input order, each as soon as its batch is
+ * done. Resolves when the input ends (or `signal` aborts: Ctrl-C at a terminal) and every line
+ * read is answered. Reading waits while a few batches' worth of lines are unanswered, so memory
+ * stays bounded whatever the input's length.
  */
-export async function answerLines(input: NodeJS.ReadableStream, batching: LineBatching, answer: (lines: string[]) => Promise<void>, signal?: AbortSignal): Promise<void> {
+export async function answerLines(
+  input: NodeJS.ReadableStream,
+  batching: LineBatching,
+  answer: (lines: string[]) => Promise<string[]>,
+  write: (output: string) => void,
+  signal?: AbortSignal,
+): Promise<void> {
+  const batcher = new Batcher(answer, { maxBatch: batching.batchSize, maxWaitMs: batching.flushMs })
   const rl = readline.createInterface({ input, crlfDelay: Infinity, signal })
-  const lines = rl[Symbol.asyncIterator]()
-  let pending: string[] = []
-  const flush = async () => {
-    if (pending.length === 0) return
-    const batch = pending
-    pending = []
-    await answer(batch)
-  }
-  let next = lines.next()
+  const maxUnanswered = 4 * batching.batchSize
+  let unanswered = 0
+  let failure: { error: unknown } | undefined
+  // The outputs, chained in input order.
+  let written: Promise<void> = Promise.resolve()
   try {
-    for (;;) {
-      const r = pending.length === 0 ? await next : await orQuiet(next, batching.flushMs)
-      if (r === QUIET) {
-        await flush()
-        continue
-      }
-      if (r.done) break
-      next = lines.next()
-      if (r.value.trim() !== '') pending.push(r.value)
-      if (pending.length >= batching.batchSize) await flush()
+    for await (const line of rl) {
+      if (failure) break
+      if (line.trim() === '') continue
+      const output = batcher.submit([line])
+      output.catch(() => {}) // seen by the chain below
+      unanswered++
+      written = written.then(async () => {
+        try {
+          if (!failure) write((await output)[0])
+        } catch (error) {
+          failure ??= { error }
+          rl.close() // stop reading: the loop ends, and the failure is thrown
+        } finally {
+          unanswered--
+        }
+      })
+      if (unanswered >= maxUnanswered) await written
     }
-    await flush()
+    await written
+    if (failure) throw failure.error
   } finally {
-    next.catch(() => {})
+    batcher.close()
     rl.close()
   }
 }

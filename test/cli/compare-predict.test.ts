@@ -97,50 +97,54 @@ t.test('compare: usage errors', async (t) => {
   }
 })
 
-t.test('stdin batches: full batches at once, the rest when input pauses', async (t) => {
+t.test('stdin batches: at most batch-size lines, answered in input order', async (t) => {
   for (const flushMs of [50, 0]) {
     const input = new PassThrough()
     const batches: string[][] = []
-    const done = answerLines(input, { batchSize: 3, flushMs }, async (lines) => void batches.push(lines))
+    const written: string[] = []
+    const done = answerLines(input, { batchSize: 3, flushMs }, async (lines) => (batches.push(lines), lines.map((l) => l.toUpperCase())), (out) => written.push(out))
     input.write('a\nb\r\n\nc\nd\ne\n')
     input.end()
     await done
     t.same(batches, [['a', 'b', 'c'], ['d', 'e']], `flushMs ${flushMs}: one chunk of five lines, batches of at most three`)
+    t.same(written, ['A', 'B', 'C', 'D', 'E'])
   }
 })
 
 t.test('stdin: a line is answered before the next is written', async (t) => {
   for (const flushMs of [50, 0]) {
     const input = new PassThrough()
-    let answered: (lines: string[]) => void = () => {}
-    const answers: string[][] = []
-    const done = answerLines(input, { batchSize: 32, flushMs }, async (lines) => {
-      answers.push(lines)
-      answered(lines)
-    })
+    let onWrite: (out: string) => void = () => {}
+    const batches: string[][] = []
+    const done = answerLines(input, { batchSize: 32, flushMs }, async (lines) => (batches.push(lines), lines), (out) => onWrite(out))
     for (const line of ['first', 'second']) {
-      const next = new Promise<string[]>((resolve) => (answered = resolve))
+      const written = new Promise<string>((resolve) => (onWrite = resolve))
       input.write(line + '\n')
-      t.same(await next, [line], `flushMs ${flushMs}: "${line}" answered alone, with input still open`)
+      t.equal(await written, line, `flushMs ${flushMs}: "${line}" answered with input still open`)
     }
     input.end()
     await done
-    t.same(answers, [['first'], ['second']])
+    t.same(batches, [['first'], ['second']], 'each alone')
   }
 })
 
-t.test('stdin: an interrupt (the signal) ends the input; what was read is answered', async (t) => {
+t.test('stdin: a failed batch fails the whole; an interrupt ends the input, what was read is answered', async (t) => {
+  const failing = new PassThrough()
+  const failed = answerLines(failing, { batchSize: 2, flushMs: 0 }, async () => { throw new Error('no model') }, () => t.fail('nothing written'))
+  failing.write('a\n')
+  await t.rejects(failed, { message: 'no model' })
+
   const input = new PassThrough()
   const controller = new AbortController()
-  const batches: string[][] = []
-  let answered: () => void = () => {}
-  const first = new Promise<void>((resolve) => (answered = resolve))
-  const done = answerLines(input, { batchSize: 32, flushMs: 0 }, async (lines) => void (batches.push(lines), answered()), controller.signal)
+  const written: string[] = []
+  let onWrite: () => void = () => {}
+  const first = new Promise<void>((resolve) => (onWrite = resolve))
+  const done = answerLines(input, { batchSize: 32, flushMs: 0 }, async (lines) => lines, (out) => (written.push(out), onWrite()), controller.signal)
   input.write('one\n')
   await first
   controller.abort()
   await done
-  t.same(batches, [['one']], 'resolved with the input still open')
+  t.same(written, ['one'], 'resolved with the input still open')
 })
 
 /** The CLI in a child process with piped stdin; `lines()` resolves with each stdout line as it arrives. */
@@ -186,7 +190,7 @@ t.test('predict in a child process: each piped line answered before the next is 
       const line = await cli.nextLine()
       clearTimeout(guard)
       t.ok(line !== undefined && !closed, `${extra.join(' ') || 'piped'}: an answer while stdin is still open (${cli.stderr()})`)
-      if (closed) return
+      if (closed) return void cli.child.kill()
       const got = JSON.parse(line!)
       t.same(got, { text, ...(await head.predict(text)) })
     }
