@@ -214,7 +214,10 @@ export function readCommandLine<O extends OptionTable>(cmd: CommandSpec<O>, argv
     readRunFileInto(cmd, cl, flags.strict === true, stderr)
   }
   if (cmd.texts) cl.texts = rest
-  else if (rest.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(rest[0])}${cmd.runFile ? ' (a run file is named NAME.yaml or NAME.yml)' : ''}`)
+  else if (rest.length > 0) {
+    const why = !cmd.runFile ? '' : cl.runFile && isRunFileName(rest[0]) ? ' (one run file at a time)' : ' (a run file is named NAME.yaml or NAME.yml)'
+    throw new UsageError(`unexpected argument ${JSON.stringify(rest[0])}${why}`)
+  }
 
   for (const [name, given] of Object.entries(flags)) {
     const o = table[name]

@@ -195,6 +195,8 @@ t.test('mistakes in a run file name the file, the line and the key', async (t) =
   t.match(absent.stderr, /nope\.yaml: no such run file/)
   const notYaml = await runMain(['train', TRAIN])
   t.match(notYaml.stderr, /unexpected argument ".*train\.tsv" \(a run file is named NAME\.yaml or NAME\.yml\)/)
+  const two = await runMain(['train', runFile('a.yaml', 'seed: 1\n'), runFile('b.yaml', 'seed: 2\n')])
+  t.match(two.stderr, /unexpected argument ".*b\.yaml" \(one run file at a time\)/)
   const fileOnlyFlag = await runMain(['train', '--stage', 'SFT'])
   t.match(fileOnlyFlag.stderr, /unknown option --stage/, 'stage is a run-file key, not a flag')
 })
