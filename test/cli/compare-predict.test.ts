@@ -1,6 +1,6 @@
 // compare (several classifiers side by side: a table on a terminal, JSON lines when piped) and
-// predict's stdin: lines answered as they come (a batch goes when full or when input pauses), so
-// that a line is answered before the next one is written.
+// predict's stdin: lines answered as they come (a batch goes when full, or soon after it could
+// start when not), so that a line is answered before the next one is written.
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import * as path from 'node:path'
