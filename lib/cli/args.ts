@@ -1,6 +1,6 @@
 // Command-line arguments: parsing (node:util parseArgs) with messages written for people, and
-// the value checks every command shares. Bad usage is a UsageError: exit code 2 and a pointer
-// to the command's --help.
+// the value checks of the demo's flags (the other commands check theirs through their option
+// tables, settings.ts). Bad usage is a UsageError: exit code 2 and a pointer to --help.
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
@@ -90,11 +90,6 @@ export function oneOf<T extends string>(v: string | undefined, name: string, all
   if (v === undefined) return undefined
   if (!allowed.includes(v as T)) throw new UsageError(`--${name} must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`)
   return v as T
-}
-
-export function required(v: string | undefined, name: string): string {
-  if (v === undefined || v === '') throw new UsageError(`--${name} is required`)
-  return v
 }
 
 export function noPositionals(positionals: string[]): void {

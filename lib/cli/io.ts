@@ -3,7 +3,8 @@
 import type { ProgressStream } from './progress'
 
 export interface CliIo {
-  stdout: { write(s: string): unknown }
+  /** isTTY: a terminal (compare prints tables there, JSON lines to a pipe). */
+  stdout: { write(s: string): unknown; isTTY?: boolean }
   stderr: ProgressStream
   stdin: NodeJS.ReadableStream
   /** Aborted on an interrupt (SIGINT): training stops between steps. */

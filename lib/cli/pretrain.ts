@@ -10,41 +10,50 @@ import type { TrainProgress } from '../train/trainer'
 import { formatDuration, type ProgressStream } from './progress'
 import { ErnieError } from '../errors'
 import { readSmallFileSync } from '../io/read'
+import type { CliIo } from './io'
+import { choice, files, flag, formatConfig, helpText, integer, need, nonNegative, option, positive, readCommandLine, text, type CommandSpec } from './settings'
+import { TRAIN_OPTIONS } from './train'
 
-export const PRETRAIN_HELP = `Usage: ernie-sentiment pretrain --text FILE [--text FILE ...] (--config FILE --tokenizer DIR | --base DIR|ID) --out DIR [options]
+export const PRETRAIN_OPTIONS = {
+  text: option(files('FILE'), 'a text file, one document per line (repeatable; required)', { multiple: true }),
+  config: option(text('FILE'), 'the architecture: a config.json (required without --base)'),
+  tokenizer: option(text('DIR'), "a directory holding the tokenizer (tokenizer.model or tokenizer.json;\nrequired without --base; with it, must be the base's vocabulary)"),
+  base: option(text('DIR|ID'), 'continue pre-training this checkpoint instead of random weights (its\nconfig and tokenizer; --lr defaults to 1e-4)', { erniekit: ['model_name_or_path'] }),
+  out: option(text('DIR'), 'the model directory to write (required)', { erniekit: ['output_dir'] }),
+  stage: option(choice(['PT'] as const, { note: 'pretrain is the PT stage' }), 'PT (ERNIEKit\'s pre-training stage)', { only: 'file' }),
+  'seq-length': option(integer(2), 'tokens per packed row (default 256)', { erniekit: ['max_seq_len'] }),
+  'batch-size': option(integer(1), 'rows per optimizer step (default 32)', { erniekit: ['batch_size', 'per_device_train_batch_size'] }),
+  epochs: option(integer(1), 'passes over the text (default 1)', { erniekit: ['num_train_epochs'] }),
+  'max-steps': option(integer(1), 'optimizer steps (instead of epochs)', { erniekit: ['max_steps'], unset: [-1] }),
+  lr: option(positive(), 'peak learning rate, cosine schedule (default 1e-3; 1e-4 with --base)', { erniekit: ['learning_rate'] }),
+  'warmup-steps': option(integer(0), 'linear warmup (default 100)', { erniekit: ['warmup_steps'] }),
+  'weight-decay': option(nonNegative(), 'AdamW weight decay (default 0.1)', { erniekit: ['weight_decay'] }),
+  'eval-documents': option(integer(0), 'documents held out for the evaluation loss (default 500)'),
+  'eval-steps': option(integer(1), 'evaluate every N steps (default 100)', { erniekit: ['eval_steps'] }),
+  'save-steps': option(integer(0), 'checkpoint every N steps into DIR/checkpoints (default 200; 0: never)', { erniekit: ['save_steps'] }),
+  resume: option(flag, 'continue from the latest checkpoint in DIR/checkpoints'),
+  seed: option(integer(0), 'seeds the weights and the document order (default 0)'),
+  precision: TRAIN_OPTIONS.precision,
+  device: option(TRAIN_OPTIONS.device.type, 'cpu | cuda | auto (default auto, or ERNIE_DEVICE)'),
+  json: option(flag, 'print the result as one JSON object'),
+  quiet: option(flag, 'no progress output'),
+}
 
-Pre-trains a model (next-token prediction, from random weights or a --base) on raw text, one document per
-line. Documents are packed into rows, each followed by EOS; attention never crosses from one
-document to another. DIR receives config.json, model.safetensors (bf16), the tokenizer and
-pretrain_log.json (loss curve, corpus, settings, wall time).
-
-Options:
-  --text FILE            a text file, one document per line (repeatable; required)
-  --config FILE          the architecture: a config.json (required without --base)
-  --tokenizer DIR        a directory holding the tokenizer (tokenizer.model or tokenizer.json;
-                         required without --base; with it, must be the base's vocabulary)
-  --base DIR|ID          continue pre-training this checkpoint instead of random weights (its
-                         config and tokenizer; --lr defaults to 1e-4)
-  --out DIR              the model directory to write (required)
-  --seq-length N         tokens per packed row (default 256)
-  --batch-size N         rows per optimizer step (default 32)
-  --epochs N             passes over the text (default 1)
-  --max-steps N          optimizer steps (instead of epochs)
-  --lr X                 peak learning rate, cosine schedule (default 1e-3; 1e-4 with --base)
-  --warmup-steps N       linear warmup (default 100)
-  --weight-decay X       AdamW weight decay (default 0.1)
-  --eval-documents N     documents held out for the evaluation loss (default 500)
-  --eval-steps N         evaluate every N steps (default 100)
-  --save-steps N         checkpoint every N steps into DIR/checkpoints (default 200; 0: never)
-  --resume               continue from the latest checkpoint in DIR/checkpoints
-  --seed N               seeds the weights and the document order (default 0)
-  --precision P          auto | fp32 | bf16: the matrix products' precision (default auto, or
-                         ERNIE_PRECISION: bf16 where the CPU has AVX512_BF16, else fp32)
-  --device D             cpu | cuda | auto (default auto, or ERNIE_DEVICE)
-  --json                 print the result as one JSON object
-  --quiet                no progress output
-  -h, --help             this help
-`
+export const PRETRAIN: CommandSpec<typeof PRETRAIN_OPTIONS> = {
+  name: 'pretrain',
+  usage: '--text FILE [--text FILE ...] (--config FILE --tokenizer DIR | --base DIR|ID) --out DIR [options]',
+  about: `Pre-trains a model (next-token prediction, from random weights or a --base) on raw text, one
+document per line. Documents are packed into rows, each followed by EOS; attention never crosses
+from one document to another. DIR receives config.json, model.safetensors (bf16), the tokenizer
+and pretrain_log.json (loss curve, corpus, settings, wall time).`,
+  options: PRETRAIN_OPTIONS,
+  runFile: {},
+  hints: {
+    fine_tuning: 'pretrain trains every weight; remove fine_tuning',
+    train_dataset_path: 'pretrain reads plain text files, one document per line: text: [FILE, ...]',
+    eval_dataset_path: 'pretrain holds out eval-documents of its own text for the evaluation loss',
+  },
+}
 
 export interface PretrainCliArgs {
   text: string[]
@@ -138,4 +147,39 @@ export async function runPretrain(a: PretrainCliArgs, stderr: ProgressStream, si
     `model written to ${summary.outputDir}`,
     '',
   ].join('\n')
+}
+
+export async function pretrainCommand(argv: string[], io: CliIo): Promise<number> {
+  const cl = readCommandLine(PRETRAIN, argv, io.stderr)
+  if (cl.help) return void io.stdout.write(helpText(PRETRAIN)), 0
+  const v = cl.values
+  const args: PretrainCliArgs = {
+    text: need(PRETRAIN, cl, 'text'),
+    base: v.base,
+    // From random weights the architecture and tokenizer must be named; a base brings its own.
+    config: v.base === undefined ? need(PRETRAIN, cl, 'config') : v.config,
+    tokenizer: v.base === undefined ? need(PRETRAIN, cl, 'tokenizer') : v.tokenizer,
+    out: need(PRETRAIN, cl, 'out'),
+    options: {
+      seqLength: v['seq-length'],
+      batchSize: v['batch-size'],
+      epochs: v.epochs,
+      maxSteps: v['max-steps'],
+      learningRate: v.lr,
+      warmupSteps: v['warmup-steps'],
+      weightDecay: v['weight-decay'],
+      evalDocuments: v['eval-documents'],
+      evalSteps: v['eval-steps'],
+      saveSteps: v['save-steps'],
+      resume: v.resume === true,
+      seed: v.seed,
+      precision: v.precision,
+      device: v.device,
+    },
+    json: v.json === true,
+    quiet: v.quiet === true,
+  }
+  if (cl.printConfig) return void io.stdout.write(formatConfig(PRETRAIN, cl)), 0
+  io.stdout.write(await runPretrain(args, io.stderr, io.signal))
+  return io.signal?.aborted ? 130 : 0
 }

@@ -129,11 +129,36 @@ export async function readDataset(data: string | readonly LabeledText[], options
   return { source: name, format: 'array', examples, skipped: problems.report }
 }
 
+// ERNIEKit's SFT record: {src, tgt} rather than {text, label} (unless a text field is named).
+function isSrcTgtRecord(rec: Record<string, unknown>, o: ReadDataOptions): boolean {
+  return o.textField === undefined && !('text' in rec) && 'src' in rec
+}
+
+/**
+ * Whether a data file holds ERNIEKit SFT records ({"src": [...], "tgt": [...]}), judged by its
+ * first record: a .jsonl (.json, .ndjson) file whose first non-blank line is such an object.
+ * Anything else, unreadable or malformed lines included, is not (reading the data reports those).
+ */
+export async function isSrcTgtFile(file: string, options: Pick<ReadDataOptions, 'format' | 'textField'> = {}): Promise<boolean> {
+  if ((options.format ?? formatFromPath(file)) !== 'jsonl') return false
+  try {
+    for await (const { bytes } of byteLines(file)) {
+      const s = decodeUtf8(bytes)
+      if (s.trim() === '') continue
+      const rec: unknown = JSON.parse(s)
+      return rec !== null && typeof rec === 'object' && !Array.isArray(rec) && isSrcTgtRecord(rec as Record<string, unknown>, options)
+    }
+  } catch {
+    return false
+  }
+  return false
+}
+
 // A {text, label} (or ERNIEKit {src, tgt}) object -> an example, or a problem.
 function fromRecord(rec: Record<string, unknown>, o: ReadDataOptions, problems: Problems, line: number, file: string, isArray: boolean): Example | undefined {
   let text: unknown
   let label: unknown
-  if (o.textField === undefined && !('text' in rec) && 'src' in rec) {
+  if (isSrcTgtRecord(rec, o)) {
     // ERNIEKit SFT: src holds the prompt turn(s), tgt the answer(s): here, the label word
     const src = rec.src
     const parts = typeof src === 'string' ? [src] : src

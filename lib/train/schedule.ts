@@ -5,6 +5,7 @@
 import { rangeError } from '../errors'
 
 export type ScheduleKind = 'constant' | 'linear' | 'cosine'
+export const SCHEDULE_KINDS: readonly ScheduleKind[] = ['constant', 'linear', 'cosine']
 
 export interface ScheduleOptions {
   kind?: ScheduleKind
@@ -39,7 +40,7 @@ export function warmupStepsOf(o: { totalSteps: number; warmupSteps?: number; war
 
 export function createSchedule(o: ScheduleOptions): Schedule {
   const kind = o.kind ?? 'linear'
-  if (kind !== 'constant' && kind !== 'linear' && kind !== 'cosine')
+  if (!SCHEDULE_KINDS.includes(kind))
     throw rangeError(`schedule: kind must be 'constant', 'linear' or 'cosine', got ${JSON.stringify(kind)}`)
   if (!(typeof o.lr === 'number' && o.lr >= 0 && Number.isFinite(o.lr))) throw rangeError(`schedule: lr must be a finite number >= 0, got ${o.lr}`)
   if (!Number.isInteger(o.totalSteps) || o.totalSteps < 0) throw rangeError(`schedule: totalSteps must be an integer >= 0, got ${o.totalSteps}`)

@@ -120,6 +120,15 @@ t.test('--help on each command, usage errors', async (t) => {
   t.equal(replaced.code, 0, '--overwrite replaces the saved classifier')
   t.equal(JSON.parse(fs.readFileSync(path.join(out, 'classifier.json'), 'utf8')).method, 'head', 'with the new one')
   t.same([JSON.parse(replaced.stdout).labels, JSON.parse(replaced.stdout).labelsInferred], [['negative', 'positive'], true], 'the classes inferred from the data are reported as such')
+  // Checkpoints beside the classifier, the best evaluation's weights put back at the end, and a resume.
+  const ck = path.join(dir, 'ck')
+  const withCk = ['train', '--data', TRAIN, '--eval', DEV, '--base', TINY, '--method', 'lora', '--max-length', '32', '--max-steps', '4', '--batch-size', '32', '--save-steps', '2', '--eval-steps', '2', '--metric-for-best-model', 'accuracy', '--load-best-model-at-end', '--out', ck, '--quiet', '--json']
+  const first = await inProcess(withCk)
+  t.equal(first.code, 0, first.stderr)
+  t.same(fs.readdirSync(`${ck}.checkpoints`).sort(), ['checkpoint-2', 'checkpoint-4'], 'checkpoints in DIR.checkpoints')
+  const again = await inProcess([...withCk, '--resume'])
+  t.equal(again.code, 0, again.stderr)
+  t.equal(JSON.parse(again.stdout).steps, 4, 'resumed at the last checkpoint: nothing left to train')
   const named = await inProcess(['train', '--data', TRAIN, '--base', TINY, '--method', 'head', '--max-length', '32', '--labels', 'neg,pos', '--out', path.join(dir, 'named'), '--quiet'])
   t.match(named.stdout, /^trained head classifier \(neg, pos\): /, 'classes given are not said to be inferred')
   const text = await inProcess(['eval', '--model', out, '--data', TEST])

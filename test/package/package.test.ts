@@ -92,6 +92,7 @@ function checkContents(files: string[], contents: string): void {
       'dist/lib/index.js', 'dist/lib/cli/bin.js', 'types/lib/index.d.ts', 'esm/index.mjs', 'esm/index.d.mts',
       'binding.gyp', 'scripts/check-build-tools.mjs',
       'data/chnsenticorp/train.tsv', 'data/chnsenticorp/dev.tsv', 'data/chnsenticorp/test.tsv',
+      'recipes/erniekit-sft-lora.yaml', 'recipes/erniekit-sft-full.yaml', 'recipes/qwen3-embedding-head.yaml', 'recipes/qwen3-lora.yaml',
       'models/ernie-4.5-tiny-zh/config.json', 'models/ernie-4.5-tiny-zh/model.safetensors', 'models/ernie-4.5-tiny-zh/tokenizer.model',
       ...(PREBUILT ? ['prebuilds/linux-x64/ernie-sentiment.glibc.node'] : []),
     ]
