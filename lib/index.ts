@@ -38,6 +38,7 @@ export { resolveDevice, cudaInfo, cudaDevices, cudaBuilt, type Device, type Cuda
 export * from './model/index'
 export * from './train/index'
 export * from './classifier/index'
+export * from './serve/index'
 export * as data from './data/index'
 export { DataError } from './data/index'
 export type { LabeledText, DataFormat, OnInvalid, SkipReport } from './data/index'

@@ -41,9 +41,13 @@ export class Batcher<I, O> {
   private timer: { cancel(): void } | undefined
   private closed: Error | undefined
 
-  /** `run` computes one batch: its outputs in the order of its inputs. */
+  /**
+   * `run` computes one batch: its outputs in the order of its inputs. Its `signal` fires when
+   * every request in the batch has been aborted (none is left to want the outputs); it is absent
+   * when a request in the batch has no signal.
+   */
   constructor(
-    private readonly run: (items: I[]) => Promise<O[]>,
+    private readonly run: (items: I[], signal?: AbortSignal) => Promise<O[]>,
     options: BatcherOptions = {},
   ) {
     this.maxBatch = options.maxBatch ?? 32
@@ -132,8 +136,9 @@ export class Batcher<I, O> {
     }
     if (items.length === 0) return
     this.running = true
+    const whenAllAbort = allAborted(parts.map((p) => p.req.signal))
     try {
-      const outputs = await this.run(items)
+      const outputs = await this.run(items, whenAllAbort?.signal)
       if (outputs.length !== items.length) throw new Error(`Batcher: a batch of ${items.length} items gave ${outputs.length} outputs`)
       let k = 0
       for (const { req, from, to } of parts) {
@@ -152,6 +157,7 @@ export class Batcher<I, O> {
         this.fail(req, err)
       }
     } finally {
+      whenAllAbort?.release()
       this.running = false
       this.schedule()
     }
@@ -168,4 +174,17 @@ export class Batcher<I, O> {
     if (req.onAbort) req.signal!.removeEventListener('abort', req.onAbort)
     req.reject(err)
   }
+}
+
+/** A signal that fires once every one of `signals` has; undefined when one of them is missing. */
+function allAborted(signals: ReadonlyArray<AbortSignal | undefined>): { signal: AbortSignal; release(): void } | undefined {
+  if (!signals.every((s) => s !== undefined)) return undefined
+  const all = signals as AbortSignal[]
+  const controller = new AbortController()
+  const check = () => {
+    if (all.every((s) => s.aborted)) controller.abort(all[0].reason)
+  }
+  for (const s of all) s.addEventListener('abort', check, { once: true })
+  check()
+  return { signal: controller.signal, release: () => all.forEach((s) => s.removeEventListener('abort', check)) }
 }

@@ -17,8 +17,8 @@ import type { EvaluateResult } from './metrics'
 import { fitClassifier } from './fit'
 import type { TrainingRecord } from './format'
 import { exportClassifier, type ExportOptions } from './export'
-import { evaluateData, predictTexts } from './inference'
-import type { ErnieClassifierOptions, EvaluateOptions, FitOptions, LoadOptions, Method, PredictOptions } from './options'
+import { evaluateData, predictTexts, setBatching } from './inference'
+import type { ErnieClassifierOptions, EvaluateOptions, FitOptions, LoadOptions, Method, PredictBatching, PredictOptions } from './options'
 import { loadClassifier, saveClassifier } from './persistence'
 import type { EvaluateReport, FitResult, Prediction } from './results'
 
@@ -33,6 +33,7 @@ export {
   type FitOptions,
   type FitProgress,
   type PredictOptions,
+  type PredictBatching,
   type EvaluateOptions,
   type LoadOptions,
 } from './options'
@@ -76,11 +77,33 @@ export class ErnieClassifier implements AsyncDisposable {
     return this.core.metrics_
   }
 
-  /** Predicts one text, or each of an array of texts (batched inside); `signal` stops it between batches. */
+  /**
+   * Predicts one text, or each of an array of texts. Concurrent calls (with the same batchSize)
+   * are coalesced: their texts share inference runs of up to 1024 texts (see setBatching), so
+   * 6,000 concurrent predict(text) calls cost about what one predict of 6,000 texts does.
+   * `signal` stops the call between runs (an AbortError). Non-finite scores (weights holding NaN)
+   * are ErnieError ERR_NUMERIC naming the text.
+   */
   predict(text: string, options?: PredictOptions): Promise<Prediction>
   predict(texts: readonly string[], options?: PredictOptions): Promise<Prediction[]>
   predict(input: string | readonly string[], options: PredictOptions = {}): Promise<Prediction | Prediction[]> {
     return predictTexts(this.core, input, options)
+  }
+
+  /**
+   * How concurrent predict calls are coalesced from now on: texts per run, how long a run waits
+   * for company, how many texts may wait (past it ERR_QUEUE_FULL), a callback per run. The HTTP
+   * server (createServer) sets these from its options.
+   */
+  setBatching(batching: PredictBatching): void {
+    setBatching(this.core, batching)
+  }
+
+  /** Texts waiting in predict's queue for a run (all batch sizes). */
+  get queuedTexts(): number {
+    let n = 0
+    for (const b of this.core.batchers.values()) n += b.queued
+    return n
   }
 
   /** Accuracy, macro-F1, per-class precision / recall / F1, the confusion matrix and the loss on labelled data. */

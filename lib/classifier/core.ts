@@ -7,6 +7,7 @@ import * as path from 'node:path'
 import type { LabelSet } from '../data'
 import type { Precision } from '../precision'
 import { ErnieError, rangeError, typeError } from '../errors'
+import type { Batcher } from './batcher'
 import type { LoraAdapter } from '../model/lora'
 import { ErnieModel } from '../model/model'
 import { Tokenizer } from '../tokenizer'
@@ -14,7 +15,7 @@ import { answerIds, DEFAULT_PROMPT, promptParts, type Pooling, type PromptParts,
 import type { BaseModelRef, TrainingRecord } from './format'
 import type { Head, HeadSpec } from './head'
 import type { EvaluateResult } from './metrics'
-import { LARGE_MODEL, parseClassifierOptions, type ErnieClassifierOptions, type HubOptions, type Method } from './options'
+import { LARGE_MODEL, parseClassifierOptions, type ErnieClassifierOptions, type HubOptions, type Method, type PredictBatching } from './options'
 
 export interface Generative {
   tuning: 'full' | 'lora'
@@ -48,6 +49,9 @@ export class ClassifierCore {
   busy = false
   disposed = false
   readonly running = new Set<Promise<unknown>>()
+  /** predict's batchers, one per batchSize (inference.ts), and the settings new ones take. */
+  readonly batchers = new Map<number, Batcher<string, Float32Array>>()
+  batching: PredictBatching = {}
   training: TrainingRecord | undefined
   metrics_: EvaluateResult | undefined
   /** The precision of the model's matrix products in fit, predict and evaluate. */
@@ -161,6 +165,8 @@ export class ClassifierCore {
     this.disposed = true
     await Promise.allSettled([...this.running])
     await this.ready?.catch(() => undefined)
+    for (const b of this.batchers.values()) b.close(new ErnieError('ERR_DISPOSED', 'this ErnieClassifier has been disposed'))
+    this.batchers.clear()
     this.adapter?.dispose()
     this.adapter = undefined
     if (this.ownsModel) await this.model_?.dispose()

@@ -8,7 +8,8 @@ import { runInLanes } from '../util/lanes'
 import type { ClassifierCore } from './core'
 import { encodeTexts, lengthBatches, padRows, promptIds, type PaddedBatch } from './encode'
 import { classificationMetrics, softmaxRows } from './metrics'
-import { checkSignal, throwIfAborted, type EvaluateOptions, type PredictOptions } from './options'
+import { Batcher } from './batcher'
+import { checkSignal, throwIfAborted, type EvaluateOptions, type PredictBatching, type PredictOptions } from './options'
 import type { EvaluateReport, Prediction } from './results'
 
 // Texts encoded and sorted by length together for inference: a larger pool sorts into batches
@@ -142,7 +143,44 @@ async function answerProbabilities(core: ClassifierCore, texts: readonly string[
   return signal?.aborted ? undefined : softmaxRows(logp, C)
 }
 
-/** ErnieClassifier.predict. */
+/** Texts per coalesced predict run by default: one FEATURE_CHUNK, as efficient as one large call. */
+export const DEFAULT_MAX_BATCH = FEATURE_CHUNK
+
+/**
+ * predict's batcher for `batchSize` (created on first use with the classifier's batching
+ * settings): concurrent calls share runs of probabilities() instead of each running its own.
+ */
+function predictBatcher(core: ClassifierCore, batchSize: number): Batcher<string, Float32Array> {
+  let batcher = core.batchers.get(batchSize)
+  if (batcher) return batcher
+  const { onBatch, ...limits } = core.batching
+  batcher = new Batcher<string, Float32Array>(
+    async (texts, signal) => {
+      onBatch?.(texts.length)
+      // tracked too: fit waits for a run whose callers have all aborted; it stops between
+      // forward passes once they all have
+      const probs = await core.track(probabilities(core, texts, batchSize, signal))
+      if (!probs) throw new AbortError('predict', signal!)
+      const C = core.labelSet!.size
+      return texts.map((_, i) => probs.subarray(i * C, (i + 1) * C))
+    },
+    { maxBatch: DEFAULT_MAX_BATCH, ...limits },
+  )
+  core.batchers.set(batchSize, batcher)
+  return batcher
+}
+
+/** ErnieClassifier.setBatching: settings for the batchers made from now on (those in use finish their queue). */
+export function setBatching(core: ClassifierCore, batching: PredictBatching): void {
+  if (typeof batching !== 'object' || batching === null) throw typeError('setBatching: expected an object { maxBatch, maxWaitMs, maxQueue, onBatch }')
+  if (batching.onBatch !== undefined && typeof batching.onBatch !== 'function') throw typeError('setBatching: onBatch must be a function')
+  // the Batcher checks the numbers; a trial one reports a bad value now rather than at the next predict
+  new Batcher(async () => [], { maxBatch: DEFAULT_MAX_BATCH, ...batching })
+  core.batching = { ...batching }
+  core.batchers.clear()
+}
+
+/** ErnieClassifier.predict: the texts go through the classifier's batcher, coalesced with concurrent calls. */
 export async function predictTexts(core: ClassifierCore, input: string | readonly string[], options: PredictOptions): Promise<Prediction | Prediction[]> {
   const single = typeof input === 'string'
   const texts = single ? [input] : input
@@ -157,17 +195,24 @@ export async function predictTexts(core: ClassifierCore, input: string | readonl
   await core.ensureReady()
   core.checkUsable('predict')
   const names = core.labelSet!.names
-  const C = names.length
-  const probs = await core.track(probabilities(core, texts, batchSize, signal))
-  if (!probs) throw new AbortError('predict', signal!)
-  const out = texts.map((_, i) => {
+  let rows: Float32Array[]
+  try {
+    rows = await core.track(predictBatcher(core, batchSize).submit(texts, signal))
+  } catch (err) {
+    if (signal?.aborted) throw new AbortError('predict', signal)
+    throw err
+  }
+  const out = rows.map((probs, i) => {
+    // NaN or Inf scores come from weights that diverged (or were loaded broken): never a label
+    if (!probs.every(Number.isFinite))
+      throw new ErnieError('ERR_NUMERIC', `predict: ${single ? 'the text' : `texts[${i}]`} got non-finite class scores (${[...probs].join(', ')}); the model or head weights hold NaN or Inf (a fit that diverged?)`)
     const scores: Record<string, number> = {}
     let best = 0
-    for (let c = 0; c < C; c++) {
-      scores[names[c]] = probs[i * C + c]
-      if (probs[i * C + c] > probs[i * C + best]) best = c
+    for (let c = 0; c < names.length; c++) {
+      scores[names[c]] = probs[c]
+      if (probs[c] > probs[best]) best = c
     }
-    return { label: names[best], score: probs[i * C + best], scores }
+    return { label: names[best], score: probs[best], scores }
   })
   return single ? out[0] : out
 }

@@ -162,6 +162,21 @@ export interface PredictOptions {
   signal?: AbortSignal
 }
 
+/**
+ * How concurrent predict calls are coalesced (ErnieClassifier.setBatching): texts from calls
+ * made at about the same time share one inference run of up to `maxBatch` texts.
+ */
+export interface PredictBatching {
+  /** Texts per coalesced run (default 1024: a run sorts its texts by length into forward passes of `batchSize`). */
+  maxBatch?: number
+  /** How long a run that is not full waits for more texts, in ms (default 0: the calls of the same event-loop turn). */
+  maxWaitMs?: number
+  /** Texts that may wait; a call that would pass it is refused with ErnieError ERR_QUEUE_FULL (default: no limit). */
+  maxQueue?: number
+  /** Called as each coalesced run starts, with its number of texts (for metrics). */
+  onBatch?: (texts: number) => void
+}
+
 export interface EvaluateOptions extends PredictOptions {
   onInvalid?: OnInvalid
   format?: ReadDataOptions['format']

@@ -13,6 +13,7 @@ import { compareCommand } from './compare'
 import { DEMO_HELP, runDemo } from './demo'
 import { evalCommand } from './eval'
 import { runExport } from './export'
+import { runServe } from './serve'
 import { formatMetrics } from './format'
 import type { CliIo } from './io'
 import { predictCommand } from './predict'
@@ -34,6 +35,7 @@ Commands:
   pretrain  pre-train a model from random weights on raw text (one document per line)
   demo      fine-tune on the bundled ChnSentiCorp, then report test accuracy and sample predictions
   export    a classifier or LoRA adapter as a merged checkpoint (Hugging Face or ERNIEKit layout)
+  serve     an HTTP server for saved classifiers (POST /v1/classify, /health, /metrics)
 
 train, eval and pretrain also read their settings from a run file (YAML, ERNIEKit's keys
 understood): ernie-sentiment train run.yaml [options].
@@ -122,6 +124,8 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
         return await demoCommand(rest, io)
       case 'export':
         return await runExport(rest, io)
+      case 'serve':
+        return await runServe(rest, io)
       case '-h':
       case '--help':
       case 'help':
