@@ -9,7 +9,7 @@ export type TokenBatch = number[][] | { data: Int32Array; shape: [number, number
 
 export interface ForwardInput {
   inputIds: TokenBatch
-  /** 1 for tokens, 0 for padding; all ones when omitted. */
+  /** 1 for tokens, 0 for padding (any other value is ERR_OUT_OF_RANGE); all ones when omitted. */
   attentionMask?: TokenBatch
   /**
    * Packed documents: a run of equal ids in a row is one document, whose tokens attend only to
