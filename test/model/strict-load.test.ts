@@ -168,3 +168,16 @@ t.test('forward inputs: ids past 32 bits and mask values other than 0 and 1 are 
   const padded = await model.forward({ inputIds: [[1, 2, 3], [4, 5, 0]], attentionMask: [[1, 1, 1], [1, 1, 0]] })
   t.same(padded.shape, [2, 3], 'a 0/1 mask runs')
 })
+
+// Found by the structural fuzz test: a null max_position_embeddings (absent, as transformers
+// reads it) was kept as null, compared as 0, and every input was "longer than (null)".
+t.test('null in config.json means absent', async (t) => {
+  const dir = await variant('ernie-tiny', { config: (c) => ((c.max_position_embeddings = null), (c.head_dim = 32), (c.bos_token_id = null)) })
+  const model = await ErnieModel.fromPretrained(dir)
+  t.teardown(() => model.dispose())
+  t.notOk('max_position_embeddings' in model.config || 'bos_token_id' in model.config, 'left out of the resolved config')
+  const { shape } = await model.forward({ inputIds: [[1, 5, 6, 7, 8, 2]] })
+  t.same(shape, [1, 6], 'a row of 6 tokens runs')
+  const { finishReason } = await model.generate([1, 5, 6], { maxNewTokens: 2 })
+  t.ok(finishReason === 'length' || finishReason === 'eos', `and generation (${finishReason})`)
+})
