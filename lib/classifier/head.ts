@@ -5,7 +5,7 @@
 // full training (the classify objective), in predict (the forward call's head output) and here
 // for the head method, which trains it on cached features (the classifierHead op). The MLP head
 // exists for the head method only and is computed here, in JavaScript.
-import { rangeError } from '../errors'
+import { ErnieError, rangeError } from '../errors'
 import type { TensorToSave } from '../io/safetensors'
 import type { LinearHeadOptions } from '../model/forward'
 import { classifierHead } from '../native'
@@ -14,6 +14,12 @@ import { seededRandom } from '../util/random'
 
 
 export type HeadSpec = { kind: 'linear' } | { kind: 'mlp'; hiddenSize: number }
+
+/** A tensor read back from a file: its elements as f32 and its shape. */
+export interface SavedTensor {
+  data: Float32Array
+  shape: readonly number[]
+}
 
 export const HEAD_WEIGHT = 'classifier.weight'
 export const HEAD_BIAS = 'classifier.bias'
@@ -215,22 +221,29 @@ export class Head {
     return out
   }
 
-  /** A head from saved tensors (copied); `get` returns undefined for a missing name. */
-  static fromTensors(spec: HeadSpec, inputSize: number, classes: number, get: (name: string) => Float32Array | undefined, where: string): Head {
+  /**
+   * A head from saved tensors (copied); `get` returns undefined for a missing name. Each tensor
+   * must have the shape the head needs, and the standardisation comes as a pair: anything else is
+   * ErnieError ERR_CLASSIFIER naming `where` (the file).
+   */
+  static fromTensors(spec: HeadSpec, inputSize: number, classes: number, get: (name: string) => SavedTensor | undefined, where: string): Head {
     const head = Head.create(spec, inputSize, classes)
+    const fail = (msg: string): never => {
+      throw new ErnieError('ERR_CLASSIFIER', `${where}: ${msg}`)
+    }
     const take = (name: string, required: boolean): Float32Array | undefined => {
       const v = get(name)
-      if (v === undefined) {
-        if (required) throw rangeError(`${where}: no tensor "${name}"`)
-        return undefined
-      }
-      const n = head.shapeOf(name).reduce((a, b) => a * b, 1)
-      if (v.length !== n) throw rangeError(`${where}: tensor "${name}" has ${v.length} values, expected ${n} [${head.shapeOf(name).join(', ')}]`)
-      return Float32Array.from(v)
+      if (v === undefined) return required ? fail(`no tensor "${name}"`) : undefined
+      const shape = head.shapeOf(name)
+      if (v.shape.length !== shape.length || v.shape.some((d, i) => d !== shape[i]) || v.data.length !== v.shape.reduce((a, b) => a * b, 1))
+        fail(`tensor "${name}" has shape [${v.shape.join(', ')}], the head needs [${shape.join(', ')}]`)
+      return Float32Array.from(v.data)
     }
     for (const name of head.params.keys()) head.params.set(name, take(name, true)!)
     const mean = take(FEATURE_MEAN, false)
     const std = take(FEATURE_STD, false)
+    if ((mean === undefined) !== (std === undefined))
+      fail(`"${mean ? FEATURE_MEAN : FEATURE_STD}" without "${mean ? FEATURE_STD : FEATURE_MEAN}": the head's standardisation needs both`)
     if (mean && std) {
       head.featureMean = mean
       head.featureStd = std

@@ -8,8 +8,8 @@ import * as path from 'node:path'
 
 import { LabelSet } from '../data'
 import { resolveModelDevice } from '../device'
-import { PRECISIONS } from '../precision'
 import { AbortError, ErnieError, typeError } from '../errors'
+import { openSafetensors } from '../io/safetensors'
 import type { WeightLayout } from '../model/layout'
 import { LoraAdapter } from '../model/lora'
 import { writeCheckpoint } from '../model/save'
@@ -17,13 +17,13 @@ import type { ModelViews } from '../model/weights'
 import { ErnieModel } from '../model/model'
 import { copyModelFiles, Tokenizer } from '../tokenizer'
 import { BUNDLED_MODEL, bundledModelDir, bundledModelPath, bundledNameOf, packageRoot } from './bundled'
+import { readClassifierJson } from './classifier-json'
 import type { ClassifierCore } from './core'
 import { CLASSIFIER_FILE, FORMAT, FORMAT_VERSION, HEAD_FILE, type BaseArchitecture, type BaseModelRef, type ClassifierJson } from './format'
-import { Head, HEAD_BIAS, HEAD_WEIGHT } from './head'
+import { Head, HEAD_BIAS, HEAD_WEIGHT, type HeadSpec } from './head'
 import { defaultLabels, hfFormOf, readHfClassifier, SCORE_MODULE, writeHfFiles } from './hf-format'
-import { checkSignal, DEFAULT_MAX_LENGTH, hubOptionsOf, METHODS, throwIfAborted, type ErnieClassifierOptions, type LoadOptions, type Method } from './options'
+import { checkSignal, DEFAULT_MAX_LENGTH, hubOptionsOf, throwIfAborted, type ErnieClassifierOptions, type LoadOptions, type Method } from './options'
 import { headRecord } from './settings'
-import { readSmallFile } from '../io/read'
 
 /** The base as a save records it: the bundled model by its name, never by where it is installed. */
 function portableBase(base: BaseModelRef): BaseModelRef {
@@ -43,22 +43,6 @@ function locateBase(base: BaseModelRef, file: string): string {
   }
   if (base.kind === 'path' && !fs.existsSync(base.ref) && bundledNameOf(base.ref)) return bundledModelDir() ?? base.ref
   return base.ref
-}
-
-const BASE_KINDS: readonly BaseModelRef['kind'][] = ['hub', 'path', 'bundled', 'saved']
-
-// classifier.json says where the base model is; a saved model must be inside the classifier's
-// directory and a bundled one a plain name, so that an edited file cannot load weights from elsewhere.
-function checkBaseRef(base: BaseModelRef | undefined, dir: string, file: string): void {
-  if (!base || !BASE_KINDS.includes(base.kind) || typeof base.ref !== 'string' || base.ref === '')
-    throw new ErnieError('ERR_CLASSIFIER', `${file}: "base" must be { kind: ${BASE_KINDS.join(' | ')}, ref: string }, got ${JSON.stringify(base)}`)
-  if (base.kind === 'saved') {
-    const rel = path.relative(path.resolve(dir), path.resolve(dir, base.ref))
-    if (rel.startsWith('..') || path.isAbsolute(rel))
-      throw new ErnieError('ERR_CLASSIFIER', `${file}: base.ref ${JSON.stringify(base.ref)} leaves the classifier's directory; a saved model is inside it ('.' or 'model')`)
-  }
-  if (base.kind === 'bundled' && !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(base.ref))
-    throw new ErnieError('ERR_CLASSIFIER', `${file}: base.ref ${JSON.stringify(base.ref)} is not a bundled model's name`)
 }
 
 /**
@@ -175,21 +159,8 @@ export async function loadClassifier<C extends { dispose(): Promise<void> }>(dir
   if (typeof dir !== 'string' || dir.length === 0) throw typeError('load: dir must be a directory path')
   resolveModelDevice(options.device, 'load: device')
   const { signal, fromPretrained } = modelLoader(options)
-  const file = path.join(dir, CLASSIFIER_FILE)
-  if (!fs.existsSync(file) && fs.existsSync(dir) && fs.statSync(dir).isDirectory()) return loadHfClassifier(dir, options, create)
-  let meta: ClassifierJson
-  try {
-    meta = JSON.parse((await readSmallFile(file, 'config')).toString('utf8'))
-  } catch (e) {
-    const code = (e as { code?: string }).code
-    throw new ErnieError('ERR_CLASSIFIER', code ? `${file}: cannot read (${code}); is ${dir} a saved classifier?` : `${file}: invalid JSON (${(e as Error).message})`, { cause: e })
-  }
-  if (!meta || meta.format !== FORMAT || (meta.version !== 1 && meta.version !== 2))
-    throw new ErnieError('ERR_CLASSIFIER', `${file}: not a classifier this version reads (format ${JSON.stringify(meta?.format)}, version ${JSON.stringify(meta?.version)})`)
-  if (!METHODS.includes(meta.method)) throw new ErnieError('ERR_CLASSIFIER', `${file}: unknown method ${JSON.stringify(meta.method)}`)
-  if (meta.precision !== undefined && !PRECISIONS.includes(meta.precision))
-    throw new ErnieError('ERR_CLASSIFIER', `${file}: unknown precision ${JSON.stringify(meta.precision)} (expected ${PRECISIONS.join(', ')})`)
-  checkBaseRef(meta.base, dir, file)
+  if (!fs.existsSync(path.join(dir, CLASSIFIER_FILE)) && fs.existsSync(dir) && fs.statSync(dir).isDirectory()) return loadHfClassifier(dir, options, create)
+  const { meta, file } = await readClassifierJson(dir)
 
   let model: ErnieModel
   let owns = true
@@ -257,17 +228,7 @@ export async function loadClassifier<C extends { dispose(): Promise<void> }>(dir
     core.ready = Promise.resolve()
     core.training = meta.training
     core.metrics_ = meta.metrics
-    if (meta.head) {
-      const { openSafetensors } = await import('../io/safetensors')
-      using st = openSafetensors(path.join(dir, HEAD_FILE))
-      core.head = Head.fromTensors(
-        meta.head.kind === 'mlp' ? { kind: 'mlp', hiddenSize: meta.head.hiddenSize! } : { kind: 'linear' },
-        c.hidden_size,
-        meta.labels.names.length,
-        (name) => (st.has(name) ? (st.view(name) as Float32Array) : undefined),
-        path.join(dir, HEAD_FILE),
-      )
-    }
+    if (meta.head) core.head = readHead(meta, dir, c.hidden_size)
     // version 1 kept the adapter in adapter/; version 2 at the root, with the head in modules_to_save
     if (meta.lora) core.adapter = await LoraAdapter.load(meta.version === 1 ? path.join(dir, 'adapter') : dir, model, { modulesToSave: [SCORE_MODULE] })
     if (meta.method === 'generative') core.generative()
@@ -277,6 +238,20 @@ export async function loadClassifier<C extends { dispose(): Promise<void> }>(dir
     throw e
   }
   return clf
+}
+
+/** head.safetensors as classifier.json describes it: F32 tensors of the head's shapes. */
+function readHead(meta: ClassifierJson, dir: string, hiddenSize: number): Head {
+  const file = path.join(dir, HEAD_FILE)
+  const spec: HeadSpec = meta.head!.kind === 'mlp' ? { kind: 'mlp', hiddenSize: meta.head!.hiddenSize! } : { kind: 'linear' }
+  if (!fs.existsSync(file)) throw new ErnieError('ERR_CLASSIFIER', `${file}: missing; ${CLASSIFIER_FILE} records a ${spec.kind} head`)
+  using st = openSafetensors(file)
+  return Head.fromTensors(spec, hiddenSize, meta.labels.names.length, (name) => {
+    if (!st.has(name)) return undefined
+    const { dtype, shape } = st.tensors[name]
+    if (dtype !== 'F32') throw new ErnieError('ERR_CLASSIFIER', `${file}: tensor "${name}" is ${dtype}; a head is stored as F32`)
+    return { data: st.view(name) as Float32Array, shape }
+  }, file)
 }
 
 /**
@@ -330,7 +305,7 @@ async function loadHfClassifier<C extends { dispose(): Promise<void> }>(dir: str
     if (!tokenizer) throw new ErnieError('ERR_NO_TOKENIZER', `${dir}: no tokenizer here or with the base model`)
     const positions = Math.min(tokenizer.modelMaxLength ?? Infinity, model.config.max_position_embeddings ?? Infinity)
     const bias = score!.bias ?? new Float32Array(C)
-    const head = Head.fromTensors({ kind: 'linear' }, H, C, (name) => (name === HEAD_WEIGHT ? score!.weight : name === HEAD_BIAS ? bias : undefined), dir)
+    const head = Head.fromTensors({ kind: 'linear' }, H, C, (name) => (name === HEAD_WEIGHT ? { data: score!.weight, shape: score!.shape } : name === HEAD_BIAS ? { data: bias, shape: [C] } : undefined), dir)
     const { clf, core } = create({
       model,
       method: hf.method,

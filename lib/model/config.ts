@@ -155,8 +155,11 @@ export function resolveConfig(raw: unknown, where = 'config'): ResolvedConfig {
   const act = cfg.hidden_act ?? 'silu'
   if (act !== 'silu' && act !== 'swish')
     throw new ErnieError('ERR_CONFIG', `${where}: hidden_act ${JSON.stringify(act)} is not supported (expected "silu")`)
+  // null means absent, as transformers reads it: the resolved config leaves such keys out, as its
+  // type says (a null max_position_embeddings compared as 0 and refused every input)
+  const present = Object.fromEntries(Object.entries(cfg).filter(([, v]) => v !== null))
   return {
-    ...(cfg as ModelConfig),
+    ...(present as ModelConfig),
     head_dim: headDim as number,
     tie_word_embeddings: cfg.tie_word_embeddings !== false,
     arch: ARCHITECTURES[type],

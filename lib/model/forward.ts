@@ -9,7 +9,7 @@ export type TokenBatch = number[][] | { data: Int32Array; shape: [number, number
 
 export interface ForwardInput {
   inputIds: TokenBatch
-  /** 1 for tokens, 0 for padding; all ones when omitted. */
+  /** 1 for tokens, 0 for padding (any other value is ERR_OUT_OF_RANGE); all ones when omitted. */
   attentionMask?: TokenBatch
   /**
    * Packed documents: a run of equal ids in a row is one document, whose tokens attend only to
@@ -109,6 +109,8 @@ export function flatten(x: TokenBatch, what: string, shape?: [number, number]): 
         throw rangeError(`${what}: row ${b} has ${Array.isArray(row) ? row.length : 'no'} tokens, row 0 has ${T} (pad the batch)`)
       row.forEach((v, t) => {
         if (!Number.isInteger(v)) throw typeError(`${what}: row ${b}, position ${t} is not an integer: ${v}`)
+        // an Int32Array would wrap it (2^40 to 0) into another, valid-looking value
+        if (v !== (v | 0)) throw rangeError(`${what}: row ${b}, position ${t} holds ${v}, outside the 32-bit integer range`)
         data[b * T + t] = v
       })
     })
@@ -131,6 +133,11 @@ export function toFlatBatch(input: ForwardInput, maxPositions?: number): FlatBat
   if (maxPositions !== undefined && ids.shape[1] > maxPositions)
     throw new ErnieError('ERR_SEQUENCE_TOO_LONG', `inputIds: rows of ${ids.shape[1]} tokens exceed the model's max_position_embeddings (${maxPositions})`)
   const mask = input.attentionMask ? flatten(input.attentionMask, 'attentionMask', ids.shape).data : new Int32Array(ids.data.length).fill(1)
+  // 1 for a token, 0 for padding: other values mean something else to other libraries (HF adds
+  // (1 - mask) * min to the scores), so they are refused rather than read as 1.
+  const bad = mask.findIndex((m) => m !== 0 && m !== 1)
+  if (bad >= 0)
+    throw rangeError(`attentionMask: row ${Math.floor(bad / ids.shape[1])}, position ${bad % ids.shape[1]} holds ${mask[bad]}; a mask holds 1 for tokens and 0 for padding`)
   const flat: FlatBatch = { inputIds: ids.data, attentionMask: mask, batch: ids.shape[0], seq: ids.shape[1] }
   if (input.segmentIds) flat.segmentIds = flatten(input.segmentIds, 'segmentIds', ids.shape).data
   return flat

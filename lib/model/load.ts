@@ -7,6 +7,7 @@ import { resolveModelDevice, type Device } from '../device'
 import { resolvePrecision, type Precision } from '../precision'
 import { ErnieError, typeError } from '../errors'
 import { resolveModel, type ResolveOptions } from '../hub'
+import { parseJsonBytes } from '../io/json'
 import { readSmallFileSync } from '../io/read'
 import { openSafetensors, type Safetensors } from '../io/safetensors'
 import { fillNormalSync } from '../native'
@@ -19,16 +20,16 @@ import { isClassificationHead, mapWeights, unusedTensors, type ModelViews, type 
 /** Reads and validates a directory's config.json. */
 export function readConfig(dir: string): ResolvedConfig {
   const file = path.join(dir, 'config.json')
-  let text: string
+  let bytes: Buffer
   try {
-    text = readSmallFileSync(file, 'config').toString('utf8')
+    bytes = readSmallFileSync(file, 'config')
   } catch (e) {
     if (e instanceof ErnieError) throw e // not a regular file, or past its size cap: named by the reader
     throw new ErnieError('ERR_MODEL_NOT_FOUND', `${file}: cannot read config.json (${(e as Error).message})`, { cause: e })
   }
   let raw: unknown
   try {
-    raw = JSON.parse(text)
+    raw = parseJsonBytes(bytes)
   } catch (e) {
     throw new ErnieError('ERR_CONFIG', `${file}: invalid JSON (${(e as Error).message})`, { cause: e })
   }
@@ -162,6 +163,9 @@ export async function loadPretrained<M extends { precision: Precision }>(source:
   const precision = resolvePrecision(options.precision, 'fromPretrained: precision')
   const dir = await resolveModel(source, options)
   const cfg = readConfig(dir)
+  const single = path.join(dir, 'model.safetensors')
+  if (!fs.existsSync(single) && !fs.existsSync(path.join(dir, 'model.safetensors.index.json')))
+    throw new ErnieError('ERR_MODEL_NOT_FOUND', `${single}: no such file (nor a sharded model.safetensors.index.json) beside config.json`)
   const file = openSafetensors(dir)
   try {
     if (options.mmap === false) await file.readIntoMemory()

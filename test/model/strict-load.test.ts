@@ -142,3 +142,42 @@ t.test('NaN or infinity in the weights is refused, naming the tensor and element
   })
   await t.rejects(ErnieModel.fromPretrained(f32), { code: 'ERR_CHECKPOINT', message: /tensor "model\.norm\.weight" holds an infinity at element 3/ })
 })
+
+// Found by the structural fuzz test (test/fuzz): a byte that is not UTF-8 was read as U+FFFD and
+// the file loaded; a directory without weights gave a bare ENOENT naming an index file.
+t.test('config.json must be UTF-8; a directory without model.safetensors is named', async (t) => {
+  const dir = await variant('ernie-tiny', {})
+  const file = path.join(dir, 'config.json')
+  fs.writeFileSync(file, Buffer.from(fs.readFileSync(file, 'latin1').replace('"bfloat16"', '"bfloat16\u00ff"'), 'latin1'))
+  await t.rejects(ErnieModel.fromPretrained(dir), { code: 'ERR_CONFIG', message: `${file}: invalid JSON (not valid UTF-8)` })
+  fs.writeFileSync(file, Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), fs.readFileSync(path.join(FIXTURES, 'ernie-tiny', 'config.json'))]))
+  await t.rejects(ErnieModel.fromPretrained(dir), { code: 'ERR_CONFIG', message: /invalid JSON/ }, 'a BOM is no JSON (as Python reads it)')
+
+  const bare = await variant('ernie-tiny', {})
+  fs.rmSync(path.join(bare, 'model.safetensors'))
+  await t.rejects(ErnieModel.fromPretrained(bare), { code: 'ERR_MODEL_NOT_FOUND', message: `${path.join(bare, 'model.safetensors')}: no such file (nor a sharded model.safetensors.index.json) beside config.json` })
+})
+
+t.test('forward inputs: ids past 32 bits and mask values other than 0 and 1 are refused, not wrapped or read as 1', async (t) => {
+  const model = await ErnieModel.fromPretrained(path.join(FIXTURES, 'ernie-tiny'), { tokenizer: false })
+  t.teardown(() => model.dispose())
+  // 2^40 stored in an Int32Array is 0, a valid id
+  await t.rejects(model.forward({ inputIds: [[1, 2 ** 40, 3]] }), { code: 'ERR_OUT_OF_RANGE', message: 'inputIds: row 0, position 1 holds 1099511627776, outside the 32-bit integer range' })
+  await t.rejects(model.forward({ inputIds: [[1, 2, 3]], attentionMask: [[1, 2, 1]] }), { code: 'ERR_OUT_OF_RANGE', message: /attentionMask: row 0, position 1 holds 2; a mask holds 1 for tokens and 0 for padding/ })
+  await t.rejects(model.forward({ inputIds: { data: Int32Array.of(1, 2), shape: [1, 2] }, attentionMask: { data: Int32Array.of(1, -1), shape: [1, 2] } }), { code: 'ERR_OUT_OF_RANGE', message: /position 1 holds -1/ })
+  const padded = await model.forward({ inputIds: [[1, 2, 3], [4, 5, 0]], attentionMask: [[1, 1, 1], [1, 1, 0]] })
+  t.same(padded.shape, [2, 3], 'a 0/1 mask runs')
+})
+
+// Found by the structural fuzz test: a null max_position_embeddings (absent, as transformers
+// reads it) was kept as null, compared as 0, and every input was "longer than (null)".
+t.test('null in config.json means absent', async (t) => {
+  const dir = await variant('ernie-tiny', { config: (c) => ((c.max_position_embeddings = null), (c.head_dim = 32), (c.bos_token_id = null)) })
+  const model = await ErnieModel.fromPretrained(dir)
+  t.teardown(() => model.dispose())
+  t.notOk('max_position_embeddings' in model.config || 'bos_token_id' in model.config, 'left out of the resolved config')
+  const { shape } = await model.forward({ inputIds: [[1, 5, 6, 7, 8, 2]] })
+  t.same(shape, [1, 6], 'a row of 6 tokens runs')
+  const { finishReason } = await model.generate([1, 5, 6], { maxNewTokens: 2 })
+  t.ok(finishReason === 'length' || finishReason === 'eos', `and generation (${finishReason})`)
+})
