@@ -43,7 +43,7 @@ export function encodeTexts(tok: Tokenizer, texts: readonly string[], s: EncodeS
 /** Like encodeTexts, in chunks that let the event loop run between them. */
 export async function encodeTextsAsync(tok: Tokenizer, texts: readonly string[], s: EncodeSettings, signal?: AbortSignal): Promise<number[][] | undefined> {
   const out: number[][] = []
-  const chunk = 256
+  const chunk = 64 // a few milliseconds of tokenizing
   for (let i = 0; i < texts.length; i += chunk) {
     if (signal?.aborted) return undefined
     for (const row of encodeTexts(tok, texts.slice(i, i + chunk), s)) out.push(row)
