@@ -49,7 +49,7 @@ export class ClassifierCore {
   busy = false
   disposed = false
   readonly running = new Set<Promise<unknown>>()
-  /** predict's batchers, one per batchSize (inference.ts), and the settings new ones take. */
+  /** @internal predict's batchers, one per batchSize (inference.ts), and the settings new ones take. */
   readonly batchers = new Map<number, Batcher<string, Float32Array>>()
   batching: PredictBatching = {}
   training: TrainingRecord | undefined

@@ -21,13 +21,13 @@ export interface FileBytes {
 const CHUNK = 16 << 20
 
 export class FileCopy implements FileBytes {
-  #bytes: ArrayBuffer | undefined
+  private held: ArrayBuffer | undefined
 
   private constructor(
     readonly path: string,
     bytes: ArrayBuffer,
   ) {
-    this.#bytes = bytes
+    this.held = bytes
   }
 
   /** The whole file, read into memory; `expectedLength` (the size it was validated at) must still hold. */
@@ -57,27 +57,27 @@ export class FileCopy implements FileBytes {
   }
 
   get byteLength(): number {
-    return this.#bytes?.byteLength ?? 0
+    return this.held?.byteLength ?? 0
   }
   get disposed(): boolean {
-    return this.#bytes === undefined
+    return this.held === undefined
   }
   buffer(offset = 0, length = this.byteLength - offset): ArrayBuffer {
-    const all = this.#live()
+    const all = this.live()
     return offset === 0 && length === all.byteLength ? all : all.slice(offset, offset + length)
   }
   bytes(offset = 0, length = this.byteLength - offset): Uint8Array {
-    return new Uint8Array(this.#live(), offset, length)
+    return new Uint8Array(this.live(), offset, length)
   }
   /** A private copy cannot change under its reader. */
   checkUnchanged(): void {}
   /** Lets go of the memory; views handed out keep what they reference until garbage-collected. */
   dispose(): void {
-    this.#bytes = undefined
+    this.held = undefined
   }
 
-  #live(): ArrayBuffer {
-    if (!this.#bytes) throw Object.assign(new Error(`FileCopy: '${this.path}' was disposed`), { code: 'ERR_DISPOSED' })
-    return this.#bytes
+  private live(): ArrayBuffer {
+    if (!this.held) throw Object.assign(new Error(`FileCopy: '${this.path}' was disposed`), { code: 'ERR_DISPOSED' })
+    return this.held
   }
 }

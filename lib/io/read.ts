@@ -72,6 +72,7 @@ function grown(buf: Buffer, file: string, kind: SmallFileKind): Buffer {
 }
 
 /**
+ * @internal
  * A file opened for reading only if it is a regular file (stat before opening, fstat after, so a
  * device, FIFO or swapped path is refused with a FileError), for readers that stream it.
  */
@@ -88,6 +89,7 @@ export async function openRegularFile(file: string): Promise<fs.promises.FileHan
 }
 
 /**
+ * @internal
  * A whole small file of a given kind: a regular file (stat before opening, fstat after, so a
  * device, FIFO or swapped path is refused) no larger than FILE_SIZE_LIMITS[kind]. Errors: FileError
  * (EISDIR, ERR_NOT_A_FILE, ERR_FILE_TOO_LARGE), or the file system's own (ENOENT, EACCES, ...).
@@ -108,7 +110,8 @@ export async function readSmallFile(file: string, kind: SmallFileKind): Promise<
   }
 }
 
-/** readSmallFile for synchronous callers (the same checks and caps). */
+/**
+ * @internal readSmallFile for synchronous callers (the same checks and caps). */
 export function readSmallFileSync(file: string, kind: SmallFileKind): Buffer {
   checkRegular(file, fs.statSync(file))
   const fd = fs.openSync(file, OPEN_FLAGS)

@@ -3,7 +3,6 @@
 // concurrent clients share inference runs through each classifier's predict batcher. GET /health,
 // GET /metrics (Prometheus text). close() drains: no new connections, in-flight requests finish.
 import * as http from 'node:http'
-import type { AddressInfo } from 'node:net'
 
 import type { ErnieClassifier } from '../classifier/classifier'
 import { ErnieError, rangeError, typeError } from '../errors'
@@ -25,11 +24,19 @@ export interface ServeOptions {
   maxBodyBytes?: number
 }
 
+/** Where the server listens (node:net's AddressInfo, stated here so the types need no Node typings). */
+export interface ServerAddress {
+  address: string
+  family: string
+  port: number
+}
+
 export interface ClassifierServer {
   /** The node:http server (listening once listen() resolved). */
+  /** @internal */
   readonly server: http.Server
   /** Starts listening (port 0: any free port); resolves with the address. */
-  listen(port?: number, host?: string): Promise<AddressInfo>
+  listen(port?: number, host?: string): Promise<ServerAddress>
   /** Stops accepting, lets in-flight requests finish, then resolves. The classifiers stay open. */
   close(): Promise<void>
 }
@@ -132,7 +139,7 @@ export function createServer(classifiers: ErnieClassifier | Record<string, Ernie
         server.once('error', reject)
         server.listen(port, host, () => {
           server.off('error', reject)
-          resolve(server.address() as AddressInfo)
+          resolve(server.address() as ServerAddress)
         })
       })
     },
