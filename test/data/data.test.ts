@@ -66,7 +66,8 @@ t.test('only regular files are read, and a line has a size limit: a directory, a
   if (fs.existsSync('/dev/zero')) await t.rejects(readDataset('/dev/zero', { format: 'tsv' }), { code: 'ERR_NOT_A_FILE', message: '/dev/zero: is a character device, not a regular file' })
   const fifo = path.join(dir, 'fifo.tsv')
   const made = (await import('node:child_process')).spawnSync('mkfifo', [fifo])
-  if (made.status === 0) await t.rejects(readDataset(fifo), { code: 'ERR_NOT_A_FILE', message: /fifo\.tsv: is a FIFO, not a regular file/ }, 'a FIFO is refused at once, never waited on')
+  t.equal(made.status, 0, 'mkfifo made the FIFO')
+  await t.rejects(readDataset(fifo), { code: 'ERR_NOT_A_FILE', message: /fifo\.tsv: is a FIFO, not a regular file/ }, 'a FIFO is refused at once, never waited on')
   // A file with no line break in its first MAX_LINE_BYTES bytes is not line-structured text.
   const { MAX_LINE_BYTES } = await import('../../lib/data/lines')
   const long = path.join(dir, 'long.tsv')
