@@ -276,6 +276,7 @@ export async function trainCommand(argv: string[], io: CliIo): Promise<number> {
           epochs: result.epochs,
           stopReason: result.stopReason,
           seconds: result.seconds,
+          ...(result.resumedFrom ? { resumedFrom: result.resumedFrom } : {}),
           finalLoss: result.finalLoss,
           metrics: result.metrics,
           data: result.data,
@@ -283,6 +284,8 @@ export async function trainCommand(argv: string[], io: CliIo): Promise<number> {
       )
       return 0
     }
+    if (result.resumedFrom) io.stderr.write(`resumed from step ${result.resumedFrom.step} (${result.resumedFrom.checkpoint})\n`)
+    else if (v.resume) io.stderr.write(`no checkpoint in ${checkpoints}: trained from the start\n`)
     for (const d of skipped) io.stderr.write(`${d!.source}: skipped ${d!.skipped.count} invalid records (${Object.entries(d!.skipped.reasons).map(([k, n]) => `${k}: ${n}`).join(', ')})\n`)
     // Classes the data implied are said so: a reader sees what was inferred (and classifier.json records it).
     const classes = `${clf.labels!.join(', ')}${options.labels ? '' : ', inferred from the data'}`
