@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { ErnieError } from '../errors'
 import { readSmallFile, type SmallFileKind } from '../io/read'
 import type { TokenizerBackend } from './backend'
-import { CHAT_TEMPLATE_TOKENS, detectChatTemplate, renderChatTemplate, type ChatMessage, type ChatTemplateName } from './chat'
+import { CHAT_TEMPLATE_TOKENS, ChatTemplate, impliedChatTemplate, isChatTemplateName, shippedChatTemplates, type ChatMessage, type ChatTemplateName } from './chat'
 import { TokenizerError, checkText } from './errors'
 import { HfBackend } from './hf'
 import { PieceType } from './protobuf'
@@ -59,8 +59,13 @@ const ROLES: readonly SpecialTokenRole[] = ['bos', 'eos', 'unk', 'pad', 'cls', '
 export interface ApplyChatTemplateOptions {
   /** End with the prompt for the assistant's turn. Default false. */
   addGenerationPrompt?: boolean
-  /** Default: the one the tokenizer's config implies (its chat_template, else its special tokens). */
-  template?: ChatTemplateName
+  /**
+   * Which template: the name of one the checkpoint ships (tokenizer_config.json's list of named
+   * templates), a built-in ('ernie' | 'chatml' | 'qwen3'), or a Jinja template's text. Default: the
+   * checkpoint's (chat_template.jinja, else tokenizer_config.json's chat_template), else the built-in
+   * its special tokens imply.
+   */
+  template?: ChatTemplateName | string
 }
 
 export interface TokenizerFiles {
@@ -70,6 +75,8 @@ export interface TokenizerFiles {
   specialTokensMap?: Record<string, unknown>
   /** added_tokens.json ({ content: id }), parsed. */
   addedTokens?: Record<string, unknown>
+  /** chat_template.jinja's text (newer transformers save the template there), and its path. */
+  chatTemplateJinja?: { text: string; file: string }
   /** Name used in error messages. */
   source?: string
 }
@@ -151,7 +158,14 @@ class TokenMatcher {
 }
 
 /** The files a tokenizer may be made of in a model directory (what is copied with a model). */
-export const TOKENIZER_FILES: readonly string[] = ['tokenizer.json', 'tokenizer.model', 'tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json']
+export const TOKENIZER_FILES: readonly string[] = [
+  'tokenizer.json',
+  'tokenizer.model',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'added_tokens.json',
+  'chat_template.jinja',
+]
 
 /** Copies those of `files` that exist in directory `from` into directory `to`. */
 export async function copyModelFiles(from: string, to: string, files: readonly string[] = TOKENIZER_FILES): Promise<void> {
@@ -166,14 +180,22 @@ export class Tokenizer {
   readonly kind: 'sentencepiece' | 'tokenizer.json'
   /** Number of ids: the model's vocabulary plus added tokens (embedding rows may be padded past it). */
   readonly vocabSize: number
-  /** The template `applyChatTemplate` uses by default, when the config implies one. */
-  readonly chatTemplate: ChatTemplateName | undefined
+  /**
+   * The template `applyChatTemplate` uses by default: the checkpoint's (chat_template.jinja, else
+   * tokenizer_config.json's chat_template), else the built-in its special tokens imply; undefined when
+   * there is neither.
+   */
+  readonly chatTemplate: ChatTemplate | undefined
+  /** The templates the checkpoint ships, by name ('default' for a single one). */
+  readonly chatTemplates: ReadonlyMap<string, ChatTemplate>
   /** tokenizer_config.json's model_max_length, when it gives one. */
   readonly modelMaxLength: number | undefined
   private readonly backend: TokenizerBackend
   private readonly added = new Map<number, AddedToken>()
   private readonly addedByContent = new Map<string, AddedToken>()
   private readonly roles = new Map<SpecialTokenRole, AddedToken>()
+  // additional_special_tokens, in their files' order (chat templates may read them).
+  private readonly additionalSpecial: string[] = []
   private readonly prefix: number[]
   private readonly suffix: number[]
   private readonly alwaysMatcher: TokenMatcher
@@ -243,7 +265,10 @@ export class Tokenizer {
       }
     }
     for (const [role, v] of declared) this.roles.set(role, this.special(v))
-    for (const v of extra) this.special(v)
+    for (const v of extra) {
+      this.special(v)
+      if (!this.additionalSpecial.includes(v.content)) this.additionalSpecial.push(v.content)
+    }
 
     this.vocabSize = this.nextFreeId()
     const all = [...this.added.values()]
@@ -264,7 +289,9 @@ export class Tokenizer {
     }
     const maxLen = config.model_max_length
     this.modelMaxLength = typeof maxLen === 'number' && Number.isInteger(maxLen) && maxLen > 0 && maxLen < 1e15 ? maxLen : undefined
-    this.chatTemplate = detectChatTemplate(config.chat_template, (c) => this.addedByContent.get(c)?.special === true)
+    this.chatTemplates = shippedChatTemplates(config.chat_template, source, files.chatTemplateJinja)
+    const implied = impliedChatTemplate((c) => this.addedByContent.get(c)?.special === true)
+    this.chatTemplate = this.chatTemplates.get('default') ?? (implied !== undefined ? ChatTemplate.builtin(implied) : undefined)
   }
 
   // The first id past the vocabulary and every added token (a loop: a spread of 100k+ ids overflows the stack).
@@ -319,7 +346,9 @@ export class Tokenizer {
       if (!isObject(value)) throw new TokenizerError('ERR_TOKENIZER_JSON', 'must be a JSON object', { file: join(dir, name) })
       return value
     }
+    const jinja = await readOptional('chat_template.jinja')
     const files: TokenizerFiles = {
+      chatTemplateJinja: jinja !== undefined ? { text: jinja.toString('utf8'), file: join(dir, 'chat_template.jinja') } : undefined,
       config: await readJson('tokenizer_config.json'),
       specialTokensMap: await readJson('special_tokens_map.json'),
       addedTokens: await readJson('added_tokens.json'),
@@ -512,25 +541,46 @@ export class Tokenizer {
     return { inputIds, attentionMask }
   }
 
-  /** Renders a conversation with the ERNIE-4.5 or ChatML template (default: the one this tokenizer's config implies). */
-  applyChatTemplate(messages: readonly ChatMessage[], options: ApplyChatTemplateOptions = {}): string {
-    const template = options.template ?? this.chatTemplate
+  /** The template `options.template` names (see ApplyChatTemplateOptions), else this tokenizer's default. */
+  resolveChatTemplate(template?: ChatTemplateName | string): ChatTemplate {
     if (template === undefined) {
-      throw new TokenizerError('ERR_TOKENIZER_INPUT', "this tokenizer's config names no chat template; pass { template: 'ernie' | 'chatml' }")
+      if (this.chatTemplate !== undefined) return this.chatTemplate
+      throw new TokenizerError('ERR_TOKENIZER_INPUT', "this tokenizer ships no chat template and its special tokens imply none; pass { template: 'ernie' | 'chatml' | 'qwen3' | jinja text }")
     }
-    return renderChatTemplate(messages, template, options.addGenerationPrompt === true)
+    if (typeof template !== 'string') throw new TokenizerError('ERR_TOKENIZER_INPUT', `template must be a string, got ${typeof template}`)
+    return this.chatTemplates.get(template) ?? (isChatTemplateName(template) ? ChatTemplate.builtin(template) : new ChatTemplate(template, 'options.template'))
   }
 
-  /** The chat template's text tokenized with its special tokens parsed (they must be special tokens here). */
+  /**
+   * The variables transformers passes a chat template besides the messages: each declared special
+   * token by role (`bos_token`, `eos_token`, `cls_token`, ...) and `additional_special_tokens`.
+   */
+  chatTemplateTokens(): Record<string, string | string[]> {
+    const out: Record<string, string | string[]> = {}
+    for (const [role, t] of this.roles) out[`${role}_token`] = t.content
+    if (this.additionalSpecial.length > 0) out.additional_special_tokens = [...this.additionalSpecial]
+    return out
+  }
+
+  /** Renders a conversation with a chat template (default: the checkpoint's, else the built-in its special tokens imply). */
+  applyChatTemplate(messages: readonly ChatMessage[], options: ApplyChatTemplateOptions = {}): string {
+    return this.resolveChatTemplate(options.template).render(messages, options.addGenerationPrompt === true, this.chatTemplateTokens())
+  }
+
+  /**
+   * The chat template's text tokenized with special tokens parsed, as transformers tokenizes it (no
+   * BOS/EOS added). A built-in template's markers must be special tokens here.
+   */
   encodeChat(messages: readonly ChatMessage[], options: ApplyChatTemplateOptions = {}): number[] {
-    const template = options.template ?? this.chatTemplate
-    const text = this.applyChatTemplate(messages, { ...options, template })
-    for (const content of CHAT_TEMPLATE_TOKENS[template!]) {
-      if (this.addedByContent.get(content)?.special !== true) {
-        throw new TokenizerError('ERR_TOKENIZER_INPUT', `the ${template} chat template needs ${content} as a special token, and this tokenizer has none`)
+    const template = this.resolveChatTemplate(options.template)
+    if (template.builtin !== undefined) {
+      for (const content of CHAT_TEMPLATE_TOKENS[template.builtin]) {
+        if (this.addedByContent.get(content)?.special !== true) {
+          throw new TokenizerError('ERR_TOKENIZER_INPUT', `the ${template.builtin} chat template needs ${content} as a special token, and this tokenizer has none`)
+        }
       }
     }
-    return this.encode(text, { parseSpecial: true })
+    return this.encode(template.render(messages, options.addGenerationPrompt === true, this.chatTemplateTokens()), { parseSpecial: true })
   }
 }
 
