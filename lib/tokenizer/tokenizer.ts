@@ -3,6 +3,7 @@
 import { copyFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ErnieError } from '../errors'
+import { writeFileDurable } from '../io/atomic'
 import { readSmallFile, type SmallFileKind } from '../io/read'
 import type { TokenizerBackend } from './backend'
 import { CHAT_TEMPLATE_TOKENS, ChatTemplate, impliedChatTemplate, isChatTemplateName, shippedChatTemplates, type ChatMessage, type ChatTemplateName } from './chat'
@@ -75,6 +76,8 @@ export interface TokenizerFiles {
   specialTokensMap?: Record<string, unknown>
   /** added_tokens.json ({ content: id }), parsed. */
   addedTokens?: Record<string, unknown>
+  /** The model directory the files were read from (what save() copies). */
+  directory?: string
   /** chat_template.jinja's text (newer transformers save the template there), and its path. */
   chatTemplateJinja?: { text: string; file: string }
   /** Name used in error messages. */
@@ -200,6 +203,8 @@ export class Tokenizer {
   private readonly suffix: number[]
   private readonly alwaysMatcher: TokenMatcher
   private readonly specialMatcher: TokenMatcher
+  private readonly files: TokenizerFiles
+  private readonly rebuild: (files: TokenizerFiles) => Tokenizer
 
   private constructor(
     backend: TokenizerBackend,
@@ -210,9 +215,13 @@ export class Tokenizer {
       alwaysMatch: (t: AddedToken) => boolean
       defaultRoles: Partial<Record<SpecialTokenRole, string>>
       template?: { prefix: number[]; suffix: number[] }
+      /** The same tokenizer from other files (withSpecialTokens). */
+      rebuild: (files: TokenizerFiles) => Tokenizer
     },
   ) {
     this.backend = backend
+    this.files = files
+    this.rebuild = init.rebuild
     this.kind = backend.kind
     const config = files.config ?? {}
     const source = files.source ?? 'tokenizer_config.json'
@@ -353,6 +362,7 @@ export class Tokenizer {
       specialTokensMap: await readJson('special_tokens_map.json'),
       addedTokens: await readJson('added_tokens.json'),
       source: join(dir, 'tokenizer_config.json'),
+      directory: dir,
     }
     const order = options.prefer === 'tokenizer.model' ? ['tokenizer.model', 'tokenizer.json'] : ['tokenizer.json', 'tokenizer.model']
     for (const name of order) {
@@ -385,6 +395,7 @@ export class Tokenizer {
       pad: roleOf(spec.padId),
     }
     return new Tokenizer(new SentencePieceBackend(sp), files, {
+      rebuild: (f) => Tokenizer.fromSentencePiece(sp, f),
       added,
       // User-defined pieces are matched by the model itself; other added tokens need the wrapper.
       alwaysMatch: (t) => t.id >= sp.size || sp.pieceType(t.id) !== PieceType.USER_DEFINED,
@@ -411,6 +422,7 @@ export class Tokenizer {
     else if (Number.isInteger(model.unk_id)) defaultRoles.unk = backend.idToPiece(model.unk_id as number)
     const matchedByLibrary = new Set(backend.addedTokens.filter((a) => !a.special).map((a) => a.id))
     return new Tokenizer(backend, files, {
+      rebuild: (f) => Tokenizer.fromTokenizerJson(json, f),
       added: backend.addedTokens.map((t) => ({ ...t })),
       // The library matches the file's own non-special added tokens; the config's are ours to match.
       alwaysMatch: (t) => !matchedByLibrary.has(t.id),
@@ -539,6 +551,47 @@ export class Tokenizer {
       attentionMask.push(mask)
     }
     return { inputIds, attentionMask }
+  }
+
+  /**
+   * This tokenizer with `contents` added as special tokens, as transformers' add_special_tokens({
+   * additional_special_tokens }) does: one that is not a token yet gets the next id after the
+   * vocabulary and added tokens (ChatML's `<|im_start|>` / `<|im_end|>` on a Base vocabulary); each
+   * is matched whole in encodeChat and with parseSpecial, and decodes to its text. The model needs
+   * embedding rows for the new ids (`resizeTokenEmbeddings` on load when they pass its rows).
+   */
+  withSpecialTokens(contents: readonly string[]): Tokenizer {
+    if (!Array.isArray(contents) || contents.some((c) => typeof c !== 'string' || c.length === 0)) {
+      throw new TokenizerError('ERR_TOKENIZER_INPUT', 'withSpecialTokens: contents must be an array of non-empty strings')
+    }
+    const config: Record<string, unknown> = { ...(this.files.config ?? {}) }
+    const decoder: Record<string, unknown> = isObject(config.added_tokens_decoder) ? { ...config.added_tokens_decoder } : {}
+    const additional = Array.isArray(config.additional_special_tokens) ? [...config.additional_special_tokens] : []
+    let next = this.vocabSize
+    for (const content of new Set(contents)) {
+      if (!additional.some((a) => a === content || (isObject(a) && a.content === content))) additional.push(content)
+      if (this.pieceToId(content) !== undefined) continue // already a token: made special, same id
+      decoder[String(next++)] = { content, lstrip: false, normalized: false, rstrip: false, single_word: false, special: true }
+    }
+    config.additional_special_tokens = additional
+    config.added_tokens_decoder = decoder
+    return this.rebuild({ ...this.files, config })
+  }
+
+  /** tokenizer_config.json as this tokenizer would be saved (with the tokens withSpecialTokens added). */
+  get config(): Record<string, unknown> {
+    return structuredClone(this.files.config ?? {})
+  }
+
+  /**
+   * Writes the tokenizer into directory `dir`: the files it was loaded from (tokenizer.model or
+   * tokenizer.json, chat_template.jinja, ...), and its tokenizer_config.json (`config`). A tokenizer
+   * not loaded from a directory has no files to copy: ERR_TOKENIZER_NOT_FOUND.
+   */
+  async save(dir: string): Promise<void> {
+    if (this.files.directory === undefined) throw new TokenizerError('ERR_TOKENIZER_NOT_FOUND', 'save: this tokenizer was not loaded from a directory, so it has no files to copy')
+    await copyModelFiles(this.files.directory, dir, TOKENIZER_FILES.filter((f) => f !== 'tokenizer_config.json'))
+    await writeFileDurable(join(dir, 'tokenizer_config.json'), `${JSON.stringify(this.files.config ?? {}, null, 2)}\n`)
   }
 
   /** The template `options.template` names (see ApplyChatTemplateOptions), else this tokenizer's default. */
