@@ -3,7 +3,9 @@
 // messages or a string), read with file:line errors and rendered to token ids: each answer's
 // tokens scored, the prompt's not.
 import type { ChatMessage, Tokenizer } from '../tokenizer'
+import { rangeError } from '../errors'
 import { DataError } from './errors'
+import { seededRandom } from '../util/random'
 import { byteLines, decodeUtf8, firstInvalidUtf8 } from './lines'
 
 /** A preference record as read: a prompt and two answers to it, the first preferred. */
@@ -155,4 +157,22 @@ export async function loadPreferencePairs(file: string, tokenizer: Tokenizer, op
     if (r.truncated) truncated++
   }
   return { pairs, truncated }
+}
+
+/**
+ * A seeded held-out split: round(ratio * n) items (at least 1, and at least 1 left to train on)
+ * picked by a shuffle of (seed), the rest kept in their order.
+ */
+export function holdOut<T>(items: readonly T[], ratio: number, seed: number): { train: T[]; heldOut: T[] } {
+  if (!(ratio > 0 && ratio < 1)) throw rangeError(`holdOut: ratio must be between 0 and 1, got ${ratio}`)
+  if (items.length < 2) throw rangeError(`holdOut: ${items.length} item(s) cannot be split into a training and a held-out part`)
+  const n = Math.min(items.length - 1, Math.max(1, Math.round(ratio * items.length)))
+  const random = seededRandom(seed)
+  const idx = items.map((_, i) => i)
+  for (let i = idx.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1))
+    ;[idx[i], idx[j]] = [idx[j], idx[i]]
+  }
+  const held = new Set(idx.slice(0, n))
+  return { train: items.filter((_, i) => !held.has(i)), heldOut: items.filter((_, i) => held.has(i)) }
 }
