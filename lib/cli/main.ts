@@ -8,6 +8,7 @@ import * as path from 'node:path'
 import { UsageError } from './args'
 import { compareCommand } from './compare'
 import { demoCommand } from './demo'
+import { dpoCommand } from './dpo'
 import { evalCommand } from './eval'
 import { runExport } from './export'
 import { runServe } from './serve'
@@ -30,11 +31,12 @@ Commands:
   predict   label texts given as arguments, or one per line on stdin (JSON lines out)
   compare   several saved classifiers on the same texts, side by side
   pretrain  pre-train a model from random weights on raw text (one document per line)
+  dpo       preference tuning (DPO / IPO) of a model or an SFT output on {prompt, chosen, rejected} pairs
   demo      fine-tune on the bundled ChnSentiCorp, then report test accuracy and sample predictions
   export    a classifier or LoRA adapter as a merged checkpoint (Hugging Face or ERNIEKit layout)
   serve     an HTTP server for saved classifiers (POST /v1/classify, /health, /metrics)
 
-train, eval, pretrain, export and serve also read their settings from a run file (YAML,
+train, eval, pretrain, dpo, export and serve also read their settings from a run file (YAML,
 ERNIEKit's keys understood): ernie-sentiment train run.yaml [options].
 
 Run 'ernie-sentiment <command> --help' for a command's options.
@@ -51,7 +53,7 @@ function version(): string {
   }
 }
 
-const COMMANDS = ['train', 'eval', 'predict', 'compare', 'pretrain', 'demo', 'export', 'serve']
+const COMMANDS = ['train', 'eval', 'predict', 'compare', 'pretrain', 'dpo', 'demo', 'export', 'serve']
 
 /** Runs the command line; resolves to the exit code. */
 export async function main(argv: string[], io: CliIo): Promise<number> {
@@ -69,6 +71,8 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
         return await compareCommand(rest, io)
       case 'pretrain':
         return await pretrainCommand(rest, io)
+      case 'dpo':
+        return await dpoCommand(rest, io)
       case 'demo':
         return await demoCommand(rest, io)
       case 'export':
