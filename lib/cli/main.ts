@@ -1,5 +1,5 @@
 // The `ernie-sentiment` command line: each command lives in its own file (train, eval, predict,
-// compare, pretrain; demo's options here, its run in demo.ts); this one dispatches and reports.
+// compare, pretrain, sft; demo's options here, its run in demo.ts); this one dispatches and reports.
 // Results go to stdout (text, or JSON with --json; predict prints JSON lines), progress and
 // errors to stderr. Exit codes: 0 success, 1 failure, 2 bad usage, 130 interrupted.
 import * as fs from 'node:fs'
@@ -18,6 +18,7 @@ import { formatMetrics } from './format'
 import type { CliIo } from './io'
 import { predictCommand } from './predict'
 import { pretrainCommand } from './pretrain'
+import { sftCommand } from './sft'
 import { BASE_NOT_MODEL, trainCommand } from './train'
 
 export { formatMetrics }
@@ -33,11 +34,12 @@ Commands:
   predict   label texts given as arguments, or one per line on stdin (JSON lines out)
   compare   several saved classifiers on the same texts, side by side
   pretrain  pre-train a model from random weights on raw text (one document per line)
+  sft       fine-tune a base model on conversations with LoRA (a chat adapter)
   demo      fine-tune on the bundled ChnSentiCorp, then report test accuracy and sample predictions
   export    a classifier or LoRA adapter as a merged checkpoint (Hugging Face or ERNIEKit layout)
   serve     an HTTP server for saved classifiers (POST /v1/classify, /health, /metrics)
 
-train, eval and pretrain also read their settings from a run file (YAML, ERNIEKit's keys
+train, eval, pretrain and sft also read their settings from a run file (YAML, ERNIEKit's keys
 understood): ernie-sentiment train run.yaml [options].
 
 Run 'ernie-sentiment <command> --help' for a command's options.
@@ -102,7 +104,7 @@ function version(): string {
   }
 }
 
-const COMMANDS = ['train', 'eval', 'predict', 'compare', 'pretrain', 'demo', 'export']
+const COMMANDS = ['train', 'eval', 'predict', 'compare', 'pretrain', 'sft', 'demo', 'export']
 
 /** Runs the command line; resolves to the exit code. */
 export async function main(argv: string[], io: CliIo): Promise<number> {
@@ -120,6 +122,8 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
         return await compareCommand(rest, io)
       case 'pretrain':
         return await pretrainCommand(rest, io)
+      case 'sft':
+        return await sftCommand(rest, io)
       case 'demo':
         return await demoCommand(rest, io)
       case 'export':
