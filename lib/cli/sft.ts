@@ -107,7 +107,8 @@ export async function sftCommand(argv: string[], io: CliIo): Promise<number> {
   if (problem) throw new UsageError(`${origin(cl, 'out')}: ${problem}`)
 
   const progress = v.quiet ? undefined : new PretrainProgress(io.stderr, 'sft')
-  const lora = v['lora-r'] !== undefined || v['lora-alpha'] !== undefined ? { ...d.lora, r: v['lora-r'] ?? d.lora.r, alpha: v['lora-alpha'] ?? d.lora.alpha } : undefined
+  // Over SFT_DEFAULTS.lora, which sft() starts from.
+  const lora = { ...(v['lora-r'] !== undefined ? { r: v['lora-r'] } : {}), ...(v['lora-alpha'] !== undefined ? { alpha: v['lora-alpha'] } : {}) }
   const options: SftOptions = {
     data,
     evalData: v.eval,

@@ -10,7 +10,7 @@ import * as path from 'node:path'
 
 import { readChatData, splitByRatio, type ChatDataset, type Conversation } from '../data/chat'
 import type { OnInvalid, SkipReport } from '../data/read'
-import { ErnieError, rangeError, typeError } from '../errors'
+import { AbortError, ErnieError, rangeError, typeError } from '../errors'
 import { fsyncDirectory, temporarySibling, writeFileDurable } from '../io/atomic'
 import { LoraAdapter, type LoraOptions } from '../model/lora'
 import { ErnieModel } from '../model/model'
@@ -175,7 +175,7 @@ export async function sft(o: SftOptions): Promise<SftResult> {
       })
     const train = await prepare(splits.trainConversations)
     const held = splits.evalConversations.length > 0 ? await prepare(splits.evalConversations) : undefined
-    if (!train || (splits.evalConversations.length > 0 && !held)) throw new ErnieError('ABORT_ERR', 'sft: aborted while preparing the data')
+    if (!train || (splits.evalConversations.length > 0 && !held)) throw new AbortError('sft: preparing the data', o.signal!)
     if (train.examples.length === 0) throw new ErnieError('ERR_DATA', `sft: every training conversation is longer than maxLength ${maxLength} tokens (${train.stats.dropped} dropped)`)
     const evaluating = held !== undefined && held.examples.length > 0
     const report = (set: ChatDataset, stats: ChatPrepareStats): SftDataReport => ({ source: set.source, skipped: set.skipped, ...stats })

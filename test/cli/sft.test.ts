@@ -48,9 +48,10 @@ t.test('sft trains, writes the adapter and its log, and resumes', async (t) => {
   const log2 = JSON.parse(fs.readFileSync(path.join(out, 'sft_log.json'), 'utf8'))
   t.same(log2.lossHistory.slice(0, 4), log.lossHistory, 'the first four steps are the first run’s')
 
-  const text = await runMain(['sft', '--data', data, '--base', TINY, '--out', path.join(dir, 'text'), '--max-steps', '1', '--batch-size', '4', '--eval-ratio', '0', '--max-length', '96', '--quiet'])
+  const text = await runMain(['sft', '--data', data, '--base', TINY, '--out', path.join(dir, 'text'), '--max-steps', '1', '--batch-size', '4', '--eval-ratio', '0', '--max-length', '96', '--lora-r', '4', '--quiet'])
   t.equal(text.code, 0, text.stderr)
   t.match(text.stdout, /^trained 1 steps on 30 conversations \(\d+ rows, \d+ answer tokens\) in .*\ntraining loss [\d.]+ -> [\d.]+\nadapter written to /)
+  t.match(JSON.parse(fs.readFileSync(path.join(dir, 'text', 'adapter_config.json'), 'utf8')), { r: 4, lora_alpha: 64 }, '--lora-r over the recipe, alpha the recipe\'s')
 })
 
 t.test('recipes/ernie-chat-sft-lora.yaml resolves to the settings it writes, with no warning', async (t) => {
