@@ -53,6 +53,10 @@ async function main(): Promise<void> {
     await runClients(url, concurrency, file) // warm-up
     const runs: ClientResult[] = []
     for (let i = 0; i < repeats; i++) runs.push(await runClients(url, concurrency, file))
+    // Texts per inference run, over all passes (the warm-up included): how well requests coalesced.
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+    const histogram = (what: string) => Number(new RegExp(`^ernie_batch_texts_${what}\\{[^}]*\\} (\\S+)$`, 'm').exec(metrics)?.[1])
+    const textsPerRun = histogram('sum') / histogram('count')
     runs.sort((a, b) => a.seconds - b.seconds)
     const median = runs[Math.floor(runs.length / 2)]
     const errors = runs.reduce((n, r) => n + r.errors, 0)
@@ -69,6 +73,7 @@ async function main(): Promise<void> {
         { key: 'p50_ms', value: median.p50_ms, unit: 'ms' },
         { key: 'p99_ms', value: median.p99_ms, unit: 'ms' },
         { key: 'errors', value: errors, unit: 'requests' },
+        { key: 'texts_per_run', value: textsPerRun, unit: 'texts' },
       ],
       { reviews: texts.length, concurrency, repeats, batch_size: BATCH, max_length: MAX_LENGTH, peak_rss_mb: peakRssMb() },
     )

@@ -16,6 +16,7 @@ export {
   sentencePieceToTokenizerJson,
   convertSentencePieceFile,
   renderChatTemplate,
+  ChatTemplate,
 } from './tokenizer'
 export type {
   AddedToken,
@@ -25,6 +26,7 @@ export type {
   ChatMessage,
   ChatRole,
   ChatTemplateName,
+  ChatTemplateTokens,
   DecodeOptions,
   EncodeOptions,
   FromDirectoryOptions,

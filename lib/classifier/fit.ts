@@ -168,6 +168,9 @@ async function runFit(core: ClassifierCore, data: string | readonly LabeledText[
     weightDecay: o.weightDecay ?? 0.01,
     maxGradNorm: o.maxGradNorm,
     optimizer: o.optimizer,
+    adamBeta1: o.adamBeta1,
+    adamBeta2: o.adamBeta2,
+    adamEpsilon: o.adamEpsilon,
     seed: o.seed ?? core.seed,
     groupByLength: method !== 'head',
     evalSteps: evalSet ? (o.evalSteps ?? stepsPerEpoch) : undefined,
@@ -203,7 +206,8 @@ async function runFit(core: ClassifierCore, data: string | readonly LabeledText[
   if (evalSet && result.stopReason !== 'aborted') metrics = await evaluateHeld()
   core.metrics_ = metrics ?? core.metrics_
   const settings = trainingSettings(core, method, trainerOptions, result, { classWeights, recompute: o.recompute })
-  return finishFit(core, method, started, result.stopReason, history, evalHistory, dataSummary, o, result.steps, result.epoch, result.finalLoss, metrics, settings)
+  const fit = finishFit(core, method, started, result.stopReason, history, evalHistory, dataSummary, o, result.steps, result.epoch, result.finalLoss, metrics, settings)
+  return result.resumedFrom ? { ...fit, resumedFrom: result.resumedFrom } : fit
 }
 
 // Keeps the training record and returns fit's result.

@@ -34,6 +34,8 @@ export interface TrainingSettings {
   warmupRatio?: number
   weightDecay: number
   optimizer: OptimizerKind
+  /** AdamW's betas and epsilon (absent for SGD). */
+  adam?: { beta1: number; beta2: number; epsilon: number }
   maxGradNorm: number
   batchSize: number
   gradientAccumulationSteps: number

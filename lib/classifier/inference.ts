@@ -28,6 +28,16 @@ function runBatchesPerCore<T>(batches: readonly T[], work: (batch: T, singleThre
 }
 
 /**
+ * Length-sorted batches of at most `batchSize` texts, and at least one per core when there are
+ * fewer texts than that allows (a coalesced predict run of 32 texts on two cores: two batches of
+ * 16, one per core, rather than one batch of 32 sharing both), for the reason runBatchesPerCore
+ * gives.
+ */
+function coreBatches(lengths: readonly number[], batchSize: number): number[][] {
+  return lengthBatches(lengths, Math.max(1, Math.min(batchSize, Math.ceil(lengths.length / numThreads()))))
+}
+
+/**
  * `width` values per text from `run` on padded batches of similar length: the rows of each batch
  * in the order of its texts.
  */
@@ -49,7 +59,7 @@ async function perText(
     // (coalesced predict calls) would otherwise hold it for a quarter of a second.
     const rows = await encodeTextsAsync(tok, texts.slice(i, i + FEATURE_CHUNK), core.encodeSettings(), signal)
     if (!rows) return undefined
-    const batches = lengthBatches(
+    const batches = coreBatches(
       rows.map((r) => r.length),
       batchSize,
     )
@@ -118,7 +128,7 @@ async function answerProbabilities(core: ClassifierCore, texts: readonly string[
   const logp = new Float64Array(texts.length * C)
   const pad = core.padId()
   const perBatch = Math.max(1, Math.floor(batchSize / C))
-  const batches = lengthBatches(
+  const batches = coreBatches(
     prompts.map((p) => p.length),
     perBatch,
   )

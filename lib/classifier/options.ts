@@ -95,8 +95,14 @@ export interface FitOptions {
   warmupSteps?: number
   /** Default 0.01. */
   weightDecay?: number
+  /** Global gradient-norm clipping (default 1; 0 disables). */
   maxGradNorm?: number
+  /** Default 'adamw'. */
   optimizer?: OptimizerKind
+  /** AdamW's moment decay rates and epsilon (defaults 0.9, 0.999, 1e-8). */
+  adamBeta1?: number
+  adamBeta2?: number
+  adamEpsilon?: number
   /** 'balanced' (n / (classes * count)), or a weight per class (array in label order, or by name). */
   classWeights?: 'balanced' | number[] | Record<string, number>
   /** Held-out data: evaluated every evalSteps (default: every epoch) and at the end. */

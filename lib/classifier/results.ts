@@ -30,6 +30,8 @@ export interface FitResult {
   /** The final evaluation on evalData. */
   metrics?: EvaluateResult
   data: { train: DataSummary; eval?: DataSummary }
+  /** With resume: the checkpoint the fit continued from, and its step. */
+  resumedFrom?: { step: number; checkpoint: string }
 }
 
 export interface DataSummary {

@@ -1,6 +1,7 @@
 // The settings a training ran with, its defaults resolved: what classifier.json and report.html
 // record, so that a saved classifier says how it was made, not only what the caller passed.
 import { precisionInForce } from '../precision'
+import { ADAM_DEFAULTS } from '../train/optimizer'
 import { TRAINER_DEFAULTS, type TrainerOptions, type TrainResult } from '../train/trainer'
 import type { ClassifierCore } from './core'
 import type { HeadRecord, TrainingSettings } from './format'
@@ -29,6 +30,9 @@ export function trainingSettings(
     ...(t.warmupRatio !== undefined ? { warmupRatio: t.warmupRatio } : {}),
     weightDecay: t.weightDecay!,
     optimizer: t.optimizer ?? TRAINER_DEFAULTS.optimizer,
+    ...(t.optimizer !== 'sgd'
+      ? { adam: { beta1: t.adamBeta1 ?? ADAM_DEFAULTS.beta1, beta2: t.adamBeta2 ?? ADAM_DEFAULTS.beta2, epsilon: t.adamEpsilon ?? ADAM_DEFAULTS.eps } }
+      : {}),
     maxGradNorm: t.maxGradNorm ?? TRAINER_DEFAULTS.maxGradNorm,
     batchSize: t.batchSize!,
     gradientAccumulationSteps: t.gradientAccumulationSteps ?? 1,

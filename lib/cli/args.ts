@@ -1,6 +1,6 @@
-// Command-line arguments: parsing (node:util parseArgs) with messages written for people, and
-// the value checks of the demo's flags (the other commands check theirs through their option
-// tables, settings.ts). Bad usage is a UsageError: exit code 2 and a pointer to --help.
+// Command-line arguments: parsing (node:util parseArgs) with messages written for people (the
+// commands' values are checked through their option tables, settings.ts), and the checks the
+// commands share. Bad usage is a UsageError: exit code 2 and a pointer to --help.
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
@@ -72,30 +72,6 @@ function editDistance(a: string, b: string): number {
   return row[b.length]
 }
 
-export function int(v: string | undefined, name: string, min = 1): number | undefined {
-  if (v === undefined) return undefined
-  const n = Number(v)
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}, got ${JSON.stringify(v)}`)
-  return n
-}
-
-export function num(v: string | undefined, name: string): number | undefined {
-  if (v === undefined) return undefined
-  const n = Number(v)
-  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${name} must be a positive number, got ${JSON.stringify(v)}`)
-  return n
-}
-
-export function oneOf<T extends string>(v: string | undefined, name: string, allowed: readonly T[]): T | undefined {
-  if (v === undefined) return undefined
-  if (!allowed.includes(v as T)) throw new UsageError(`--${name} must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`)
-  return v as T
-}
-
-export function noPositionals(positionals: string[]): void {
-  if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`)
-}
-
 /**
  * Why `dir` cannot receive a saved classifier, checked before training starts so that no finished
  * run is lost at the end: a file, a directory of other files, or (unless `replace`) a saved
@@ -110,4 +86,22 @@ export function outDirProblem(dir: string, replace: boolean): string | undefined
   if (!entries.includes(CLASSIFIER_FILE)) return `${path.resolve(dir)} holds other files and no ${CLASSIFIER_FILE}; choose an empty or new directory`
   if (!replace) return `${path.resolve(dir)} holds a saved classifier; pass --overwrite to replace it, or choose another directory`
   return undefined
+}
+
+/**
+ * Saved classifiers named on the command line: NAME=DIR, or DIR alone, named `nameOf(DIR)`. A
+ * name holds no path separator, so a directory with "=" in it is still a directory. Two of one
+ * name are a usage error.
+ */
+export function namedModels(specs: readonly string[], nameOf: (dir: string) => string): Array<{ name: string; dir: string }> {
+  const models = specs.map((s) => {
+    const m = /^([^=/\\]+)=(.+)$/.exec(s)
+    return m ? { name: m[1], dir: m[2] } : { name: nameOf(s), dir: s }
+  })
+  const seen = new Set<string>()
+  for (const { name } of models) {
+    if (seen.has(name)) throw new UsageError(`--model: two classifiers are named ${JSON.stringify(name)}; name them apart with NAME=DIR`)
+    seen.add(name)
+  }
+  return models
 }

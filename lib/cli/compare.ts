@@ -1,7 +1,7 @@
 // `ernie-sentiment compare`: several saved classifiers on the same texts, side by side (the Qwen3
 // recipe's --load_all): a table per text on a terminal, one JSON line per text when piped.
 import { ErnieClassifier, type Prediction } from '../classifier/classifier'
-import { UsageError } from './args'
+import { namedModels } from './args'
 import type { CliIo } from './io'
 import { PREDICTION_OPTIONS, answerTexts } from './predict'
 import { files, flag, helpText, need, option, readCommandLine, type CommandSpec } from './settings'
@@ -22,20 +22,6 @@ Piped: one JSON object per text, {"text", "predictions": {NAME: {"label", "score
   texts: true,
 }
 
-/** The classifiers' names and directories: NAME=DIR, or the directory as given. */
-export function namedModels(specs: string[]): Array<{ name: string; dir: string }> {
-  const models = specs.map((s) => {
-    const m = /^([^=/\\]+)=(.+)$/.exec(s)
-    return m ? { name: m[1], dir: m[2] } : { name: s, dir: s }
-  })
-  const seen = new Set<string>()
-  for (const { name } of models) {
-    if (seen.has(name)) throw new UsageError(`--model: two classifiers are named ${JSON.stringify(name)}; name them apart with NAME=DIR`)
-    seen.add(name)
-  }
-  return models
-}
-
 /** One text's predictions as a table: a row per classifier, its label and each class's score. */
 export function formatComparison(text: string, names: string[], predictions: Prediction[]): string {
   const classes = [...new Set(predictions.flatMap((p) => Object.keys(p.scores)))]
@@ -49,7 +35,7 @@ export async function compareCommand(argv: string[], io: CliIo): Promise<number>
   const cl = readCommandLine(COMPARE, argv, io.stderr)
   if (cl.help) return void io.stdout.write(helpText(COMPARE)), 0
   const v = cl.values
-  const models = namedModels(need(COMPARE, cl, 'model'))
+  const models = namedModels(need(COMPARE, cl, 'model'), (dir) => dir)
   const table = io.stdout.isTTY === true && v.json !== true
   const classifiers: ErnieClassifier[] = []
   try {

@@ -14,9 +14,12 @@ import { ErnieError } from '../errors'
 import { activeIsa } from '../kernels/index'
 import type { Device } from '../device'
 import { precisionInForce, precisionRecord, type Precision, type PrecisionRecord } from '../precision'
+import { outDirProblem, UsageError } from './args'
 import { formatMetrics } from './format'
 import type { CliIo } from './io'
 import { formatDuration, ProgressReporter } from './progress'
+import { flag, helpText, integer, option, positive, readCommandLine, text, type CommandSpec } from './settings'
+import { BASE_NOT_MODEL, TRAIN_OPTIONS } from './train'
 
 /** The demo's fine-tuning settings for the bundled model (about 5M parameters, trained in full). */
 export interface DemoFitSettings {
@@ -57,35 +60,64 @@ export const DEMO_FIT_DEFAULTS: Readonly<DemoFitSettings> = Object.freeze({
 /** Predictions shown at the end. */
 export const DEMO_SAMPLES = 6
 
-export const DEMO_HELP = `Usage: ernie-sentiment demo [options]
+export const DEMO_OPTIONS = {
+  base: option(TRAIN_OPTIONS.base.type, TRAIN_OPTIONS.base.help),
+  method: option(TRAIN_OPTIONS.method.type, `head | lora | full | generative (default ${DEMO_FIT_DEFAULTS.method})`),
+  epochs: option(positive('N'), `passes over the training data (default ${DEMO_FIT_DEFAULTS.epochs})`),
+  'batch-size': option(integer(1), `examples per step (default ${DEMO_FIT_DEFAULTS.batchSize})`),
+  lr: option(positive(), `peak learning rate (default ${DEMO_FIT_DEFAULTS.learningRate})`),
+  'max-length': option(integer(2), `tokens per review (default ${DEMO_FIT_DEFAULTS.maxLength})`),
+  seed: option(integer(0), `seed (default ${DEMO_FIT_DEFAULTS.seed})`),
+  precision: TRAIN_OPTIONS.precision,
+  device: option(TRAIN_OPTIONS.device.type, 'cpu | cuda | auto (default auto, or ERNIE_DEVICE)'),
+  out: option(text('DIR'), `where to save the classifier and report.html (default: a new\ndirectory under ${os.tmpdir()}, printed at the end)`),
+  'train-limit': option(integer(1), 'train on the first N training reviews only'),
+  'test-limit': option(integer(1), 'evaluate on the first N reviews of dev and of test only'),
+  json: option(flag, 'print the results as one JSON object'),
+  quiet: option(flag, 'no progress output'),
+}
 
-Fine-tunes a sentiment classifier on ChnSentiCorp (bundled with the package: train 9600 reviews,
+export const DEMO: CommandSpec<typeof DEMO_OPTIONS> = {
+  name: 'demo',
+  usage: '[options]',
+  about: `Fine-tunes a sentiment classifier on ChnSentiCorp (bundled with the package: train 9600 reviews,
 dev 1200 held out during training, test 1200), then reports test accuracy, macro-F1, the
 confusion matrix and a few test predictions, and saves the classifier with report.html.
-The base model is the bundled default model unless --base names another.
+The base model is the bundled default model unless --base names another.`,
+  options: DEMO_OPTIONS,
+  hints: { model: BASE_NOT_MODEL },
+  footer: `With a --method other than ${DEMO_FIT_DEFAULTS.method}, epochs, batch size and learning rate left
+unset take the classifier's defaults for that method.`,
+}
 
-Options:
-  --base DIR|ID          base model: a directory or a hub id (default: the bundled model)
-  --method NAME          head | lora | full | generative (default ${DEMO_FIT_DEFAULTS.method})
-  --epochs N             passes over the training data (default ${DEMO_FIT_DEFAULTS.epochs})
-  --batch-size N         examples per step (default ${DEMO_FIT_DEFAULTS.batchSize})
-  --lr X                 peak learning rate (default ${DEMO_FIT_DEFAULTS.learningRate})
-  --max-length N         tokens per review (default ${DEMO_FIT_DEFAULTS.maxLength})
-  --seed N               seed (default ${DEMO_FIT_DEFAULTS.seed})
-  --precision P          auto | fp32 | bf16: the matrix products' precision (default auto, or
-                         ERNIE_PRECISION: bf16 where the CPU has AVX512_BF16, else fp32)
-  --device D             cpu | cuda | auto (default auto, or ERNIE_DEVICE)
-  --out DIR              where to save the classifier and report.html (default: a new
-                         directory under ${os.tmpdir()}, printed at the end)
-  --train-limit N        train on the first N training reviews only
-  --test-limit N         evaluate on the first N reviews of dev and of test only
-  --json                 print the results as one JSON object
-  --quiet                no progress output
-  -h, --help             this help
-
-With a --method other than ${DEMO_FIT_DEFAULTS.method}, epochs, batch size and learning rate left
-unset take the classifier's defaults for that method.
-`
+/** `ernie-sentiment demo`: its flags read, then runDemo. */
+export async function demoCommand(argv: string[], io: CliIo): Promise<number> {
+  const cl = readCommandLine(DEMO, argv, io.stderr)
+  if (cl.help) return void io.stdout.write(helpText(DEMO)), 0
+  const v = cl.values
+  // The demo's output is its own: a classifier saved there by an earlier demo is replaced.
+  const problem = v.out === undefined ? undefined : outDirProblem(v.out, true)
+  if (problem) throw new UsageError(`--out: ${problem}`)
+  return runDemo(
+    {
+      base: v.base,
+      method: v.method,
+      epochs: v.epochs,
+      batchSize: v['batch-size'],
+      learningRate: v.lr,
+      maxLength: v['max-length'],
+      seed: v.seed,
+      precision: v.precision,
+      device: v.device,
+      out: v.out,
+      trainLimit: v['train-limit'],
+      testLimit: v['test-limit'],
+      json: v.json === true,
+      quiet: v.quiet === true,
+    },
+    io,
+  )
+}
 
 export interface DemoOptions {
   /** Base model directory or hub id (default: the bundled model). */

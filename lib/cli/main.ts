@@ -1,16 +1,13 @@
 // The `ernie-sentiment` command line: each command lives in its own file (train, eval, predict,
-// compare, pretrain, sft; demo's options here, its run in demo.ts); this one dispatches and reports.
+// compare, pretrain, sft, demo, export, serve); this one dispatches and reports.
 // Results go to stdout (text, or JSON with --json; predict prints JSON lines), progress and
 // errors to stderr. Exit codes: 0 success, 1 failure, 2 bad usage, 130 interrupted.
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-import { METHODS, type Method } from '../classifier/classifier'
-import { DEVICES } from '../device'
-import { PRECISIONS } from '../precision'
-import { int, noPositionals, num, oneOf, outDirProblem, parse, UsageError } from './args'
+import { UsageError } from './args'
 import { compareCommand } from './compare'
-import { DEMO_HELP, runDemo } from './demo'
+import { demoCommand } from './demo'
 import { evalCommand } from './eval'
 import { runExport } from './export'
 import { runServe } from './serve'
@@ -19,7 +16,7 @@ import type { CliIo } from './io'
 import { predictCommand } from './predict'
 import { pretrainCommand } from './pretrain'
 import { sftCommand } from './sft'
-import { BASE_NOT_MODEL, trainCommand } from './train'
+import { trainCommand } from './train'
 
 export { formatMetrics }
 export type { CliIo }
@@ -39,62 +36,14 @@ Commands:
   export    a classifier or LoRA adapter as a merged checkpoint (Hugging Face or ERNIEKit layout)
   serve     an HTTP server for saved classifiers (POST /v1/classify, /health, /metrics)
 
-train, eval, pretrain and sft also read their settings from a run file (YAML, ERNIEKit's keys
-understood): ernie-sentiment train run.yaml [options].
+train, eval, pretrain, sft, export and serve also read their settings from a run file (YAML,
+ERNIEKit's keys understood): ernie-sentiment train run.yaml [options].
 
 Run 'ernie-sentiment <command> --help' for a command's options.
 Options:
   -h, --help       this help
   -v, --version    the package version
 `
-
-async function demoCommand(argv: string[], io: CliIo): Promise<number> {
-  const { values: a, positionals } = parse(
-    argv,
-    {
-      base: { type: 'string' },
-      method: { type: 'string' },
-      epochs: { type: 'string' },
-      'batch-size': { type: 'string' },
-      lr: { type: 'string' },
-      'max-length': { type: 'string' },
-      seed: { type: 'string' },
-      precision: { type: 'string' },
-      device: { type: 'string' },
-      out: { type: 'string' },
-      'train-limit': { type: 'string' },
-      'test-limit': { type: 'string' },
-      json: { type: 'boolean' },
-      quiet: { type: 'boolean' },
-    },
-    { hints: { model: BASE_NOT_MODEL } },
-  )
-  if (a.help) return void io.stdout.write(DEMO_HELP), 0
-  noPositionals(positionals)
-  const v = a as Record<string, string | undefined>
-  // The demo's output is its own: a classifier saved there by an earlier demo is replaced.
-  const problem = v.out === undefined ? undefined : outDirProblem(v.out, true)
-  if (problem) throw new UsageError(`--out: ${problem}`)
-  return runDemo(
-    {
-      base: v.base,
-      method: oneOf<Method>(v.method, 'method', METHODS),
-      epochs: num(v.epochs, 'epochs'),
-      batchSize: int(v['batch-size'], 'batch-size'),
-      learningRate: num(v.lr, 'lr'),
-      maxLength: int(v['max-length'], 'max-length', 2),
-      seed: int(v.seed, 'seed', 0),
-      precision: oneOf(v.precision, 'precision', PRECISIONS),
-      device: oneOf(v.device, 'device', DEVICES),
-      out: v.out,
-      trainLimit: int(v['train-limit'], 'train-limit'),
-      testLimit: int(v['test-limit'], 'test-limit'),
-      json: a.json === true,
-      quiet: a.quiet === true,
-    },
-    io,
-  )
-}
 
 function version(): string {
   for (let dir = __dirname; ; dir = path.dirname(dir)) {
@@ -104,7 +53,7 @@ function version(): string {
   }
 }
 
-const COMMANDS = ['train', 'eval', 'predict', 'compare', 'pretrain', 'sft', 'demo', 'export']
+const COMMANDS = ['train', 'eval', 'predict', 'compare', 'pretrain', 'sft', 'demo', 'export', 'serve']
 
 /** Runs the command line; resolves to the exit code. */
 export async function main(argv: string[], io: CliIo): Promise<number> {

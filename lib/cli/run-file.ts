@@ -98,7 +98,7 @@ export const ERNIEKIT_UNUSED: ReadonlySet<string> = new Set([
   'disable_tqdm', 'release_grads', 'min_lr', 'layerwise_lr_decay_bound', 'unified_checkpoint',
   'unified_checkpoint_config', 'disable_ckpt_quant', 'lr_scheduler_type', 'gradient_accumulation_steps', 'recompute',
   // optimizer details
-  'optim', 'adam_epsilon', 'adam_beta1', 'adam_beta2', 'offload_optim', 'tensorwise_offload_optimizer',
+  'offload_optim', 'tensorwise_offload_optimizer',
   // parallelism and devices
   'tensor_parallel_degree', 'pipeline_parallel_degree', 'sharding_parallel_degree', 'sharding', 'sequence_parallel',
   'pipeline_parallel_config', 'devices', 'recompute_use_reentrant',

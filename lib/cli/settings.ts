@@ -59,6 +59,8 @@ function numberType(expected: string, placeholder: string, ok: (n: number) => bo
 
 export const integer = (min = 1, placeholder = 'N') => numberType(`an integer >= ${min}`, placeholder, (n) => Number.isInteger(n) && n >= min)
 export const positive = (placeholder = 'X') => numberType('a positive number', placeholder, (n) => Number.isFinite(n) && n > 0)
+/** A number in [0, 1): a decay rate (AdamW's betas). */
+export const rate = (placeholder = 'X') => numberType('a number in [0, 1)', placeholder, (n) => Number.isFinite(n) && n >= 0 && n < 1)
 export const nonNegative = (placeholder = 'X') => numberType('a number >= 0', placeholder, (n) => Number.isFinite(n) && n >= 0)
 
 /** A non-empty string: a path, a hub id, a prompt. */

@@ -7,6 +7,7 @@ import { ErnieClassifier, METHODS, type ErnieClassifierOptions, type FitOptions 
 import { isSrcTgtFile } from '../data'
 import { DEVICES } from '../device'
 import { PRECISIONS } from '../precision'
+import { OPTIMIZER_KINDS, type OptimizerKind } from '../train/optimizer'
 import { SCHEDULE_KINDS, type ScheduleKind } from '../train/schedule'
 import { outDirProblem, UsageError } from './args'
 import { formatMetrics } from './format'
@@ -24,6 +25,7 @@ import {
   option,
   origin,
   positive,
+  rate,
   readCommandLine,
   text,
   type CommandLine,
@@ -102,7 +104,17 @@ export const TRAIN_OPTIONS = {
     erniekit: ['lr_scheduler_type'],
   }),
   'warmup-steps': option(integer(0), 'steps of linear warmup (default: a tenth of the steps; head: none)', { erniekit: ['warmup_steps'] }),
+  'warmup-ratio': option(rate(), 'warmup as a fraction of the steps (a --warmup-steps above 0 wins, as in\ntransformers)', { erniekit: ['warmup_ratio'] }),
   'weight-decay': option(nonNegative(), 'AdamW weight decay (default 0.01)', { erniekit: ['weight_decay'] }),
+  optimizer: option(
+    choice<OptimizerKind>(OPTIMIZER_KINDS, { placeholder: 'O', aliases: { adamw_torch: 'adamw', adamw_hf: 'adamw', adamw_bnb_8bit: 'adamw8bit', adamw_8bit: 'adamw8bit' } }),
+    `${OPTIMIZER_KINDS.join(' | ')} (default adamw; adamw8bit: 8-bit moments, as\nbitsandbytes)`,
+    { erniekit: ['optim'] },
+  ),
+  'adam-beta1': option(rate(), "AdamW's first-moment decay (default 0.9)", { erniekit: ['adam_beta1'] }),
+  'adam-beta2': option(rate(), "AdamW's second-moment decay (default 0.999)", { erniekit: ['adam_beta2'] }),
+  'adam-epsilon': option(positive(), "AdamW's epsilon (default 1e-8)", { erniekit: ['adam_epsilon'] }),
+  'max-grad-norm': option(nonNegative(), 'clip the global gradient norm to X (default 1; 0: no clipping)', { erniekit: ['max_grad_norm'] }),
   'max-length': option(integer(2), 'tokens per text (default 256)', { erniekit: ['max_seq_len'] }),
   truncation: option(choice(['head', 'head_tail'] as const, { placeholder: 'MODE' }), 'head | head_tail (keep the start, or a quarter start + the end)'),
   pooling: option(choice(['last', 'mean', 'first'] as const, { placeholder: 'MODE' }), 'last | mean | first (default last)'),
@@ -221,7 +233,13 @@ export async function trainCommand(argv: string[], io: CliIo): Promise<number> {
     learningRate: v.lr,
     schedule: v.schedule,
     warmupSteps: v['warmup-steps'],
+    warmupRatio: v['warmup-ratio'],
     weightDecay: v['weight-decay'],
+    optimizer: v.optimizer,
+    adamBeta1: v['adam-beta1'],
+    adamBeta2: v['adam-beta2'],
+    adamEpsilon: v['adam-epsilon'],
+    maxGradNorm: v['max-grad-norm'],
     classWeights: v['class-weights'],
     evalSteps: v['eval-steps'],
     outputDir: checkpoints,
@@ -258,6 +276,7 @@ export async function trainCommand(argv: string[], io: CliIo): Promise<number> {
           epochs: result.epochs,
           stopReason: result.stopReason,
           seconds: result.seconds,
+          ...(result.resumedFrom ? { resumedFrom: result.resumedFrom } : {}),
           finalLoss: result.finalLoss,
           metrics: result.metrics,
           data: result.data,
@@ -265,6 +284,8 @@ export async function trainCommand(argv: string[], io: CliIo): Promise<number> {
       )
       return 0
     }
+    if (result.resumedFrom) io.stderr.write(`resumed from step ${result.resumedFrom.step} (${result.resumedFrom.checkpoint})\n`)
+    else if (v.resume) io.stderr.write(`no checkpoint in ${checkpoints}: trained from the start\n`)
     for (const d of skipped) io.stderr.write(`${d!.source}: skipped ${d!.skipped.count} invalid records (${Object.entries(d!.skipped.reasons).map(([k, n]) => `${k}: ${n}`).join(', ')})\n`)
     // Classes the data implied are said so: a reader sees what was inferred (and classifier.json records it).
     const classes = `${clf.labels!.join(', ')}${options.labels ? '' : ', inferred from the data'}`

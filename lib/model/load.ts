@@ -12,6 +12,7 @@ import { readSmallFileSync } from '../io/read'
 import { openSafetensors, type Safetensors } from '../io/safetensors'
 import { fillNormalSync } from '../native'
 import { Tokenizer } from '../tokenizer'
+import { withVocabulary } from './resize'
 import { resolveConfig, type ResolvedConfig } from './config'
 import { f16ToBf16 } from './dtype'
 import { checkpointShapes } from './layout'
@@ -91,6 +92,8 @@ export interface RandomOptions {
   seed?: number
   /** Standard deviation of the weights (HF's initializer_range, default 0.02); norms start at 1. */
   std?: number
+  /** See FromPretrainedOptions.resizeTokenEmbeddings. */
+  resizeTokenEmbeddings?: number
 }
 
 /** Random bf16 weights for a config, as HF initialises them. */
@@ -146,6 +149,14 @@ export interface FromPretrainedOptions extends ResolveOptions {
   /** Load weights holding NaN or infinity (default false: ERR_CHECKPOINT naming the tensor). */
   allowNonFinite?: boolean
   /**
+   * Grow the vocabulary to this many rows (more than config.json's vocab_size), for special tokens a
+   * tokenizer adds past the checkpoint's rows (`tokenizer.withSpecialTokens`): the embedding, and an
+   * untied LM head, get new rows set to the mean of the old ones (transformers' mean resizing,
+   * without its noise); the old rows, and so everything the model computes on old tokens, are
+   * unchanged. The grown model saves with the new vocab_size. Held in memory (the embedding's size).
+   */
+  resizeTokenEmbeddings?: number
+  /**
    * true (default): the weights are memory-mapped, shared with the page cache and read in place;
    * a file truncated or rewritten later is ERR_FILE_CHANGED at the next call. false: they are read
    * into memory of the process's own (the files' size), which nothing done to the files can reach.
@@ -162,14 +173,14 @@ export async function loadPretrained<M extends { precision: Precision }>(source:
   const device = resolveModelDevice(options.device, 'fromPretrained: device')
   const precision = resolvePrecision(options.precision, 'fromPretrained: precision')
   const dir = await resolveModel(source, options)
-  const cfg = readConfig(dir)
+  const checkpointConfig = readConfig(dir)
   const single = path.join(dir, 'model.safetensors')
   if (!fs.existsSync(single) && !fs.existsSync(path.join(dir, 'model.safetensors.index.json')))
     throw new ErnieError('ERR_MODEL_NOT_FOUND', `${single}: no such file (nor a sharded model.safetensors.index.json) beside config.json`)
   const file = openSafetensors(dir)
   try {
     if (options.mmap === false) await file.readIntoMemory()
-    const src = new SafetensorsSource(file)
+    const { config: cfg, source: src } = withVocabulary(checkpointConfig, new SafetensorsSource(file), options.resizeTokenEmbeddings)
     const weights = mapWeights(cfg, src)
     const unused = unusedTensors(src, weights)
     // A *ForSequenceClassification checkpoint's head is explained by its config: not the decoder's, not an error.

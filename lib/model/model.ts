@@ -19,6 +19,7 @@ import { generateText, type GenerateOptions, type GenerateResult } from './gener
 import { loadPretrained, randomTensors, type FromPretrainedOptions, type ModelParts, type RandomOptions } from './load'
 import { LoraAdapter } from './lora'
 import { mergedViews } from './merge'
+import { withVocabulary } from './resize'
 import { saveModel, type SaveOptions } from './save'
 import { fullTrainingViews, runLoss, runLossAndGrad, type FullTrainingOptions, type LossAndGradOptions } from './train'
 import { mapWeights, type ModelViews, type TensorSource } from './weights'
@@ -95,8 +96,8 @@ export class ErnieModel implements AsyncDisposable {
   static random(config: ModelConfig | Record<string, unknown>, options: RandomOptions = {}): ErnieModel {
     const device = resolveModelDevice(options.device, 'random: device')
     const precision = resolvePrecision(options.precision, 'random: precision')
-    const cfg = resolveConfig(config)
-    const source = randomTensors(cfg, options)
+    const checkpointConfig = resolveConfig(config)
+    const { config: cfg, source } = withVocabulary(checkpointConfig, randomTensors(checkpointConfig, options), options.resizeTokenEmbeddings)
     const model = new ErnieModel({ config: cfg, weights: mapWeights(cfg, source), source, device })
     model.precision = precision
     return model

@@ -11,6 +11,8 @@ export type TokenizerErrorCode =
   | 'ERR_TOKENIZER_INPUT'
   /** A regex in a tokenizer.json that the linear-time engine (RE2) cannot run: a lookaround, a backreference, ... */
   | 'ERR_TOKENIZER_PATTERN'
+  /** A chat template that does not parse, or that fails or raises (`raise_exception`) while rendering. */
+  | 'ERR_CHAT_TEMPLATE'
 
 export class TokenizerError extends Error {
   readonly code: TokenizerErrorCode

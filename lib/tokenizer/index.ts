@@ -16,4 +16,4 @@ export { SentencePieceModel, type SentencePieceEncoding, type SentencePieceModel
 export { parseModelProto, PieceType, ModelType, type ModelProto, type ModelPiece, type NormalizerSpec, type TrainerSpec } from './protobuf'
 export { PrecompiledCharsMap, SentencePieceNormalizer } from './normalizer'
 export { sentencePieceToTokenizerJson, convertSentencePieceFile, type TokenizerJson } from './convert'
-export { renderChatTemplate, detectChatTemplate, CHAT_TEMPLATE_TOKENS, type ChatMessage, type ChatRole, type ChatTemplateName } from './chat'
+export { renderChatTemplate, ChatTemplate, CHAT_TEMPLATE_TOKENS, builtinChatTemplatePath, type ChatMessage, type ChatRole, type ChatTemplateName, type ChatTemplateTokens } from './chat'

@@ -3,9 +3,10 @@
 import { copyFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ErnieError } from '../errors'
+import { writeFileDurable } from '../io/atomic'
 import { readSmallFile, type SmallFileKind } from '../io/read'
 import type { TokenizerBackend } from './backend'
-import { CHAT_TEMPLATE_TOKENS, detectChatTemplate, renderChatTemplate, type ChatMessage, type ChatTemplateName } from './chat'
+import { CHAT_TEMPLATE_TOKENS, ChatTemplate, impliedChatTemplate, isChatTemplateName, shippedChatTemplates, type ChatMessage, type ChatTemplateName } from './chat'
 import { TokenizerError, checkText } from './errors'
 import { HfBackend } from './hf'
 import { PieceType } from './protobuf'
@@ -59,8 +60,13 @@ const ROLES: readonly SpecialTokenRole[] = ['bos', 'eos', 'unk', 'pad', 'cls', '
 export interface ApplyChatTemplateOptions {
   /** End with the prompt for the assistant's turn. Default false. */
   addGenerationPrompt?: boolean
-  /** Default: the one the tokenizer's config implies (its chat_template, else its special tokens). */
-  template?: ChatTemplateName
+  /**
+   * Which template: the name of one the checkpoint ships (tokenizer_config.json's list of named
+   * templates), a built-in ('ernie' | 'chatml' | 'qwen3'), or a Jinja template's text. Default: the
+   * checkpoint's (chat_template.jinja, else tokenizer_config.json's chat_template), else the built-in
+   * its special tokens imply.
+   */
+  template?: ChatTemplateName | string
 }
 
 export interface TokenizerFiles {
@@ -70,6 +76,10 @@ export interface TokenizerFiles {
   specialTokensMap?: Record<string, unknown>
   /** added_tokens.json ({ content: id }), parsed. */
   addedTokens?: Record<string, unknown>
+  /** The model directory the files were read from (what save() copies). */
+  directory?: string
+  /** chat_template.jinja's text (newer transformers save the template there), and its path. */
+  chatTemplateJinja?: { text: string; file: string }
   /** Name used in error messages. */
   source?: string
 }
@@ -151,7 +161,14 @@ class TokenMatcher {
 }
 
 /** The files a tokenizer may be made of in a model directory (what is copied with a model). */
-export const TOKENIZER_FILES: readonly string[] = ['tokenizer.json', 'tokenizer.model', 'tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json']
+export const TOKENIZER_FILES: readonly string[] = [
+  'tokenizer.json',
+  'tokenizer.model',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'added_tokens.json',
+  'chat_template.jinja',
+]
 
 /** Copies those of `files` that exist in directory `from` into directory `to`. */
 export async function copyModelFiles(from: string, to: string, files: readonly string[] = TOKENIZER_FILES): Promise<void> {
@@ -166,18 +183,28 @@ export class Tokenizer {
   readonly kind: 'sentencepiece' | 'tokenizer.json'
   /** Number of ids: the model's vocabulary plus added tokens (embedding rows may be padded past it). */
   readonly vocabSize: number
-  /** The template `applyChatTemplate` uses by default, when the config implies one. */
-  readonly chatTemplate: ChatTemplateName | undefined
+  /**
+   * The template `applyChatTemplate` uses by default: the checkpoint's (chat_template.jinja, else
+   * tokenizer_config.json's chat_template), else the built-in its special tokens imply; undefined when
+   * there is neither.
+   */
+  readonly chatTemplate: ChatTemplate | undefined
+  /** The templates the checkpoint ships, by name ('default' for a single one). */
+  readonly chatTemplates: ReadonlyMap<string, ChatTemplate>
   /** tokenizer_config.json's model_max_length, when it gives one. */
   readonly modelMaxLength: number | undefined
   private readonly backend: TokenizerBackend
   private readonly added = new Map<number, AddedToken>()
   private readonly addedByContent = new Map<string, AddedToken>()
   private readonly roles = new Map<SpecialTokenRole, AddedToken>()
+  // additional_special_tokens, in their files' order (chat templates may read them).
+  private readonly additionalSpecial: string[] = []
   private readonly prefix: number[]
   private readonly suffix: number[]
   private readonly alwaysMatcher: TokenMatcher
   private readonly specialMatcher: TokenMatcher
+  private readonly files: TokenizerFiles
+  private readonly rebuild: (files: TokenizerFiles) => Tokenizer
 
   private constructor(
     backend: TokenizerBackend,
@@ -188,9 +215,13 @@ export class Tokenizer {
       alwaysMatch: (t: AddedToken) => boolean
       defaultRoles: Partial<Record<SpecialTokenRole, string>>
       template?: { prefix: number[]; suffix: number[] }
+      /** The same tokenizer from other files (withSpecialTokens). */
+      rebuild: (files: TokenizerFiles) => Tokenizer
     },
   ) {
     this.backend = backend
+    this.files = files
+    this.rebuild = init.rebuild
     this.kind = backend.kind
     const config = files.config ?? {}
     const source = files.source ?? 'tokenizer_config.json'
@@ -243,7 +274,10 @@ export class Tokenizer {
       }
     }
     for (const [role, v] of declared) this.roles.set(role, this.special(v))
-    for (const v of extra) this.special(v)
+    for (const v of extra) {
+      this.special(v)
+      if (!this.additionalSpecial.includes(v.content)) this.additionalSpecial.push(v.content)
+    }
 
     this.vocabSize = this.nextFreeId()
     const all = [...this.added.values()]
@@ -264,7 +298,9 @@ export class Tokenizer {
     }
     const maxLen = config.model_max_length
     this.modelMaxLength = typeof maxLen === 'number' && Number.isInteger(maxLen) && maxLen > 0 && maxLen < 1e15 ? maxLen : undefined
-    this.chatTemplate = detectChatTemplate(config.chat_template, (c) => this.addedByContent.get(c)?.special === true)
+    this.chatTemplates = shippedChatTemplates(config.chat_template, source, files.chatTemplateJinja)
+    const implied = impliedChatTemplate((c) => this.addedByContent.get(c)?.special === true)
+    this.chatTemplate = this.chatTemplates.get('default') ?? (implied !== undefined ? ChatTemplate.builtin(implied) : undefined)
   }
 
   // The first id past the vocabulary and every added token (a loop: a spread of 100k+ ids overflows the stack).
@@ -319,11 +355,14 @@ export class Tokenizer {
       if (!isObject(value)) throw new TokenizerError('ERR_TOKENIZER_JSON', 'must be a JSON object', { file: join(dir, name) })
       return value
     }
+    const jinja = await readOptional('chat_template.jinja')
     const files: TokenizerFiles = {
+      chatTemplateJinja: jinja !== undefined ? { text: jinja.toString('utf8'), file: join(dir, 'chat_template.jinja') } : undefined,
       config: await readJson('tokenizer_config.json'),
       specialTokensMap: await readJson('special_tokens_map.json'),
       addedTokens: await readJson('added_tokens.json'),
       source: join(dir, 'tokenizer_config.json'),
+      directory: dir,
     }
     const order = options.prefer === 'tokenizer.model' ? ['tokenizer.model', 'tokenizer.json'] : ['tokenizer.json', 'tokenizer.model']
     for (const name of order) {
@@ -356,6 +395,7 @@ export class Tokenizer {
       pad: roleOf(spec.padId),
     }
     return new Tokenizer(new SentencePieceBackend(sp), files, {
+      rebuild: (f) => Tokenizer.fromSentencePiece(sp, f),
       added,
       // User-defined pieces are matched by the model itself; other added tokens need the wrapper.
       alwaysMatch: (t) => t.id >= sp.size || sp.pieceType(t.id) !== PieceType.USER_DEFINED,
@@ -382,6 +422,7 @@ export class Tokenizer {
     else if (Number.isInteger(model.unk_id)) defaultRoles.unk = backend.idToPiece(model.unk_id as number)
     const matchedByLibrary = new Set(backend.addedTokens.filter((a) => !a.special).map((a) => a.id))
     return new Tokenizer(backend, files, {
+      rebuild: (f) => Tokenizer.fromTokenizerJson(json, f),
       added: backend.addedTokens.map((t) => ({ ...t })),
       // The library matches the file's own non-special added tokens; the config's are ours to match.
       alwaysMatch: (t) => !matchedByLibrary.has(t.id),
@@ -512,25 +553,87 @@ export class Tokenizer {
     return { inputIds, attentionMask }
   }
 
-  /** Renders a conversation with the ERNIE-4.5 or ChatML template (default: the one this tokenizer's config implies). */
-  applyChatTemplate(messages: readonly ChatMessage[], options: ApplyChatTemplateOptions = {}): string {
-    const template = options.template ?? this.chatTemplate
-    if (template === undefined) {
-      throw new TokenizerError('ERR_TOKENIZER_INPUT', "this tokenizer's config names no chat template; pass { template: 'ernie' | 'chatml' }")
+  /**
+   * This tokenizer with `contents` added as special tokens, as transformers' add_special_tokens({
+   * additional_special_tokens }) does: one that is not a token yet gets the next id after the
+   * vocabulary and added tokens (ChatML's `<|im_start|>` / `<|im_end|>` on a Base vocabulary); each
+   * is matched whole in encodeChat and with parseSpecial, and decodes to its text. The model needs
+   * embedding rows for the new ids (`resizeTokenEmbeddings` on load when they pass its rows).
+   */
+  withSpecialTokens(contents: readonly string[]): Tokenizer {
+    if (!Array.isArray(contents) || contents.some((c) => typeof c !== 'string' || c.length === 0)) {
+      throw new TokenizerError('ERR_TOKENIZER_INPUT', 'withSpecialTokens: contents must be an array of non-empty strings')
     }
-    return renderChatTemplate(messages, template, options.addGenerationPrompt === true)
+    const config: Record<string, unknown> = { ...(this.files.config ?? {}) }
+    const decoder: Record<string, unknown> = isObject(config.added_tokens_decoder) ? { ...config.added_tokens_decoder } : {}
+    const additional = Array.isArray(config.additional_special_tokens) ? [...config.additional_special_tokens] : []
+    let next = this.vocabSize
+    for (const content of new Set(contents)) {
+      if (!additional.some((a) => a === content || (isObject(a) && a.content === content))) additional.push(content)
+      if (this.pieceToId(content) !== undefined) continue // already a token: made special, same id
+      decoder[String(next++)] = { content, lstrip: false, normalized: false, rstrip: false, single_word: false, special: true }
+    }
+    config.additional_special_tokens = additional
+    config.added_tokens_decoder = decoder
+    return this.rebuild({ ...this.files, config })
   }
 
-  /** The chat template's text tokenized with its special tokens parsed (they must be special tokens here). */
+  /** tokenizer_config.json as this tokenizer would be saved (with the tokens withSpecialTokens added). */
+  get config(): Record<string, unknown> {
+    return structuredClone(this.files.config ?? {})
+  }
+
+  /**
+   * Writes the tokenizer into directory `dir`: the files it was loaded from (tokenizer.model or
+   * tokenizer.json, chat_template.jinja, ...), and its tokenizer_config.json (`config`). A tokenizer
+   * not loaded from a directory has no files to copy: ERR_TOKENIZER_NOT_FOUND.
+   */
+  async save(dir: string): Promise<void> {
+    if (this.files.directory === undefined) throw new TokenizerError('ERR_TOKENIZER_NOT_FOUND', 'save: this tokenizer was not loaded from a directory, so it has no files to copy')
+    await copyModelFiles(this.files.directory, dir, TOKENIZER_FILES.filter((f) => f !== 'tokenizer_config.json'))
+    await writeFileDurable(join(dir, 'tokenizer_config.json'), `${JSON.stringify(this.files.config ?? {}, null, 2)}\n`)
+  }
+
+  /** The template `options.template` names (see ApplyChatTemplateOptions), else this tokenizer's default. */
+  resolveChatTemplate(template?: ChatTemplateName | string): ChatTemplate {
+    if (template === undefined) {
+      if (this.chatTemplate !== undefined) return this.chatTemplate
+      throw new TokenizerError('ERR_TOKENIZER_INPUT', "this tokenizer ships no chat template and its special tokens imply none; pass { template: 'ernie' | 'chatml' | 'qwen3' | jinja text }")
+    }
+    if (typeof template !== 'string') throw new TokenizerError('ERR_TOKENIZER_INPUT', `template must be a string, got ${typeof template}`)
+    return this.chatTemplates.get(template) ?? (isChatTemplateName(template) ? ChatTemplate.builtin(template) : new ChatTemplate(template, 'options.template'))
+  }
+
+  /**
+   * The variables transformers passes a chat template besides the messages: each declared special
+   * token by role (`bos_token`, `eos_token`, `cls_token`, ...) and `additional_special_tokens`.
+   */
+  chatTemplateTokens(): Record<string, string | string[]> {
+    const out: Record<string, string | string[]> = {}
+    for (const [role, t] of this.roles) out[`${role}_token`] = t.content
+    if (this.additionalSpecial.length > 0) out.additional_special_tokens = [...this.additionalSpecial]
+    return out
+  }
+
+  /** Renders a conversation with a chat template (default: the checkpoint's, else the built-in its special tokens imply). */
+  applyChatTemplate(messages: readonly ChatMessage[], options: ApplyChatTemplateOptions = {}): string {
+    return this.resolveChatTemplate(options.template).render(messages, options.addGenerationPrompt === true, this.chatTemplateTokens())
+  }
+
+  /**
+   * The chat template's text tokenized with special tokens parsed, as transformers tokenizes it (no
+   * BOS/EOS added). A built-in template's markers must be special tokens here.
+   */
   encodeChat(messages: readonly ChatMessage[], options: ApplyChatTemplateOptions = {}): number[] {
-    const template = options.template ?? this.chatTemplate
-    const text = this.applyChatTemplate(messages, { ...options, template })
-    for (const content of CHAT_TEMPLATE_TOKENS[template!]) {
-      if (this.addedByContent.get(content)?.special !== true) {
-        throw new TokenizerError('ERR_TOKENIZER_INPUT', `the ${template} chat template needs ${content} as a special token, and this tokenizer has none`)
+    const template = this.resolveChatTemplate(options.template)
+    if (template.builtin !== undefined) {
+      for (const content of CHAT_TEMPLATE_TOKENS[template.builtin]) {
+        if (this.addedByContent.get(content)?.special !== true) {
+          throw new TokenizerError('ERR_TOKENIZER_INPUT', `the ${template.builtin} chat template needs ${content} as a special token, and this tokenizer has none`)
+        }
       }
     }
-    return this.encode(text, { parseSpecial: true })
+    return this.encode(template.render(messages, options.addGenerationPrompt === true, this.chatTemplateTokens()), { parseSpecial: true })
   }
 }
 

@@ -8,11 +8,14 @@ import type { TensorToSave } from '../io/safetensors'
 import { adamw8bitStep, adamwStep, sgdStep } from '../kernels/optim'
 import { f32ToBf16 } from '../model/dtype'
 
-export type OptimizerKind = 'adamw' | 'adamw8bit' | 'sgd'
+export const OPTIMIZER_KINDS = ['adamw', 'adamw8bit', 'sgd'] as const
+export type OptimizerKind = (typeof OPTIMIZER_KINDS)[number]
+/** AdamW's defaults, as torch's. */
+export const ADAM_DEFAULTS = { beta1: 0.9, beta2: 0.999, eps: 1e-8 } as const
 
 export interface OptimizerOptions {
   kind?: OptimizerKind
-  /** AdamW betas and epsilon (defaults 0.9, 0.999, 1e-8, as torch). */
+  /** AdamW betas and epsilon (ADAM_DEFAULTS). */
   beta1?: number
   beta2?: number
   eps?: number
@@ -67,12 +70,18 @@ export class Optimizer {
    */
   constructor(params: ReadonlyMap<string, Float32Array>, options: OptimizerOptions = {}, computeCopies: ReadonlyMap<string, Uint16Array> = new Map()) {
     const kind = options.kind ?? 'adamw'
-    if (kind !== 'adamw' && kind !== 'adamw8bit' && kind !== 'sgd') throw rangeError(`optimizer: kind must be 'adamw', 'adamw8bit' or 'sgd', got ${JSON.stringify(kind)}`)
+    if (!OPTIMIZER_KINDS.includes(kind)) throw rangeError(`optimizer: kind must be 'adamw', 'adamw8bit' or 'sgd', got ${JSON.stringify(kind)}`)
+    for (const key of ['beta1', 'beta2'] as const) {
+      const b = options[key]
+      if (b !== undefined && !(typeof b === 'number' && b >= 0 && b < 1)) throw rangeError(`optimizer: ${key} must be a number in [0, 1), got ${JSON.stringify(b)}`)
+    }
+    if (options.eps !== undefined && !(typeof options.eps === 'number' && options.eps > 0 && Number.isFinite(options.eps)))
+      throw rangeError(`optimizer: eps must be a positive number, got ${JSON.stringify(options.eps)}`)
     this.kind = kind
     this.o = {
-      beta1: options.beta1 ?? 0.9,
-      beta2: options.beta2 ?? 0.999,
-      eps: options.eps ?? 1e-8,
+      beta1: options.beta1 ?? ADAM_DEFAULTS.beta1,
+      beta2: options.beta2 ?? ADAM_DEFAULTS.beta2,
+      eps: options.eps ?? ADAM_DEFAULTS.eps,
       weightDecay: options.weightDecay ?? 0,
       noDecay: options.noDecay ?? isNoDecayName,
       momentum: options.momentum ?? 0,

@@ -64,6 +64,9 @@ export type SftTrainerOptions = Pick<
   | 'weightDecay'
   | 'maxGradNorm'
   | 'optimizer'
+  | 'adamBeta1'
+  | 'adamBeta2'
+  | 'adamEpsilon'
   | 'evalSteps'
   | 'saveSteps'
   | 'saveTotalLimit'
@@ -196,6 +199,9 @@ export async function sft(o: SftOptions): Promise<SftResult> {
       weightDecay: o.weightDecay ?? SFT_DEFAULTS.weightDecay,
       maxGradNorm: o.maxGradNorm ?? SFT_DEFAULTS.maxGradNorm,
       optimizer: o.optimizer ?? SFT_DEFAULTS.optimizer,
+      adamBeta1: o.adamBeta1,
+      adamBeta2: o.adamBeta2,
+      adamEpsilon: o.adamEpsilon,
       seed: o.seed ?? SFT_DEFAULTS.seed,
       // Evaluation and what hangs on it only with held-out data.
       evalSteps: evaluating ? (o.evalSteps ?? SFT_DEFAULTS.evalSteps) : undefined,

@@ -163,6 +163,8 @@ export interface TrainResult {
   bestStep?: number
   /** loadBestModelAtEnd put back the parameters of step bestStep. */
   restoredBest: boolean
+  /** The checkpoint this run continued from (resumeFromCheckpoint), and its step. */
+  resumedFrom?: { step: number; checkpoint: string }
   /** Checkpoint directories in outputDir after training, oldest first. */
   checkpoints: string[]
   /** Steps whose update was skipped (non-finite gradient norm, or no loss items). */
@@ -373,9 +375,13 @@ export class Trainer<E = unknown, B = unknown> {
     // A run killed mid-save left temporaries (or, between two renames, its newest checkpoint under
     // a hidden name): put that right before looking for the latest checkpoint.
     if (o.outputDir) await cleanUpAfterKilledWriters(o.outputDir)
+    let resumedFrom: TrainResult['resumedFrom']
     if (o.resumeFromCheckpoint) {
       const dir = o.resumeFromCheckpoint === true ? latestCheckpoint(o.outputDir!) : o.resumeFromCheckpoint
-      if (dir) st = this.load(dir, optimizer, params, copies, examples.length)
+      if (dir) {
+        st = this.load(dir, optimizer, params, copies, examples.length)
+        resumedFrom = { step: st.step, checkpoint: dir }
+      }
       else if (o.resumeFromCheckpoint !== true) throw new ErnieError('ERR_CHECKPOINT', 'resumeFromCheckpoint: no checkpoint given')
     }
 
@@ -468,6 +474,7 @@ export class Trainer<E = unknown, B = unknown> {
     return {
       steps: st.step,
       restoredBest,
+      ...(resumedFrom ? { resumedFrom } : {}),
       epoch: st.epoch + (st.order.length ? st.batchInEpoch / st.order.length : 0),
       stopReason,
       finalLoss: st.lossHistory.at(-1) ?? NaN,

@@ -39,6 +39,7 @@ t.test('a fit stopped after a checkpoint and resumed ends with the weights of on
   t.teardown(() => resumed.dispose())
   const r2 = await resumed.fit(train, { ...fitOptions, outputDir, saveSteps: 3, resume: true })
   t.equal(r2.steps, 6)
+  t.same(r2.resumedFrom, { step: 3, checkpoint: path.join(outputDir, 'checkpoint-3') }, 'it continued from the checkpoint of step 3')
   const got = await resumed.predict(texts)
   t.same(got, want, 'identical predictions (scores included) to the uninterrupted fit')
 })

@@ -95,6 +95,8 @@ t.test('--help on each command, usage errors', async (t) => {
     [['train', '--out', 'x'], /--data is required/],
     [['train', '--data', TRAIN, '--out', 'x', '--method', 'svm'], /--method must be one of head, lora, full, generative/],
     [['train', '--data', TRAIN, '--out', 'x', '--epochs', '0'], /--epochs must be a positive number/],
+    [['train', '--data', TRAIN, '--out', 'x', '--adam-beta2', '1'], /--adam-beta2 must be a number in \[0, 1\)/],
+    [['train', '--data', TRAIN, '--out', 'x', '--optimizer', 'lion'], /--optimizer must be one of adamw, adamw8bit, sgd/],
     [['train', '--data', TRAIN, '--out', 'x', '--frobnicate'], /^ernie-sentiment: unknown option --frobnicate\n/],
     // A slip gets the flag it was probably meant to be; quotes stay balanced.
     [['train', '--data', TRAIN, '--out', 'x', '--epoch', '1'], /^ernie-sentiment: unknown option --epoch; did you mean --epochs\?\n/],
@@ -153,4 +155,16 @@ t.test('progress: a redrawn bar on a TTY, occasional lines in a pipe', async (t)
   const lines = piped.trim().split('\n')
   t.ok(lines.length >= 20 && lines.length <= 22, `about one line per 5% (${lines.length})`)
   t.match(lines[lines.length - 1], /^train  step 100\/100 .* ETA 0:00$/)
+})
+
+t.test("the Trainer's optimiser flags reach the run (classifier.json records what it ran with)", async (t) => {
+  const dest = path.join(dir, 'optim-flags')
+  const args = ['train', '--data', DEV, '--base', TINY, '--method', 'lora', '--max-length', '16', '--max-steps', '4', '--batch-size', '8', '--out', dest, '--quiet']
+  const r = await run([...args, '--optimizer', 'adamw8bit', '--adam-beta1', '0.8', '--adam-beta2', '0.95', '--adam-epsilon', '1e-6', '--max-grad-norm', '0.5', '--warmup-ratio', '0.5'])
+  t.equal(r.code, 0, r.stderr)
+  const s = JSON.parse(fs.readFileSync(path.join(dest, 'classifier.json'), 'utf8')).training.settings
+  t.equal(s.optimizer, 'adamw8bit')
+  t.same(s.adam, { beta1: 0.8, beta2: 0.95, epsilon: 1e-6 })
+  t.equal(s.maxGradNorm, 0.5)
+  t.equal(s.warmupSteps, 2, 'a warmup ratio of 0.5 over 4 steps')
 })

@@ -8,7 +8,8 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 
 import { ErnieClassifier, type Prediction } from '../../lib/classifier/index'
-import { DEMO_FIT_DEFAULTS, DEMO_HELP } from '../../lib/cli/demo'
+import { DEMO, DEMO_FIT_DEFAULTS } from '../../lib/cli/demo'
+import { helpText } from '../../lib/cli/settings'
 import { readTsv, runCli, runMain, tempDir, TINY } from '../helpers/classifier-helpers'
 
 const ROOT = path.join(__dirname, '..', '..')
@@ -124,8 +125,8 @@ t.test('the demo as text: sizes, progress, metrics, predictions and a default ou
 t.test('--help and usage errors', async (t) => {
   const help = await inProcess(['demo', '--help'])
   t.equal(help.code, 0)
-  t.equal(help.stdout, DEMO_HELP)
-  for (const flag of ['--base', '--method', '--epochs', '--batch-size', '--lr', '--max-length', '--out', '--train-limit', '--test-limit', '--json']) t.match(DEMO_HELP, `\n  ${flag} `)
+  t.equal(help.stdout, helpText(DEMO))
+  for (const flag of ['--base', '--method', '--epochs', '--batch-size', '--lr', '--max-length', '--out', '--train-limit', '--test-limit', '--json']) t.match(help.stdout, `\n  ${flag} `)
   t.match((await inProcess(['--help'])).stdout, /\n {2}demo {6}/, 'listed in the main help')
   const notEmpty = path.join(dir, 'busy')
   fs.mkdirSync(notEmpty)

@@ -65,6 +65,8 @@ lr_scheduler_type: cosine
 # optimizer
 weight_decay: 0.1
 adam_beta2: 0.95
+optim: adamw_bnb_8bit
+max_grad_norm: 0.5
 
 # performance
 tensor_parallel_degree: 1
@@ -100,6 +102,9 @@ t.test("ERNIEKit's SFT file: its keys mapped to train's options, the rest warned
     schedule: 'cosine',
     'warmup-steps': 20,
     'weight-decay': 0.1,
+    optimizer: 'adamw8bit', // HF's optim name, read as the package's
+    'adam-beta2': 0.95,
+    'max-grad-norm': 0.5,
     'max-length': 128,
     'lora-r': 32,
     'lora-alpha': 64,
@@ -111,7 +116,7 @@ t.test("ERNIEKit's SFT file: its keys mapped to train's options, the rest warned
   })
   t.match(r.stdout, new RegExp(`^lr: 0\\.00001 +# .*run_sft\\.yaml:${lineOf('learning_rate')}: learning_rate$`, 'm'), 'each setting says where it came from')
   t.match(r.stdout, new RegExp(`^method: "lora" +# .*run_sft\\.yaml:${lineOf('stage')}: stage on text/label data, .*run_sft\\.yaml:${lineOf('fine_tuning')}: fine_tuning$`, 'm'))
-  const unusedKeys = ['train_dataset_type', 'eval_dataset_type', 'train_dataset_prob', 'eval_dataset_prob', 'fuse_rope', 'dataloader_num_workers', 'evaluation_strategy', 'logging_steps', 'disable_tqdm', 'adam_beta2', 'tensor_parallel_degree', 'sharding', 'amp_custom_white_list']
+  const unusedKeys = ['train_dataset_type', 'eval_dataset_type', 'train_dataset_prob', 'eval_dataset_prob', 'fuse_rope', 'dataloader_num_workers', 'evaluation_strategy', 'logging_steps', 'disable_tqdm', 'tensor_parallel_degree', 'sharding', 'amp_custom_white_list']
   const unused = unusedKeys.map((k) => `${k} (line ${lineOf(k)})`)
   t.equal(r.stderr, `ernie-sentiment: warning: ${file}: ERNIEKit settings with no meaning here, not used: ${unused.join(', ')} (--strict makes this an error)\n`)
 

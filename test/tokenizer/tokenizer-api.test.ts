@@ -43,7 +43,7 @@ t.test('special tokens from tokenizer_config.json', async (t) => {
     t.equal(tok.idToPiece(6000), undefined)
     t.same(tok.specialToken('cls'), { id: 3, content: '<|begin_of_sentence|>', special: true, lstrip: false, rstrip: false })
     t.equal(tok.modelMaxLength, 4096)
-    t.equal(tok.chatTemplate, 'ernie')
+    t.equal(tok.chatTemplate?.builtin, 'ernie', 'no chat_template shipped: the built-in its cls/sep tokens imply')
   }
 })
 
@@ -148,7 +148,7 @@ t.test('chat templates', async (t) => {
     { role: 'user', content: '谢谢' },
   ]
   const ernie = '<|begin_of_sentence|>S\nUser: 你好\nAssistant: 好的<|end_of_sentence|>User: 谢谢\n'
-  t.equal(renderChatTemplate(messages, 'ernie'), ernie)
+  t.equal(renderChatTemplate(messages, 'ernie'), ernie, 'the ERNIE template defaults cls_token / sep_token itself')
   t.equal(renderChatTemplate(messages, 'ernie', true), `${ernie}Assistant: `)
   t.equal(
     renderChatTemplate(messages, 'chatml', true),
@@ -162,15 +162,20 @@ t.test('chat templates', async (t) => {
     t.equal(tok.applyChatTemplate(messages, { addGenerationPrompt: true }), `${ernie}Assistant: `, `${kind}: ERNIE template from the config`)
     t.same(tok.encodeChat(messages, { addGenerationPrompt: true }), [3, ...first, 4, ...second])
     t.throws(() => tok.encodeChat(messages, { template: 'chatml' }), { code: 'ERR_TOKENIZER_INPUT', message: /needs <\|im_start\|> as a special token/ })
-    const qwenish = await Tokenizer.fromDirectory(
-      ernieDir(t, kind, { ...ERNIE_CONFIG, additional_special_tokens: ['<|im_start|>', '<|im_end|>'], chat_template: "{{ '<|im_start|>' }}" }),
-    )
-    t.equal(qwenish.chatTemplate, 'chatml', 'chat_template names ChatML')
+    const qwenish = await Tokenizer.fromDirectory(ernieDir(t, kind, { ...ERNIE_CONFIG, additional_special_tokens: ['<|im_start|>', '<|im_end|>'] }))
+    t.equal(qwenish.chatTemplate?.builtin, 'chatml', 'no chat_template shipped: the built-in its <|im_start|> / <|im_end|> imply')
     t.same(qwenish.encodeChat([{ role: 'user', content: '你好' }]), [6000, 2855, 2575, 1134, 26, ...NI_HAO, 6001, 26])
+    // A shipped template wins over the implied one, and sees the special tokens by role.
+    const shipped = await Tokenizer.fromDirectory(
+      ernieDir(t, kind, { ...ERNIE_CONFIG, chat_template: '{{ sep_token }}{% for m in messages %}{{ m.content }}{% endfor %}{{ bos_token }}' }),
+    )
+    t.equal(shipped.chatTemplate?.builtin, undefined)
+    t.equal(shipped.applyChatTemplate(messages), '<|end_of_sentence|>S你好好的谢谢<s>')
+    t.same(shipped.encodeChat([{ role: 'user', content: '你好' }]), [4, ...NI_HAO, 1])
   }
   const plain = Tokenizer.fromSentencePiece(modelBytes('unigram'))
   t.equal(plain.chatTemplate, undefined)
-  t.throws(() => plain.applyChatTemplate(messages), { code: 'ERR_TOKENIZER_INPUT', message: /names no chat template/ })
+  t.throws(() => plain.applyChatTemplate(messages), { code: 'ERR_TOKENIZER_INPUT', message: /ships no chat template/ })
   t.throws(() => renderChatTemplate([{ role: 'robot', content: 'x' } as unknown as ChatMessage], 'ernie'), { code: 'ERR_TOKENIZER_INPUT', message: /messages\[0\]\.role/ })
   t.throws(() => renderChatTemplate([{ role: 'user', content: 5 } as unknown as ChatMessage], 'chatml'), { code: 'ERR_TOKENIZER_INPUT', message: /messages\[0\]\.content/ })
 })

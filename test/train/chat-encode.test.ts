@@ -17,7 +17,7 @@ const bot = (content: string): ChatMessage => ({ role: 'assistant', content })
 
 t.test('ERNIE-4.5 template: ids piece by piece, labels on the answers only', async (t) => {
   const tok = await Tokenizer.fromDirectory(FIXTURE)
-  t.equal(tok.chatTemplate, 'ernie')
+  t.equal(tok.chatTemplate?.builtin, 'ernie', "the built-in ERNIE-4.5 template (the fixture ships none)")
   const BOS = tok.pieceToId('<|begin_of_sentence|>')!
   const EOS = tok.pieceToId('<|end_of_sentence|>')!
   // The template by hand: BOS, system + "\n", "User: " + q + "\n", "Assistant: " + a + EOS.

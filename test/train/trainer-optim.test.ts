@@ -50,6 +50,10 @@ t.test('schedules follow transformers: constant, linear, cosine with warmup step
   t.throws(() => createSchedule({ lr: 1, totalSteps: 1.5 }), RangeError)
   t.throws(() => createSchedule({ lr: 1, totalSteps: 10, warmupRatio: 2 }), RangeError)
   t.throws(() => createSchedule({ lr: 1, totalSteps: 10, warmupSteps: -1 }), RangeError)
+  const params = new Map([['w', new Float32Array(4)]])
+  t.throws(() => new Optimizer(params, { beta1: 1 }), { name: 'RangeError', message: /beta1 must be a number in \[0, 1\)/ })
+  t.throws(() => new Optimizer(params, { beta2: -0.1 }), { name: 'RangeError', message: /beta2/ })
+  t.throws(() => new Optimizer(params, { eps: 0 }), { name: 'RangeError', message: /eps must be a positive number/ })
 })
 
 // Two awkward sizes; the norm weight gets no decay.
