@@ -6,7 +6,8 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 
 import type { Device } from '../device'
-import { holdOut, loadPreferencePairs, type PreferencePair } from '../data/preferences'
+import { splitByRatio } from '../data/chat'
+import { loadPreferencePairs, type PreferencePair } from '../train/preference-encode'
 import { ErnieError } from '../errors'
 import { writeFileDurable } from '../io/atomic'
 import { readSmallFileSync } from '../io/read'
@@ -127,7 +128,7 @@ export async function runDpo(o: DpoRunOptions) {
       evalPairs = e.pairs
       truncated += e.truncated
     } else if (o.evalRatio) {
-      ;({ train, heldOut: evalPairs } = holdOut(data.pairs, o.evalRatio, o.seed))
+      ;({ train, eval: evalPairs } = splitByRatio(data.pairs, o.evalRatio, o.seed))
     }
 
     // The policy, and the reference as the model is now: an SFT output's adapter continues

@@ -12,7 +12,7 @@
 // dropout masks included), then forward and backward of the per-row weighted loss whose
 // gradient is the DPO loss's (Objective 'weightedRows': rowWeights = -dL/dlogp).
 import { ErnieError, rangeError, typeError } from '../errors'
-import type { PreferencePair, ScoredSequence } from '../data/preferences'
+import type { PreferencePair, ScoredSequence } from './preference-encode'
 import { checkpointShapes } from '../model/layout'
 import type { ErnieModel, FullTrainingOptions } from '../model/model'
 import type { LoraAdapter } from '../model/lora'

@@ -6,7 +6,7 @@ import t from 'tap'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-import { DataError, data } from '../../lib/index'
+import { DataError, loadPreferencePairs } from '../../lib/index'
 import { ErnieModel } from '../../lib/model/index'
 import { runMain, tempDir, TINY, TRAIN } from '../helpers/classifier-helpers'
 
@@ -33,28 +33,28 @@ t.test('records: strings and chat form, the answer scored and the prompt not', a
   await using model = await ErnieModel.fromPretrained(TINY)
   const tok = model.tokenizer!
   const file = writePairs(path.join(dir, 'two.jsonl'), 2)
-  const { pairs, truncated } = await data.loadPreferencePairs(file, tok)
+  const { pairs, truncated } = await loadPreferencePairs(file, tok)
   t.equal(truncated, 0)
   // strings: the prompt's tokens, then the answer's, then EOS
   const plain = pairs[0].chosen
   const promptIds = tok.encode('顾客评价：' + fs.readFileSync(TRAIN, 'utf8').split('\n')[1].split('\t')[1].slice(0, 30) + '\n回复：')
   t.same(plain.inputIds.slice(0, plain.answerStart), promptIds, 'the prompt, tokenized alone')
   t.same(plain.inputIds.slice(plain.answerStart), [...tok.encode('感谢您的评价，我们会继续努力，欢迎再次光临！'), tok.eosTokenId!], 'the answer, then EOS')
-  // chat: the rendered conversation; the answer's tokens are what follows the generation prompt
+  // chat: the prompt's ids exactly those generation is fed, then the answer's content and the
+  // template's end-of-turn marker (ERNIE-4.5: "Assistant: " + content + <|end_of_sentence|>),
+  // tokenized apart as chat SFT labels them
   const chat = pairs[1].chosen
   const messages = [{ role: 'user' as const, content: `顾客评价：${fs.readFileSync(TRAIN, 'utf8').split('\n')[2].split('\t')[1].slice(0, 30)}\n回复：` }]
-  t.same(chat.inputIds, tok.encodeChat([...messages, { role: 'assistant', content: '非常感谢您的反馈，祝您生活愉快！' }]), 'the whole conversation')
   const gen = tok.encodeChat(messages, { addGenerationPrompt: true })
-  t.same(chat.inputIds.slice(0, chat.answerStart), gen.slice(0, chat.answerStart), 'scored from where it leaves the generation prompt')
-  t.ok(chat.answerStart >= gen.length - 1, `at most the prompt's last token joins the answer (${chat.answerStart} of ${gen.length})`)
-  t.match(tok.decode(chat.inputIds.slice(chat.answerStart)), /非常感谢您的反馈，祝您生活愉快！/)
+  t.same(chat.inputIds.slice(0, chat.answerStart), gen, 'the prompt with the generation prompt')
+  t.same(chat.inputIds.slice(chat.answerStart), [...tok.encode('非常感谢您的反馈，祝您生活愉快！'), tok.pieceToId('<|end_of_sentence|>')], 'the answer, then the end of its turn')
   t.equal(pairs[1].rejected.inputIds.at(-1), tok.pieceToId('<|end_of_sentence|>'), 'a string answer to a chat prompt ends as the template ends a turn')
   // maxLength cuts the answer's end, counted
   const one = writePairs(path.join(dir, 'one.jsonl'), 1)
-  const cut = await data.loadPreferencePairs(one, tok, { maxLength: plain.answerStart + 2 })
+  const cut = await loadPreferencePairs(one, tok, { maxLength: plain.answerStart + 2 })
   t.equal(cut.truncated, 1)
   t.same(cut.pairs[0].chosen.inputIds, plain.inputIds.slice(0, plain.answerStart + 2))
-  await t.rejects(data.loadPreferencePairs(one, tok, { maxLength: plain.answerStart }), { code: 'ERR_DATA', message: new RegExp(`one.jsonl:1: the prompt alone has ${plain.answerStart} tokens`) })
+  await t.rejects(loadPreferencePairs(one, tok, { maxLength: plain.answerStart }), { code: 'ERR_DATA', message: new RegExp(`one.jsonl:1: the prompt alone has ${plain.answerStart} tokens`) })
 })
 
 t.test('bad records are DataErrors naming file:line', async (t) => {
@@ -66,19 +66,20 @@ t.test('bad records are DataErrors naming file:line', async (t) => {
     ['{"prompt": [{"role": "user", "content": "p"}], "chosen": [{"role": "user", "content": "a"}], "rejected": "b"}', /chosen\[0\]\.role is 'user': an answer holds assistant messages only/],
     ['{"prompt": [{"role": "bot", "content": "p"}], "chosen": "a", "rejected": "b"}', /prompt\[0\]\.role must be/],
     ['{"prompt": 3, "chosen": "a", "rejected": "b"}', /"prompt" must be a string or a list/],
+    ['{"prompt": [{"from": "gpt", "value": "p"}], "chosen": "a", "rejected": "b"}', /"chosen": encodeConversation: .*user/],
     ['["prompt"]', /expected a JSON object/],
     ['{"prompt": "p", ', /invalid JSON/],
   ]
   for (const [bad, message] of cases) {
     const file = path.join(dir, 'bad.jsonl')
     fs.writeFileSync(file, `{"prompt": "p", "chosen": "a", "rejected": "b"}\n\n${bad}\n`)
-    const err = await data.loadPreferencePairs(file, model.tokenizer!).then(() => undefined, (e: unknown) => e)
+    const err = await loadPreferencePairs(file, model.tokenizer!).then(() => undefined, (e: unknown) => e)
     t.ok(err instanceof DataError, `${bad}: a DataError`)
     t.match((err as DataError).message, new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:3: ${message.source}`), (err as Error).message)
     t.equal((err as DataError).code, 'ERR_DATA')
   }
   fs.writeFileSync(path.join(dir, 'empty.jsonl'), '\n')
-  await t.rejects(data.loadPreferencePairs(path.join(dir, 'empty.jsonl'), model.tokenizer!), { code: 'ERR_DATA', message: /no preference records/ })
+  await t.rejects(loadPreferencePairs(path.join(dir, 'empty.jsonl'), model.tokenizer!), { code: 'ERR_DATA', message: /no preference records/ })
 })
 
 t.test('dpo: LoRA on the tiny fixture, then an SFT output as --base, then full tuning', async (t) => {
