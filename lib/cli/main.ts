@@ -9,6 +9,7 @@ import { METHODS, type Method } from '../classifier/classifier'
 import { DEVICES } from '../device'
 import { PRECISIONS } from '../precision'
 import { int, noPositionals, num, oneOf, outDirProblem, parse, UsageError } from './args'
+import { chatCommand } from './chat'
 import { compareCommand } from './compare'
 import { DEMO_HELP, runDemo } from './demo'
 import { evalCommand } from './eval'
@@ -36,6 +37,7 @@ Commands:
   demo      fine-tune on the bundled ChnSentiCorp, then report test accuracy and sample predictions
   export    a classifier or LoRA adapter as a merged checkpoint (Hugging Face or ERNIEKit layout)
   serve     an HTTP server for saved classifiers (POST /v1/classify, /health, /metrics)
+  chat      talk with a model through its chat template (a conversation on a terminal)
 
 train, eval and pretrain also read their settings from a run file (YAML, ERNIEKit's keys
 understood): ernie-sentiment train run.yaml [options].
@@ -102,7 +104,7 @@ function version(): string {
   }
 }
 
-const COMMANDS = ['train', 'eval', 'predict', 'compare', 'pretrain', 'demo', 'export']
+const COMMANDS = ['train', 'eval', 'predict', 'compare', 'pretrain', 'demo', 'export', 'chat']
 
 /** Runs the command line; resolves to the exit code. */
 export async function main(argv: string[], io: CliIo): Promise<number> {
@@ -126,6 +128,8 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
         return await runExport(rest, io)
       case 'serve':
         return await runServe(rest, io)
+      case 'chat':
+        return await chatCommand(rest, io)
       case '-h':
       case '--help':
       case 'help':
