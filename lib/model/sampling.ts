@@ -73,23 +73,54 @@ export function topIndices(x: Float32Array, k: number): number[] {
 }
 
 /**
+ * The candidates of the nucleus when every token is a candidate: the most likely tokens, most
+ * likely first, holding at least `need` of the weights; the tokens of weight >= a cutoff (relative
+ * to the largest, 1), the cutoff lowered until they do. Only those are sorted, not the vocabulary,
+ * and the nucleus (a prefix of the sorted vocabulary) lies within them.
+ */
+function nucleusCandidates(w: Float64Array, need: number): number[] {
+  for (let cutoff = 1e-3; ; cutoff = cutoff > 1e-30 ? cutoff * 1e-3 : 0) {
+    const picked: number[] = []
+    let mass = 0
+    for (let i = 0; i < w.length; i++)
+      if (w[i] >= cutoff) {
+        picked.push(i)
+        mass += w[i]
+      }
+    if (mass >= need || cutoff === 0) return picked.sort((a, b) => w[b] - w[a] || a - b)
+  }
+}
+
+/**
  * Picks the next token from `logits` (a scratch copy: changed in place) given the tokens seen so
  * far: the repetition penalty, then argmax at temperature 0, else softmax(logits / temperature)
- * restricted to the top-k tokens, then to the nucleus of mass top-p among them, and a draw.
+ * restricted to the top-k tokens, then to the nucleus of mass top-p among them, and a draw. The
+ * vocabulary is never sorted whole (what would hold the event loop for tens of ms a token).
  */
 export function pickToken(logits: Float32Array, seen: Iterable<number>, s: Sampling, random: () => number): number {
   penalizeRepeats(logits, seen, s.repetitionPenalty)
   if (s.temperature === 0) return argmax(logits)
-  const order = topIndices(logits, s.topK > 0 ? s.topK : logits.length)
-  const mx = logits[order[0]]
-  const p = order.map((i) => Math.exp((logits[i] - mx) / s.temperature))
-  const total = p.reduce((a, b) => a + b, 0)
-  let keep = 0, mass = 0
-  while (keep < p.length && mass < s.topP * total) mass += p[keep++]
-  let r = random() * mass
-  for (let k = 0; k < keep; k++) {
-    r -= p[k]
-    if (r <= 0) return order[k]
+  const mx = logits[argmax(logits)]
+  const w = new Float64Array(logits.length)
+  let total = 0
+  for (let i = 0; i < w.length; i++) total += w[i] = Math.exp((logits[i] - mx) / s.temperature)
+  let order: number[]
+  if (s.topK > 0) {
+    order = topIndices(logits, s.topK)
+    total = order.reduce((a, i) => a + w[i], 0)
+  } else if (s.topP < 1) order = nucleusCandidates(w, s.topP * total)
+  else {
+    // everything: a draw in index order, nothing to sort
+    order = Array.from(w.keys())
   }
-  return order[keep - 1]
+  let keep = 0, mass = 0
+  while (keep < order.length && mass < s.topP * total) mass += w[order[keep++]]
+  // the first token whose running sum passes r in [0, mass): one of weight 0 never is
+  let r = random() * mass
+  let last = order[0]
+  for (let k = 0; k < keep; k++) {
+    if (w[order[k]] > 0) last = order[k]
+    if ((r -= w[order[k]]) < 0) return order[k]
+  }
+  return last // the sum rounded below r
 }
