@@ -89,18 +89,17 @@ export function defaultEosIds(model: ModelContext): number[] {
 }
 
 /**
- * The special tokens that end an assistant turn in the tokenizer's chat template: those written
- * right after an assistant message's content. Found by rendering, so any template the tokenizer
- * renders (ERNIE-4.5's <|end_of_sentence|>, ChatML's <|im_end|>) gives its own.
+ * The special token that ends an assistant turn in the tokenizer's chat template: the first one
+ * written after an assistant message's content, found by rendering two conversations that differ
+ * only in that content (what follows it is their common ending). So any template the tokenizer
+ * renders gives its own: ERNIE-4.5's <|end_of_sentence|>, ChatML's <|im_end|>. None: [].
  */
 export function endOfTurnIds(tokenizer: Tokenizer): number[] {
-  const user: ChatMessage = { role: 'user', content: 'Hi' }
-  const prompt = tokenizer.encodeChat([user], { addGenerationPrompt: true })
-  const answered = tokenizer.encodeChat([user, { role: 'assistant', content: 'Hello' }])
+  const [a, b] = ['Hello', 'Bye'].map((content) => tokenizer.encodeChat([{ role: 'user', content: 'Hi' }, { role: 'assistant', content }]))
   let common = 0
-  while (common < prompt.length && prompt[common] === answered[common]) common++
+  while (common < Math.min(a.length, b.length) && a[a.length - 1 - common] === b[b.length - 1 - common]) common++
   const special = new Set(tokenizer.addedTokens.filter((t) => t.special).map((t) => t.id))
-  const end = answered.slice(common).find((id) => special.has(id))
+  const end = a.slice(a.length - common).find((id) => special.has(id))
   return end === undefined ? [] : [end]
 }
 

@@ -16,7 +16,6 @@ const FIXTURE = path.join(__dirname, '..', 'fixtures', 'ernie-tiny')
 
 t.test('the end-of-turn token comes from the template: ERNIE-4.5 and ChatML', async (t) => {
   const ernie = await Tokenizer.fromDirectory(FIXTURE)
-  t.equal(ernie.chatTemplate, 'ernie')
   t.same(endOfTurnIds(ernie), [ernie.pieceToId('<|end_of_sentence|>')], '<|end_of_sentence|>')
   // the same vocabulary with ChatML's markers added as special tokens
   const dir = tempDir(t, 'ernie-chatml-')
@@ -27,10 +26,10 @@ t.test('the end-of-turn token comes from the template: ERNIE-4.5 and ChatML', as
     '6000': { content: '<|im_start|>', special: true },
     '6001': { content: '<|im_end|>', special: true },
   }
+  // (no generation prompt: the end of turn is found without one)
   config.chat_template = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
   fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify(config))
   const chatml = await Tokenizer.fromDirectory(dir)
-  t.equal(chatml.chatTemplate, 'chatml')
   t.same(endOfTurnIds(chatml), [6001], '<|im_end|>')
 })
 
