@@ -85,16 +85,16 @@ function peerDir(): string {
 }
 
 /**
- * Runs a peer script from ../shared/bench (ERNIE_PEER_DIR) with Debian's python3 and returns its
- * last JSON line. `edits` run a copy with each [from, to] replaced (each must match, so a
- * changed script fails loudly instead of measuring something else).
+ * Runs a peer script from ../shared/bench (ERNIE_PEER_DIR), or from `dir`, with Debian's python3
+ * and returns its last JSON line. `edits` run a copy with each [from, to] replaced (each must
+ * match, so a changed script fails loudly instead of measuring something else).
  */
 export function runPeer(
   script: string,
   args: string[] = [],
   edits: [string, string][] = [],
+  dir = peerDir(),
 ): Record<string, unknown> | undefined {
-  const dir = peerDir()
   let file = path.join(dir, script)
   if (!fs.existsSync(file)) {
     console.error(`peer ${file} not found (set ERNIE_PEER_DIR)`)

@@ -6,6 +6,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 
 import { UsageError } from './args'
+import { chatCommand } from './chat'
 import { compareCommand } from './compare'
 import { demoCommand } from './demo'
 import { dpoCommand } from './dpo'
@@ -33,13 +34,14 @@ Commands:
   compare   several saved classifiers on the same texts, side by side
   pretrain  pre-train a model from random weights on raw text (one document per line)
   sft       fine-tune a base model on conversations with LoRA (a chat adapter)
+  chat      talk with a model through its chat template (a conversation on a terminal)
   dpo       preference tuning (DPO / IPO) of a model or an SFT output on preference pairs
   demo      fine-tune on the bundled ChnSentiCorp, then report test accuracy and sample predictions
   export    a classifier or LoRA adapter as a merged checkpoint (Hugging Face or ERNIEKit layout)
   serve     an HTTP server for saved classifiers (POST /v1/classify, /health, /metrics)
 
-train, eval, pretrain, sft, dpo, export and serve also read their settings from a run file
-(YAML, ERNIEKit's keys understood): ernie-sentiment train run.yaml [options].
+train, eval, pretrain, sft, dpo, chat, export and serve also read their settings from a run
+file (YAML, ERNIEKit's keys understood): ernie-sentiment train run.yaml [options].
 
 Run 'ernie-sentiment <command> --help' for a command's options.
 Options:
@@ -55,7 +57,7 @@ function version(): string {
   }
 }
 
-const COMMANDS = ['train', 'eval', 'predict', 'compare', 'pretrain', 'sft', 'dpo', 'demo', 'export', 'serve']
+const COMMANDS = ['train', 'eval', 'predict', 'compare', 'pretrain', 'sft', 'dpo', 'chat', 'demo', 'export', 'serve']
 
 /** Runs the command line; resolves to the exit code. */
 export async function main(argv: string[], io: CliIo): Promise<number> {
@@ -83,6 +85,8 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
         return await runExport(rest, io)
       case 'serve':
         return await runServe(rest, io)
+      case 'chat':
+        return await chatCommand(rest, io)
       case '-h':
       case '--help':
       case 'help':

@@ -15,7 +15,8 @@ import { resolveConfig, type ModelConfig, type ResolvedConfig } from './config'
 import { embedTexts, type EmbedOptions } from './embed'
 import { nativeModelOptions, type NativeModelHandle } from './engine'
 import { POOLINGS, flatten, toFlatBatch, type ForwardInput, type ForwardOptions, type ForwardResult, type TokenBatch } from './forward'
-import { generateText, type GenerateOptions, type GenerateResult } from './generate'
+import { chatReply, chatStream, type ChatResult } from './chat'
+import { generateStream, generateText, type GenerateChunk, type GenerateOptions, type GenerateResult } from './generate'
 import { loadPretrained, randomTensors, type FromPretrainedOptions, type ModelParts, type RandomOptions } from './load'
 import { LoraAdapter } from './lora'
 import { mergedViews } from './merge'
@@ -34,7 +35,9 @@ export type { SaveOptions } from './save'
 export { bf16ToF32, f32ToBf16 } from './dtype'
 export { gradientSpec, type Objective, type FullTrainingOptions } from './train'
 export type { EmbedOptions } from './embed'
-export type { GenerateOptions, GenerateResult } from './generate'
+export type { GenerateOptions, GenerateResult, GenerateChunk, FinishReason } from './generate'
+export type { SamplingOptions } from './sampling'
+export type { ChatResult } from './chat'
 
 export class ErnieModel implements AsyncDisposable {
   readonly config: ResolvedConfig
@@ -251,11 +254,37 @@ export class ErnieModel implements AsyncDisposable {
   }
 
   /**
-   * Continues a prompt (text, token ids, or chat messages through the model's chat template)
-   * with a KV cache: greedy by default, or sampled with temperature / topP (seeded).
+   * Continues a prompt (text, token ids, or chat messages through the model's chat template, which
+   * then also ends at the template's end-of-turn token) with a KV cache: greedy by default, or
+   * sampled with temperature, topK and topP (seeded); repetitionPenalty, stop strings, eos ids and
+   * an AbortSignal. `onText` sees the text as it is decoded (generateStream's chunks).
    */
   generate(prompt: string | number[] | ChatMessage[], options: GenerateOptions = {}): Promise<GenerateResult> {
     return generateText(this, prompt, options)
+  }
+
+  /**
+   * generate() as an async iterator of chunks, one per decoded token, each with the text that
+   * became final with it (never half a character, never part of a stop string), and a last chunk
+   * with the rest and the finishReason: `for await (const { text } of model.generateStream(p))`.
+   * Bad options throw here; leaving the loop early frees the cache.
+   */
+  generateStream(prompt: string | number[] | ChatMessage[], options: GenerateOptions = {}): AsyncGenerator<GenerateChunk, void, undefined> {
+    return generateStream(this, prompt, options)
+  }
+
+  /**
+   * Answers a conversation: the messages rendered by the tokenizer's chat template with the
+   * generation prompt, generated until the template's end-of-turn token (or eos). Returns the
+   * answer as `message` ({ role: 'assistant', content }) with generate()'s result.
+   */
+  chat(messages: ChatMessage[], options: GenerateOptions = {}): Promise<ChatResult> {
+    return chatReply(this, messages, options)
+  }
+
+  /** chat() as a stream of chunks, as generateStream(). */
+  chatStream(messages: ChatMessage[], options: GenerateOptions = {}): AsyncGenerator<GenerateChunk, void, undefined> {
+    return chatStream(this, messages, options)
   }
 
   /** Parameters of the model (the tied embedding counted once). */

@@ -14,4 +14,9 @@ export interface TokenizerBackend {
    * a string to use, null to drop the token, undefined when the backend should decode it.
    */
   decode(ids: readonly number[], render: (id: number) => string | null | undefined): string
+  /**
+   * Substrings that decode rewrites once they are complete (a cleanup of spaces), so that text
+   * ending with the start of one may still change when more ids follow. None when absent.
+   */
+  readonly decodeRewrites?: readonly string[]
 }

@@ -209,19 +209,27 @@ export class HfBackend implements TokenizerBackend {
     if (this.cleanUpSpaces) text = cleanUpTokenization(text)
     return text
   }
+
+  get decodeRewrites(): readonly string[] {
+    return this.cleanUpSpaces ? CLEAN_UP_REWRITES.map(([from]) => from) : []
+  }
 }
 
-/** transformers' clean_up_tokenization: drops the space English tokenizers leave before punctuation. */
+/** transformers' clean_up_tokenization, in its order: the space English tokenizers leave before punctuation, dropped. */
+export const CLEAN_UP_REWRITES: readonly (readonly [string, string])[] = [
+  [' .', '.'],
+  [' ?', '?'],
+  [' !', '!'],
+  [' ,', ','],
+  [" ' ", "'"],
+  [" n't", "n't"],
+  [" 'm", "'m"],
+  [" 's", "'s"],
+  [" 've", "'ve"],
+  [" 're", "'re"],
+]
+
 export function cleanUpTokenization(text: string): string {
+  for (const [from, to] of CLEAN_UP_REWRITES) text = text.replaceAll(from, to)
   return text
-    .replaceAll(' .', '.')
-    .replaceAll(' ?', '?')
-    .replaceAll(' !', '!')
-    .replaceAll(' ,', ',')
-    .replaceAll(" ' ", "'")
-    .replaceAll(" n't", "n't")
-    .replaceAll(" 'm", "'m")
-    .replaceAll(" 's", "'s")
-    .replaceAll(" 've", "'ve")
-    .replaceAll(" 're", "'re")
 }

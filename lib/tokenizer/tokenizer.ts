@@ -504,6 +504,14 @@ export class Tokenizer {
     })
   }
 
+  /**
+   * @internal Substrings that decode() rewrites once complete (transformers'
+   * clean_up_tokenization_spaces): streamed text holds back an ending that may start one.
+   */
+  get decodeRewrites(): readonly string[] {
+    return this.backend.decodeRewrites ?? []
+  }
+
   encodeBatch(texts: readonly string[], options: BatchEncodeOptions = {}): BatchEncoding {
     if (!Array.isArray(texts)) throw new TokenizerError('ERR_TOKENIZER_INPUT', 'texts must be an array of strings')
     const { maxLength, padding = false } = options

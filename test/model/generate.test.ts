@@ -1,6 +1,7 @@
 // Generation with a KV cache against the cache-free forward (greedy, with and without a LoRA
 // adapter); stopping at stop strings, EOS ids and an abort signal, each against an unstopped
-// run; sampled tokens' frequencies against the forward's softmax (temperature, top-p); and
+// run; sampled tokens' frequencies against the forward's softmax (temperature, top-p, top-k);
+// top-k 1 against greedy; the repetition penalty against the forward's logits penalised here; and
 // embeddings against the hidden states they pool.
 import t from 'tap'
 import * as fs from 'node:fs'
@@ -191,3 +192,89 @@ t.test('embed pools the final hidden states (last, mean, first) and normalises',
   await t.rejects(model.embed(texts, { pooling: 'max' as 'last' }), { name: 'RangeError' })
   await model.dispose()
 })
+
+for (const name of ['ernie-tiny', 'qwen3-tiny']) {
+  t.test(`${name}: top-k 1 samples the greedy tokens, at any temperature and seed`, async (t) => {
+    const model = await ErnieModel.fromPretrained(path.join(FIXTURES, name))
+    const greedy = await model.generate('房间很干净', { maxNewTokens: 16, eosTokenIds: [] })
+    for (const [temperature, seed] of [[1, 0], [5, 1], [0.3, 2]]) {
+      const r = await model.generate('房间很干净', { maxNewTokens: 16, eosTokenIds: [], temperature, topK: 1, seed })
+      t.same(r.tokens, greedy.tokens, `T=${temperature}, seed ${seed}`)
+    }
+    await model.dispose()
+  })
+}
+
+t.test('top-k sampling draws among the k most likely tokens only, with their softmax probabilities', async (t) => {
+  const model = tinyModel()
+  const prompt = [5, 77, 200, 31, 42]
+  const V = model.config.vocab_size
+  const { logits } = await model.forward({ inputIds: [prompt] }, { output: ['logits'] })
+  const last = Array.from(logits!.subarray((prompt.length - 1) * V))
+  const threads = kernels.numThreads()
+  kernels.setNumThreads(1)
+  t.teardown(() => kernels.setNumThreads(threads))
+  // the reference: softmax(logits / T) in float64 over the k largest logits
+  const k = 5, temperature = 3, draws = 1000
+  const order = [...last.keys()].sort((a, b) => last[b] - last[a])
+  const kept = order.slice(0, k)
+  t.ok(last[order[k - 1]] > last[order[k]], 'the k-th and (k+1)-th logits differ')
+  const w = kept.map((i) => Math.exp((last[i] - last[order[0]]) / temperature))
+  const total = w.reduce((a, b) => a + b, 0)
+  const counts = new Map<number, number>()
+  for (let seed = 0; seed < draws; seed++) {
+    const [token] = (await model.generate(prompt, { maxNewTokens: 1, temperature, topK: k, seed })).tokens
+    counts.set(token, (counts.get(token) ?? 0) + 1)
+  }
+  t.same([...counts.keys()].filter((i) => !kept.includes(i)), [], `every draw is among the ${k} largest logits of forward`)
+  const chi2 = kept.reduce((a, i, j) => a + ((counts.get(i) ?? 0) - (w[j] / total) * draws) ** 2 / ((w[j] / total) * draws), 0)
+  const critical = chiSquareCritical(k - 1)
+  t.ok(chi2 < critical, `chi-square ${chi2.toFixed(1)} < ${critical.toFixed(1)} (${k} cells, p = 1e-4)`)
+  // without the limit, the same temperature goes well past the k tokens
+  const wide = new Set<number>()
+  for (let seed = 0; seed < 200; seed++) wide.add((await model.generate(prompt, { maxNewTokens: 1, temperature, seed })).tokens[0])
+  t.ok([...wide].some((i) => !kept.includes(i)), `without topK, ${wide.size} distinct tokens`)
+  await model.dispose()
+})
+
+/**
+ * Greedy with CTRL's repetition penalty, without a cache: each step's logits from a full forward,
+ * in float64, those of the tokens already in the sequence divided by the penalty when positive
+ * and multiplied by it otherwise, then the argmax over the tokenizer's vocabulary.
+ */
+async function penalizedGreedyReference(model: ErnieModel, prompt: number[], steps: number, penalty: number): Promise<{ tokens: number[]; signs: Set<number> }> {
+  const seq = [...prompt]
+  const V = model.config.vocab_size
+  const pickable = model.tokenizer?.vocabSize ?? V
+  const signs = new Set<number>()
+  for (let i = 0; i < steps; i++) {
+    const { logits } = await model.forward({ inputIds: [seq] }, { output: ['logits'] })
+    const last = Float64Array.from(logits!.subarray((seq.length - 1) * V, seq.length * V))
+    for (const id of new Set(seq)) {
+      signs.add(Math.sign(last[id]))
+      last[id] = last[id] > 0 ? last[id] / penalty : last[id] * penalty
+    }
+    let best = 0
+    for (let j = 1; j < pickable; j++) if (last[j] > last[best]) best = j
+    seq.push(best)
+  }
+  return { tokens: seq.slice(prompt.length), signs }
+}
+
+for (const name of ['ernie-tiny', 'qwen3-tiny']) {
+  t.test(`${name}: the repetition penalty as a full-forward reference applies it`, async (t) => {
+    const model = await ErnieModel.fromPretrained(path.join(FIXTURES, name))
+    const prompt = model.tokenizer!.encode('房间很干净，房间很干净，房间')
+    const plain = await model.generate(prompt, { maxNewTokens: 16, eosTokenIds: [] })
+    const signs = new Set<number>()
+    for (const penalty of [1.5, 0.8]) {
+      const ref = await penalizedGreedyReference(model, prompt, 16, penalty)
+      for (const s of ref.signs) signs.add(s)
+      const got = await model.generate(prompt, { maxNewTokens: 16, eosTokenIds: [], repetitionPenalty: penalty })
+      t.same(got.tokens, ref.tokens, `penalty ${penalty}: the reference's tokens`)
+      t.not(got.tokens.join(), plain.tokens.join(), `penalty ${penalty} changes the greedy tokens`)
+    }
+    t.same([...signs].sort(), [-1, 1], 'the penalised logits held positive and negative ones (divided and multiplied)')
+    await model.dispose()
+  })
+}
