@@ -309,16 +309,20 @@ export function helpText<O extends OptionTable>(cmd: CommandSpec<O>): string {
     const flags = Object.entries(cmd.options).filter(([, o]) => o.only !== 'file')
     const byName = flags.filter(isKey).map(([name]) => name)
     const notKeys = flags.filter((e) => !isKey(e)).map(([name]) => `--${name}`)
+    const otherKeys: string[] = []
+    for (const [name, o] of Object.entries(cmd.options)) {
+      if (o.only === 'file') otherKeys.push(helpLine(`  ${name}`, o.help, KEY_COLUMN))
+      else for (const k of [...ownKeys(name, o), ...(o.erniekit ?? [])]) if (k !== name) otherKeys.push(helpLine(`  ${k}`, `--${name}`, KEY_COLUMN))
+    }
+    const example = byName.find((n) => n.includes('-')) ?? byName[0]
     out.push(
       '',
       `Run file: \`ernie-sentiment ${cmd.name} RUN.yaml [options]\` reads settings from a YAML file, the`,
-      `options above over it. Its keys are the options' names (${byName.find((n) => n.includes('-')) ?? byName[0]}: ...) and these,`,
-      "ERNIEKit's among them:",
+      otherKeys.length > 0
+        ? `options above over it. Its keys are the options' names (${example}: ...) and these,\nERNIEKit's among them:`
+        : `options above over it. Its keys are the options' names (${example}: ...).`,
+      ...otherKeys,
     )
-    for (const [name, o] of Object.entries(cmd.options)) {
-      if (o.only === 'file') out.push(helpLine(`  ${name}`, o.help, KEY_COLUMN))
-      else for (const k of [...ownKeys(name, o), ...(o.erniekit ?? [])]) if (k !== name) out.push(helpLine(`  ${k}`, `--${name}`, KEY_COLUMN))
-    }
     if (notKeys.length > 0) out.push(`Not keys under their own names: ${notKeys.join(', ')}.`)
     out.push(
       '',
