@@ -8,6 +8,14 @@ namespace {
 
 bool is_real(const Batch& b, int64_t i) { return !b.attention_mask || b.attention_mask[i] != 0; }
 
+// The LM head's gradient on the trainable token rows alone (Grads::lm_head_rows), when asked.
+void ask_token_rows(CrossEntropyArgs& ce, const Grads::TokenRows& tr, Workspace& ws) {
+  if (!tr.rows) return;
+  ce.row_ids = ws.put(tr.ids, tr.count).data();
+  ce.row_count = tr.count;
+  ce.drows = tr.rows;
+}
+
 }  // namespace
 
 LossFn lm_loss(const ModelDims& d, const ModelWeights& w, const Batch& batch, const int32_t* labels, Grads& grads,
@@ -33,6 +41,7 @@ LossFn lm_loss(const ModelDims& d, const ModelWeights& w, const Batch& batch, co
     ce.dhidden = dhidden;
     ce.precision = precision;
     if (grads.base()) ce.dweight = grads.lm_head ? grads.lm_head : grads.embed;
+    if (dhidden) ask_token_rows(ce, grads.lm_head_rows, ws);
     const CrossEntropyResult r = ws.backend().cross_entropy(ce);
     result->loss = r.loss;
     result->count = r.count;
