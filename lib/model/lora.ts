@@ -75,6 +75,7 @@ export interface AdapterTensor {
 }
 
 export { projectionShape } from './projections'
+export type { TokenTable, TrainableTokenIndices, TrainableTokens } from './trainable-tokens'
 
 /** What an adapter needs from its model. */
 export interface ModelLike {
