@@ -286,6 +286,8 @@ export interface NativeTrainStepOptions extends NativeBatch {
   /** Seeds the adapter's dropout masks; an integer in [0, 2^53]. Default 0. */
   dropoutSeed?: number
   precision?: Precision
+  /** The step's forward (its dropout included) and loss, no backward. Default false. */
+  forwardOnly?: boolean
   loss: Objective
   grads: NativeGrads
 }

@@ -1,5 +1,5 @@
 // The `ernie-sentiment` command line: each command lives in its own file (train, eval, predict,
-// compare, pretrain; demo's options here, its run in demo.ts); this one dispatches and reports.
+// compare, pretrain, sft, demo, export, serve); this one dispatches and reports.
 // Results go to stdout (text, or JSON with --json; predict prints JSON lines), progress and
 // errors to stderr. Exit codes: 0 success, 1 failure, 2 bad usage, 130 interrupted.
 import * as fs from 'node:fs'
@@ -8,6 +8,7 @@ import * as path from 'node:path'
 import { UsageError } from './args'
 import { compareCommand } from './compare'
 import { demoCommand } from './demo'
+import { dpoCommand } from './dpo'
 import { evalCommand } from './eval'
 import { runExport } from './export'
 import { runServe } from './serve'
@@ -15,6 +16,7 @@ import { formatMetrics } from './format'
 import type { CliIo } from './io'
 import { predictCommand } from './predict'
 import { pretrainCommand } from './pretrain'
+import { sftCommand } from './sft'
 import { trainCommand } from './train'
 
 export { formatMetrics }
@@ -22,7 +24,7 @@ export type { CliIo }
 
 const MAIN_HELP = `Usage: ernie-sentiment <command> [options]
 
-Sentiment classifiers on ERNIE-4.5 / Qwen3 models, trained and run on the CPU.
+Sentiment classifiers and chat models on ERNIE-4.5 / Qwen3, trained and run on the CPU.
 
 Commands:
   train     train a classifier on labelled data and save it (with report.html)
@@ -30,12 +32,14 @@ Commands:
   predict   label texts given as arguments, or one per line on stdin (JSON lines out)
   compare   several saved classifiers on the same texts, side by side
   pretrain  pre-train a model from random weights on raw text (one document per line)
+  sft       fine-tune a base model on conversations with LoRA (a chat adapter)
+  dpo       preference tuning (DPO / IPO) of a model or an SFT output on preference pairs
   demo      fine-tune on the bundled ChnSentiCorp, then report test accuracy and sample predictions
   export    a classifier or LoRA adapter as a merged checkpoint (Hugging Face or ERNIEKit layout)
   serve     an HTTP server for saved classifiers (POST /v1/classify, /health, /metrics)
 
-train, eval, pretrain, export and serve also read their settings from a run file (YAML,
-ERNIEKit's keys understood): ernie-sentiment train run.yaml [options].
+train, eval, pretrain, sft, dpo, export and serve also read their settings from a run file
+(YAML, ERNIEKit's keys understood): ernie-sentiment train run.yaml [options].
 
 Run 'ernie-sentiment <command> --help' for a command's options.
 Options:
@@ -51,7 +55,7 @@ function version(): string {
   }
 }
 
-const COMMANDS = ['train', 'eval', 'predict', 'compare', 'pretrain', 'demo', 'export', 'serve']
+const COMMANDS = ['train', 'eval', 'predict', 'compare', 'pretrain', 'sft', 'dpo', 'demo', 'export', 'serve']
 
 /** Runs the command line; resolves to the exit code. */
 export async function main(argv: string[], io: CliIo): Promise<number> {
@@ -69,6 +73,10 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
         return await compareCommand(rest, io)
       case 'pretrain':
         return await pretrainCommand(rest, io)
+      case 'sft':
+        return await sftCommand(rest, io)
+      case 'dpo':
+        return await dpoCommand(rest, io)
       case 'demo':
         return await demoCommand(rest, io)
       case 'export':

@@ -67,17 +67,20 @@ export interface PretrainCliArgs {
   quiet: boolean
 }
 
-/** Progress as a redrawn line on a TTY, plain lines every ~2% (and on evaluations) otherwise. */
-class PretrainProgress {
+/** A Trainer run's progress (pretrain, sft) as a redrawn line on a TTY, plain lines every ~2% (and on evaluations) otherwise. */
+export class PretrainProgress {
   private lastBucket = -1
   private evalLoss: number | undefined
-  constructor(private readonly out: ProgressStream) {}
+  constructor(
+    private readonly out: ProgressStream,
+    private readonly label = 'pretrain',
+  ) {}
   update(p: TrainProgress): void {
     if (p.metrics?.loss !== undefined) this.evalLoss = p.metrics.loss
     const w = 24
     const frac = p.totalSteps > 0 ? Math.min(1, p.step / p.totalSteps) : 0
     const parts = [
-      this.out.isTTY ? `pretrain [${'#'.repeat(Math.round(frac * w))}${'.'.repeat(w - Math.round(frac * w))}]` : 'pretrain',
+      this.out.isTTY ? `${this.label} [${'#'.repeat(Math.round(frac * w))}${'.'.repeat(w - Math.round(frac * w))}]` : this.label,
       `step ${p.step}/${p.totalSteps}`,
       `epoch ${p.epoch.toFixed(2)}`,
       `loss ${p.loss.toFixed(4)}`,

@@ -168,7 +168,12 @@ function fromRecord(rec: Record<string, unknown>, o: ReadDataOptions, problems: 
     if (!('tgt' in rec)) return void problems.add(line, 'missing field', 'missing field "tgt"')
     const tgt = rec.tgt
     const answers = Array.isArray(tgt) ? tgt : [tgt]
-    if (answers.length !== 1) return void problems.add(line, 'bad field', `field "tgt" must hold one label, found ${answers.length}`)
+    if (answers.length !== 1)
+      return void problems.add(
+        line,
+        'bad field',
+        `field "tgt" must hold one label, found ${answers.length} (a multi-turn src/tgt record is a conversation: train a chat model on it with \`ernie-sentiment sft\`)`,
+      )
     label = answers[0]
   } else {
     const textKey = o.textField ?? TEXT_FIELDS.find((k) => k in rec)
@@ -184,7 +189,8 @@ function fromRecord(rec: Record<string, unknown>, o: ReadDataOptions, problems: 
   return check(text, label, problems, line, file, isArray)
 }
 
-function describe(v: unknown): string {
+/** @internal A JSON value as messages name it: 'null', 'an array', 'an object', 'number 3'. */
+export function describe(v: unknown): string {
   if (v === null) return 'null'
   if (Array.isArray(v)) return 'an array'
   return typeof v === 'object' ? 'an object' : `${typeof v} ${JSON.stringify(v)}`
@@ -213,8 +219,11 @@ function decodeLine(bytes: Uint8Array, line: number, problems: Problems): string
   return decodeUtf8(bytes)
 }
 
-async function readJsonl(file: string, problems: Problems, o: ReadDataOptions): Promise<Example[]> {
-  const out: Example[] = []
+/**
+ * The JSON objects of a JSON Lines file, with their lines; blank lines are skipped, and a line
+ * that is not UTF-8, not JSON or not an object is a problem (thrown, or counted when skipping).
+ */
+export async function* jsonObjects(file: string, problems: Problems): AsyncGenerator<{ line: number; record: Record<string, unknown> }> {
   for await (const { line, bytes } of byteLines(file)) {
     const s = decodeLine(bytes, line, problems)
     if (s === undefined || s.trim() === '') continue
@@ -230,7 +239,14 @@ async function readJsonl(file: string, problems: Problems, o: ReadDataOptions): 
       problems.add(line, 'not an object', `expected a JSON object, got ${describe(rec)}`)
       continue
     }
-    const ex = fromRecord(rec as Record<string, unknown>, o, problems, line, file, false)
+    yield { line, record: rec as Record<string, unknown> }
+  }
+}
+
+async function readJsonl(file: string, problems: Problems, o: ReadDataOptions): Promise<Example[]> {
+  const out: Example[] = []
+  for await (const { line, record } of jsonObjects(file, problems)) {
+    const ex = fromRecord(record, o, problems, line, file, false)
     if (ex) out.push(ex)
   }
   return out

@@ -16,11 +16,20 @@ import { PROJECTIONS, type MatrixView, type ModelViews, type WeightArray } from 
 /**
  * What lossAndGrad minimises, on the final hidden states: 'lm' (next-token cross-entropy through
  * the LM head), 'classify' (a linear head on one pooled state per sequence; its gradients are
- * added to dWeight / dBias), or 'meanSquare' (mean of the squared states: a benchmark stand-in).
+ * added to dWeight / dBias), 'weightedRows' (per-sequence weighted next-token losses), or
+ * 'meanSquare' (mean of the squared states: a benchmark stand-in).
+ *
+ * 'weightedRows': loss = sum over rows b of rowWeights[b] * nll_b, nll_b = -log p(row b's
+ * targets) summed over its tokens; `targets` [B * T] as forward's `targets` (position t predicts
+ * targets[t]; negative: not scored). A loss that is a function of sequence log-probabilities
+ * (DPO's) has the gradient sum_b (dL/dlogp_b) grad logp_b: this objective's with rowWeights =
+ * -dL/dlogp. `rowLogProbs` [B], when given, receives each row's log-probability as the step's
+ * own forward computed it. The returned loss is the weighted sum, `count` the scored tokens.
  */
 export type Objective =
   | { kind: 'lm'; labels?: Int32Array }
   | { kind: 'meanSquare' }
+  | { kind: 'weightedRows'; targets: Int32Array; rowWeights: Float64Array; rowLogProbs?: Float64Array }
   | {
       kind: 'classify'
       weight: Float32Array
@@ -56,6 +65,12 @@ export interface LossAndGradOptions {
   dropoutSeed?: number
   /** Of the step's matrix products, forward and backward; default the model's `precision`. */
   precision?: Precision
+  /**
+   * The step's forward and loss only, as the step itself computes them (the adapter's dropout
+   * masks for this dropoutSeed included), no backward and no gradients: for a loss whose row
+   * weights need this forward's results first (DPO's, from the sequences' log-probabilities).
+   */
+  forwardOnly?: boolean
 }
 
 /** ErnieModel.lossAndGrad; `masters`: the trainable weights of full training, when enabled. */
@@ -70,7 +85,8 @@ export async function runLossAndGrad(
   const b = toFlatBatch(input, model.config.max_position_embeddings)
   const labels = input.labels ? flatten(input.labels, 'labels', [b.batch, b.seq]).data : undefined
   const grads = options.grads ?? new Map<string, Float32Array>()
-  const spec = gradientSpec(model.config, grads, options.trainBase === true, options.adapter, masters && ((name) => masters.has(name)))
+  const forwardOnly = options.forwardOnly === true
+  const spec = forwardOnly ? {} : gradientSpec(model.config, grads, options.trainBase === true, options.adapter, masters && ((name) => masters.has(name)))
   const r = await model.track(
     handle.trainStep({
       ...b,
@@ -80,6 +96,7 @@ export async function runLossAndGrad(
       loss: options.objective ?? { kind: 'lm', labels },
       grads: spec,
       precision,
+      forwardOnly,
     }),
   )
   return { loss: r.loss, count: r.count, grads }

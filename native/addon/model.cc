@@ -29,6 +29,7 @@
 //
 // The objects keep their typed arrays alive; a running call keeps its object alive. The JS
 // layer owns the memory-mapped checkpoint and unmaps it only after dispose().
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -686,7 +687,10 @@ Napi::Value NativeModel::Decode(const Napi::CallbackInfo& info) {
 
 // trainStep({ inputIds, attentionMask?, batch, seq, adapter?, recompute?,
 //             loss: { kind: 'lm', labels? } | { kind: 'classify', weight, bias?, classes, labels,
-//                     pooling?, classWeights?, dWeight?, dBias?, logits? } | { kind: 'meanSquare' },
+//                     pooling?, classWeights?, dWeight?, dBias?, logits? } | { kind: 'meanSquare' }
+//                   | { kind: 'weightedRows', targets [batch * seq], rowWeights: Float64Array [batch],
+//                       rowLogProbs?: Float64Array [batch] } (engine/losses.h weighted_rows_loss),
+//             forwardOnly? (the step's forward and loss, its dropout included, no backward),
 //             grads: { embed?, lmHead?, finalNorm?, layers?: [{ q?, ..., down?, inputNorm?,
 //                      postAttentionNorm?, qNorm?, kNorm? }], lora?: [{ q_proj?: { a, b }, ... }],
 //                      embedRows?: { ids, rows }, lmHeadRows?: { ids, rows } } })
@@ -704,6 +708,7 @@ Napi::Value NativeModel::RunTrainStep(const Napi::CallbackInfo& info, bool sync)
   options.recompute = args.boolean_or("recompute", false);
   options.dropout_seed = uint64_t(args.integer_or("dropoutSeed", 0, 0, (int64_t(1) << 53)));
   options.precision = args.precision(st->be, Op::gemm);
+  options.forward_only = args.boolean_or("forwardOnly", false);
 
   auto grads = std::make_shared<engine::Grads>();
   Args g = args.object("grads");
@@ -821,12 +826,38 @@ Napi::Value NativeModel::RunTrainStep(const Napi::CallbackInfo& info, bool sync)
     make_loss = [st, batch, head, result](engine::Grads&, const engine::ModelWeights&) {
       return engine::classifier_loss(st->dims, batch, head, result.get());
     };
+  } else if (kind == "weightedRows") {
+    // Copied: JS may change the arrays while the step runs.
+    ArrayArg tg = ls.i32("targets");
+    ls.expect_length("targets", tg, n, "batch * seq");
+    for (uint64_t i = 0; i < n; ++i)
+      if (tg.i32()[i] >= d.vocab)
+        ls.range_error("'targets' holds " + std::to_string(tg.i32()[i]) + " at position " + std::to_string(i) +
+                       ", outside the vocabulary");
+    auto targets = std::make_shared<std::vector<int32_t>>(tg.i32(), tg.i32() + n);
+    ArrayArg rw = ls.f64("rowWeights");
+    ls.expect_length("rowWeights", rw, uint64_t(batch.batch), "batch");
+    for (int64_t b = 0; b < batch.batch; ++b)
+      if (!std::isfinite(rw.f64()[b]))
+        ls.range_error("'rowWeights' holds " + std::to_string(rw.f64()[b]) + " at row " + std::to_string(b) + ": weights must be finite");
+    auto weights = std::make_shared<std::vector<double>>(rw.f64(), rw.f64() + batch.batch);
+    double* row_log_probs = nullptr;
+    if (ls.has("rowLogProbs")) {
+      ArrayArg out = ls.f64("rowLogProbs");
+      ls.expect_length("rowLogProbs", out, uint64_t(batch.batch), "batch");
+      row_log_probs = out.f64();
+    }
+    make_loss = [st, batch, targets, weights, row_log_probs, precision = options.precision, result](
+                    engine::Grads& g, const engine::ModelWeights& w) {
+      return engine::weighted_rows_loss(st->dims, w, batch, targets->data(), weights->data(), g, precision,
+                                        row_log_probs, result.get());
+    };
   } else if (kind == "meanSquare") {
     make_loss = [st, batch, result](engine::Grads&, const engine::ModelWeights&) {
       return engine::mean_square_loss(st->dims, batch, result.get());
     };
   } else {
-    ls.range_error(ls.name("kind") + " must be 'lm', 'classify' or 'meanSquare', got '" + kind + "'");
+    ls.range_error(ls.name("kind") + " must be 'lm', 'classify', 'weightedRows' or 'meanSquare', got '" + kind + "'");
   }
   args.keep(Value());
   Job job{[st, adapter, batch, grads, token_ids, options, make_loss] {

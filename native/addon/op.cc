@@ -174,6 +174,7 @@ ArrayArg Args::f32_or_bf16(const char* key) {
   return array(key, {napi_float32_array, napi_uint16_array}, "a Float32Array or a Uint16Array of bf16 values");
 }
 ArrayArg Args::i32(const char* key) { return array(key, {napi_int32_array}, "an Int32Array"); }
+ArrayArg Args::f64(const char* key) { return array(key, {napi_float64_array}, "a Float64Array"); }
 ArrayArg Args::u8(const char* key) { return array(key, {napi_uint8_array}, "a Uint8Array"); }
 ArrayArg Args::i32_or_u8(const char* key) {
   return array(key, {napi_int32_array, napi_uint8_array}, "an Int32Array or a Uint8Array");

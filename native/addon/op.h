@@ -24,7 +24,7 @@ struct Job {
   std::function<Napi::Value(Napi::Env)> result;     // on the JS thread afterwards; empty: undefined
 };
 
-// A typed array argument: Float32Array (f32), Uint16Array (bf16 bits) or Int32Array.
+// A typed array argument: Float32Array (f32), Uint16Array (bf16 bits), Int32Array, Float64Array or Uint8Array.
 struct ArrayArg {
   void* data = nullptr;
   size_t length = 0;
@@ -32,6 +32,7 @@ struct ArrayArg {
   DType dtype() const { return type == napi_uint16_array ? DType::bf16 : DType::f32; }
   float* f32() const { return static_cast<float*>(data); }
   int32_t* i32() const { return static_cast<int32_t*>(data); }
+  double* f64() const { return static_cast<double*>(data); }
   uint16_t* u16() const { return static_cast<uint16_t*>(data); }
   uint8_t* u8() const { return static_cast<uint8_t*>(data); }
 };
@@ -61,6 +62,8 @@ class Args {
   // Float32Array (f32) or Uint16Array (bf16 bits).
   ArrayArg f32_or_bf16(const char* key);
   ArrayArg i32(const char* key);
+  // Float64Array only.
+  ArrayArg f64(const char* key);
   ArrayArg u8(const char* key);
   // Int32Array or Uint8Array (masks: either is accepted).
   ArrayArg i32_or_u8(const char* key);

@@ -49,6 +49,65 @@ LossFn lm_loss(const ModelDims& d, const ModelWeights& w, const Batch& batch, co
   };
 }
 
+std::vector<double> row_nll(Backend& be, const ModelDims& d, const ModelWeights& w, int64_t B, int64_t T,
+                            const float* hidden, const int32_t* targets, Precision precision, const double* row_weights,
+                            float* dhidden, float* dweight, int64_t* count, const int32_t* row_ids, int64_t row_count,
+                            float* drows) {
+  if (w.lm_head.trans || w.lm_head.ld != d.hidden)
+    throw std::invalid_argument("scoring needs a row-major [vocab, hidden] LM head (tied, or HF layout)");
+  std::vector<double> nll(size_t(B), 0.0);
+  if (count) *count = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    CrossEntropyArgs ce;
+    ce.hidden = hidden + b * T * d.hidden;
+    ce.weight = w.lm_head.data;
+    ce.weight_dtype = w.lm_head.dtype;
+    ce.targets = targets + b * T;
+    ce.tokens = T;
+    ce.hidden_size = d.hidden;
+    ce.vocab = d.vocab;
+    ce.precision = precision;
+    if (dhidden) {
+      ce.dhidden = dhidden + b * T * d.hidden;
+      ce.dweight = dweight;
+      ce.row_ids = row_ids;
+      ce.row_count = row_count;
+      ce.drows = drows;
+      // the gradient of row_weights[b] times the row's summed (not mean) loss
+      ce.has_grad_scale = true;
+      ce.grad_scale = float(row_weights[b]);
+    }
+    const CrossEntropyResult r = be.cross_entropy(ce);
+    nll[size_t(b)] = r.loss_sum;
+    if (count) *count += r.count;
+  }
+  return nll;
+}
+
+LossFn weighted_rows_loss(const ModelDims& d, const ModelWeights& w, const Batch& batch, const int32_t* targets,
+                          const double* row_weights, Grads& grads, Precision precision, double* row_log_probs,
+                          LossResult* result) {
+  return [&d, &w, batch, targets, row_weights, &grads, precision, row_log_probs, result](
+             const float* hidden, float* dhidden, Workspace& ws) {
+    const int64_t B = batch.batch, T = batch.seq;
+    float* dweight = dhidden && grads.base() ? (grads.lm_head ? grads.lm_head : grads.embed) : nullptr;
+    int64_t count = 0;
+    CrossEntropyArgs rows;  // the trainable token rows' part of the head's gradient, when asked
+    if (dhidden) ask_token_rows(rows, grads.lm_head_rows, ws);
+    const std::vector<double> nll = row_nll(ws.backend(), d, w, B, T, hidden, ws.put(targets, B * T).data(), precision,
+                                            row_weights, dhidden, dweight, &count, rows.row_ids, rows.row_count,
+                                            rows.drows);
+    double loss = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      loss += row_weights[b] * nll[size_t(b)];
+      if (row_log_probs) row_log_probs[b] = -nll[size_t(b)];
+    }
+    result->loss = loss;
+    result->count = count;
+    return loss;
+  };
+}
+
 LossFn classifier_loss(const ModelDims& d, const Batch& batch, const ClassifierHead& head, LossResult* result) {
   return [&d, batch, head, result](const float* hidden, float* dhidden, Workspace& ws) {
     Backend& be = ws.backend();

@@ -2,6 +2,7 @@
 // forward keeps what its backward needs, and the backward walks the same steps in reverse.
 #include "engine/model.h"
 
+#include "engine/losses.h"
 #include "engine/pooling.h"
 
 #include <cmath>
@@ -478,27 +479,6 @@ void token_rows_backward(Backend& be, Workspace& ws, const ModelDims& d, const B
   be.embedding_backward(eb);
 }
 
-// row_log_probs[b] = -(the cross-entropy sum of row b's scored tokens): one cross-entropy call
-// per row, whose unscored tokens cost nothing.
-void score_rows(Backend& be, Workspace& ws, const ModelDims& d, const ModelWeights& w, const BatchInfo& bi,
-                const float* final_hidden, const int32_t* targets, Precision prec, double* row_log_probs) {
-  if (w.lm_head.trans || w.lm_head.ld != d.hidden)
-    throw std::invalid_argument("scoring needs a row-major [vocab, hidden] LM head (tied, or HF layout)");
-  const BufOf<int32_t> targets_d = ws.put(targets, bi.n);
-  for (int64_t b = 0; b < bi.B; ++b) {
-    CrossEntropyArgs ce;
-    ce.hidden = final_hidden + b * bi.T * d.hidden;
-    ce.weight = w.lm_head.data;
-    ce.weight_dtype = w.lm_head.dtype;
-    ce.targets = targets_d.data() + b * bi.T;
-    ce.tokens = bi.T;
-    ce.hidden_size = d.hidden;
-    ce.vocab = d.vocab;
-    ce.precision = prec;
-    row_log_probs[b] = -be.cross_entropy(ce).loss_sum;
-  }
-}
-
 }  // namespace
 
 const ProjSpec kProjections[kNumProj] = {
@@ -568,7 +548,10 @@ void forward(const ModelDims& d, const ModelWeights& w, const Adapter* adapter, 
     if (out.logits) linear(be, prec, w.lm_head, nullptr, final_hidden, bi.n, d.vocab, d.hidden, out.logits, false, nullptr);
     if (last) last->gather(be, final_hidden, d.hidden, last_hidden);
     if (out.pooled && !pool_last) PoolRows(batch, out.pooling, ws).gather(be, final_hidden, d.hidden, out.pooled);
-    if (out.row_log_probs) score_rows(be, ws, d, w, bi, final_hidden, out.targets, prec, out.row_log_probs);
+    if (out.row_log_probs) {
+      const std::vector<double> nll = row_nll(be, d, w, bi.B, bi.T, final_hidden, ws.put(out.targets, bi.n).data(), prec);
+      for (int64_t b = 0; b < bi.B; ++b) out.row_log_probs[b] = -nll[size_t(b)];
+    }
   }
   if (last)
     for (int64_t b = 0; b < bi.B; ++b)
@@ -614,16 +597,11 @@ void forward_cached(const ModelDims& d, const ModelWeights& w, const Adapter* ad
 double train_step(const ModelDims& d, const ModelWeights& w, const Adapter* trained_adapter, const Batch& batch,
                   const LossFn& loss_fn, Grads& g, const TrainOptions& options, Workspace& ws) {
   Backend& be = ws.backend();
-  // No gradient asked for (evaluation): the inference forward and the loss, no backward.
-  if (!g.base() && g.lora.empty() && !g.embed_rows.rows && !g.lm_head_rows.rows) {
-    Buf hidden = ws.take(batch.batch * batch.seq * d.hidden);
-    forward(d, w, trained_adapter, batch, ForwardOutputs{hidden.data(), nullptr}, options.precision, ws);
-    return loss_fn(hidden.data(), nullptr, ws);
-  }
-  // LoRA dropout: each (layer, projection) gets its own mask seed for this step.
+  const bool evaluation = !g.base() && g.lora.empty() && !g.embed_rows.rows && !g.lm_head_rows.rows;
+  // LoRA dropout in training: each (layer, projection) gets its own mask seed for this step.
   Adapter with_dropout;
   const Adapter* adapter = trained_adapter;
-  if (trained_adapter && trained_adapter->dropout > 0.0f) {
+  if (trained_adapter && trained_adapter->dropout > 0.0f && (!evaluation || options.forward_only)) {
     with_dropout = *trained_adapter;
     for (size_t l = 0; l < with_dropout.layers.size(); ++l)
       for (int p = 0; p < kNumProj; ++p) {
@@ -632,6 +610,12 @@ double train_step(const ModelDims& d, const ModelWeights& w, const Adapter* trai
         ref.seed = options.dropout_seed * 0x9e3779b97f4a7c15ull + uint64_t(l * kNumProj + p) * 0xbf58476d1ce4e5b9ull + 1;
       }
     adapter = &with_dropout;
+  }
+  // No backward (an evaluation, or forward_only): the inference forward and the loss.
+  if (evaluation || options.forward_only) {
+    Buf hidden = ws.take(batch.batch * batch.seq * d.hidden);
+    forward(d, w, adapter, batch, ForwardOutputs{hidden.data(), nullptr}, options.precision, ws);
+    return loss_fn(hidden.data(), nullptr, ws);
   }
   const Precision prec = options.precision;
   BatchInfo bi(batch, ws);

@@ -168,10 +168,13 @@ struct TrainOptions {
   bool recompute = false;  // keep only each layer's input; recompute the layer in the backward
   uint64_t dropout_seed = 0;  // LoRA dropout masks of this step derive from it
   Precision precision = Precision::automatic;  // of every matrix product in the step
+  // The step's forward and loss only, as the step computes them (LoRA dropout included), no
+  // backward: for a loss whose row weights need this forward's results first (weighted_rows_loss).
+  bool forward_only = false;
 };
 
 // One micro-batch: forward, loss, backward. Returns the loss. With no gradient buffer in
-// `grads` it is an evaluation: forward and loss only.
+// `grads` it is an evaluation: forward and loss only, no dropout.
 double train_step(const ModelDims& dims, const ModelWeights& w, const Adapter* adapter, const Batch& batch,
                   const LossFn& loss, Grads& grads, const TrainOptions& options, Workspace& ws);
 

@@ -150,7 +150,7 @@ t.test('every bad record names the file, the line and the problem', async (t) =>
     ['array.jsonl', '[{"text": "好", "label": 1}]\n', 1, /^expected a JSON object, got an array$/],
     ['bool-label.jsonl', '{"text": "好", "label": true}\n', 1, /^label must be a string or a number, got boolean true$/],
     ['float-label.jsonl', '{"text": "好", "label": 0.5}\n', 1, /^label 0.5 is not a class index/],
-    ['tgt-two.jsonl', '{"src": ["好"], "tgt": ["正面", "负面"]}\n', 1, /^field "tgt" must hold one label, found 2$/],
+    ['tgt-two.jsonl', '{"src": ["好"], "tgt": ["正面", "负面"]}\n', 1, /^field "tgt" must hold one label, found 2 \(a multi-turn src\/tgt record is a conversation: train a chat model on it with `ernie-sentiment sft`\)$/],
     ['short-row.tsv', 'label\ttext_a\n1\t好\n0\n', 3, /^missing field "text_a" \(1 of 2 columns\)$/],
     ['long-row.tsv', 'text\tlabel\n好\t1\t额外\n', 2, /^expected 2 columns \(text, label\), found 3$/],
     ['open-quote.csv', 'text,label\n好,1\n"never closed,0\n', 3, /^invalid CSV \(a quoted field is never closed\)$/],

@@ -886,3 +886,46 @@ export function loadFixture(dir: string): Fixture {
   }
   return { config, weights, adapter, batch, golden }
 }
+
+// ---- per-sequence log-probabilities (DPO) ---------------------------------------------------------
+
+/**
+ * Scoring as the engine's forward `targets` define it: position t of a row predicts targets[t]
+ * (negative: not scored). rowLogProbs[b] = sum over row b's scored positions of log p(target);
+ * `loss` = sum_b rowWeights[b] * (-rowLogProbs[b]), and `grads` its gradient with respect to
+ * every parameter (named as lossAndGrad's). Each position's -log p is rounded like the rest, a
+ * row's sum kept in float64 (the engine reports doubles); dlogits = rowWeight * (softmax - onehot).
+ */
+export function weightedRows(
+  c: OracleConfig,
+  w: Weights,
+  batch: OracleBatch,
+  targets: ArrayLike<number>,
+  rowWeights: ArrayLike<number>,
+  o: OracleOptions = {},
+): { rowLogProbs: Float64Array; loss: number; grads: Map<string, Float64Array> } {
+  const ctx = context(c, w, batch, o)
+  const rd = rounder(ctx.p)
+  const s = modelForward(ctx)
+  const { B, T } = ctx.layout
+  const V = s.logits.cols
+  const dlogits = mat(s.logits.rows, V)
+  const rowLogProbs = new Float64Array(B)
+  for (let i = 0; i < B * T; i++) {
+    const y = targets[i]
+    if (y < 0) continue
+    const b = Math.floor(i / T)
+    const row = s.logits.data.subarray(i * V, (i + 1) * V)
+    let max = -Infinity
+    for (let v = 0; v < V; v++) max = Math.max(max, row[v])
+    let se = 0
+    for (let v = 0; v < V; v++) se = rd(se + rd(Math.exp(rd(row[v] - max))))
+    const lse = rd(max + rd(Math.log(se)))
+    rowLogProbs[b] -= rd(lse - row[y])
+    const scale = rd(rowWeights[b])
+    for (let v = 0; v < V; v++) dlogits.data[i * V + v] = rd(rd(rd(Math.exp(rd(row[v] - lse))) - (v === y ? 1 : 0)) * scale)
+  }
+  let loss = 0
+  for (let b = 0; b < B; b++) loss -= rowWeights[b] * rowLogProbs[b]
+  return { rowLogProbs, loss, grads: modelBackward(ctx, s, dlogits) }
+}

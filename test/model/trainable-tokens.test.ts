@@ -132,6 +132,15 @@ for (const c of cases) {
       const err = relErr(grads.get(rows)!, rowsOf(full.grads.get(table)!, chosen, H))
       t.ok(err < 1e-6, `${rows}: the rows of ${table}'s full gradient (${err.toExponential(2)})`)
     }
+    // DPO's per-row weighted loss: its head part goes to the rows too.
+    const targets = Int32Array.from(ids.flat(), (_, i) => (i % 9 < 8 ? ids.flat()[i + 1] : -1))
+    const objective = { kind: 'weightedRows' as const, targets, rowWeights: Float64Array.from([0.7, -1.3]) }
+    const rowsDpo = await model.lossAndGrad(input, { adapter, precision: 'fp32', objective })
+    const fullDpo = await model.lossAndGrad(input, { adapter, trainBase: true, precision: 'fp32', objective })
+    for (const [rows, table, chosen] of tables) {
+      const err = relErr(rowsDpo.grads.get(rows)!, rowsOf(fullDpo.grads.get(table)!, chosen, H))
+      t.ok(err < 1e-6, `weightedRows objective: ${rows} = the rows of ${table}'s full gradient (${err.toExponential(2)})`)
+    }
     for (const name of rowNames) {
       const rows = adapter.tensors.get(name)!
       const g = grads.get(name)!
