@@ -266,6 +266,16 @@ export interface NativeGrads {
   layers?: NativeLayerGrads[]
   /** dims.layers entries; needs `adapter`. */
   lora?: NativeLoraGrads[]
+  /** The gradients of a few embedding rows alone (distinct ids; rows [ids.length, hidden]). */
+  embedRows?: NativeTokenRowGrads
+  /** The same for the LM head; a tied head passes embedRows' very arrays (both parts add up there). */
+  lmHeadRows?: NativeTokenRowGrads
+}
+
+/** Trainable token rows' gradients: row j of `rows` gets the gradient of table row ids[j]. */
+export interface NativeTokenRowGrads {
+  ids: Int32Array
+  rows: Float32Array
 }
 
 /** model.trainStep: forward, loss and backward in one call. */
@@ -321,6 +331,12 @@ export interface NativeAdapterOptions {
   layers: NativeAdapterLayer[]
   /** On the adapter's input in training, in [0, 1). Default 0. */
   dropout?: number
+  /**
+   * Trainable token rows: [vocab, hidden] row-major tables the adapter's calls read in place of
+   * the model's embedding / LM head (a tied head: lmHead views embed's array).
+   */
+  embed?: NativeMatrix
+  lmHead?: NativeMatrix
 }
 /** A LoRA adapter for a model's calls (`adapter`); keeps its arrays alive. */
 export interface NativeAdapter {

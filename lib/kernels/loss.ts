@@ -23,6 +23,9 @@ export interface CrossEntropyOptions extends OnDevice {
   dhidden?: Float32Array
   /** [vocab, hiddenSize]: d(loss)/d(weight) is ADDED here when given (the head trains). */
   dweight?: Float32Array
+  /** Trainable token rows: dweight's rows `rowIds` (distinct) alone, ADDED to `dRows` [rowIds.length, hiddenSize]. */
+  rowIds?: Int32Array
+  dRows?: Float32Array
   /** The gradients are of gradScale * lossSum; default 1 / count, the gradient of the mean. */
   gradScale?: number
   /** Of the head's products (README "Precision"). Default: ERNIE_PRECISION, else 'auto'. */

@@ -14,6 +14,11 @@ import { NativeAdapter } from '../native'
 import { seededRandom } from '../util/random'
 import type { ResolvedConfig } from './config'
 import { PROJECTIONS, modulePath, projectionShape, type Projection } from './projections'
+import {
+  TokenTables, hasTrainableTokens, peftTrainableTokenIndices, resolveTrainableTokens, tableRows, tiedHead, tokenRowsName, tokenTableOf,
+  type TokenTable, type TrainableTokenIndices, type TrainableTokens,
+} from './trainable-tokens'
+import type { ModelViews } from './weights'
 
 export interface LoraOptions {
   /** Rank (default 8). */
@@ -27,6 +32,13 @@ export interface LoraOptions {
   /** rsLoRA: scale alpha / sqrt(r) instead of alpha / r. */
   useRslora?: boolean
   seed?: number
+  /**
+   * Token rows that train beside the LoRA matrices (PEFT's `trainable_token_indices`), e.g. chat
+   * markers added to a Base vocabulary: a list of ids (the embedding's rows, and a tied LM
+   * head's, which are the same), or `{ embed_tokens?, lm_head? }` (an untied head's rows are
+   * named under lm_head). The rows start as the model's and are saved as PEFT saves them.
+   */
+  trainableTokenIndices?: TrainableTokenIndices
 }
 
 export interface LoraConfig {
@@ -63,12 +75,22 @@ export interface AdapterTensor {
 }
 
 export { projectionShape } from './projections'
+export type { TokenTable, TrainableTokenIndices, TrainableTokens } from './trainable-tokens'
 
 /** What an adapter needs from its model. */
 export interface ModelLike {
   config: ResolvedConfig
   /** The checkpoint directory, recorded as base_model_name_or_path. */
   directory?: string
+  /** @internal The model's weights: trainable token rows copy its embedding (an ErnieModel has them). */
+  weights?: ModelViews
+}
+
+// The rows of trainableTokenIndices, checked against the model, and its weights to copy them from.
+function tokensFor(model: ModelLike, indices: unknown, where: string): { tokens: TrainableTokens; weights?: ModelViews } {
+  if (indices === undefined || indices === null) return { tokens: { embed_tokens: [], lm_head: [], tiedHead: true } }
+  if (!model.weights) throw typeError(`${where}: trainableTokenIndices needs the model's weights (pass an ErnieModel)`)
+  return { tokens: resolveTrainableTokens(indices, model.config, tiedHead(model.weights), where), weights: model.weights }
 }
 
 // adapter_config.json's target_modules: names (a projection, or a module path ending in one),
@@ -155,13 +177,24 @@ export class LoraAdapter {
   baseModel: string
   /** Modules saved whole in the adapter file (load with modulesToSave): module -> parameter -> tensor. */
   readonly savedModules = new Map<string, Map<string, AdapterTensor>>()
+  /** The token rows that train beside the LoRA matrices (LoraOptions.trainableTokenIndices); empty lists when none. */
+  readonly trainableTokens: TrainableTokens
+  private readonly tokenTables: TokenTables | undefined
   private handle_: NativeAdapterHandle | undefined
 
-  private constructor(modelConfig: ResolvedConfig, config: LoraConfig, tensors: Map<string, Float32Array>, baseModel = '') {
+  private constructor(
+    modelConfig: ResolvedConfig,
+    config: LoraConfig,
+    tensors: Map<string, Float32Array>,
+    baseModel = '',
+    tokens: { tokens: TrainableTokens; weights?: ModelViews } = { tokens: { embed_tokens: [], lm_head: [], tiedHead: true } },
+  ) {
     this.baseModel = baseModel
     this.modelConfig = modelConfig
     this.config = config
     this.tensors = tensors
+    this.trainableTokens = tokens.tokens
+    this.tokenTables = tokens.weights && hasTrainableTokens(tokens.tokens) ? new TokenTables(tokens.weights, modelConfig, tokens.tokens) : undefined
     const layers = []
     for (let l = 0; l < modelConfig.num_hidden_layers; l++) {
       const entry: NativeAdapterLayer = {}
@@ -171,7 +204,7 @@ export class LoraAdapter {
       }
       layers.push(entry)
     }
-    this.handle_ = new NativeAdapter({ layers, dropout: config.dropout })
+    this.handle_ = new NativeAdapter({ layers, dropout: config.dropout, ...this.tokenTables?.native() })
   }
 
   /** alpha / r, or alpha / sqrt(r) with rsLoRA. */
@@ -179,9 +212,13 @@ export class LoraAdapter {
     return this.config.useRslora ? this.config.alpha / Math.sqrt(this.config.r) : this.config.alpha / this.config.r
   }
 
-  /** @internal */
+  /**
+   * @internal The native adapter for a call. Trainable token rows are written into its tables
+   * here, so that the next call sees an optimiser's in-place update of `tensors`, as it sees A and B.
+   */
   get handle(): NativeAdapterHandle {
     if (!this.handle_) throw new ErnieError('ERR_DISPOSED', 'this LoraAdapter has been disposed')
+    this.tokenTables?.sync(this.tensors)
     return this.handle_
   }
 
@@ -199,7 +236,11 @@ export class LoraAdapter {
         tensors.set(peftName(l, proj, 'A'), a)
         tensors.set(peftName(l, proj, 'B'), new Float32Array(out * config.r))
       }
-    return new LoraAdapter(model.config, config, tensors, model.directory ?? '')
+    // PEFT's initialisation of trainable tokens: the rows as the model has them.
+    const tokens = tokensFor(model, options.trainableTokenIndices, 'LoraAdapter.create')
+    for (const table of ['embed_tokens', 'lm_head'] as const)
+      if (tokens.tokens[table].length > 0) tensors.set(tokenRowsName(table), tableRows(table === 'embed_tokens' ? tokens.weights!.embed : tokens.weights!.lmHead, tokens.tokens[table]))
+    return new LoraAdapter(model.config, config, tensors, model.directory ?? '', tokens)
   }
 
   /** An adapter from PEFT-named tensors (checked against the model's shapes). */
@@ -223,7 +264,18 @@ export class LoraAdapter {
           tensors.set(name, Float32Array.from(t.data))
         }
       }
-    return new LoraAdapter(model.config, config, tensors, model.directory ?? '')
+    const tokens = tokensFor(model, options.trainableTokenIndices, where)
+    for (const table of ['embed_tokens', 'lm_head'] as const) {
+      if (tokens.tokens[table].length === 0) continue
+      const name = tokenRowsName(table)
+      const shape = [tokens.tokens[table].length, model.config.hidden_size]
+      const t = get(name)
+      if (!t) throw new ErnieError('ERR_ADAPTER', `${where}: missing tensor "${name}" (the ${table} rows of trainable_token_indices)`)
+      if (t.shape.length !== 2 || t.shape[0] !== shape[0] || t.shape[1] !== shape[1])
+        throw new ErnieError('ERR_ADAPTER', `${where}: tensor "${name}" has shape [${t.shape.join(', ')}], its ${shape[0]} token ids need [${shape.join(', ')}]`)
+      tensors.set(name, Float32Array.from(t.data))
+    }
+    return new LoraAdapter(model.config, config, tensors, model.directory ?? '', tokens)
   }
 
   /**
@@ -265,7 +317,13 @@ export class LoraAdapter {
       dropout: (c.lora_dropout ?? 0) as number,
       targetModules: targetModulesOf(c.target_modules, fail),
       useRslora: c.use_rslora === true,
+      ...(c.trainable_token_indices !== undefined && c.trainable_token_indices !== null
+        ? { trainableTokenIndices: c.trainable_token_indices as TrainableTokenIndices }
+        : {}),
     }
+    // Its ids checked here, so that an error names the config file.
+    if (loraOptions.trainableTokenIndices !== undefined && model.weights)
+      resolveTrainableTokens(loraOptions.trainableTokenIndices, model.config, tiedHead(model.weights), configFile)
 
     const weights = path.join(dir, 'adapter_model.safetensors')
     if (!fs.existsSync(weights))
@@ -342,8 +400,10 @@ export class LoraAdapter {
     await saveSafetensors(path.join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' })
   }
 
-  /** [r, in] for an A matrix, [out, r] for a B matrix. */
+  /** [r, in] for an A matrix, [out, r] for a B matrix, [tokens, hidden] for trainable token rows. */
   shapeOf(name: string): [number, number] {
+    const table: TokenTable | undefined = tokenTableOf(name)
+    if (table && this.tensors.has(name)) return [this.trainableTokens[table].length, this.modelConfig.hidden_size]
     const m = /\.layers\.\d+\.(?:self_attn|mlp)\.(\w+)\.lora_([AB])\.weight$/.exec(name)
     if (!m || !this.tensors.has(name)) throw rangeError(`shapeOf: "${name}" is not a tensor of this adapter`)
     const [out, inp] = projectionShape(this.modelConfig, m[1] as Projection)
@@ -371,6 +431,7 @@ export class LoraAdapter {
       inference_mode: false,
       target_modules: this.config.targetModules,
       ...(modulesToSave.length > 0 ? { modules_to_save: [...modulesToSave] } : {}),
+      ...(hasTrainableTokens(this.trainableTokens) ? { trainable_token_indices: peftTrainableTokenIndices(this.trainableTokens) } : {}),
       base_model_name_or_path: baseModel,
     }
   }

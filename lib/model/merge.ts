@@ -5,9 +5,10 @@ import { bf16ToF32, f32ToBf16 } from './dtype'
 import { materialize } from './layout'
 import { peftName, type LoraAdapter } from './lora'
 import { projectionSpec } from './projections'
+import { hasTrainableTokens, mergedTokenViews } from './trainable-tokens'
 import type { ModelViews } from './weights'
 
-/** The weight views with the adapter merged: W' = W + scale B A in f32, kept as f32 or rounded to bf16. */
+/** The weight views with the adapter merged: W' = W + scale B A in f32, kept as f32 or rounded to bf16; its token rows written into the embedding (and LM head). */
 export async function mergedViews(weights: ModelViews, adapter: LoraAdapter, options: { dtype?: 'bf16' | 'f32' }): Promise<ModelViews> {
   const dtype = options.dtype ?? 'bf16'
   if (dtype !== 'bf16' && dtype !== 'f32') throw rangeError(`mergeAdapter: dtype must be 'bf16' or 'f32', got ${JSON.stringify(dtype)}`)
@@ -34,5 +35,7 @@ export async function mergedViews(weights: ModelViews, adapter: LoraAdapter, opt
     }
     layers.push(out)
   }
-  return { ...weights, layers }
+  // Trainable token rows replace the rows they stand for (PEFT merges them by index_copy).
+  const tables = hasTrainableTokens(adapter.trainableTokens) ? mergedTokenViews(weights, adapter.modelConfig, adapter.trainableTokens, adapter.tensors, dtype) : {}
+  return { ...weights, ...tables, layers }
 }

@@ -10,6 +10,7 @@ import { bf16ToF32, f32ToBf16 } from './dtype'
 import { flatten, toFlatBatch, type ForwardInput, type TokenBatch } from './forward'
 import { checkpointShapes, hfTensor, LAYER_TENSOR } from './layout'
 import { peftName, type LoraAdapter } from './lora'
+import { tokenRowGrads } from './trainable-tokens'
 import { PROJECTIONS, type MatrixView, type ModelViews, type WeightArray } from './weights'
 
 /**
@@ -172,7 +173,7 @@ export function fullTrainingViews(
 
 /**
  * The `grads` option of the native trainStep: f32 buffers taken from (or added to) `grads`
- * under HF names for base weights and PEFT names for the adapter.
+ * under HF names for base weights and PEFT names for the adapter (its trainable token rows included).
  */
 export function gradientSpec(
   cfg: ResolvedConfig,
@@ -220,6 +221,7 @@ export function gradientSpec(
       lora.push(entry)
     }
     spec.lora = lora
+    Object.assign(spec, tokenRowGrads(cfg, adapter.trainableTokens, buffer))
   }
   return spec
 }

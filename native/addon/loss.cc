@@ -5,12 +5,15 @@
 //   targets: Int32Array [tokens]; negative = ignored, otherwise < vocab
 //   dhidden: Float32Array [tokens, hiddenSize], written when given
 //   dweight: Float32Array [vocab, hiddenSize], added to when given
+//   rowIds, dRows: Int32Array [k] (distinct, < vocab) and Float32Array [k, hiddenSize]: dweight's
+//            rows rowIds alone, added to dRows (trainable token rows)
 //   gradScale: the gradients are of gradScale * lossSum (default 1 / count: the mean loss)
 //   precision: 'auto' (default) | 'fp32' | 'bf16', of the head's products (backend/ops.h)
 //   device: 'cpu' (default) | 'cuda' | 'checked' (addon/op.h)
 #include <algorithm>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "addon/mirror.h"
 #include "addon/op.h"
@@ -64,13 +67,34 @@ ERNIE_OP(crossEntropy) {
     if (ce.dhidden) args.expect_disjoint("dweight", dweight, "dhidden", dhidden);
     ce.dweight = dweight.f32();
   }
+  if (args.has("rowIds") != args.has("dRows")) args.type_error("'rowIds' and 'dRows' go together");
+  std::shared_ptr<std::vector<int32_t>> row_ids;  // JS may change the array meanwhile
+  if (args.has("rowIds")) {
+    ArrayArg ids = args.i32("rowIds");
+    row_ids = std::make_shared<std::vector<int32_t>>(ids.i32(), ids.i32() + ids.length);
+    std::vector<uint8_t> seen(size_t(ce.vocab), 0);
+    for (size_t j = 0; j < row_ids->size(); ++j) {
+      const int32_t id = (*row_ids)[j];
+      if (id < 0 || id >= ce.vocab || seen[size_t(id)]++)
+        args.range_error("'rowIds[" + std::to_string(j) + "]' is " + std::to_string(id) +
+                         ": row ids must be distinct and in [0, vocab = " + std::to_string(ce.vocab) + ")");
+    }
+    ArrayArg drows = args.f32("dRows");
+    args.expect_length("dRows", drows, uint64_t(row_ids->size()) * ce.hidden_size, "rowIds.length * hiddenSize");
+    args.expect_disjoint("dRows", drows, "hidden", hidden);
+    if (ce.dhidden) args.expect_disjoint("dRows", drows, "dhidden", dhidden);
+    if (ce.dweight) args.expect_disjoint("dRows", drows, "dweight", dweight);
+    ce.row_ids = row_ids->data();
+    ce.row_count = int64_t(row_ids->size());
+    ce.drows = drows.f32();
+  }
   if (args.has("gradScale")) {
     ce.has_grad_scale = true;
     ce.grad_scale = float(args.number("gradScale"));
   }
 
   auto out = std::make_shared<CrossEntropyResult>();
-  return Job{[ce, out, &be] {
+  return Job{[ce, row_ids, out, &be] {
                Mirror m(be);
                CrossEntropyArgs d = ce;
                const size_t th = size_t(ce.tokens * ce.hidden_size), vh = size_t(ce.vocab * ce.hidden_size);
@@ -79,6 +103,8 @@ ERNIE_OP(crossEntropy) {
                d.targets = m.in(ce.targets, size_t(ce.tokens));
                d.dhidden = m.out(ce.dhidden, th);
                d.dweight = m.inout(ce.dweight, vh);
+               d.row_ids = m.in(ce.row_ids, size_t(ce.row_count));
+               d.drows = m.inout(ce.drows, size_t(ce.row_count * ce.hidden_size));
                *out = be.cross_entropy(d);
                m.finish();
              },

@@ -21,7 +21,10 @@
 //     weights are placed, once, and every call runs.
 //     singleThread: the call runs on its worker thread alone, not on the pool, so that calls
 //     issued side by side (one per core) each keep a core busy.
-//   new Adapter({ layers: [{ q_proj?: { a, b, rank, scale }, ... }] })
+//   new Adapter({ layers: [{ q_proj?: { a, b, rank, scale }, ... }], embed?, lmHead? })
+//     embed, lmHead: matrices [vocab, hidden], row-major: trainable token rows' tables, which the
+//     adapter's calls read in place of the model's embedding and LM head (lmHead may view embed's
+//     array: a tied head). On a backend with memory of its own they are copied there per call.
 //   dispose() on both: drops the native state; later calls throw.
 //
 // The objects keep their typed arrays alive; a running call keeps its object alive. The JS
@@ -197,6 +200,10 @@ engine::Grads mirror_grads(const engine::Grads& host, const engine::ModelDims& d
     gl.q_norm = m.inout(gl.q_norm, size_t(d.head_dim));
     gl.k_norm = m.inout(gl.k_norm, size_t(d.head_dim));
   }
+  g.embed_rows.rows = m.inout(host.embed_rows.rows, size_t(host.embed_rows.count * d.hidden));
+  g.lm_head_rows.rows = host.lm_head_rows.rows == host.embed_rows.rows
+                            ? g.embed_rows.rows  // a tied head: one buffer takes both parts
+                            : m.inout(host.lm_head_rows.rows, size_t(host.lm_head_rows.count * d.hidden));
   for (size_t l = 0; l < g.lora.size(); ++l)
     for (int p = 0; p < kNumProj; ++p) {
       engine::Grads::LoraGrad& lg = g.lora[l][p];
@@ -211,6 +218,11 @@ engine::Grads mirror_grads(const engine::Grads& host, const engine::ModelDims& d
 
 struct AdapterState {
   engine::Adapter adapter;
+  // Trainable token rows: the [vocab, hidden] embedding and LM head (row-major) the adapter's
+  // calls read in place of the model's, its rows written in (null data: the model's). A tied
+  // head's table is the embedding's.
+  MatrixRef embed{}, lm_head{};
+  int64_t table_vocab = 0, table_hidden = 0;
   int64_t layers = 0;
   struct Shape {
     int layer, proj;
@@ -218,6 +230,30 @@ struct AdapterState {
   };
   std::vector<Shape> in_out;  // each LoRA's feature sizes, checked against the model per call
 };
+
+// The adapter's token tables as `m`'s backend sees them (copied there per call on a backend
+// with memory of its own), and the model's weights with them in place of its embedding and LM
+// head: the weights of a call with that adapter.
+struct TokenTables {
+  MatrixRef embed{}, lm_head{};
+};
+TokenTables mirror_token_tables(const AdapterState* adapter, Mirror& m) {
+  TokenTables t;
+  if (!adapter) return t;
+  const size_t bytes = size_t(adapter->table_vocab * adapter->table_hidden);
+  auto place = [&](const MatrixRef& w) {
+    return MatrixRef{m.in_bytes(w.data, bytes * size_t(dtype_size(w.dtype))), w.dtype, w.ld, false};
+  };
+  if (adapter->embed.data) t.embed = place(adapter->embed);
+  if (adapter->lm_head.data) t.lm_head = adapter->lm_head.data == adapter->embed.data ? t.embed : place(adapter->lm_head);
+  return t;
+}
+engine::ModelWeights with_token_tables(const engine::ModelWeights& w, const TokenTables& t) {
+  engine::ModelWeights out = w;
+  if (t.embed.data) out.embed = t.embed;
+  if (t.lm_head.data) out.lm_head = t.lm_head;
+  return out;
+}
 
 // `arrays` records the typed array the matrix views (its start and bytes).
 MatrixRef parse_matrix(Args& parent, const char* key, int64_t rows, int64_t cols, std::map<const char*, size_t>& arrays) {
@@ -383,6 +419,7 @@ class NativeAdapter : public Napi::ObjectWrap<NativeAdapter> {
       st->adapter.layers.push_back(refs);
     }
     st->layers = int64_t(layers.size());
+    parse_token_tables(args, *st);
     st->adapter.dropout = float(args.number_or("dropout", 0.0));
     if (st->adapter.dropout < 0 || st->adapter.dropout >= 1) args.range_error("'dropout' must be in [0, 1)");
     kept_ = std::move(args.kept());
@@ -392,6 +429,23 @@ class NativeAdapter : public Napi::ObjectWrap<NativeAdapter> {
   std::shared_ptr<AdapterState> state_;
 
  private:
+  // embed?, lmHead?: [vocab, hidden] row-major tables (trainable token rows); lmHead may view
+  // embed's array itself (a tied head).
+  static void parse_token_tables(Args& args, AdapterState& st) {
+    std::map<const char*, size_t> arrays;  // unused: the adapter's arrays are never placed once
+    for (const char* key : {"embed", "lmHead"}) {
+      if (!args.has(key)) continue;
+      Args t = args.object(key);
+      const int64_t vocab = t.integer("rows", 1, INT32_MAX), hidden = t.integer("cols", 1, INT32_MAX);
+      if (st.table_vocab && (vocab != st.table_vocab || hidden != st.table_hidden))
+        args.range_error("'embed' and 'lmHead' must have the same shape");
+      st.table_vocab = vocab;
+      st.table_hidden = hidden;
+      const MatrixRef w = parse_matrix(args, key, vocab, hidden, arrays);
+      if (w.trans || w.ld != hidden) args.range_error(args.name(key) + " must be row-major (not transposed, ld = cols)");
+      (std::string(key) == "embed" ? st.embed : st.lm_head) = w;
+    }
+  }
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     state_.reset();
     kept_.clear();
@@ -471,6 +525,10 @@ std::shared_ptr<AdapterState> parse_adapter(Args& args, const engine::ModelDims&
   if (!adapter) args.range_error("'adapter' has been disposed");
   if (adapter->layers != d.layers)
     args.range_error("'adapter' has " + std::to_string(adapter->layers) + " layers, the model " + std::to_string(d.layers));
+  if (adapter->table_vocab && (adapter->table_vocab != d.vocab || adapter->table_hidden != d.hidden))
+    args.range_error("'adapter' has token tables of " + std::to_string(adapter->table_vocab) + " x " +
+                     std::to_string(adapter->table_hidden) + ", the model's embedding is " + std::to_string(d.vocab) +
+                     " x " + std::to_string(d.hidden));
   for (const auto& io : adapter->in_out) {
     const engine::ProjShape shape = engine::proj_shape(d, io.proj);
     const int64_t out_f = shape.out, in_f = shape.in;
@@ -568,7 +626,9 @@ Napi::Value NativeModel::RunForward(const Napi::CallbackInfo& info, bool sync) {
               o.last_hidden = m.out(out.last_hidden, size_t(batch.batch * d.hidden));
               o.pooled = m.out(out_h.pooled, size_t(batch.batch * d.hidden));
               engine::Adapter a = adapter ? mirror_adapter(adapter->adapter, d, m) : engine::Adapter{};
-              engine::forward(d, st->weights_for(precision), adapter ? &a : nullptr, batch, o, precision, *ws);
+              const TokenTables tables = mirror_token_tables(adapter.get(), m);
+              engine::forward(d, with_token_tables(st->weights_for(precision), tables), adapter ? &a : nullptr, batch, o,
+                              precision, *ws);
               m.finish();
               if (head) engine::run_head(*head, out_h.pooled, batch.batch, d.hidden, nullptr);
             };
@@ -615,8 +675,10 @@ Napi::Value NativeModel::Decode(const Napi::CallbackInfo& info) {
             engine::WorkspacePool::Lease ws = st->workspaces.acquire();
             Mirror m(st->be);
             engine::Adapter a = adapter ? mirror_adapter(adapter->adapter, st->dims, m) : engine::Adapter{};
-            engine::forward_cached(st->dims, st->weights_for(precision), adapter ? &a : nullptr, *cache, id_copy.data(),
-                                   count, m.out(logits.f32(), size_t(st->dims.vocab)), precision, *ws);
+            const TokenTables tables = mirror_token_tables(adapter.get(), m);
+            engine::forward_cached(st->dims, with_token_tables(st->weights_for(precision), tables),
+                                   adapter ? &a : nullptr, *cache, id_copy.data(), count,
+                                   m.out(logits.f32(), size_t(st->dims.vocab)), precision, *ws);
             m.finish();
           },
           {}};
@@ -630,7 +692,10 @@ Napi::Value NativeModel::Decode(const Napi::CallbackInfo& info) {
 //                       rowLogProbs?: Float64Array [batch] } (engine/losses.h weighted_rows_loss),
 //             forwardOnly? (the step's forward and loss, its dropout included, no backward),
 //             grads: { embed?, lmHead?, finalNorm?, layers?: [{ q?, ..., down?, inputNorm?,
-//                      postAttentionNorm?, qNorm?, kNorm? }], lora?: [{ q_proj?: { a, b }, ... }] } })
+//                      postAttentionNorm?, qNorm?, kNorm? }], lora?: [{ q_proj?: { a, b }, ... }],
+//                      embedRows?: { ids, rows }, lmHeadRows?: { ids, rows } } })
+//   embedRows / lmHeadRows: the gradients of a few rows (distinct ids) of the embedding / LM head
+//   alone (engine::Grads::TokenRows), trained with the base frozen.
 //   -> Promise<{ loss, count }>. Gradients are added to the given f32 arrays.
 Napi::Value NativeModel::RunTrainStep(const Napi::CallbackInfo& info, bool sync) {
   Args args(info, sync ? "trainStepSync" : "trainStep");
@@ -691,12 +756,42 @@ Napi::Value NativeModel::RunTrainStep(const Napi::CallbackInfo& info, bool sync)
     }
   }
 
+  // trainable token rows: { ids: Int32Array [k], rows: Float32Array [k, hidden] }; lmHeadRows may
+  // be embedRows' very arrays (a tied head).
+  std::vector<std::shared_ptr<std::vector<int32_t>>> token_ids;  // JS may change the arrays meanwhile
+  auto token_rows = [&](const char* key) {
+    engine::Grads::TokenRows tr;
+    if (!g.has(key)) return tr;
+    Args r = g.object(key);
+    ArrayArg ids = r.i32("ids");
+    auto copy = std::make_shared<std::vector<int32_t>>(ids.i32(), ids.i32() + ids.length);
+    std::vector<uint8_t> seen(size_t(d.vocab), 0);
+    for (size_t i = 0; i < copy->size(); ++i) {
+      const int32_t id = (*copy)[i];
+      if (id < 0 || id >= d.vocab)
+        r.range_error(r.name("ids") + " holds " + std::to_string(id) + " at position " + std::to_string(i) +
+                      ", outside the vocabulary [0, " + std::to_string(d.vocab) + ")");
+      if (seen[size_t(id)]++) r.range_error(r.name("ids") + " holds " + std::to_string(id) + " twice");
+    }
+    tr.count = int64_t(copy->size());
+    tr.rows = opt_f32(r, "rows", uint64_t(tr.count) * d.hidden, "ids.length * hidden");
+    if (!tr.rows) r.type_error(r.name("rows") + " is required");
+    tr.ids = copy->data();
+    token_ids.push_back(std::move(copy));
+    return tr;
+  };
+  grads->embed_rows = token_rows("embedRows");
+  grads->lm_head_rows = token_rows("lmHeadRows");
+  if (grads->lm_head_rows.rows && grads->lm_head_rows.rows == grads->embed_rows.rows &&
+      *token_ids[0] != *token_ids[1])
+    g.range_error(g.name("lmHeadRows") + " shares embedRows' rows, so it must have the same ids");
+
   // the loss
   Args ls = args.object("loss");
   const std::string kind = ls.string_or("kind", "");
   auto result = std::make_shared<engine::LossResult>();
   // Made in the job, with the gradient buffers as the backend sees them.
-  std::function<engine::LossFn(engine::Grads&)> make_loss;
+  std::function<engine::LossFn(engine::Grads&, const engine::ModelWeights&)> make_loss;
   if (kind == "lm") {
     const int32_t* labels = nullptr;
     if (ls.has("labels")) {
@@ -708,8 +803,8 @@ Napi::Value NativeModel::RunTrainStep(const Napi::CallbackInfo& info, bool sync)
                          ", outside the vocabulary");
       labels = lab.i32();
     }
-    make_loss = [st, batch, labels, precision = options.precision, result](engine::Grads& g) {
-      return engine::lm_loss(st->dims, st->weights, batch, labels, g, precision, result.get());
+    make_loss = [st, batch, labels, precision = options.precision, result](engine::Grads& g, const engine::ModelWeights& w) {
+      return engine::lm_loss(st->dims, w, batch, labels, g, precision, result.get());
     };
   } else if (kind == "classify") {
     engine::ClassifierHead head = parse_head(ls, d.hidden);
@@ -728,7 +823,7 @@ Napi::Value NativeModel::RunTrainStep(const Napi::CallbackInfo& info, bool sync)
     const std::string pooling = ls.string_or("pooling", "last");
     if (!engine::pooling_from_name(pooling, &head.pooling))
       ls.range_error(ls.name("pooling") + " must be 'last', 'mean' or 'first', got '" + pooling + "'");
-    make_loss = [st, batch, head, result](engine::Grads&) {
+    make_loss = [st, batch, head, result](engine::Grads&, const engine::ModelWeights&) {
       return engine::classifier_loss(st->dims, batch, head, result.get());
     };
   } else if (kind == "weightedRows") {
@@ -752,23 +847,29 @@ Napi::Value NativeModel::RunTrainStep(const Napi::CallbackInfo& info, bool sync)
       ls.expect_length("rowLogProbs", out, uint64_t(batch.batch), "batch");
       row_log_probs = out.f64();
     }
-    make_loss = [st, batch, targets, weights, row_log_probs, precision = options.precision, result](engine::Grads& g) {
-      return engine::weighted_rows_loss(st->dims, st->weights, batch, targets->data(), weights->data(), g, precision,
+    make_loss = [st, batch, targets, weights, row_log_probs, precision = options.precision, result](
+                    engine::Grads& g, const engine::ModelWeights& w) {
+      return engine::weighted_rows_loss(st->dims, w, batch, targets->data(), weights->data(), g, precision,
                                         row_log_probs, result.get());
     };
   } else if (kind == "meanSquare") {
-    make_loss = [st, batch, result](engine::Grads&) { return engine::mean_square_loss(st->dims, batch, result.get()); };
+    make_loss = [st, batch, result](engine::Grads&, const engine::ModelWeights&) {
+      return engine::mean_square_loss(st->dims, batch, result.get());
+    };
   } else {
     ls.range_error(ls.name("kind") + " must be 'lm', 'classify', 'weightedRows' or 'meanSquare', got '" + kind + "'");
   }
   args.keep(Value());
-  Job job{[st, adapter, batch, grads, options, make_loss] {
+  Job job{[st, adapter, batch, grads, token_ids, options, make_loss] {
             engine::WorkspacePool::Lease ws = st->workspaces.acquire();
             Mirror m(st->be);
             engine::Adapter a = adapter ? mirror_adapter(adapter->adapter, st->dims, m) : engine::Adapter{};
             engine::Grads g = mirror_grads(*grads, st->dims, adapter ? &a : nullptr, m);
-            engine::train_step(st->dims, st->weights_for(options.precision), adapter ? &a : nullptr, batch,
-                               make_loss(g), g, options, *ws);
+            const TokenTables tables = mirror_token_tables(adapter.get(), m);
+            // The loss reads the LM head as stored; the layers, in the backend's form (weights_for).
+            const engine::ModelWeights stored = with_token_tables(st->weights, tables);
+            engine::train_step(st->dims, with_token_tables(st->weights_for(options.precision), tables),
+                               adapter ? &a : nullptr, batch, make_loss(g, stored), g, options, *ws);
             m.finish();
           },
           [result](Napi::Env env) -> Napi::Value {

@@ -197,6 +197,10 @@ class CheckedBackend final : public Backend {
     expect(a.targets, 4 * size_t(a.tokens), "cross-entropy targets");
     maybe(a.dhidden, "cross-entropy dhidden");
     maybe(a.dweight, "cross-entropy dweight");
+    if (a.drows) {
+      expect(a.row_ids, 4 * size_t(a.row_count), "cross-entropy row ids");
+      expect(a.drows, 4 * size_t(a.row_count * a.hidden_size), "cross-entropy drows");
+    }
     return inner().cross_entropy(a);
   }
   void adamw(const AdamArgs& a) override {

@@ -275,6 +275,11 @@ struct CrossEntropyArgs {
   int64_t row_tile = 512;             // tokens per logits block
   float* dhidden = nullptr;           // [tokens, hidden_size]: written when given
   float* dweight = nullptr;           // [vocab, hidden_size]: added to when given
+  // A few rows of dweight alone (trainable token rows), without its [vocab, hidden_size]:
+  // drows[j] += what dweight's row row_ids[j] would get. Ids distinct, in [0, vocab).
+  const int32_t* row_ids = nullptr;   // [row_count]
+  int64_t row_count = 0;
+  float* drows = nullptr;             // [row_count, hidden_size]: added to when given
   bool has_grad_scale = false;        // false: 1 / count, the gradient of the mean loss
   float grad_scale = 1.0f;
   Precision precision = Precision::automatic;  // of the logits' and gradients' products

@@ -16,12 +16,31 @@ namespace {
 
 std::unique_ptr<float[]> uninitialised(int64_t n) { return std::unique_ptr<float[]>(new float[size_t(n)]); }
 
+// drows[j] += dlogits[:, id - c0]^T . h[n, hd] for each chosen id in the chunk [c0, c0 + cn):
+// dweight's product restricted to those rows (the same operands, the same precision).
+void add_row_grads(const CrossEntropyArgs& a, const float* dlogits, const float* h, int64_t n, int64_t c0, int64_t cn) {
+  const int64_t hd = a.hidden_size;
+  for (int64_t j = 0; j < a.row_count; ++j) {
+    const int64_t id = a.row_ids[j];
+    if (id < c0 || id >= c0 + cn) continue;
+    GemmArgs g;
+    g.precision = a.precision;
+    g.m = 1;
+    g.n = hd;
+    g.segments.push_back({{dlogits + (id - c0), DType::f32, cn, true}, {h, DType::f32, hd, true}, n});
+    g.c = a.drows + j * hd;
+    g.ldc = hd;
+    g.accumulate = true;
+    gemm(g);
+  }
+}
+
 }  // namespace
 
 CrossEntropyResult cross_entropy(const CrossEntropyArgs& a) {
   const loss_kernel_table& kt = loss_kernels();
   const int64_t hd = a.hidden_size, vocab = a.vocab;
-  const bool want_grad = a.dhidden || a.dweight;
+  const bool want_grad = a.dhidden || a.dweight || a.drows;
   if (a.dhidden) {
     parallel_for(a.tokens, [&](int64_t b, int64_t e, int) {
       std::memset(a.dhidden + b * hd, 0, size_t((e - b) * hd) * sizeof(float));
@@ -141,6 +160,7 @@ CrossEntropyResult cross_entropy(const CrossEntropyArgs& a) {
         g.accumulate = true;
         gemm(g);
       }
+      if (a.drows) add_row_grads(a, logits.get(), h, n, c0, cn);
     }
     if (dh && !contiguous)
       for (int64_t i = 0; i < n; ++i)

@@ -292,11 +292,15 @@ class CudaBackend final : public Backend {
     if (!targets.empty())
       CUDA_CHECK(cudaMemcpyAsync(targets.data(), a.targets, targets.size() * sizeof(int32_t), cudaMemcpyDeviceToHost,
                                  q.stream()));
+    std::vector<int32_t> row_ids(size_t(a.drows && a.row_count > 0 ? a.row_count : 0));
+    if (!row_ids.empty())
+      CUDA_CHECK(cudaMemcpyAsync(row_ids.data(), a.row_ids, row_ids.size() * sizeof(int32_t), cudaMemcpyDeviceToHost,
+                                 q.stream()));
     q.sync();
     CrossEntropyResult r;
     {
       Context::Scope scope(q);
-      r = cross_entropy_device(a, targets.data(), q);
+      r = cross_entropy_device(a, targets.data(), row_ids.data(), q);
     }
     // With no target, cross_entropy_device only queued the zeroing of dhidden: the stream may
     // not have drained, so the kept blocks go back at the next download or synchronize.

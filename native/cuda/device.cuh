@@ -246,7 +246,9 @@ void embedding_backward_device(const EmbeddingBackwardArgs& a, Context& ctx);
 // The cross-entropy with every array of the args in device memory. `host_targets` is a host
 // copy of a.targets [a.tokens]: the rows with a target are picked on the host, which sizes the
 // loop. Waits for the stream (the loss sum is downloaded) before it returns.
-CrossEntropyResult cross_entropy_device(const CrossEntropyArgs& a, const int32_t* host_targets, Context& ctx);
+// host_targets, host_row_ids: host copies of a.targets and a.row_ids (they size the loops).
+CrossEntropyResult cross_entropy_device(const CrossEntropyArgs& a, const int32_t* host_targets,
+                                        const int32_t* host_row_ids, Context& ctx);
 
 // The optimiser steps on device arrays, queued on ctx's stream.
 void adamw_device(const AdamArgs& a, Context& ctx);

@@ -4,7 +4,8 @@
 //   pass (a): a block per row folds the chunk into a running max and sum of exponentials
 //             (merged in double, as on the CPU) and picks out the target's logit;
 //   pass (b): the block again, turned into dlogits = (softmax - onehot) * grad_scale in place,
-//             then dhidden += dlogits . W_chunk and dweight_chunk += dlogits^T . hidden.
+//             then dhidden += dlogits . W_chunk and dweight_chunk += dlogits^T . hidden (or only
+//             the chosen rows of it, drows).
 // The loss is summed on the device in a fixed order from the per-row values (reproducible),
 // and only that sum comes back. The rows with a target are picked on the host (they size the
 // loop), so the device layer takes a host copy of the targets beside the device one.
@@ -123,6 +124,17 @@ __global__ void dlogits_kernel(float* logits, int64_t cn, int64_t c0, const int3
   }
 }
 
+// drow[c] += sum_i dlogits[i, col] * h[i, c]: one chosen row of dweight (trainable token rows),
+// a thread per column, the rows summed in order.
+__global__ void row_grad_kernel(float* drow, const float* dlogits, int64_t cn, int64_t col, const float* h, int64_t n,
+                                int64_t hd) {
+  for (int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; c < hd; c += int64_t(gridDim.x) * blockDim.x) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; ++i) s += dlogits[i * cn + col] * h[i * hd + c];
+    drow[c] += s;
+  }
+}
+
 // *sum = the sum of loss[0, n), one block: each thread adds a strided slice in order, then a
 // tree over the threads. The order is fixed, so the sum is the same from run to run.
 __global__ void sum_losses_kernel(const double* loss, int64_t n, double* sum) {
@@ -140,7 +152,8 @@ __global__ void sum_losses_kernel(const double* loss, int64_t n, double* sum) {
 
 }  // namespace
 
-CrossEntropyResult cross_entropy_device(const CrossEntropyArgs& a, const int32_t* host_targets, Context& ctx) {
+CrossEntropyResult cross_entropy_device(const CrossEntropyArgs& a, const int32_t* host_targets,
+                                        const int32_t* host_row_ids, Context& ctx) {
   const int64_t hd = a.hidden_size, vocab = a.vocab;
   if (a.chunk <= 0 || a.row_tile <= 0) throw std::invalid_argument("cross_entropy: chunk and row_tile must be positive");
   std::vector<int32_t> rows, row_targets;
@@ -153,7 +166,7 @@ CrossEntropyResult cross_entropy_device(const CrossEntropyArgs& a, const int32_t
   res.count = int64_t(rows.size());
   if (a.dhidden) ctx.zero(a.dhidden, size_t(a.tokens * hd));  // ignored rows stay zero
   if (res.count == 0) return res;
-  const bool want_grad = a.dhidden || a.dweight;
+  const bool want_grad = a.dhidden || a.dweight || a.drows;
   const float scale = a.has_grad_scale ? a.grad_scale : float(1.0 / double(res.count));
 
   Context::Scope scope(ctx);  // the compacted rows, the logits block, the per-row statistics
@@ -239,6 +252,12 @@ CrossEntropyResult cross_entropy_device(const CrossEntropyArgs& a, const int32_t
         g.ldc = hd;
         g.accumulate = true;
         gemm_device(g, ctx);
+      }
+      for (int64_t j = 0; a.drows && j < a.row_count; ++j) {  // chosen rows of dW alone
+        const int64_t id = host_row_ids[j];
+        if (id < c0 || id >= c0 + cn) continue;
+        row_grad_kernel<<<grid_for(hd, 256), 256, 0, ctx.stream()>>>(a.drows + j * hd, logits, cn, id - c0, h, n, hd);
+        CUDA_CHECK_LAUNCH("row_grad_kernel");
       }
     }
   }

@@ -8,6 +8,14 @@ namespace {
 
 bool is_real(const Batch& b, int64_t i) { return !b.attention_mask || b.attention_mask[i] != 0; }
 
+// The LM head's gradient on the trainable token rows alone (Grads::lm_head_rows), when asked.
+void ask_token_rows(CrossEntropyArgs& ce, const Grads::TokenRows& tr, Workspace& ws) {
+  if (!tr.rows) return;
+  ce.row_ids = ws.put(tr.ids, tr.count).data();
+  ce.row_count = tr.count;
+  ce.drows = tr.rows;
+}
+
 }  // namespace
 
 LossFn lm_loss(const ModelDims& d, const ModelWeights& w, const Batch& batch, const int32_t* labels, Grads& grads,
@@ -33,6 +41,7 @@ LossFn lm_loss(const ModelDims& d, const ModelWeights& w, const Batch& batch, co
     ce.dhidden = dhidden;
     ce.precision = precision;
     if (grads.base()) ce.dweight = grads.lm_head ? grads.lm_head : grads.embed;
+    if (dhidden) ask_token_rows(ce, grads.lm_head_rows, ws);
     const CrossEntropyResult r = ws.backend().cross_entropy(ce);
     result->loss = r.loss;
     result->count = r.count;
@@ -42,7 +51,8 @@ LossFn lm_loss(const ModelDims& d, const ModelWeights& w, const Batch& batch, co
 
 std::vector<double> row_nll(Backend& be, const ModelDims& d, const ModelWeights& w, int64_t B, int64_t T,
                             const float* hidden, const int32_t* targets, Precision precision, const double* row_weights,
-                            float* dhidden, float* dweight, int64_t* count) {
+                            float* dhidden, float* dweight, int64_t* count, const int32_t* row_ids, int64_t row_count,
+                            float* drows) {
   if (w.lm_head.trans || w.lm_head.ld != d.hidden)
     throw std::invalid_argument("scoring needs a row-major [vocab, hidden] LM head (tied, or HF layout)");
   std::vector<double> nll(size_t(B), 0.0);
@@ -60,6 +70,9 @@ std::vector<double> row_nll(Backend& be, const ModelDims& d, const ModelWeights&
     if (dhidden) {
       ce.dhidden = dhidden + b * T * d.hidden;
       ce.dweight = dweight;
+      ce.row_ids = row_ids;
+      ce.row_count = row_count;
+      ce.drows = drows;
       // the gradient of row_weights[b] times the row's summed (not mean) loss
       ce.has_grad_scale = true;
       ce.grad_scale = float(row_weights[b]);
@@ -79,8 +92,11 @@ LossFn weighted_rows_loss(const ModelDims& d, const ModelWeights& w, const Batch
     const int64_t B = batch.batch, T = batch.seq;
     float* dweight = dhidden && grads.base() ? (grads.lm_head ? grads.lm_head : grads.embed) : nullptr;
     int64_t count = 0;
+    CrossEntropyArgs rows;  // the trainable token rows' part of the head's gradient, when asked
+    if (dhidden) ask_token_rows(rows, grads.lm_head_rows, ws);
     const std::vector<double> nll = row_nll(ws.backend(), d, w, B, T, hidden, ws.put(targets, B * T).data(), precision,
-                                            row_weights, dhidden, dweight, &count);
+                                            row_weights, dhidden, dweight, &count, rows.row_ids, rows.row_count,
+                                            rows.drows);
     double loss = 0;
     for (int64_t b = 0; b < B; ++b) {
       loss += row_weights[b] * nll[size_t(b)];

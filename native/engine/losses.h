@@ -30,11 +30,13 @@ LossFn lm_loss(const ModelDims& d, const ModelWeights& w, const Batch& batch, co
 // that a row's unscored tokens cost nothing. hidden [B, T, hidden] and targets [B, T] (negative:
 // not scored) are backend memory. With dhidden (backend memory, written), also the gradient of
 // sum_b row_weights[b] * nll[b] (row_weights: host), the head's part added to dweight when given.
-// `count`, when given, receives the scored tokens.
+// `count`, when given, receives the scored tokens. `drows`, with dhidden: the head's part on a few
+// rows alone (trainable token rows; row_ids backend memory), as CrossEntropyArgs::drows.
 std::vector<double> row_nll(Backend& be, const ModelDims& d, const ModelWeights& w, int64_t B, int64_t T,
                             const float* hidden, const int32_t* targets, Precision precision,
                             const double* row_weights = nullptr, float* dhidden = nullptr, float* dweight = nullptr,
-                            int64_t* count = nullptr);
+                            int64_t* count = nullptr, const int32_t* row_ids = nullptr, int64_t row_count = 0,
+                            float* drows = nullptr);
 
 // Per-row weighted next-token losses: loss = sum_b row_weights[b] * nll[b] (row_nll), with targets
 // [B, T] (host) in the scoring convention of ForwardOutputs (position t predicts targets[t];

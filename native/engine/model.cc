@@ -448,6 +448,37 @@ void embed(Backend& be, const ModelWeights& w, const ModelDims& d, const BatchIn
   be.embedding_forward(emb);
 }
 
+// The embedding's gradient on a few rows alone: rows[j] += the sum of dh over the positions whose
+// token is ids[j] (gathered, then added), never the [vocab, hidden] table's.
+void token_rows_backward(Backend& be, Workspace& ws, const ModelDims& d, const Batch& batch, const float* dh,
+                         const Grads::TokenRows& tr) {
+  std::vector<int32_t> starts(size_t(tr.count + 1), 0), positions;
+  for (int64_t j = 0; j < tr.count; ++j) {
+    for (int64_t i = 0; i < batch.batch * batch.seq; ++i)
+      if (batch.input_ids[i] == tr.ids[j]) positions.push_back(int32_t(i));
+    starts[size_t(j + 1)] = int32_t(positions.size());
+  }
+  if (positions.empty()) return;
+  std::vector<int32_t> slots(size_t(tr.count));
+  for (int64_t j = 0; j < tr.count; ++j) slots[size_t(j)] = int32_t(j);
+  Buf summed = ws.take(tr.count * d.hidden);
+  GatherRowsArgs gather;
+  gather.src = dh;
+  gather.starts = ws.put(starts).data();
+  gather.rows = ws.put(positions).data();
+  gather.count = tr.count;
+  gather.dim = d.hidden;
+  gather.out = summed.data();
+  be.gather_rows(gather);
+  EmbeddingBackwardArgs eb;
+  eb.ids = ws.put(slots).data();
+  eb.n = tr.count;
+  eb.dout = summed.data();
+  eb.dim = d.hidden;
+  eb.dtable = tr.rows;
+  be.embedding_backward(eb);
+}
+
 }  // namespace
 
 const ProjSpec kProjections[kNumProj] = {
@@ -566,7 +597,7 @@ void forward_cached(const ModelDims& d, const ModelWeights& w, const Adapter* ad
 double train_step(const ModelDims& d, const ModelWeights& w, const Adapter* trained_adapter, const Batch& batch,
                   const LossFn& loss_fn, Grads& g, const TrainOptions& options, Workspace& ws) {
   Backend& be = ws.backend();
-  const bool evaluation = !g.base() && g.lora.empty();
+  const bool evaluation = !g.base() && g.lora.empty() && !g.embed_rows.rows && !g.lm_head_rows.rows;
   // LoRA dropout in training: each (layer, projection) gets its own mask seed for this step.
   Adapter with_dropout;
   const Adapter* adapter = trained_adapter;
@@ -637,6 +668,7 @@ double train_step(const ModelDims& d, const ModelWeights& w, const Adapter* trai
     eb.dtable = g.embed;
     be.embedding_backward(eb);
   }
+  if (g.embed_rows.rows) token_rows_backward(be, ws, d, batch, dh.data(), g.embed_rows);
   return loss;
 }
 

@@ -147,6 +147,15 @@ struct Grads {
     float* b = nullptr;
   };
   std::vector<std::array<LoraGrad, kNumProj>> lora;  // empty: no adapter training
+  // Trainable token rows (PEFT's trainable tokens): the gradients of a few rows of the embedding
+  // and of the LM head alone, without their [vocab, hidden] gradients, with the base frozen.
+  struct TokenRows {
+    const int32_t* ids = nullptr;  // [count] (host memory), distinct, < vocab
+    int64_t count = 0;
+    float* rows = nullptr;         // [count, hidden]: row j gets the gradient of row ids[j]; null: none
+  };
+  TokenRows embed_rows;    // the lookup's part
+  TokenRows lm_head_rows;  // the LM head's part; a tied head's is embed_rows itself (both parts add up)
   bool base() const { return !layers.empty(); }
 };
 

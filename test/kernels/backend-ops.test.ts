@@ -539,19 +539,25 @@ interface CeSpec {
   gradScale?: number
   /** Whether dweight is asked for (added to). */
   dweight: boolean
+  /** Trainable token rows: dweight's rows of these ids alone, added to dRows. */
+  rows?: number[]
 }
+
+/** Rows `ids` of a [.., width] array. */
+const rowsOf = (values: ArrayLike<number>, ids: readonly number[], width: number) =>
+  Float64Array.from({ length: ids.length * width }, (_, i) => values[ids[Math.floor(i / width)] * width + (i % width)])
 
 function ceInputs(s: CeSpec, seed: number) {
   const r = rng(seed)
   const targets = Int32Array.from({ length: s.T }, () => (r() < s.ignored ? (r() < 0.5 ? -100 : -1) : Math.floor(r() * s.V)))
-  return { hidden: randomF32(s.T * s.H, seed + 1, 1.5), weight: bf16If(s.bf16, randomF32(s.V * s.H, seed + 2)), targets, dweight0: randomF32(s.V * s.H, seed + 3, 0.05) }
+  return { hidden: randomF32(s.T * s.H, seed + 1, 1.5), weight: bf16If(s.bf16, randomF32(s.V * s.H, seed + 2)), targets, dweight0: randomF32(s.V * s.H, seed + 3, 0.05), drows0: randomF32((s.rows?.length ?? 0) * s.H, seed + 4, 0.05) }
 }
 
 function crossEntropy(s: CeSpec): OpCase {
   const seed = nextSeed()
   const { T, H, V } = s
   const name = `tokens ${T}, hidden ${H}, vocab ${V}, head ${wName(s.bf16)}, chunk ${s.chunk ?? 'default'}, row tile ${s.rowTile ?? 'default'}, ${Math.round(s.ignored * 100)}% ignored` +
-    `${s.gradScale !== undefined ? `, gradScale ${s.gradScale}` : ''}${s.dweight ? ', dweight added to' : ', no dweight'}`
+    `${s.gradScale !== undefined ? `, gradScale ${s.gradScale}` : ''}${s.dweight ? ', dweight added to' : ', no dweight'}${s.rows ? `, dweight rows ${s.rows.join(' ')} alone` : ''}`
   const ignoredRows = (targets: Int32Array) => {
     const idx: number[] = []
     for (let i = 0; i < T; i++) if (targets[i] < 0) for (let c = 0; c < H; c++) idx.push(i * H + c)
@@ -560,7 +566,9 @@ function crossEntropy(s: CeSpec): OpCase {
   return opCase('crossEntropy', name, 'option', () => ceInputs(s, seed), (x, at) => {
     const dhidden = nanFilled(T * H)
     const dweight = s.dweight ? Float32Array.from(x.dweight0) : undefined
-    const res = kernels.sync.crossEntropy({ hidden: x.hidden, weight: x.weight, targets: x.targets, tokens: T, hiddenSize: H, vocab: V, chunk: s.chunk, rowTile: s.rowTile, dhidden, dweight, gradScale: s.gradScale, precision: at.precision, device: at.device })
+    const dRows = s.rows ? Float32Array.from(x.drows0) : undefined
+    const rowIds = s.rows ? Int32Array.from(s.rows) : undefined
+    const res = kernels.sync.crossEntropy({ hidden: x.hidden, weight: x.weight, targets: x.targets, tokens: T, hiddenSize: H, vocab: V, chunk: s.chunk, rowTile: s.rowTile, dhidden, dweight, rowIds, dRows, gradScale: s.gradScale, precision: at.precision, device: at.device })
     return {
       loss: [res.loss],
       lossSum: [res.lossSum],
@@ -568,6 +576,7 @@ function crossEntropy(s: CeSpec): OpCase {
       dhidden,
       'dhidden of the ignored rows': pick(dhidden, ignoredRows(x.targets)),
       ...(dweight ? { dweight: increment(dweight, x.dweight0) } : {}),
+      ...(dRows ? { dRows: increment(dRows, x.drows0) } : {}),
     }
   }, (x, p) => {
     const golden = refCrossEntropy(x.hidden, valuesOf(x.weight), x.targets, T, H, V, s.gradScale)
@@ -581,6 +590,7 @@ function crossEntropy(s: CeSpec): OpCase {
       dhidden: { golden: golden.dhidden, same: same.dhidden },
       'dhidden of the ignored rows': { golden: new Float64Array(ignoredRows(x.targets).length) },
       ...(s.dweight ? { dweight: { golden: golden.dweight, same: addedTo(x.dweight0, same.dweight) } } : {}),
+      ...(s.rows ? { dRows: { golden: rowsOf(golden.dweight, s.rows, H), same: addedTo(x.drows0, rowsOf(same.dweight, s.rows, H)) } } : {}),
     }
   })
 }
@@ -755,6 +765,9 @@ const CASES: OpCase[] = [
   crossEntropy({ T: 7, H: 9, V: 50, chunk: 16, ignored: 0.3, dweight: true }),
   crossEntropy({ T: 40, H: 33, V: 129, chunk: 128, rowTile: 13, ignored: 0, dweight: true, bf16: true }),
   crossEntropy({ T: 33, H: 20, V: 77, chunk: 20, ignored: 0.2, gradScale: 0.5, dweight: false, bf16: true }),
+  // trainable token rows, in several vocab chunks (first, last, a chunk's edges), beside dweight or alone
+  crossEntropy({ T: 45, H: 40, V: 300, chunk: 128, rowTile: 16, ignored: 0.2, dweight: true, rows: [299, 0, 127, 128, 200] }),
+  crossEntropy({ T: 40, H: 33, V: 129, chunk: 64, rowTile: 13, ignored: 0.1, dweight: false, bf16: true, rows: [5, 64, 128] }),
   crossEntropy({ T: 5, H: 6, V: 9, ignored: 1, dweight: true }),
 
   adamwStep({ n: 1000, step: 3 }),
