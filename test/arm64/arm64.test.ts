@@ -93,7 +93,7 @@ t.test('the linux-arm64 prebuild under qemu-aarch64', { skip }, async (t) => {
   const resultFile = path.join(work, 'result.json')
   // DISABLE_V8_COMPILE_CACHE: a module that caches V8 code in the shared /tmp directory (ts-node's
   // v8-compile-cache-lib) would write arm64 code there that the host's Node then crashes reading.
-  const env = { ...process.env, ERNIE_ADDON: addon, DISABLE_V8_COMPILE_CACHE: '1' }
+  const env: NodeJS.ProcessEnv = { ...process.env, ERNIE_ADDON: addon, DISABLE_V8_COMPILE_CACHE: '1' }
   delete env.NODE_OPTIONS
   const started = process.hrtime.bigint()
   const probe = new Promise<{ code: number | null; output: string }>((resolve) => {
