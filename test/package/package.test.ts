@@ -22,6 +22,14 @@ const TYPESCRIPT = { oldest: '5.2', newest: 'latest' } as const
 const TYPES_NODE = '20'
 // Where this machine has a prebuild in the tarball.
 const PREBUILT = process.platform === 'linux' && process.arch === 'x64'
+// The prebuilds `npm pack` puts in the tarball here: this machine's, and on x64 Linux with the arm64
+// tools (scripts/arm64-tools.mjs) the linux-arm64 one, which scripts/prepack.mjs ships only once
+// its smoke test under emulation has passed (and without which it packs, saying so).
+const arm64Tools = JSON.parse(spawnSync(process.execPath, [path.join(ROOT, 'scripts', 'arm64-tools.mjs')], { encoding: 'utf8' }).stdout) as { missing: string[] }
+const PREBUILDS = [
+  ...(PREBUILT ? ['linux-x64'] : []),
+  ...(PREBUILT && arm64Tools.missing.length === 0 ? ['linux-arm64'] : []),
+].map((target) => ({ target, file: `prebuilds/${target}/ernie-sentiment.glibc.node` }))
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'ernie-package-'))
 t.teardown(() => fs.rmSync(work, { recursive: true, force: true }))
@@ -71,7 +79,7 @@ if (!npmCli) {
   if (packed.status !== 0 || !fs.existsSync(tarball)) {
     t.fail(`npm pack failed: ${tail(packed)}`)
   } else {
-    t.comment(`npm pack: ${packed.seconds.toFixed(0)} s, ${(fs.statSync(tarball).size / 1e6).toFixed(2)} MB`)
+    t.comment(`npm pack: ${packed.seconds.toFixed(0)} s, ${fs.statSync(tarball).size} bytes`)
     const extracted = path.join(work, 'extracted')
     fs.mkdirSync(extracted)
     const untar = run('tar', ['-xzf', tarball, '-C', extracted], work, process.env)
@@ -80,6 +88,7 @@ if (!npmCli) {
     const files = fs.readdirSync(contents, { recursive: true, withFileTypes: true })
       .filter((e) => e.isFile())
       .map((e) => path.relative(contents, path.join(e.parentPath, e.name)).split(path.sep).join('/'))
+    t.comment(`the tarball holds ${files.length} files`)
     checkContents(files, contents)
     checkInstalls(tarball)
   }
@@ -94,7 +103,7 @@ function checkContents(files: string[], contents: string): void {
       'data/chnsenticorp/train.tsv', 'data/chnsenticorp/dev.tsv', 'data/chnsenticorp/test.tsv',
       'recipes/erniekit-sft-lora.yaml', 'recipes/erniekit-sft-full.yaml', 'recipes/qwen3-embedding-head.yaml', 'recipes/qwen3-lora.yaml',
       'models/ernie-4.5-tiny-zh/config.json', 'models/ernie-4.5-tiny-zh/model.safetensors', 'models/ernie-4.5-tiny-zh/tokenizer.model',
-      ...(PREBUILT ? ['prebuilds/linux-x64/ernie-sentiment.glibc.node'] : []),
+      ...PREBUILDS.map((p) => p.file),
     ]
     for (const f of needed) t.ok(files.includes(f), f)
     t.match(fs.readFileSync(path.join(contents, 'LICENSE'), 'utf8'), /Apache License\s+Version 2\.0/, 'LICENSE is the Apache-2.0 text')
@@ -111,12 +120,18 @@ function checkContents(files: string[], contents: string): void {
       'no Node-only type (Buffer, NodeJS.*) outside the command line\'s own modules')
   })
 
-  t.test('the prebuild needs glibc alone, at the version README.md states', { skip: !PREBUILT && 'no prebuild for this platform' }, async (t) => {
-    const r = run(process.execPath, [path.join(ROOT, 'scripts', 'elf-deps.mjs'), path.join(contents, 'prebuilds', 'linux-x64', 'ernie-sentiment.glibc.node')], ROOT, process.env)
-    if (!ran(t, r, 'scripts/elf-deps.mjs reads the prebuild')) return
-    const { needed, glibc } = JSON.parse(r.stdout) as { needed: string[]; glibc: string }
-    t.same(needed.filter((lib) => lib.startsWith('libstdc++')), [], `libstdc++ is linked statically (NEEDED: ${needed.join(' ')})`)
-    t.ok(fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8').includes(`glibc ${glibc} or later`), `README.md says "glibc ${glibc} or later"`)
+  t.test('each prebuild is for its architecture and needs glibc alone, at the version README.md states', { skip: PREBUILDS.length === 0 && 'no prebuild for this platform' }, async (t) => {
+    if (PREBUILT && arm64Tools.missing.length > 0) t.comment(`no linux-arm64 prebuild expected: missing ${arm64Tools.missing.join('; ')}`)
+    t.same(files.filter((f) => f.startsWith('prebuilds/')).sort(), PREBUILDS.map((p) => p.file).sort(), `the prebuilds: ${PREBUILDS.map((p) => p.target).join(', ')}`)
+    for (const { target, file } of PREBUILDS) {
+      const arch = target.split('-')[1]
+      const r = run(process.execPath, [path.join(ROOT, 'scripts', 'elf-deps.mjs'), path.join(contents, file), arch], ROOT, process.env)
+      if (!ran(t, r, `scripts/elf-deps.mjs reads ${file}`)) continue
+      const { machine, needed, glibc, problems } = JSON.parse(r.stdout) as { machine: string; needed: string[]; glibc: string; problems: string[] }
+      t.comment(`${file}: ${machine}, ${fs.statSync(path.join(contents, file)).size} bytes, NEEDED ${needed.join(' ')}, glibc ${glibc}`)
+      t.same(problems, [], `${target}: an ELF file for ${arch}, linking glibc's libraries and libgcc_s alone (libstdc++ static), no GLIBC_ version past the promised one`)
+      t.ok(fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8').includes(`glibc ${glibc} or later`), `README.md says "glibc ${glibc} or later"`)
+    }
   })
 }
 
