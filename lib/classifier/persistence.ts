@@ -15,7 +15,7 @@ import { LoraAdapter } from '../model/lora'
 import { writeCheckpoint } from '../model/save'
 import type { ModelViews } from '../model/weights'
 import { ErnieModel } from '../model/model'
-import { copyModelFiles, Tokenizer } from '../tokenizer'
+import { copyModelFiles, hasTokenizerFiles, Tokenizer } from '../tokenizer'
 import { BUNDLED_MODEL, bundledModelDir, bundledModelPath, bundledNameOf, packageRoot } from './bundled'
 import { readClassifierJson } from './classifier-json'
 import type { ClassifierCore } from './core'
@@ -300,7 +300,7 @@ async function loadHfClassifier<C extends { dispose(): Promise<void> }>(dir: str
     if (score!.bias && score!.bias.length !== C) throw new ErnieError('ERR_CLASSIFIER', `${dir}: ${SCORE_MODULE}.bias has ${score!.bias.length} values for ${C} classes`)
     const labels = hf.labels ?? defaultLabels(C)
     if (labels.length !== C) throw new ErnieError('ERR_CLASSIFIER', `${path.join(dir, 'config.json')}: id2label names ${labels.length} classes, ${SCORE_MODULE}.weight has ${C}`)
-    const hasTokenizer = ['tokenizer.json', 'tokenizer.model'].some((f) => fs.existsSync(path.join(dir, f)))
+    const hasTokenizer = hasTokenizerFiles(dir)
     const tokenizer = hasTokenizer ? await Tokenizer.fromDirectory(dir) : model.tokenizer
     if (!tokenizer) throw new ErnieError('ERR_NO_TOKENIZER', `${dir}: no tokenizer here or with the base model`)
     const positions = Math.min(tokenizer.modelMaxLength ?? Infinity, model.config.max_position_embeddings ?? Infinity)

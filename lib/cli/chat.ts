@@ -8,7 +8,7 @@ import { ErnieError } from '../errors'
 import { endOfTurnIds, type GenerateOptions } from '../model/generate'
 import { ErnieModel } from '../model/model'
 import { LoraAdapter } from '../model/lora'
-import type { ChatMessage } from '../tokenizer'
+import { hasTokenizerFiles, Tokenizer, type ChatMessage } from '../tokenizer'
 import { UsageError } from './args'
 import type { CliIo } from './io'
 import { answerTexts } from './predict'
@@ -62,11 +62,13 @@ export async function chatCommand(argv: string[], io: CliIo): Promise<number> {
   const source = need(CHAT, cl, 'model')
   if (v.interactive && cl.texts.length > 0) throw new UsageError('--interactive converses on stdin; it takes no TEXT arguments')
   if (cl.printConfig) return void io.stdout.write(formatConfig(CHAT, cl)), 0
-  const model = await ErnieModel.fromPretrained(source, { precision: v.precision, device: v.device })
+  // An adapter saved with its tokenizer (sft's output: the template's markers it added, the
+  // template it trained with) is chatted with through that tokenizer.
+  const tokenizer = v.adapter !== undefined && hasTokenizerFiles(v.adapter) ? await Tokenizer.fromDirectory(v.adapter) : undefined
+  const model = await ErnieModel.fromPretrained(source, { precision: v.precision, device: v.device, ...(tokenizer ? { tokenizer } : {}) })
   let adapter: LoraAdapter | undefined
   try {
-    const tokenizer = model.requireTokenizer(`chat (${source})`)
-    endOfTurnIds(tokenizer) // a model without a chat template fails here, before any question
+    endOfTurnIds(model.requireTokenizer(`chat (${source})`)) // a model without a chat template fails here, before any question
     if (v.adapter !== undefined) adapter = await LoraAdapter.load(v.adapter, model)
     const settings: GenerateOptions = {
       maxNewTokens: v['max-new-tokens'] ?? DEFAULT_MAX_NEW_TOKENS,

@@ -9,7 +9,7 @@ import type { Device } from '../device'
 import { splitByRatio } from '../data/chat'
 import { loadPreferencePairs, type PreferencePair } from '../train/preference-encode'
 import { ErnieError } from '../errors'
-import { writeFileDurable } from '../io/atomic'
+import { replaceFileAtomically } from '../io/atomic'
 import { readSmallFileSync } from '../io/read'
 import { LoraAdapter } from '../model/lora'
 import { ErnieModel } from '../model/model'
@@ -184,7 +184,7 @@ export async function runDpo(o: DpoRunOptions) {
       evalMetrics: final,
       seconds,
     }
-    if (summary.saved) await writeFileDurable(path.join(o.out, LOG_FILE), JSON.stringify({ ...summary, trainCurve: steps, evalCurve: result.evalHistory }, null, 2) + '\n')
+    if (summary.saved) await replaceFileAtomically(path.join(o.out, LOG_FILE), JSON.stringify({ ...summary, trainCurve: steps, evalCurve: result.evalHistory }, null, 2) + '\n')
     return summary
   } finally {
     adapter?.dispose()

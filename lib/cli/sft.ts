@@ -36,6 +36,10 @@ export const SFT_OPTIONS = {
   out: option(text('DIR'), 'the adapter directory to write: new or empty (or --resume)', { erniekit: ['output_dir'] }),
   stage: option(choice(['SFT'] as const, { note: 'sft is the SFT stage' }), 'SFT', { only: 'file' }),
   fine_tuning: option(choice(['lora'] as const, { note: 'sft trains a LoRA adapter' }), 'LoRA (what sft trains)', { only: 'file' }),
+  template: option(
+    choice(['ernie', 'chatml', 'qwen3'] as const, { placeholder: 'NAME' }),
+    "the chat template (default: the base's): ernie | chatml | qwen3. Markers the base's\nvocabulary lacks (ChatML on ERNIE-4.5 Base, the recipe's) are added, their rows trained",
+  ),
   'system-prompt': option(text('TEXT'), 'the system message of conversations that have none'),
   'loss-on': option(choice(CHAT_LOSS_ON, { placeholder: 'TURNS' }), `${CHAT_LOSS_ON.join(' | ')}: the turns learnt (default ${d.lossOn}: every answer)`),
   'max-length': asSft(TRAIN_OPTIONS['max-length'], `tokens per packed row (default ${d.maxLength}, at most the model's positions)`),
@@ -121,6 +125,7 @@ export async function sftCommand(argv: string[], io: CliIo): Promise<number> {
     outputDir: out,
     systemPrompt: v['system-prompt'],
     lossOn: v['loss-on'],
+    template: v.template,
     maxLength: v['max-length'],
     overlong: v.overlong,
     packing: v.packing,

@@ -54,6 +54,18 @@ export function temporarySibling(target: string, tag = 'tmp'): string {
   return path.join(path.dirname(t), `.${path.basename(t)}.${process.pid}.${randomBytes(6).toString('hex')}.${tag}`)
 }
 
+/**
+ * Writes `file` whole or not at all: the data goes to a temporary sibling, flushed, renamed over
+ * the file (an earlier one replaced), and the directory flushed. A kill at any moment leaves the
+ * old file or the new one (and maybe a temporary that cleanUpAfterKilledWriters removes).
+ */
+export async function replaceFileAtomically(file: string, data: string | Uint8Array): Promise<void> {
+  const tmp = temporarySibling(file)
+  await writeFileDurable(tmp, data)
+  await fs.promises.rename(tmp, file)
+  await fsyncDirectory(path.dirname(path.resolve(file)))
+}
+
 // Entries of `from` that `fill` did not write are carried into the new directory: hard links
 // for files (nothing is copied, the originals stay put until the swap), copies otherwise.
 async function carryOver(from: string, to: string): Promise<void> {

@@ -11,7 +11,7 @@ import { parseJsonBytes } from '../io/json'
 import { readSmallFileSync } from '../io/read'
 import { openSafetensors, type Safetensors } from '../io/safetensors'
 import { fillNormalSync } from '../native'
-import { Tokenizer } from '../tokenizer'
+import { hasTokenizerFiles, Tokenizer } from '../tokenizer'
 import { withVocabulary } from './resize'
 import { resolveConfig, type ResolvedConfig } from './config'
 import { f16ToBf16 } from './dtype'
@@ -126,8 +126,13 @@ export interface ModelParts {
 }
 
 export interface FromPretrainedOptions extends ResolveOptions {
-  /** Load the tokenizer too (default true when the directory has one). */
-  tokenizer?: boolean
+  /**
+   * Load the directory's tokenizer too (true, the default when it has one), none (false), or use
+   * this one: a tokenizer saved beside an adapter with the special tokens it trained
+   * (`withSpecialTokens`). When its ids pass the checkpoint's rows, the vocabulary grows to its
+   * size as resizeTokenEmbeddings grows it (unless that option says otherwise).
+   */
+  tokenizer?: boolean | Tokenizer
   /**
    * 'cpu', 'auto' (default, or the ERNIE_DEVICE environment variable) or 'cuda'. The model graph
    * runs on the CPU in this version: 'auto' resolves to 'cpu', and 'cuda' throws ErnieError
@@ -180,7 +185,10 @@ export async function loadPretrained<M extends { precision: Precision }>(source:
   const file = openSafetensors(dir)
   try {
     if (options.mmap === false) await file.readIntoMemory()
-    const { config: cfg, source: src } = withVocabulary(checkpointConfig, new SafetensorsSource(file), options.resizeTokenEmbeddings)
+    // A tokenizer given with ids past the checkpoint's rows (special tokens it added) needs them.
+    const given = options.tokenizer instanceof Tokenizer ? options.tokenizer : undefined
+    const rows = options.resizeTokenEmbeddings ?? (given && given.vocabSize > checkpointConfig.vocab_size ? given.vocabSize : undefined)
+    const { config: cfg, source: src } = withVocabulary(checkpointConfig, new SafetensorsSource(file), rows)
     const weights = mapWeights(cfg, src)
     const unused = unusedTensors(src, weights)
     // A *ForSequenceClassification checkpoint's head is explained by its config: not the decoder's, not an error.
@@ -193,8 +201,7 @@ export async function loadPretrained<M extends { precision: Precision }>(source:
           `A config with fewer layers than the checkpoint, a file holding two layouts, or an extra module? Pass unusedTensors: 'ignore' to load past them`,
       )
     if (options.allowNonFinite !== true) await refuseNonFinite(src, weights.tensorNames)
-    const hasTokenizer = ['tokenizer.json', 'tokenizer.model'].some((f) => fs.existsSync(path.join(dir, f)))
-    const tokenizer = options.tokenizer !== false && hasTokenizer ? await Tokenizer.fromDirectory(dir) : undefined
+    const tokenizer = given ?? (options.tokenizer !== false && hasTokenizerFiles(dir) ? await Tokenizer.fromDirectory(dir) : undefined)
     const model = create({ config: cfg, weights, source: src, release: () => file.dispose(), directory: dir, tokenizer, device, ignoredTensors: unused })
     model.precision = precision
     return model

@@ -1,5 +1,5 @@
 // Tokenizers: tokenizer.json through @huggingface/tokenizers, tokenizer.model through our own SentencePiece.
-export { Tokenizer, TOKENIZER_FILES, copyModelFiles } from './tokenizer'
+export { Tokenizer, TOKENIZER_FILES, copyModelFiles, hasTokenizerFiles } from './tokenizer'
 export type {
   AddedToken,
   ApplyChatTemplateOptions,

@@ -1,9 +1,10 @@
 // The Tokenizer users see: one API over a tokenizer.json (HF's library) or a tokenizer.model (our
 // SentencePiece), with special / added tokens, batching with truncation and padding, and chat templates.
+import { existsSync } from 'node:fs'
 import { copyFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ErnieError } from '../errors'
-import { writeFileDurable } from '../io/atomic'
+import { replaceFileAtomically } from '../io/atomic'
 import { readSmallFile, type SmallFileKind } from '../io/read'
 import type { TokenizerBackend } from './backend'
 import { CHAT_TEMPLATE_TOKENS, ChatTemplate, impliedChatTemplate, isChatTemplateName, shippedChatTemplates, type ChatMessage, type ChatTemplateName } from './chat'
@@ -171,6 +172,11 @@ export const TOKENIZER_FILES: readonly string[] = [
 ]
 
 /** Copies those of `files` that exist in directory `from` into directory `to`. */
+/** Whether `dir` holds a tokenizer (tokenizer.json or tokenizer.model) for Tokenizer.fromDirectory. */
+export function hasTokenizerFiles(dir: string): boolean {
+  return ['tokenizer.json', 'tokenizer.model'].some((f) => existsSync(join(dir, f)))
+}
+
 export async function copyModelFiles(from: string, to: string, files: readonly string[] = TOKENIZER_FILES): Promise<void> {
   for (const f of files) {
     const info = await stat(join(from, f)).catch(() => undefined)
@@ -599,7 +605,7 @@ export class Tokenizer {
   async save(dir: string): Promise<void> {
     if (this.files.directory === undefined) throw new TokenizerError('ERR_TOKENIZER_NOT_FOUND', 'save: this tokenizer was not loaded from a directory, so it has no files to copy')
     await copyModelFiles(this.files.directory, dir, TOKENIZER_FILES.filter((f) => f !== 'tokenizer_config.json'))
-    await writeFileDurable(join(dir, 'tokenizer_config.json'), `${JSON.stringify(this.files.config ?? {}, null, 2)}\n`)
+    await replaceFileAtomically(join(dir, 'tokenizer_config.json'), `${JSON.stringify(this.files.config ?? {}, null, 2)}\n`)
   }
 
   /** The template `options.template` names (see ApplyChatTemplateOptions), else this tokenizer's default. */
@@ -629,17 +635,26 @@ export class Tokenizer {
   }
 
   /**
+   * The markers a built-in template writes (CHAT_TEMPLATE_TOKENS) that are not special tokens of
+   * this tokenizer: ChatML's on ERNIE-4.5's vocabulary. A checkpoint's own template: none.
+   */
+  missingChatTokens(template?: ChatTemplate | ChatTemplateName | string): string[] {
+    const t = template instanceof ChatTemplate ? template : this.resolveChatTemplate(template)
+    return t.builtin === undefined ? [] : CHAT_TEMPLATE_TOKENS[t.builtin].filter((content) => this.addedByContent.get(content)?.special !== true)
+  }
+
+  /**
    * The chat template's text tokenized with special tokens parsed, as transformers tokenizes it (no
    * BOS/EOS added). A built-in template's markers must be special tokens here.
    */
   encodeChat(messages: readonly ChatMessage[], options: ApplyChatTemplateOptions = {}): number[] {
     const template = this.resolveChatTemplate(options.template)
-    if (template.builtin !== undefined) {
-      for (const content of CHAT_TEMPLATE_TOKENS[template.builtin]) {
-        if (this.addedByContent.get(content)?.special !== true) {
-          throw new TokenizerError('ERR_TOKENIZER_INPUT', `the ${template.builtin} chat template needs ${content} as a special token, and this tokenizer has none`)
-        }
-      }
+    const missing = this.missingChatTokens(template)
+    if (missing.length > 0) {
+      throw new TokenizerError(
+        'ERR_TOKENIZER_INPUT',
+        `the ${template.builtin} chat template needs ${missing[0]} as a special token, and this tokenizer has none (withSpecialTokens adds it)`,
+      )
     }
     return this.encode(template.render(messages, options.addGenerationPrompt === true, this.chatTemplateTokens()), { parseSpecial: true })
   }

@@ -14,7 +14,7 @@ import { DataError } from '../data/errors'
 import { byteLines, decodeUtf8, firstInvalidUtf8 } from '../data/lines'
 import { ErnieError, rangeError, typeError } from '../errors'
 import { pauseForTest } from '../io/test-pause'
-import { cleanUpAfterKilledWriters, fsyncDirectory, temporarySibling, writeFileDurable } from '../io/atomic'
+import { cleanUpAfterKilledWriters, replaceFileAtomically } from '../io/atomic'
 import type { ModelConfig } from '../model/config'
 import { ErnieModel } from '../model/model'
 import type { Device } from '../device'
@@ -265,10 +265,7 @@ async function train(o: PretrainOptions, model: ErnieModel, tokenizer: Tokenizer
       evalHistory: result.evalHistory,
     }
     const logFile = path.join(o.outputDir, PRETRAIN_LOG_FILE)
-    const tmp = temporarySibling(logFile)
-    await writeFileDurable(tmp, JSON.stringify(log, null, 1) + '\n')
-    await fs.promises.rename(tmp, logFile)
-    await fsyncDirectory(o.outputDir)
+    await replaceFileAtomically(logFile, JSON.stringify(log, null, 1) + '\n')
     // Only now, with the model and its log on disk, is the checkpoint no longer needed: a kill at
     // any moment before this leaves either the last checkpoint or the finished model.
     if (result.stopReason === 'completed') await fs.promises.rm(path.join(o.outputDir, 'checkpoints'), { recursive: true, force: true })

@@ -3,20 +3,21 @@
 // evaluation when no eval data is given, encoded with the base's chat template, labelled on the
 // assistant's turns, packed into rows (chat-pack.ts), and a LoRA adapter trained on them by the
 // shared Trainer, with evaluation, checkpoints, early stopping and the best evaluation's weights
-// put back. The output directory is a PEFT adapter directory with the base's tokenizer files
-// beside it (what chat needs), and sft_log.json: settings, data counts, loss curve, wall time.
+// put back. The output directory is a PEFT adapter directory with the tokenizer beside it (the
+// base's, with any markers the template added: what chat needs), and sft_log.json: settings, data
+// counts, loss curve, wall time.
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
 import { readChatData, splitByRatio, type ChatDataset, type Conversation } from '../data/chat'
 import type { OnInvalid, SkipReport } from '../data/read'
 import { AbortError, ErnieError, rangeError, typeError } from '../errors'
-import { fsyncDirectory, temporarySibling, writeFileDurable } from '../io/atomic'
+import { replaceFileAtomically } from '../io/atomic'
 import { LoraAdapter, type LoraOptions } from '../model/lora'
 import { ErnieModel } from '../model/model'
 import { PROJECTIONS, type Projection } from '../model/projections'
 import { precisionRecord } from '../precision'
-import { copyModelFiles } from '../tokenizer/tokenizer'
+import type { Tokenizer } from '../tokenizer/tokenizer'
 import type { ChatLossOn, ChatEncodeOptions } from './chat-encode'
 import { prepareChatExamples, type ChatOverlong, type ChatPrepareStats } from './chat-pack'
 import { LmTask } from './lm'
@@ -96,7 +97,12 @@ export interface SftOptions extends SftTrainerOptions {
   onInvalid?: OnInvalid
   /** Which turns are learnt: 'assistant' (default), 'last', 'all'. */
   lossOn?: ChatLossOn
-  /** The chat template (default: the base tokenizer's). */
+  /**
+   * The chat template (default: the base tokenizer's): 'ernie', 'chatml', 'qwen3' or Jinja text.
+   * A built-in template's markers that the base's vocabulary lacks (ChatML on ERNIE-4.5 Base, as
+   * the recipe trains it) are added as special tokens, their embedding rows trained beside the
+   * adapter (PEFT's trainable_token_indices); the output's tokenizer has them and the template.
+   */
   template?: ChatEncodeOptions['template']
   /** Tokens per row (default 4096, at most the model's max_position_embeddings). */
   maxLength?: number
@@ -157,15 +163,36 @@ function baseName(base: string): string {
   return fs.statSync(base, { throwIfNoEntry: false })?.isDirectory() ? path.resolve(base) : base
 }
 
+/** The embedding rows a trainableTokenIndices option names (a list, or per table). */
+function tokenIdsOf(indices: LoraOptions['trainableTokenIndices']): number[] {
+  return indices === undefined ? [] : Array.isArray(indices) ? indices : Object.values(indices).flat()
+}
+
+/**
+ * The base and the tokenizer the data is encoded with: the base's own, or, when the template's
+ * markers are not special tokens of it, one with them added (withSpecialTokens) and the base
+ * loaded with it (grown, when their ids pass its rows).
+ */
+async function baseWithTemplateTokens(o: SftOptions): Promise<{ model: ErnieModel; tokenizer: Tokenizer; addedTokens: number[] }> {
+  const load = { precision: o.precision, device: o.device }
+  const model = await ErnieModel.fromPretrained(o.base, load)
+  const base = model.requireTokenizer('sft')
+  const missing = o.template === undefined ? [] : base.missingChatTokens(o.template)
+  if (missing.length === 0) return { model, tokenizer: base, addedTokens: [] }
+  const tokenizer = base.withSpecialTokens(missing)
+  const addedTokens = missing.map((content) => tokenizer.pieceToId(content)!)
+  await model.dispose()
+  return { model: await ErnieModel.fromPretrained(o.base, { ...load, tokenizer }), tokenizer, addedTokens }
+}
+
 /** Trains a LoRA adapter on conversations, the recipe of the module comment; see SftOptions. */
 export async function sft(o: SftOptions): Promise<SftResult> {
   checkOptions(o)
   const started = Date.now()
   const splits = await readSplits(o)
-  const model = await ErnieModel.fromPretrained(o.base, { precision: o.precision, device: o.device })
+  const { model, tokenizer, addedTokens } = await baseWithTemplateTokens(o)
   let adapter: LoraAdapter | undefined
   try {
-    const tokenizer = model.requireTokenizer('sft')
     const maxLength = o.maxLength ?? Math.min(SFT_DEFAULTS.maxLength, model.config.max_position_embeddings ?? SFT_DEFAULTS.maxLength)
     const prepare = (conversations: Conversation[]) =>
       prepareChatExamples(tokenizer, conversations, {
@@ -184,7 +211,12 @@ export async function sft(o: SftOptions): Promise<SftResult> {
     const report = (set: ChatDataset, stats: ChatPrepareStats): SftDataReport => ({ source: set.source, skipped: set.skipped, ...stats })
     const data = { train: report(splits.train, train.stats), ...(held ? { eval: report(splits.eval ?? splits.train, held.stats) } : {}) }
 
-    adapter = LoraAdapter.create(model, { ...SFT_DEFAULTS.lora, seed: o.seed ?? SFT_DEFAULTS.seed, ...o.lora })
+    adapter = LoraAdapter.create(model, {
+      ...SFT_DEFAULTS.lora,
+      seed: o.seed ?? SFT_DEFAULTS.seed,
+      ...o.lora,
+      ...(addedTokens.length > 0 ? { trainableTokenIndices: [...new Set([...addedTokens, ...tokenIdsOf(o.lora?.trainableTokenIndices)])] } : {}),
+    })
     adapter.baseModel = baseName(o.base)
     const task = new LmTask(model, { train: train.examples, eval: evaluating ? held!.examples : undefined, adapter, maxLength, recompute: o.recompute ?? SFT_DEFAULTS.recompute })
     const settings = {
@@ -222,7 +254,9 @@ export async function sft(o: SftOptions): Promise<SftResult> {
 
     // The adapter (atomically), the tokenizer beside it, then the log that says the run is done.
     await adapter.save(o.outputDir)
-    await copyModelFiles(model.directory!, o.outputDir)
+    await tokenizer.save(o.outputDir)
+    // The template the run trained with is the output's own, so that chat renders the same.
+    if (o.template !== undefined) await replaceFileAtomically(path.join(o.outputDir, 'chat_template.jinja'), tokenizer.resolveChatTemplate(o.template).text)
     const seconds = (Date.now() - started) / 1000
     const log = {
       base: adapter.baseModel,
@@ -251,10 +285,7 @@ export async function sft(o: SftOptions): Promise<SftResult> {
       evalHistory: result.evalHistory,
     }
     const logFile = path.join(o.outputDir, SFT_LOG_FILE)
-    const tmp = temporarySibling(logFile)
-    await writeFileDurable(tmp, JSON.stringify(log, null, 1) + '\n')
-    await fs.promises.rename(tmp, logFile)
-    await fsyncDirectory(o.outputDir)
+    await replaceFileAtomically(logFile, JSON.stringify(log, null, 1) + '\n')
     return { outputDir: o.outputDir, data, train: result, eval: evalMetrics, seconds }
   } finally {
     adapter?.dispose()

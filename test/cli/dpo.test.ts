@@ -117,6 +117,9 @@ t.test('dpo: LoRA on the tiny fixture, then an SFT output as --base, then full t
   const again = await runMain(['dpo', '--data', pairs, '--base', TINY, '--out', out, '--max-steps', '1'])
   t.equal(again.code, 2)
   t.match(again.stderr, /is not empty; pass --overwrite/)
+  const replaced = await runMain(['dpo', '--data', pairs, '--base', TINY, '--out', out, '--max-steps', '1', '--overwrite', '--quiet'])
+  t.equal(replaced.code, 0, `--overwrite replaces the earlier output (${replaced.stderr.slice(-300)})`)
+  t.equal(JSON.parse(fs.readFileSync(path.join(out, 'dpo_log.json'), 'utf8')).trainCurve.length, 1, 'its log is the new run\'s')
 })
 
 t.test('dpo: usage', async (t) => {

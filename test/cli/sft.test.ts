@@ -1,12 +1,15 @@
 // `ernie-sentiment sft`: the command on the tiny fixture model with dialogues built from
-// ChnSentiCorp reviews (files written, the loss fell, --resume), its run file
+// ChnSentiCorp reviews (files written, the loss fell, --resume), ChatML's markers added to a
+// vocabulary without them and chatted through, its run file
 // (recipes/ernie-chat-sft-lora.yaml resolves to what it writes, with no warning), and usage errors.
 import t from 'tap'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { parse as parseYaml } from 'yaml'
 
+import { ErnieModel, LoraAdapter, Tokenizer } from '../../lib/index'
 import { runMain, tempDir, TINY, TRAIN } from '../helpers/classifier-helpers'
+import { fromBf16Bits } from '../helpers/helpers'
 
 const root = path.join(__dirname, '..', '..')
 
@@ -52,6 +55,43 @@ t.test('sft trains, writes the adapter and its log, and resumes', async (t) => {
   t.equal(text.code, 0, text.stderr)
   t.match(text.stdout, /^trained 1 steps on 30 conversations \(\d+ rows, \d+ answer tokens\) in .*\ntraining loss [\d.]+ -> [\d.]+\nadapter written to /)
   t.match(JSON.parse(fs.readFileSync(path.join(dir, 'text', 'adapter_config.json'), 'utf8')), { r: 4, lora_alpha: 64 }, '--lora-r over the recipe, alpha the recipe\'s')
+})
+
+t.test("--template chatml on a vocabulary without ChatML's markers: added, their rows trained, chat talks through them", async (t) => {
+  const dir = tempDir(t, 'ernie-sft-chatml-')
+  const data = dialogueFile(dir, 12)
+  const out = path.join(dir, 'adapter')
+  const base = await ErnieModel.fromPretrained(TINY)
+  t.teardown(() => base.dispose())
+  t.same(base.tokenizer!.missingChatTokens('chatml'), ['<|im_start|>', '<|im_end|>'], "the fixture's vocabulary lacks them")
+  const r = await runMain(['sft', '--data', data, '--base', TINY, '--out', out, '--template', 'chatml', '--max-steps', '3', '--batch-size', '4', '--lr', '5e-3', '--warmup-steps', '0', '--eval-ratio', '0', '--max-length', '96', '--quiet'])
+  t.equal(r.code, 0, r.stderr)
+  // the saved tokenizer: the markers as special tokens after the vocabulary, and the template
+  const tok = await Tokenizer.fromDirectory(out)
+  const ids = ['<|im_start|>', '<|im_end|>'].map((m) => tok.pieceToId(m))
+  t.same(ids, [6000, 6001])
+  t.same(tok.missingChatTokens(), [], 'its own template is ChatML, with the markers it needs')
+  t.same(tok.encodeChat([{ role: 'user', content: 'x' }], { addGenerationPrompt: true }).filter((id) => id >= 6000), [6000, 6001, 6000])
+  // the adapter: the markers' rows train beside LoRA (PEFT's trainable_token_indices), moved from the base's
+  const config = JSON.parse(fs.readFileSync(path.join(out, 'adapter_config.json'), 'utf8'))
+  t.same(config.trainable_token_indices, { embed_tokens: [6000, 6001] })
+  const adapter = await LoraAdapter.load(out, base)
+  t.teardown(() => adapter.dispose())
+  const delta = adapter.tensors.get('base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta')!
+  const H = base.config.hidden_size
+  const embed = base.weights.embed.data.subarray(6000 * H, 6002 * H)
+  const before = embed instanceof Uint16Array ? Float32Array.from(embed, fromBf16Bits) : embed
+  t.equal(delta.length, 2 * H)
+  t.ok([0, 1].every((k) => delta.subarray(k * H, (k + 1) * H).some((x, i) => x !== before[k * H + i])), 'both rows moved in training')
+  // chat through the adapter's tokenizer: the reply is the model's own answer to the ChatML prompt
+  const chat = await runMain(['chat', '--model', TINY, '--adapter', out, '--max-new-tokens', '4', '你好'])
+  t.equal(chat.code, 0, chat.stderr)
+  const tuned = await ErnieModel.fromPretrained(TINY, { tokenizer: tok })
+  t.teardown(() => tuned.dispose())
+  const again = await LoraAdapter.load(out, tuned)
+  t.teardown(() => again.dispose())
+  const want = await tuned.chat([{ role: 'user', content: '你好' }], { adapter: again, maxNewTokens: 4 })
+  t.same(JSON.parse(chat.stdout), { text: '你好', reply: want.message.content, finishReason: want.finishReason })
 })
 
 t.test('recipes/ernie-chat-sft-lora.yaml resolves to the settings it writes, with no warning', async (t) => {

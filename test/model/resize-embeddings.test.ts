@@ -107,6 +107,18 @@ t.test('resizeTokenEmbeddings: new rows are the mean, old tokens compute exactly
   t.throws(() => ErnieModel.random(old.config, { resizeTokenEmbeddings: 6016 }), { name: 'RangeError', message: /above the checkpoint's vocab_size 6016/ })
 })
 
+t.test('a tokenizer given to fromPretrained with ids past the rows grows the vocabulary to its size', async (t) => {
+  const tok = (await Tokenizer.fromDirectory(ERNIE_TINY)).withSpecialTokens(Array.from({ length: 17 }, (_, i) => `<|marker_${i}|>`))
+  t.equal(tok.pieceToId('<|marker_16|>'), 6016, 'the last marker is one past the checkpoint\'s 6016 rows')
+  const grown = await ErnieModel.fromPretrained(ERNIE_TINY, { tokenizer: tok })
+  t.teardown(() => grown.dispose())
+  t.equal(grown.tokenizer, tok, 'the tokenizer given is the model\'s')
+  t.equal(grown.config.vocab_size, 6017)
+  const fits = await ErnieModel.fromPretrained(ERNIE_TINY, { tokenizer: (await Tokenizer.fromDirectory(ERNIE_TINY)).withSpecialTokens(['<|a|>']) })
+  t.teardown(() => fits.dispose())
+  t.equal(fits.config.vocab_size, 6016, 'ids within the rows (padding rows): no growth')
+})
+
 t.test('resizeTokenEmbeddings grows an untied head too, and the grown model saves and reloads', async (t) => {
   const config = { ...JSON.parse(readFileSync(path.join(ERNIE_TINY, 'config.json'), 'utf8')), tie_word_embeddings: false, vocab_size: 6000 }
   const old = ErnieModel.random(config, { seed: 7 })
