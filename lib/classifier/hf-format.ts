@@ -278,9 +278,13 @@ export function readHfClassifier(dir: string): HfClassifier {
   const file = openSafetensors(dir)
   try {
     const src = new SafetensorsSource(file)
+    // the head is no part of the model the loader checks: its values are checked here
     const f32 = (name: string) => {
       const v = src.view(name)
-      return v instanceof Float32Array ? Float32Array.from(v) : bf16ToF32(v)
+      const out = v instanceof Float32Array ? Float32Array.from(v) : bf16ToF32(v)
+      const bad = out.findIndex((x) => !Number.isFinite(x))
+      if (bad >= 0) throw new ErnieError('ERR_CLASSIFIER', `${file.path}: tensor "${name}" holds ${out[bad]} at element ${bad}; a classification head must be finite`)
+      return out
     }
     const name = `${SCORE_MODULE}.weight`
     if (!src.has(name)) throw new ErnieError('ERR_CLASSIFIER', `${file.path}: no tensor "${name}" (the sequence classifier's head)`)

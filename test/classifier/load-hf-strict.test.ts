@@ -60,13 +60,17 @@ t.test("config.json's labels: id2label and num_labels agree, ids as transformers
   await clf.dispose()
 })
 
-t.test('problem_type other than single-label, and a one-row head, are not this kind of classifier', async (t) => {
+t.test('problem_type other than single-label, a one-row head and a head that is not finite are refused', async (t) => {
   for (const type of ['multi_label_classification', 'regression']) {
     const d = await fullDir(t, { problem_type: type })
     await t.rejects(ErnieClassifier.load(d), { code: 'ERR_CLASSIFIER', message: new RegExp(`config\\.json: problem_type "${type}": this package's classifiers are single-label`) }, type)
   }
   const ok = await ErnieClassifier.load(await fullDir(t, { problem_type: 'single_label_classification' }))
   await ok.dispose()
+  const inf = known(2 * H, 1)
+  inf[72] = Infinity
+  const infinite = await fullDir(t, {}, { 'score.weight': { dtype: 'F32', shape: [2, H], data: inf } })
+  await t.rejects(ErnieClassifier.load(infinite), { code: 'ERR_CLASSIFIER', message: /model\.safetensors: tensor "score\.weight" holds Infinity at element 72/ }, 'a full checkpoint\'s head holding Infinity')
   const one = await fullDir(t, { id2label: { 0: 'score' } }, { 'score.weight': { dtype: 'F32', shape: [1, H], data: known(H, 2) } })
   await t.rejects(ErnieClassifier.load(one), { code: 'ERR_CLASSIFIER', message: /score\.weight has one row: a regression head/ })
 })
