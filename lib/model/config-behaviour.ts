@@ -99,6 +99,7 @@ function ropeThetaOf(cfg: Record<string, unknown>, where: string): unknown {
 // use_sliding_window is true, then makes layers max_window_layers.. (all of them when absent:
 // its default is 28) attend within the window, unless layer_types lists each layer's kind.
 function checkAttentionKinds(cfg: Record<string, unknown>, type: ModelType, where: string): void {
+  if (type !== 'qwen3') return // Ernie4_5Config has no sliding window nor layer_types: transformers ignores the keys there
   const layers = cfg.num_hidden_layers as number
   const layerTypes = cfg.layer_types
   if (layerTypes !== undefined && layerTypes !== null) {
@@ -107,7 +108,6 @@ function checkAttentionKinds(cfg: Record<string, unknown>, type: ModelType, wher
     const other = layerTypes.findIndex((k) => k !== 'full_attention')
     if (other >= 0) throw unsupported(where, 'layer_types', layerTypes, `asks for ${JSON.stringify(layerTypes[other])} at layer ${other}; the engine implements "full_attention" only`)
   }
-  if (type !== 'qwen3') return // Ernie4_5Config has no sliding window: transformers ignores the keys there
   const use = cfg.use_sliding_window
   const window = cfg.sliding_window
   const maxWindowLayers = cfg.max_window_layers

@@ -127,7 +127,7 @@ function behaviourValues(cfg: Record<string, unknown>): Array<[Record<string, Va
     one('quantization_config', [null], [{ quant_method: 'gptq', bits: 4 }, {}]),
     one('rope_scaling', [null, { rope_type: 'default' }, { type: 'default' }], [{ rope_type: 'yarn', factor: 4, original_max_position_embeddings: 4096 }, { type: 'linear', factor: 2 }, { rope_type: 'default', factor: 2 }, 'linear', [1]]),
     one('rope_parameters', [{ rope_type: 'default', rope_theta: theta }, { rope_theta: theta }], [{ rope_type: 'default', rope_theta: theta * 2 }, { rope_type: 'dynamic', factor: 2 }, { rope_type: 'default', rope_theta: 1e308 }]),
-    one('layer_types', [Array(layers).fill('full_attention'), null], [[...Array(layers - 1).fill('full_attention'), 'sliding_attention'], ['full_attention'], 'full_attention']),
+    ...(qwen ? [one('layer_types', [Array(layers).fill('full_attention'), null], [[...Array(layers - 1).fill('full_attention'), 'sliding_attention'], ['full_attention'], 'full_attention'])] : []),
     [
       [{ use_sliding_window: false, sliding_window: 4096 }, { use_sliding_window: true, sliding_window: null }, { use_sliding_window: true, sliding_window: 64, max_window_layers: layers }, ...(qwen ? [] : window)],
       [...(qwen ? window : []), ...(qwen ? [{ use_sliding_window: 'yes' }, { sliding_window: -1 }] : [])],

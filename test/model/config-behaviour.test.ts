@@ -92,7 +92,7 @@ t.test('the configs released checkpoints ship load, with the values the engine c
   // ERNIE's Paddle-era config keys at their neutral values
   t.ok(resolveConfig({ ...ERNIE_0_3B_PT, use_rmsnorm: true, compression_ratio: 1.0, attention_probs_dropout_prob: 0.0, hidden_dropout_prob: 0.0, use_flash_attention: true, fuse_rms_norm: false, ignored_index: -100 }, WHERE))
   // sliding-window keys on ERNIE-4.5: transformers' Ernie4_5Config has none and ignores them
-  t.ok(resolveConfig({ ...ERNIE_0_3B_PT, use_sliding_window: true, sliding_window: 4096 }, WHERE))
+  t.ok(resolveConfig({ ...ERNIE_0_3B_PT, use_sliding_window: true, sliding_window: 4096, layer_types: ['sliding_attention'] }, WHERE))
   // keys that change nothing
   t.ok(resolveConfig({ ...QWEN3_0_6B, output_hidden_states: true, return_dict: false, pruned_heads: {}, quantization_config: null, auto_map: { AutoConfig: 'x.Y' }, dtype: 'bfloat16' }, WHERE))
 })
