@@ -33,7 +33,7 @@ function configField(rng: Rng): Field {
     case 0:
       return f(rng.pick(['add_bos_token', 'add_eos_token', 'clean_up_tokenization_spaces']), [true, false, REMOVED, null, 'true', 'false', 1, 0], (v) => absent(v) || typeof v === 'boolean')
     case 1:
-      return f('model_max_length', [512, 4096, 1, 1e30, REMOVED, null, '512', -1, 0, 1.5, true, 1e400], (v) => absent(v) || (Number.isInteger(v) && (v as number) > 0))
+      return f('model_max_length', [512, 4096, 1, 1e30, REMOVED, null, '512', -1, 0, 1.5, true], (v) => absent(v) || (Number.isInteger(v) && (v as number) > 0))
     case 2:
       return f(
         rng.pick(['eos_token', 'bos_token', 'pad_token', 'unk_token', 'sep_token', 'cls_token', 'mask_token']),
