@@ -17,6 +17,7 @@ import { CLASSIFICATION_HEAD } from '../model/weights'
 import type { Pooling } from './encode'
 import { HEAD_BIAS, HEAD_WEIGHT, type Head } from './head'
 import type { Method } from './options'
+import { parseJsonBytes } from '../io/json'
 import { readSmallFile, readSmallFileSync } from '../io/read'
 
 /** transformers' module name of a decoder classifier's head: a Linear [classes, hidden] without bias. */
@@ -191,7 +192,7 @@ function readJson(file: string): Record<string, unknown> | undefined {
   if (!fs.existsSync(file)) return undefined
   let raw: unknown
   try {
-    raw = JSON.parse(readSmallFileSync(file, 'config').toString('utf8'))
+    raw = parseJsonBytes(readSmallFileSync(file, 'config'))
   } catch (e) {
     if (e instanceof ErnieError) throw e
     throw new ErnieError('ERR_CLASSIFIER', `${file}: invalid JSON (${(e as Error).message})`, { cause: e })
@@ -200,20 +201,44 @@ function readJson(file: string): Record<string, unknown> | undefined {
   return raw as Record<string, unknown>
 }
 
-/** config.json's id2label as names in id order (ids 0..n-1, each once). */
+/**
+ * config.json's id2label as names in id order (ids 0..n-1 written as transformers writes them,
+ * each once, distinct names), checked against num_labels when both are there (transformers
+ * refuses a disagreement).
+ */
 function labelsOf(config: Record<string, unknown>, file: string): string[] | undefined {
   const map = config.id2label
-  if (map === undefined || map === null) return undefined
+  const numLabels = config.num_labels
+  if (numLabels !== undefined && numLabels !== null && !(Number.isInteger(numLabels) && (numLabels as number) >= 1))
+    throw new ErnieError('ERR_CLASSIFIER', `${file}: num_labels must be a positive integer, got ${JSON.stringify(numLabels)}`)
+  // num_labels alone: transformers names the classes LABEL_0, LABEL_1, ...
+  if (map === undefined || map === null) return typeof numLabels === 'number' ? defaultLabels(numLabels) : undefined
   if (typeof map !== 'object' || Array.isArray(map)) throw new ErnieError('ERR_CLASSIFIER', `${file}: id2label must map ids to names`)
   const entries = Object.entries(map as Record<string, unknown>)
   const names: string[] = new Array(entries.length)
   for (const [id, name] of entries) {
-    const i = Number(id)
-    if (!Number.isInteger(i) || i < 0 || i >= entries.length || names[i] !== undefined || typeof name !== 'string')
+    const i = /^(0|[1-9]\d*)$/.test(id) ? Number(id) : NaN
+    if (!(i < entries.length) || names[i] !== undefined || typeof name !== 'string')
       throw new ErnieError('ERR_CLASSIFIER', `${file}: id2label must map the ids 0..${entries.length - 1} to names, got ${JSON.stringify(map)}`)
     names[i] = name
   }
+  const twice = names.find((n, i) => names.indexOf(n) !== i)
+  if (twice !== undefined) throw new ErnieError('ERR_CLASSIFIER', `${file}: id2label names two classes ${JSON.stringify(twice)}`)
+  if (typeof numLabels === 'number' && numLabels !== names.length)
+    throw new ErnieError('ERR_CLASSIFIER', `${file}: num_labels is ${numLabels} but id2label names ${names.length} classes`)
   return names
+}
+
+// transformers' sequence classifiers score by problem_type: softmax for single-label (the default
+// with two or more labels), sigmoid per class for multi-label, the raw value for regression (the
+// default with one label). This package's classifiers are the first kind.
+function checkProblemType(config: Record<string, unknown>, file: string): void {
+  const type = config.problem_type
+  if (type === undefined || type === null || type === 'single_label_classification') return
+  throw new ErnieError(
+    'ERR_CLASSIFIER',
+    `${file}: problem_type ${JSON.stringify(type)}: this package's classifiers are single-label (softmax over the classes); ${typeof type === 'string' ? 'a multi-label or regression head scores differently' : 'expected a string'}`,
+  )
 }
 
 /** transformers' names for classes it was not told: LABEL_0, LABEL_1, ... */
@@ -233,6 +258,7 @@ export function readHfClassifier(dir: string): HfClassifier {
   const config = readJson(configFile)
   const adapter = readJson(adapterFile)
   const labels = config ? labelsOf(config, configFile) : undefined
+  if (config) checkProblemType(config, configFile)
   if (adapter) {
     if (adapter.task_type !== 'SEQ_CLS')
       throw new ErnieError('ERR_CLASSIFIER', `${adapterFile}: task_type is ${JSON.stringify(adapter.task_type)}; a classifier's PEFT adapter has task_type "SEQ_CLS" (and no classifier.json is here)`)
@@ -252,9 +278,13 @@ export function readHfClassifier(dir: string): HfClassifier {
   const file = openSafetensors(dir)
   try {
     const src = new SafetensorsSource(file)
+    // the head is no part of the model the loader checks: its values are checked here
     const f32 = (name: string) => {
       const v = src.view(name)
-      return v instanceof Float32Array ? Float32Array.from(v) : bf16ToF32(v)
+      const out = v instanceof Float32Array ? Float32Array.from(v) : bf16ToF32(v)
+      const bad = out.findIndex((x) => !Number.isFinite(x))
+      if (bad >= 0) throw new ErnieError('ERR_CLASSIFIER', `${file.path}: tensor "${name}" holds ${out[bad]} at element ${bad}; a classification head must be finite`)
+      return out
     }
     const name = `${SCORE_MODULE}.weight`
     if (!src.has(name)) throw new ErnieError('ERR_CLASSIFIER', `${file.path}: no tensor "${name}" (the sequence classifier's head)`)

@@ -290,6 +290,9 @@ async function loadHfClassifier<C extends { dispose(): Promise<void> }>(dir: str
     if (hf.method === 'lora') {
       adapter = await LoraAdapter.load(dir, model, { modulesToSave: [SCORE_MODULE] })
       const saved = adapter.savedModules.get(SCORE_MODULE)
+      // transformers' score Linear has a weight (and this package's export a bias): nothing else to apply
+      const other = [...(saved?.keys() ?? [])].find((k) => k !== 'weight' && k !== 'bias')
+      if (other !== undefined) throw new ErnieError('ERR_CLASSIFIER', `${path.join(dir, 'adapter_model.safetensors')}: tensor "base_model.model.${SCORE_MODULE}.${other}" is no part of the classification head (weight, bias)`)
       const weight = saved?.get('weight')
       if (!weight) throw new ErnieError('ERR_CLASSIFIER', `${path.join(dir, 'adapter_model.safetensors')}: no tensor "base_model.model.${SCORE_MODULE}.weight" (the classification head)`)
       score = { weight: weight.data, bias: saved!.get('bias')?.data, shape: weight.shape }
@@ -297,6 +300,8 @@ async function loadHfClassifier<C extends { dispose(): Promise<void> }>(dir: str
     const [C, width] = score!.shape
     if (score!.shape.length !== 2 || width !== H || !(C >= 1))
       throw new ErnieError('ERR_CLASSIFIER', `${dir}: ${SCORE_MODULE}.weight has shape [${score!.shape.join(', ')}], the model needs [classes, ${H}]`)
+    // transformers reads a one-label head as regression (problem_type's default), not as a class
+    if (C < 2) throw new ErnieError('ERR_CLASSIFIER', `${dir}: ${SCORE_MODULE}.weight has one row: a regression head in transformers' terms, not a classifier of two or more classes`)
     if (score!.bias && score!.bias.length !== C) throw new ErnieError('ERR_CLASSIFIER', `${dir}: ${SCORE_MODULE}.bias has ${score!.bias.length} values for ${C} classes`)
     const labels = hf.labels ?? defaultLabels(C)
     if (labels.length !== C) throw new ErnieError('ERR_CLASSIFIER', `${path.join(dir, 'config.json')}: id2label names ${labels.length} classes, ${SCORE_MODULE}.weight has ${C}`)

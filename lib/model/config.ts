@@ -1,6 +1,7 @@
 // Model configuration: config.json's own (snake_case) keys, validated, plus what the engine
 // derives from the architecture (RoPE pairing, per-head q/k norm).
 import { ErnieError } from '../errors'
+import { checkBehaviour } from './config-behaviour'
 
 export type ModelType = 'ernie4_5' | 'qwen3'
 
@@ -84,6 +85,10 @@ export const QWEN3_0_6B_CONFIG: Readonly<ModelConfig> = Object.freeze({
   torch_dtype: 'bfloat16',
 })
 
+// transformers' defaults where config.json leaves a key out (Ernie4_5Config, Qwen3Config).
+const TRANSFORMERS_HEAD_DIM = 128
+const TIED_BY_DEFAULT: Record<ModelType, boolean> = { ernie4_5: true, qwen3: false }
+
 /** A validated config with the derived sizes the engine needs. */
 export interface ResolvedConfig extends ModelConfig {
   head_dim: number
@@ -98,8 +103,7 @@ function positiveInt(cfg: Record<string, unknown>, key: string, where: string): 
   return v
 }
 
-function numberIn(cfg: Record<string, unknown>, key: string, where: string, min: number, max: number, why: string): number {
-  const v = cfg[key]
+function numberIn(v: unknown, key: string, where: string, min: number, max: number, why: string): number {
   if (typeof v !== 'number' || !Number.isFinite(v) || v <= min || v > max)
     throw new ErnieError('ERR_CONFIG', `${where}: "${key}" must be a number in (${min}, ${max}] (${why}), got ${JSON.stringify(v)}`)
   return v
@@ -121,12 +125,17 @@ export function resolveConfig(raw: unknown, where = 'config'): ResolvedConfig {
       'ERR_UNSUPPORTED_MODEL',
       `${where}: model_type ${JSON.stringify(type)} is not supported (expected "ernie4_5" or "qwen3")`,
     )
-  for (const k of ['hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'num_key_value_heads', 'vocab_size'])
+  // null num_key_value_heads means one per attention head, as both transformers classes read it
+  const kvHeadsGiven = cfg.num_key_value_heads !== null
+  for (const k of ['hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'vocab_size', ...(kvHeadsGiven ? ['num_key_value_heads'] : [])])
     positiveInt(cfg, k, where)
+  const ropeTheta = checkBehaviour(cfg, type, where)
   // Physical ranges: released models use eps 1e-6..1e-5 and theta 1e4..1e6; values far outside
   // are a corrupted or mistyped file, not a model.
-  numberIn(cfg, 'rms_norm_eps', where, 0, 0.1, 'an RMSNorm epsilon')
-  numberIn(cfg, 'rope_theta', where, 1, 1e9, 'the RoPE base')
+  numberIn(cfg.rms_norm_eps, 'rms_norm_eps', where, 0, 0.1, 'an RMSNorm epsilon')
+  numberIn(ropeTheta, 'rope_theta', where, 1, 1e9, 'the RoPE base')
+  // only ErnieModel.random reads it (the standard deviation of the initial weights)
+  optionalOfType(cfg, 'initializer_range', where, 'a number in (0, 1]', (v) => typeof v === 'number' && v > 0 && v <= 1)
   // JSON types exact: "false" is not false.
   const vocab = cfg.vocab_size as number
   const isTokenId = (v: unknown) => Number.isInteger(v) && (v as number) >= 0 && (v as number) < vocab
@@ -139,7 +148,7 @@ export function resolveConfig(raw: unknown, where = 'config'): ResolvedConfig {
   optionalOfType(cfg, 'architectures', where, 'a list of class names', (v) => Array.isArray(v) && v.every((a) => typeof a === 'string'))
   optionalOfType(cfg, 'torch_dtype', where, 'a string', (v) => typeof v === 'string')
   const heads = cfg.num_attention_heads as number
-  const kvHeads = cfg.num_key_value_heads as number
+  const kvHeads = kvHeadsGiven ? (cfg.num_key_value_heads as number) : heads
   if (heads % kvHeads !== 0)
     throw new ErnieError('ERR_CONFIG', `${where}: num_attention_heads (${heads}) must be a multiple of num_key_value_heads (${kvHeads})`)
   let headDim = cfg.head_dim
@@ -148,6 +157,13 @@ export function resolveConfig(raw: unknown, where = 'config'): ResolvedConfig {
     if (hidden % heads !== 0)
       throw new ErnieError('ERR_CONFIG', `${where}: no "head_dim" and hidden_size (${hidden}) is not a multiple of num_attention_heads (${heads})`)
     headDim = hidden / heads
+    // null is "derive it" (Ernie4_5Config's rule); an absent key is transformers' class default,
+    // 128 for both model types, where ERNIE's Paddle code derives it: state it unless they agree
+    if (cfg.head_dim === undefined && headDim !== TRANSFORMERS_HEAD_DIM)
+      throw new ErnieError(
+        'ERR_CONFIG',
+        `${where}: no "head_dim": transformers reads an absent head_dim as ${TRANSFORMERS_HEAD_DIM}, ERNIE's Paddle code as hidden_size / num_attention_heads (${headDim}); write the model's head_dim (or null for ${headDim})`,
+      )
   } else {
     positiveInt(cfg, 'head_dim', where)
   }
@@ -160,8 +176,10 @@ export function resolveConfig(raw: unknown, where = 'config'): ResolvedConfig {
   const present = Object.fromEntries(Object.entries(cfg).filter(([, v]) => v !== null))
   return {
     ...(present as ModelConfig),
+    num_key_value_heads: kvHeads,
     head_dim: headDim as number,
-    tie_word_embeddings: cfg.tie_word_embeddings !== false,
+    rope_theta: ropeTheta as number,
+    tie_word_embeddings: typeof cfg.tie_word_embeddings === 'boolean' ? cfg.tie_word_embeddings : TIED_BY_DEFAULT[type],
     arch: ARCHITECTURES[type],
   }
 }

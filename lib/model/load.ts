@@ -90,7 +90,7 @@ export interface RandomOptions {
   /** See FromPretrainedOptions.precision. */
   precision?: Precision
   seed?: number
-  /** Standard deviation of the weights (HF's initializer_range, default 0.02); norms start at 1. */
+  /** Standard deviation of the weights (default: the config's initializer_range, as HF's, else 0.02); norms start at 1. */
   std?: number
   /** See FromPretrainedOptions.resizeTokenEmbeddings. */
   resizeTokenEmbeddings?: number
@@ -99,7 +99,7 @@ export interface RandomOptions {
 /** Random bf16 weights for a config, as HF initialises them. */
 export function randomTensors(cfg: ResolvedConfig, options: RandomOptions = {}): MemoryTensors {
   const seed = options.seed ?? 0
-  const std = options.std ?? 0.02
+  const std = options.std ?? (cfg.initializer_range as number | undefined) ?? 0.02
   const tensors = new Map<string, { shape: number[]; data: WeightArray }>()
   let i = 0
   for (const [name, shape] of checkpointShapes(cfg)) {

@@ -7,8 +7,10 @@ import * as path from 'node:path'
 
 import { ErnieError, rangeError, typeError } from '../errors'
 import { writeDirectoryAtomically, writeFileDurable } from '../io/atomic'
+import { parseJsonBytes } from '../io/json'
 import { readSmallFile } from '../io/read'
 import { openSafetensors, saveSafetensors, type TensorToSave } from '../io/safetensors'
+import { RE2JS } from 're2js'
 import type { NativeAdapterLayer } from '../addon-types'
 import { NativeAdapter } from '../native'
 import { seededRandom } from '../util/random'
@@ -95,27 +97,89 @@ function tokensFor(model: ModelLike, indices: unknown, where: string): { tokens:
 
 // adapter_config.json's target_modules: names (a projection, or a module path ending in one),
 // 'all-linear', or a regular expression PEFT full-matches against module paths.
-function targetModulesOf(x: unknown, fail: (msg: string) => never): Projection[] {
+/**
+ * The projections adapter_config.json's target_modules names, as PEFT matches them against the
+ * base model's module names (model.layers.L.self_attn.q_proj): a string is a regex that must
+ * match a whole name (run on RE2: a file's pattern cannot backtrack for ever), a list entry the
+ * end of a name after a dot. The engine adapts a projection in every layer or in none.
+ */
+function targetModulesOf(x: unknown, layers: number, fail: (msg: string) => never): Projection[] {
   if (x === 'all-linear') return [...PROJECTIONS]
+  let matches: (name: string) => boolean
   if (typeof x === 'string') {
-    let re: RegExp
+    let re: RE2JS
     try {
-      re = new RegExp(`^(?:${x})$`)
-    } catch {
-      return fail(`target_modules ${JSON.stringify(x)} is not a valid regular expression`)
+      re = RE2JS.compile(x)
+    } catch (e) {
+      return fail(`target_modules ${JSON.stringify(x)} is not a regular expression this reader runs (${(e as Error).message})`)
     }
-    const hits = PROJECTIONS.filter((p) => re.test(`model.layers.0.${modulePath(p)}`))
-    if (hits.length === 0) fail(`target_modules ${JSON.stringify(x)} matches none of ${PROJECTIONS.join(', ')}`)
-    return hits
+    matches = (name) => re.matches(name)
+  } else if (Array.isArray(x) && x.length > 0 && x.every((e) => typeof e === 'string' && e !== '')) {
+    const entries = x as string[]
+    matches = (name) => entries.some((e) => name === e || name.endsWith(`.${e}`))
+    for (const e of entries)
+      if (!PROJECTIONS.some((p) => Array.from({ length: layers }, (_, l) => `model.layers.${l}.${modulePath(p)}`).some((n) => n === e || n.endsWith(`.${e}`))))
+        fail(`target module ${JSON.stringify(e)} names none of ${PROJECTIONS.join(', ')}`)
+  } else return fail(`target_modules must be a non-empty list of module names or a string, got ${JSON.stringify(x)}`)
+  const out: Projection[] = []
+  for (const p of PROJECTIONS) {
+    const hits = Array.from({ length: layers }, (_, l) => matches(`model.layers.${l}.${modulePath(p)}`))
+    if (hits.every(Boolean)) out.push(p)
+    else if (hits.some(Boolean)) fail(`target_modules ${JSON.stringify(x)} adapts ${p} in layers ${hits.flatMap((h, l) => (h ? [l] : [])).join(', ')} only; the engine adapts a projection in every layer`)
   }
-  if (!Array.isArray(x) || x.length === 0) return fail('target_modules must be a non-empty list or a string')
-  const out = new Set<Projection>()
-  for (const name of x) {
-    const last = typeof name === 'string' ? name.split('.').pop()! : ''
-    if (!(PROJECTIONS as readonly string[]).includes(last)) fail(`target module ${JSON.stringify(name)} is not one of ${PROJECTIONS.join(', ')}`)
-    out.add(last as Projection)
+  if (out.length === 0) fail(`target_modules ${JSON.stringify(x)} matches none of ${PROJECTIONS.join(', ')}`)
+  return out
+}
+
+/**
+ * adapter_config.json as LoraOptions. Every field PEFT reads is of its JSON type (PEFT takes
+ * "true" as true: read as false here it would compute another adapter), and the features the
+ * engine does not apply are refused rather than ignored.
+ */
+function readPeftConfig(c: Record<string, unknown>, layers: number, fail: (msg: string) => never): LoraOptions & { savedModules: string[] } {
+  const given = (key: string) => c[key] !== undefined && c[key] !== null
+  const flag = (key: string): boolean => {
+    if (!given(key)) return false
+    if (typeof c[key] !== 'boolean') fail(`${key} must be true or false, got ${JSON.stringify(c[key])}`)
+    return c[key] as boolean
   }
-  return PROJECTIONS.filter((p) => out.has(p))
+  const number = (key: string, fallback: number, valid: (v: number) => boolean, range: string): number => {
+    const v = c[key] === undefined ? fallback : c[key]
+    if (typeof v !== 'number' || !Number.isFinite(v) || !valid(v)) fail(`${key} must be ${range}, got ${JSON.stringify(v)}`)
+    return v as number
+  }
+  if (c.peft_type !== undefined && c.peft_type !== 'LORA') fail(`peft_type is ${JSON.stringify(c.peft_type)}; only LORA adapters are supported`)
+  if (flag('fan_in_fan_out')) fail('fan_in_fan_out adapters are not supported')
+  if (flag('use_dora')) fail('DoRA adapters are not supported')
+  if (flag('lora_bias')) fail('lora_bias (a bias on lora_B) is not supported')
+  if (c.bias !== undefined && c.bias !== 'none') fail(`bias ${JSON.stringify(c.bias)} is not supported (only "none")`)
+  for (const key of ['rank_pattern', 'alpha_pattern']) {
+    const v = c[key]
+    if (!given(key)) continue
+    if (typeof v !== 'object' || Array.isArray(v)) fail(`${key} must be an object, got ${JSON.stringify(v)}`)
+    if (Object.keys(v as object).length > 0) fail(`${key} (per-module ranks) is not supported`)
+  }
+  for (const key of ['layers_to_transform', 'layer_replication']) if (given(key)) fail(`${key} is not supported`)
+  const saved = given('modules_to_save') ? c.modules_to_save : []
+  if (!Array.isArray(saved) || !saved.every((m) => typeof m === 'string')) fail(`modules_to_save must be a list of module names, got ${JSON.stringify(saved)}`)
+  return {
+    // PEFT's defaults where the file leaves a field out: r 8, lora_alpha 8, lora_dropout 0
+    r: number('r', 8, (v) => Number.isInteger(v) && v >= 1 && v <= 4096, 'an integer in [1, 4096]'),
+    alpha: number('lora_alpha', 8, () => true, 'a number'),
+    dropout: number('lora_dropout', 0, (v) => v >= 0 && v < 1, 'a number in [0, 1)'),
+    targetModules: targetModulesOf(c.target_modules, layers, fail),
+    useRslora: flag('use_rslora'),
+    // PEFT's TrainableTokens beside LoRA: a list of ids, or per table (checked by resolveTrainableTokens)
+    ...(given('trainable_token_indices') ? { trainableTokenIndices: c.trainable_token_indices as TrainableTokenIndices } : {}),
+    savedModules: saved as string[],
+  }
+}
+
+/** Refuses a tensor holding NaN or an infinity (it would turn every output it touches to NaN). */
+function finite(data: Float32Array, where: string): Float32Array {
+  for (let i = 0; i < data.length; i++)
+    if (!Number.isFinite(data[i])) throw new ErnieError('ERR_ADAPTER', `${where} holds ${data[i]} at element ${i}; an adapter's weights must be finite numbers`)
+  return data
 }
 
 const f32Scratch = new Float32Array(1)
@@ -294,7 +358,7 @@ export class LoraAdapter {
     }
     let raw: unknown
     try {
-      raw = JSON.parse((await readSmallFile(configFile, 'config')).toString('utf8'))
+      raw = parseJsonBytes(await readSmallFile(configFile, 'config'))
     } catch (e) {
       if (e instanceof ErnieError) throw e // not a regular file, or past its size cap: named by the reader
       const code = (e as { code?: string }).code
@@ -302,31 +366,16 @@ export class LoraAdapter {
     }
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail('expected a JSON object')
     const c = raw as Record<string, unknown>
-    if (c.peft_type !== undefined && c.peft_type !== 'LORA') fail(`peft_type is ${JSON.stringify(c.peft_type)}; only LORA adapters are supported`)
-    if (c.fan_in_fan_out === true) fail('fan_in_fan_out adapters are not supported')
-    if (c.use_dora === true) fail('DoRA adapters are not supported')
-    if (c.bias !== undefined && c.bias !== 'none') fail(`bias ${JSON.stringify(c.bias)} is not supported (only "none")`)
-    for (const key of ['rank_pattern', 'alpha_pattern'])
-      if (c[key] && typeof c[key] === 'object' && Object.keys(c[key] as object).length > 0) fail(`${key} (per-module ranks) is not supported`)
-    const savedModules = Array.isArray(c.modules_to_save) ? (c.modules_to_save as unknown[]) : []
+    const { savedModules, ...loraOptions } = readPeftConfig(c, model.config.num_hidden_layers, fail)
     if (savedModules.length > 0 && options.modulesToSave === undefined) fail('modules_to_save is not supported')
-    if (c.layers_to_transform !== undefined && c.layers_to_transform !== null) fail('layers_to_transform is not supported')
-    const loraOptions: LoraOptions = {
-      r: c.r as number,
-      alpha: (c.lora_alpha ?? 8) as number,
-      dropout: (c.lora_dropout ?? 0) as number,
-      targetModules: targetModulesOf(c.target_modules, fail),
-      useRslora: c.use_rslora === true,
-      ...(c.trainable_token_indices !== undefined && c.trainable_token_indices !== null
-        ? { trainableTokenIndices: c.trainable_token_indices as TrainableTokenIndices }
-        : {}),
-    }
     // Its ids checked here, so that an error names the config file.
     if (loraOptions.trainableTokenIndices !== undefined && model.weights)
       resolveTrainableTokens(loraOptions.trainableTokenIndices, model.config, tiedHead(model.weights), configFile)
 
     const weights = path.join(dir, 'adapter_model.safetensors')
-    if (!fs.existsSync(weights))
+    const weightsInfo = fs.statSync(weights, { throwIfNoEntry: false })
+    if (weightsInfo?.isDirectory()) throw new ErnieError('ERR_ADAPTER', `${weights}: is a directory, not the adapter's weights`)
+    if (!weightsInfo)
       throw new ErnieError(
         'ERR_ADAPTER',
         fs.existsSync(path.join(dir, 'adapter_model.bin'))
@@ -343,14 +392,16 @@ export class LoraAdapter {
           if (!file.has(name)) return undefined
           used.add(name)
           const info = file.tensors[name]
-          return { shape: info.shape, data: toF32(file.view(name) as Float32Array | Uint16Array, info.dtype, `${weights}: tensor "${name}"`) }
+          const where = `${weights}: tensor "${name}"`
+          return { shape: info.shape, data: finite(toF32(file.view(name) as Float32Array | Uint16Array, info.dtype, where), where) }
         },
         weights,
       )
       const read = (name: string): AdapterTensor => {
         used.add(name)
         const info = file.tensors[name]
-        return { shape: info.shape, data: Float32Array.from(toF32(file.view(name) as Float32Array | Uint16Array, info.dtype, `${weights}: tensor "${name}"`)) }
+        const where = `${weights}: tensor "${name}"`
+        return { shape: info.shape, data: finite(Float32Array.from(toF32(file.view(name) as Float32Array | Uint16Array, info.dtype, where)), where) }
       }
       for (const m of savedModules) {
         const prefix = typeof m === 'string' ? peftSavedModuleName(m, '') : undefined

@@ -21,6 +21,7 @@ import {
 import { TokenizerError } from './errors'
 import type { TokenizerBackend } from './backend'
 import { linearPatterns } from './hf-patterns'
+import { checkPipelineDepth, tokenFlags, isObject, isTokenId, MAX_TOKEN_ID } from './json-fields'
 import { checkVocabulary, modelKind } from './hf-vocab'
 import { PrecompiledCharsMap, decodeUtf8Lenient } from './normalizer'
 
@@ -74,19 +75,16 @@ function withExactByteFallback(d: Decoder | null): Decoder | null {
   return d
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
-
 /** The `added_tokens` array of a tokenizer.json, checked. */
 export function readJsonAddedTokens(json: Record<string, unknown>, file: string): JsonAddedToken[] {
   const raw = json.added_tokens ?? []
   if (!Array.isArray(raw)) throw new TokenizerError('ERR_TOKENIZER_JSON', '"added_tokens" must be an array', { file })
   return raw.map((t, i) => {
-    if (!isObject(t) || typeof t.content !== 'string' || !Number.isInteger(t.id) || (t.id as number) < 0) {
-      throw new TokenizerError('ERR_TOKENIZER_JSON', `added_tokens[${i}] needs an integer "id" >= 0 and a string "content"`, { file })
+    if (!isObject(t) || typeof t.content !== 'string' || !isTokenId(t.id)) {
+      throw new TokenizerError('ERR_TOKENIZER_JSON', `added_tokens[${i}] needs an integer "id" in [0, ${MAX_TOKEN_ID}] and a string "content"`, { file })
     }
-    return { id: t.id as number, content: t.content, special: t.special === true, lstrip: t.lstrip === true, rstrip: t.rstrip === true }
+    // empty content is refused with the vocabulary's checks (hf-vocab.ts)
+    return { id: t.id, content: t.content, ...tokenFlags(t, `added_tokens[${i}]: `, file) }
   })
 }
 
@@ -110,6 +108,7 @@ export class HfBackend implements TokenizerBackend {
         throw new TokenizerError('ERR_TOKENIZER_JSON', `"${key}" must be an object or null`, { file })
       }
     }
+    checkPipelineDepth(json, file)
     this.addedTokens = readJsonAddedTokens(json, file)
     const model = json.model
     if (model.type !== undefined && !['BPE', 'Unigram', 'WordPiece'].includes(model.type as string)) {

@@ -9,6 +9,7 @@ import { readSmallFile, type SmallFileKind } from '../io/read'
 import type { TokenizerBackend } from './backend'
 import { CHAT_TEMPLATE_TOKENS, ChatTemplate, impliedChatTemplate, isChatTemplateName, shippedChatTemplates, type ChatMessage, type ChatTemplateName } from './chat'
 import { TokenizerError, checkText } from './errors'
+import { addedTokenFields, flag, isObject, isTokenId, MAX_TOKEN_ID, optionalFlag, parseJsonFile, tokenContent } from './json-fields'
 import { HfBackend } from './hf'
 import { PieceType } from './protobuf'
 import { SentencePieceModel } from './sentencepiece'
@@ -77,29 +78,17 @@ export interface TokenizerFiles {
   specialTokensMap?: Record<string, unknown>
   /** added_tokens.json ({ content: id }), parsed. */
   addedTokens?: Record<string, unknown>
-  /** The model directory the files were read from (what save() copies). */
+  /** The model directory the files were read from (what save() copies; names special_tokens_map.json and added_tokens.json in errors). */
   directory?: string
   /** chat_template.jinja's text (newer transformers save the template there), and its path. */
   chatTemplateJinja?: { text: string; file: string }
-  /** Name used in error messages. */
+  /** tokenizer_config.json's path, for error messages. */
   source?: string
 }
 
 export interface FromDirectoryOptions {
   /** Which file to use when a directory has both. Default 'tokenizer.json' (as transformers does). */
   prefer?: 'tokenizer.json' | 'tokenizer.model'
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
-
-// A special-token entry of tokenizer_config.json / special_tokens_map.json: "<s>" or { content: "<s>", ... }.
-function tokenContent(v: unknown, key: string, file: string): { content: string; lstrip: boolean; rstrip: boolean } | undefined {
-  if (v === undefined || v === null) return undefined
-  if (typeof v === 'string') return { content: v, lstrip: false, rstrip: false }
-  if (isObject(v) && typeof v.content === 'string') return { content: v.content, lstrip: v.lstrip === true, rstrip: v.rstrip === true }
-  throw new TokenizerError('ERR_TOKENIZER_JSON', `"${key}" must be a string or an object with a string "content"`, { file })
 }
 
 class SentencePieceBackend implements TokenizerBackend {
@@ -231,6 +220,7 @@ export class Tokenizer {
     this.kind = backend.kind
     const config = files.config ?? {}
     const source = files.source ?? 'tokenizer_config.json'
+    const fileNamed = (name: string) => (files.directory !== undefined ? join(files.directory, name) : name)
     for (const t of init.added) this.register(t)
 
     // Added tokens listed in the config with their ids (transformers' added_tokens_decoder).
@@ -238,18 +228,21 @@ export class Tokenizer {
     if (decoder !== undefined) {
       if (!isObject(decoder)) throw new TokenizerError('ERR_TOKENIZER_JSON', '"added_tokens_decoder" must be an object', { file: source })
       for (const [key, value] of Object.entries(decoder)) {
-        const id = Number(key)
-        if (!Number.isInteger(id) || id < 0 || !isObject(value) || typeof value.content !== 'string') {
-          throw new TokenizerError('ERR_TOKENIZER_JSON', `added_tokens_decoder["${key}"] needs an integer key and a string "content"`, { file: source })
-        }
-        if (this.added.has(id) || this.addedByContent.has(value.content)) continue
-        this.register({ id, content: value.content, special: value.special === true, lstrip: value.lstrip === true, rstrip: value.rstrip === true })
+        // keys as transformers writes them (int(key) in Python): decimal ids
+        const id = /^(0|[1-9]\d*)$/.test(key) ? Number(key) : NaN
+        if (!isTokenId(id) || !isObject(value))
+          throw new TokenizerError('ERR_TOKENIZER_JSON', `added_tokens_decoder["${key}"] needs a decimal id in [0, ${MAX_TOKEN_ID}] and a token object`, { file: source })
+        const t = addedTokenFields(value, `added_tokens_decoder["${key}"]: `, source)
+        if (this.added.has(id) || this.addedByContent.has(t.content)) continue
+        this.register({ id, ...t })
       }
     }
     if (files.addedTokens !== undefined) {
+      const file = fileNamed('added_tokens.json')
       for (const [content, id] of Object.entries(files.addedTokens)) {
-        if (!Number.isInteger(id) || (id as number) < 0) throw new TokenizerError('ERR_TOKENIZER_JSON', `added_tokens.json: id of ${JSON.stringify(content)} must be an integer >= 0`)
-        if (!this.addedByContent.has(content)) this.register({ id: id as number, content, special: false, lstrip: false, rstrip: false })
+        if (content === '' || !isTokenId(id))
+          throw new TokenizerError('ERR_TOKENIZER_JSON', `${JSON.stringify(content)}: a token needs non-empty content and an integer id in [0, ${MAX_TOKEN_ID}], got ${JSON.stringify(id)}`, { file })
+        if (!this.addedByContent.has(content)) this.register({ id, content, special: false, lstrip: false, rstrip: false })
       }
     }
 
@@ -261,7 +254,7 @@ export class Tokenizer {
     }
     const extra: { content: string; lstrip: boolean; rstrip: boolean }[] = []
     for (const [file, obj] of [
-      ['special_tokens_map.json', files.specialTokensMap],
+      [fileNamed('special_tokens_map.json'), files.specialTokensMap],
       [source, config],
     ] as const) {
       if (obj === undefined) continue
@@ -291,8 +284,8 @@ export class Tokenizer {
     this.specialMatcher = new TokenMatcher(all.filter((t) => t.special || init.alwaysMatch(t)))
 
     // addSpecialTokens: explicit add_bos_token / add_eos_token win (as transformers does), else the post-processor.
-    const addBos = config.add_bos_token
-    const addEos = config.add_eos_token
+    const addBos = optionalFlag(config, 'add_bos_token', '', source)
+    const addEos = optionalFlag(config, 'add_eos_token', '', source)
     if (typeof addBos === 'boolean' || typeof addEos === 'boolean' || init.template === undefined) {
       const bos = this.roles.get('bos')
       const eos = this.roles.get('eos')
@@ -302,8 +295,13 @@ export class Tokenizer {
       this.prefix = init.template.prefix
       this.suffix = init.template.suffix
     }
+    // read by the tokenizer.json backend (fromTokenizerJson); its type is checked for both kinds
+    flag(config, 'clean_up_tokenization_spaces', '', source)
+    // a positive integer; transformers writes 1e30 (VERY_LARGE_INTEGER) for "no limit"
     const maxLen = config.model_max_length
-    this.modelMaxLength = typeof maxLen === 'number' && Number.isInteger(maxLen) && maxLen > 0 && maxLen < 1e15 ? maxLen : undefined
+    if (maxLen !== undefined && maxLen !== null && !(Number.isInteger(maxLen) && (maxLen as number) > 0))
+      throw new TokenizerError('ERR_TOKENIZER_JSON', `"model_max_length" must be a positive integer, got ${JSON.stringify(maxLen)}`, { file: source })
+    this.modelMaxLength = typeof maxLen === 'number' && maxLen < 1e15 ? maxLen : undefined
     this.chatTemplates = shippedChatTemplates(config.chat_template, source, files.chatTemplateJinja)
     const implied = impliedChatTemplate((c) => this.addedByContent.get(c)?.special === true)
     this.chatTemplate = this.chatTemplates.get('default') ?? (implied !== undefined ? ChatTemplate.builtin(implied) : undefined)
@@ -357,7 +355,7 @@ export class Tokenizer {
     const readJson = async (name: string): Promise<Record<string, unknown> | undefined> => {
       const buf = await readOptional(name)
       if (buf === undefined) return undefined
-      const value = parseJson(buf.toString('utf8'), join(dir, name))
+      const value = parseJsonFile(buf, join(dir, name))
       if (!isObject(value)) throw new TokenizerError('ERR_TOKENIZER_JSON', 'must be a JSON object', { file: join(dir, name) })
       return value
     }
@@ -375,7 +373,7 @@ export class Tokenizer {
       const buf = await readOptional(name)
       if (buf === undefined) continue
       const file = join(dir, name)
-      if (name === 'tokenizer.json') return Tokenizer.fromTokenizerJson(parseJson(buf.toString('utf8'), file), { ...files, jsonFile: file })
+      if (name === 'tokenizer.json') return Tokenizer.fromTokenizerJson(parseJsonFile(buf, file), { ...files, jsonFile: file })
       return Tokenizer.fromSentencePiece(new Uint8Array(buf.buffer, buf.byteOffset, buf.length), { ...files, modelFile: file })
     }
     throw new TokenizerError('ERR_TOKENIZER_NOT_FOUND', `${dir} has neither tokenizer.json nor tokenizer.model`)
@@ -413,12 +411,13 @@ export class Tokenizer {
   static fromTokenizerJson(json: unknown, files: TokenizerFiles & { jsonFile?: string } = {}): Tokenizer {
     const file = files.jsonFile ?? 'tokenizer.json'
     const config = files.config ?? {}
+    const source = files.source ?? 'tokenizer_config.json'
     const libraryConfig: Record<string, unknown> = {}
-    for (const key of ['remove_space', 'do_lowercase_and_remove_accent'] as const) if (config[key] !== undefined) libraryConfig[key] = config[key]
-    const eos = tokenContent(config.eos_token, 'eos_token', files.source ?? 'tokenizer_config.json')
+    for (const key of ['remove_space', 'do_lowercase_and_remove_accent'] as const) if (config[key] !== undefined) libraryConfig[key] = flag(config, key, '', source)
+    const eos = tokenContent(config.eos_token, 'eos_token', source)
     if (eos) libraryConfig.eos_token = eos.content
     const backend = new HfBackend(json, file, {
-      cleanUpTokenizationSpaces: config.clean_up_tokenization_spaces === true,
+      cleanUpTokenizationSpaces: flag(config, 'clean_up_tokenization_spaces', '', source),
       libraryConfig,
     })
     const j = json as Record<string, unknown>
@@ -657,14 +656,6 @@ export class Tokenizer {
       )
     }
     return this.encode(template.render(messages, options.addGenerationPrompt === true, this.chatTemplateTokens()), { parseSpecial: true })
-  }
-}
-
-function parseJson(text: string, file: string): unknown {
-  try {
-    return JSON.parse(text)
-  } catch (e) {
-    throw new TokenizerError('ERR_TOKENIZER_JSON', `invalid JSON: ${(e as Error).message}`, { file, cause: e })
   }
 }
 

@@ -62,7 +62,7 @@ export interface PretrainOptions {
   saveSteps?: number
   /** Continue from the latest checkpoint in outputDir/checkpoints, when there is one. */
   resume?: boolean
-  /** Initial weights' standard deviation (default 0.02). */
+  /** Initial weights' standard deviation (default: the config's initializer_range, else 0.02). */
   initStd?: number
   /** Seeds the weights, the document order and the held-out split (default 0). */
   seed?: number
@@ -250,7 +250,7 @@ async function train(o: PretrainOptions, model: ErnieModel, tokenizer: Tokenizer
         learningRate,
         warmupSteps: o.warmupSteps ?? 100,
         weightDecay: o.weightDecay ?? 0.1,
-        ...(o.base === undefined ? { initStd: o.initStd ?? 0.02 } : { base: o.base }),
+        ...(o.base === undefined ? { initStd: o.initStd ?? (model.config.initializer_range as number | undefined) ?? 0.02 } : { base: o.base }),
         seed,
         precision: precisionRecord(model.precision),
       },

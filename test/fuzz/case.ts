@@ -9,10 +9,16 @@ import { seededRandom } from '../../lib/util/random'
  */
 export type Verdict = 'reject' | 'accept' | 'either'
 
-export type Family = 'safetensors' | 'config' | 'ids' | 'data' | 'classifier'
+export type Family = 'safetensors' | 'config' | 'ids' | 'data' | 'classifier' | 'adapter' | 'hf-classifier' | 'tokenizer'
 
-/** A file the case writes: text (UTF-8) or bytes. */
-export type FileContent = string | Uint8Array
+/** Something other than a regular file in a file's place. */
+export type SpecialFile = { special: 'fifo' } | { special: 'directory' } | { special: 'symlink'; to: string }
+
+/** A file the case writes: text (UTF-8), bytes, or a special file. */
+export type FileContent = string | Uint8Array | SpecialFile
+
+/** The saved classifiers the HF-classifier cases start from (made once per run, classifier.json removed). */
+export type HfClassifierKind = 'lora' | 'full'
 
 export type Target =
   /** A model directory: a fixture's config.json and model.safetensors with `files` written over them (null removes one). */
@@ -23,6 +29,12 @@ export type Target =
   | { kind: 'data'; file: string; content: FileContent; examples: number; labels?: string[] }
   /** The run's saved classifier with `files` written over it (null removes one), loaded and asked to predict. */
   | { kind: 'classifier'; files: Record<string, FileContent | null> }
+  /** The ernie-tiny fixture's PEFT adapter with `files` written over it, loaded for ernie-tiny and run in a forward. */
+  | { kind: 'adapter'; files: Record<string, FileContent | null> }
+  /** A saved classifier in its Hugging Face form only (transformers / PEFT files), loaded and asked to predict. */
+  | { kind: 'hf-classifier'; source: HfClassifierKind; files: Record<string, FileContent | null> }
+  /** A tokenizer directory: the ernie-tiny fixture's tokenizer.model (or its tokenizer.json form) with `files` written over it, loaded, encoding and decoding text. */
+  | { kind: 'tokenizer'; form: 'tokenizer.model' | 'tokenizer.json'; files: Record<string, FileContent | null> }
 
 export type ModelFixture = 'ernie-tiny' | 'qwen3-tiny' | 'ernie-tiny-paddle'
 

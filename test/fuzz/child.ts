@@ -2,12 +2,13 @@
 // own directory, fed to what reads it (a model load and a forward, a training run, a classifier
 // load and a prediction), and reported as one JSON line on stdout: a 'start' line before it runs
 // (so that a crash or a hang is pinned on it) and a 'done' line with its outcome after.
+import { spawnSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-import { ErnieClassifier, ErnieModel } from '../../lib/index'
-import type { FuzzCase, Target } from './case'
-import { FIXTURES } from './fixtures'
+import { ErnieClassifier, ErnieModel, LoraAdapter, Tokenizer } from '../../lib/index'
+import type { FileContent, FuzzCase, HfClassifierKind, Target } from './case'
+import { ADAPTER_DIR, FIXTURES, tokenizerFiles } from './fixtures'
 import { generateCase } from './generate'
 
 export interface BatchArgs {
@@ -15,6 +16,8 @@ export interface BatchArgs {
   /** Case ids to run, in order. */
   ids: number[]
   classifierDir: string
+  /** The run's saved classifiers in their Hugging Face form only. */
+  hfClassifierDirs: Record<HfClassifierKind, string>
   workDir: string
 }
 
@@ -39,6 +42,8 @@ export interface CaseReport {
 
 const PROBE_IDS = [1, 5, 6, 7, 8, 2]
 const TEXTS = ['房间很干净，服务也周到', '太差了，不推荐']
+// Text for the tokenizer cases: CJK, Latin, digits, spaces, emoji, special tokens written out.
+const TOKENIZER_TEXTS = [...TEXTS, ' hello  world 123 😈 <s>x</s> <unk> <|begin_of_sentence|>', '']
 
 let shared: ErnieModel | undefined
 async function sharedModel(): Promise<ErnieModel> {
@@ -46,12 +51,38 @@ async function sharedModel(): Promise<ErnieModel> {
   return shared
 }
 
-function write(dir: string, files: Record<string, string | Uint8Array | null>): void {
+function write(dir: string, files: Record<string, FileContent | null>): void {
   for (const [name, content] of Object.entries(files)) {
     const file = path.join(dir, name)
-    if (content === null) fs.rmSync(file, { force: true })
-    else fs.writeFileSync(file, content)
+    fs.rmSync(file, { force: true, recursive: true })
+    if (content === null) continue
+    if (typeof content === 'string' || content instanceof Uint8Array) fs.writeFileSync(file, content)
+    else if (content.special === 'directory') fs.mkdirSync(file)
+    else if (content.special === 'symlink') fs.symlinkSync(content.to, file)
+    else {
+      const made = spawnSync('mkfifo', [file])
+      if (made.status !== 0) throw new Error(`fuzz: mkfifo ${file} failed: ${made.error?.message ?? made.stderr}`)
+    }
   }
+}
+
+function copyDir(from: string, to: string, except: readonly string[] = []): void {
+  for (const f of fs.readdirSync(from)) if (!except.includes(f)) fs.copyFileSync(path.join(from, f), path.join(to, f))
+}
+
+/** What is wrong with a loaded tokenizer's encodings of TOKENIZER_TEXTS: ids outside its vocabulary, text lost, lone surrogates. */
+function tokenizerProblem(tok: Tokenizer): string | undefined {
+  for (const text of TOKENIZER_TEXTS) {
+    for (const addSpecialTokens of [false, true]) {
+      const ids = tok.encode(text, { addSpecialTokens })
+      const bad = ids.find((id) => !Number.isInteger(id) || id < 0 || id >= tok.vocabSize)
+      if (bad !== undefined) return `${JSON.stringify(text)} encodes to id ${bad}, outside 0..${tok.vocabSize - 1}`
+      if (text.trim() !== '' && ids.length === 0) return `${JSON.stringify(text)} encodes to nothing`
+      const back = tok.decode(ids)
+      if (typeof back !== 'string' || /\p{Cs}/u.test(back)) return `${JSON.stringify(text)} decodes to ${JSON.stringify(back)}`
+    }
+  }
+  return undefined
 }
 
 function firstNonFinite(a: ArrayLike<number>): number {
@@ -69,7 +100,7 @@ function checkPredictions(preds: Array<{ label: string; score: number; scores: R
 }
 
 /** Runs a case's target in `dir`; returns what is wrong with an accepted result, or undefined. Throws what loading throws. */
-async function run(target: Target, dir: string, classifierDir: string): Promise<string | undefined> {
+async function run(target: Target, dir: string, { classifierDir, hfClassifierDirs }: BatchArgs): Promise<string | undefined> {
   if (target.kind === 'model') {
     for (const f of ['config.json', 'model.safetensors']) fs.copyFileSync(path.join(FIXTURES, target.fixture, f), path.join(dir, f))
     write(dir, target.files)
@@ -90,7 +121,7 @@ async function run(target: Target, dir: string, classifierDir: string): Promise<
   }
   if (target.kind === 'data') {
     const file = path.join(dir, target.file)
-    fs.writeFileSync(file, target.content)
+    write(dir, { [target.file]: target.content })
     const clf = new ErnieClassifier({ model: await sharedModel(), method: 'head' })
     try {
       const result = await clf.fit(file, { epochs: 1 })
@@ -102,7 +133,26 @@ async function run(target: Target, dir: string, classifierDir: string): Promise<
       await clf.dispose()
     }
   }
-  for (const f of fs.readdirSync(classifierDir)) fs.copyFileSync(path.join(classifierDir, f), path.join(dir, f))
+  if (target.kind === 'adapter') {
+    copyDir(ADAPTER_DIR, dir)
+    write(dir, target.files)
+    const model = await sharedModel()
+    const adapter = await LoraAdapter.load(dir, model)
+    try {
+      const { logits } = await model.forward({ inputIds: [PROBE_IDS] }, { output: ['logits'], adapter })
+      const bad = firstNonFinite(logits!)
+      return bad >= 0 ? `logit ${bad} is ${logits![bad]}` : undefined
+    } finally {
+      adapter.dispose()
+    }
+  }
+  if (target.kind === 'tokenizer') {
+    for (const [name, content] of Object.entries(tokenizerFiles(target.form))) fs.writeFileSync(path.join(dir, name), content)
+    write(dir, target.files)
+    return tokenizerProblem(await Tokenizer.fromDirectory(dir))
+  }
+  if (target.kind === 'hf-classifier') copyDir(hfClassifierDirs[target.source], dir)
+  else copyDir(classifierDir, dir)
   write(dir, target.files)
   const clf = await ErnieClassifier.load(dir)
   try {
@@ -127,7 +177,7 @@ async function runCase(c: FuzzCase, args: BatchArgs): Promise<CaseReport> {
     ms: Math.round(performance.now() - started),
   })
   try {
-    const detail = await run(c.target, dir, args.classifierDir)
+    const detail = await run(c.target, dir, args)
     return report(detail === undefined ? { outcome: 'accepted' } : { outcome: 'garbage', detail })
   } catch (e) {
     const err = e instanceof Error ? e : new Error(String(e))

@@ -3,6 +3,7 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
+import { sentencePieceToTokenizerJson } from '../../lib/index'
 import type { ModelFixture } from './case'
 
 export const FIXTURES = path.join(__dirname, '..', 'fixtures')
@@ -86,4 +87,25 @@ export function trainingLines(): LabeledLine[] {
     // short texts keep each case small; the fixture's texts hold no tabs, quotes or line breaks
     .filter((r) => r.text.length <= 80 && !/["\t\r\n]/.test(r.text))
   return train
+}
+
+/** The ernie-tiny fixture's PEFT adapter (r 4, alpha 8, all seven projections, F32). */
+export const ADAPTER_DIR = path.join(FIXTURES, 'ernie-tiny', 'adapter')
+
+const tokenizerForms = new Map<string, Record<string, Buffer>>()
+
+/**
+ * A tokenizer directory's files: ernie-tiny's tokenizer.model, or the tokenizer.json the
+ * converter makes of it (as transformers' convert_slow_tokenizer would), with its tokenizer_config.json.
+ */
+export function tokenizerFiles(form: 'tokenizer.model' | 'tokenizer.json'): Record<string, Buffer> {
+  let files = tokenizerForms.get(form)
+  if (!files) {
+    const dir = path.join(FIXTURES, 'ernie-tiny')
+    const model = fs.readFileSync(path.join(dir, 'tokenizer.model'))
+    const main = form === 'tokenizer.model' ? model : Buffer.from(JSON.stringify(sentencePieceToTokenizerJson(model), null, 2))
+    files = { [form]: main, 'tokenizer_config.json': fs.readFileSync(path.join(dir, 'tokenizer_config.json')) }
+    tokenizerForms.set(form, files)
+  }
+  return files
 }

@@ -1,5 +1,6 @@
 // The structural fuzz test (issue 17 item 8): seeded cases of corrupted safetensors headers,
-// config.json fields, token ids, training data and saved classifiers (test/fuzz/gen-*.ts), each
+// config.json fields, token ids, training data, saved classifiers (this package's form and the
+// Hugging Face one), PEFT adapters and tokenizer files (test/fuzz/gen-*.ts), each
 // with the verdict the spec gives it, run in batches of 50 per child process. It fails on a
 // crash, a hang, a corrupted input that loads (or a harmless one that computes NaN or is
 // refused), and a rejection that is not a typed error naming its file. ERNIE_FUZZ_SEED varies
@@ -29,6 +30,8 @@ t.test('the judge: what each outcome means for each verdict', async (t) => {
   t.match(judge(report('reject', 'garbage')), /silent acceptance/)
   t.match(judge(report('reject', 'rejected', { name: 'TypeError', code: undefined })), /untyped error/)
   t.match(judge(report('reject', 'rejected', { code: 'ENOENT' })), /untyped error/)
+  t.match(judge(report('reject', 'rejected', { code: 'EISDIR' })), /untyped error/, "Node's own EISDIR")
+  t.equal(judge(report('reject', 'rejected', { name: 'FileError', code: 'EISDIR' })), undefined, "the io layer's FileError for a directory")
   t.match(judge(report('reject', 'rejected', {}, false)), /does not name the file/)
   t.equal(judge(report('accept', 'accepted')), undefined, 'a harmless variant that computes')
   t.match(judge(report('accept', 'garbage')), /bad result: logit 3 is NaN/)
@@ -64,7 +67,7 @@ t.test(`${COUNT} fuzz cases (seed ${suiteSeed()}): no crash, no hang, no silent 
   t.same(run.failures.filter((f) => !run.crashes.includes(f) && !run.hangs.includes(f)), [], 'every outcome as its verdict says')
   // the run tested something: each family had cases of both verdicts (a short run by ERNIE_FUZZ_COUNT need not)
   const least = COUNT >= 1000 ? 5 : 0
-  for (const family of ['safetensors', 'config', 'ids', 'data', 'classifier']) {
+  for (const family of ['safetensors', 'config', 'ids', 'data', 'classifier', 'adapter', 'hf-classifier', 'tokenizer']) {
     const mine = run.reports.filter((r) => r.family === family)
     const of = (v: string) => mine.filter((r) => r.verdict === v).length
     t.ok(of('accept') >= least && of('reject') >= least, `${family}: ${of('accept')} accept and ${of('reject')} reject cases`)

@@ -48,9 +48,13 @@ function verdictFor(key: string, v: Value, cfg: Record<string, unknown>): { verd
     case 'vocab_size':
       // the weights have these sizes: any other value (or type) describes another model
       return ok(v === cfg[key])
-    case 'head_dim':
-      if (absent(v)) return ok((cfg.hidden_size as number) / (cfg.num_attention_heads as number) === cfg.head_dim)
+    case 'head_dim': {
+      // null derives hidden_size / num_attention_heads; absent is transformers' 128, refused where that differs
+      const derived = (cfg.hidden_size as number) / (cfg.num_attention_heads as number)
+      if (v === null) return ok(derived === cfg.head_dim)
+      if (v === REMOVED) return ok(derived === 128 && cfg.head_dim === 128)
       return ok(v === cfg.head_dim)
+    }
     case 'rms_norm_eps':
       return ok(typeof v === 'number' && v > 0 && v <= 0.1)
     case 'rope_theta':
@@ -58,8 +62,9 @@ function verdictFor(key: string, v: Value, cfg: Record<string, unknown>): { verd
     case 'max_position_embeddings':
       return ok(absent(v) || (isInt(v) && (v as number) > 0))
     case 'tie_word_embeddings':
-      // the fixtures have no lm_head.weight: only a tied head (the default) finds its weights
-      return ok(absent(v) || v === true)
+      // the fixtures have no lm_head.weight: only a tied head finds its weights; absent, transformers
+      // ties ERNIE-4.5's (Ernie4_5Config) and not Qwen3's (Qwen3Config)
+      return ok(v === true || (absent(v) && cfg.model_type === 'ernie4_5'))
     case 'hidden_act':
       return ok(absent(v) || v === 'silu' || v === 'swish')
     case 'pad_token_id':
@@ -92,7 +97,43 @@ const READ_KEYS = [
   'torch_dtype',
 ]
 // Keys the engine does not read and that change nothing in the computation it does.
-const UNKNOWN_KEYS = ['initializer_range', 'transformers_version', 'x_fuzz', 'comment', '_name_or_path', 'attention_dropout', 'output_hidden_states', 'id2label']
+const UNKNOWN_KEYS = ['use_cache', 'transformers_version', 'x_fuzz', 'comment', '_name_or_path', 'auto_map', 'output_hidden_states', 'id2label']
+
+/**
+ * Keys that ask for behaviour (lib/model/config-behaviour.ts): values the engine implements (or
+ * transformers ignores for the fixture's model type), then values asking for something else or of
+ * the wrong type. Each entry is the keys it sets.
+ */
+function behaviourValues(cfg: Record<string, unknown>): Array<[Record<string, Value>[], Record<string, Value>[]]> {
+  const qwen = cfg.model_type === 'qwen3'
+  const layers = cfg.num_hidden_layers as number
+  const theta = cfg.rope_theta as number
+  const one = (key: string, same: Value[], other: Value[]): [Record<string, Value>[], Record<string, Value>[]] => [same.map((v) => ({ [key]: v })), other.map((v) => ({ [key]: v }))]
+  const window: Record<string, Value>[] = [
+    { use_sliding_window: true, sliding_window: 64 },
+    { use_sliding_window: true, sliding_window: 64, max_window_layers: layers - 1 },
+  ]
+  return [
+    one('use_bias', [false, null], [true, 'false', 1]),
+    one('attention_bias', [false, null], [true, 'true']),
+    one('mlp_bias', [false], [true]),
+    one('use_rmsnorm', [true, null], [false]),
+    one('partial_rotary_factor', [1, null], [0.5, 0, '1']),
+    one('compression_ratio', [1, null], [2, 0.5]),
+    one('attention_dropout', [0, null], [0.1, 1, new Raw('1e400'), 'x']),
+    one('hidden_dropout_prob', [0], [0.1]),
+    one('attention_probs_dropout_prob', [0], [0.2]),
+    one('pruned_heads', [{}, null], [{ 0: [1] }, [], 'x']),
+    one('quantization_config', [null], [{ quant_method: 'gptq', bits: 4 }, {}]),
+    one('rope_scaling', [null, { rope_type: 'default' }, { type: 'default' }], [{ rope_type: 'yarn', factor: 4, original_max_position_embeddings: 4096 }, { type: 'linear', factor: 2 }, { rope_type: 'default', factor: 2 }, 'linear', [1]]),
+    one('rope_parameters', [{ rope_type: 'default', rope_theta: theta }, { rope_theta: theta }], [{ rope_type: 'default', rope_theta: theta * 2 }, { rope_type: 'dynamic', factor: 2 }, { rope_type: 'default', rope_theta: 1e308 }]),
+    ...(qwen ? [one('layer_types', [Array(layers).fill('full_attention'), null], [[...Array(layers - 1).fill('full_attention'), 'sliding_attention'], ['full_attention'], 'full_attention'])] : []),
+    [
+      [{ use_sliding_window: false, sliding_window: 4096 }, { use_sliding_window: true, sliding_window: null }, { use_sliding_window: true, sliding_window: 64, max_window_layers: layers }, ...(qwen ? [] : window)],
+      [...(qwen ? window : []), ...(qwen ? [{ use_sliding_window: 'yes' }, { sliding_window: -1 }] : [])],
+    ],
+  ]
+}
 
 /** A value for `key`: the same, another valid one, or one of the wrong type or range. */
 function valueFor(rng: Rng, key: string, cfg: Record<string, unknown>): Value {
@@ -168,8 +209,18 @@ export function configCase(rng: Rng): Generated {
     return isInt(m) && (m as number) > 0 ? Math.min(6, m as number) : 6
   }
   const model = (text: string | Uint8Array | null, probeLength = 6) => ({ kind: 'model' as const, fixture, files: { [FILE]: text }, probeLength })
-  const kind = rng.int(0, 9)
+  const kind = rng.int(0, 11)
 
+  if (kind >= 10) {
+    // a key asking for behaviour: a value the engine implements, or another
+    const [same, other] = rng.pick(behaviourValues(base))
+    const asks = other.length > 0 && rng.chance(0.5)
+    const set = rng.pick(asks ? other : same)
+    const cfg: Record<string, Value> = { ...base, ...set }
+    const text = serialize(cfg, rng.pick([2, undefined]))
+    const desc = Object.entries(set).map(([k, v]) => `${k} ${describe(v)}`).join(', ')
+    return { verdict: asks ? 'reject' : 'accept', what: what(desc), target: model(text), names: [FILE] }
+  }
   if (kind <= 6) {
     const cfg: Record<string, Value> = { ...base }
     const changes: string[] = []

@@ -9,6 +9,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 
 import { ErnieClassifier } from '../../lib/index'
+import type { HfClassifierKind } from './case'
 import type { BatchArgs, CaseReport } from './child'
 import { FIXTURES, trainingLines } from './fixtures'
 
@@ -66,10 +67,32 @@ export async function saveBaseClassifier(dir: string): Promise<void> {
   }
 }
 
-/** Whether a rejection is what the spec asks: an error with an ERR_ code whose message names the file (or argument). */
+/**
+ * A classifier saved with method `kind` on ernie-tiny, then stripped to its Hugging Face form (the
+ * files transformers / PEFT read: config.json, the weights or the adapter, the tokenizer):
+ * classifier.json and this package's own head file removed.
+ */
+export async function saveHfClassifier(kind: HfClassifierKind, dir: string): Promise<void> {
+  const lines = trainingLines()
+  const data = [...lines.filter((l) => l.label === 0).slice(0, 4), ...lines.filter((l) => l.label === 1).slice(0, 4)]
+  const clf = new ErnieClassifier({ model: path.join(FIXTURES, 'ernie-tiny'), method: kind, seed: 7 })
+  try {
+    await clf.fit(data, { epochs: 1 })
+    await clf.save(dir)
+  } finally {
+    await clf.dispose()
+  }
+  for (const f of ['classifier.json', 'head.safetensors', 'report.html']) fs.rmSync(path.join(dir, f), { force: true })
+}
+
+/**
+ * Whether a rejection is what the spec asks: an error with an ERR_ code (or the io layer's
+ * FileError, whose EISDIR is Node's own code for a directory in a file's place) whose message
+ * names the file (or argument).
+ */
 function typedAndNamed(r: CaseReport): string | undefined {
   const e = r.error!
-  if (typeof e.code !== 'string' || !e.code.startsWith('ERR_')) return `untyped error (${e.name}, code ${JSON.stringify(e.code)}): ${e.message}`
+  if (typeof e.code !== 'string' || !(e.code.startsWith('ERR_') || (e.name === 'FileError' && e.code === 'EISDIR'))) return `untyped error (${e.name}, code ${JSON.stringify(e.code)}): ${e.message}`
   if (!r.named) return `${e.code} does not name the file: ${e.message}`
   return undefined
 }
@@ -156,6 +179,8 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzRun> {
   try {
     const classifierDir = path.join(root, 'classifier')
     await saveBaseClassifier(classifierDir)
+    const hfClassifierDirs = { lora: path.join(root, 'hf-lora'), full: path.join(root, 'hf-full') }
+    for (const kind of ['lora', 'full'] as const) await saveHfClassifier(kind, hfClassifierDirs[kind])
     const queue: number[][] = []
     for (let i = 0; i < o.count; i += batchSize) queue.push(Array.from({ length: Math.min(batchSize, o.count - i) }, (_, k) => i + k))
     const reports: CaseReport[] = []
@@ -166,7 +191,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzRun> {
       for (let ids = queue.shift(); ids; ids = queue.shift()) {
         const workDir = path.join(root, `batch-${batchNo++}`)
         while (ids.length > 0) {
-          const r = await runBatch({ seed: o.seed, ids, classifierDir, workDir }, timeoutMs)
+          const r = await runBatch({ seed: o.seed, ids, classifierDir, hfClassifierDirs, workDir }, timeoutMs)
           reports.push(...r.reports)
           if (!r.stopped) break
           const { kind, ...failure } = r.stopped
