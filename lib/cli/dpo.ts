@@ -21,7 +21,7 @@ import { UsageError } from './args'
 import type { CliIo } from './io'
 import { formatDuration, type ProgressStream } from './progress'
 import { choice, flag, formatConfig, helpText, integer, need, nonNegative, option, origin, positive, readCommandLine, text, type CommandSpec } from './settings'
-import { TRAIN_OPTIONS } from './train'
+import { TRAIN_OPTIONS, trainerSettings } from './train'
 
 const LOG_FILE = 'dpo_log.json'
 
@@ -51,7 +51,13 @@ export const DPO_OPTIONS = {
   lr: option(positive(), 'peak learning rate (default 5e-6 with lora, 5e-7 full, as TRL suggests)', { erniekit: ['learning_rate'] }),
   schedule: TRAIN_OPTIONS.schedule,
   'warmup-steps': option(integer(0), 'steps of linear warmup (default: a tenth of the steps)', { erniekit: ['warmup_steps'] }),
+  'warmup-ratio': TRAIN_OPTIONS['warmup-ratio'],
   'weight-decay': TRAIN_OPTIONS['weight-decay'],
+  optimizer: TRAIN_OPTIONS.optimizer,
+  'adam-beta1': TRAIN_OPTIONS['adam-beta1'],
+  'adam-beta2': TRAIN_OPTIONS['adam-beta2'],
+  'adam-epsilon': TRAIN_OPTIONS['adam-epsilon'],
+  'max-grad-norm': TRAIN_OPTIONS['max-grad-norm'],
   'eval-steps': option(integer(1), 'evaluate every N steps (default: at the end only)', { erniekit: ['eval_steps'] }),
   'save-steps': TRAIN_OPTIONS['save-steps'],
   'save-total-limit': TRAIN_OPTIONS['save-total-limit'],
@@ -244,19 +250,12 @@ export async function dpoCommand(argv: string[], io: CliIo): Promise<number> {
     precision: v.precision,
     device: v.device,
     trainer: {
-      epochs: v.epochs,
-      maxSteps: v['max-steps'],
-      batchSize: v['batch-size'],
-      gradientAccumulationSteps: v['gradient-accumulation-steps'],
+      ...trainerSettings(v),
       learningRate: v.lr ?? (tuning === 'lora' ? 5e-6 : 5e-7),
-      schedule: v.schedule,
-      warmupRatio: v['warmup-steps'] === undefined ? 0.1 : undefined,
-      warmupSteps: v['warmup-steps'],
+      warmupRatio: v['warmup-ratio'] ?? (v['warmup-steps'] === undefined ? 0.1 : undefined),
       weightDecay: v['weight-decay'] ?? 0.01,
       evalSteps: evalPairs ? v['eval-steps'] : undefined,
       outputDir: v['save-steps'] !== undefined || v.resume ? `${path.resolve(out)}.checkpoints` : undefined,
-      saveSteps: v['save-steps'],
-      saveTotalLimit: v['save-total-limit'],
       resumeFromCheckpoint: v.resume ? true : undefined,
       precision: v.precision,
       device: v.device,

@@ -12,7 +12,7 @@ import type { CliIo } from './io'
 import { formatDuration } from './progress'
 import { PretrainProgress } from './pretrain'
 import { choice, formatConfig, helpText, need, nonNegative, option, origin, readCommandLine, text, type CommandSpec, type Option, type ValueType } from './settings'
-import { BASE_NOT_MODEL, TRAIN_OPTIONS } from './train'
+import { BASE_NOT_MODEL, TRAIN_OPTIONS, trainerSettings } from './train'
 
 /** true or false, as a flag's value (--packing false) or in a run file: for settings on by default. */
 const onOff: ValueType<boolean> = {
@@ -130,24 +130,7 @@ export async function sftCommand(argv: string[], io: CliIo): Promise<number> {
     overlong: v.overlong,
     packing: v.packing,
     lora,
-    epochs: v.epochs,
-    maxSteps: v['max-steps'],
-    batchSize: v['batch-size'],
-    gradientAccumulationSteps: v['gradient-accumulation-steps'],
-    learningRate: v.lr,
-    schedule: v.schedule,
-    warmupSteps: v['warmup-steps'],
-    warmupRatio: v['warmup-ratio'],
-    weightDecay: v['weight-decay'],
-    optimizer: v.optimizer,
-    adamBeta1: v['adam-beta1'],
-    adamBeta2: v['adam-beta2'],
-    adamEpsilon: v['adam-epsilon'],
-    maxGradNorm: v['max-grad-norm'],
-    evalSteps: v['eval-steps'],
-    saveSteps: v['save-steps'],
-    saveTotalLimit: v['save-total-limit'],
-    earlyStoppingPatience: v['early-stopping-patience'],
+    ...trainerSettings(v),
     loadBestModelAtEnd: v['load-best-model-at-end'],
     recompute: v.recompute,
     resume: v.resume === true,

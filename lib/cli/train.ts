@@ -31,6 +31,7 @@ import {
   type CommandLine,
   type CommandSpec,
   type ValueType,
+  type Values,
 } from './settings'
 
 // One meaning per name: --base is a base model (a directory or a hub id), --model a saved classifier.
@@ -146,6 +147,38 @@ export const TRAIN_OPTIONS = {
   quiet: option(flag, 'no progress output'),
 }
 
+/** The flags of the Trainer's own settings, which every training command (train, sft, dpo) takes. */
+type TrainerFlag =
+  | 'epochs' | 'max-steps' | 'batch-size' | 'gradient-accumulation-steps' | 'lr' | 'schedule' | 'warmup-steps' | 'warmup-ratio' | 'weight-decay'
+  | 'optimizer' | 'adam-beta1' | 'adam-beta2' | 'adam-epsilon' | 'max-grad-norm' | 'eval-steps' | 'save-steps' | 'save-total-limit' | 'early-stopping-patience'
+
+/**
+ * The Trainer's settings among a command's flag values, by the names TrainerOptions gives them
+ * (FitOptions, SftOptions and dpo's trainer options use the same); unset flags are undefined.
+ */
+export function trainerSettings(v: Values<Pick<typeof TRAIN_OPTIONS, TrainerFlag>>) {
+  return {
+    epochs: v.epochs,
+    maxSteps: v['max-steps'],
+    batchSize: v['batch-size'],
+    gradientAccumulationSteps: v['gradient-accumulation-steps'],
+    learningRate: v.lr,
+    schedule: v.schedule,
+    warmupSteps: v['warmup-steps'],
+    warmupRatio: v['warmup-ratio'],
+    weightDecay: v['weight-decay'],
+    optimizer: v.optimizer,
+    adamBeta1: v['adam-beta1'],
+    adamBeta2: v['adam-beta2'],
+    adamEpsilon: v['adam-epsilon'],
+    maxGradNorm: v['max-grad-norm'],
+    evalSteps: v['eval-steps'],
+    saveSteps: v['save-steps'],
+    saveTotalLimit: v['save-total-limit'],
+    earlyStoppingPatience: v['early-stopping-patience'],
+  }
+}
+
 export const TRAIN: CommandSpec<typeof TRAIN_OPTIONS> = {
   name: 'train',
   usage: '--data FILE --out DIR [options]',
@@ -226,29 +259,12 @@ export async function trainCommand(argv: string[], io: CliIo): Promise<number> {
   const reporter = v.quiet ? undefined : new ProgressReporter(io.stderr)
   const fitOptions: FitOptions = {
     evalData,
-    epochs: v.epochs,
-    maxSteps: v['max-steps'],
-    batchSize: v['batch-size'],
-    gradientAccumulationSteps: v['gradient-accumulation-steps'],
-    learningRate: v.lr,
-    schedule: v.schedule,
-    warmupSteps: v['warmup-steps'],
-    warmupRatio: v['warmup-ratio'],
-    weightDecay: v['weight-decay'],
-    optimizer: v.optimizer,
-    adamBeta1: v['adam-beta1'],
-    adamBeta2: v['adam-beta2'],
-    adamEpsilon: v['adam-epsilon'],
-    maxGradNorm: v['max-grad-norm'],
+    ...trainerSettings(v),
     classWeights: v['class-weights'],
-    evalSteps: v['eval-steps'],
     outputDir: checkpoints,
-    saveSteps: v['save-steps'],
-    saveTotalLimit: v['save-total-limit'],
     resume: v.resume,
     metricForBestModel: v['metric-for-best-model'],
     loadBestModelAtEnd: v['load-best-model-at-end'],
-    earlyStoppingPatience: v['early-stopping-patience'],
     recompute: v.recompute,
     onInvalid: v['on-invalid'],
     onProgress: reporter ? (p) => reporter.update(p) : undefined,

@@ -11,12 +11,12 @@
 // A step is two native calls: the policy's sequence log-probabilities (the step's own forward,
 // dropout masks included), then forward and backward of the per-row weighted loss whose
 // gradient is the DPO loss's (Objective 'weightedRows': rowWeights = -dL/dlogp).
-import { ErnieError, rangeError, typeError } from '../errors'
+import { rangeError, typeError } from '../errors'
 import type { PreferencePair, ScoredSequence } from './preference-encode'
-import { checkpointShapes } from '../model/layout'
 import type { ErnieModel, FullTrainingOptions } from '../model/model'
 import type { LoraAdapter } from '../model/lora'
 import type { Precision } from '../precision'
+import { TrainableSet } from './trainable'
 import type { StepContext, TrainTask } from './trainer'
 
 export type DpoLossType = 'sigmoid' | 'ipo'
@@ -222,25 +222,18 @@ export class DpoTask implements TrainTask<DpoExample, DpoBatch> {
   lastTrainMetrics: DpoMetrics | undefined
   private readonly o: DpoTaskOptions
   private readonly pad: number
-  private readonly trainable = new Map<string, Float32Array>()
-  private readonly shapes = new Map<string, readonly number[]>()
+  private readonly trainables: TrainableSet
 
   private constructor(model: ErnieModel, o: DpoTaskOptions, lossOptions: Required<DpoLossOptions>, pad: number, train: DpoExample[], evalSet: DpoExample[]) {
     this.model = model
     this.o = o
     this.adapter = o.adapter
-    this.trainBase = !!o.fullTraining
     this.lossOptions = lossOptions
     this.pad = pad
     this.trainExamples = train
     this.evalExamples = evalSet
-    if (this.trainBase && model.trainableWeights.size === 0) model.enableFullTraining(typeof o.fullTraining === 'object' ? o.fullTraining : {})
-    if (this.adapter) for (const [name, t] of this.adapter.tensors) this.trainable.set(name, t), this.shapes.set(name, this.adapter.shapeOf(name))
-    if (this.trainBase) {
-      const shapes = checkpointShapes(model.config)
-      for (const [name, t] of model.trainableWeights) this.trainable.set(name, t), this.shapes.set(name, shapes.get(name)!)
-    }
-    if (this.trainable.size === 0) throw new ErnieError('ERR_STATE', 'DpoTask: every weight is frozen and there is no adapter')
+    this.trainables = new TrainableSet(model, o.adapter, o.fullTraining, 'DpoTask')
+    this.trainBase = this.trainables.trainBase
   }
 
   /** Checks the options, computes and caches the reference log-probabilities, then enables full training if asked. */
@@ -289,13 +282,13 @@ export class DpoTask implements TrainTask<DpoExample, DpoBatch> {
     return this.trainExamples
   }
   params(): ReadonlyMap<string, Float32Array> {
-    return this.trainable
+    return this.trainables.params
   }
   computeCopies(): ReadonlyMap<string, Uint16Array> {
-    return this.trainBase ? this.model.computeWeights : new Map()
+    return this.trainables.computeCopies()
   }
   paramShape(name: string): readonly number[] {
-    return this.shapes.get(name) ?? [this.trainable.get(name)!.length]
+    return this.trainables.paramShape(name)
   }
   length(e: DpoExample): number {
     return Math.max(e.pair.chosen.inputIds.length, e.pair.rejected.inputIds.length)

@@ -2,10 +2,10 @@
 // recipes. Examples are token ids with optional labels (-100 where no loss is wanted, e.g. the
 // prompt of an SFT pair); batches are right-padded with attention masks and -100 labels. What
 // trains: a LoRA adapter's tensors, the model's own weights (full fine-tuning), or both.
-import { ErnieError, rangeError, typeError } from '../errors'
-import { checkpointShapes } from '../model/layout'
+import { rangeError, typeError } from '../errors'
 import type { ErnieModel, FullTrainingOptions } from '../model/model'
 import type { LoraAdapter } from '../model/lora'
+import { TrainableSet } from './trainable'
 import type { StepContext, TrainTask } from './trainer'
 
 export interface LmExample {
@@ -130,12 +130,10 @@ export class LmTask implements TrainTask<LmExample, LmBatch> {
   readonly trainBase: boolean
   private readonly o: LmTaskOptions
   private readonly pad: number
-  private readonly trainable: Map<string, Float32Array>
-  private readonly shapes: Map<string, number[]>
+  private readonly trainables: TrainableSet
 
   constructor(model: ErnieModel, options: LmTaskOptions) {
     if (!options || !Array.isArray(options.train)) throw typeError('LmTask: options.train must be an array of { inputIds, labels? }')
-    if (!options.adapter && !options.fullTraining) throw rangeError('LmTask: nothing to train: give an adapter, fullTraining, or both')
     const vocab = model.config.vocab_size
     const check = (set: readonly LmExample[], what: string) =>
       set.forEach((e, i) => {
@@ -161,29 +159,21 @@ export class LmTask implements TrainTask<LmExample, LmBatch> {
     this.adapter = options.adapter
     this.o = options
     this.pad = options.padTokenId ?? (typeof model.config.pad_token_id === 'number' ? model.config.pad_token_id : 0)
-    this.trainBase = !!options.fullTraining
-    if (this.trainBase && model.trainableWeights.size === 0) model.enableFullTraining(typeof options.fullTraining === 'object' ? options.fullTraining : {})
-    this.trainable = new Map()
-    this.shapes = new Map()
-    if (this.adapter) for (const [name, t] of this.adapter.tensors) this.trainable.set(name, t), this.shapes.set(name, this.adapter.shapeOf(name))
-    if (this.trainBase) {
-      const shapes = checkpointShapes(model.config)
-      for (const [name, t] of model.trainableWeights) this.trainable.set(name, t), this.shapes.set(name, shapes.get(name)!)
-    }
-    if (this.trainable.size === 0) throw new ErnieError('ERR_STATE', 'LmTask: every weight is frozen and there is no adapter')
+    this.trainables = new TrainableSet(model, options.adapter, options.fullTraining, 'LmTask')
+    this.trainBase = this.trainables.trainBase
   }
 
   examples(): readonly LmExample[] {
     return this.o.train
   }
   params(): ReadonlyMap<string, Float32Array> {
-    return this.trainable
+    return this.trainables.params
   }
   computeCopies(): ReadonlyMap<string, Uint16Array> {
-    return this.trainBase ? this.model.computeWeights : new Map()
+    return this.trainables.computeCopies()
   }
   paramShape(name: string): readonly number[] {
-    return this.shapes.get(name) ?? [this.trainable.get(name)!.length]
+    return this.trainables.paramShape(name)
   }
   length(e: LmExample): number {
     return Math.min(e.inputIds.length, this.o.maxLength ?? Infinity)
