@@ -10,8 +10,7 @@ import { splitByRatio } from '../data/chat'
 import { loadPreferencePairs, type PreferencePair } from '../train/preference-encode'
 import { ErnieError } from '../errors'
 import { replaceFileAtomically } from '../io/atomic'
-import { readSmallFileSync } from '../io/read'
-import { LoraAdapter } from '../model/lora'
+import { adapterBaseModel, LoraAdapter } from '../model/lora'
 import { ErnieModel } from '../model/model'
 import type { Precision } from '../precision'
 import { Tokenizer } from '../tokenizer'
@@ -107,18 +106,17 @@ export interface DpoRunOptions {
 }
 
 /** The base of an SFT output (a PEFT adapter directory), or undefined when `dir` is a model. */
-function sftBase(dir: string): string | undefined {
-  const file = path.join(dir, 'adapter_config.json')
-  if (!fs.existsSync(file)) return undefined
-  const base = JSON.parse(readSmallFileSync(file, 'config').toString('utf8')).base_model_name_or_path
-  if (typeof base !== 'string' || base === '') throw new ErnieError('ERR_ADAPTER', `${file} names no base_model_name_or_path: the SFT output's base model is unknown`)
+async function sftBase(dir: string): Promise<string | undefined> {
+  if (!fs.existsSync(path.join(dir, 'adapter_config.json'))) return undefined
+  const base = await adapterBaseModel(dir)
+  if (base === undefined) throw new ErnieError('ERR_ADAPTER', `${path.join(dir, 'adapter_config.json')} names no base_model_name_or_path: the SFT output's base model is unknown`)
   return base
 }
 
 /** Reads the pairs, makes the policy and the reference, trains, and writes `out`; resolves to the run's summary. */
 export async function runDpo(o: DpoRunOptions) {
   const started = performance.now()
-  const sftOf = sftBase(o.base)
+  const sftOf = await sftBase(o.base)
   const model = await ErnieModel.fromPretrained(sftOf ?? o.base, { device: o.device, precision: o.precision })
   let adapter: LoraAdapter | undefined
   try {

@@ -4,8 +4,8 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 
 import { ErnieClassifier } from '../classifier/classifier'
-import { readSmallFileSync } from '../io/read'
 import { exportModel } from '../model/export'
+import { adapterBaseModel } from '../model/lora'
 import { LAYOUTS } from '../model/save'
 import { outDirProblem, UsageError } from './args'
 import type { CliIo } from './io'
@@ -38,14 +38,6 @@ from a PEFT LoRA adapter (--adapter), its base model with the adapter merged.`,
   runFile: {},
 }
 
-/** The adapter's base_model_name_or_path, when adapter_config.json names one. */
-function adapterBase(dir: string): string | undefined {
-  const file = path.join(dir, 'adapter_config.json')
-  if (!fs.existsSync(file)) throw new UsageError(`--adapter: ${file} does not exist`)
-  const base = JSON.parse(readSmallFileSync(file, 'config').toString('utf8')).base_model_name_or_path
-  return typeof base === 'string' && base.length > 0 ? base : undefined
-}
-
 export async function runExport(argv: string[], io: CliIo): Promise<number> {
   const cl = readCommandLine(EXPORT, argv, io.stderr)
   if (cl.help) return void io.stdout.write(helpText(EXPORT)), 0
@@ -69,7 +61,8 @@ export async function runExport(argv: string[], io: CliIo): Promise<number> {
     const info = fs.statSync(out, { throwIfNoEntry: false })
     if (info && (!info.isDirectory() || (fs.readdirSync(out).length > 0 && !overwrite)))
       throw new UsageError(`${origin(cl, 'out')}: ${path.resolve(out)} ${info.isDirectory() ? 'holds files; pass --overwrite to write over them, or choose another directory' : 'is a file'}`)
-    const base = v.base ?? adapterBase(v.adapter!)
+    if (!fs.existsSync(path.join(v.adapter!, 'adapter_config.json'))) throw new UsageError(`${origin(cl, 'adapter')}: ${path.join(v.adapter!, 'adapter_config.json')} does not exist`)
+    const base = v.base ?? (await adapterBaseModel(v.adapter!))
     if (!base) throw new UsageError(`--base is required: ${path.join(v.adapter!, 'adapter_config.json')} names no base_model_name_or_path`)
     await exportModel(base, out, { adapter: v.adapter, layout, dtype })
   }

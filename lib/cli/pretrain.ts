@@ -1,6 +1,7 @@
 // `ernie-sentiment pretrain`: pre-trains a model of the ERNIE-4.5 architecture from random
 // weights (or continues a --base checkpoint) on the user's own text (one document per line),
 // writing a model directory that `train --base DIR` and `new ErnieClassifier({ model: DIR })` use.
+import { parseJsonBytes } from '../io/json'
 import * as path from 'node:path'
 
 import { resolveConfig } from '../model/config'
@@ -106,7 +107,7 @@ export class PretrainProgress {
 function readArchitecture(file: string): Record<string, unknown> {
   let raw: unknown
   try {
-    raw = JSON.parse(readSmallFileSync(file, 'config').toString('utf8'))
+    raw = parseJsonBytes(readSmallFileSync(file, 'config'))
   } catch (e) {
     if (e instanceof ErnieError) throw e
     throw new ErnieError('ERR_CONFIG', `${file}: not a readable JSON config (${(e as Error).message})`)

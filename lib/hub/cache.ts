@@ -3,6 +3,7 @@
 //     refs/<revision>            the commit hash a branch or tag last resolved to (no newline)
 //     blobs/<etag>               file contents, named by sha256 (LFS files) or git blob sha1
 //     snapshots/<commit>/<file>  relative symlinks into blobs/
+import { parseJsonBytes } from '../io/json'
 import { randomBytes } from 'node:crypto'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
@@ -74,7 +75,7 @@ export async function missingModelFiles(snapshot: string): Promise<string[]> {
 export async function shardsOf(indexFile: string): Promise<string[]> {
   let index: unknown
   try {
-    index = JSON.parse((await readSmallFile(indexFile, 'index')).toString('utf8'))
+    index = parseJsonBytes(await readSmallFile(indexFile, 'index'))
   } catch (err) {
     throw new Error(`${indexFile} is not valid JSON: ${(err as Error).message}`)
   }

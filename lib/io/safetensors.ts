@@ -2,6 +2,7 @@
 // written atomically. Layout: u64 little-endian header length N, N bytes of JSON header
 // { "__metadata__"?: {string: string}, name: { dtype, shape, data_offsets: [begin, end] } },
 // then the data area; offsets are relative to the start of the data area.
+import { parseJsonBytes } from './json'
 import { constants as bufferConstants } from 'node:buffer'
 import * as fs from 'node:fs'
 import { endianness } from 'node:os'
@@ -372,7 +373,7 @@ class ShardedSafetensors implements Safetensors {
     }
     let index: unknown
     try {
-      index = JSON.parse(readSmallFileSync(indexPath, 'index').toString('utf8'))
+      index = parseJsonBytes(readSmallFileSync(indexPath, 'index'))
     } catch (err) {
       if ((err as { code?: string }).code) throw err // the reader's or the file system's own error (ENOENT...)
       fail(`not valid JSON (${(err as Error).message})`)

@@ -215,6 +215,27 @@ function toF32(v: Float32Array | Uint16Array, dtype: string, where: string): Flo
 
 export type NativeAdapterHandle = NativeAdapter
 
+/** `dir`/adapter_config.json as a JSON object (strict UTF-8 JSON); anything else is ERR_ADAPTER naming the file. */
+export async function readAdapterConfig(dir: string): Promise<Record<string, unknown>> {
+  const configFile = path.join(dir, 'adapter_config.json')
+  let raw: unknown
+  try {
+    raw = parseJsonBytes(await readSmallFile(configFile, 'config'))
+  } catch (e) {
+    if (e instanceof ErnieError) throw e // not a regular file, or past its size cap: named by the reader
+    const code = (e as { code?: string }).code
+    throw new ErnieError('ERR_ADAPTER', `${configFile}: ${code ? `cannot read (${code})` : `invalid JSON (${(e as Error).message})`}`, { cause: e })
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ErnieError('ERR_ADAPTER', `${configFile}: expected a JSON object`)
+  return raw as Record<string, unknown>
+}
+
+/** The base model a PEFT adapter names (base_model_name_or_path), or undefined when it names none. */
+export async function adapterBaseModel(dir: string): Promise<string | undefined> {
+  const base = (await readAdapterConfig(dir)).base_model_name_or_path
+  return typeof base === 'string' && base.length > 0 ? base : undefined
+}
+
 export function validateLoraConfig(o: LoraOptions | Record<string, unknown>, where = 'LoRA options'): LoraConfig {
   const opts = o as LoraOptions
   const r = opts.r ?? 8
@@ -356,16 +377,7 @@ export class LoraAdapter {
     const fail = (msg: string): never => {
       throw new ErnieError('ERR_ADAPTER', `${configFile}: ${msg}`)
     }
-    let raw: unknown
-    try {
-      raw = parseJsonBytes(await readSmallFile(configFile, 'config'))
-    } catch (e) {
-      if (e instanceof ErnieError) throw e // not a regular file, or past its size cap: named by the reader
-      const code = (e as { code?: string }).code
-      throw new ErnieError('ERR_ADAPTER', `${configFile}: ${code ? `cannot read (${code})` : `invalid JSON (${(e as Error).message})`}`, { cause: e })
-    }
-    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail('expected a JSON object')
-    const c = raw as Record<string, unknown>
+    const c = await readAdapterConfig(dir)
     const { savedModules, ...loraOptions } = readPeftConfig(c, model.config.num_hidden_layers, fail)
     if (savedModules.length > 0 && options.modulesToSave === undefined) fail('modules_to_save is not supported')
     // Its ids checked here, so that an error names the config file.

@@ -7,6 +7,7 @@
 // the evaluation loss. The output directory is a model directory ErnieModel.fromPretrained and
 // ErnieClassifier read: config.json, model.safetensors (bf16), the tokenizer's files, and
 // pretrain_log.json (the settings, the corpus, the loss curve, the wall time).
+import { parseJsonBytes } from '../io/json'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
@@ -116,7 +117,7 @@ async function refuseFinishedRun(outputDir: string): Promise<void> {
   if (fs.existsSync(path.join(outputDir, 'checkpoints')) || !fs.existsSync(logFile)) return
   let log: { steps?: unknown; stopReason?: unknown }
   try {
-    log = JSON.parse((await readSmallFile(logFile, 'training-state')).toString('utf8'))
+    log = (parseJsonBytes(await readSmallFile(logFile, 'training-state')) ?? {}) as typeof log
   } catch {
     return // an unreadable log is no evidence of a finished run
   }

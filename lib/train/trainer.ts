@@ -3,6 +3,7 @@
 // schedule, evaluation with early stopping, atomic checkpoints with rotation and exact resume,
 // progress events and an AbortSignal. What is trained and how its loss is computed is the
 // task's business (TrainTask): causal-LM fine-tuning (LmTask), a classifier head, ...
+import { parseJsonBytes } from '../io/json'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
@@ -232,7 +233,7 @@ export function readTrainerState(dir: string): TrainerState {
   const file = path.join(dir, STATE_FILE)
   let s: TrainerState
   try {
-    s = JSON.parse(readSmallFileSync(file, 'training-state').toString('utf8'))
+    s = parseJsonBytes(readSmallFileSync(file, 'training-state')) as TrainerState
   } catch (e) {
     if (e instanceof ErnieError) throw e
     throw new ErnieError('ERR_CHECKPOINT', `${file}: cannot read the trainer state (${(e as Error).message})`, { cause: e })

@@ -80,6 +80,12 @@ t.test('usage errors exit 2; a Qwen3 model in the Paddle layout exits 1 with its
     t.match(r.stderr, message)
     t.match(r.stderr, /Run 'ernie-sentiment export --help' for usage/)
   }
+  const broken = path.join(dir, 'broken-adapter')
+  fs.cpSync(ADAPTER, broken, { recursive: true })
+  fs.writeFileSync(path.join(broken, 'adapter_config.json'), Buffer.from('{"r": 8, "base_model_name_or_path": "\xff"}', 'latin1'))
+  const bad = await runMain(['export', '--adapter', broken, '--out', path.join(dir, 'x')])
+  t.equal(bad.code, 1, 'a malformed adapter_config.json is an error of the adapter, not a crash')
+  t.match(bad.stderr, /\[ERR_ADAPTER\] .*broken-adapter\/adapter_config\.json: invalid JSON \(not valid UTF-8\)/)
   const qwen = path.join(FIXTURES, 'qwen3-tiny')
   const r = await runMain(['export', '--adapter', path.join(qwen, 'adapter'), '--base', qwen, '--out', path.join(dir, 'qwen'), '--layout', 'paddle'])
   t.equal(r.code, 1)
