@@ -36,6 +36,8 @@ export interface TrainingSettings {
   optimizer: OptimizerKind
   /** AdamW's betas and epsilon (absent for SGD). */
   adam?: { beta1: number; beta2: number; epsilon: number }
+  /** SGD's momentum (SGD only). */
+  momentum?: number
   maxGradNorm: number
   batchSize: number
   gradientAccumulationSteps: number

@@ -99,6 +99,8 @@ export interface FitOptions {
   maxGradNorm?: number
   /** Default 'adamw'. */
   optimizer?: OptimizerKind
+  /** SGD's momentum (optimizer 'sgd'; default 0). */
+  momentum?: number
   /** AdamW's moment decay rates and epsilon (defaults 0.9, 0.999, 1e-8). */
   adamBeta1?: number
   adamBeta2?: number
@@ -110,6 +112,8 @@ export interface FitOptions {
   evalSteps?: number
   /** Stop after this many evaluations without improving metricForBestModel (default 'loss'). */
   earlyStoppingPatience?: number
+  /** How much an evaluation must beat the best to count as improving (default 0). */
+  earlyStoppingThreshold?: number
   metricForBestModel?: 'loss' | 'accuracy' | 'macroF1'
   /** At the end, put back the weights of the best evaluation by metricForBestModel (needs evalData). */
   loadBestModelAtEnd?: boolean

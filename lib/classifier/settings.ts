@@ -32,7 +32,7 @@ export function trainingSettings(
     optimizer: t.optimizer ?? TRAINER_DEFAULTS.optimizer,
     ...(t.optimizer !== 'sgd'
       ? { adam: { beta1: t.adamBeta1 ?? ADAM_DEFAULTS.beta1, beta2: t.adamBeta2 ?? ADAM_DEFAULTS.beta2, epsilon: t.adamEpsilon ?? ADAM_DEFAULTS.eps } }
-      : {}),
+      : { momentum: t.momentum ?? 0 }),
     maxGradNorm: t.maxGradNorm ?? TRAINER_DEFAULTS.maxGradNorm,
     batchSize: t.batchSize!,
     gradientAccumulationSteps: t.gradientAccumulationSteps ?? 1,

@@ -7,6 +7,8 @@ import { ErnieClassifier, METHODS, type ErnieClassifierOptions, type FitOptions 
 import { isSrcTgtFile } from '../data'
 import { DEVICES } from '../device'
 import { PRECISIONS } from '../precision'
+import type { LoraOptions } from '../model/lora'
+import { PROJECTIONS, type Projection } from '../model/projections'
 import { OPTIMIZER_KINDS, type OptimizerKind } from '../train/optimizer'
 import { SCHEDULE_KINDS, type ScheduleKind } from '../train/schedule'
 import { outDirProblem, UsageError } from './args'
@@ -75,6 +77,20 @@ const classWeights: ValueType<NonNullable<FitOptions['classWeights']>> = {
   },
 }
 
+/** A list of LoRA's projections: q_proj,v_proj as a flag, a list or that text in a run file. */
+const projections: ValueType<Projection[]> = {
+  expected: `a list of ${PROJECTIONS.join(', ')}`,
+  placeholder: 'P,...',
+  fromText: (s) => {
+    const parts = s.split(',').map((x) => x.trim())
+    return parts.length > 0 && parts.every((p) => PROJECTIONS.includes(p as Projection)) ? (parts as Projection[]) : undefined
+  },
+  fromYaml: (v) => {
+    const parts = typeof v === 'string' ? v.split(',').map((x) => x.trim()) : v
+    return Array.isArray(parts) && parts.length > 0 && parts.every((p) => PROJECTIONS.includes(p as Projection)) ? (parts as Projection[]) : undefined
+  },
+}
+
 export const TRAIN_OPTIONS = {
   data: option(text('FILE'), 'training data (required)', { erniekit: ['train_dataset_path'] }),
   eval: option(text('FILE'), 'held-out data, evaluated every epoch and at the end', { erniekit: ['eval_dataset_path'] }),
@@ -116,12 +132,16 @@ export const TRAIN_OPTIONS = {
   'adam-beta2': option(rate(), "AdamW's second-moment decay (default 0.999)", { erniekit: ['adam_beta2'] }),
   'adam-epsilon': option(positive(), "AdamW's epsilon (default 1e-8)", { erniekit: ['adam_epsilon'] }),
   'max-grad-norm': option(nonNegative(), 'clip the global gradient norm to X (default 1; 0: no clipping)', { erniekit: ['max_grad_norm'] }),
+  momentum: option(rate(), "SGD's momentum (--optimizer sgd; default 0)"),
   'max-length': option(integer(2), 'tokens per text (default 256)', { erniekit: ['max_seq_len'] }),
   truncation: option(choice(['head', 'head_tail'] as const, { placeholder: 'MODE' }), 'head | head_tail (keep the start, or a quarter start + the end)'),
   pooling: option(choice(['last', 'mean', 'first'] as const, { placeholder: 'MODE' }), 'last | mean | first (default last)'),
   'head-hidden': option(integer(1), "the head method's MLP hidden size (default: a linear head)"),
   'lora-r': option(integer(1), 'LoRA rank (default 8)', { erniekit: ['lora_rank'] }),
   'lora-alpha': option(positive('N'), 'LoRA alpha (default 16)', { erniekit: ['lora_alpha'] }),
+  'lora-dropout': option(rate(), 'dropout on the LoRA path in training (default 0)'),
+  'lora-target-modules': option(projections, `the projections LoRA adapts (default all seven)`),
+  'use-rslora': option(flag, 'rank-stabilised LoRA: scale alpha / sqrt(r) instead of alpha / r'),
   'label-words': option(labelWords, 'generative: the answer word of each label'),
   prompt: option(text('TEXT'), 'generative: the prompt, with {text} (and optionally {labels})'),
   'class-weights': option(classWeights, 'balanced, or one weight per class: 1,2.5'),
@@ -134,6 +154,7 @@ export const TRAIN_OPTIONS = {
   }),
   'load-best-model-at-end': option(flag, "put back the best evaluation's weights at the end (needs --eval)", { erniekit: ['load_best_model_at_end'] }),
   'early-stopping-patience': option(integer(1), 'stop after N evaluations without improvement (needs --eval)', { erniekit: ['early_stopping_patience'] }),
+  'early-stopping-threshold': option(nonNegative(), 'how much an evaluation must beat the best to count (default 0)'),
   recompute: option(flag, 'recompute activations in the backward pass (less memory, more time)', { erniekit: ['recompute'] }),
   'on-invalid': option(choice(['error', 'skip'] as const, { placeholder: 'MODE' }), 'error (default) | skip: drop bad records and report the counts'),
   seed: option(integer(0), 'seed (default 42)'),
@@ -150,7 +171,8 @@ export const TRAIN_OPTIONS = {
 /** The flags of the Trainer's own settings, which every training command (train, sft, dpo) takes. */
 type TrainerFlag =
   | 'epochs' | 'max-steps' | 'batch-size' | 'gradient-accumulation-steps' | 'lr' | 'schedule' | 'warmup-steps' | 'warmup-ratio' | 'weight-decay'
-  | 'optimizer' | 'adam-beta1' | 'adam-beta2' | 'adam-epsilon' | 'max-grad-norm' | 'eval-steps' | 'save-steps' | 'save-total-limit' | 'early-stopping-patience'
+  | 'optimizer' | 'adam-beta1' | 'adam-beta2' | 'adam-epsilon' | 'max-grad-norm' | 'momentum' | 'eval-steps' | 'save-steps' | 'save-total-limit'
+  | 'early-stopping-patience' | 'early-stopping-threshold'
 
 /**
  * The Trainer's settings among a command's flag values, by the names TrainerOptions gives them
@@ -172,10 +194,12 @@ export function trainerSettings(v: Values<Pick<typeof TRAIN_OPTIONS, TrainerFlag
     adamBeta2: v['adam-beta2'],
     adamEpsilon: v['adam-epsilon'],
     maxGradNorm: v['max-grad-norm'],
+    momentum: v.momentum,
     evalSteps: v['eval-steps'],
     saveSteps: v['save-steps'],
     saveTotalLimit: v['save-total-limit'],
     earlyStoppingPatience: v['early-stopping-patience'],
+    earlyStoppingThreshold: v['early-stopping-threshold'],
   }
 }
 
@@ -193,6 +217,18 @@ negative/positive unless --labels names them.`,
 }
 
 type TrainLine = CommandLine<typeof TRAIN_OPTIONS>
+
+/** The LoRA settings the flags give (undefined when none: the method's defaults). */
+function loraOptions(v: TrainLine['values']): LoraOptions | undefined {
+  const o: LoraOptions = {
+    ...(v['lora-r'] !== undefined ? { r: v['lora-r'] } : {}),
+    ...(v['lora-alpha'] !== undefined ? { alpha: v['lora-alpha'] } : {}),
+    ...(v['lora-dropout'] !== undefined ? { dropout: v['lora-dropout'] } : {}),
+    ...(v['lora-target-modules'] !== undefined ? { targetModules: v['lora-target-modules'] } : {}),
+    ...(v['use-rslora'] !== undefined ? { useRslora: v['use-rslora'] } : {}),
+  }
+  return Object.keys(o).length > 0 ? o : undefined
+}
 
 /**
  * The method when none is named: ERNIEKit's stage: SFT on src/tgt data is generative SFT; else the
@@ -236,8 +272,6 @@ export async function trainCommand(argv: string[], io: CliIo): Promise<number> {
   // Beside the classifier, not in it: a save replaces the classifier's directory as a whole.
   const checkpoints = v['save-steps'] !== undefined || v.resume ? `${path.resolve(out)}.checkpoints` : undefined
 
-  const loraR = v['lora-r']
-  const loraAlpha = v['lora-alpha']
   const options: ErnieClassifierOptions = {
     model: v.base,
     method: v.method,
@@ -247,7 +281,7 @@ export async function trainCommand(argv: string[], io: CliIo): Promise<number> {
     truncation: v.truncation,
     pooling: v.pooling,
     head: v['head-hidden'] ? { hiddenSize: v['head-hidden'] } : undefined,
-    lora: loraR || loraAlpha ? { ...(loraR ? { r: loraR } : {}), ...(loraAlpha ? { alpha: loraAlpha } : {}) } : undefined,
+    lora: loraOptions(v),
     labelWords: v['label-words'],
     prompt: v.prompt,
     tokenizer: v.tokenizer,

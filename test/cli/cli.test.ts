@@ -97,6 +97,7 @@ t.test('--help on each command, usage errors', async (t) => {
     [['train', '--data', TRAIN, '--out', 'x', '--epochs', '0'], /--epochs must be a positive number/],
     [['train', '--data', TRAIN, '--out', 'x', '--adam-beta2', '1'], /--adam-beta2 must be a number in \[0, 1\)/],
     [['train', '--data', TRAIN, '--out', 'x', '--optimizer', 'lion'], /--optimizer must be one of adamw, adamw8bit, sgd/],
+    [['train', '--data', TRAIN, '--out', 'x', '--lora-target-modules', 'q_proj,wq'], /--lora-target-modules must be a list of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj/],
     [['train', '--data', TRAIN, '--out', 'x', '--frobnicate'], /^ernie-sentiment: unknown option --frobnicate\n/],
     // A slip gets the flag it was probably meant to be; quotes stay balanced.
     [['train', '--data', TRAIN, '--out', 'x', '--epoch', '1'], /^ernie-sentiment: unknown option --epoch; did you mean --epochs\?\n/],
@@ -167,4 +168,14 @@ t.test("the Trainer's optimiser flags reach the run (classifier.json records wha
   t.same(s.adam, { beta1: 0.8, beta2: 0.95, epsilon: 1e-6 })
   t.equal(s.maxGradNorm, 0.5)
   t.equal(s.warmupSteps, 2, 'a warmup ratio of 0.5 over 4 steps')
+
+  const lora = path.join(dir, 'lora-flags')
+  const r2 = await run([...args.slice(0, -3), '--out', lora, '--quiet', '--optimizer', 'sgd', '--momentum', '0.9', '--lora-target-modules', 'q_proj,v_proj', '--use-rslora', '--lora-dropout', '0.1', '--lora-r', '4'])
+  t.equal(r2.code, 0, r2.stderr)
+  const s2 = JSON.parse(fs.readFileSync(path.join(lora, 'classifier.json'), 'utf8')).training.settings
+  t.match(s2, { optimizer: 'sgd', momentum: 0.9, lora: { r: 4, dropout: 0.1, targetModules: ['q_proj', 'v_proj'], useRslora: true } })
+  t.notOk('adam' in s2, 'no Adam settings for SGD')
+  const adapter = JSON.parse(fs.readFileSync(path.join(lora, 'adapter_config.json'), 'utf8'))
+  t.match(adapter, { r: 4, lora_dropout: 0.1, use_rslora: true })
+  t.same([...adapter.target_modules].sort(), ['q_proj', 'v_proj'])
 })
