@@ -178,12 +178,8 @@ export class Tokenizer {
   readonly kind: 'sentencepiece' | 'tokenizer.json'
   /** Number of ids: the model's vocabulary plus added tokens (embedding rows may be padded past it). */
   readonly vocabSize: number
-  /**
-   * The template `applyChatTemplate` uses by default: the checkpoint's (chat_template.jinja, else
-   * tokenizer_config.json's chat_template), else the built-in its special tokens imply; undefined when
-   * there is neither.
-   */
-  readonly chatTemplate: ChatTemplate | undefined
+  /** The built-in template this tokenizer's special tokens imply, when it ships none. */
+  private readonly impliedTemplate: ChatTemplateName | undefined
   /** The templates the checkpoint ships, by name ('default' for a single one). */
   readonly chatTemplates: ReadonlyMap<string, ChatTemplate>
   /** tokenizer_config.json's model_max_length, when it gives one. */
@@ -303,8 +299,7 @@ export class Tokenizer {
       throw new TokenizerError('ERR_TOKENIZER_JSON', `"model_max_length" must be a positive integer, got ${JSON.stringify(maxLen)}`, { file: source })
     this.modelMaxLength = typeof maxLen === 'number' && maxLen < 1e15 ? maxLen : undefined
     this.chatTemplates = shippedChatTemplates(config.chat_template, source, files.chatTemplateJinja)
-    const implied = impliedChatTemplate((c) => this.addedByContent.get(c)?.special === true)
-    this.chatTemplate = this.chatTemplates.get('default') ?? (implied !== undefined ? ChatTemplate.builtin(implied) : undefined)
+    this.impliedTemplate = impliedChatTemplate((c) => this.addedByContent.get(c)?.special === true)
   }
 
   // The first id past the vocabulary and every added token (a loop: a spread of 100k+ ids overflows the stack).
@@ -605,6 +600,15 @@ export class Tokenizer {
     if (this.files.directory === undefined) throw new TokenizerError('ERR_TOKENIZER_NOT_FOUND', 'save: this tokenizer was not loaded from a directory, so it has no files to copy')
     await copyModelFiles(this.files.directory, dir, TOKENIZER_FILES.filter((f) => f !== 'tokenizer_config.json'))
     await replaceFileAtomically(join(dir, 'tokenizer_config.json'), `${JSON.stringify(this.files.config ?? {}, null, 2)}\n`)
+  }
+
+  /**
+   * The template `applyChatTemplate` uses by default: the checkpoint's (chat_template.jinja, else
+   * tokenizer_config.json's chat_template), else the built-in its special tokens imply (read when
+   * first asked for: a classifier never renders a chat); undefined when there is neither.
+   */
+  get chatTemplate(): ChatTemplate | undefined {
+    return this.chatTemplates.get('default') ?? (this.impliedTemplate !== undefined ? ChatTemplate.builtin(this.impliedTemplate) : undefined)
   }
 
   /** The template `options.template` names (see ApplyChatTemplateOptions), else this tokenizer's default. */

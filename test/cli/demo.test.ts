@@ -152,7 +152,7 @@ t.test('--help and usage errors', async (t) => {
 function packageCopy(root: string): string {
   fs.mkdirSync(root)
   fs.writeFileSync(path.join(root, 'package.json'), JSON.stringify({ name: 'ernie-sentiment', version: '0.0.0' }))
-  fs.cpSync(path.join(ROOT, 'lib'), path.join(root, 'lib'), { recursive: true })
+  for (const shipped of ['lib', 'chat-templates']) fs.cpSync(path.join(ROOT, shipped), path.join(root, shipped), { recursive: true })
   fs.copyFileSync(path.join(ROOT, 'tsconfig.json'), path.join(root, 'tsconfig.json'))
   for (const linked of ['node_modules', 'build']) fs.symlinkSync(path.join(ROOT, linked), path.join(root, linked))
   const model = path.join(root, 'models', 'ernie-4.5-tiny-zh')
