@@ -3,8 +3,9 @@
 // builds it), the 1200 bundled ChnSentiCorp test reviews, max length 160, forward batch 32; a
 // client process (bench/serve-client.ts) holds --concurrency keep-alive connections (default 64),
 // one review per request. One warm-up pass, then the median of --repeats passes (default 3):
-// reviews/s, p50 and p99 latency, errors. Then the same reviews through one predict call in this
-// process (what bench:predict measures), for the ratio.
+// reviews/s, p50 and p99 latency, errors, the texts per inference run (how requests coalesced)
+// and the share of the cores the client process took. Then the same reviews through one predict
+// call in this process (what bench:predict measures), for the ratio.
 import { spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
@@ -24,6 +25,7 @@ interface ClientResult {
   p50_ms: number
   p99_ms: number
   errors: number
+  cpu_s: number
 }
 
 function runClients(url: string, concurrency: number, file: string): Promise<ClientResult> {
@@ -74,6 +76,8 @@ async function main(): Promise<void> {
         { key: 'p99_ms', value: median.p99_ms, unit: 'ms' },
         { key: 'errors', value: errors, unit: 'requests' },
         { key: 'texts_per_run', value: textsPerRun, unit: 'texts' },
+        // of the machine's cores over the timed pass: what the load generator took from the server here
+        { key: 'client_cpu_share', value: median.cpu_s / (median.seconds * os.cpus().length), unit: 'of the cores' },
       ],
       { reviews: texts.length, concurrency, repeats, batch_size: BATCH, max_length: MAX_LENGTH, peak_rss_mb: peakRssMb() },
     )
