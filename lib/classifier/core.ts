@@ -8,6 +8,7 @@ import type { LabelSet } from '../data'
 import type { Precision } from '../precision'
 import { ErnieError, rangeError, typeError } from '../errors'
 import type { Batcher } from './batcher'
+import { EncodeThread } from './encode-thread'
 import type { LoraAdapter } from '../model/lora'
 import { ErnieModel } from '../model/model'
 import { Tokenizer } from '../tokenizer'
@@ -49,6 +50,7 @@ export class ClassifierCore {
   busy = false
   disposed = false
   readonly running = new Set<Promise<unknown>>()
+  private thread: EncodeThread | null | undefined // null: the tokenizer cannot be sent to one
   /** @internal predict's batchers, one per batchSize (inference.ts), and the settings new ones take. */
   readonly batchers = new Map<number, Batcher<string, Float32Array>>()
   batching: PredictBatching = {}
@@ -110,6 +112,12 @@ export class ClassifierCore {
     this.model_ = model
   }
 
+  /** @internal The thread that tokenizes large runs (encode-thread.ts), started on first use; undefined when the tokenizer cannot move there. */
+  encodeThread(): EncodeThread | undefined {
+    if (this.thread === undefined && !this.disposed) this.thread = EncodeThread.start(this.tokenizer!) ?? null
+    return this.thread ?? undefined
+  }
+
   requireModel(): { model: ErnieModel; tok: Tokenizer } {
     return { model: this.model_!, tok: this.tokenizer! }
   }
@@ -169,6 +177,7 @@ export class ClassifierCore {
     this.batchers.clear()
     this.adapter?.dispose()
     this.adapter = undefined
+    await this.thread?.close()
     if (this.ownsModel) await this.model_?.dispose()
     this.model_ = undefined
   }

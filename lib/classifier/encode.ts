@@ -3,6 +3,7 @@
 // and the generative method's prompt + answer sequences.
 import { ErnieError } from '../errors'
 import type { Tokenizer } from '../tokenizer'
+import { IN_PLACE_CHARS, IN_PLACE_TEXTS, type EncodeThread } from './encode-thread'
 
 export type { Pooling } from '../model/forward'
 export type Truncation = 'head' | 'head_tail'
@@ -40,8 +41,25 @@ export function encodeTexts(tok: Tokenizer, texts: readonly string[], s: EncodeS
   return inputIds
 }
 
-/** Like encodeTexts, in chunks that let the event loop run between them. */
-export async function encodeTextsAsync(tok: Tokenizer, texts: readonly string[], s: EncodeSettings, signal?: AbortSignal): Promise<number[][] | undefined> {
+/**
+ * Like encodeTexts, without holding the event loop: a large run in `thread` (a worker thread,
+ * when one is given and can hold the tokenizer), a small one here in chunks with the event loop
+ * running between them. Undefined when `signal` aborts first.
+ */
+export async function encodeTextsAsync(
+  tok: Tokenizer,
+  texts: readonly string[],
+  s: EncodeSettings,
+  signal?: AbortSignal,
+  thread?: () => EncodeThread | undefined,
+): Promise<number[][] | undefined> {
+  let chars = 0
+  for (let i = 0; i < texts.length && chars <= IN_PLACE_CHARS; i++) chars += texts[i].length
+  const worker = thread && (texts.length > IN_PLACE_TEXTS || chars > IN_PLACE_CHARS) ? thread() : undefined
+  if (worker) {
+    const rows = await worker.encode(texts, s)
+    return signal?.aborted ? undefined : rows
+  }
   const out: number[][] = []
   const chunk = 64 // a few milliseconds of tokenizing
   for (let i = 0; i < texts.length; i += chunk) {

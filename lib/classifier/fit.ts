@@ -141,7 +141,7 @@ async function runFit(core: ClassifierCore, data: string | readonly LabeledText[
       evaluator,
     )
   } else {
-    const rows = await encodeTextsAsync(tok, train.texts, core.encodeSettings(), o.signal)
+    const rows = await encodeTextsAsync(tok, train.texts, core.encodeSettings(), o.signal, () => core.encodeThread())
     if (!rows) return aborted()
     task = new ClassifyTask(model, core.head!, {
       train: rows.map((ids, i) => ({ ids, label: train.labels[i] })),

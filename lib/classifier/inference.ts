@@ -57,7 +57,7 @@ async function perText(
   for (let i = 0; i < texts.length; i += FEATURE_CHUNK) {
     // Tokenized in small chunks with the event loop running between them: a run of 1024 texts
     // (coalesced predict calls) would otherwise hold it for a quarter of a second.
-    const rows = await encodeTextsAsync(tok, texts.slice(i, i + FEATURE_CHUNK), core.encodeSettings(), signal)
+    const rows = await encodeTextsAsync(tok, texts.slice(i, i + FEATURE_CHUNK), core.encodeSettings(), signal, () => core.encodeThread())
     if (!rows) return undefined
     const batches = coreBatches(
       rows.map((r) => r.length),

@@ -86,6 +86,14 @@ export interface TokenizerFiles {
   source?: string
 }
 
+/**
+ * @internal What a tokenizer is made from, as structured clone carries it to a worker thread:
+ * tokenizer.model's bytes or tokenizer.json's value, and the files beside them.
+ */
+export type TokenizerSource =
+  | { kind: 'sentencepiece'; model: Uint8Array; files: TokenizerFiles & { modelFile?: string } }
+  | { kind: 'tokenizer.json'; json: unknown; files: TokenizerFiles & { jsonFile?: string } }
+
 export interface FromDirectoryOptions {
   /** Which file to use when a directory has both. Default 'tokenizer.json' (as transformers does). */
   prefer?: 'tokenizer.json' | 'tokenizer.model'
@@ -196,6 +204,7 @@ export class Tokenizer {
   private readonly specialMatcher: TokenMatcher
   private readonly files: TokenizerFiles
   private readonly rebuild: (files: TokenizerFiles) => Tokenizer
+  private readonly source_: TokenizerSource | undefined
 
   private constructor(
     backend: TokenizerBackend,
@@ -208,11 +217,14 @@ export class Tokenizer {
       template?: { prefix: number[]; suffix: number[] }
       /** The same tokenizer from other files (withSpecialTokens). */
       rebuild: (files: TokenizerFiles) => Tokenizer
+      /** What it was made from, when that can be sent to another thread. */
+      source?: TokenizerSource
     },
   ) {
     this.backend = backend
     this.files = files
     this.rebuild = init.rebuild
+    this.source_ = init.source
     this.kind = backend.kind
     const config = files.config ?? {}
     const source = files.source ?? 'tokenizer_config.json'
@@ -393,8 +405,10 @@ export class Tokenizer {
       eos: roleOf(spec.eosId),
       pad: roleOf(spec.padId),
     }
+    const bytes = model instanceof SentencePieceModel ? undefined : model
     return new Tokenizer(new SentencePieceBackend(sp), files, {
-      rebuild: (f) => Tokenizer.fromSentencePiece(sp, f),
+      rebuild: (f) => Tokenizer.fromSentencePiece(bytes ?? sp, f),
+      source: bytes ? { kind: 'sentencepiece', model: bytes, files } : undefined,
       added,
       // User-defined pieces are matched by the model itself; other added tokens need the wrapper.
       alwaysMatch: (t) => t.id >= sp.size || sp.pieceType(t.id) !== PieceType.USER_DEFINED,
@@ -423,12 +437,28 @@ export class Tokenizer {
     const matchedByLibrary = new Set(backend.addedTokens.filter((a) => !a.special).map((a) => a.id))
     return new Tokenizer(backend, files, {
       rebuild: (f) => Tokenizer.fromTokenizerJson(json, f),
+      source: { kind: 'tokenizer.json', json, files },
       added: backend.addedTokens.map((t) => ({ ...t })),
       // The library matches the file's own non-special added tokens; the config's are ours to match.
       alwaysMatch: (t) => !matchedByLibrary.has(t.id),
       defaultRoles,
       template: templateOf(j.post_processor, file),
     })
+  }
+
+  /**
+   * @internal What this tokenizer was made from, for `fromSource` in another thread (the same
+   * tokenizer, id for id); undefined for one made from a parsed SentencePieceModel.
+   */
+  get source(): TokenizerSource | undefined {
+    return this.source_
+  }
+
+  /** @internal The tokenizer `source` describes. */
+  static fromSource(source: TokenizerSource): Tokenizer {
+    return source.kind === 'sentencepiece'
+      ? Tokenizer.fromSentencePiece(source.model, source.files)
+      : Tokenizer.fromTokenizerJson(source.json, source.files)
   }
 
   get bosTokenId(): number | undefined {
