@@ -54,6 +54,17 @@ export interface FuzzCase {
   names: string[]
 }
 
+/**
+ * The verdict of changes to different fields of one file (a generator changes a field once per
+ * case: a second change would undo the first, and its verdict with it): any reject rejects, else
+ * any 'either' (with its reason) allows both, else the file is accepted.
+ */
+export function verdictOfChanges(changes: ReadonlyArray<{ key: string; verdict: Verdict; why?: string }>): { verdict: Verdict; why?: string } {
+  if (changes.some((c) => c.verdict === 'reject')) return { verdict: 'reject' }
+  const either = changes.find((c) => c.verdict === 'either')
+  return either ? { verdict: 'either', why: either.why } : { verdict: 'accept' }
+}
+
 /** A case's own generator: the same (seed, id) gives the same case in any process. */
 export function caseRandom(seed: number, id: number): Rng {
   return new Rng(seededRandom((Math.imul(seed >>> 0, 0x9e3779b1) ^ Math.imul(id + 1, 0x85ebca6b)) >>> 0))

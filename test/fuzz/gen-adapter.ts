@@ -6,7 +6,7 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-import type { FileContent, Generated, Rng, Verdict } from './case'
+import { verdictOfChanges, type FileContent, type Generated, type Rng, type Verdict } from './case'
 import { ADAPTER_DIR } from './fixtures'
 import { brokenJson, deepArray, describe, readTensors, REMOVED, tensorChange, withKey, type Tensor } from './mutate'
 
@@ -107,16 +107,16 @@ export function adapterCase(rng: Rng): Generated {
   const kind = rng.int(0, 9)
   if (kind <= 4) {
     let cfg = config
-    let verdict: Verdict = 'accept'
-    let why: string | undefined
+    const changes: Array<{ key: string; verdict: Verdict; why?: string }> = []
     const whats: string[] = []
     for (let i = 0, n = rng.pick([1, 1, 2]); i < n; i++) {
       const [key, value, v, reason] = fieldChange(rng)
+      if (changes.some((c) => c.key === key)) continue // a field changed once per case
       cfg = withKey(cfg, key, value)
       whats.push(`${key} ${describe(value)}`)
-      if (v === 'reject') verdict = 'reject'
-      else if (v === 'either' && verdict === 'accept') ((verdict = 'either'), (why = reason))
+      changes.push({ key, verdict: v, why: reason })
     }
+    const { verdict, why } = verdictOfChanges(changes)
     // a rank other than the tensors' is named by the weights file, whose shapes disagree
     return { verdict, why, what: `${CONFIG}: ${whats.join(', ')}`, target: target({ [CONFIG]: JSON.stringify(cfg, null, 2) }), names: [CONFIG, WEIGHTS] }
   }

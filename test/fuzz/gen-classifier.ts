@@ -5,7 +5,7 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 
-import type { FileContent, Generated, Rng, Verdict } from './case'
+import { verdictOfChanges, type FileContent, type Generated, type Rng, type Verdict } from './case'
 import { FIXTURES, safetensorsFile, tile } from './fixtures'
 
 const JSON_FILE = 'classifier.json'
@@ -190,14 +190,16 @@ export function classifierCase(rng: Rng, classifierDir: string): Generated {
   const kind = rng.int(0, 9)
   if (kind <= 5) {
     let meta = s.meta
-    let verdict: Verdict = 'accept'
+    const changes: Array<{ key: string; verdict: Verdict }> = []
     const whats: string[] = []
     for (let i = 0, n = rng.pick([1, 1, 2]); i < n; i++) {
       const c = fieldChange(rng, meta)
+      if (changes.some((d) => d.key === c.path.join('.'))) continue // a field changed once per case
       meta = apply(meta, c)
-      if (c.verdict === 'reject') verdict = 'reject'
+      changes.push({ key: c.path.join('.'), verdict: c.verdict })
       whats.push(`${c.path.join('.')} ${c.value === REMOVED ? 'removed' : JSON.stringify(c.value)?.slice(0, 60)}`)
     }
+    const { verdict } = verdictOfChanges(changes)
     // the head record can disagree with head.safetensors; a base 'saved' in the classifier's
     // directory, which holds no model, is named by its weights file
     return { verdict, what: whats.join(', '), target: target({ [JSON_FILE]: JSON.stringify(meta, null, 2) }), names: [JSON_FILE, HEAD_FILE, 'model.safetensors'] }

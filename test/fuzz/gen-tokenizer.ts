@@ -5,7 +5,7 @@
 // are non-empty strings or objects with a string content and boolean flags, ids are integers in
 // [0, 2^31), lengths positive integers. Bytes flipped inside the tokenizer file may leave a
 // valid file: those cases may load, and must then tokenize sanely.
-import type { FileContent, Generated, Rng, Verdict } from './case'
+import { verdictOfChanges, type FileContent, type Generated, type Rng, type Verdict } from './case'
 import { tokenizerFiles } from './fixtures'
 import { brokenJson, deepArray, describe, REMOVED, withKey } from './mutate'
 
@@ -164,16 +164,16 @@ export function tokenizerCase(rng: Rng): Generated {
   const kind = rng.int(0, 9)
   if (kind <= 3) {
     let cfg = config
-    let verdict: Verdict = 'accept'
-    let why: string | undefined
+    const changes: Array<{ key: string; verdict: Verdict; why?: string }> = []
     const whats: string[] = []
     for (let i = 0, n = rng.pick([1, 1, 2]); i < n; i++) {
       const [key, value, v, reason] = configField(rng)
+      if (changes.some((c) => c.key === key)) continue // a field changed once per case
       cfg = withKey(cfg, key, value)
       whats.push(`${key} ${describe(value)}`)
-      if (v === 'reject') verdict = 'reject'
-      else if (v === 'either' && verdict === 'accept') ((verdict = 'either'), (why = reason ?? 'read only when a chat template is applied'))
+      changes.push({ key, verdict: v, why: reason ?? 'read only when a chat template is applied' })
     }
+    const { verdict, why } = verdictOfChanges(changes)
     return { verdict, why, what: what(`${CONFIG}: ${whats.join(', ')}`), target: target({ [CONFIG]: JSON.stringify(cfg, null, 2) }), names: [CONFIG] }
   }
   if (kind === 4) {

@@ -110,7 +110,7 @@ export function tensorChange(rng: Rng, tensors: Tensor[], pick = () => rng.pick(
       ts.push({ ...ts[i], name: `${t.name.replace(/weight$/, 'extra')}` })
       return file(`an extra tensor beside ${t.name}`, 'reject')
     case 2:
-      ts[i].name = t.name.replace(/\.weight$/, '.default.weight')
+      ts[i].name = t.name.replace(/\.(\w+)$/, '.default.$1') // score.bias -> score.default.bias
       return file(`${t.name} renamed with an adapter name`, 'reject')
     case 3: {
       if (t.shape.length !== 2 || t.shape[0] === t.shape[1]) return file(`${t.name} unchanged (tensors as they are)`, 'accept')
