@@ -1,8 +1,10 @@
 // Coalesces concurrent requests into batches: many callers each asking for a few items (one
 // text per HTTP request, 6,000 predict(text) calls at once) share forward passes of up to
-// `maxBatch` items instead of each running its own. One batch runs at a time (it already uses
-// every core); requests arriving meanwhile wait at most `maxWaitMs` past the moment a batch could
-// start, in arrival order. A request larger than maxBatch is split and resolves when its last
+// `maxBatch` items instead of each running its own. A batch uses every core, so the next one is
+// formed only once the running one says it has started all its work (its last pieces are
+// computing; the next batch's first pieces then follow them without a gap), or has finished;
+// requests arriving meanwhile wait at most `maxWaitMs` past the moment a batch could start, in
+// arrival order. A request larger than maxBatch is split and resolves when its last
 // part is done. The queue is bounded: past `maxQueue` waiting items a request is refused at once
 // (ERR_QUEUE_FULL), which a server turns into 503 + Retry-After.
 import { ErnieError, rangeError } from '../errors'
@@ -37,17 +39,19 @@ export class Batcher<I, O> {
   readonly maxQueue: number
   private readonly queue: Request<I, O>[] = []
   private waiting = 0 // items queued, not yet in a batch
-  private running = false
+  private running = 0 // batches in flight
+  private preparing = 0 // of them, those that have not yet started all their work
   private timer: { cancel(): void } | undefined
   private closed: Error | undefined
 
   /**
    * `run` computes one batch: its outputs in the order of its inputs. Its `signal` fires when
    * every request in the batch has been aborted (none is left to want the outputs); it is absent
-   * when a request in the batch has no signal.
+   * when a request in the batch has no signal. It calls `onAllStarted` (if it ever does) once the
+   * batch's last piece of work has started: the next batch may be formed then.
    */
   constructor(
-    private readonly run: (items: I[], signal?: AbortSignal) => Promise<O[]>,
+    private readonly run: (items: I[], signal: AbortSignal | undefined, onAllStarted: () => void) => Promise<O[]>,
     options: BatcherOptions = {},
   ) {
     this.maxBatch = options.maxBatch ?? 32
@@ -65,7 +69,7 @@ export class Batcher<I, O> {
 
   /** Whether a batch is running now. */
   get busy(): boolean {
-    return this.running
+    return this.running > 0
   }
 
   /** The outputs of `items`, computed in batches shared with other requests. */
@@ -105,7 +109,7 @@ export class Batcher<I, O> {
   }
 
   private schedule(): void {
-    if (this.running || this.timer !== undefined || this.queue.length === 0) return
+    if (this.preparing > 0 || this.timer !== undefined || this.queue.length === 0) return
     // A full batch starts now; otherwise it waits maxWaitMs for company (0: this turn's other calls).
     const delay = this.waiting >= this.maxBatch ? 0 : this.maxWaitMs
     const start = () => {
@@ -135,10 +139,18 @@ export class Batcher<I, O> {
       if (req.next === req.items.length) this.queue.shift()
     }
     if (items.length === 0) return
-    this.running = true
+    this.running++
+    this.preparing++
+    let allStarted = false
+    const onAllStarted = () => {
+      if (allStarted) return
+      allStarted = true
+      this.preparing--
+      this.schedule()
+    }
     const whenAllAbort = allAborted(parts.map((p) => p.req.signal))
     try {
-      const outputs = await this.run(items, whenAllAbort?.signal)
+      const outputs = await this.run(items, whenAllAbort?.signal, onAllStarted)
       if (outputs.length !== items.length) throw new Error(`Batcher: a batch of ${items.length} items gave ${outputs.length} outputs`)
       let k = 0
       for (const { req, from, to } of parts) {
@@ -158,7 +170,8 @@ export class Batcher<I, O> {
       }
     } finally {
       whenAllAbort?.release()
-      this.running = false
+      if (!allStarted) this.preparing--
+      this.running--
       this.schedule()
     }
   }

@@ -118,10 +118,10 @@ async function runFit(core: ClassifierCore, data: string | readonly LabeledText[
       const n = offset + done
       emit({ phase: 'features', step: n, totalSteps: total, epoch: 0, elapsedSeconds: elapsed, etaSeconds: n > 0 ? (elapsed * (total - n)) / n : 0 })
     }
-    const feats = await features(core, train.texts, 32, o.signal, onBatch(0))
+    const feats = await features(core, train.texts, 32, { signal: o.signal, onBatch: onBatch(0) })
     if (!feats) return aborted()
     if (evalSet) {
-      evalFeatures = await features(core, evalSet.texts, 32, o.signal, onBatch(train.texts.length))
+      evalFeatures = await features(core, evalSet.texts, 32, { signal: o.signal, onBatch: onBatch(train.texts.length) })
       if (!evalFeatures) return aborted()
     }
     // the standardisation is fixed by the first training run: a refit continues the same head

@@ -4,7 +4,7 @@
 import { assignLabels, readDataset, type LabeledText } from '../data'
 import { AbortError, ErnieError, rangeError, typeError } from '../errors'
 import { numThreads } from '../kernels'
-import { runInLanes } from '../util/lanes'
+import { Lanes } from '../util/lanes'
 import type { ClassifierCore } from './core'
 import { encodeTextsAsync, lengthBatches, padRows, promptIds, type PaddedBatch } from './encode'
 import { classificationMetrics, softmaxRows } from './metrics'
@@ -17,14 +17,41 @@ import type { EvaluateReport, Prediction } from './results'
 const FEATURE_CHUNK = 1024
 
 /**
- * work(batch, singleThread) for each batch. With several batches and cores, each batch runs on
- * one core and one batch per core is in flight: cores working alone get more done than both
- * sharing every product of one batch. A single batch gets the whole thread pool.
+ * The turns at the cores for inference forwards, shared by every classifier in the process: two
+ * per core, one batch computing and the next already queued on that core's native lane
+ * (native/cpu/lanes.h), which starts it the moment the first ends, however busy the JS thread is
+ * then (a server answering requests).
  */
-function runBatchesPerCore<T>(batches: readonly T[], work: (batch: T, singleThread: boolean) => Promise<void>): Promise<void> {
+const cpuLanes = new Lanes(() => 2 * numThreads())
+
+/**
+ * work(batch, singleThread) for each batch, in order, on the shared lanes. With several batches
+ * and cores each batch runs single-threaded, on one core: cores working alone get more done than
+ * both sharing every product of one batch. A single batch gets the whole thread
+ * pool. `onAllStarted` is called once every batch has its lane (the run is finishing: a next one
+ * may be prepared). After a failure no further batch starts; the first error is thrown once the
+ * running ones have settled.
+ */
+async function runBatchesPerCore<T>(batches: readonly T[], work: (batch: T, singleThread: boolean) => Promise<void>, onAllStarted?: () => void): Promise<void> {
   const cores = numThreads()
   const singleThread = cores > 1 && batches.length > 1
-  return runInLanes(batches, singleThread ? cores : 1, (batch) => work(batch, singleThread))
+  let started = 0
+  let failure: { error: unknown } | undefined
+  if (batches.length === 0) onAllStarted?.()
+  await Promise.all(
+    batches.map((batch) =>
+      cpuLanes.hold(singleThread ? 1 : Infinity, async () => {
+        if (++started === batches.length) onAllStarted?.()
+        if (failure) return
+        try {
+          await work(batch, singleThread)
+        } catch (error) {
+          failure ??= { error }
+        }
+      }),
+    ),
+  )
+  if (failure) throw failure.error
 }
 
 /**
@@ -37,6 +64,16 @@ function coreBatches(lengths: readonly number[], batchSize: number): number[][] 
   return lengthBatches(lengths, Math.max(1, Math.min(batchSize, Math.ceil(lengths.length / numThreads()))))
 }
 
+/** How a caller follows and steers an inference run. */
+export interface RunControl {
+  /** Checked before each batch: once it fires, no further batch starts and the run gives undefined. */
+  signal?: AbortSignal
+  /** Called as batches finish, with the number of texts done. */
+  onBatch?: (done: number) => void
+  /** Called once the run's last batch has started: the run is finishing (predict's batcher then forms the next). */
+  onAllStarted?: () => void
+}
+
 /**
  * `width` values per text from `run` on padded batches of similar length: the rows of each batch
  * in the order of its texts.
@@ -47,8 +84,7 @@ async function perText(
   batchSize: number,
   width: number,
   run: (b: PaddedBatch, singleThread: boolean) => Promise<Float32Array>,
-  signal?: AbortSignal,
-  onBatch?: (done: number) => void,
+  { signal, onBatch, onAllStarted }: RunControl,
 ): Promise<Float32Array | undefined> {
   const { tok } = core.requireModel()
   const out = new Float32Array(texts.length * width)
@@ -63,17 +99,22 @@ async function perText(
       rows.map((r) => r.length),
       batchSize,
     )
-    await runBatchesPerCore(batches, async (idx, singleThread) => {
-      if (signal?.aborted) return
-      const b = padRows(
-        idx.map((k) => rows[k]),
-        pad,
-      )
-      const values = await run(b, singleThread)
-      idx.forEach((k, j) => out.set(values.subarray(j * width, (j + 1) * width), (i + k) * width))
-      done += idx.length
-      onBatch?.(done)
-    })
+    const lastChunk = i + FEATURE_CHUNK >= texts.length
+    await runBatchesPerCore(
+      batches,
+      async (idx, singleThread) => {
+        if (signal?.aborted) return
+        const b = padRows(
+          idx.map((k) => rows[k]),
+          pad,
+        )
+        const values = await run(b, singleThread)
+        idx.forEach((k, j) => out.set(values.subarray(j * width, (j + 1) * width), (i + k) * width))
+        done += idx.length
+        onBatch?.(done)
+      },
+      lastChunk ? onAllStarted : undefined,
+    )
     if (signal?.aborted) return undefined
   }
   return out
@@ -84,35 +125,35 @@ function batchInput(b: PaddedBatch) {
 }
 
 /** Pooled final hidden states [N * hidden] for texts (pooled by the engine), in batches of similar length. */
-export async function features(core: ClassifierCore, texts: readonly string[], batchSize: number, signal?: AbortSignal, onBatch?: (done: number) => void): Promise<Float32Array | undefined> {
+export async function features(core: ClassifierCore, texts: readonly string[], batchSize: number, control: RunControl = {}): Promise<Float32Array | undefined> {
   const { model } = core.requireModel()
   const pooledBatch = async (b: PaddedBatch, singleThread: boolean) =>
     (await model.forward(batchInput(b), { adapter: core.adapter, singleThread, precision: core.precision, output: ['pooled'], pooling: core.pooling })).pooled!
-  return perText(core, texts, batchSize, model.config.hidden_size, pooledBatch, signal, onBatch)
+  return perText(core, texts, batchSize, model.config.hidden_size, pooledBatch, control)
 }
 
 /**
  * Class logits [N * C] for texts (undefined when `signal` fired): a linear head runs in the
  * forward call itself, an MLP head on the pooled rows.
  */
-async function classLogits(core: ClassifierCore, texts: readonly string[], batchSize: number, signal?: AbortSignal): Promise<Float32Array | undefined> {
+async function classLogits(core: ClassifierCore, texts: readonly string[], batchSize: number, control: RunControl): Promise<Float32Array | undefined> {
   const { model } = core.requireModel()
   const head = core.head!
   const linear = head.linear()
   if (!linear) {
-    const pooled = await features(core, texts, batchSize, signal)
+    const pooled = await features(core, texts, batchSize, control)
     return pooled && head.logits(pooled, texts.length)
   }
   const logitsBatch = async (b: PaddedBatch, singleThread: boolean) =>
     (await model.forward(batchInput(b), { adapter: core.adapter, singleThread, precision: core.precision, output: [], pooling: core.pooling, head: linear })).headLogits!
-  return perText(core, texts, batchSize, head.classes, logitsBatch, signal)
+  return perText(core, texts, batchSize, head.classes, logitsBatch, control)
 }
 
 /** Class probabilities [N * C] for texts; undefined when `signal` fired (once the batches running then finish). */
-export async function probabilities(core: ClassifierCore, texts: readonly string[], batchSize: number, signal?: AbortSignal): Promise<Float32Array | undefined> {
+export async function probabilities(core: ClassifierCore, texts: readonly string[], batchSize: number, control: RunControl = {}): Promise<Float32Array | undefined> {
   if (texts.length === 0) return new Float32Array(0)
-  if (core.method_ === 'generative') return answerProbabilities(core, texts, batchSize, signal)
-  const logits = await classLogits(core, texts, batchSize, signal)
+  if (core.method_ === 'generative') return answerProbabilities(core, texts, batchSize, control)
+  const logits = await classLogits(core, texts, batchSize, control)
   return logits && softmaxRows(logits, core.labelSet!.size)
 }
 
@@ -120,7 +161,7 @@ export async function probabilities(core: ClassifierCore, texts: readonly string
  * The generative method's class probabilities: each label's answer scored after the prompt
  * (the sum of its tokens' log-probabilities through the LM head), normalised over the labels.
  */
-async function answerProbabilities(core: ClassifierCore, texts: readonly string[], batchSize: number, signal?: AbortSignal): Promise<Float32Array | undefined> {
+async function answerProbabilities(core: ClassifierCore, texts: readonly string[], batchSize: number, { signal, onAllStarted }: RunControl): Promise<Float32Array | undefined> {
   const { model, tok } = core.requireModel()
   const g = core.generative()
   const C = g.answers.length
@@ -132,27 +173,31 @@ async function answerProbabilities(core: ClassifierCore, texts: readonly string[
     prompts.map((p) => p.length),
     perBatch,
   )
-  await runBatchesPerCore(batches, async (idx, singleThread) => {
-    if (signal?.aborted) return
-    // one row per (text, label): the prompt followed by that label's answer, which is scored
-    // (positions P-1 .. P+len-2 predict the answer's tokens), in one native call per batch
-    const rows: number[][] = []
-    for (const k of idx) for (const a of g.answers) rows.push([...prompts[k], ...a])
-    const b = padRows(rows, pad)
-    const T = b.shape[1]
-    const targets = new Int32Array(b.inputIds.length).fill(-1)
-    idx.forEach((k, j) =>
-      g.answers.forEach((a, c) => {
-        const P = prompts[k].length
-        a.forEach((id, i) => (targets[(j * C + c) * T + P - 1 + i] = id))
-      }),
-    )
-    const input = { inputIds: { data: b.inputIds, shape: b.shape }, attentionMask: { data: b.attentionMask, shape: b.shape } }
-    const { rowLogProbs } = await model.forward(input, { adapter: core.adapter, singleThread, precision: core.precision, output: [], targets: { data: targets, shape: b.shape } })
-    idx.forEach((k, j) => {
-      for (let c = 0; c < C; c++) logp[k * C + c] = rowLogProbs![j * C + c]
-    })
-  })
+  await runBatchesPerCore(
+    batches,
+    async (idx, singleThread) => {
+      if (signal?.aborted) return
+      // one row per (text, label): the prompt followed by that label's answer, which is scored
+      // (positions P-1 .. P+len-2 predict the answer's tokens), in one native call per batch
+      const rows: number[][] = []
+      for (const k of idx) for (const a of g.answers) rows.push([...prompts[k], ...a])
+      const b = padRows(rows, pad)
+      const T = b.shape[1]
+      const targets = new Int32Array(b.inputIds.length).fill(-1)
+      idx.forEach((k, j) =>
+        g.answers.forEach((a, c) => {
+          const P = prompts[k].length
+          a.forEach((id, i) => (targets[(j * C + c) * T + P - 1 + i] = id))
+        }),
+      )
+      const input = { inputIds: { data: b.inputIds, shape: b.shape }, attentionMask: { data: b.attentionMask, shape: b.shape } }
+      const { rowLogProbs } = await model.forward(input, { adapter: core.adapter, singleThread, precision: core.precision, output: [], targets: { data: targets, shape: b.shape } })
+      idx.forEach((k, j) => {
+        for (let c = 0; c < C; c++) logp[k * C + c] = rowLogProbs![j * C + c]
+      })
+    },
+    onAllStarted,
+  )
   return signal?.aborted ? undefined : softmaxRows(logp, C)
 }
 
@@ -168,11 +213,11 @@ function predictBatcher(core: ClassifierCore, batchSize: number): Batcher<string
   if (batcher) return batcher
   const { onBatch, ...limits } = core.batching
   batcher = new Batcher<string, Float32Array>(
-    async (texts, signal) => {
+    async (texts, signal, onAllStarted) => {
       onBatch?.(texts.length)
       // tracked too: fit waits for a run whose callers have all aborted; it stops between
       // forward passes once they all have
-      const probs = await core.track(probabilities(core, texts, batchSize, signal))
+      const probs = await core.track(probabilities(core, texts, batchSize, { signal, onAllStarted }))
       if (!probs) throw new AbortError('predict', signal!)
       const C = core.labelSet!.size
       return texts.map((_, i) => probs.subarray(i * C, (i + 1) * C))
@@ -240,7 +285,7 @@ export async function evaluateData(core: ClassifierCore, data: string | readonly
   throwIfAborted(signal, 'evaluate')
   const set = assignLabels(ds, core.labelSet!, 'eval', options.onInvalid ?? 'error')
   if (set.texts.length === 0) throw new ErnieError('ERR_DATA', `${ds.source}: no examples to evaluate`)
-  const probs = await core.track(probabilities(core, set.texts, options.batchSize ?? 32, signal))
+  const probs = await core.track(probabilities(core, set.texts, options.batchSize ?? 32, { signal }))
   if (!probs) throw new AbortError('evaluate', signal!)
   return { ...classificationMetrics(set.labels, probs, core.labelSet!.names), skipped: ds.skipped }
 }

@@ -1,26 +1,46 @@
-// Async work over a list with a bounded number of calls in flight: the classifier keeps one
-// single-threaded forward per core going this way.
+// Turns at the cores for inference forwards, granted in the order they were asked for: a
+// single-threaded forward holds one lane, a forward on the whole thread pool holds them all. One
+// set for the process, so that work from several runs in flight (the next coalesced run starting
+// while the last one's final batches compute, or two served models) is queued rather than piled
+// onto the cores.
 
-/**
- * Runs work(item) for every item, at most `lanes` at once, each lane taking the next item when
- * its last one settles. After a failure no new item starts; the first error is thrown once the
- * running ones have settled.
- */
-export async function runInLanes<T>(items: readonly T[], lanes: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0
-  let failed = false
-  let failure: unknown
-  const lane = async (): Promise<void> => {
-    while (!failed && next < items.length) {
-      const item = items[next++]
-      try {
-        await work(item)
-      } catch (e) {
-        if (!failed) failure = e
-        failed = true
-      }
+export class Lanes {
+  private held = 0
+  private readonly queue: Array<{ want: number; grant: () => void }> = []
+
+  /** `count()`: how many lanes there are now (read at each grant: the thread count may change). */
+  constructor(private readonly count: () => number) {}
+
+  /** Callers waiting for lanes. */
+  get waiting(): number {
+    return this.queue.length
+  }
+
+  /**
+   * work() once `want` lanes (at most all of them) are free and every earlier caller has been
+   * served; they are freed when it settles. Its result or error is passed on.
+   */
+  async hold<T>(want: number, work: () => Promise<T>): Promise<T> {
+    const n = Math.max(1, Math.min(want, this.count()))
+    if (this.queue.length > 0 || !this.fits(n)) await new Promise<void>((grant) => this.queue.push({ want: n, grant }))
+    else this.held += n
+    try {
+      return await work()
+    } finally {
+      this.held -= n
+      this.grant()
     }
   }
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(lanes, items.length)) }, lane))
-  if (failed) throw failure
+
+  private fits(n: number): boolean {
+    return this.held === 0 || this.held + n <= this.count()
+  }
+
+  private grant(): void {
+    while (this.queue.length > 0 && this.fits(this.queue[0].want)) {
+      const next = this.queue.shift()!
+      this.held += next.want
+      next.grant()
+    }
+  }
 }

@@ -19,8 +19,9 @@
 //     decode and trainStep take it too.
 //     device: 'cpu' (default) | 'cuda' | 'checked' (addon/op.h), on the constructor: where the
 //     weights are placed, once, and every call runs.
-//     singleThread: the call runs on its worker thread alone, not on the pool, so that calls
-//     issued side by side (one per core) each keep a core busy.
+//     singleThread: the call runs alone on one of the per-core lane threads (cpu/lanes.h), not
+//     on the pool, so that calls issued side by side (a batch per core and more) keep every core
+//     busy; calls beyond one per core wait for a free lane.
 //   new Adapter({ layers: [{ q_proj?: { a, b, rank, scale }, ... }], embed?, lmHead? })
 //     embed, lmHead: matrices [vocab, hidden], row-major: trainable token rows' tables, which the
 //     adapter's calls read in place of the model's embedding and LM head (lmHead may view embed's
@@ -636,6 +637,7 @@ Napi::Value NativeModel::RunForward(const Napi::CallbackInfo& info, bool sync) {
             else run();
           },
           {}};
+  if (single_thread && !sync) return run_lane_job(info.Env(), "forward", std::move(job), args);
   return run_job(info.Env(), "forward", std::move(job), args, sync);
 }
 

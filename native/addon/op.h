@@ -120,6 +120,9 @@ using Parser = Job (*)(Args&);
 // Runs a parsed Job: on a libuv worker, returning a Promise, or here when `sync`.
 // For methods of native objects (ObjectWrap), which register themselves.
 Napi::Value run_job(Napi::Env env, const std::string& name, Job job, Args& args, bool sync);
+// Runs a single-threaded Job on one of cpu::Lanes' threads (lane_job.cc), returning a Promise:
+// for work queued a batch per core and more, which libuv's four workers would cap.
+Napi::Value run_lane_job(Napi::Env env, const std::string& name, Job job, Args& args);
 
 // Registers an op under `name`; returns true so it can initialise a static.
 bool register_op(const char* name, Parser parser);

@@ -78,3 +78,34 @@ t.test('a failing batch rejects its requests; the next batch runs', async (t) =>
   b.close()
   await t.rejects(b.submit([1]), { code: 'ERR_DISPOSED' })
 })
+
+t.test('the next batch forms once the running one has started all its work, not before', async (t) => {
+  // Each batch says it has started all its work 20 ms in and ends 100 ms in; the timeline is recorded.
+  const events: string[] = []
+  const batcher = (saysStarted: boolean) =>
+    new Batcher(
+      async (items: number[], _signal, onAllStarted) => {
+        events.push(`start ${items.join(',')}`)
+        if (saysStarted)
+          setTimeout(() => {
+            events.push(`all started ${items.join(',')}`)
+            onAllStarted()
+          }, 20)
+        await new Promise((r) => setTimeout(r, 100))
+        events.push(`end ${items.join(',')}`)
+        return items
+      },
+      { maxBatch: 2 },
+    )
+  const overlapping = batcher(true)
+  t.same(await Promise.all([1, 2, 3, 4, 5].map((x) => overlapping.submit([x]))), [[1], [2], [3], [4], [5]])
+  t.same(
+    events,
+    ['start 1,2', 'all started 1,2', 'start 3,4', 'all started 3,4', 'start 5', 'all started 5', 'end 1,2', 'end 3,4', 'end 5'],
+    'each batch forms as soon as the one before has started all its work, while that one is still running',
+  )
+  events.length = 0
+  const oneAtATime = batcher(false)
+  await Promise.all([1, 2, 3].map((x) => oneAtATime.submit([x])))
+  t.same(events, ['start 1,2', 'end 1,2', 'start 3', 'end 3'], 'a run that never says it has started all its work runs alone')
+})
