@@ -27,9 +27,9 @@ const cpuLanes = new Lanes(() => 2 * numThreads())
 /**
  * work(batch, singleThread) for each batch, in order, on the shared lanes. With several batches
  * and cores each batch runs single-threaded, on one core: cores working alone get more done than
- * both sharing every product of one batch. A single batch gets the whole thread
- * pool. `onAllStarted` is called once every batch has its lane (the run is finishing: a next one
- * may be prepared). After a failure no further batch starts; the first error is thrown once the
+ * both sharing every product of one batch. A single batch gets the whole thread pool.
+ * `onAllStarted` is called once every batch has its lane (the run is finishing: a next one may be
+ * prepared). After a failure no further batch starts; the first error is thrown once the
  * running ones have settled.
  */
 async function runBatchesPerCore<T>(batches: readonly T[], work: (batch: T, singleThread: boolean) => Promise<void>, onAllStarted?: () => void): Promise<void> {

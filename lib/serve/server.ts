@@ -85,7 +85,8 @@ export function createServer(classifiers: ErnieClassifier | Record<string, Ernie
     // the request's signal: its timeout, or the client gone (the texts then leave the queue)
     const controller = new AbortController()
     const timer = setTimeout(() => controller.abort(new HttpError(503, 'ERR_TIMEOUT', `not answered within ${o.timeoutMs} ms`, { 'retry-after': '1' })), o.timeoutMs)
-    res.on('close', () => controller.abort(new HttpError(499, 'ERR_CLIENT_GONE', 'the client closed the connection')))
+    // ('close' also follows every answer sent: only one not sent yet means the client left)
+    res.on('close', () => res.writableFinished || controller.abort(new HttpError(499, 'ERR_CLIENT_GONE', 'the client closed the connection')))
     try {
       const { model, texts } = parseClassifyRequest(await readBody(req, o.maxBodyBytes), models)
       if (texts.length > o.maxQueue) throw new HttpError(413, 'ERR_TOO_MANY_TEXTS', `${texts.length} texts; at most ${o.maxQueue} per request`)
