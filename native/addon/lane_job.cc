@@ -53,9 +53,9 @@ class LaneDelivery {
     return promise;
   }
 
-  // On the JS thread, after a job's Promise settled.
+  // On the JS thread, after a job's Promise settled (or could not be: the environment is stopping).
   void settled(Napi::Env env) {
-    if (--pending_ == 0) fn_.Unref(env);
+    if (--pending_ == 0) napi_unref_threadsafe_function(env, fn_);  // a failure here only means it is stopping
   }
 
  private:
@@ -111,15 +111,20 @@ void deliver(Napi::Env env, Napi::Function, LaneDelivery* delivery, LaneJob* job
     return;
   }
   std::unique_ptr<LaneJob> owned(job);
-  Napi::HandleScope scope(env);
-  if (job->failed) {
-    job->deferred.Reject(Napi::Error::New(env, job->error).Value());
-  } else {
-    try {
-      job->deferred.Resolve(job->job.result ? job->job.result(env) : env.Undefined());
-    } catch (const Napi::Error& e) {
-      job->deferred.Reject(e.Value());
+  try {
+    Napi::HandleScope scope(env);
+    if (job->failed) {
+      job->deferred.Reject(Napi::Error::New(env, job->error).Value());
+    } else {
+      try {
+        job->deferred.Resolve(job->job.result ? job->job.result(env) : env.Undefined());
+      } catch (const Napi::Error& e) {
+        job->deferred.Reject(e.Value());
+      }
     }
+  } catch (...) {
+    // The environment is stopping (a worker thread terminated): no JavaScript runs to take the
+    // answer, and N-API calls fail. Nothing to do but let the job go.
   }
   delivery->settled(env);
 }

@@ -80,6 +80,15 @@ class JobWorker : public Napi::AsyncWorker {
     }
   }
   void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  // A job that ends while its environment is stopping (a worker thread terminated) finds N-API
+  // failing there, and node-addon-api would throw out of libuv's callback: the process would
+  // abort. No JavaScript runs to take the answer any more; the worker is let go.
+  void OnWorkComplete(Napi::Env env, napi_status status) override {
+    try {
+      Napi::AsyncWorker::OnWorkComplete(env, status);  // deletes this when it returns
+    } catch (...) {
+    }
+  }
 
  private:
   std::string op_;

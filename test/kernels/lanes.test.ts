@@ -4,6 +4,7 @@
 // with lane jobs in flight or done.
 import { spawn } from 'node:child_process'
 import * as path from 'node:path'
+import { Worker } from 'node:worker_threads'
 import t from 'tap'
 
 import { ErnieModel, kernels } from '../../lib/index'
@@ -107,4 +108,22 @@ ErnieModel.fromPretrained(bundledModelDir()).then((model) => {
 })
 `)
   t.same({ code: r.code, signal: r.signal }, { code: 0, signal: null }, `exit 0, no crash ${r.stderr}`)
+})
+
+t.test('worker threads terminated while their forwards run (lanes and libuv\'s pool): the process carries on, the main thread\'s calls still answer', async (t) => {
+  // Before: node-addon-api threw out of the completion callback of a stopping environment, and the process aborted.
+  const model = await ErnieModel.fromPretrained(bundledModelDir()!)
+  t.teardown(() => model.dispose())
+  for (const singleThread of [true, false])
+    for (let i = 0; i < 4; i++) {
+      const worker = new Worker(path.join(__dirname, 'lanes-worker.ts'), { workerData: { singleThread } })
+      const fromWorker = await new Promise<number[]>((resolve, reject) => {
+        worker.once('message', resolve)
+        worker.once('error', reject)
+      })
+      await tick(3 * i) // 40 forwards queued or running, some answered
+      await worker.terminate()
+      const here = await model.forward({ inputIds: [[5, 6, 7, 8]] }, { output: ['pooled'], singleThread })
+      t.same(Array.from(here.pooled!), fromWorker, `${singleThread ? 'lanes' : 'pool'}, worker ${i} terminated after ${3 * i} ms: the worker's answer here, bit for bit`)
+    }
 })
