@@ -95,41 +95,6 @@ export function padRows(rows: readonly (readonly number[])[], padId: number): Pa
   return { inputIds, attentionMask, shape: [B, T], tokens }
 }
 
-/**
- * The share of a batch's padded tokens that may be padding: a batch of sorted texts ends where the
- * next text would take it past this. Padding is computed and thrown away, so a small run of texts
- * of mixed lengths (a server's coalesced requests) goes as several short batches rather than one
- * padded to its longest text. Measured on ChnSentiCorp test reviews in runs of 33 (Zen 4, 2
- * cores): the bundled model 364 -> 720 texts/s, a 6-layer model of ERNIE-4.5-0.3B's width
- * 16.3 -> 35.5; in one run of all of them 740 -> 780 and 32.7 -> 35.4 (a cap of 0.1: 683, 33.0).
- */
-export const MAX_PADDING = 0.05
-
-/**
- * Indices of `lengths` in batches of similar lengths: at most `batchSize` rows and `maxTokens`
- * padded tokens each, and at most MAX_PADDING of those tokens padding.
- */
-export function lengthBatches(lengths: readonly number[], batchSize: number, maxTokens = 32768): number[][] {
-  const order = lengths.map((_, i) => i).sort((a, b) => lengths[b] - lengths[a] || a - b)
-  const batches: number[][] = []
-  let cur: number[] = []
-  let real = 0 // tokens in cur
-  for (const i of order) {
-    // sorted longest first: the batch's first row sets its padded length
-    const width = cur.length > 0 ? lengths[cur[0]] : lengths[i]
-    const padded = (cur.length + 1) * width
-    if (cur.length > 0 && (cur.length >= batchSize || padded > maxTokens || padded - (real + lengths[i]) > MAX_PADDING * padded)) {
-      batches.push(cur)
-      cur = []
-      real = 0
-    }
-    cur.push(i)
-    real += lengths[i]
-  }
-  if (cur.length > 0) batches.push(cur)
-  return batches
-}
-
 /** The generative method's prompt: `{text}` is the review, `{labels}` the answers joined by '/'. */
 export const DEFAULT_PROMPT = '判断这条评论的情感（{labels}）：\n{text}\n答案：'
 

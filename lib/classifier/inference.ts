@@ -3,10 +3,9 @@
 // prompt; predict and evaluate on them. An AbortSignal is checked before each batch.
 import { assignLabels, readDataset, type LabeledText } from '../data'
 import { AbortError, ErnieError, rangeError, typeError } from '../errors'
-import { numThreads } from '../kernels'
-import { Lanes } from '../util/lanes'
 import type { ClassifierCore } from './core'
-import { encodeTextsAsync, lengthBatches, padRows, promptIds, type PaddedBatch } from './encode'
+import { coreBatches, runBatchesPerCore } from '../model/batches'
+import { encodeTextsAsync, padRows, promptIds, type PaddedBatch } from './encode'
 import { classificationMetrics, softmaxRows } from './metrics'
 import { Batcher } from './batcher'
 import { checkSignal, throwIfAborted, type EvaluateOptions, type PredictBatching, type PredictOptions } from './options'
@@ -15,54 +14,6 @@ import type { EvaluateReport, Prediction } from './results'
 // Texts encoded and sorted by length together for inference: a larger pool sorts into batches
 // with less padding; the bound keeps the token ids held at once small.
 const FEATURE_CHUNK = 1024
-
-/**
- * The turns at the cores for inference forwards, shared by every classifier in the process: two
- * per core, one batch computing and the next already queued on that core's native lane
- * (native/cpu/lanes.h), which starts it the moment the first ends, however busy the JS thread is
- * then (a server answering requests).
- */
-const cpuLanes = new Lanes(() => 2 * numThreads())
-
-/**
- * work(batch, singleThread) for each batch, in order, on the shared lanes. With several batches
- * and cores each batch runs single-threaded, on one core: cores working alone get more done than
- * both sharing every product of one batch. A single batch gets the whole thread pool.
- * `onAllStarted` is called once every batch has its lane (the run is finishing: a next one may be
- * prepared). After a failure no further batch starts; the first error is thrown once the
- * running ones have settled.
- */
-async function runBatchesPerCore<T>(batches: readonly T[], work: (batch: T, singleThread: boolean) => Promise<void>, onAllStarted?: () => void): Promise<void> {
-  const cores = numThreads()
-  const singleThread = cores > 1 && batches.length > 1
-  let started = 0
-  let failure: { error: unknown } | undefined
-  if (batches.length === 0) onAllStarted?.()
-  await Promise.all(
-    batches.map((batch) =>
-      cpuLanes.hold(singleThread ? 1 : Infinity, async () => {
-        if (++started === batches.length) onAllStarted?.()
-        if (failure) return
-        try {
-          await work(batch, singleThread)
-        } catch (error) {
-          failure ??= { error }
-        }
-      }),
-    ),
-  )
-  if (failure) throw failure.error
-}
-
-/**
- * Length-sorted batches of at most `batchSize` texts, and at least one per core when there are
- * fewer texts than that allows (a coalesced predict run of 32 texts on two cores: two batches of
- * 16, one per core, rather than one batch of 32 sharing both), for the reason runBatchesPerCore
- * gives.
- */
-function coreBatches(lengths: readonly number[], batchSize: number): number[][] {
-  return lengthBatches(lengths, Math.max(1, Math.min(batchSize, Math.ceil(lengths.length / numThreads()))))
-}
 
 /** How a caller follows and steers an inference run. */
 export interface RunControl {

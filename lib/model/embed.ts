@@ -2,12 +2,14 @@
 import { rangeError, typeError } from '../errors'
 import type { Precision } from '../precision'
 import type { ModelContext } from './context'
+import { coreBatches, runBatchesPerCore } from './batches'
 import { POOLINGS, type Pooling } from './forward'
 
 export interface EmbedOptions {
   pooling?: Pooling
   normalize?: boolean
   maxLength?: number
+  /** Texts per forward pass (default 16): sorted by length, one batch per core at a time. */
   batchSize?: number
   /** Default: the model's `precision`. */
   precision?: Precision
@@ -23,25 +25,36 @@ export async function embedTexts(model: ModelContext, texts: string | string[], 
   const precision = model.callPrecision(options.precision, 'embed: precision')
   const batchSize = options.batchSize ?? 16
   const H = model.config.hidden_size
-  const out: Float32Array[] = []
-  for (let i = 0; i < list.length; i += batchSize) {
-    const enc = tok.encodeBatch(list.slice(i, i + batchSize), { maxLength: options.maxLength ?? 512, padding: false, truncation: true })
+  // tokenized a few at a time, the event loop running in between (a long list would hold it)
+  const rows: number[][] = []
+  for (let i = 0; i < list.length; i += 64) {
+    if (i > 0) await new Promise((resolve) => setImmediate(resolve))
+    const enc = tok.encodeBatch(list.slice(i, i + 64), { maxLength: options.maxLength ?? 512, padding: false, truncation: true })
     // an empty text (whitespace only, say) still gets one token to pool
-    for (const row of enc.inputIds) if (row.length === 0) row.push(tok.unkTokenId ?? tok.padTokenId ?? 0)
-    const T = Math.max(...enc.inputIds.map((r) => r.length))
-    const pad = tok.padTokenId ?? 0
-    const ids = enc.inputIds.map((r) => [...r, ...new Array<number>(T - r.length).fill(pad)])
-    const mask = enc.inputIds.map((r) => [...r.map(() => 1), ...new Array<number>(T - r.length).fill(0)])
-    // pooled by the engine (last-token pooling runs the last layer on those rows alone)
-    const { pooled } = await model.forward({ inputIds: ids, attentionMask: mask }, { output: ['pooled'], pooling, precision })
-    ids.forEach((_, b) => {
+    for (const r of enc.inputIds) rows.push(r.length === 0 ? [tok.unkTokenId ?? tok.padTokenId ?? 0] : r)
+  }
+  const pad = tok.padTokenId ?? 0
+  const out = new Array<Float32Array>(list.length)
+  // length-sorted batches, one per core (model/batches.ts), pooled by the engine (last-token
+  // pooling runs the last layer on those rows alone)
+  await runBatchesPerCore(coreBatches(rows.map((r) => r.length), batchSize), async (idx, singleThread) => {
+    const T = Math.max(...idx.map((k) => rows[k].length))
+    const inputIds = new Int32Array(idx.length * T).fill(pad)
+    const attentionMask = new Int32Array(idx.length * T)
+    idx.forEach((k, b) => {
+      inputIds.set(rows[k], b * T)
+      attentionMask.fill(1, b * T, b * T + rows[k].length)
+    })
+    const shape: [number, number] = [idx.length, T]
+    const { pooled } = await model.forward({ inputIds: { data: inputIds, shape }, attentionMask: { data: attentionMask, shape } }, { output: ['pooled'], pooling, precision, singleThread })
+    idx.forEach((k, b) => {
       const v = pooled!.slice(b * H, (b + 1) * H)
       if (options.normalize) {
         const norm = Math.hypot(...v) || 1
         for (let j = 0; j < H; j++) v[j] /= norm
       }
-      out.push(v)
+      out[k] = v
     })
-  }
+  })
   return out
 }

@@ -2,7 +2,7 @@
 // padding stay under their caps, each batch as full as the caps allow; checked on random lengths
 // against the caps recomputed here.
 import t from 'tap'
-import { lengthBatches, MAX_PADDING } from '../../lib/classifier/encode'
+import { lengthBatches, MAX_PADDING } from '../../lib/model/batches'
 import { rng } from '../helpers/helpers'
 
 const padding = (lengths: readonly number[], batch: readonly number[]) => {
