@@ -3,6 +3,7 @@
 // and the generative method's prompt + answer sequences.
 import { ErnieError } from '../errors'
 import type { Tokenizer } from '../tokenizer'
+import { yieldToEventLoop } from '../util/event-loop'
 import { IN_PLACE_CHARS, IN_PLACE_TEXTS, type EncodeThread } from './encode-thread'
 
 export type { Pooling } from '../model/forward'
@@ -17,11 +18,6 @@ export interface EncodeSettings {
    * add_eos_token or its post-processor), as transformers encodes for a classifier made there.
    */
   appendEos: boolean
-}
-
-/** Waits for the event loop to run (between chunks of synchronous work). */
-export function yieldToEventLoop(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve))
 }
 
 /** A token that stands for nothing: an empty text still needs one position to pool. */
@@ -68,31 +64,6 @@ export async function encodeTextsAsync(
     if (i + chunk < texts.length) await yieldToEventLoop()
   }
   return out
-}
-
-export interface PaddedBatch {
-  inputIds: Int32Array
-  attentionMask: Int32Array
-  shape: [number, number]
-  /** Real tokens. */
-  tokens: number
-}
-
-/** Right-pads rows to the longest. */
-export function padRows(rows: readonly (readonly number[])[], padId: number): PaddedBatch {
-  const B = rows.length
-  const T = Math.max(1, ...rows.map((r) => r.length))
-  const inputIds = new Int32Array(B * T).fill(padId)
-  const attentionMask = new Int32Array(B * T)
-  let tokens = 0
-  rows.forEach((r, b) => {
-    for (let t = 0; t < r.length; t++) {
-      inputIds[b * T + t] = r[t]
-      attentionMask[b * T + t] = 1
-    }
-    tokens += r.length
-  })
-  return { inputIds, attentionMask, shape: [B, T], tokens }
 }
 
 /** The generative method's prompt: `{text}` is the review, `{labels}` the answers joined by '/'. */

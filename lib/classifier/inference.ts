@@ -4,8 +4,8 @@
 import { assignLabels, readDataset, type LabeledText } from '../data'
 import { AbortError, ErnieError, rangeError, typeError } from '../errors'
 import type { ClassifierCore } from './core'
-import { coreBatches, runBatchesPerCore } from '../model/batches'
-import { encodeTextsAsync, padRows, promptIds, type PaddedBatch } from './encode'
+import { coreBatches, forwardInput, padRows, runBatchesPerCore, type PaddedBatch } from '../model/batches'
+import { encodeTextsAsync, promptIds } from './encode'
 import { classificationMetrics, softmaxRows } from './metrics'
 import { Batcher } from './batcher'
 import { checkSignal, throwIfAborted, type EvaluateOptions, type PredictBatching, type PredictOptions } from './options'
@@ -71,15 +71,11 @@ async function perText(
   return out
 }
 
-function batchInput(b: PaddedBatch) {
-  return { inputIds: { data: b.inputIds, shape: b.shape }, attentionMask: { data: b.attentionMask, shape: b.shape } }
-}
-
 /** Pooled final hidden states [N * hidden] for texts (pooled by the engine), in batches of similar length. */
 export async function features(core: ClassifierCore, texts: readonly string[], batchSize: number, control: RunControl = {}): Promise<Float32Array | undefined> {
   const { model } = core.requireModel()
   const pooledBatch = async (b: PaddedBatch, singleThread: boolean) =>
-    (await model.forward(batchInput(b), { adapter: core.adapter, singleThread, precision: core.precision, output: ['pooled'], pooling: core.pooling })).pooled!
+    (await model.forward(forwardInput(b), { adapter: core.adapter, singleThread, precision: core.precision, output: ['pooled'], pooling: core.pooling })).pooled!
   return perText(core, texts, batchSize, model.config.hidden_size, pooledBatch, control)
 }
 
@@ -96,7 +92,7 @@ async function classLogits(core: ClassifierCore, texts: readonly string[], batch
     return pooled && head.logits(pooled, texts.length)
   }
   const logitsBatch = async (b: PaddedBatch, singleThread: boolean) =>
-    (await model.forward(batchInput(b), { adapter: core.adapter, singleThread, precision: core.precision, output: [], pooling: core.pooling, head: linear })).headLogits!
+    (await model.forward(forwardInput(b), { adapter: core.adapter, singleThread, precision: core.precision, output: [], pooling: core.pooling, head: linear })).headLogits!
   return perText(core, texts, batchSize, head.classes, logitsBatch, control)
 }
 
@@ -141,8 +137,7 @@ async function answerProbabilities(core: ClassifierCore, texts: readonly string[
           a.forEach((id, i) => (targets[(j * C + c) * T + P - 1 + i] = id))
         }),
       )
-      const input = { inputIds: { data: b.inputIds, shape: b.shape }, attentionMask: { data: b.attentionMask, shape: b.shape } }
-      const { rowLogProbs } = await model.forward(input, { adapter: core.adapter, singleThread, precision: core.precision, output: [], targets: { data: targets, shape: b.shape } })
+      const { rowLogProbs } = await model.forward(forwardInput(b), { adapter: core.adapter, singleThread, precision: core.precision, output: [], targets: { data: targets, shape: b.shape } })
       idx.forEach((k, j) => {
         for (let c = 0; c < C; c++) logp[k * C + c] = rowLogProbs![j * C + c]
       })

@@ -8,7 +8,8 @@ import type { ErnieModel } from '../model/model'
 import type { LoraAdapter } from '../model/lora'
 import { LmTask, type LmTaskOptions } from '../train/lm'
 import type { StepContext, TrainTask } from '../train/trainer'
-import { padRows, type Pooling } from './encode'
+import { padRows } from '../model/batches'
+import type { Pooling } from './encode'
 import { HEAD_BIAS, HEAD_WEIGHT, type Head } from './head'
 
 export type Evaluator = () => Promise<Record<string, number>>

@@ -1,8 +1,38 @@
-// Texts in forward batches for inference: sorted by length with little padding, and run one
-// batch per core on the cores' shared lanes. The classifier's predict and features, and
+// Texts in forward batches for inference: sorted by length with little padding, right-padded,
+// and run one batch per core on the cores' shared turns. The classifier's predict and features, and
 // ErnieModel.embed, batch this way.
 import { numThreads } from '../kernels'
-import { Lanes } from '../util/lanes'
+import { Turns } from '../util/turns'
+
+export interface PaddedBatch {
+  inputIds: Int32Array
+  attentionMask: Int32Array
+  shape: [number, number]
+  /** Real tokens. */
+  tokens: number
+}
+
+/** Right-pads rows to the longest. */
+export function padRows(rows: readonly (readonly number[])[], padId: number): PaddedBatch {
+  const B = rows.length
+  const T = Math.max(1, ...rows.map((r) => r.length))
+  const inputIds = new Int32Array(B * T).fill(padId)
+  const attentionMask = new Int32Array(B * T)
+  let tokens = 0
+  rows.forEach((r, b) => {
+    for (let t = 0; t < r.length; t++) {
+      inputIds[b * T + t] = r[t]
+      attentionMask[b * T + t] = 1
+    }
+    tokens += r.length
+  })
+  return { inputIds, attentionMask, shape: [B, T], tokens }
+}
+
+/** A padded batch as forward takes it. */
+export function forwardInput(b: PaddedBatch) {
+  return { inputIds: { data: b.inputIds, shape: b.shape }, attentionMask: { data: b.attentionMask, shape: b.shape } }
+}
 
 /**
  * The share of a batch's padded tokens that may be padding: a batch of sorted texts ends where the
@@ -45,13 +75,13 @@ export function lengthBatches(lengths: readonly number[], batchSize: number, max
  * (native/cpu/lanes.h), which starts it the moment the first ends, however busy the JS thread is
  * then (a server answering requests).
  */
-const cpuLanes = new Lanes(() => 2 * numThreads())
+const coreTurns = new Turns(() => 2 * numThreads())
 
 /**
- * work(batch, singleThread) for each batch, in order, on the shared lanes. With several batches
+ * work(batch, singleThread) for each batch, in order, on the shared turns. With several batches
  * and cores each batch runs single-threaded, on one core: cores working alone get more done than
  * both sharing every product of one batch. A single batch gets the whole thread pool.
- * `onAllStarted` is called once every batch has its lane (the run is finishing: a next one may be
+ * `onAllStarted` is called once every batch has its turn (the run is finishing: a next one may be
  * prepared). After a failure no further batch starts; the first error is thrown once the
  * running ones have settled.
  */
@@ -63,7 +93,7 @@ export async function runBatchesPerCore<T>(batches: readonly T[], work: (batch: 
   if (batches.length === 0) onAllStarted?.()
   await Promise.all(
     batches.map((batch) =>
-      cpuLanes.hold(singleThread ? 1 : Infinity, async () => {
+      coreTurns.hold(singleThread ? 1 : Infinity, async () => {
         if (++started === batches.length) onAllStarted?.()
         if (failure) return
         try {
@@ -86,4 +116,3 @@ export async function runBatchesPerCore<T>(batches: readonly T[], work: (batch: 
 export function coreBatches(lengths: readonly number[], batchSize: number): number[][] {
   return lengthBatches(lengths, Math.max(1, Math.min(batchSize, Math.ceil(lengths.length / numThreads()))))
 }
-

@@ -2,7 +2,8 @@
 import { rangeError, typeError } from '../errors'
 import type { Precision } from '../precision'
 import type { ModelContext } from './context'
-import { coreBatches, runBatchesPerCore } from './batches'
+import { yieldToEventLoop } from '../util/event-loop'
+import { coreBatches, forwardInput, padRows, runBatchesPerCore } from './batches'
 import { POOLINGS, type Pooling } from './forward'
 
 export interface EmbedOptions {
@@ -28,7 +29,7 @@ export async function embedTexts(model: ModelContext, texts: string | string[], 
   // tokenized a few at a time, the event loop running in between (a long list would hold it)
   const rows: number[][] = []
   for (let i = 0; i < list.length; i += 64) {
-    if (i > 0) await new Promise((resolve) => setImmediate(resolve))
+    if (i > 0) await yieldToEventLoop()
     const enc = tok.encodeBatch(list.slice(i, i + 64), { maxLength: options.maxLength ?? 512, padding: false, truncation: true })
     // an empty text (whitespace only, say) still gets one token to pool
     for (const r of enc.inputIds) rows.push(r.length === 0 ? [tok.unkTokenId ?? tok.padTokenId ?? 0] : r)
@@ -38,15 +39,11 @@ export async function embedTexts(model: ModelContext, texts: string | string[], 
   // length-sorted batches, one per core (model/batches.ts), pooled by the engine (last-token
   // pooling runs the last layer on those rows alone)
   await runBatchesPerCore(coreBatches(rows.map((r) => r.length), batchSize), async (idx, singleThread) => {
-    const T = Math.max(...idx.map((k) => rows[k].length))
-    const inputIds = new Int32Array(idx.length * T).fill(pad)
-    const attentionMask = new Int32Array(idx.length * T)
-    idx.forEach((k, b) => {
-      inputIds.set(rows[k], b * T)
-      attentionMask.fill(1, b * T, b * T + rows[k].length)
-    })
-    const shape: [number, number] = [idx.length, T]
-    const { pooled } = await model.forward({ inputIds: { data: inputIds, shape }, attentionMask: { data: attentionMask, shape } }, { output: ['pooled'], pooling, precision, singleThread })
+    const padded = padRows(
+      idx.map((k) => rows[k]),
+      pad,
+    )
+    const { pooled } = await model.forward(forwardInput(padded), { output: ['pooled'], pooling, precision, singleThread })
     idx.forEach((k, b) => {
       const v = pooled!.slice(b * H, (b + 1) * H)
       if (options.normalize) {

@@ -3,7 +3,7 @@
 // or left out, and the rest packed several to a row. Packed conversations keep their own
 // attention and positions (segment ids: the engine restarts both at each segment) and their
 // labels, except each one's first token, which nothing in its segment precedes to predict it.
-import { yieldToEventLoop } from '../classifier/encode'
+import { yieldToEventLoop } from '../util/event-loop'
 import { rangeError } from '../errors'
 import type { ChatMessage } from '../tokenizer/chat'
 import type { Tokenizer } from '../tokenizer/tokenizer'

@@ -1,4 +1,4 @@
-// Lanes, the turns inference forwards take at the cores (lib/util/lanes.ts), and the native lane
+// The turns inference forwards take at the cores (lib/util/turns.ts), and the native lane
 // threads single-threaded forwards run on (native/cpu/lanes.h, native/addon/lane_job.cc): order,
 // capacity, results identical to forwards run one at a time, and a process that exits cleanly
 // with lane jobs in flight or done.
@@ -9,12 +9,12 @@ import t from 'tap'
 
 import { ErnieModel, kernels } from '../../lib/index'
 import { bundledModelDir } from '../../lib/classifier/bundled'
-import { Lanes } from '../../lib/util/lanes'
+import { Turns } from '../../lib/util/turns'
 
 const tick = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
-t.test('Lanes: never more held than there are, granted in the order asked, a whole-pool call waiting for all', async (t) => {
-  const lanes = new Lanes(() => 3)
+t.test('Turns: never more held than there are, granted in the order asked, a whole-pool call waiting for all', async (t) => {
+  const lanes = new Turns(() => 3)
   let held = 0
   let most = 0
   const order: string[] = []
@@ -34,8 +34,8 @@ t.test('Lanes: never more held than there are, granted in the order asked, a who
   t.equal(lanes.waiting, 0)
 })
 
-t.test('Lanes: an error is passed on and frees the lane', async (t) => {
-  const lanes = new Lanes(() => 1)
+t.test('Turns: an error is passed on and frees the lane', async (t) => {
+  const lanes = new Turns(() => 1)
   await t.rejects(
     lanes.hold(1, async () => {
       throw new Error('boom')

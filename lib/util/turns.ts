@@ -1,23 +1,23 @@
 // Turns at the cores for inference forwards, granted in the order they were asked for: a
-// single-threaded forward holds one lane, a forward on the whole thread pool holds them all. One
+// single-threaded forward holds one turn, a forward on the whole thread pool holds them all. One
 // set for the process, so that work from several runs in flight (the next coalesced run starting
 // while the last one's final batches compute, or two served models) is queued rather than piled
 // onto the cores.
 
-export class Lanes {
+export class Turns {
   private held = 0
   private readonly queue: Array<{ want: number; grant: () => void }> = []
 
-  /** `count()`: how many lanes there are now (read at each grant: the thread count may change). */
+  /** `count()`: how many turns there are now (read at each grant: the thread count may change). */
   constructor(private readonly count: () => number) {}
 
-  /** Callers waiting for lanes. */
+  /** Callers waiting for turns. */
   get waiting(): number {
     return this.queue.length
   }
 
   /**
-   * work() once `want` lanes (at most all of them) are free and every earlier caller has been
+   * work() once `want` turns (at most all of them) are free and every earlier caller has been
    * served; they are freed when it settles. Its result or error is passed on.
    */
   async hold<T>(want: number, work: () => Promise<T>): Promise<T> {
