@@ -86,7 +86,8 @@ void attention_forward(const AttentionArgs& g) {
 // same chunk write disjoint rows, items of different chunks different buffers: no races, and a
 // summation order fixed by C. C = 1 when the (batch, kv head) pairs alone split evenly over the
 // threads; otherwise enough chunks to balance, within kMaxDqPartialBytes.
-// Temporary memory: head-major copies of q and dout, and C dq accumulators (each like q).
+// Temporary memory: head-major copies of q and dout, C dq accumulators (each like q), and the key
+// tiles packed (K^T, V^T and K panels: about 3x k).
 void attention_backward(const AttentionArgs& g) {
   const attention_kernel_table& kt = attention_kernels();
   ThreadPool& pool = ThreadPool::instance();
@@ -102,9 +103,16 @@ void attention_backward(const AttentionArgs& g) {
   chunks = std::max<int64_t>(1, std::min({chunks, k_tiles, kMaxDqPartialBytes / std::max<int64_t>(1, q_size * 4)}));
 
   // q and dout head-major, delta, the dq accumulators: the gather pass writes or zeroes them all.
-  Workspace work(size_t((2 + chunks) * q_size + B * H * Tq));
+  // Then the key tiles, packed once for every query head of their group.
+  const int64_t kv_tile_floats = int64_t(kt.attention_bwd_kv_tile_floats(D));
+  Workspace work(size_t((2 + chunks) * q_size + B * H * Tq + groups * k_tiles * kv_tile_floats));
   float* dq_acc = work.data() + 2 * q_size;
   AttentionBwdRows rows{work.data(), work.data() + q_size, dq_acc + chunks * q_size, nullptr};
+  float* kv_tiles = rows.delta + B * H * Tq;
+  parallel_for(groups * k_tiles, [&](int64_t t0, int64_t t1, int) {
+    for (int64_t t = t0; t < t1; ++t)
+      kt.attention_bwd_pack_kv(g, t / k_tiles / KV, t / k_tiles % KV, t % k_tiles * k_tile, kv_tiles + t * kv_tile_floats);
+  });
   parallel_for(B * Tq, [&](int64_t r0, int64_t r1, int) {
     kt.attention_bwd_gather(g, r0, r1 - r0, rows);
     for (int64_t r = r0; r < r1; ++r)
@@ -123,7 +131,8 @@ void attention_backward(const AttentionArgs& g) {
     // and they stay in cache from one key tile to the next, where all the group's would not.
     for (int64_t h = kv * (H / KV); h < (kv + 1) * (H / KV); ++h)
       for (int64_t tile = chunk; tile < k_tiles; tile += chunks)
-        kt.attention_bwd_tile(g, mine, b, h, tile * k_tile, scratch);
+        kt.attention_bwd_tile(g, mine, kv_tiles + ((b * KV + kv) * k_tiles + tile) * kv_tile_floats, b, h,
+                              tile * k_tile, scratch);
   });
 
   // dq = the sum of the accumulators, back in [B, Tq, H, D].

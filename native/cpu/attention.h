@@ -53,7 +53,10 @@ void attention_backward(const AttentionArgs& args);
 //   attention_bwd_gather(args, row0, rows, rows_out): for token rows [row0, row0 + rows) of the
 //       flattened [B * Tq] axis, all heads: q and dout copied into rows_out head-major, and delta.
 //   attention_bwd_scratch_bytes(D):       scratch one backward work item needs.
-//   attention_bwd_tile(args, rows, b, h, j0, scratch): keys [j0, j0 + bwd_k_tile) against query
+//   attention_bwd_kv_tile_floats(D):      floats of one key tile packed for the backward.
+//   attention_bwd_pack_kv(args, b, kv, j0, dst): packs keys [j0, j0 + bwd_k_tile) of kv head kv.
+//   attention_bwd_tile(args, rows, kv_tile, b, h, j0, scratch): keys [j0, j0 + bwd_k_tile), packed
+//       at kv_tile, against query
 //       head h: their dk and dv rows of kv head h / (H / KV) are written when h is the first head
 //       of its group and added to for the others; the tile's share of dq is added into rows.dq.
 #define ERNIE_ATTENTION_KERNELS(X)                                                                        \
@@ -64,6 +67,8 @@ void attention_backward(const AttentionArgs& args);
   X(attention_fwd_tile, void(const ::ernie::AttentionArgs&, const float*, int64_t, int64_t, int64_t, void*)) \
   X(attention_bwd_gather, void(const ::ernie::AttentionArgs&, int64_t, int64_t, const ::ernie::cpu::AttentionBwdRows&)) \
   X(attention_bwd_scratch_bytes, size_t(int64_t))                                                         \
-  X(attention_bwd_tile, void(const ::ernie::AttentionArgs&, const ::ernie::cpu::AttentionBwdRows&, int64_t, int64_t, int64_t, void*))
+  X(attention_bwd_kv_tile_floats, size_t(int64_t))                                                        \
+  X(attention_bwd_pack_kv, void(const ::ernie::AttentionArgs&, int64_t, int64_t, int64_t, float*))   \
+  X(attention_bwd_tile, void(const ::ernie::AttentionArgs&, const ::ernie::cpu::AttentionBwdRows&, const float*, int64_t, int64_t, int64_t, void*))
 
 ERNIE_DECLARE_KERNELS(attention, ERNIE_ATTENTION_KERNELS)

@@ -6,16 +6,17 @@
 // past it) and A read in place, row-major or transposed. The products and their operands:
 //   forward   S^T = K . Q^T      A = K rows               B = Q^T panels (scaled, once per item)
 //             O  += P . V        A = (S^T)^T              B = V panels (packed once per call)
-//   backward  S   = Q . K^T      A = Q rows               B = K^T panels  } once per key tile
+//   backward  S   = Q . K^T      A = Q rows               B = K^T panels  } packed once per call
 //             dP  = dO . V^T     A = dO rows              B = V^T panels  }
 //             dV += P^T . dO     A = P^T                  B = dO panels   } per query tile
 //             dK += dS^T . Q     A = dS^T                 B = Q panels    }
-//             dQ  = dS . K       A = dS rows              B = K panels (once per key tile)
+//             dQ  = dS . K       A = dS rows              B = K panels (packed once per call)
 // Tiles are multiples of both MR and NR, because one product's rows are another's columns;
 // scratch rows and columns past the data are computed on padding and never read back.
 #include <cmath>
 
 #include "cpu/attention.h"
+#include "cpu/kernels/transpose.h"
 
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -246,7 +247,25 @@ void block_product(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda,
 // B panels of the transpose of src's rows: B(k, n) = mul * src[n * ld + k] for n < rows, k < K;
 // columns [rows, cols) zero. dst is [cols / NR][K][NR].
 void pack_transposed(const float* src, int64_t ld, int64_t rows, int64_t cols, int64_t K, float mul, float* dst) {
-  for (int64_t n = 0; n < cols; ++n) {
+  int64_t n = 0;
+#if defined(__AVX512F__) || defined(__AVX2__)
+  // VL rows at a time, VL k of each through a register transpose (NR is two vectors, so the
+  // VL columns lie in one panel)
+  const Vec vmul_by = vset1(mul);
+  for (; n + VL <= rows; n += VL) {
+    float* panel = dst + (n / NR) * K * NR + n % NR;
+    int64_t k = 0;
+    for (; k + VL <= K; k += VL) {
+      Vec v[VL];
+      for (int j = 0; j < VL; ++j) v[j] = vmul(vload(src + (n + j) * ld + k), vmul_by);
+      transpose_f32(v);
+      for (int j = 0; j < VL; ++j) vstore(panel + (k + j) * NR, v[j]);
+    }
+    for (; k < K; ++k)
+      for (int j = 0; j < VL; ++j) panel[k * NR + j] = mul * src[(n + j) * ld + k];
+  }
+#endif
+  for (; n < cols; ++n) {
     float* col = dst + (n / NR) * K * NR + n % NR;
     if (n < rows) {
       const float* s = src + n * ld;
@@ -384,16 +403,12 @@ struct FwdScratch {
   }
 };
 
-// Backward: K^T, V^T panels [BK][D]; K panels [Dpad][BK]; dV, dK sums [BK][Dpad]; Q, dO panels
-// [Dpad][BQ]; P, dS [BQ][BK]; dQ part [BQ][Dpad].
+// Backward: dV, dK sums [BK][Dpad]; Q, dO panels [Dpad][BQ]; P, dS [BQ][BK]; dQ part [BQ][Dpad].
 struct BwdScratch {
-  float *kt, *vt, *kp, *dv, *dk, *qp, *dop, *p, *ds, *dq;
+  float *dv, *dk, *qp, *dop, *p, *ds, *dq;
   BwdScratch(void* base, int64_t D) {
     const int64_t dpad = round_up(D, NR);
-    kt = static_cast<float*>(base);
-    vt = kt + BWD_BK * D;
-    kp = vt + BWD_BK * D;
-    dv = kp + dpad * BWD_BK;
+    dv = static_cast<float*>(base);
     dk = dv + BWD_BK * dpad;
     qp = dk + BWD_BK * dpad;
     dop = qp + dpad * BWD_BQ;
@@ -403,7 +418,7 @@ struct BwdScratch {
   }
   static size_t floats(int64_t D) {
     const int64_t dpad = round_up(D, NR);
-    return size_t(2 * BWD_BK * D + 3 * BWD_BK * dpad + 3 * dpad * BWD_BQ + 2 * BWD_BQ * BWD_BK);
+    return size_t(2 * BWD_BK * dpad + 3 * dpad * BWD_BQ + 2 * BWD_BQ * BWD_BK);
   }
 };
 
@@ -424,6 +439,26 @@ void attention_fwd_pack_kv(const AttentionArgs& g, int64_t b, int64_t kvh, int64
   pack_rows(g.v + at, KV * D, kb, D, FWD_BK, dst + FWD_BK * D);
 }
 size_t attention_bwd_scratch_bytes(int64_t D) { return BwdScratch::floats(D) * sizeof(float); }
+
+// A key tile as the backward reads it: K^T and V^T panels [padded BK / NR][D][NR], then K
+// panels [Dpad / NR][kb][NR]. Every query head of the kv group and every query tile reads it.
+template <typename F>  // float (packing it) or const float (reading it)
+struct BwdKvTile {
+  F *kt, *vt, *kp;
+  BwdKvTile(F* base, int64_t D) : kt(base), vt(kt + padded_cols(BWD_BK) * D), kp(vt + padded_cols(BWD_BK) * D) {}
+};
+size_t attention_bwd_kv_tile_floats(int64_t D) { return size_t(2 * padded_cols(BWD_BK) * D + round_up(D, NR) * BWD_BK); }
+
+void attention_bwd_pack_kv(const AttentionArgs& g, int64_t b, int64_t kvh, int64_t j0, float* dst) {
+  const int64_t D = g.head_dim, KV = g.kv_heads, Tk = g.tk;
+  const int64_t kb = min64(BWD_BK, Tk - j0), kcols = padded_cols(kb);
+  const float* k_rows = g.k + ((b * Tk + j0) * KV + kvh) * D;
+  const float* v_rows = g.v + ((b * Tk + j0) * KV + kvh) * D;
+  const BwdKvTile<float> t(dst, D);
+  pack_transposed(k_rows, KV * D, kb, kcols, D, 1.0f, t.kt);
+  pack_transposed(v_rows, KV * D, kb, kcols, D, 1.0f, t.vt);
+  pack_rows(k_rows, KV * D, kb, D, kb, t.kp);
+}
 
 void attention_fwd_tile(const AttentionArgs& g, const float* kv_tiles, int64_t b, int64_t h, int64_t q0, void* scratch) {
   const int64_t D = g.head_dim, H = g.heads, KV = g.kv_heads, Tq = g.tq, Tk = g.tk;
@@ -516,8 +551,8 @@ void attention_bwd_gather(const AttentionArgs& g, int64_t row0, int64_t rows, co
   }
 }
 
-void attention_bwd_tile(const AttentionArgs& g, const AttentionBwdRows& rows, int64_t b, int64_t h, int64_t j0,
-                        void* scratch) {
+void attention_bwd_tile(const AttentionArgs& g, const AttentionBwdRows& rows, const float* kv_tile, int64_t b,
+                        int64_t h, int64_t j0, void* scratch) {
   const int64_t D = g.head_dim, H = g.heads, KV = g.kv_heads, Tq = g.tq, Tk = g.tk;
   const int64_t group = H / KV, kvh = h / group, offset = Tk - Tq, dpad = round_up(D, NR);
   const int64_t kb = min64(BWD_BK, Tk - j0);
@@ -541,11 +576,7 @@ void attention_bwd_tile(const AttentionArgs& g, const AttentionBwdRows& rows, in
     return;
   }
 
-  const float* k_rows = g.k + ((b * Tk + j0) * KV + kvh) * D;
-  const float* v_rows = g.v + ((b * Tk + j0) * KV + kvh) * D;
-  pack_transposed(k_rows, KV * D, kb, kcols, D, 1.0f, w.kt);
-  pack_transposed(v_rows, KV * D, kb, kcols, D, 1.0f, w.vt);
-  pack_rows(k_rows, KV * D, kb, D, kb, w.kp);
+  const BwdKvTile<const float> kv(kv_tile, D);
   fill(w.dv, krows * dpad, 0.0f);
   fill(w.dk, krows * dpad, 0.0f);
 
@@ -572,8 +603,8 @@ void attention_bwd_tile(const AttentionArgs& g, const AttentionBwdRows& rows, in
     const int64_t diagonal = q0 + offset - j0;
     const Band keys_seen{Band::columns, kFull.lo, diagonal}, keys_as_k{Band::inner, kFull.lo, diagonal};
     const Band queries_as_k{Band::inner, -diagonal, kFull.hi};
-    block_product<false>(qb, kcols, D, q_rows, D, qb, w.kt, D, w.p, BWD_BK, false, nullptr, keys_seen);
-    block_product<false>(qb, kcols, D, do_rows, D, qb, w.vt, D, w.ds, BWD_BK, false, nullptr, keys_seen);
+    block_product<false>(qb, kcols, D, q_rows, D, qb, kv.kt, D, w.p, BWD_BK, false, nullptr, keys_seen);
+    block_product<false>(qb, kcols, D, do_rows, D, qb, kv.vt, D, w.ds, BWD_BK, false, nullptr, keys_seen);
     for (int64_t i = 0; i < qb; ++i) {
       // A row with lse = -inf saw no key in the forward: it has no gradient.
       const int64_t visible = lse[i] == -INFINITY ? 0 : max64(0, min64(kb, i + diagonal + 1));
@@ -591,9 +622,13 @@ void attention_bwd_tile(const AttentionArgs& g, const AttentionBwdRows& rows, in
     // dV += P^T dO, dK += dS^T Q (rows = keys); dQ = dS K (rows = queries)
     block_product<true>(krows, dpad, qb, w.p, BWD_BK, krows, w.dop, qb, w.dv, dpad, true, nullptr, queries_as_k);
     block_product<true>(krows, dpad, qb, w.ds, BWD_BK, krows, w.qp, qb, w.dk, dpad, true, nullptr, queries_as_k);
-    block_product<false>(qb, dpad, kb, w.ds, BWD_BK, qb, w.kp, kb, w.dq, dpad, false, nullptr, keys_as_k);
-    for (int64_t i = 0; i < qb; ++i)
-      for (int64_t d = 0; d < D; ++d) dq_rows[i * D + d] += w.dq[i * dpad + d];
+    if (dpad == D && qb % MR == 0) {  // whole micro-tiles: added straight into dq's rows
+      block_product<false>(qb, D, kb, w.ds, BWD_BK, qb, kv.kp, kb, dq_rows, D, true, nullptr, keys_as_k);
+    } else {
+      block_product<false>(qb, dpad, kb, w.ds, BWD_BK, qb, kv.kp, kb, w.dq, dpad, false, nullptr, keys_as_k);
+      for (int64_t i = 0; i < qb; ++i)
+        for (int64_t d = 0; d < D; ++d) dq_rows[i * D + d] += w.dq[i * dpad + d];
+    }
   }
   for (int64_t j = 0; j < kb; ++j) {
     float* dk = dk_rows + j * KV * D;

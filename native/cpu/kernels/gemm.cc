@@ -14,6 +14,7 @@
 //      half k even) the panel holds its NR values, one or two vectors the micro-kernel loads.
 // Only the packing knows the operands' dtypes and layouts; the micro-kernels see one format.
 #include "cpu/gemm.h"
+#include "cpu/kernels/transpose.h"
 
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -62,7 +63,8 @@ inline float f32_value(float v, float scale, bool round) {
   return round ? bf16_to_f32(f32_to_bf16(v)) : v;
 }
 
-// ---- vectors of f32 (VL lanes): loads that widen bf16, rounding to bf16, transposes.
+// ---- vectors of f32 (VL lanes): loads that widen bf16, rounding to bf16 (the transposes are in
+// cpu/kernels/transpose.h).
 #if defined(__AVX512F__)
 using Vec = __m512;
 constexpr int VL = 16;
@@ -90,35 +92,6 @@ inline Vec vround_bf16(Vec v) {
   r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(_mm512_and_si512(u, hi), _mm512_set1_epi32(0x00400000)));
   return _mm512_castsi512_ps(r);
 }
-// r[i] lane j becomes r[j] lane i, for 16 vectors of 16 32-bit lanes.
-inline void transpose16(__m512i (&r)[16]) {
-  __m512i t[16], u[16];
-  for (int j = 0; j < 16; j += 2) {
-    t[j] = _mm512_unpacklo_epi32(r[j], r[j + 1]);
-    t[j + 1] = _mm512_unpackhi_epi32(r[j], r[j + 1]);
-  }
-  // u[4g + q], per 128-bit lane L: column 4L + q of rows 4g..4g+3
-  for (int g = 0; g < 16; g += 4) {
-    u[g] = _mm512_unpacklo_epi64(t[g], t[g + 2]);
-    u[g + 1] = _mm512_unpackhi_epi64(t[g], t[g + 2]);
-    u[g + 2] = _mm512_unpacklo_epi64(t[g + 1], t[g + 3]);
-    u[g + 3] = _mm512_unpackhi_epi64(t[g + 1], t[g + 3]);
-  }
-  for (int q = 0; q < 4; ++q) {
-    const __m512i even01 = _mm512_shuffle_i32x4(u[q], u[4 + q], 0x88), odd01 = _mm512_shuffle_i32x4(u[q], u[4 + q], 0xdd);
-    const __m512i even23 = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0x88), odd23 = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0xdd);
-    r[q] = _mm512_shuffle_i32x4(even01, even23, 0x88);
-    r[4 + q] = _mm512_shuffle_i32x4(odd01, odd23, 0x88);
-    r[8 + q] = _mm512_shuffle_i32x4(even01, even23, 0xdd);
-    r[12 + q] = _mm512_shuffle_i32x4(odd01, odd23, 0xdd);
-  }
-}
-inline void transpose(Vec (&v)[VL]) {
-  __m512i r[16];
-  for (int j = 0; j < 16; ++j) r[j] = _mm512_castps_si512(v[j]);
-  transpose16(r);
-  for (int j = 0; j < 16; ++j) v[j] = _mm512_castsi512_ps(r[j]);
-}
 #elif defined(__AVX2__)
 using Vec = __m256;
 constexpr int VL = 8;
@@ -143,24 +116,6 @@ inline Vec vround_bf16(Vec v) {
   const __m256i r = _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), hi);
   const __m256i quiet = _mm256_or_si256(_mm256_and_si256(u, hi), _mm256_set1_epi32(0x00400000));
   return _mm256_blendv_ps(_mm256_castsi256_ps(r), _mm256_castsi256_ps(quiet), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-}
-inline void transpose(Vec (&r)[VL]) {
-  __m256 t[8];
-  for (int j = 0; j < 8; j += 2) {
-    t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
-    t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
-  }
-  __m256 u[8];
-  for (int j = 0; j < 8; j += 4) {
-    u[j] = _mm256_shuffle_ps(t[j], t[j + 2], 0x44);
-    u[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], 0xEE);
-    u[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0x44);
-    u[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0xEE);
-  }
-  for (int j = 0; j < 4; ++j) {
-    r[j] = _mm256_permute2f128_ps(u[j], u[j + 4], 0x20);
-    r[j + 4] = _mm256_permute2f128_ps(u[j], u[j + 4], 0x31);
-  }
 }
 #endif
 
@@ -190,7 +145,7 @@ void pack_a_f32(const MatrixRef& m, int64_t r0, int64_t rows, int64_t k0, int64_
       for (; k + VL <= kc; k += VL) {
         Vec v[VL];
         for (int j = 0; j < VL; ++j) v[j] = vf32_value<T>(m.data, at<Trans>(m.ld, r0 + i, k0 + k + j), vs, scaled, round);
-        transpose(v);
+        transpose_f32(v);
         for (int j = 0; j < VL; ++j) vstore(dst + (i + j) * KC_F32 + k, v[j]);
       }
       for (; k < kc; ++k)
@@ -230,7 +185,7 @@ void pack_b_f32(const MatrixRef& m, int64_t c0, int64_t cols, int64_t k0, int64_
         for (; k + VL <= kc; k += VL) {
           Vec v[VL];
           for (int q = 0; q < VL; ++q) v[q] = vf32_value<T>(m.data, at<Trans>(m.ld, c0 + p + j + q, k0 + k), one, false, round);
-          transpose(v);
+          transpose_f32(v);
           for (int q = 0; q < VL; ++q) vstore(panel + (k + q) * NR + j, v[q]);
         }
         for (; k < kc; ++k)
