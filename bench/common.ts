@@ -52,6 +52,9 @@ export async function timeIt(fn: () => unknown, repeats = 5, warmup = 1): Promis
   return ts[Math.floor(ts.length / 2)]
 }
 
+/** The middle value (the upper one of an even count). */
+export const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+
 export interface Row {
   key: string
   value: number

@@ -12,7 +12,7 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import { ErnieModel, ERNIE_4_5_0_3B_CONFIG, kernels } from '../lib/index'
-import { benchPrecision, flagValue, peakRssMb, peerDtype, refuseEmulatedBuild, report, runPeer, wantPeer, type Row } from './common'
+import { benchPrecision, flagValue, median, peakRssMb, peerDtype, refuseEmulatedBuild, report, runPeer, wantPeer, type Row } from './common'
 
 /** The repository's bench/ directory (this file runs from dist/bench as compiled JavaScript). */
 function benchDir(): string {
@@ -34,7 +34,6 @@ async function timedGreedy(model: ErnieModel, prompt: number[], tokens: number):
   return { prefillS: Number(t1 - t0) / 1e9, decodeS: Number(t2 - t1) / 1e9, tokens: out }
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 
 async function main(): Promise<void> {
   refuseEmulatedBuild()

@@ -13,7 +13,7 @@
 // flash-attention's benchmarks count them: forward 4 B H T^2 D / 2, backward 2.5x that.
 import { kernels } from '../lib/index'
 import { randomF32Fast, randomBf16Fast } from './data'
-import { benchPrecision, flagValue, peerDtype, refuseEmulatedBuild, report, runPeer, timeIt, wantPeer, type Row } from './common'
+import { benchPrecision, flagValue, median, peerDtype, refuseEmulatedBuild, report, runPeer, timeIt, wantPeer, type Row } from './common'
 
 // --only picks sections (the cross-entropy alone runs about a minute on 2 cores).
 const only = flagValue('--only')?.split(',')
@@ -45,7 +45,6 @@ function gemmPeer(dtypes: string, shapes: [number, number, number][], reps?: num
   return out?.gflops ?? {}
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 
 // Median of `reps` timed products after the peer's 3 warm-up ones. bf16: bf16 weights (B) at the
 // bench's precision; fp32: f32 x f32 at precision fp32.
