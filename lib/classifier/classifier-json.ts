@@ -32,7 +32,7 @@ export async function readClassifierJson(dir: string): Promise<{ meta: Classifie
   }
   let raw: unknown
   try {
-    raw = parseJsonBytes(await readSmallFile(file, 'config'))
+    raw = parseJsonBytes(await readSmallFile(file, 'classifier'))
   } catch (e) {
     const code = (e as { code?: string }).code
     if (code) throw new ErnieError('ERR_CLASSIFIER', `${file}: cannot read (${code}); is ${dir} a saved classifier?`, { cause: e })

@@ -7,6 +7,7 @@ import * as path from 'node:path'
 import type { LabelSet } from '../data'
 import type { Precision } from '../precision'
 import { ErnieError, rangeError, typeError } from '../errors'
+import { maxOf } from '../util/extent'
 import type { Batcher } from './batcher'
 import { EncodeThread } from './encode-thread'
 import type { LoraAdapter } from '../model/lora'
@@ -156,7 +157,7 @@ export class ClassifierCore {
   }
 
   promptRoom(g: Generative): number {
-    const longest = Math.max(...g.answers.map((a) => a.length))
+    const longest = maxOf(g.answers.map((a) => a.length))
     return this.maxLength - g.parts.prefix.length - g.parts.suffix.length - longest
   }
 

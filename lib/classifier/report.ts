@@ -2,6 +2,7 @@
 // accuracy by step as inline SVG charts, the confusion matrix and the settings. No scripts, no
 // external files.
 import type { BaseModelRef, ClassifierJson, TrainingSettings } from './format'
+import { maxOf, minOf } from '../util/extent'
 
 function esc(s: unknown): string {
   return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!)
@@ -18,6 +19,19 @@ interface Series {
   dots?: boolean
 }
 
+// Points drawn per series: more than the chart's 640 pixels show, few enough that a run of
+// hundreds of thousands of steps still gives a page of a few hundred kilobytes.
+const MAX_DRAWN_POINTS = 2000
+
+/** At most `max` of the points, evenly spaced, the last one kept. */
+function everyNth<T>(points: T[], max: number): T[] {
+  if (points.length <= max) return points
+  const stride = Math.ceil(points.length / max)
+  const out = points.filter((_, i) => i % stride === 0)
+  if ((points.length - 1) % stride !== 0) out.push(points[points.length - 1])
+  return out
+}
+
 /** A line chart of several series over steps, as an SVG element. */
 export function lineChart(title: string, series: Series[], yRange?: [number, number]): string {
   const W = 640
@@ -25,9 +39,9 @@ export function lineChart(title: string, series: Series[], yRange?: [number, num
   const m = { l: 56, r: 16, t: 46, b: 36 }
   const all = series.flatMap((s) => s.points).filter(([, y]) => Number.isFinite(y))
   if (all.length === 0) return `<p class="muted">${esc(title)}: no data.</p>`
-  const xMin = Math.min(...all.map(([x]) => x))
-  const xMax = Math.max(...all.map(([x]) => x), xMin + 1)
-  let [yMin, yMax] = yRange ?? [Math.min(...all.map(([, y]) => y)), Math.max(...all.map(([, y]) => y))]
+  const xMin = minOf(all.map(([x]) => x))
+  const xMax = Math.max(maxOf(all.map(([x]) => x)), xMin + 1)
+  let [yMin, yMax] = yRange ?? [minOf(all.map(([, y]) => y)), maxOf(all.map(([, y]) => y))]
   if (yMax - yMin < 1e-9) (yMin -= 0.5), (yMax += 0.5)
   const sx = (x: number) => m.l + ((x - xMin) / (xMax - xMin)) * (W - m.l - m.r)
   const sy = (y: number) => Hh - m.b - ((y - yMin) / (yMax - yMin)) * (Hh - m.t - m.b)
@@ -45,7 +59,7 @@ export function lineChart(title: string, series: Series[], yRange?: [number, num
   }
   parts.push(`<text x="${(W + m.l) / 2}" y="${Hh - 4}" font-size="11" text-anchor="middle">step</text>`)
   series.forEach((s, k) => {
-    const pts = s.points.filter(([, y]) => Number.isFinite(y))
+    const pts = everyNth(s.points.filter(([, y]) => Number.isFinite(y)), MAX_DRAWN_POINTS)
     if (pts.length === 0) return
     const d = pts.map(([x, y], i) => `${i ? 'L' : 'M'}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(' ')
     parts.push(`<path d="${d}" fill="none" stroke="${s.color}" stroke-width="1.6"/>`)
@@ -59,18 +73,28 @@ export function lineChart(title: string, series: Series[], yRange?: [number, num
   return parts.join('')
 }
 
-// Moving average, so a noisy per-step loss reads as a trend.
-function smooth(points: Array<[number, number]>, window: number): Array<[number, number]> {
+// Moving average over the last `window` points, so a noisy per-step loss reads as a trend: a
+// running sum (a long run has hundreds of thousands of steps and a window of thousands). A window
+// holding a non-finite loss gives NaN, which the chart leaves out.
+export function smooth(points: Array<[number, number]>, window: number): Array<[number, number]> {
   if (window <= 1) return points
-  return points.map(([x], i) => {
-    const from = Math.max(0, i - window + 1)
-    const slice = points.slice(from, i + 1)
-    return [x, slice.reduce((a, [, y]) => a + y, 0) / slice.length]
+  const out: Array<[number, number]> = []
+  let sum = 0, nonFinite = 0
+  points.forEach(([x, y], i) => {
+    if (Number.isFinite(y)) sum += y
+    else nonFinite++
+    if (i >= window) {
+      const old = points[i - window][1]
+      if (Number.isFinite(old)) sum -= old
+      else nonFinite--
+    }
+    out.push([x, nonFinite > 0 ? NaN : sum / Math.min(i + 1, window)])
   })
+  return out
 }
 
 function confusionTable(labels: string[], matrix: number[][]): string {
-  const max = Math.max(1, ...matrix.flat())
+  const max = Math.max(1, maxOf(matrix.flat()))
   const head = `<tr><th>true \\ predicted</th>${labels.map((l) => `<th>${esc(l)}</th>`).join('')}</tr>`
   const rows = matrix
     .map((row, i) => {

@@ -1,6 +1,7 @@
 // `ernie-sentiment compare`: several saved classifiers on the same texts, side by side (the Qwen3
 // recipe's --load_all): a table per text on a terminal, one JSON line per text when piped.
 import { ErnieClassifier, type Prediction } from '../classifier/classifier'
+import { maxOf } from '../util/extent'
 import { namedModels } from './args'
 import type { CliIo } from './io'
 import { PREDICTION_OPTIONS, answerTexts } from './predict'
@@ -26,7 +27,7 @@ Piped: one JSON object per text, {"text", "predictions": {NAME: {"label", "score
 export function formatComparison(text: string, names: string[], predictions: Prediction[]): string {
   const classes = [...new Set(predictions.flatMap((p) => Object.keys(p.scores)))]
   const rows = [['model', 'label', ...classes], ...predictions.map((p, i) => [names[i], p.label, ...classes.map((c) => (c in p.scores ? p.scores[c].toFixed(3) : '-'))])]
-  const widths = rows[0].map((_, col) => Math.max(...rows.map((r) => r[col].length)))
+  const widths = rows[0].map((_, col) => maxOf(rows.map((r) => r[col].length)))
   const line = (r: string[]) => '  ' + r.map((cell, col) => (col < 2 ? cell.padEnd(widths[col]) : cell.padStart(widths[col]))).join('  ')
   return [text, ...rows.map(line)].join('\n') + '\n'
 }

@@ -12,8 +12,10 @@ const MiB = 1 << 20
  * them). Each is several times the largest real file of its kind.
  */
 export const FILE_SIZE_LIMITS = {
-  /** config.json, adapter_config.json, classifier.json, hub refs and locks: a few KB in real use. */
+  /** config.json, adapter_config.json, hub refs and locks: a few KB in real use. */
   config: 1 * MiB,
+  /** classifier.json: a few KB and the training's loss at every step (~65 bytes a step: 20 MB at 300k steps). */
+  classifier: 256 * MiB,
   /** tokenizer_config.json, special_tokens_map.json, added_tokens.json: Qwen3's is 10 KB, Gemma 3's (6k added tokens) 1.2 MB. */
   'tokenizer-config': 16 * MiB,
   /** tokenizer.json: Qwen3's is 11 MB, Gemma 3's (262k tokens) 33 MB. */

@@ -12,6 +12,7 @@
 // dropout masks included), then forward and backward of the per-row weighted loss whose
 // gradient is the DPO loss's (Objective 'weightedRows': rowWeights = -dL/dlogp).
 import { rangeError, typeError } from '../errors'
+import { maxOf } from '../util/extent'
 import type { PreferencePair, ScoredSequence } from './preference-encode'
 import type { ErnieModel, FullTrainingOptions } from '../model/model'
 import type { LoraAdapter } from '../model/lora'
@@ -153,7 +154,7 @@ export function collatePairs(pairs: readonly PreferencePair[], padTokenId: numbe
   if (pairs.length === 0) throw rangeError('DPO collate: no pairs')
   const rows: ScoredSequence[] = [...pairs.map((p) => p.chosen), ...pairs.map((p) => p.rejected)]
   const B = rows.length
-  const T = Math.max(...rows.map((r) => r.inputIds.length))
+  const T = maxOf(rows.map((r) => r.inputIds.length))
   const inputIds = new Int32Array(B * T).fill(padTokenId)
   const attentionMask = new Int32Array(B * T)
   const targets = new Int32Array(B * T).fill(-1)

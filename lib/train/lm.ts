@@ -3,6 +3,7 @@
 // prompt of an SFT pair); batches are right-padded with attention masks and -100 labels. What
 // trains: a LoRA adapter's tensors, the model's own weights (full fine-tuning), or both.
 import { rangeError, typeError } from '../errors'
+import { maxOf } from '../util/extent'
 import type { ErnieModel, FullTrainingOptions } from '../model/model'
 import type { LoraAdapter } from '../model/lora'
 import { TrainableSet } from './trainable'
@@ -53,7 +54,7 @@ export interface LmTaskOptions {
 /** Pads examples to the longest (at most maxLength) into one batch. */
 export function collateLm(examples: readonly LmExample[], padTokenId: number, maxLength = Infinity): LmBatch {
   if (examples.length === 0) throw rangeError('collate: no examples')
-  const T = Math.min(maxLength, Math.max(...examples.map((e) => e.inputIds.length)))
+  const T = Math.min(maxLength, maxOf(examples.map((e) => e.inputIds.length)))
   const B = examples.length
   const inputIds = new Int32Array(B * T).fill(padTokenId)
   const attentionMask = new Int32Array(B * T)
