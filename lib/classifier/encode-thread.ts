@@ -25,7 +25,7 @@ interface Reply {
 
 export class EncodeThread {
   private readonly worker: Worker
-  private readonly pending = new Map<number, { resolve: (rows: number[][]) => void; reject: (e: unknown) => void }>()
+  private readonly pending = new Map<number, { resolve: (rows: Int32Array[]) => void; reject: (e: unknown) => void }>()
   private next = 0
   private failed: Error | undefined
 
@@ -45,7 +45,7 @@ export class EncodeThread {
   }
 
   /** encodeTexts(tok, texts, settings), computed in the thread. */
-  encode(texts: readonly string[], settings: EncodeSettings): Promise<number[][]> {
+  encode(texts: readonly string[], settings: EncodeSettings): Promise<Int32Array[]> {
     if (this.failed) return Promise.reject(this.failed)
     const id = this.next++
     return new Promise((resolve, reject) => {
@@ -71,9 +71,10 @@ export class EncodeThread {
       p.reject(e.name === 'TokenizerError' && e.code ? new TokenizerError(e.code as never, e.message) : new ErnieError('ERR_INTERNAL', `tokenizing failed: ${e.message}`))
       return
     }
-    const rows: number[][] = []
+    // each row a view of the one transferred buffer: no copy
+    const rows: Int32Array[] = []
     let at = 0
-    for (const n of r.lengths!) rows.push(Array.from(r.ids!.subarray(at, (at += n))))
+    for (const n of r.lengths!) rows.push(r.ids!.subarray(at, (at += n)))
     p.resolve(rows)
   }
 

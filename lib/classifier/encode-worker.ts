@@ -7,13 +7,28 @@ import { encodeTexts, type EncodeSettings } from './encode'
 
 const tok = Tokenizer.fromSource(workerData as TokenizerSource)
 
+// Texts per encodeTexts call: the ids go into the flat buffer chunk by chunk, so that a large run
+// never holds every row at once as well.
+const CHUNK = 4096
+
 parentPort!.on('message', ({ id, texts, settings }: { id: number; texts: string[]; settings: EncodeSettings }) => {
   try {
-    const rows = encodeTexts(tok, texts, settings)
-    const lengths = Int32Array.from(rows, (r) => r.length)
-    const ids = new Int32Array(lengths.reduce((a, b) => a + b, 0))
-    let at = 0
-    for (const r of rows) ids.set(r, at), (at += r.length)
+    const lengths = new Int32Array(texts.length)
+    let ids = new Int32Array(Math.max(1024, texts.length * 32))
+    let used = 0
+    for (let i = 0; i < texts.length; i += CHUNK) {
+      encodeTexts(tok, texts.slice(i, i + CHUNK), settings).forEach((row, k) => {
+        if (used + row.length > ids.length) {
+          const grown = new Int32Array(Math.max(2 * ids.length, used + row.length))
+          grown.set(ids.subarray(0, used))
+          ids = grown
+        }
+        ids.set(row, used)
+        used += row.length
+        lengths[i + k] = row.length
+      })
+    }
+    if (used < ids.length) ids = ids.slice(0, used) // what is sent stays whole in the caller's memory
     parentPort!.postMessage({ id, ids, lengths }, [ids.buffer, lengths.buffer])
   } catch (e) {
     const err = e as Error & { code?: string }

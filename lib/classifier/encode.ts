@@ -25,16 +25,20 @@ export function fillerToken(tok: Tokenizer): number {
   return tok.eosTokenId ?? tok.unkTokenId ?? tok.padTokenId ?? 0
 }
 
-/** Token ids per text (ragged), truncated so that each row, EOS included, fits maxLength. */
-export function encodeTexts(tok: Tokenizer, texts: readonly string[], s: EncodeSettings): number[][] {
+/**
+ * Token ids per text (ragged), truncated so that each row, EOS included, fits maxLength. Rows are
+ * Int32Arrays (4 bytes a token; a number[] takes 8 and more): a training set's rows stay in
+ * memory for the whole fit.
+ */
+export function encodeTexts(tok: Tokenizer, texts: readonly string[], s: EncodeSettings): Int32Array[] {
   const eos = s.appendEos ? tok.eosTokenId : undefined
   const budget = s.maxLength - (eos !== undefined ? 1 : 0)
   const { inputIds } = tok.encodeBatch(texts, { maxLength: budget, truncation: s.truncation === 'head_tail' ? 'head_tail' : true, addSpecialTokens: !s.appendEos })
-  for (const row of inputIds) {
+  return inputIds.map((row) => {
     if (eos !== undefined) row.push(eos)
     if (row.length === 0) row.push(fillerToken(tok))
-  }
-  return inputIds
+    return Int32Array.from(row)
+  })
 }
 
 /**
@@ -48,7 +52,7 @@ export async function encodeTextsAsync(
   s: EncodeSettings,
   signal?: AbortSignal,
   thread?: () => EncodeThread | undefined,
-): Promise<number[][] | undefined> {
+): Promise<Int32Array[] | undefined> {
   let chars = 0
   for (let i = 0; i < texts.length && chars <= IN_PLACE_CHARS; i++) chars += texts[i].length
   const worker = thread && (texts.length > IN_PLACE_TEXTS || chars > IN_PLACE_CHARS) ? thread() : undefined
@@ -56,7 +60,7 @@ export async function encodeTextsAsync(
     const rows = await worker.encode(texts, s)
     return signal?.aborted ? undefined : rows
   }
-  const out: number[][] = []
+  const out: Int32Array[] = []
   const chunk = 64 // a few milliseconds of tokenizing
   for (let i = 0; i < texts.length; i += chunk) {
     if (signal?.aborted) return undefined

@@ -84,7 +84,7 @@ export class FeatureHeadTask implements TrainTask<number, number[]> {
 }
 
 export interface TokenExample {
-  ids: number[]
+  ids: Int32Array
   label: number
 }
 

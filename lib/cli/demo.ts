@@ -20,6 +20,7 @@ import type { CliIo } from './io'
 import { formatDuration, ProgressReporter } from './progress'
 import { flag, helpText, integer, option, positive, readCommandLine, text, type CommandSpec } from './settings'
 import { BASE_NOT_MODEL, TRAIN_OPTIONS } from './train'
+import { maxOf } from '../util/extent'
 
 /** The demo's fine-tuning settings for the bundled model (about 5M parameters, trained in full). */
 export interface DemoFitSettings {
@@ -311,7 +312,7 @@ export function formatDemo(r: DemoResult): string {
   if (f.dev) lines.push(`dev (${f.dev.count} reviews): accuracy ${f.dev.accuracy.toFixed(4)}, macro-F1 ${f.dev.macroF1.toFixed(4)}`)
   lines.push('', `test (${r.test.count} reviews, evaluated in ${r.test.seconds.toFixed(1)} s):`)
   lines.push(formatMetrics(r.test).trimEnd(), '')
-  const w = Math.max(9, ...r.samples.flatMap((s) => [s.gold.length, s.label.length]).map((n) => n + 2))
+  const w = Math.max(9, maxOf(r.samples.flatMap((s) => [s.gold.length, s.label.length]).map((n) => n + 2)))
   lines.push(`test predictions (${r.samples.length}):`)
   lines.push('gold'.padEnd(w) + 'predicted'.padEnd(w + 2) + 'score'.padEnd(8) + 'text')
   for (const s of r.samples) lines.push(s.gold.padEnd(w) + (s.label + (s.label === s.gold ? '' : ' ✗')).padEnd(w + 2) + s.score.toFixed(3).padEnd(8) + shorten(s.text, 36))

@@ -1,5 +1,6 @@
 // Terminal tables shared by the commands.
 import type { EvaluateResult } from '../classifier/metrics'
+import { maxOf } from '../util/extent'
 
 function pct(x: number): string {
   return `${(x * 100).toFixed(2)}%`
@@ -13,7 +14,7 @@ export function formatMetrics(m: EvaluateResult): string {
   lines.push(`macro-F1  ${m.macroF1.toFixed(4)}`)
   lines.push(`loss      ${m.loss.toFixed(4)}`)
   lines.push('')
-  const w = Math.max(10, ...m.labels.map((l) => l.length + 2))
+  const w = Math.max(10, maxOf(m.labels.map((l) => l.length + 2)))
   lines.push('confusion matrix (rows: true label, columns: predicted)')
   lines.push(' '.repeat(w) + m.labels.map((l) => l.padStart(w)).join(''))
   m.confusion.forEach((row, i) => lines.push(m.labels[i].padEnd(w) + row.map((v) => String(v).padStart(w)).join('')))

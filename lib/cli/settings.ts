@@ -4,6 +4,7 @@
 // that a command that declares its options gets all of them. Flags override the run file.
 import { closest, parse, UsageError } from './args'
 import { ERNIEKIT_UNUSED, isRunFileName, readRunFile, RunFileError } from './run-file'
+import { maxOf } from '../util/extent'
 
 /** How a setting's value is read from a flag's text and from a run file's YAML value. */
 export interface ValueType<T> {
@@ -346,7 +347,7 @@ export function formatConfig<O extends OptionTable>(cmd: CommandSpec<O>, cl: Com
     const v = (cl.values as Record<string, unknown>)[name]
     if (v !== undefined) rows.push([`${ownKeys(name, o)[0] ?? o.erniekit![0]}: ${JSON.stringify(v)}`, (cl.origins as Record<string, string>)[name] ?? ''])
   }
-  const width = Math.max(0, ...rows.map(([a]) => a.length)) + 2
+  const width = Math.max(0, maxOf(rows.map(([a]) => a.length))) + 2
   for (const [setting, from] of rows) out.push(from ? `${setting.padEnd(width)}# ${from}` : setting)
   const left = (why: UnusedKey['why']) => cl.unused.filter((u) => u.why === why).map((u) => `${u.key} (line ${u.line})`)
   if (left('another command').length) out.push(`# left to other commands: ${left('another command').join(', ')}`)

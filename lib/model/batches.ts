@@ -3,6 +3,7 @@
 // ErnieModel.embed, batch this way.
 import { numThreads } from '../kernels'
 import { Turns } from '../util/turns'
+import { maxOf } from '../util/extent'
 
 export interface PaddedBatch {
   inputIds: Int32Array
@@ -13,9 +14,9 @@ export interface PaddedBatch {
 }
 
 /** Right-pads rows to the longest. */
-export function padRows(rows: readonly (readonly number[])[], padId: number): PaddedBatch {
+export function padRows(rows: readonly ArrayLike<number>[], padId: number): PaddedBatch {
   const B = rows.length
-  const T = Math.max(1, ...rows.map((r) => r.length))
+  const T = Math.max(1, maxOf(rows.map((r) => r.length)))
   const inputIds = new Int32Array(B * T).fill(padId)
   const attentionMask = new Int32Array(B * T)
   let tokens = 0

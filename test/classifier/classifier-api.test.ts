@@ -206,8 +206,8 @@ t.test('predict pools as the full forward does (last, mean, first), batches runn
     let worst = 0
     for (const [i, ids] of rows.entries()) {
       // each text alone, no padding, every position's state: pooled here
-      const { hidden } = await model.forward({ inputIds: [ids] })
-      const pick = pooling === 'last' ? [ids.length - 1] : pooling === 'first' ? [0] : ids.map((_, k) => k)
+      const { hidden } = await model.forward({ inputIds: [Array.from(ids)] })
+      const pick = pooling === 'last' ? [ids.length - 1] : pooling === 'first' ? [0] : Array.from(ids, (_, k) => k)
       const v = new Float64Array(H)
       for (const r of pick) for (let j = 0; j < H; j++) v[j] += hidden![r * H + j] / pick.length
       for (let j = 0; j < H; j++) v[j] = (v[j] - mu[j]) / sd[j]

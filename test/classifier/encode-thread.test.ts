@@ -46,6 +46,9 @@ t.test('large runs go to the thread and the event loop runs meanwhile; small one
   t.ok(ticked, 'the event loop turned before the run was tokenized')
   t.equal(asked, 1, 'a large run asks for the thread')
   t.same(rows, encodeTexts(tok, big, settings[0]))
+  // the rows are views of the one buffer the thread sent: 4 bytes a token, no copy per row
+  t.ok(rows!.every((r) => r instanceof Int32Array && r.buffer === rows![0].buffer), 'every row a view of one transferred buffer')
+  t.equal(rows![0].buffer.byteLength, 4 * rows!.reduce((n, r) => n + r.length, 0), 'a buffer of exactly the ids')
   await encodeTextsAsync(tok, texts.slice(0, IN_PLACE_TEXTS), settings[0], undefined, counting)
   t.equal(asked, 1, `a run of ${IN_PLACE_TEXTS} short texts is encoded here`)
 })
