@@ -84,35 +84,62 @@ export function collateLm(examples: readonly LmExample[], padTokenId: number, ma
  * each one; the first token of every document but a row's first is labelled -100, as nothing
  * before it in its row may predict it.
  */
-export function packDocuments(docs: readonly (readonly number[])[], seqLength: number, eosTokenId: number): LmExample[] {
-  if (!(Number.isInteger(seqLength) && seqLength >= 2)) throw rangeError('packDocuments: seqLength must be an integer >= 2')
-  if (!Number.isInteger(eosTokenId) || eosTokenId < 0) throw rangeError('packDocuments: eosTokenId must be a token id')
-  const rows: LmExample[] = []
-  let ids: number[] = []
-  let labels: number[] = []
-  let segments: number[] = []
-  const flush = () => {
-    if (ids.length > 0) rows.push({ inputIds: Int32Array.from(ids), labels: Int32Array.from(labels), segmentIds: Int32Array.from(segments) })
-    ids = []
-    labels = []
-    segments = []
+export function packDocuments(docs: readonly ArrayLike<number>[], seqLength: number, eosTokenId: number): LmExample[] {
+  const packer = new DocumentPacker(seqLength, eosTokenId)
+  for (const doc of docs) packer.add(doc)
+  return packer.finish()
+}
+
+/**
+ * packDocuments one document at a time, so that a corpus is packed as it is tokenized (its
+ * documents' ids are never all held at once).
+ */
+export class DocumentPacker {
+  private readonly rows: LmExample[] = []
+  private ids!: Int32Array
+  private labels!: Int32Array
+  private segments!: Int32Array
+  private used = 0
+
+  constructor(
+    private readonly seqLength: number,
+    private readonly eosTokenId: number,
+  ) {
+    if (!(Number.isInteger(seqLength) && seqLength >= 2)) throw rangeError('packDocuments: seqLength must be an integer >= 2')
+    if (!Number.isInteger(eosTokenId) || eosTokenId < 0) throw rangeError('packDocuments: eosTokenId must be a token id')
+    this.newRow()
   }
-  for (const doc of docs) {
-    const tokens = [...doc, eosTokenId]
-    let segment = segments.length > 0 ? segments[segments.length - 1] + 1 : 0
-    for (let i = 0; i < tokens.length; i++) {
-      if (ids.length === seqLength) {
-        flush()
+
+  add(doc: ArrayLike<number>): void {
+    let segment = this.used > 0 ? this.segments[this.used - 1] + 1 : 0
+    for (let i = 0; i <= doc.length; i++) {
+      if (this.used === this.seqLength) {
+        this.rows.push({ inputIds: this.ids, labels: this.labels, segmentIds: this.segments })
+        this.newRow()
         segment = 0
       }
+      const token = i < doc.length ? doc[i] : this.eosTokenId
       // A document's first token here is unpredictable (nothing of its document precedes it).
-      labels.push(i === 0 && ids.length > 0 ? -100 : tokens[i])
-      ids.push(tokens[i])
-      segments.push(segment)
+      this.labels[this.used] = i === 0 && this.used > 0 ? -100 : token
+      this.ids[this.used] = token
+      this.segments[this.used] = segment
+      this.used++
     }
   }
-  flush()
-  return rows
+
+  /** The rows (the last one as long as what it holds). */
+  finish(): LmExample[] {
+    if (this.used > 0) this.rows.push({ inputIds: this.ids.slice(0, this.used), labels: this.labels.slice(0, this.used), segmentIds: this.segments.slice(0, this.used) })
+    this.used = 0
+    return this.rows
+  }
+
+  private newRow(): void {
+    this.ids = new Int32Array(this.seqLength)
+    this.labels = new Int32Array(this.seqLength)
+    this.segments = new Int32Array(this.seqLength)
+    this.used = 0
+  }
 }
 
 function lmInput(b: LmBatch) {

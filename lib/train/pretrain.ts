@@ -21,8 +21,9 @@ import { ErnieModel } from '../model/model'
 import type { Device } from '../device'
 import { precisionRecord, type Precision } from '../precision'
 import { copyModelFiles, type Tokenizer } from '../tokenizer'
+import { yieldToEventLoop } from '../util/event-loop'
 import { seededRandom } from '../util/random'
-import { LmTask, packDocuments, type LmExample } from './lm'
+import { DocumentPacker, LmTask, type LmExample } from './lm'
 import { Trainer, type TrainProgress, type TrainResult } from './trainer'
 import { readSmallFile } from '../io/read'
 
@@ -194,20 +195,24 @@ async function train(o: PretrainOptions, model: ErnieModel, tokenizer: Tokenizer
     const j = Math.floor(random() * (i + 1))
     ;[texts[i], texts[j]] = [texts[j], texts[i]]
   }
-  const encode = (part: string[]) => {
-    const out: number[][] = []
-    for (let i = 0; i < part.length; i += 1024) out.push(...tokenizer.encodeBatch(part.slice(i, i + 1024)).inputIds)
-    return out
+  // Tokenized 1024 documents at a time, each chunk packed at once (the documents' ids are never
+  // all held), with the event loop running between chunks; an abort stops it (the trainer then
+  // stops before its first step).
+  const pack = async (first: number, end: number): Promise<LmExample[]> => {
+    const packer = new DocumentPacker(seqLength, eos)
+    for (let i = first; i < end && !o.signal?.aborted; i += 1024) {
+      for (const doc of tokenizer.encodeBatch(texts.slice(i, Math.min(i + 1024, end))).inputIds) packer.add(doc)
+      await yieldToEventLoop()
+    }
+    return packer.finish()
   }
-  const evalDocs = encode(texts.slice(0, heldOut))
-  const trainDocs = encode(texts.slice(heldOut))
-  const train = packDocuments(trainDocs, seqLength, eos)
-  const evalRows: LmExample[] = packDocuments(evalDocs, seqLength, eos)
+  const evalRows = await pack(0, heldOut)
+  const train = await pack(heldOut, texts.length)
   const corpus: CorpusStats = {
     files: o.textFiles.map((f) => path.basename(f)),
     documents: texts.length,
-    trainDocuments: trainDocs.length,
-    evalDocuments: evalDocs.length,
+    trainDocuments: texts.length - heldOut,
+    evalDocuments: heldOut,
     trainTokens: train.reduce((n, r) => n + r.inputIds.length, 0),
     rows: train.length,
   }
