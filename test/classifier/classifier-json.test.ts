@@ -10,7 +10,7 @@ import * as path from 'node:path'
 
 import { ErnieClassifier } from '../../lib/index'
 import { openSafetensors, saveSafetensors, type Dtype, type TensorToSave } from '../../lib/io/safetensors'
-import { TINY, tempDir } from '../helpers/classifier-helpers'
+import { savedTinyClassifier } from '../helpers/classifier-helpers'
 
 const DATA = [
   { text: '房间很干净，服务也周到', label: 1 },
@@ -20,11 +20,7 @@ const DATA = [
 ]
 
 t.test('classifier.json and head.safetensors are checked on load', async (t) => {
-  const dir = tempDir(t)
-  const saved = path.join(dir, 'saved')
-  const clf = new ErnieClassifier({ model: TINY, method: 'head' })
-  await clf.fit(DATA, { epochs: 1 })
-  await clf.save(saved)
+  const { dir, saved, clf } = await savedTinyClassifier(t, DATA)
   const expected = await clf.predict('房间很干净')
   await clf.dispose()
   const meta = JSON.parse(fs.readFileSync(path.join(saved, 'classifier.json'), 'utf8'))

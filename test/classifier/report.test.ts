@@ -7,21 +7,13 @@ import * as path from 'node:path'
 
 import { ErnieClassifier } from '../../lib/index'
 import { smooth } from '../../lib/classifier/report'
-import { TINY, tempDir } from '../helpers/classifier-helpers'
+import { DEV, readTsv, savedTinyClassifier } from '../helpers/classifier-helpers'
 
-const DATA = [
-  { text: '房间很干净，服务也周到', label: 1 },
-  { text: '太差了，不推荐', label: 0 },
-  { text: '早餐丰富，位置方便', label: 1 },
-  { text: '隔音很差，很吵', label: 0 },
-]
+const dev = readTsv(DEV)
+const DATA = dev.texts.slice(0, 8).map((text, i) => ({ text, label: dev.labels[i] }))
 
 t.test('a classifier whose training ran 300,000 steps saves, with a report of bounded size', async (t) => {
-  const dir = tempDir(t)
-  const saved = path.join(dir, 'saved')
-  const clf = new ErnieClassifier({ model: TINY, method: 'head' })
-  await clf.fit(DATA, { epochs: 1 })
-  await clf.save(saved)
+  const { dir, saved, clf } = await savedTinyClassifier(t, DATA)
   await clf.dispose()
   const file = path.join(saved, 'classifier.json')
   const meta = JSON.parse(fs.readFileSync(file, 'utf8'))

@@ -6,6 +6,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 
 import { main, type CliIo } from '../../lib/cli/main'
+import { ErnieClassifier } from '../../lib/classifier/classifier'
 import { ErnieModel } from '../../lib/model/index'
 
 export const FIXTURES = path.join(__dirname, '..', 'fixtures')
@@ -23,6 +24,19 @@ export function tempDir(t: { teardown(fn: () => void): void }, prefix = 'ernie-c
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
   return dir
+}
+
+/** A head classifier on ernie-tiny fitted one epoch on `data` and saved in a temporary `saved` (the caller disposes it). */
+export async function savedTinyClassifier(
+  t: { teardown(fn: () => void): void },
+  data: { text: string; label: number }[],
+): Promise<{ dir: string; saved: string; clf: ErnieClassifier }> {
+  const dir = tempDir(t)
+  const saved = path.join(dir, 'saved')
+  const clf = new ErnieClassifier({ model: TINY, method: 'head' })
+  await clf.fit(data, { epochs: 1 })
+  await clf.save(saved)
+  return { dir, saved, clf }
 }
 
 /** The texts and 0/1 labels of a fixture TSV (label<TAB>text_a with a header). */
