@@ -38,9 +38,10 @@ export async function answerLines(
   const maxUnanswered = 16 * batching.batchSize
   let unanswered = 0
   let failure: { error: unknown } | undefined
-  // The outputs, chained in input order; `recent` the chain after each of the latest lines read.
+  // The outputs, chained in input order; `after[n % maxUnanswered]` the chain after line n.
   let written: Promise<void> = Promise.resolve()
-  const recent: Promise<void>[] = []
+  const after: Promise<void>[] = new Array(maxUnanswered)
+  let read = 0
   try {
     for await (const line of rl) {
       if (failure) break
@@ -58,9 +59,8 @@ export async function answerLines(
           unanswered--
         }
       })
-      recent.push(written)
-      if (recent.length > maxUnanswered) recent.shift()
-      if (unanswered >= maxUnanswered) await recent[recent.length - 1 - maxUnanswered / 2]
+      after[read++ % maxUnanswered] = written
+      if (unanswered >= maxUnanswered) await after[(read - 1 - maxUnanswered / 2) % maxUnanswered]
     }
     await written
     if (failure) throw failure.error
