@@ -196,11 +196,10 @@ async function train(o: PretrainOptions, model: ErnieModel, tokenizer: Tokenizer
     ;[texts[i], texts[j]] = [texts[j], texts[i]]
   }
   // Tokenized 1024 documents at a time, each chunk packed at once (the documents' ids are never
-  // all held), with the event loop running between chunks; an abort stops it (the trainer then
-  // stops before its first step).
+  // all held), with the event loop running between chunks.
   const pack = async (first: number, end: number): Promise<LmExample[]> => {
     const packer = new DocumentPacker(seqLength, eos)
-    for (let i = first; i < end && !o.signal?.aborted; i += 1024) {
+    for (let i = first; i < end; i += 1024) {
       for (const doc of tokenizer.encodeBatch(texts.slice(i, Math.min(i + 1024, end))).inputIds) packer.add(doc)
       await yieldToEventLoop()
     }
