@@ -35,6 +35,9 @@ class CheckedBackend final : public Backend {
   bool supports(Op op, DType dt, Precision p) const override { return inner().supports(op, dt, p); }
   Precision resolve(Precision asked, DType dt) const override { return inner().resolve(asked, dt); }
   int64_t max_head_dim() const override { return inner().max_head_dim(); }
+  int64_t attention_scratch_floats(const AttentionArgs& a, bool backward) const override {
+    return inner().attention_scratch_floats(a, backward);
+  }
 
   void* alloc(size_t bytes) override {
     std::lock_guard<std::recursive_mutex> lock(mutex_);
@@ -279,6 +282,7 @@ class CheckedBackend final : public Backend {
     maybe(a.key_start, "attention key_start");
     expect(a.out, 4 * size_t(a.batch * a.tq * a.heads * a.head_dim), "attention out");
     expect(a.lse, 4 * size_t(a.batch * a.heads * a.tq), "attention lse");
+    if (a.scratch) expect(a.scratch, 4 * size_t(a.scratch_floats), "attention scratch");
   }
   void linear_common(const LinearShape& sh, const float* x, const MatrixRef& w, const LoraRef& lora) const {
     expect(x, 4 * size_t(sh.m * sh.k), "linear x");

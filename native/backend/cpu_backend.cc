@@ -25,6 +25,9 @@ class CpuBackend final : public Backend {
 
   bool supports(Op, DType, Precision) const override { return true; }
   int64_t max_head_dim() const override { return int64_t(1) << 16; }
+  int64_t attention_scratch_floats(const AttentionArgs& a, bool backward) const override {
+    return cpu::attention_scratch_floats(a, backward);
+  }
 
   // bf16 weights pre-packed as GEMM B operands (cpu::PrepackedBf16): products with few rows
   // (inference, generation) otherwise spend much of their time packing them anew at every call.

@@ -99,6 +99,10 @@ struct AttentionArgs {
   float* dq = nullptr;
   float* dk = nullptr;
   float* dv = nullptr;
+  // Temporary memory the call may use instead of allocating its own: the caller's, reused from
+  // call to call (Backend::attention_scratch_floats says how much). Null: the backend allocates.
+  float* scratch = nullptr;
+  int64_t scratch_floats = 0;
 };
 
 // ---- a linear layer with LoRA: y (+)= x W^T + s (x A^T) B^T ------------------------------------

@@ -32,18 +32,22 @@ void run_items(int64_t n, size_t scratch_bytes, const std::function<void(int64_t
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// The temporary floats of one call. Up to kKeptBytes stay allocated per calling thread for the
-// next call: at short sequences, fresh pages (faults and zeroing) took ~10% of the time.
+// The temporary floats of one call: the caller's scratch when it is large enough (a training
+// step passes memory it reuses, see Backend::attention_scratch_floats); otherwise up to
+// kKeptBytes stay allocated per calling thread for the next call, and more is allocated for this
+// call alone: at short sequences, fresh pages (faults and zeroing) took ~10% of the time.
 constexpr size_t kKeptBytes = size_t(16) << 20;
 class Workspace {
  public:
-  explicit Workspace(size_t floats) {
+  Workspace(const AttentionArgs& g, int64_t floats) {
     thread_local std::vector<float> kept;
-    if (floats * sizeof(float) <= kKeptBytes) {
-      if (kept.size() < floats) kept.resize(floats);
+    if (g.scratch && g.scratch_floats >= floats) {
+      data_ = g.scratch;
+    } else if (size_t(floats) * sizeof(float) <= kKeptBytes) {
+      if (kept.size() < size_t(floats)) kept.resize(size_t(floats));
       data_ = kept.data();
     } else {
-      owned_.reset(new float[floats]);  // uninitialised: every user writes before reading
+      owned_.reset(new float[size_t(floats)]);  // uninitialised: every user writes before reading
       data_ = owned_.get();
     }
   }
@@ -54,7 +58,39 @@ class Workspace {
   std::unique_ptr<float[]> owned_;
 };
 
+// The forward's temporary memory: every key tile, packed.
+int64_t forward_floats(const AttentionArgs& g) {
+  const attention_kernel_table& kt = attention_kernels();
+  const int64_t k_tiles = ceil_div(g.tk, kt.attention_blocking().fwd_k_tile);
+  return g.batch * g.kv_heads * k_tiles * int64_t(kt.attention_fwd_kv_tile_floats(g.head_dim));
+}
+
+// How the backward splits its work, and the temporary memory that takes (see attention_backward).
+struct BackwardPlan {
+  int64_t q_size, k_tile, k_tiles, groups, chunks, kv_tile_floats;
+  explicit BackwardPlan(const AttentionArgs& g) {
+    const attention_kernel_table& kt = attention_kernels();
+    const int64_t threads = ThreadPool::instance().num_threads();
+    q_size = g.batch * g.tq * g.heads * g.head_dim;
+    k_tile = kt.attention_blocking().bwd_k_tile;
+    k_tiles = ceil_div(g.tk, k_tile);
+    groups = g.batch * g.kv_heads;
+    chunks = 1;
+    if (groups % threads != 0 && groups < 4 * threads) chunks = ceil_div(4 * threads, groups);
+    chunks = std::max<int64_t>(1, std::min({chunks, k_tiles, kMaxDqPartialBytes / std::max<int64_t>(1, q_size * 4)}));
+    kv_tile_floats = int64_t(kt.attention_bwd_kv_tile_floats(g.head_dim));
+  }
+  // q and dout head-major, the dq accumulators, delta, the packed key tiles.
+  int64_t floats(const AttentionArgs& g) const {
+    return (2 + chunks) * q_size + g.batch * g.heads * g.tq + groups * k_tiles * kv_tile_floats;
+  }
+};
+
 }  // namespace
+
+int64_t attention_scratch_floats(const AttentionArgs& g, bool backward) {
+  return backward ? BackwardPlan(g).floats(g) : forward_floats(g);
+}
 
 // K and V are packed once, tile by tile (K rows contiguous, V as the panels P . V reads), and
 // shared by every query head of their group and every query tile.
@@ -63,7 +99,7 @@ void attention_forward(const AttentionArgs& g) {
   const AttentionBlocking bl = kt.attention_blocking();
   const int64_t k_tiles = ceil_div(g.tk, bl.fwd_k_tile), kv_rows = g.batch * g.kv_heads;
   const int64_t tile_floats = int64_t(kt.attention_fwd_kv_tile_floats(g.head_dim));
-  Workspace kv_tiles(size_t(kv_rows * k_tiles * tile_floats));
+  Workspace kv_tiles(g, forward_floats(g));
   parallel_for(kv_rows * k_tiles, [&](int64_t t0, int64_t t1, int) {
     for (int64_t t = t0; t < t1; ++t)
       kt.attention_fwd_pack_kv(g, t / k_tiles / g.kv_heads, t / k_tiles % g.kv_heads, t % k_tiles * bl.fwd_k_tile,
@@ -90,22 +126,15 @@ void attention_forward(const AttentionArgs& g) {
 // tiles packed (K^T, V^T and K panels: about 3x k).
 void attention_backward(const AttentionArgs& g) {
   const attention_kernel_table& kt = attention_kernels();
-  ThreadPool& pool = ThreadPool::instance();
-  const int64_t threads = pool.num_threads();
-  const int64_t B = g.batch, H = g.heads, KV = g.kv_heads, D = g.head_dim, Tq = g.tq, Tk = g.tk;
-  const int64_t q_size = B * Tq * H * D;
-  const int64_t k_tile = kt.attention_blocking().bwd_k_tile;
-  const int64_t k_tiles = ceil_div(Tk, k_tile), groups = B * KV;
+  const int64_t B = g.batch, H = g.heads, KV = g.kv_heads, D = g.head_dim, Tq = g.tq;
+  const BackwardPlan plan(g);
+  const int64_t q_size = plan.q_size, k_tile = plan.k_tile, k_tiles = plan.k_tiles, groups = plan.groups;
+  const int64_t chunks = plan.chunks, kv_tile_floats = plan.kv_tile_floats;
   if (k_tiles == 0 || groups == 0) return;
 
-  int64_t chunks = 1;
-  if (groups % threads != 0 && groups < 4 * threads) chunks = ceil_div(4 * threads, groups);
-  chunks = std::max<int64_t>(1, std::min({chunks, k_tiles, kMaxDqPartialBytes / std::max<int64_t>(1, q_size * 4)}));
-
-  // q and dout head-major, delta, the dq accumulators: the gather pass writes or zeroes them all.
+  // q and dout head-major, the dq accumulators, delta: the gather pass writes or zeroes them all.
   // Then the key tiles, packed once for every query head of their group.
-  const int64_t kv_tile_floats = int64_t(kt.attention_bwd_kv_tile_floats(D));
-  Workspace work(size_t((2 + chunks) * q_size + B * H * Tq + groups * k_tiles * kv_tile_floats));
+  Workspace work(g, plan.floats(g));
   float* dq_acc = work.data() + 2 * q_size;
   AttentionBwdRows rows{work.data(), work.data() + q_size, dq_acc + chunks * q_size, nullptr};
   float* kv_tiles = rows.delta + B * H * Tq;

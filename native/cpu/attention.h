@@ -36,6 +36,9 @@ struct AttentionBlocking {
   int bwd_q_tile, bwd_k_tile;
 };
 
+// Floats of temporary memory the forward or the backward takes at these shapes: from
+// args.scratch when that holds as many, allocated by the call otherwise.
+int64_t attention_scratch_floats(const AttentionArgs& args, bool backward);
 // out, lse from q, k, v (and key_valid).
 void attention_forward(const AttentionArgs& args);
 // dq, dk, dv (overwritten) from q, k, v, out, lse, dout (and key_valid).

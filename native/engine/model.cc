@@ -122,8 +122,12 @@ struct BatchInfo {
   std::vector<int32_t> key_start;  // [B, T], the first key each token sees: packed documents only
   BufOf<int32_t> ids_d, positions_d, key_start_d;
   BufOf<uint8_t> key_valid_d;
-  BatchInfo(const Batch& batch, Workspace& ws, int64_t past_tokens = 0)
-      : B(batch.batch), T(batch.seq), n(batch.batch * batch.seq), past(past_tokens) {
+  // The attention calls' temporary memory, one buffer for them all, taken at the first call that
+  // wants more than it holds (see Backend::attention_scratch_floats).
+  Workspace& ws;
+  mutable Buf attention_scratch;
+  BatchInfo(const Batch& batch, Workspace& workspace, int64_t past_tokens = 0)
+      : B(batch.batch), T(batch.seq), n(batch.batch * batch.seq), past(past_tokens), ws(workspace) {
     positions.resize(size_t(n));
     key_valid.assign(size_t(B * (past + T)), 1);
     if (batch.segment_ids) key_start.resize(size_t(n));
@@ -149,7 +153,7 @@ struct BatchInfo {
   }
 };
 
-AttentionArgs attention_args(const ModelDims& d, const BatchInfo& bi) {
+AttentionArgs attention_args(const ModelDims& d, const BatchInfo& bi, bool backward) {
   AttentionArgs at;
   at.batch = bi.B;
   at.tq = bi.T;
@@ -160,6 +164,10 @@ AttentionArgs attention_args(const ModelDims& d, const BatchInfo& bi) {
   at.scale = float(1.0 / std::sqrt(double(d.head_dim)));
   at.key_valid = bi.key_valid_d.data();
   at.key_start = bi.key_start_d.data();
+  const int64_t floats = bi.ws.backend().attention_scratch_floats(at, backward);
+  if (floats > bi.attention_scratch.size()) bi.attention_scratch = bi.ws.take(floats);
+  at.scratch = bi.attention_scratch.data();
+  at.scratch_floats = bi.attention_scratch.size();
   return at;
 }
 
@@ -288,7 +296,7 @@ void layer_forward(Backend& be, const ModelDims& d, Precision prec, const LayerW
   }
   rope(be, a.q.data(), a.q.data(), last ? last->position_d.data() : bi.positions_d.data(), nq, d.heads, d, false);
   rope(be, k_new, k_new, bi.positions_d.data(), n, d.kv_heads, d, false);
-  AttentionArgs at = attention_args(d, bi);
+  AttentionArgs at = attention_args(d, bi, false);
   if (last) at.tq = 1;
   at.q = a.q.data();
   at.k = cache ? cache->k : a.k.data();
@@ -408,7 +416,7 @@ void layer_backward(Backend& be, Workspace& ws, const ModelDims& d, Precision pr
 
   // attention block
   linear_grad(be, ws, d, prec, lw, adapter, g, l, kO, a, a.attn.data(), dh, n, s.dattn.data(), false);
-  AttentionArgs at = attention_args(d, bi);
+  AttentionArgs at = attention_args(d, bi, true);
   at.q = a.q.data();
   at.k = a.k.data();
   at.v = a.v.data();
