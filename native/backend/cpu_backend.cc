@@ -1,5 +1,6 @@
 // The CPU backend: host memory, ops run on the calling thread and the thread pool before the
 // call returns, each dispatched to the active ISA's kernels (cpu/).
+#include <algorithm>
 #include <cstring>
 #include <new>
 
@@ -48,8 +49,19 @@ class CpuBackend final : public Backend {
   void release(void* p, size_t) noexcept override { ::operator delete[](p, std::align_val_t(64)); }
   void upload(void* dst, const void* host, size_t bytes) override { copy(dst, host, bytes); }
   void download(void* host, const void* src, size_t bytes) override { copy(host, src, bytes); }
+  // Large copies (a layer's input, kept for the backward) on every core: one core's memcpy does
+  // not reach the memory bandwidth of the two.
   void copy(void* dst, const void* src, size_t bytes) override {
-    if (bytes && dst != src) std::memcpy(dst, src, bytes);
+    if (!bytes || dst == src) return;
+    constexpr size_t kPiece = size_t(1) << 20;
+    if (bytes < 2 * kPiece) {
+      std::memcpy(dst, src, bytes);
+      return;
+    }
+    cpu::ThreadPool::instance().parallel_for(int64_t((bytes + kPiece - 1) / kPiece), [&](int64_t begin, int64_t end, int) {
+      const size_t from = size_t(begin) * kPiece, to = std::min(bytes, size_t(end) * kPiece);
+      std::memcpy(static_cast<char*>(dst) + from, static_cast<const char*>(src) + from, to - from);
+    });
   }
   void zero(void* dst, size_t bytes) override {
     if (bytes) std::memset(dst, 0, bytes);

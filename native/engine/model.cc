@@ -389,10 +389,11 @@ void linear_grad(Backend& be, Workspace& ws, const ModelDims& d, Precision prec,
   if (g.base() && g.layers[l].proj[p]) weight_grad(be, prec, g.layers[l].proj[p], dy, x, n, out_dim, in_dim);
 }
 
-// dh: in, the gradient of the layer's output; out, of its input h_in.
+// dh: in, the gradient of the layer's output; out, of its input h_in when `input_grad` (otherwise
+// left as it was: the first layer's input gradient is wanted only when the embedding trains).
 void layer_backward(Backend& be, Workspace& ws, const ModelDims& d, Precision prec, const LayerWeights& lw,
                     const Adapter* adapter, int64_t l, const BatchInfo& bi, const float* h_in, const LayerActs& a,
-                    float* dh, Grads& g, LayerGradScratch& s) {
+                    float* dh, bool input_grad, Grads& g, LayerGradScratch& s) {
   const int64_t n = bi.n;
   Grads::Layer* gl = g.base() ? &g.layers[l] : nullptr;
 
@@ -439,10 +440,12 @@ void layer_backward(Backend& be, Workspace& ws, const ModelDims& d, Precision pr
     dq = s.dq_pre.data();
     dk = s.dk_pre.data();
   }
-  linear_grad(be, ws, d, prec, lw, adapter, g, l, kQ, a, a.xn1.data(), dq, n, s.dxn.data(), false);
-  linear_grad(be, ws, d, prec, lw, adapter, g, l, kK, a, a.xn1.data(), dk, n, s.dxn.data(), true);
-  linear_grad(be, ws, d, prec, lw, adapter, g, l, kV, a, a.xn1.data(), s.dv.data(), n, s.dxn.data(), true);
-  rmsnorm_grad(be, s.dxn.data(), h_in, lw.input_norm, a.rstd1.data(), n, d.hidden, dh, true, gl ? gl->input_norm : nullptr);
+  // The input norm's weight gradient needs dxn too.
+  float* dxn = input_grad || (gl && gl->input_norm) ? s.dxn.data() : nullptr;
+  linear_grad(be, ws, d, prec, lw, adapter, g, l, kQ, a, a.xn1.data(), dq, n, dxn, false);
+  linear_grad(be, ws, d, prec, lw, adapter, g, l, kK, a, a.xn1.data(), dk, n, dxn, true);
+  linear_grad(be, ws, d, prec, lw, adapter, g, l, kV, a, a.xn1.data(), s.dv.data(), n, dxn, true);
+  if (dxn) rmsnorm_grad(be, dxn, h_in, lw.input_norm, a.rstd1.data(), n, d.hidden, dh, true, gl ? gl->input_norm : nullptr);
 }
 
 void embed(Backend& be, const ModelWeights& w, const ModelDims& d, const BatchInfo& bi, float* h) {
@@ -665,7 +668,8 @@ double train_step(const ModelDims& d, const ModelWeights& w, const Adapter* trai
     } else {
       a = &saved[size_t(l)];
     }
-    layer_backward(be, ws, d, prec, w.layers[l], adapter, l, bi, h_in[l].data(), *a, dh.data(), g, scratch);
+    const bool input_grad = l > 0 || (g.base() && g.embed) || g.embed_rows.rows;
+    layer_backward(be, ws, d, prec, w.layers[l], adapter, l, bi, h_in[l].data(), *a, dh.data(), input_grad, g, scratch);
   }
   if (g.base() && g.embed) {
     EmbeddingBackwardArgs eb;
