@@ -61,7 +61,7 @@ class Backend {
   // (a training step: two per layer) passes memory it reuses. Memory allocated at every call is
   // page-faulted in and zeroed afresh whenever the allocator has given it back to the system in
   // between: in one build of a 0.3B LoRA step (8 x 128), 26 MB a backward call, 120k faults a
-  // step and 8% of its time.
+  // step and 5-8% of its time.
   virtual int64_t attention_scratch_floats(const AttentionArgs&, bool /*backward*/) const { return 0; }
 
   // Weights that many calls read may be kept in a form of the backend's own for its products

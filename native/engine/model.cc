@@ -390,7 +390,8 @@ void linear_grad(Backend& be, Workspace& ws, const ModelDims& d, Precision prec,
 }
 
 // dh: in, the gradient of the layer's output; out, of its input h_in when `input_grad` (otherwise
-// left as it was: the first layer's input gradient is wanted only when the embedding trains).
+// left as it was: the first layer's input gradient is wanted only when the embedding, or some
+// of its rows, trains).
 void layer_backward(Backend& be, Workspace& ws, const ModelDims& d, Precision prec, const LayerWeights& lw,
                     const Adapter* adapter, int64_t l, const BatchInfo& bi, const float* h_in, const LayerActs& a,
                     float* dh, bool input_grad, Grads& g, LayerGradScratch& s) {
