@@ -10,7 +10,9 @@
 // adamw / adamw8bit: optimiser steps over 16M fp32 params, in million params per second.
 // The row ops (RMSNorm, RoPE, SwiGLU, embedding) in GB/s of compulsory memory traffic.
 // Causal attention GFLOP/s at the 0.3B model's heads (H = 16, KV = 2, D = 128), counted as
-// flash-attention's benchmarks count them: forward 4 B H T^2 D / 2, backward 2.5x that.
+// flash-attention's benchmarks count them: forward 4 B H T^2 D / 2, backward 2.5x that; attn_*
+// at precision fp32, attn_bf16_* at bf16 (bf16 operands: vdpbf16ps on AVX512_BF16). T = 128 at
+// batch 8 (a training batch), longer sequences at batch 1.
 import { kernels } from '../lib/index'
 import { randomF32Fast, randomBf16Fast } from './data'
 import { benchPrecision, flagValue, median, peerDtype, refuseEmulatedBuild, report, runPeer, timeIt, wantPeer, type Row } from './common'
@@ -152,8 +154,9 @@ async function benchOps(): Promise<Row[]> {
 
 async function benchAttention(): Promise<Row[]> {
   const rows: Row[] = []
-  const batch = 1, heads = 16, kvHeads = 2, headDim = 128
+  const heads = 16, kvHeads = 2, headDim = 128
   for (const T of [128, 512, 2048]) {
+    const batch = T === 128 ? 8 : 1
     const shape = { batch, tq: T, tk: T, heads, kvHeads, headDim }
     const q = randomF32Fast(batch * T * heads * headDim, 3)
     const k = randomF32Fast(batch * T * kvHeads * headDim, 4)
@@ -163,10 +166,13 @@ async function benchAttention(): Promise<Row[]> {
     const dq = new Float32Array(q.length), dk = new Float32Array(k.length), dv = new Float32Array(v.length)
     const flops = (4 * batch * heads * T * T * headDim) / 2
     const repeats = T >= 2048 ? 3 : 7
-    const fwd = await timeIt(() => kernels.attentionForward({ ...shape, q, k, v, out, lse }), repeats, 1)
-    const bwd = await timeIt(() => kernels.attentionBackward({ ...shape, q, k, v, out, lse, dout, dq, dk, dv }), repeats, 1)
-    rows.push({ key: `attn_fwd_T${T}`, value: flops / fwd / 1e9, unit: 'GFLOP/s' })
-    rows.push({ key: `attn_bwd_T${T}`, value: (2.5 * flops) / bwd / 1e9, unit: 'GFLOP/s' })
+    for (const precision of ['fp32', 'bf16'] as const) {
+      const fwd = await timeIt(() => kernels.attentionForward({ ...shape, q, k, v, out, lse, precision }), repeats, 1)
+      const bwd = await timeIt(() => kernels.attentionBackward({ ...shape, q, k, v, out, lse, dout, dq, dk, dv, precision }), repeats, 1)
+      const name = precision === 'fp32' ? 'attn' : 'attn_bf16'
+      rows.push({ key: `${name}_fwd_T${T}`, value: flops / fwd / 1e9, unit: 'GFLOP/s' })
+      rows.push({ key: `${name}_bwd_T${T}`, value: (2.5 * flops) / bwd / 1e9, unit: 'GFLOP/s' })
+    }
   }
   return rows
 }

@@ -1,7 +1,9 @@
 // Fused causal attention (flash style): the forward saves the log-sum-exp of each query row,
-// the backward recomputes the probabilities from it. Float32 throughout.
+// the backward recomputes the probabilities from it. Float32 arrays; the products' operands
+// rounded to bf16 at precision 'bf16'.
 import * as addon from '../native'
 import type { OnDevice } from '../device'
+import { withPrecision, type Precision } from '../precision'
 
 /**
  * Shape and inputs shared by both directions. Row-major layouts:
@@ -35,6 +37,12 @@ export interface AttentionShape extends OnDevice {
   headDim: number
   /** Multiplies q . k before the softmax; default 1 / sqrt(headDim). */
   scale?: number
+  /**
+   * What the products round (README "Precision"): 'bf16' rounds the operands of q.k, p.v and the
+   * backward's products to bf16 (sums in f32; the softmax stays f32); 'fp32' and 'auto' (the
+   * operands are f32 activations) round none on the CPU. Default: ERNIE_PRECISION, else 'auto'.
+   */
+  precision?: Precision
 }
 
 export interface AttentionForwardOptions extends AttentionShape {
@@ -58,16 +66,16 @@ export interface AttentionBackwardOptions extends AttentionShape {
 
 /** out = softmax(scale q k^T, causal and padding masked) v, and the per-row lse. */
 export async function attentionForward(o: AttentionForwardOptions): Promise<void> {
-  return addon.attentionForward(o)
+  return addon.attentionForward(withPrecision(o))
 }
 export function attentionForwardSync(o: AttentionForwardOptions): void {
-  addon.attentionForwardSync(o)
+  addon.attentionForwardSync(withPrecision(o))
 }
 
 /** dq, dk, dv for dout, from the forward's out and lse. */
 export async function attentionBackward(o: AttentionBackwardOptions): Promise<void> {
-  return addon.attentionBackward(o)
+  return addon.attentionBackward(withPrecision(o))
 }
 export function attentionBackwardSync(o: AttentionBackwardOptions): void {
-  addon.attentionBackwardSync(o)
+  addon.attentionBackwardSync(withPrecision(o))
 }

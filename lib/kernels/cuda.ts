@@ -52,8 +52,8 @@ function onCuda<O extends OnDevice, R>(name: string, run: (o: O) => Promise<R>, 
 }
 
 const gemmOp = onCuda('gemm', addon.gemm, addon.gemmSync, true)
-const attentionForwardOp = onCuda('attentionForward', addon.attentionForward, addon.attentionForwardSync)
-const attentionBackwardOp = onCuda('attentionBackward', addon.attentionBackward, addon.attentionBackwardSync)
+const attentionForwardOp = onCuda('attentionForward', addon.attentionForward, addon.attentionForwardSync, true)
+const attentionBackwardOp = onCuda('attentionBackward', addon.attentionBackward, addon.attentionBackwardSync, true)
 const loraForwardOp = onCuda('loraForward', addon.loraForward, addon.loraForwardSync, true)
 const loraBackwardOp = onCuda('loraBackward', addon.loraBackward, addon.loraBackwardSync, true)
 const rmsnormForwardOp = onCuda('rmsnormForward', addon.rmsnormForward, addon.rmsnormForwardSync)

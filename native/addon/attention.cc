@@ -1,4 +1,4 @@
-// attentionForward({ q, k, v, out, lse, keyMask?, batch, tq, tk, heads, kvHeads, headDim, scale? })
+// attentionForward({ q, k, v, out, lse, keyMask?, batch, tq, tk, heads, kvHeads, headDim, scale?, precision? })
 //   q [batch, tq, heads, headDim], k and v [batch, tk, kvHeads, headDim]: Float32Array
 //   out [batch, tq, heads, headDim], lse [batch, heads, tq]: Float32Array, written
 //   keyMask [batch, tk]: Int32Array or Uint8Array of 0 (padding) / 1 (real key)
@@ -6,6 +6,7 @@
 // attentionBackward({ ...the same, dout, dq, dk, dv }): out and lse as the forward left them,
 //   dout like out; dq like q, dk and dv like k, overwritten.
 // Causal, bottom-right aligned (tq <= tk: the queries are the last tq of tk positions).
+// precision: 'auto' (default) | 'fp32' | 'bf16', of its products (backend/ops.h, AttentionArgs).
 // device: 'cpu' (default) | 'cuda' (headDim <= 128) | 'checked' (addon/op.h).
 #include <cmath>
 #include <memory>
@@ -33,8 +34,8 @@ struct Parsed {
   std::vector<std::pair<const char*, ArrayArg>> inputs;
 };
 
-// The fields both ops share: shape, q, k, v, keyMask, scale.
-Parsed parse_common(Args& args) {
+// The fields both ops share: shape, q, k, v, keyMask, scale, precision.
+Parsed parse_common(Args& args, Op op) {
   Parsed p;
   p.be = &args.backend();
   AttentionArgs& g = p.g;
@@ -52,6 +53,7 @@ Parsed parse_common(Args& args) {
                      std::to_string(g.tk) + "): the queries are the last tq of tk positions");
   const double scale = args.number_or("scale", 1.0 / std::sqrt(double(g.head_dim)));
   g.scale = float(scale);
+  g.precision = args.precision(*p.be, op);
 
   const uint64_t q_len = product(args, {g.batch, g.tq, g.heads, g.head_dim}, "batch * tq * heads * headDim");
   const uint64_t kv_len = product(args, {g.batch, g.tk, g.kv_heads, g.head_dim}, "batch * tk * kvHeads * headDim");
@@ -131,7 +133,7 @@ AttentionArgs mirrored(const AttentionArgs& g, bool backward, Mirror& m) {
 }
 
 Job forward_job(Args& args) {
-  Parsed p = parse_common(args);
+  Parsed p = parse_common(args, Op::attention_forward);
   AttentionArgs& g = p.g;
   ArrayArg out = args.f32("out"), lse = args.f32("lse");
   args.expect_length("out", out, uint64_t(g.batch) * g.tq * g.heads * g.head_dim, "batch * tq * heads * headDim");
@@ -149,7 +151,7 @@ Job forward_job(Args& args) {
 }
 
 Job backward_job(Args& args) {
-  Parsed p = parse_common(args);
+  Parsed p = parse_common(args, Op::attention_backward);
   AttentionArgs& g = p.g;
   const uint64_t q_len = uint64_t(g.batch) * g.tq * g.heads * g.head_dim;
   const uint64_t kv_len = uint64_t(g.batch) * g.tk * g.kv_heads * g.head_dim;

@@ -41,7 +41,8 @@ struct MatrixRef {
 //   bf16       both operands rounded to bf16 (A after its scale factor), products summed in f32.
 //   automatic  bf16 for a product with an operand stored as bf16 where the backend has a native
 //              bf16 dot product, fp32 otherwise.
-// Everything outside the matrix products (norms, activations, softmax, optimisers) is f32.
+// Attention's products are matrix products too (see AttentionArgs). Everything outside the
+// matrix products (norms, activations, softmax, optimisers) is f32.
 enum class Precision : int { automatic = 0, fp32 = 1, bf16 = 2 };
 
 static inline const char* precision_name(Precision p) {
@@ -84,9 +85,16 @@ struct GemmArgs {
 // j <= that position; keys whose key_valid byte is 0 are excluded too, and so are keys before a
 // row's key_start (packed documents). A row that sees no key gets out = 0 and lse = -inf.
 // The backward overwrites dq, dk, dv.
+// Precision: attention's operands are activations, stored as f32, so 'automatic' is fp32 here.
+// At bf16, each of its products takes its operands rounded to bf16 and sums in f32: forward
+// (c q).k with c = scale * log2(e) and p.v (p the unnormalised exponentials, relative to the
+// running maximum); backward q.k (recomputing p from lse), dout.v, p^T.dout, ds^T.q and ds.k
+// (ds = scale * p * (dp - delta)). The softmax (maximum, sum, lse) and delta =
+// rowsum(dout * out) stay f32. The CUDA backend computes them so at every precision.
 struct AttentionArgs {
   int64_t batch = 0, tq = 0, tk = 0, heads = 0, kv_heads = 0, head_dim = 0;
   float scale = 1.0f;
+  Precision precision = Precision::automatic;
   const float* q = nullptr;
   const float* k = nullptr;
   const float* v = nullptr;

@@ -7,8 +7,9 @@
 //              f32 FMA kernel.
 //   automatic  bf16 for a product with an operand stored as bf16 (a checkpoint's weights) where
 //              the ISA has a native bf16 dot product, fp32 otherwise (and for f32 x f32 products).
-// Everything outside the GEMM (attention, norms, activations, losses, optimisers) is f32 at every
-// precision.
+// Attention's products follow the same rule: their operands are f32 activations, so only bf16
+// rounds them (backend/ops.h, AttentionArgs). Everything else (softmax, norms, activations,
+// losses, optimisers) is f32 at every precision.
 #pragma once
 #include <string>
 

@@ -153,8 +153,9 @@ struct BatchInfo {
   }
 };
 
-AttentionArgs attention_args(const ModelDims& d, const BatchInfo& bi, bool backward) {
+AttentionArgs attention_args(const ModelDims& d, const BatchInfo& bi, Precision prec, bool backward) {
   AttentionArgs at;
+  at.precision = prec;
   at.batch = bi.B;
   at.tq = bi.T;
   at.tk = bi.past + bi.T;
@@ -296,7 +297,7 @@ void layer_forward(Backend& be, const ModelDims& d, Precision prec, const LayerW
   }
   rope(be, a.q.data(), a.q.data(), last ? last->position_d.data() : bi.positions_d.data(), nq, d.heads, d, false);
   rope(be, k_new, k_new, bi.positions_d.data(), n, d.kv_heads, d, false);
-  AttentionArgs at = attention_args(d, bi, false);
+  AttentionArgs at = attention_args(d, bi, prec, false);
   if (last) at.tq = 1;
   at.q = a.q.data();
   at.k = cache ? cache->k : a.k.data();
@@ -418,7 +419,7 @@ void layer_backward(Backend& be, Workspace& ws, const ModelDims& d, Precision pr
 
   // attention block
   linear_grad(be, ws, d, prec, lw, adapter, g, l, kO, a, a.attn.data(), dh, n, s.dattn.data(), false);
-  AttentionArgs at = attention_args(d, bi, true);
+  AttentionArgs at = attention_args(d, bi, prec, true);
   at.q = a.q.data();
   at.k = a.k.data();
   at.v = a.v.data();

@@ -16,7 +16,7 @@ import { CASES, precisionsOf } from '../kernels/op-cases'
 import { replacer } from './wire'
 
 /** The CPU backend as the backend-ops table states it. */
-export const CPU = { precisions: ['fp32', 'bf16'] as OpPrecision[], products: 'fp32' as OpPrecision }
+export const CPU = { precisions: ['fp32', 'bf16'] as OpPrecision[] }
 export const MODEL_FIXTURES = ['ernie-tiny', 'qwen3-tiny'] as const
 export const MODEL_PRECISIONS = ['fp32', 'bf16'] as const
 

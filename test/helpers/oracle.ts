@@ -31,8 +31,9 @@ export type Stored = 'f32' | 'bf16'
  * - bf16Product(aStored, bStored): for each matrix product, given how its two operands are
  *   stored in the engine, whether the engine rounds BOTH operands to bf16 (round to nearest
  *   even) before multiplying. A product's scale factor (LoRA's alpha / r) is applied to its
- *   first operand before that rounding. Attention's q.k and p.v, norms, RoPE, SwiGLU and
- *   softmax are never bf16-rounded.
+ *   first operand before that rounding. Attention's products (q.k, p.v and their gradients'
+ *   products) have two f32-stored operands: bf16Product('f32', 'f32') says whether they round.
+ *   Norms, RoPE, SwiGLU and softmax are never bf16-rounded.
  */
 export interface Precision {
   name: string
@@ -427,8 +428,15 @@ export function swigluBackward(dy: Mat, gate: Mat, up: Mat, p: Precision): { dga
 
 // ---- attention --------------------------------------------------------------------------------
 // q [tokens, heads * D], k and v [tokens, kvHeads * D]; query head h reads kv head
-// floor(h / (heads / kvHeads)) (GQA). The scores are scale * q.k with scale = 1/sqrt(D); the
-// products here are never bf16-rounded (only f32 when p.f32).
+// floor(h / (heads / kvHeads)) (GQA). The scores are scale * q.k with scale = 1/sqrt(D). When its
+// products round (attentionRound), as the engine states it (backend/ops.h, AttentionArgs): the
+// forward's (scale q).k and e.v with e the unnormalised exponentials (relative to the row's
+// maximum) and the backward's q.k, dout.v, p.dout, ds.k and ds.q take bf16-rounded operands.
+
+/** The rounding of attention's product operands at precision p: bf16 or none. */
+function attentionRound(p: Precision): Round {
+  return p.bf16Product('f32', 'f32') ? (x) => fromBf16Bits(toBf16Bits(x)) : identity
+}
 
 interface AttentionSaved {
   q: Mat
@@ -441,7 +449,7 @@ interface AttentionSaved {
 
 /** p_j = softmax_j(scale q_i . k_j) over the keys query i sees; out_i = sum_j p_j v_j (0 when it sees none). */
 function attentionForward(c: OracleConfig, L: BatchLayout, q: Mat, k: Mat, v: Mat, p: Precision): AttentionSaved {
-  const rd = rounder(p)
+  const rd = rounder(p), r = attentionRound(p)
   const { B, T } = L
   const H = c.num_attention_heads, KV = c.num_key_value_heads, D = c.head_dim, group = H / KV
   const scale = rd(1 / Math.sqrt(D))
@@ -457,8 +465,14 @@ function attentionForward(c: OracleConfig, L: BatchLayout, q: Mat, k: Mat, v: Ma
           if (!sees(L, b, i, j)) continue
           const ko = ((b * T + j) * KV + kvh) * D
           let dot = 0
-          for (let d = 0; d < D; d++) dot = rd(dot + q.data[qo + d] * k.data[ko + d])
-          scores[j] = rd(scale * dot)
+          if (r === identity) {
+            for (let d = 0; d < D; d++) dot = rd(dot + q.data[qo + d] * k.data[ko + d])
+            scores[j] = rd(scale * dot)
+          } else {  // in log2 units, as the engine forms them: (c q).k with c = scale log2(e)
+            const c2 = rd(scale * rd(Math.LOG2E))
+            for (let d = 0; d < D; d++) dot = rd(dot + r(rd(c2 * q.data[qo + d])) * r(k.data[ko + d]))
+            scores[j] = rd(dot * rd(Math.LN2))
+          }
           max = Math.max(max, scores[j])
         }
         const lo = (b * H + h) * T + i
@@ -471,10 +485,16 @@ function attentionForward(c: OracleConfig, L: BatchLayout, q: Mat, k: Mat, v: Ma
         lse[lo] = rd(max + rd(Math.log(sum)))
         for (let j = 0; j < T; j++) {
           if (!sees(L, b, i, j)) continue
-          const pj = rd(Math.exp(rd(scores[j] - lse[lo])))
           const vo = ((b * T + j) * KV + kvh) * D
-          for (let d = 0; d < D; d++) out.data[qo + d] = rd(out.data[qo + d] + pj * v.data[vo + d])
+          if (r === identity) {
+            const pj = rd(Math.exp(rd(scores[j] - lse[lo])))
+            for (let d = 0; d < D; d++) out.data[qo + d] = rd(out.data[qo + d] + pj * v.data[vo + d])
+          } else {  // e_j / sum, e_j rounded as the product's operand
+            const ej = r(rd(Math.exp(rd(scores[j] - max))))
+            for (let d = 0; d < D; d++) out.data[qo + d] = rd(out.data[qo + d] + rd(ej * r(v.data[vo + d])))
+          }
         }
+        if (r !== identity) for (let d = 0; d < D; d++) out.data[qo + d] = rd(out.data[qo + d] / sum)
       }
     }
   return { q, k, v, out, lse }
@@ -487,7 +507,7 @@ function attentionForward(c: OracleConfig, L: BatchLayout, q: Mat, k: Mat, v: Ma
  * (the query heads of a GQA group add into the same dk, dv).
  */
 function attentionBackward(c: OracleConfig, L: BatchLayout, s: AttentionSaved, dout: Mat, p: Precision): { dq: Mat; dk: Mat; dv: Mat } {
-  const rd = rounder(p)
+  const rd = rounder(p), r = attentionRound(p)
   const { B, T } = L
   const H = c.num_attention_heads, KV = c.num_key_value_heads, D = c.head_dim, group = H / KV
   const scale = rd(1 / Math.sqrt(D))
@@ -507,15 +527,16 @@ function attentionBackward(c: OracleConfig, L: BatchLayout, s: AttentionSaved, d
           const ko = ((b * T + j) * KV + kvh) * D
           let dot = 0, dp = 0
           for (let d = 0; d < D; d++) {
-            dot = rd(dot + q.data[qo + d] * k.data[ko + d])
-            dp = rd(dp + dout.data[qo + d] * v.data[ko + d])
+            dot = rd(dot + r(q.data[qo + d]) * r(k.data[ko + d]))
+            dp = rd(dp + r(dout.data[qo + d]) * r(v.data[ko + d]))
           }
           const pij = rd(Math.exp(rd(rd(scale * dot) - l)))
-          const ds = rd(scale * rd(pij * rd(dp - delta)))
+          const ds = r(rd(scale * rd(pij * rd(dp - delta))))
+          const pr = r(pij)
           for (let d = 0; d < D; d++) {
-            dv.data[ko + d] = rd(dv.data[ko + d] + pij * dout.data[qo + d])
-            dq.data[qo + d] = rd(dq.data[qo + d] + ds * k.data[ko + d])
-            dk.data[ko + d] = rd(dk.data[ko + d] + ds * q.data[qo + d])
+            dv.data[ko + d] = rd(dv.data[ko + d] + pr * r(dout.data[qo + d]))
+            dq.data[qo + d] = rd(dq.data[qo + d] + ds * r(k.data[ko + d]))
+            dk.data[ko + d] = rd(dk.data[ko + d] + ds * r(q.data[qo + d]))
           }
         }
       }

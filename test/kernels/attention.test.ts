@@ -1,10 +1,13 @@
 // Fused causal attention against a float64 reference (naive softmax attention, in
 // test/helpers/reference.ts), forward and backward, on every ISA this CPU supports, at sizes that
 // are not multiples of any tile (1, 7, 67, 150, 200 rows; head dims 5, 24, 128), with GQA, tq < tk,
-// padding and packed documents (keyStart).
+// padding and packed documents (keyStart); at 'fp32' (the default: attention's operands are f32,
+// so 'auto' is 'fp32') within f32 bounds, at 'bf16' within 3x the error of a reference rounding
+// the same operands (test/helpers/precision-helpers.ts, attentionAt).
 import t from 'tap'
 import { kernels } from '../../lib/index'
 import { firstNaN, forEachIsa, loopTurnsDuring, nanFilled, numericGrad, randomF32, relErr } from '../helpers/helpers'
+import { FACTOR, arith, attentionAt } from '../helpers/precision-helpers'
 import { kvSize, lseSize, qSize, refAttentionBackward, refAttentionForward, type AttentionShape } from '../helpers/reference'
 
 interface Inputs {
@@ -19,18 +22,18 @@ function makeInputs(s: AttentionShape, seed: number): Inputs {
 }
 
 // ---- running the kernels -----------------------------------------------------------------------
-function forward(s: AttentionShape, x: Inputs) {
+function forward(s: AttentionShape, x: Inputs, precision?: kernels.Precision) {
   const out = nanFilled(qSize(s))
   const lse = nanFilled(lseSize(s))
-  kernels.sync.attentionForward({ ...s, ...x, out, lse })
+  kernels.sync.attentionForward({ ...s, ...x, out, lse, precision })
   return { out, lse }
 }
 
-function backward(s: AttentionShape, x: Inputs, fwd: { out: Float32Array; lse: Float32Array }, dout: Float32Array) {
+function backward(s: AttentionShape, x: Inputs, fwd: { out: Float32Array; lse: Float32Array }, dout: Float32Array, precision?: kernels.Precision) {
   const dq = nanFilled(qSize(s))
   const dk = nanFilled(kvSize(s))
   const dv = nanFilled(kvSize(s))
-  kernels.sync.attentionBackward({ ...s, ...x, ...fwd, dout, dq, dk, dv })
+  kernels.sync.attentionBackward({ ...s, ...x, ...fwd, dout, dq, dk, dv, precision })
   return { dq, dk, dv }
 }
 
@@ -119,6 +122,44 @@ t.test('forward matches float64 softmax attention, every element written', async
       t.ok(errOut <= FWD_BOUND, `${what}: out relative error ${errOut.toExponential(2)}`)
       t.ok(errLse <= FWD_BOUND, `${what}: lse relative error ${errLse.toExponential(2)}`)
     }
+  })
+})
+
+t.test("at 'bf16' the products' operands are rounded: within 3x a same-precision reference's error, and not f32's", async (t) => {
+  // The lower bound (a tenth of the reference's error) checks that the rounding happens at all: an
+  // f32 result is ~1000x closer to the float64 one.
+  const FLOOR = 2 ** -22
+  const check = (what: string, got: ArrayLike<number>, golden: ArrayLike<number>, same: ArrayLike<number>) => {
+    const err = relErr(got, golden), ref = relErr(same, golden)
+    t.ok(firstNaN(got) === -1 && err <= FACTOR * ref + FLOOR && err >= ref / 10, `${what}: relative error ${err.toExponential(2)}, the same-precision reference's ${ref.toExponential(2)}`)
+  }
+  await forEachIsa(async (isa) => {
+    let seed = 1300
+    for (const s of shapes) {
+      const x = makeInputs(s, (seed += 4))
+      const dout = randomF32(qSize(s), seed + 3)
+      const what = `${isa} ${describe(s)}`
+      const fwd = forward(s, x, 'bf16')
+      const golden = refAttentionBackward(s, x.q, x.k, x.v, dout)
+      const goldenFwd = refAttentionForward(s, x.q, x.k, x.v)
+      const same = attentionAt(arith('bf16'), s, x.q, x.k, x.v, dout)
+      check(`${what}: out`, fwd.out, goldenFwd.out, same.out)
+      t.ok(lseError(fwd.lse, goldenFwd.lse) <= FACTOR * lseError(Float32Array.from(same.lse), goldenFwd.lse) + FLOOR, `${what}: lse`)
+      const got = backward(s, x, fwd, dout, 'bf16')
+      for (const name of ['dq', 'dk', 'dv'] as const) check(`${what}: ${name}`, got[name], golden[name], same[name])
+    }
+  })
+})
+
+t.test("'auto' is 'fp32' for attention (its operands are f32 activations), bit for bit", async (t) => {
+  const s = shapes[3]
+  const x = makeInputs(s, 1400)
+  const dout = randomF32(qSize(s), 1401)
+  await forEachIsa(async (isa) => {
+    const fp32 = forward(s, x, 'fp32'), auto = forward(s, x, 'auto')
+    t.ok(fp32.out.every((v, i) => Object.is(v, auto.out[i])) && fp32.lse.every((v, i) => Object.is(v, auto.lse[i])), `${isa}: forward`)
+    const a = backward(s, x, fp32, dout, 'fp32'), b = backward(s, x, fp32, dout, 'auto')
+    t.ok((['dq', 'dk', 'dv'] as const).every((n) => a[n].every((v, i) => Object.is(v, b[n][i]))), `${isa}: backward`)
   })
 })
 
@@ -278,6 +319,7 @@ t.test('bad arguments throw typed errors naming the argument', async (t) => {
   t.throws(fwd({ ...ok, batch: '1' }), { name: 'TypeError', message: /'batch' must be an integer, got a string/ })
   t.throws(fwd({ ...ok, scale: 'x' }), { name: 'TypeError', message: /'scale' must be a number/ })
   t.throws(fwd({ ...ok, scale: NaN }), { name: 'RangeError', message: /'scale' must be finite/ })
+  t.throws(fwd({ ...ok, precision: 'fp16' }), { name: 'RangeError', message: /precision must be 'fp32', 'bf16' or 'auto', got "fp16"/ })
   t.throws(fwd({ ...ok, keyMask: new Float32Array(4) }), { name: 'TypeError', message: /'keyMask' must be an Int32Array or a Uint8Array, got Float32Array/ })
   t.throws(fwd({ ...ok, keyMask: new Uint8Array(5) }), { name: 'RangeError', message: /'keyMask' has 5 elements, expected batch \* tk = 4/ })
   t.throws(fwd({ ...ok, keyMask: Int32Array.from([1, 1, 2, 0]) }), { name: 'RangeError', message: /'keyMask' must hold 0 \(padding\) or 1 \(real key\), got 2 at index 2/ })

@@ -10,9 +10,9 @@
 // reference computing at that precision (test/helpers/precision-helpers.ts, "same-precision
 // references"), + a floor of a few f32 roundings:
 //   relErr(result, float64) <= FACTOR * relErr(same-precision reference, float64) + 2^-22.
-// The ops with a `precision` option (gemm, LoRA, cross-entropy) run at 'fp32' and 'bf16' on the
-// CPU backends, at 'bf16' on CUDA (which computes every product in bf16); attention's products
-// are f32 on the CPU and bf16 on CUDA; the row ops and optimisers are f32 everywhere.
+// The ops with a `precision` option (gemm, attention, LoRA, cross-entropy) run at 'fp32' and
+// 'bf16' on the CPU backends, at 'bf16' on CUDA (which computes every product in bf16); the row
+// ops and optimisers are f32 everywhere.
 //
 // Outputs that are written start NaN-filled, so an unwritten element fails; outputs that are
 // added to (gemm's C with accumulate, LoRA's dA and dB, rmsnorm's dweight, the embedding's
@@ -96,14 +96,14 @@ export interface Expect {
 
 /**
  * A row of the table: an op on given inputs. `products`: how the precision of its matrix
- * products is chosen ('option': its `precision` option, each the backend offers; 'backend':
- * the backend's own; 'none': an f32 op). `run` calls the op on a backend and returns its
- * outputs by name; `expect` gives each output's expectation at a precision.
+ * products is chosen ('option': its `precision` option, each the backend offers; 'none': an f32
+ * op). `run` calls the op on a backend and returns its outputs by name; `expect` gives each
+ * output's expectation at a precision.
  */
 export interface OpCase {
   op: string
   name: string
-  products: 'option' | 'backend' | 'none'
+  products: 'option' | 'none'
   run(at: Target): Record<string, ArrayLike<number>>
   expect(precision: OpPrecision): Record<string, Expect>
 }
@@ -213,17 +213,17 @@ function emptyRowElements(s: AttentionShape): number[] {
   return idx
 }
 
-function attentionForwardRun(s: AttentionShape, x: ReturnType<typeof attentionInputs>, device: KernelDevice) {
+function attentionForwardRun(s: AttentionShape, x: ReturnType<typeof attentionInputs>, at: Target) {
   const out = nanFilled(qSize(s)), lse = nanFilled(lseSize(s))
-  kernels.sync.attentionForward({ ...s, q: x.q, k: x.k, v: x.v, out, lse, device })
+  kernels.sync.attentionForward({ ...s, q: x.q, k: x.k, v: x.v, out, lse, precision: at.precision, device: at.device })
   return { out, lse }
 }
 
 function attentionForward(s: AttentionShape): OpCase {
   const seed = nextSeed()
   const empty = emptyRowElements(s)
-  return opCase('attentionForward', describeAttention(s), 'backend', () => attentionInputs(s, seed), (x, at) => {
-    const { out, lse } = attentionForwardRun(s, x, at.device)
+  return opCase('attentionForward', describeAttention(s), 'option', () => attentionInputs(s, seed), (x, at) => {
+    const { out, lse } = attentionForwardRun(s, x, at)
     return { out, lse, ...(empty.length ? { 'out of the rows that see no key': pick(out, empty) } : {}) }
   }, (x, p) => {
     const golden = refAttentionForward(s, x.q, x.k, x.v)
@@ -238,10 +238,10 @@ function attentionForward(s: AttentionShape): OpCase {
 
 function attentionBackward(s: AttentionShape): OpCase {
   const seed = nextSeed()
-  return opCase('attentionBackward', describeAttention(s), 'backend', () => attentionInputs(s, seed), (x, at) => {
-    const { out, lse } = attentionForwardRun(s, x, at.device)
+  return opCase('attentionBackward', describeAttention(s), 'option', () => attentionInputs(s, seed), (x, at) => {
+    const { out, lse } = attentionForwardRun(s, x, at)
     const dq = nanFilled(qSize(s)), dk = nanFilled(kvSize(s)), dv = nanFilled(kvSize(s))
-    kernels.sync.attentionBackward({ ...s, q: x.q, k: x.k, v: x.v, out, lse, dout: x.dout, dq, dk, dv, device: at.device })
+    kernels.sync.attentionBackward({ ...s, q: x.q, k: x.k, v: x.v, out, lse, dout: x.dout, dq, dk, dv, precision: at.precision, device: at.device })
     return { dq, dk, dv }
   }, (x, p) => {
     const golden = refAttentionBackward(s, x.q, x.k, x.v, x.dout)
@@ -780,9 +780,9 @@ export const CASES: OpCase[] = [
 
 // ================================================================ checking a case
 
-/** The precisions a case runs at on a backend offering `precisions` (and computing `products` where the op has no option). */
-export function precisionsOf(c: OpCase, b: { precisions: OpPrecision[]; products: OpPrecision }): OpPrecision[] {
-  return c.products === 'option' ? b.precisions : c.products === 'backend' ? [b.products] : ['fp32']
+/** The precisions a case runs at on a backend offering `precisions`. */
+export function precisionsOf(c: OpCase, b: { precisions: OpPrecision[] }): OpPrecision[] {
+  return c.products === 'option' ? b.precisions : ['fp32']
 }
 
 /** Whether `got` meets `e`, and the numbers that say so. */

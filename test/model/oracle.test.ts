@@ -250,8 +250,9 @@ for (const name of MODELS) {
     t.ok(lossErr(fp32) < 1e-6, `fp32 loss ${lossErr(fp32).toExponential(2)} < 1e-6`)
     for (const p of [bf16, bf16Weights])
       t.ok(lossErr(p) > 10 * lossErr(fp32) && lossErr(p) < 1e-3, `${p.name} loss ${lossErr(p).toExponential(2)}: above 10 x fp32's, below 1e-3`)
-    // Without an adapter every product has a bf16 weight operand: the two bf16 presets agree.
-    t.equal(errors.get(bf16)!.of.hidden, errors.get(bf16Weights)!.of.hidden, 'base forward: bf16Weights = bf16')
+    // Without an adapter the two bf16 presets differ only in attention's products (f32 x f32):
+    // bf16 rounds them, bf16Weights does not.
+    t.not(errors.get(bf16)!.of.hidden, errors.get(bf16Weights)!.of.hidden, 'base forward: bf16 rounds attention, bf16Weights not')
     t.not(errors.get(bf16)!.of['lora.hidden'], errors.get(bf16Weights)!.of['lora.hidden'], 'LoRA: bf16Weights keeps the f32 x f32 products')
   })
 }

@@ -16,6 +16,7 @@
 #include <cmath>
 
 #include "cpu/attention.h"
+#include "cpu/kernels/bf16.h"
 #include "cpu/kernels/transpose.h"
 
 #if defined(__AVX2__)
@@ -58,6 +59,10 @@ inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 // Columns of a score tile that `rows` rows of its transpose need: whole MR rows, whole NR panels.
 inline int64_t padded_cols(int64_t rows) { return round_up(round_up(rows, MR), NR); }
+
+// Whether this call's products take bf16-rounded operands (backend/ops.h, AttentionArgs).
+inline bool rounds_bf16(const AttentionArgs& g) { return g.precision == Precision::bf16; }
+inline float maybe_round(float x, bool round) { return round ? round_bf16(x) : x; }
 
 // ---- vector helpers -------------------------------------------------------------------------
 #if defined(__AVX512F__) || defined(__AVX2__)
@@ -137,6 +142,7 @@ inline Vec vexp2(Vec x) {
   p = vfma(p, f, vset1(1.0f));
   return vzero_where_below(x, -126.0f, vmul(p, vpow2i(n)));
 }
+inline Vec vmaybe_round(Vec v, bool round) { return round ? vround_bf16(v) : v; }
 #endif
 
 // ---- the tile product -----------------------------------------------------------------------
@@ -244,9 +250,155 @@ void block_product(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda,
   }
 }
 
-// B panels of the transpose of src's rows: B(k, n) = mul * src[n * ld + k] for n < rows, k < K;
-// columns [rows, cols) zero. dst is [cols / NR][K][NR].
-void pack_transposed(const float* src, int64_t ld, int64_t rows, int64_t cols, int64_t K, float mul, float* dst) {
+// ---- bf16 pairs (AVX512_BF16) ----------------------------------------------------------------
+// At bf16 this ISA multiplies with vdpbf16ps: each 32-bit word holds two bf16, the even k in the
+// low half, and a step of the micro-tile consumes one k pair. The products keep the f32 path's
+// shapes, tiles and bands; only the operands' storage differs:
+//   B panels     [N / NR][pairs][NR] words: word (p, n) = (B(2p, n), B(2p + 1, n)).
+//   A rows       bf16 rows, in place: a row's consecutive k are already pairs.
+//   transposed A [pairs][M] words (width M): word (p, i) = (A(i, 2p), A(i, 2p + 1)).
+// A k range of a band is widened to whole pairs; the terms it adds are zero (masked scores,
+// zero-padded rows). Pairs need an even head dim; at an odd one the rounded values go through the
+// f32 kernels, as on the ISAs without a bf16 dot product.
+#if defined(__AVX512BF16__)
+inline bool native_pairs(const AttentionArgs& g) { return rounds_bf16(g) && g.head_dim % 2 == 0; }
+
+inline uint32_t pair_of(float even, float odd) { return uint32_t(f32_to_bf16(even)) | uint32_t(f32_to_bf16(odd)) << 16; }
+inline uint16_t bf16_of(float x) { return f32_to_bf16(x); }
+inline uint16_t bf16_of(uint16_t x) { return x; }
+// 16 consecutive values as bf16 in the low halves of 16 words.
+inline __m512i low_halves16(const float* p) {
+  return _mm512_cvtepu16_epi32(_mm512_castsi512_si256((__m512i)_mm512_cvtne2ps_pbh(_mm512_setzero_ps(), _mm512_loadu_ps(p))));
+}
+inline __m512i low_halves16(const uint16_t* p) {
+  return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+// n values as bf16.
+void to_bf16(const float* src, int64_t n, uint16_t* dst) {
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    _mm512_storeu_si512(dst + i, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + i + 16), _mm512_loadu_ps(src + i)));
+  for (; i < n; ++i) dst[i] = f32_to_bf16(src[i]);
+}
+
+// B panels of the transpose of src's rows times mul, as pairs: word (p, n) = mul * (src[n][2p],
+// src[n][2p + 1]) for n < rows, 2p < K (K even); columns [rows, cols) zero. dst is
+// [cols / NR][K / 2][NR].
+void pack_pairs_transposed(const float* src, int64_t ld, int64_t rows, int64_t cols, int64_t K, float mul, uint32_t* dst) {
+  const int64_t P = K / 2;
+  const __m512 vm = _mm512_set1_ps(mul);
+  int64_t n = 0;
+  for (; n + 16 <= rows; n += 16) {  // 16 rows x 16 pairs through a register transpose
+    uint32_t* panel = dst + (n / NR) * P * NR + n % NR;
+    int64_t p = 0;
+    for (; p + 16 <= P; p += 16) {
+      __m512i v[16];
+      for (int j = 0; j < 16; ++j) {
+        const float* r = src + (n + j) * ld + 2 * p;
+        v[j] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_mul_ps(_mm512_loadu_ps(r + 16), vm), _mm512_mul_ps(_mm512_loadu_ps(r), vm));
+      }
+      transpose16(v);
+      for (int j = 0; j < 16; ++j) _mm512_storeu_si512(panel + (p + j) * NR, v[j]);
+    }
+    for (; p < P; ++p)
+      for (int j = 0; j < 16; ++j)
+        panel[p * NR + j] = pair_of(mul * src[(n + j) * ld + 2 * p], mul * src[(n + j) * ld + 2 * p + 1]);
+  }
+  for (; n < cols; ++n) {
+    uint32_t* col = dst + (n / NR) * P * NR + n % NR;
+    const float* r = src + n * ld;
+    for (int64_t p = 0; p < P; ++p) col[p * NR] = n < rows ? pair_of(mul * r[2 * p], mul * r[2 * p + 1]) : 0u;
+  }
+}
+
+// Pairs down src's rows: word (p, n) = (src[2p][n], src[2p + 1][n]) for p < ceil(K / 2), n < N,
+// a row 2p + 1 = K zero; in panels of `width` columns (a multiple of 16), dst[(n / width) *
+// panel_pairs * width + p * width + n % width]. Columns [N, round_up(N, width)) zero. B panels
+// have width NR; a transposed A is one panel as wide as its rows.
+template <typename T>  // float, or uint16_t (bf16 already)
+void pack_pairs_down(const T* src, int64_t ld, int64_t K, int64_t N, int64_t width, int64_t panel_pairs, uint32_t* dst) {
+  const int64_t cols = round_up(N, width);
+  for (int64_t p = 0; p < (K + 1) / 2; ++p) {
+    const T* even = src + 2 * p * ld;
+    const T* odd = 2 * p + 1 < K ? even + ld : nullptr;
+    int64_t n = 0;
+    for (; n + 16 <= N; n += 16) {
+      const __m512i lo = low_halves16(even + n);
+      const __m512i hi = odd ? _mm512_slli_epi32(low_halves16(odd + n), 16) : _mm512_setzero_si512();
+      _mm512_storeu_si512(dst + (n / width) * panel_pairs * width + p * width + n % width, _mm512_or_si512(lo, hi));
+    }
+    for (; n < cols; ++n) {
+      uint32_t w = 0;
+      if (n < N) w = uint32_t(bf16_of(even[n])) | (odd ? uint32_t(bf16_of(odd[n])) << 16 : 0u);
+      dst[(n / width) * panel_pairs * width + p * width + n % width] = w;
+    }
+  }
+}
+
+#define ERNIE_ATTN_PAIR_ROWPTR(i) const uint32_t* a##i = a + ((i) < rows_valid ? int64_t(i) * lda : 0);
+#define ERNIE_ATTN_DP(i, word)                                                     \
+  {                                                                                \
+    const __m512bh av = (__m512bh)_mm512_set1_epi32(int(word));                     \
+    c##i##0 = _mm512_dpbf16_ps(c##i##0, av, b0);                                   \
+    c##i##1 = _mm512_dpbf16_ps(c##i##1, av, b1);                                   \
+  }
+#define ERNIE_ATTN_DP_ROWS(i) ERNIE_ATTN_DP(i, a##i[p])
+#define ERNIE_ATTN_DP_TRANS(i) ERNIE_ATTN_DP(i, ap[i])
+
+// micro_tile on pairs: P k pairs; a and lda in words (A rows: bf16 rows seen as words).
+template <bool ATrans>
+inline void micro_tile_pairs(int64_t P, const uint32_t* a, int64_t lda, int64_t rows_valid, const uint32_t* b,
+                             float* c, int64_t ldc, bool accumulate, const float* row_scale) {
+  ERNIE_ATTN_ROWS(ERNIE_ATTN_DECL)
+  if constexpr (ATrans) {
+    for (int64_t p = 0; p < P; ++p) {
+      const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + p * NR), b1 = (__m512bh)_mm512_loadu_si512(b + p * NR + 16);
+      const uint32_t* ap = a + p * lda;
+      ERNIE_ATTN_ROWS(ERNIE_ATTN_DP_TRANS)
+    }
+  } else {
+    ERNIE_ATTN_ROWS(ERNIE_ATTN_PAIR_ROWPTR)
+    for (int64_t p = 0; p < P; ++p) {
+      const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + p * NR), b1 = (__m512bh)_mm512_loadu_si512(b + p * NR + 16);
+      ERNIE_ATTN_ROWS(ERNIE_ATTN_DP_ROWS)
+    }
+  }
+  ERNIE_ATTN_ROWS(ERNIE_ATTN_STORE)
+}
+
+// block_product on pairs: K still counts k values (the band's units); lda and panel_pairs in
+// words and pairs.
+template <bool ATrans>
+void block_product_pairs(int64_t M, int64_t N, int64_t K, const uint32_t* a, int64_t lda, int64_t rows_valid,
+                         const uint32_t* bp, int64_t panel_pairs, float* c, int64_t ldc, bool accumulate,
+                         const float* row_scale, Band band = kFull) {
+  if (!ATrans) M = min64(M, round_up(rows_valid, MR));
+  for (int64_t jb = 0; jb < N; jb += NR) {
+    const uint32_t* panel = bp + (jb / NR) * panel_pairs * NR;
+    for (int64_t ib = 0; ib < M; ib += MR) {
+      int64_t k0 = 0, k1 = K;
+      if (band.axis == Band::columns) {
+        if (jb + NR - 1 - ib < band.lo || jb - (ib + MR - 1) > band.hi) continue;
+      } else {
+        k0 = max64(0, ib + band.lo);
+        k1 = max64(k0, min64(K, ib + MR + band.hi));
+      }
+      const int64_t p0 = k0 / 2, p1 = (k1 + 1) / 2;
+      const uint32_t* ai = ATrans ? a + ib + p0 * lda : a + ib * lda + p0;
+      micro_tile_pairs<ATrans>(p1 - p0, ai, lda, rows_valid - ib, panel + p0 * NR, c + ib * ldc + jb, ldc, accumulate,
+                               row_scale ? row_scale + ib : nullptr);
+    }
+  }
+}
+#else
+inline bool native_pairs(const AttentionArgs&) { return false; }
+#endif
+
+// B panels of the transpose of src's rows: B(k, n) = mul * src[n * ld + k] for n < rows, k < K,
+// rounded to bf16 when `round`; columns [rows, cols) zero. dst is [cols / NR][K][NR].
+void pack_transposed(const float* src, int64_t ld, int64_t rows, int64_t cols, int64_t K, float mul, bool round,
+                     float* dst) {
   int64_t n = 0;
 #if defined(__AVX512F__) || defined(__AVX2__)
   // VL rows at a time, VL k of each through a register transpose (NR is two vectors, so the
@@ -257,40 +409,44 @@ void pack_transposed(const float* src, int64_t ld, int64_t rows, int64_t cols, i
     int64_t k = 0;
     for (; k + VL <= K; k += VL) {
       Vec v[VL];
-      for (int j = 0; j < VL; ++j) v[j] = vmul(vload(src + (n + j) * ld + k), vmul_by);
+      for (int j = 0; j < VL; ++j) v[j] = vmaybe_round(vmul(vload(src + (n + j) * ld + k), vmul_by), round);
       transpose_f32(v);
       for (int j = 0; j < VL; ++j) vstore(panel + (k + j) * NR, v[j]);
     }
     for (; k < K; ++k)
-      for (int j = 0; j < VL; ++j) panel[k * NR + j] = mul * src[(n + j) * ld + k];
+      for (int j = 0; j < VL; ++j) panel[k * NR + j] = maybe_round(mul * src[(n + j) * ld + k], round);
   }
 #endif
   for (; n < cols; ++n) {
     float* col = dst + (n / NR) * K * NR + n % NR;
     if (n < rows) {
       const float* s = src + n * ld;
-      for (int64_t k = 0; k < K; ++k) col[k * NR] = mul * s[k];
+      for (int64_t k = 0; k < K; ++k) col[k * NR] = maybe_round(mul * s[k], round);
     } else {
       for (int64_t k = 0; k < K; ++k) col[k * NR] = 0.0f;
     }
   }
 }
 
-// B panels of src's rows as they are: B(k, n) = src[k * ld + n] for k < K, n < N; columns up to
-// the next multiple of NR zero. dst is [ceil(N / NR)][panel_rows][NR], panel_rows >= K.
-void pack_rows(const float* src, int64_t ld, int64_t K, int64_t N, int64_t panel_rows, float* dst) {
+// n values from src to dst, rounded to bf16 when `round`.
+void copy_values(const float* src, int64_t n, bool round, float* dst) {
+  int64_t i = 0;
+#if defined(__AVX512F__) || defined(__AVX2__)
+  for (; i + VL <= n; i += VL) vstore(dst + i, vmaybe_round(vload(src + i), round));
+#endif
+  for (; i < n; ++i) dst[i] = maybe_round(src[i], round);
+}
+
+// B panels of src's rows as they are (rounded to bf16 when `round`): B(k, n) = src[k * ld + n]
+// for k < K, n < N; columns up to the next multiple of NR zero. dst is
+// [ceil(N / NR)][panel_rows][NR], panel_rows >= K.
+void pack_rows(const float* src, int64_t ld, int64_t K, int64_t N, int64_t panel_rows, bool round, float* dst) {
   for (int64_t n0 = 0; n0 < N; n0 += NR) {
     const int64_t w = min64(NR, N - n0);
     float* panel = dst + (n0 / NR) * panel_rows * NR;
-    if (w == NR) {  // whole panels: a fixed-length copy the compiler turns into vector moves
-      for (int64_t k = 0; k < K; ++k)
-        for (int j = 0; j < NR; ++j) panel[k * NR + j] = src[k * ld + n0 + j];
-      continue;
-    }
     for (int64_t k = 0; k < K; ++k) {
-      const float* s = src + k * ld + n0;
       float* d = panel + k * NR;
-      for (int64_t j = 0; j < w; ++j) d[j] = s[j];
+      copy_values(src + k * ld + n0, w, round, d);
       for (int64_t j = w; j < NR; ++j) d[j] = 0.0f;
     }
   }
@@ -317,11 +473,12 @@ float dot(const float* a, const float* b, int64_t n) {
 
 // ---- softmax pieces -------------------------------------------------------------------------
 // Online softmax over one key tile of S^T ([kb rows][cols], ld), scores in log2 units: per
-// query column, m = running max, l = running sum of 2^(s - m). Overwrites S^T with the
-// probabilities relative to the new max and sets alpha = 2^(m_old - m_new), the factor the
-// output accumulated so far is rescaled by. A column with no key yet keeps m = -inf and uses 0
-// as its reference, so it produces zeros rather than NaN.
-void online_softmax(float* st, int64_t ld, int64_t kb, int64_t cols, float* m, float* l, float* alpha) {
+// query column, m = running max, l = running sum of 2^(s - m).
+// Overwrites S^T with the probabilities relative to the new max (rounded to bf16 when `round`;
+// l sums them unrounded) and sets alpha = 2^(m_old - m_new), the factor the output accumulated
+// so far is rescaled by. A column with no key yet keeps m = -inf and uses 0 as its reference,
+// so it produces zeros rather than NaN.
+void online_softmax(float* st, int64_t ld, int64_t kb, int64_t cols, bool round, float* m, float* l, float* alpha) {
 #if defined(__AVX512F__) || defined(__AVX2__)
   for (int64_t i = 0; i < cols; i += VL) {
     Vec mx = vload(st + i);
@@ -333,7 +490,7 @@ void online_softmax(float* st, int64_t ld, int64_t kb, int64_t cols, float* m, f
     Vec sum = vzero();
     for (int64_t j = 0; j < kb; ++j) {
       const Vec p = vexp2(vsub(vload(st + j * ld + i), ref));
-      vstore(st + j * ld + i, p);
+      vstore(st + j * ld + i, vmaybe_round(p, round));
       sum = vadd(sum, p);
     }
     vstore(l + i, vfma(vload(l + i), a, sum));
@@ -349,7 +506,7 @@ void online_softmax(float* st, int64_t ld, int64_t kb, int64_t cols, float* m, f
     float sum = 0.0f;
     for (int64_t j = 0; j < kb; ++j) {
       const float p = exp2f(st[j * ld + i] - ref);
-      st[j * ld + i] = p;
+      st[j * ld + i] = maybe_round(p, round);
       sum += p;
     }
     l[i] = l[i] * a + sum;
@@ -360,9 +517,10 @@ void online_softmax(float* st, int64_t ld, int64_t kb, int64_t cols, float* m, f
 }
 
 // One row of the backward: p = 2^(s * c - lse2) and ds = scale * p * (dp - delta) for the
-// visible keys j < visible; both 0 for j in [visible, cols). p overwrites s, ds overwrites dp.
+// visible keys j < visible; both 0 for j in [visible, cols). p overwrites s, ds overwrites dp,
+// each rounded to bf16 when `round` (ds from the unrounded p).
 void probs_and_dscores(float* s, float* dp, int64_t visible, int64_t cols, float c, float lse2, float delta,
-                       float scale) {
+                       float scale, bool round) {
   int64_t j = 0;
 #if defined(__AVX512F__) || defined(__AVX2__)
   const Vec vc = vset1(c), vl = vset1(lse2), vd = vset1(delta), vs = vset1(scale);
@@ -370,24 +528,26 @@ void probs_and_dscores(float* s, float* dp, int64_t visible, int64_t cols, float
   // then zeroes what lies past it.
   for (; j < visible; j += VL) {
     const Vec p = vexp2(vfms(vload(s + j), vc, vl));
-    vstore(s + j, p);
-    vstore(dp + j, vmul(vmul(p, vs), vsub(vload(dp + j), vd)));
+    vstore(s + j, vmaybe_round(p, round));
+    vstore(dp + j, vmaybe_round(vmul(vmul(p, vs), vsub(vload(dp + j), vd)), round));
   }
   j = visible;
 #else
   for (; j < visible; ++j) {
     const float p = exp2f(s[j] * c - lse2);
-    s[j] = p;
-    dp[j] = p * scale * (dp[j] - delta);
+    s[j] = maybe_round(p, round);
+    dp[j] = maybe_round(p * scale * (dp[j] - delta), round);
   }
 #endif
   for (; j < cols; ++j) s[j] = dp[j] = 0.0f;
 }
 
-// Scratch layouts (floats). Forward: Q^T panels [BQ][D], S^T [BK][BQ], O [BQ][Dpad], m, l,
-// alpha [BQ].
+// Scratch layouts (floats, or 32-bit words of bf16 pairs in the same room). Forward: Q^T panels
+// [BQ][D], S^T [BK][BQ], O [BQ][Dpad], m, l, alpha [BQ]; on pairs also P as a transposed A
+// [BK / 2][BQ].
 struct FwdScratch {
   float *qt, *st, *o, *m, *l, *alpha;
+  uint32_t* pt;
   FwdScratch(void* base, int64_t D) {
     const int64_t dpad = round_up(D, NR);
     qt = static_cast<float*>(base);
@@ -396,16 +556,20 @@ struct FwdScratch {
     m = o + FWD_BQ * dpad;
     l = m + FWD_BQ;
     alpha = l + FWD_BQ;
+    pt = reinterpret_cast<uint32_t*>(alpha + FWD_BQ);
   }
   static size_t floats(int64_t D) {
     const int64_t dpad = round_up(D, NR);
-    return size_t(FWD_BQ * D + FWD_BK * FWD_BQ + FWD_BQ * dpad + 3 * FWD_BQ);
+    return size_t(FWD_BQ * D + FWD_BK * FWD_BQ + FWD_BQ * dpad + 3 * FWD_BQ + FWD_BK / 2 * FWD_BQ);
   }
 };
 
-// Backward: dV, dK sums [BK][Dpad]; Q, dO panels [Dpad][BQ]; P, dS [BQ][BK]; dQ part [BQ][Dpad].
+// Backward: dV, dK sums [BK][Dpad]; Q, dO panels [Dpad][BQ]; P, dS [BQ][BK]; dQ part [BQ][Dpad];
+// on pairs also P and dS as transposed A [BQ / 2][BK] and dS as bf16 rows [BQ][BK].
 struct BwdScratch {
   float *dv, *dk, *qp, *dop, *p, *ds, *dq;
+  uint32_t *pt, *dst;
+  uint16_t* ds16;
   BwdScratch(void* base, int64_t D) {
     const int64_t dpad = round_up(D, NR);
     dv = static_cast<float*>(base);
@@ -415,10 +579,13 @@ struct BwdScratch {
     p = dop + dpad * BWD_BQ;
     ds = p + BWD_BQ * BWD_BK;
     dq = ds + BWD_BQ * BWD_BK;
+    pt = reinterpret_cast<uint32_t*>(dq + BWD_BQ * dpad);
+    dst = pt + BWD_BQ / 2 * BWD_BK;
+    ds16 = reinterpret_cast<uint16_t*>(dst + BWD_BQ / 2 * BWD_BK);
   }
   static size_t floats(int64_t D) {
     const int64_t dpad = round_up(D, NR);
-    return size_t(2 * BWD_BK * dpad + 3 * dpad * BWD_BQ + 2 * BWD_BQ * BWD_BK);
+    return size_t(2 * BWD_BK * dpad + 3 * dpad * BWD_BQ + 2 * BWD_BQ * BWD_BK + 3 * (BWD_BQ / 2 * BWD_BK));
   }
 };
 
@@ -427,25 +594,36 @@ struct BwdScratch {
 AttentionBlocking attention_blocking() { return AttentionBlocking{FWD_BQ, FWD_BK, BWD_BQ, BWD_BK}; }
 
 size_t attention_fwd_scratch_bytes(int64_t D) { return FwdScratch::floats(D) * sizeof(float); }
-// A packed key tile: its K rows contiguous, [BK][D], then its V panels, [Dpad / NR][BK][NR].
+// A packed key tile: its K rows contiguous, [BK][D], then its V panels, [Dpad / NR][BK][NR]. On
+// pairs the K rows are bf16 and the V panels pairs, [Dpad / NR][BK / 2][NR] words, in the same room.
 size_t attention_fwd_kv_tile_floats(int64_t D) { return size_t(FWD_BK * D + round_up(D, NR) * FWD_BK); }
+inline int64_t fwd_v_offset(const AttentionArgs& g) { return native_pairs(g) ? FWD_BK * g.head_dim / 2 : FWD_BK * g.head_dim; }
 
 void attention_fwd_pack_kv(const AttentionArgs& g, int64_t b, int64_t kvh, int64_t j0, float* dst) {
   const int64_t D = g.head_dim, KV = g.kv_heads, Tk = g.tk;
   const int64_t kb = min64(FWD_BK, Tk - j0);
   const int64_t at = ((b * Tk + j0) * KV + kvh) * D;
-  for (int64_t j = 0; j < kb; ++j)
-    for (int64_t d = 0; d < D; ++d) dst[j * D + d] = g.k[at + j * KV * D + d];
-  pack_rows(g.v + at, KV * D, kb, D, FWD_BK, dst + FWD_BK * D);
+#if defined(__AVX512BF16__)
+  if (native_pairs(g)) {
+    for (int64_t j = 0; j < kb; ++j) to_bf16(g.k + at + j * KV * D, D, reinterpret_cast<uint16_t*>(dst) + j * D);
+    pack_pairs_down(g.v + at, KV * D, kb, D, NR, FWD_BK / 2, reinterpret_cast<uint32_t*>(dst + fwd_v_offset(g)));
+    return;
+  }
+#endif
+  const bool round = rounds_bf16(g);
+  for (int64_t j = 0; j < kb; ++j) copy_values(g.k + at + j * KV * D, D, round, dst + j * D);
+  pack_rows(g.v + at, KV * D, kb, D, FWD_BK, round, dst + fwd_v_offset(g));
 }
 size_t attention_bwd_scratch_bytes(int64_t D) { return BwdScratch::floats(D) * sizeof(float); }
 
 // A key tile as the backward reads it: K^T and V^T panels [padded BK / NR][D][NR], then K
 // panels [Dpad / NR][kb][NR]. Every query head of the kv group and every query tile reads it.
-template <typename F>  // float (packing it) or const float (reading it)
+// On pairs (E = uint32_t) the same panels hold pairs, D / 2 and ceil(kb / 2) of them.
+template <typename E>  // float or uint32_t, const when reading it
 struct BwdKvTile {
-  F *kt, *vt, *kp;
-  BwdKvTile(F* base, int64_t D) : kt(base), vt(kt + padded_cols(BWD_BK) * D), kp(vt + padded_cols(BWD_BK) * D) {}
+  E *kt, *vt, *kp;
+  BwdKvTile(E* base, int64_t D, int64_t per_word)
+      : kt(base), vt(kt + padded_cols(BWD_BK) * D / per_word), kp(vt + padded_cols(BWD_BK) * D / per_word) {}
 };
 size_t attention_bwd_kv_tile_floats(int64_t D) { return size_t(2 * padded_cols(BWD_BK) * D + round_up(D, NR) * BWD_BK); }
 
@@ -454,10 +632,20 @@ void attention_bwd_pack_kv(const AttentionArgs& g, int64_t b, int64_t kvh, int64
   const int64_t kb = min64(BWD_BK, Tk - j0), kcols = padded_cols(kb);
   const float* k_rows = g.k + ((b * Tk + j0) * KV + kvh) * D;
   const float* v_rows = g.v + ((b * Tk + j0) * KV + kvh) * D;
-  const BwdKvTile<float> t(dst, D);
-  pack_transposed(k_rows, KV * D, kb, kcols, D, 1.0f, t.kt);
-  pack_transposed(v_rows, KV * D, kb, kcols, D, 1.0f, t.vt);
-  pack_rows(k_rows, KV * D, kb, D, kb, t.kp);
+#if defined(__AVX512BF16__)
+  if (native_pairs(g)) {
+    const BwdKvTile<uint32_t> t(reinterpret_cast<uint32_t*>(dst), D, 2);
+    pack_pairs_transposed(k_rows, KV * D, kb, kcols, D, 1.0f, t.kt);
+    pack_pairs_transposed(v_rows, KV * D, kb, kcols, D, 1.0f, t.vt);
+    pack_pairs_down(k_rows, KV * D, kb, D, NR, (kb + 1) / 2, t.kp);
+    return;
+  }
+#endif
+  const bool round = rounds_bf16(g);
+  const BwdKvTile<float> t(dst, D, 1);
+  pack_transposed(k_rows, KV * D, kb, kcols, D, 1.0f, round, t.kt);
+  pack_transposed(v_rows, KV * D, kb, kcols, D, 1.0f, round, t.vt);
+  pack_rows(k_rows, KV * D, kb, D, kb, round, t.kp);
 }
 
 void attention_fwd_tile(const AttentionArgs& g, const float* kv_tiles, int64_t b, int64_t h, int64_t q0, void* scratch) {
@@ -466,9 +654,15 @@ void attention_fwd_tile(const AttentionArgs& g, const float* kv_tiles, int64_t b
   const int64_t qb = min64(FWD_BQ, Tq - q0);
   const int64_t qrows = round_up(qb, MR), qcols = padded_cols(qb);
   FwdScratch w(scratch, D);
+  const bool round = rounds_bf16(g), pairs = native_pairs(g);
 
-  // Scores come out in log2 units: Q is scaled by scale * log2(e) once, here.
-  pack_transposed(g.q + ((b * Tq + q0) * H + h) * D, H * D, qb, qcols, D, g.scale * LOG2E, w.qt);
+  // Scores come out in log2 units: Q is scaled by scale * log2(e) once, here (before its rounding,
+  // as a product's first operand is).
+  const float* q_rows = g.q + ((b * Tq + q0) * H + h) * D;
+#if defined(__AVX512BF16__)
+  if (pairs) pack_pairs_transposed(q_rows, H * D, qb, qcols, D, g.scale * LOG2E, reinterpret_cast<uint32_t*>(w.qt));
+#endif
+  if (!pairs) pack_transposed(q_rows, H * D, qb, qcols, D, g.scale * LOG2E, round, w.qt);
   fill(w.m, qcols, -INFINITY);
   fill(w.l, qcols, 0.0f);
   fill(w.o, qrows * dpad, 0.0f);
@@ -496,11 +690,16 @@ void attention_fwd_tile(const AttentionArgs& g, const float* kv_tiles, int64_t b
 
     // S^T[j][i] = K_j . Q_i (log2 units)
     const float* k_rows = kv_head + j0 / FWD_BK * tile_floats;
-    const float* v_panels = k_rows + FWD_BK * D;
+    const float* v_panels = k_rows + fwd_v_offset(g);
     // Key j0 + j is visible to query q0 + i when j - i <= diagonal.
     const int64_t diagonal = q0 + offset - j0;
-    block_product<false>(kb, qcols, D, k_rows, D, kb, w.qt, D, w.st, FWD_BQ, false, nullptr,
-                         Band{Band::columns, -diagonal, kFull.hi});
+    const Band queries_seen{Band::columns, -diagonal, kFull.hi}, keys_as_k{Band::inner, kFull.lo, diagonal};
+#if defined(__AVX512BF16__)
+    if (pairs)
+      block_product_pairs<false>(kb, qcols, D, reinterpret_cast<const uint32_t*>(k_rows), D / 2, kb,
+                                 reinterpret_cast<const uint32_t*>(w.qt), D / 2, w.st, FWD_BQ, false, nullptr, queries_seen);
+#endif
+    if (!pairs) block_product<false>(kb, qcols, D, k_rows, D, kb, w.qt, D, w.st, FWD_BQ, false, nullptr, queries_seen);
     // Masks: a padded key for every query; causally, key j0 + j from queries i < j - diagonal
     // (including the micro-tiles the product skipped). Only tiles past the diagonal need it.
     if (padding > 0 || kb - 1 > diagonal) {
@@ -514,10 +713,16 @@ void attention_fwd_tile(const AttentionArgs& g, const float* kv_tiles, int64_t b
         for (int64_t i = 0; i < qb; ++i)
           if (j0 + j < start[i]) w.st[j * FWD_BQ + i] = -INFINITY;
     }
-    online_softmax(w.st, FWD_BQ, kb, qcols, w.m, w.l, w.alpha);
+    online_softmax(w.st, FWD_BQ, kb, qcols, round && !pairs, w.m, w.l, w.alpha);
     // O = alpha * O + P . V
-    block_product<true>(qrows, dpad, kb, w.st, FWD_BQ, qrows, v_panels, FWD_BK, w.o, dpad, true, w.alpha,
-                        Band{Band::inner, kFull.lo, diagonal});
+#if defined(__AVX512BF16__)
+    if (pairs) {
+      pack_pairs_down(w.st, FWD_BQ, kb, qcols, FWD_BQ, 0, w.pt);
+      block_product_pairs<true>(qrows, dpad, kb, w.pt, FWD_BQ, qrows, reinterpret_cast<const uint32_t*>(v_panels),
+                                FWD_BK / 2, w.o, dpad, true, w.alpha, keys_as_k);
+    }
+#endif
+    if (!pairs) block_product<true>(qrows, dpad, kb, w.st, FWD_BQ, qrows, v_panels, FWD_BK, w.o, dpad, true, w.alpha, keys_as_k);
   }
 
   for (int64_t i = 0; i < qb; ++i) {
@@ -536,15 +741,24 @@ void attention_fwd_tile(const AttentionArgs& g, const float* kv_tiles, int64_t b
   }
 }
 
+// q and dout as the products take them: rounded to bf16 at that precision, stored as bf16 on
+// pairs (in the first half of the same room).
 void attention_bwd_gather(const AttentionArgs& g, int64_t row0, int64_t rows, const AttentionBwdRows& out) {
   const int64_t D = g.head_dim, H = g.heads, Tq = g.tq;
+  const bool round = rounds_bf16(g), pairs = native_pairs(g);
   for (int64_t r = row0; r < row0 + rows; ++r) {
     const int64_t b = r / Tq, i = r % Tq;
     for (int64_t h = 0; h < H; ++h) {
       const int64_t from = (r * H + h) * D, to = (b * H + h) * Tq + i;
-      for (int64_t d = 0; d < D; ++d) {
-        out.q[to * D + d] = g.q[from + d];
-        out.dout[to * D + d] = g.dout[from + d];
+#if defined(__AVX512BF16__)
+      if (pairs) {
+        to_bf16(g.q + from, D, reinterpret_cast<uint16_t*>(out.q) + to * D);
+        to_bf16(g.dout + from, D, reinterpret_cast<uint16_t*>(out.dout) + to * D);
+      }
+#endif
+      if (!pairs) {
+        copy_values(g.q + from, D, round, out.q + to * D);
+        copy_values(g.dout + from, D, round, out.dout + to * D);
       }
       out.delta[to] = dot(g.dout + from, g.out + from, D);
     }
@@ -559,6 +773,7 @@ void attention_bwd_tile(const AttentionArgs& g, const AttentionBwdRows& rows, co
   const int64_t krows = round_up(kb, MR), kcols = padded_cols(kb);
   const bool first_head = h % group == 0;  // the group's first head writes dk, dv; the others add
   BwdScratch w(scratch, D);
+  const bool round = rounds_bf16(g), pairs = native_pairs(g);
   const float c = g.scale * LOG2E;
 
   float* dk_rows = g.dk + ((b * Tk + j0) * KV + kvh) * D;
@@ -576,7 +791,8 @@ void attention_bwd_tile(const AttentionArgs& g, const AttentionBwdRows& rows, co
     return;
   }
 
-  const BwdKvTile<const float> kv(kv_tile, D);
+  const BwdKvTile<const float> kv(kv_tile, D, 1);
+  const BwdKvTile<const uint32_t> kvp(reinterpret_cast<const uint32_t*>(kv_tile), D, 2);
   fill(w.dv, krows * dpad, 0.0f);
   fill(w.dk, krows * dpad, 0.0f);
 
@@ -587,6 +803,10 @@ void attention_bwd_tile(const AttentionArgs& g, const AttentionBwdRows& rows, co
     const int64_t row = (b * H + h) * Tq + q0;  // head-major: rows D floats apart
     const float* q_rows = rows.q + row * D;
     const float* do_rows = rows.dout + row * D;
+#if defined(__AVX512BF16__)
+    const uint16_t* q16 = reinterpret_cast<const uint16_t*>(rows.q) + row * D;  // on pairs: bf16 rows
+    const uint16_t* do16 = reinterpret_cast<const uint16_t*>(rows.dout) + row * D;
+#endif
     float* dq_rows = rows.dq + row * D;
     const float* lse = g.lse + row;
     const float* delta = rows.delta + row;
@@ -603,23 +823,58 @@ void attention_bwd_tile(const AttentionArgs& g, const AttentionBwdRows& rows, co
     const int64_t diagonal = q0 + offset - j0;
     const Band keys_seen{Band::columns, kFull.lo, diagonal}, keys_as_k{Band::inner, kFull.lo, diagonal};
     const Band queries_as_k{Band::inner, -diagonal, kFull.hi};
-    block_product<false>(qb, kcols, D, q_rows, D, qb, kv.kt, D, w.p, BWD_BK, false, nullptr, keys_seen);
-    block_product<false>(qb, kcols, D, do_rows, D, qb, kv.vt, D, w.ds, BWD_BK, false, nullptr, keys_seen);
+#if defined(__AVX512BF16__)
+    if (pairs) {
+      block_product_pairs<false>(qb, kcols, D, reinterpret_cast<const uint32_t*>(q16), D / 2, qb, kvp.kt, D / 2, w.p,
+                                 BWD_BK, false, nullptr, keys_seen);
+      block_product_pairs<false>(qb, kcols, D, reinterpret_cast<const uint32_t*>(do16), D / 2, qb, kvp.vt, D / 2, w.ds,
+                                 BWD_BK, false, nullptr, keys_seen);
+    }
+#endif
+    if (!pairs) {
+      block_product<false>(qb, kcols, D, q_rows, D, qb, kv.kt, D, w.p, BWD_BK, false, nullptr, keys_seen);
+      block_product<false>(qb, kcols, D, do_rows, D, qb, kv.vt, D, w.ds, BWD_BK, false, nullptr, keys_seen);
+    }
     for (int64_t i = 0; i < qb; ++i) {
       // A row with lse = -inf saw no key in the forward: it has no gradient.
       const int64_t visible = lse[i] == -INFINITY ? 0 : max64(0, min64(kb, i + diagonal + 1));
       float* p = w.p + i * BWD_BK;
       float* ds = w.ds + i * BWD_BK;
-      probs_and_dscores(p, ds, visible, kcols, c, lse[i] * LOG2E, delta[i], g.scale);
+      probs_and_dscores(p, ds, visible, kcols, c, lse[i] * LOG2E, delta[i], g.scale, round && !pairs);
       if (padding > 0)
         for (int64_t j = 0; j < visible; ++j)
           if (!valid[j]) p[j] = ds[j] = 0.0f;
       if (start)
         for (int64_t j = 0; j < min64(visible, start[i] - j0); ++j) p[j] = ds[j] = 0.0f;
     }
-    pack_rows(q_rows, D, qb, D, qb, w.qp);
-    pack_rows(do_rows, D, qb, D, qb, w.dop);
     // dV += P^T dO, dK += dS^T Q (rows = keys); dQ = dS K (rows = queries)
+#if defined(__AVX512BF16__)
+    if (pairs) {
+      const int64_t qpairs = (qb + 1) / 2;
+      pack_pairs_down(w.p, BWD_BK, qb, kcols, BWD_BK, 0, w.pt);
+      pack_pairs_down(w.ds, BWD_BK, qb, kcols, BWD_BK, 0, w.dst);
+      for (int64_t i = 0; i < qb; ++i) to_bf16(w.ds + i * BWD_BK, kcols, w.ds16 + i * BWD_BK);
+      uint32_t* qp = reinterpret_cast<uint32_t*>(w.qp);
+      uint32_t* dop = reinterpret_cast<uint32_t*>(w.dop);
+      pack_pairs_down(q16, D, qb, D, NR, qpairs, qp);
+      pack_pairs_down(do16, D, qb, D, NR, qpairs, dop);
+      block_product_pairs<true>(krows, dpad, qb, w.pt, BWD_BK, krows, dop, qpairs, w.dv, dpad, true, nullptr, queries_as_k);
+      block_product_pairs<true>(krows, dpad, qb, w.dst, BWD_BK, krows, qp, qpairs, w.dk, dpad, true, nullptr, queries_as_k);
+      const uint32_t* ds_rows = reinterpret_cast<const uint32_t*>(w.ds16);
+      if (dpad == D && qb % MR == 0) {
+        block_product_pairs<false>(qb, D, kb, ds_rows, BWD_BK / 2, qb, kvp.kp, (kb + 1) / 2, dq_rows, D, true, nullptr,
+                                   keys_as_k);
+      } else {
+        block_product_pairs<false>(qb, dpad, kb, ds_rows, BWD_BK / 2, qb, kvp.kp, (kb + 1) / 2, w.dq, dpad, false,
+                                   nullptr, keys_as_k);
+        for (int64_t i = 0; i < qb; ++i)
+          for (int64_t d = 0; d < D; ++d) dq_rows[i * D + d] += w.dq[i * dpad + d];
+      }
+      continue;
+    }
+#endif
+    pack_rows(q_rows, D, qb, D, qb, false, w.qp);  // already rounded by the gather when round
+    pack_rows(do_rows, D, qb, D, qb, false, w.dop);
     block_product<true>(krows, dpad, qb, w.p, BWD_BK, krows, w.dop, qb, w.dv, dpad, true, nullptr, queries_as_k);
     block_product<true>(krows, dpad, qb, w.ds, BWD_BK, krows, w.qp, qb, w.dk, dpad, true, nullptr, queries_as_k);
     if (dpad == D && qb % MR == 0) {  // whole micro-tiles: added straight into dq's rows

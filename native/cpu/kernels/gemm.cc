@@ -14,6 +14,7 @@
 //      half k even) the panel holds its NR values, one or two vectors the micro-kernel loads.
 // Only the packing knows the operands' dtypes and layouts; the micro-kernels see one format.
 #include "cpu/gemm.h"
+#include "cpu/kernels/bf16.h"
 #include "cpu/kernels/transpose.h"
 
 #if defined(__AVX2__)
@@ -60,11 +61,11 @@ inline int64_t at(int64_t ld, int64_t r, int64_t c) { return Trans ? c * ld + r 
 // A value as packed in an f32 format: scaled, then rounded to bf16 for f32_bf16.
 inline float f32_value(float v, float scale, bool round) {
   v *= scale;
-  return round ? bf16_to_f32(f32_to_bf16(v)) : v;
+  return round ? round_bf16(v) : v;
 }
 
-// ---- vectors of f32 (VL lanes): loads that widen bf16, rounding to bf16 (the transposes are in
-// cpu/kernels/transpose.h).
+// ---- vectors of f32 (VL lanes): loads that widen bf16 (rounding to bf16 is in
+// cpu/kernels/bf16.h, the transposes in cpu/kernels/transpose.h).
 #if defined(__AVX512F__)
 using Vec = __m512;
 constexpr int VL = 16;
@@ -82,16 +83,6 @@ inline Vec vload_as_f32(const void* p, int64_t i) {
   const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + i));
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
-// f32_to_bf16 on each lane, widened back: nearest even, a NaN kept (made quiet).
-inline Vec vround_bf16(Vec v) {
-  const __m512i u = _mm512_castps_si512(v);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-  const __m512i hi = _mm512_set1_epi32(int(0xffff0000u));
-  __m512i r = _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), hi);
-  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-  r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(_mm512_and_si512(u, hi), _mm512_set1_epi32(0x00400000)));
-  return _mm512_castsi512_ps(r);
-}
 #elif defined(__AVX2__)
 using Vec = __m256;
 constexpr int VL = 8;
@@ -108,14 +99,6 @@ inline Vec vload_as_f32(const void* p, int64_t i) {
   if constexpr (T == DType::f32) return _mm256_loadu_ps(static_cast<const float*>(p) + i);
   const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + i));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-inline Vec vround_bf16(Vec v) {
-  const __m256i u = _mm256_castps_si256(v);
-  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-  const __m256i hi = _mm256_set1_epi32(int(0xffff0000u));
-  const __m256i r = _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), hi);
-  const __m256i quiet = _mm256_or_si256(_mm256_and_si256(u, hi), _mm256_set1_epi32(0x00400000));
-  return _mm256_blendv_ps(_mm256_castsi256_ps(r), _mm256_castsi256_ps(quiet), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
 }
 #endif
 
