@@ -167,8 +167,8 @@ async function benchAttention(): Promise<Row[]> {
     const flops = (4 * batch * heads * T * T * headDim) / 2
     const repeats = T >= 2048 ? 3 : 7
     for (const precision of ['fp32', 'bf16'] as const) {
-      const fwd = await timeIt(() => kernels.attentionForward({ ...shape, q, k, v, out, lse, precision }), repeats, 1)
-      const bwd = await timeIt(() => kernels.attentionBackward({ ...shape, q, k, v, out, lse, dout, dq, dk, dv, precision }), repeats, 1)
+      const fwd = await timeIt(() => kernels.attentionForward({ ...shape, q, k, v, out, lse, precision }), repeats, 3)
+      const bwd = await timeIt(() => kernels.attentionBackward({ ...shape, q, k, v, out, lse, dout, dq, dk, dv, precision }), repeats, 3)
       const name = precision === 'fp32' ? 'attn' : 'attn_bf16'
       rows.push({ key: `${name}_fwd_T${T}`, value: flops / fwd / 1e9, unit: 'GFLOP/s' })
       rows.push({ key: `${name}_bwd_T${T}`, value: (2.5 * flops) / bwd / 1e9, unit: 'GFLOP/s' })
