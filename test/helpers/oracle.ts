@@ -430,8 +430,9 @@ export function swigluBackward(dy: Mat, gate: Mat, up: Mat, p: Precision): { dga
 // q [tokens, heads * D], k and v [tokens, kvHeads * D]; query head h reads kv head
 // floor(h / (heads / kvHeads)) (GQA). The scores are scale * q.k with scale = 1/sqrt(D). When its
 // products round (attentionRound), as the engine states it (backend/ops.h, AttentionArgs): the
-// forward's (scale q).k and e.v with e the unnormalised exponentials (relative to the row's
-// maximum) and the backward's q.k, dout.v, p.dout, ds.k and ds.q take bf16-rounded operands.
+// forward's (c q).k with c = scale log2(e) and e.v with e the unnormalised exponentials (relative
+// to the row's maximum), and the backward's q.k, dout.v, p.dout, ds.k and ds.q take bf16-rounded
+// operands.
 
 /** The rounding of attention's product operands at precision p: bf16 or none. */
 function attentionRound(p: Precision): Round {
