@@ -593,9 +593,9 @@ AttentionBlocking attention_blocking() { return AttentionBlocking{FWD_BQ, FWD_BK
 
 size_t attention_fwd_scratch_bytes(int64_t D) { return FwdScratch::floats(D) * sizeof(float); }
 // A packed key tile: its K rows contiguous, [BK][D], then its V panels, [Dpad / NR][BK][NR]. On
-// pairs the K rows are bf16 and the V panels pairs, [Dpad / NR][BK / 2][NR] words, in the same room.
+// pairs the K rows are bf16 and the V panels pairs, [Dpad / NR][BK / 2][NR] words, at the same
+// offsets (each in the first half of its room).
 size_t attention_fwd_kv_tile_floats(int64_t D) { return size_t(FWD_BK * D + round_up(D, NR) * FWD_BK); }
-inline int64_t fwd_v_offset(const AttentionArgs& g) { return native_pairs(g) ? FWD_BK * g.head_dim / 2 : FWD_BK * g.head_dim; }
 
 void attention_fwd_pack_kv(const AttentionArgs& g, int64_t b, int64_t kvh, int64_t j0, float* dst) {
   const int64_t D = g.head_dim, KV = g.kv_heads, Tk = g.tk;
@@ -604,13 +604,13 @@ void attention_fwd_pack_kv(const AttentionArgs& g, int64_t b, int64_t kvh, int64
 #if defined(__AVX512BF16__)
   if (native_pairs(g)) {
     for (int64_t j = 0; j < kb; ++j) to_bf16(g.k + at + j * KV * D, D, reinterpret_cast<uint16_t*>(dst) + j * D);
-    pack_pairs_down(g.v + at, KV * D, kb, D, NR, FWD_BK / 2, reinterpret_cast<uint32_t*>(dst + fwd_v_offset(g)));
+    pack_pairs_down(g.v + at, KV * D, kb, D, NR, FWD_BK / 2, reinterpret_cast<uint32_t*>(dst + FWD_BK * D));
     return;
   }
 #endif
   const bool round = rounds_bf16(g);
   for (int64_t j = 0; j < kb; ++j) copy_values(g.k + at + j * KV * D, D, round, dst + j * D);
-  pack_rows(g.v + at, KV * D, kb, D, FWD_BK, round, dst + fwd_v_offset(g));
+  pack_rows(g.v + at, KV * D, kb, D, FWD_BK, round, dst + FWD_BK * D);
 }
 size_t attention_bwd_scratch_bytes(int64_t D) { return BwdScratch::floats(D) * sizeof(float); }
 
@@ -688,7 +688,7 @@ void attention_fwd_tile(const AttentionArgs& g, const float* kv_tiles, int64_t b
 
     // S^T[j][i] = K_j . Q_i (log2 units)
     const float* k_rows = kv_head + j0 / FWD_BK * tile_floats;
-    const float* v_panels = k_rows + fwd_v_offset(g);
+    const float* v_panels = k_rows + FWD_BK * D;
     // Key j0 + j is visible to query q0 + i when j - i <= diagonal.
     const int64_t diagonal = q0 + offset - j0;
     const Band queries_seen{Band::columns, -diagonal, kFull.hi}, keys_as_k{Band::inner, kFull.lo, diagonal};
