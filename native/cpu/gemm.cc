@@ -47,6 +47,59 @@ GemmFormat segment_format(Precision asked, Isa isa, const GemmSegment& s) {
   return isa_has_bf16_dot(isa) ? GemmFormat::bf16 : GemmFormat::f32_bf16;
 }
 
+}  // namespace
+
+// What one gemm() does with its SharedPackedA: packs segment 0's slices of A into it (fill),
+// reads them from it (read), or neither (no SharedPackedA, or one holding another A).
+struct SharedAUse {
+  enum class Mode { none, fill, read };
+  Mode mode = Mode::none;
+  SharedPackedA* owner = nullptr;
+  int slices = 0;  // segment 0's slices: the first ones
+  int64_t row_blocks = 0, block_bytes = 0;
+  unsigned char* blocks = nullptr;
+
+  SharedAUse() = default;
+  // slices: all of the product's, segment 0's first; row_block, mr: the plan's blocking.
+  SharedAUse(SharedPackedA* shared, const GemmArgs& g, const std::vector<KSlice>& all, Isa isa, int64_t row_block,
+             int mr, const gemm_kernel_table& kt) {
+    if (!shared || all.empty() || all.front().seg != &g.segments.front()) return;
+    const GemmSegment& s0 = g.segments.front();
+    const SharedPackedA::Key key{s0.a.data, s0.a.dtype, s0.a.ld, s0.a.trans, g.m, s0.k, g.alpha * s0.scale,
+                                 all.front().format, isa};
+    while (slices < int(all.size()) && all[size_t(slices)].seg == &s0) ++slices;
+    const GemmBlocking bl = kt.gemm_blocking(key.format);
+    row_blocks = (g.m + row_block - 1) / row_block;
+    block_bytes = round_up(row_block, mr) * round_up(bl.kc, bl.k_pack) * bl.elem_bytes;
+    owner = shared;
+    if (shared->filled_) {
+      const SharedPackedA::Key& k = shared->key_;
+      const bool same = k.data == key.data && k.dtype == key.dtype && k.ld == key.ld && k.trans == key.trans &&
+                        k.m == key.m && k.k == key.k && k.scale == key.scale && k.format == key.format && k.isa == key.isa;
+      if (!same) return;
+      mode = Mode::read;
+    } else {
+      const size_t bytes = size_t(slices * row_blocks * block_bytes);
+      if (shared->capacity_ < bytes) {
+        shared->memory_.reset(new unsigned char[bytes + 64]);
+        shared->capacity_ = bytes;
+      }
+      shared->key_ = key;
+      mode = Mode::fill;
+    }
+    blocks = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(shared->memory_.get()) + 63) & ~uintptr_t(63));
+  }
+  bool covers(int slice) const { return mode != Mode::none && slice < slices; }
+  // Whether slice `slice`'s A is already packed (no need to pack it).
+  bool ready(int slice) const { return mode == Mode::read && slice < slices; }
+  unsigned char* block(int slice, int64_t rb) const { return blocks + (slice * row_blocks + rb) * block_bytes; }
+  void finish() const {
+    if (mode == Mode::fill) owner->filled_ = true;
+  }
+};
+
+namespace {
+
 struct Plan {
   const GemmArgs& g;
   const gemm_kernel_table& kt;
@@ -58,7 +111,13 @@ struct Plan {
   int threads = 1;
   int64_t row_block = 0, col_block = 0, a_block_bytes = 0, b_block_bytes = 0;
 
+  SharedAUse shared;
+
   bool accumulate(const Pass& pass) const { return g.accumulate || &pass != &passes.front(); }
+  // Where slice `slice`'s packed A row block `rb` is: in the SharedPackedA it uses, or at `scratch`.
+  unsigned char* a_block(int slice, int64_t rb, unsigned char* scratch) const {
+    return shared.covers(slice) ? shared.block(slice, rb) : scratch;
+  }
   void pack_a(const KSlice& s, int64_t r, int64_t rows, void* dst) const {
     kt.gemm_pack_a(s.format, s.seg->a, r, rows, s.k0, s.kc, g.alpha * s.seg->scale, dst);
   }
@@ -140,7 +199,7 @@ void gemm_few_rows(const Plan& p) {
     auto* packed_a = static_cast<unsigned char*>(thread_scratch(size_t(a_bytes + p.max_pass * p.b_block_bytes)));
     unsigned char* packed_b = packed_a + a_bytes;
     for (size_t si = 0; si < p.slices.size(); ++si)
-      for (int64_t rb = 0; rb < row_blocks; ++rb)
+      for (int64_t rb = 0; rb < row_blocks && !p.shared.ready(int(si)); ++rb)
         p.pack_a(p.slices[si], rb * p.row_block, std::min(p.row_block, g.m - rb * p.row_block),
                  packed_a + int64_t(si) * a_slice_bytes + rb * p.a_block_bytes);
     unsigned char* a[kMaxPassSlices];
@@ -155,7 +214,10 @@ void gemm_few_rows(const Plan& p) {
         }
         for (int64_t rb = 0; rb < row_blocks; ++rb) {
           const int64_t r = rb * p.row_block;
-          for (int j = 0; j < pass.count; ++j) a[j] = packed_a + int64_t(pass.first + j) * a_slice_bytes + rb * p.a_block_bytes;
+          for (int j = 0; j < pass.count; ++j) {
+            const int si = pass.first + j;
+            a[j] = p.a_block(si, rb, packed_a + int64_t(si) * a_slice_bytes + rb * p.a_block_bytes);
+          }
           p.macro(pass, std::min(p.row_block, g.m - r), nc, c, a, b, g.c + r * g.ldc + c);
         }
       }
@@ -182,9 +244,10 @@ void gemm_few_cols(const Plan& p) {
       const int64_t r = rb * p.row_block, rows = std::min(p.row_block, g.m - r);
       for (const Pass& pass : p.passes) {
         for (int j = 0; j < pass.count; ++j) {
-          a[j] = packed_a + j * p.a_block_bytes;
-          b[j] = packed_b + int64_t(pass.first + j) * p.b_block_bytes;
-          p.pack_a(p.slices[size_t(pass.first + j)], r, rows, a[j]);
+          const int si = pass.first + j;
+          a[j] = p.a_block(si, rb, packed_a + j * p.a_block_bytes);
+          b[j] = packed_b + int64_t(si) * p.b_block_bytes;
+          if (!p.shared.ready(si)) p.pack_a(p.slices[size_t(si)], r, rows, a[j]);
         }
         p.macro(pass, rows, g.n, 0, a, b, g.c + r * g.ldc);
       }
@@ -219,10 +282,13 @@ void gemm_shared_slices(const Plan& p) {
       const int64_t units_per_slice = row_blocks + col_blocks;
       auto pack = [&](int64_t pi, int64_t u) {
         const int64_t j = u / units_per_slice, v = u % units_per_slice;
-        const KSlice& s = p.slices[size_t(p.passes[size_t(pi)].first + j)];
+        const int si = p.passes[size_t(pi)].first + int(j);
+        const KSlice& s = p.slices[size_t(si)];
         if (v < row_blocks) {
           const int64_t r = m0 + v * p.row_block;
-          p.pack_a(s, r, std::min(p.row_block, m0 + rows - r), packed_a(pi & 1, j) + v * p.a_block_bytes);
+          if (!p.shared.ready(si))
+            p.pack_a(s, r, std::min(p.row_block, m0 + rows - r),
+                     p.a_block(si, r / p.row_block, packed_a(pi & 1, j) + v * p.a_block_bytes));
         } else if (const int64_t cb = v - row_blocks, c = n0 + cb * p.col_block; !p.prepacked(s, c)) {
           p.pack_b(s, c, std::min(p.col_block, n0 + cols - c), packed_b(pi & 1, j) + cb * p.b_block_bytes);
         }
@@ -235,7 +301,7 @@ void gemm_shared_slices(const Plan& p) {
         unsigned char* a[kMaxPassSlices];
         unsigned char* b[kMaxPassSlices];
         for (int j = 0; j < pass.count; ++j) {
-          a[j] = packed_a(pi & 1, j) + rb * p.a_block_bytes;
+          a[j] = p.a_block(pass.first + j, r / p.row_block, packed_a(pi & 1, j) + rb * p.a_block_bytes);
           b[j] = packed_b(pi & 1, j) + cb * p.b_block_bytes;
         }
         p.macro(pass, std::min(p.row_block, m0 + rows - r), std::min(p.col_block, n0 + cols - c), c, a, b,
@@ -263,10 +329,10 @@ void gemm_shared_slices(const Plan& p) {
 
 }  // namespace
 
-void gemm(const GemmArgs& g) {
+void gemm(const GemmArgs& g, SharedPackedA* shared_a) {
   if (g.m <= 0 || g.n <= 0) return;
   const Isa isa = active_isa();
-  Plan p{g, gemm_kernels_for(isa), 0, 0, {}, {}, {}, 1, 1, 0, 0, 0, 0};
+  Plan p{g, gemm_kernels_for(isa), 0, 0, {}, {}, {}, 1, 1, 0, 0, 0, 0, {}};
   // Each segment is cut into slices of its format's KC; mc is shared by the formats.
   int64_t k_total = 0, mc = 0;
   bool uses[3] = {};
@@ -315,12 +381,17 @@ void gemm(const GemmArgs& g) {
     p.a_block_bytes = std::max(p.a_block_bytes, round_up(p.row_block, p.mr) * kc * bl.elem_bytes);
     p.b_block_bytes = std::max(p.b_block_bytes, p.col_block * kc * bl.elem_bytes);
   }
-  if (row_blocks <= 2)
+  const bool few_rows = row_blocks <= 2;
+  p.shared = SharedAUse(shared_a, g, p.slices, isa, p.row_block, p.mr, p.kt);
+  // Each thread of gemm_few_rows packs all of A for itself: it reads a SharedPackedA, never fills one.
+  if (few_rows && p.shared.mode == SharedAUse::Mode::fill) p.shared = SharedAUse();
+  if (few_rows)
     gemm_few_rows(p);
   else if (g.n <= p.col_block)
     gemm_few_cols(p);
   else
     gemm_shared_slices(p);
+  p.shared.finish();
 }
 
 PrepackedBf16::PrepackedBf16(const MatrixRef& b, int64_t n, int64_t k) {

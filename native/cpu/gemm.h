@@ -47,7 +47,35 @@ struct GemmBlocking {
   int elem_bytes;      // bytes per packed element
 };
 
-void gemm(const GemmArgs& args);
+// The packed blocks of a product's A, kept for the next product with the same A. LoRA packs x
+// once for u = x A^T and y = x W^T + s u B^T, and dy once for g = dy B and dx = dy W + s g A:
+// the first gemm() given it packs segment 0's A into it, a later one whose segment 0 has the same
+// A (matrix, rows, K, scale) packed in the same format reads it instead of packing. Any other
+// product ignores it and packs as usual, so it changes no result. Its memory is kept between
+// uses; reset() before a new A.
+class SharedPackedA {
+ public:
+  void reset() { filled_ = false; }
+
+ private:
+  friend struct SharedAUse;
+  struct Key {
+    const void* data;
+    DType dtype;
+    int64_t ld;
+    bool trans;
+    int64_t m, k;
+    float scale;
+    GemmFormat format;
+    Isa isa;
+  };
+  Key key_{};
+  bool filled_ = false;
+  std::unique_ptr<unsigned char[]> memory_;
+  size_t capacity_ = 0;
+};
+
+void gemm(const GemmArgs& args, SharedPackedA* shared_a = nullptr);
 
 // A weight packed once as the B operand of bf16 products (AVX512_BF16's pair format): products
 // with few rows (inference, generation) otherwise spend much of their time packing it anew at

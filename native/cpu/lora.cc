@@ -25,11 +25,20 @@ const float* dropped_input(const float* x, int64_t count, const LoraRef& lora, s
   return buffer.data();
 }
 
+// The calling thread's packed copy of the A operand that a LoRA call's products share (x in the
+// forward, dy in the backward), kept between calls so that its pages stay mapped.
+SharedPackedA& shared_input() {
+  thread_local SharedPackedA shared;
+  shared.reset();
+  return shared;
+}
+
 }  // namespace
 
 void lora_linear_forward(const LinearShape& sh, const float* x, const MatrixRef& w, const LoraRef& lora, float* u,
                          float* y, bool accumulate) {
-  // u = dropout(x) A^T  [m, r]
+  // u = dropout(x) A^T  [m, r]; without dropout, x packed once for both products
+  SharedPackedA& packed_x = shared_input();
   std::vector<float> dropped;
   const float* xd = dropped_input(x, sh.m * sh.k, lora, dropped);
   GemmArgs ua;
@@ -39,7 +48,7 @@ void lora_linear_forward(const LinearShape& sh, const float* x, const MatrixRef&
   ua.segments = {{f32_ref(xd, sh.k, false), f32_ref(lora.a, sh.k, false), sh.k}};
   ua.c = u;
   ua.ldc = lora.r;
-  gemm(ua);
+  gemm(ua, &packed_x);
   // y (+)= x W^T + s u B^T, one pass over y
   GemmArgs ya;
   ya.precision = sh.precision;
@@ -49,13 +58,15 @@ void lora_linear_forward(const LinearShape& sh, const float* x, const MatrixRef&
   ya.c = y;
   ya.ldc = sh.n;
   ya.accumulate = accumulate;
-  gemm(ya);
+  gemm(ya, &packed_x);
 }
 
 void lora_linear_backward(const LinearShape& sh, const float* x, const MatrixRef& w, const LoraRef& lora,
                           const float* u, const float* dy, float* dx, bool dx_accumulate, float* da, float* db) {
   const int64_t m = sh.m, n = sh.n, k = sh.k, r = lora.r;
-  // g = dy B  [m, r]: B [n, r] is the logical [r, n] operand stored transposed
+  // g = dy B  [m, r]: B [n, r] is the logical [r, n] operand stored transposed; dy packed once
+  // for g and dx
+  SharedPackedA& packed_dy = shared_input();
   std::vector<float> g(size_t(m * r));
   GemmArgs ga;
   ga.precision = sh.precision;
@@ -64,7 +75,7 @@ void lora_linear_backward(const LinearShape& sh, const float* x, const MatrixRef
   ga.segments = {{f32_ref(dy, n, false), f32_ref(lora.b, r, true), n}};
   ga.c = g.data();
   ga.ldc = r;
-  gemm(ga);
+  gemm(ga, &packed_dy);
   // dB += s dy^T u  [n, r]
   GemmArgs gb;
   gb.precision = sh.precision;
@@ -109,7 +120,7 @@ void lora_linear_backward(const LinearShape& sh, const float* x, const MatrixRef
     gx.c = dx;
     gx.ldc = k;
     gx.accumulate = dx_accumulate;
-    gemm(gx);
+    gemm(gx, &packed_dy);
     const float keep_scale = 1.0f / (1.0f - lora.dropout);
     for (int64_t i = 0; i < m * k; ++i)
       if (lora_keep(lora.seed, uint64_t(i), lora.dropout)) dx[i] += path[i] * keep_scale;
@@ -124,7 +135,7 @@ void lora_linear_backward(const LinearShape& sh, const float* x, const MatrixRef
   gx.c = dx;
   gx.ldc = k;
   gx.accumulate = dx_accumulate;
-  gemm(gx);
+  gemm(gx, &packed_dy);
 }
 
 }  // namespace ernie::cpu

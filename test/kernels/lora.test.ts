@@ -162,6 +162,37 @@ t.test('bad arguments name the field', async (t) => {
   await t.rejects(kernels.loraBackward({ ...base, dout: new Float32Array(6), dA: new Float32Array(8), dB: new Float32Array(5) }), { name: 'RangeError', message: /'dB' has 5 elements/ })
 })
 
+// The forward packs x once for u = x A^T and y, the backward dy once for g = dy B and dx (cpu
+// SharedPackedA): the products must be those of the same GEMMs run apart, bit for bit, over shapes
+// where the GEMM takes each of its paths with the shared blocks (row blocks on few columns, then
+// tiles over several K slices and several chunks of rows; 4100 rows: past the f32 packing's chunk).
+t.test('x and dy packed once per call: the same bits as the products run apart, on every GEMM path', async (t) => {
+  await forEachIsaAndPrecision(async (isa, precision) => {
+    const failures = t.counts.fail
+    for (const [m, n, k, r] of [[2000, 300, 1100, 16], [4100, 300, 300, 8], [300, 40, 70, 4]]) {
+      const p = problem(m, n, k, r, 11, true)
+      const what = `${isa} ${precision} ${m}x${n}x${k} r=${r}`
+      const base = call(p)
+      const y = new Float32Array(m * n)
+      kernels.sync.loraForward({ ...base, out: y, precision })
+      const u = new Float32Array(m * r), yApart = new Float32Array(m * n)
+      kernels.sync.gemm({ c: u, m, n: r, segments: [{ a: p.x, b: p.a, k }], precision })
+      kernels.sync.gemm({ c: yApart, m, n, segments: [{ a: p.x, b: p.w, k }, { a: u, b: p.b, k: r, scale: p.scale }], precision })
+      const dout = randomF32(m * n, 5)
+      const dx = new Float32Array(m * k)
+      kernels.sync.loraBackward({ ...base, dout, dx, dA: new Float32Array(r * k), dB: new Float32Array(n * r), precision })
+      const g = new Float32Array(m * r), dxApart = new Float32Array(m * k)
+      kernels.sync.gemm({ c: g, m, n: r, segments: [{ a: dout, b: p.b, k: n, bLayout: 'kn' }], precision })
+      kernels.sync.gemm({ c: dxApart, m, n: k, segments: [{ a: dout, b: p.w, k: n, bLayout: 'kn' }, { a: g, b: p.a, k: r, bLayout: 'kn', scale: p.scale }], precision })
+      for (const [name, got, want] of [['u', base.u, u], ['y', y, yApart], ['dx', dx, dxApart]] as const) {
+        const i = got.findIndex((v, j) => !Object.is(v, want[j]))
+        if (i >= 0) t.fail(`${what} ${name}[${i}] = ${got[i]}, apart ${want[i]}`)
+      }
+    }
+    if (t.counts.fail === failures) t.pass(`${isa} ${precision}: u, y and dx as their GEMMs apart`)
+  })
+})
+
 t.test('dropout on the adapter input: the products take the dropped input (every precision); gradients vs finite differences (fp32)', async (t) => {
   const [m, n, k, r, p, seed] = [9, 7, 13, 3, 0.3, 12345]
   const prob = problem(m, n, k, r, 77, false)
