@@ -60,17 +60,18 @@ struct SharedAUse {
   unsigned char* blocks = nullptr;
 
   SharedAUse() = default;
-  // slices: all of the product's, segment 0's first; row_block, mr: the plan's blocking.
-  SharedAUse(SharedPackedA* shared, const GemmArgs& g, const std::vector<KSlice>& all, Isa isa, int64_t row_block,
-             int mr, const gemm_kernel_table& kt) {
+  // slices: all of the product's, segment 0's first; C's rows in `count` row blocks of at most
+  // `max_rows`, and the micro-tile's mr: the plan's blocking.
+  SharedAUse(SharedPackedA* shared, const GemmArgs& g, const std::vector<KSlice>& all, Isa isa, int64_t count,
+             int64_t max_rows, int mr, const gemm_kernel_table& kt) {
     if (!shared || all.empty() || all.front().seg != &g.segments.front()) return;
     const GemmSegment& s0 = g.segments.front();
     const SharedPackedA::Key key{s0.a.data, s0.a.dtype, s0.a.ld, s0.a.trans, g.m, s0.k, g.alpha * s0.scale,
                                  all.front().format, isa};
     while (slices < int(all.size()) && all[size_t(slices)].seg == &s0) ++slices;
     const GemmBlocking bl = kt.gemm_blocking(key.format);
-    row_blocks = (g.m + row_block - 1) / row_block;
-    block_bytes = round_up(row_block, mr) * round_up(bl.kc, bl.k_pack) * bl.elem_bytes;
+    row_blocks = count;
+    block_bytes = round_up(max_rows, mr) * round_up(bl.kc, bl.k_pack) * bl.elem_bytes;
     owner = shared;
     if (shared->filled_) {
       const SharedPackedA::Key& k = shared->key_;
@@ -110,10 +111,12 @@ struct Plan {
   int max_pass = 1;  // slices in the longest pass: the packed blocks each pass needs at once
   int threads = 1;
   int64_t row_block = 0, col_block = 0, a_block_bytes = 0, b_block_bytes = 0;
+  int64_t row_blocks = 0;  // C's rows in blocks of row_block, the last one ragged (row_blocks_for)
 
   SharedAUse shared;
 
   bool accumulate(const Pass& pass) const { return g.accumulate || &pass != &passes.front(); }
+  int64_t block_rows(int64_t rb) const { return rb + 1 < row_blocks ? row_block : g.m - rb * row_block; }
   // Where slice `slice`'s packed A row block `rb` is: in the SharedPackedA it uses, or at `scratch`.
   unsigned char* a_block(int slice, int64_t rb, unsigned char* scratch) const {
     return shared.covers(slice) ? shared.block(slice, rb) : scratch;
@@ -190,7 +193,7 @@ class SplitRanges {
 // takes column blocks from the counter and runs them through every pass.
 void gemm_few_rows(const Plan& p) {
   const GemmArgs& g = p.g;
-  const int64_t row_blocks = (g.m + p.row_block - 1) / p.row_block;
+  const int64_t row_blocks = p.row_blocks;
   const int64_t a_slice_bytes = row_blocks * p.a_block_bytes;
   const int64_t col_blocks = (g.n + p.col_block - 1) / p.col_block;
   std::atomic<int64_t> next{0};
@@ -200,7 +203,7 @@ void gemm_few_rows(const Plan& p) {
     unsigned char* packed_b = packed_a + a_bytes;
     for (size_t si = 0; si < p.slices.size(); ++si)
       for (int64_t rb = 0; rb < row_blocks && !p.shared.ready(int(si)); ++rb)
-        p.pack_a(p.slices[si], rb * p.row_block, std::min(p.row_block, g.m - rb * p.row_block),
+        p.pack_a(p.slices[si], rb * p.row_block, p.block_rows(rb),
                  packed_a + int64_t(si) * a_slice_bytes + rb * p.a_block_bytes);
     unsigned char* a[kMaxPassSlices];
     unsigned char* b[kMaxPassSlices];
@@ -218,7 +221,7 @@ void gemm_few_rows(const Plan& p) {
             const int si = pass.first + j;
             a[j] = p.a_block(si, rb, packed_a + int64_t(si) * a_slice_bytes + rb * p.a_block_bytes);
           }
-          p.macro(pass, std::min(p.row_block, g.m - r), nc, c, a, b, g.c + r * g.ldc + c);
+          p.macro(pass, p.block_rows(rb), nc, c, a, b, g.c + r * g.ldc + c);
         }
       }
     }
@@ -230,7 +233,7 @@ void gemm_few_rows(const Plan& p) {
 // all of B for itself, then takes row blocks from the counter and runs them through every pass.
 void gemm_few_cols(const Plan& p) {
   const GemmArgs& g = p.g;
-  const int64_t row_blocks = (g.m + p.row_block - 1) / p.row_block;
+  const int64_t row_blocks = p.row_blocks;
   std::atomic<int64_t> next{0};
   parallel_for(std::min<int64_t>(p.threads, row_blocks), [&](int64_t, int64_t, int) {
     const int64_t b_bytes = p.b_block_bytes * int64_t(p.slices.size());
@@ -241,7 +244,7 @@ void gemm_few_cols(const Plan& p) {
     unsigned char* a[kMaxPassSlices];
     unsigned char* b[kMaxPassSlices];
     for (int64_t rb; (rb = next.fetch_add(1, std::memory_order_relaxed)) < row_blocks;) {
-      const int64_t r = rb * p.row_block, rows = std::min(p.row_block, g.m - r);
+      const int64_t r = rb * p.row_block, rows = p.block_rows(rb);
       for (const Pass& pass : p.passes) {
         for (int j = 0; j < pass.count; ++j) {
           const int si = pass.first + j;
@@ -263,9 +266,9 @@ void gemm_few_cols(const Plan& p) {
 void gemm_shared_slices(const Plan& p) {
   const GemmArgs& g = p.g;
   // Chunks of C: whole blocks, at least one, within the budget.
-  const int64_t rows_per_chunk = p.row_block * std::max<int64_t>(1, kPackBudget / p.a_block_bytes);
+  const int64_t blocks_per_chunk = std::max<int64_t>(1, kPackBudget / p.a_block_bytes);
   const int64_t cols_per_chunk = p.col_block * std::max<int64_t>(1, kPackBudget / p.b_block_bytes);
-  const int64_t a_bytes = (std::min(rows_per_chunk, g.m) + p.row_block - 1) / p.row_block * p.a_block_bytes;
+  const int64_t a_bytes = std::min(blocks_per_chunk, p.row_blocks) * p.a_block_bytes;
   const int64_t b_bytes = (std::min(cols_per_chunk, g.n) + p.col_block - 1) / p.col_block * p.b_block_bytes;
   // [set][slot]: the packed A and B of slice `slot` of a pass, in one of the two alternating sets
   const int64_t slots = p.max_pass;
@@ -274,8 +277,8 @@ void gemm_shared_slices(const Plan& p) {
   auto packed_b = [&](int64_t set, int64_t slot) { return scratch + 2 * slots * a_bytes + (set * slots + slot) * b_bytes; };
   const int64_t passes = int64_t(p.passes.size());
 
-  for (int64_t m0 = 0; m0 < g.m; m0 += rows_per_chunk) {
-    const int64_t rows = std::min(rows_per_chunk, g.m - m0), row_blocks = (rows + p.row_block - 1) / p.row_block;
+  for (int64_t b0 = 0; b0 < p.row_blocks; b0 += blocks_per_chunk) {
+    const int64_t row_blocks = std::min(blocks_per_chunk, p.row_blocks - b0), m0 = b0 * p.row_block;
     for (int64_t n0 = 0; n0 < g.n; n0 += cols_per_chunk) {
       const int64_t cols = std::min(cols_per_chunk, g.n - n0), col_blocks = (cols + p.col_block - 1) / p.col_block;
       // Pack unit u of pass pi: slice u / units_per_slice of the pass, its A row block or B column block.
@@ -285,10 +288,9 @@ void gemm_shared_slices(const Plan& p) {
         const int si = p.passes[size_t(pi)].first + int(j);
         const KSlice& s = p.slices[size_t(si)];
         if (v < row_blocks) {
-          const int64_t r = m0 + v * p.row_block;
           if (!p.shared.ready(si))
-            p.pack_a(s, r, std::min(p.row_block, m0 + rows - r),
-                     p.a_block(si, r / p.row_block, packed_a(pi & 1, j) + v * p.a_block_bytes));
+            p.pack_a(s, m0 + v * p.row_block, p.block_rows(b0 + v),
+                     p.a_block(si, b0 + v, packed_a(pi & 1, j) + v * p.a_block_bytes));
         } else if (const int64_t cb = v - row_blocks, c = n0 + cb * p.col_block; !p.prepacked(s, c)) {
           p.pack_b(s, c, std::min(p.col_block, n0 + cols - c), packed_b(pi & 1, j) + cb * p.b_block_bytes);
         }
@@ -301,11 +303,10 @@ void gemm_shared_slices(const Plan& p) {
         unsigned char* a[kMaxPassSlices];
         unsigned char* b[kMaxPassSlices];
         for (int j = 0; j < pass.count; ++j) {
-          a[j] = p.a_block(pass.first + j, r / p.row_block, packed_a(pi & 1, j) + rb * p.a_block_bytes);
+          a[j] = p.a_block(pass.first + j, b0 + rb, packed_a(pi & 1, j) + rb * p.a_block_bytes);
           b[j] = packed_b(pi & 1, j) + cb * p.b_block_bytes;
         }
-        p.macro(pass, std::min(p.row_block, m0 + rows - r), std::min(p.col_block, n0 + cols - c), c, a, b,
-                g.c + r * g.ldc + c);
+        p.macro(pass, p.block_rows(b0 + rb), std::min(p.col_block, n0 + cols - c), c, a, b, g.c + r * g.ldc + c);
       };
       const int threads = int(std::min<int64_t>(p.threads, row_blocks * col_blocks));
       for (int64_t pi = 0; pi <= passes; ++pi) {
@@ -332,7 +333,7 @@ void gemm_shared_slices(const Plan& p) {
 void gemm(const GemmArgs& g, SharedPackedA* shared_a) {
   if (g.m <= 0 || g.n <= 0) return;
   const Isa isa = active_isa();
-  Plan p{g, gemm_kernels_for(isa), 0, 0, {}, {}, {}, 1, 1, 0, 0, 0, 0, {}};
+  Plan p{g, gemm_kernels_for(isa), 0, 0, {}, {}, {}, 1, 1, 0, 0, 0, 0, 0, {}};
   // Each segment is cut into slices of its format's KC; mc is shared by the formats.
   int64_t k_total = 0, mc = 0;
   bool uses[3] = {};
@@ -365,9 +366,14 @@ void gemm(const GemmArgs& g, SharedPackedA* shared_a) {
   // A product under ~1 MFLOP runs on one thread: waking the others costs more than it saves.
   p.threads = 2.0 * double(g.m) * double(g.n) * double(k_total) < 1e6 ? 1 : ThreadPool::instance().num_threads();
   p.row_block = mc;
+  // Rows past the last whole block make a block of their own when they are at least half one,
+  // and join the last whole block otherwise: a block of a few rows would read every B block
+  // again for little work (1024 rows: 8 blocks of 112 and one of 128, not 9 and one of 16).
+  const int64_t whole = g.m / mc, rest = g.m % mc;
+  p.row_blocks = whole == 0 ? 1 : whole + (2 * rest >= mc ? 1 : 0);
+  const int64_t row_blocks = p.row_blocks, max_block_rows = std::max(p.row_block, p.block_rows(row_blocks - 1));
   // Narrower tiles when C has few, so every thread gets several: the last tile of each region
   // keeps one thread busy while the others wait.
-  const int64_t row_blocks = (g.m + p.row_block - 1) / p.row_block;
   p.col_block = round_up(std::min<int64_t>(kTileCols, g.n), p.nr);
   while (p.col_block / 2 >= kMinTileCols && row_blocks * ((g.n + p.col_block - 1) / p.col_block) < 8 * p.threads)
     p.col_block = round_up(p.col_block / 2, p.nr);
@@ -378,11 +384,11 @@ void gemm(const GemmArgs& g, SharedPackedA* shared_a) {
     if (!uses[f]) continue;
     const GemmBlocking bl = p.kt.gemm_blocking(GemmFormat(f));
     const int64_t kc = round_up(bl.kc, bl.k_pack);
-    p.a_block_bytes = std::max(p.a_block_bytes, round_up(p.row_block, p.mr) * kc * bl.elem_bytes);
+    p.a_block_bytes = std::max(p.a_block_bytes, round_up(max_block_rows, p.mr) * kc * bl.elem_bytes);
     p.b_block_bytes = std::max(p.b_block_bytes, p.col_block * kc * bl.elem_bytes);
   }
   const bool few_rows = row_blocks <= 2;
-  p.shared = SharedAUse(shared_a, g, p.slices, isa, p.row_block, p.mr, p.kt);
+  p.shared = SharedAUse(shared_a, g, p.slices, isa, row_blocks, max_block_rows, p.mr, p.kt);
   // Each thread of gemm_few_rows packs all of A for itself: it reads a SharedPackedA, never fills one.
   if (few_rows && p.shared.mode == SharedAUse::Mode::fill) p.shared = SharedAUse();
   if (few_rows)

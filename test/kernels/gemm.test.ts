@@ -85,11 +85,11 @@ const shapes: [number, number, number][] = [
   [7, 13, 5],
   [37, 45, 29],
   [131, 67, 500], // few rows (one region, A packed per thread), two K slices
-  [250, 33, 40], // several row blocks with a ragged last one; a tile of one vector's width
+  [350, 33, 40], // several row blocks, the rows past the whole ones a block of their own (AVX2: 110, generic: 94) or joined to the last (AVX-512: 112, 112, 126); a tile of one vector's width
   [300, 45, 900], // the shared-slices path over three or four K slices (f32 formats)
   [40, 70, 2100], // few rows over three K slices of every format, the last one ragged and odd
   [300, 40, 1100], // few columns (one column block: A packed and used by one thread) over two K slices of every format (bf16's KC is 1024)
-  [230, 130, 1100], // shared slices (AVX-512: three row blocks, two column blocks) over several K slices
+  [350, 130, 1100], // shared slices (three row blocks, two column blocks) over several K slices
   [300, 500, 40], // few tiles of 256 columns: narrower ones
   [9, 3100, 17], // many column tiles, the last one ragged
   [11000, 20, 30], // rows past the 4 MB packing budget: several row chunks on every ISA
