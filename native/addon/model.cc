@@ -137,9 +137,11 @@ struct ModelState {
 
   // The weights a call computes with: the projections and the LM head in the backend's own form
   // where it keeps one for this precision (Backend::prepare_weight: on AVX512_BF16 the CPU's
-  // packed bf16 pairs), made once by the first such call. Weights that change between calls are
-  // refreshed on the backend first, and never prepared.
-  const engine::ModelWeights& weights_for(Precision precision) {
+  // packed bf16 pairs), made once by the first such call. A call that trains against these
+  // frozen weights (`backward`) gets the projections' transposes prepared too, made once by the
+  // first such call: dy . W reads them, and a forward-only user never pays their memory.
+  // Weights that change between calls are refreshed on the backend first, and never prepared.
+  const engine::ModelWeights& weights_for(Precision precision, bool backward = false) {
     refresh_weights();
     if (!prepack || !be.prepares_weights(precision)) return weights;
     std::call_once(prepack_once, [this] {
@@ -158,12 +160,28 @@ struct ModelState {
         }
       pack(packed_weights.lm_head, dims.vocab, dims.hidden);
     });
-    return packed_weights;
+    if (!backward) return packed_weights;
+    // A copy with the transposes attached, so that calls reading packed_weights meanwhile never
+    // see it change.
+    std::call_once(prepack_backward_once, [this] {
+      backward_weights = packed_weights;
+      for (engine::LayerWeights& lw : backward_weights.layers)
+        for (int p = 0; p < kNumProj; ++p) {
+          const engine::ProjShape shape = engine::proj_shape(dims, p);
+          std::shared_ptr<void> owner;
+          const MatrixRef t = be.prepare_weight(transposed(lw.proj[p]), shape.in, shape.out, &owner);
+          if (!owner) continue;
+          prepared.push_back(std::move(owner));
+          lw.proj[p].panels_t = t.panels;
+          release_mapped_pages(lw.proj[p], shape.out, shape.in);
+        }
+    });
+    return backward_weights;
   }
 
  private:
-  std::once_flag prepack_once;
-  engine::ModelWeights packed_weights;
+  std::once_flag prepack_once, prepack_backward_once;
+  engine::ModelWeights packed_weights, backward_weights;
   std::vector<std::shared_ptr<void>> prepared;  // the backend's forms of the weights (prepare_weight)
   std::vector<Buffer> placed;
   std::map<const char*, char*> copies;  // each host array's copy in `placed`
@@ -870,7 +888,7 @@ Napi::Value NativeModel::RunTrainStep(const Napi::CallbackInfo& info, bool sync)
             const TokenTables tables = mirror_token_tables(adapter.get(), m);
             // The loss reads the LM head as stored; the layers, in the backend's form (weights_for).
             const engine::ModelWeights stored = with_token_tables(st->weights, tables);
-            engine::train_step(st->dims, with_token_tables(st->weights_for(options.precision), tables),
+            engine::train_step(st->dims, with_token_tables(st->weights_for(options.precision, true), tables),
                                adapter ? &a : nullptr, batch, make_loss(g, stored), g, options, *ws);
             m.finish();
           },

@@ -25,15 +25,26 @@ struct Bf16Panels;  // the CPU backend's pre-packed form of a weight (cpu/tensor
 
 // A matrix seen as logical [rows, cols]. Element (r, c) is at data[r * ld + c], or at
 // data[c * ld + r] when `trans` is set (the matrix is stored as its transpose). `panels`, when
-// set, holds the same matrix pre-packed by the CPU backend for its bf16 products; other
-// backends ignore it.
+// set, holds the same matrix pre-packed by the CPU backend for its bf16 products, and
+// `panels_t` its transpose (a frozen weight's in the backward's dy . W); other backends ignore
+// them.
 struct MatrixRef {
   const void* data = nullptr;
   DType dtype = DType::f32;
   int64_t ld = 0;
   bool trans = false;
   const cpu::Bf16Panels* panels = nullptr;
+  const cpu::Bf16Panels* panels_t = nullptr;
 };
+
+// The same memory seen as the logical transpose, [cols, rows].
+inline MatrixRef transposed(MatrixRef m) {
+  m.trans = !m.trans;
+  const cpu::Bf16Panels* p = m.panels;
+  m.panels = m.panels_t;
+  m.panels_t = p;
+  return m;
+}
 
 // The precision of matrix products (README "Precision"; per backend and ISA in cpu/precision.h
 // and cuda/backend.h):

@@ -9,13 +9,6 @@ namespace {
 
 MatrixRef f32_ref(const float* p, int64_t ld, bool trans) { return MatrixRef{p, DType::f32, ld, trans}; }
 
-// The base weight W [n, k] seen as the logical [k, n] operand of dy . W.
-MatrixRef transposed(const MatrixRef& w) {
-  MatrixRef t = w;
-  t.trans = !w.trans;
-  return t;
-}
-
 // x with the adapter's dropout applied (a copy), or x itself when there is none.
 const float* dropped_input(const float* x, int64_t count, const LoraRef& lora, std::vector<float>& buffer) {
   if (lora.dropout <= 0.0f) return x;

@@ -13,12 +13,6 @@ namespace {
 
 MatrixRef f32_ref(const float* p, int64_t ld, bool trans) { return MatrixRef{p, DType::f32, ld, trans}; }
 
-MatrixRef transposed(const MatrixRef& w) {
-  MatrixRef t = w;
-  t.trans = !w.trans;
-  return t;
-}
-
 // out[i] = x[i] / (1 - p) where element i is kept, else 0.
 __global__ void dropout_kernel(float* out, const float* x, int64_t n, uint64_t seed, float p, float keep_scale) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)

@@ -16,10 +16,6 @@ namespace {
 
 
 MatrixRef acts(const float* p, int64_t ld, bool trans = false) { return MatrixRef{p, DType::f32, ld, trans}; }
-MatrixRef flipped(MatrixRef m) {
-  m.trans = !m.trans;
-  return m;
-}
 
 const LoraRef* lora_at(const Adapter* adapter, int64_t layer, int p) {
   if (!adapter) return nullptr;
@@ -381,7 +377,7 @@ void linear_grad(Backend& be, Workspace& ws, const ModelDims& d, Precision prec,
     gx.precision = prec;
     gx.m = n;
     gx.n = in_dim;
-    gx.segments = {{acts(dy, out_dim), flipped(lw.proj[p]), out_dim}};
+    gx.segments = {{acts(dy, out_dim), transposed(lw.proj[p]), out_dim}};
     gx.c = dx;
     gx.ldc = in_dim;
     gx.accumulate = dx_accumulate;
