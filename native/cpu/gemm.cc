@@ -111,7 +111,7 @@ struct Plan {
   int max_pass = 1;  // slices in the longest pass: the packed blocks each pass needs at once
   int threads = 1;
   int64_t row_block = 0, col_block = 0, a_block_bytes = 0, b_block_bytes = 0;
-  int64_t row_blocks = 0;  // C's rows in blocks of row_block, the last one ragged (row_blocks_for)
+  int64_t row_blocks = 0;  // C's rows in blocks of row_block; the last one holds the rest (see gemm())
 
   SharedAUse shared;
 
