@@ -14,6 +14,9 @@
 //      half k even) the panel holds its NR values, one or two vectors the micro-kernel loads.
 // Only the packing knows the operands' dtypes and layouts; the micro-kernels see one format.
 #include "cpu/gemm.h"
+
+#include <type_traits>
+
 #include "cpu/kernels/bf16.h"
 #include "cpu/kernels/transpose.h"
 
@@ -234,42 +237,32 @@ template <DType T, bool Trans>
 void pack_a_bf16(const MatrixRef& m, int64_t r0, int64_t rows, int64_t k0, int64_t kc, float scale, Pair* dst) {
   int64_t i = 0;
   if constexpr (Trans) {  // stored [K, R]: 16 rows x 16 pairs at a time through a transpose
-    // 32 rows at a time where there are: two cache lines of each stored row per visit, not one
-    // (each stored row is another page; reading half as many lines per visit ran at half speed)
-    for (; i + 32 <= rows; i += 32) {
-      int64_t kk = 0;
-      for (; 2 * kk + 32 <= kc; kk += 16) {
-        __m512i r[2][16];
-        for (int q = 0; q < 16; ++q)
-          for (int h = 0; h < 2; ++h) {
-            const int64_t even = at<Trans>(m.ld, r0 + i + 16 * h, k0 + 2 * (kk + q));
-            r[h][q] = pair_words16(bf16_words16<T>(m.data, even, scale), bf16_words16<T>(m.data, even + m.ld, scale));
+    // 32 rows (H = 2 groups of 16) at a time where there are, then 16: two cache lines of each
+    // stored row per visit, not one (each stored row is another page; reading half as many
+    // lines per visit ran at half speed)
+    auto rows_in_groups = [&](auto groups) {
+      constexpr int H = decltype(groups)::value;
+      for (; i + 16 * H <= rows; i += 16 * H) {
+        int64_t kk = 0;
+        for (; 2 * kk + 32 <= kc; kk += 16) {
+          __m512i r[H][16];
+          for (int q = 0; q < 16; ++q)
+            for (int h = 0; h < H; ++h) {
+              const int64_t even = at<Trans>(m.ld, r0 + i + 16 * h, k0 + 2 * (kk + q));
+              r[h][q] = pair_words16(bf16_words16<T>(m.data, even, scale), bf16_words16<T>(m.data, even + m.ld, scale));
+            }
+          for (int h = 0; h < H; ++h) {
+            transpose16(r[h]);  // r[h][j]: row i + 16 h + j, pairs kk..kk+15
+            for (int j = 0; j < 16; ++j) _mm512_storeu_si512(dst + (i + 16 * h + j) * KP_BF16 + kk, r[h][j]);
           }
-        for (int h = 0; h < 2; ++h) {
-          transpose16(r[h]);  // r[h][j]: row i + 16 h + j, pairs kk..kk+15
-          for (int j = 0; j < 16; ++j) _mm512_storeu_si512(dst + (i + 16 * h + j) * KP_BF16 + kk, r[h][j]);
         }
+        for (int j = 0; j < 16 * H; ++j)
+          for (int64_t k = 2 * kk; k < kc; k += 2)
+            dst[(i + j) * KP_BF16 + k / 2] = pair_at<T, Trans>(m, r0 + i + j, k0, k, kc, scale);
       }
-      for (int j = 0; j < 32; ++j)
-        for (int64_t k = 2 * kk; k < kc; k += 2)
-          dst[(i + j) * KP_BF16 + k / 2] = pair_at<T, Trans>(m, r0 + i + j, k0, k, kc, scale);
-    }
-    for (; i + 16 <= rows; i += 16) {
-      int64_t kk = 0;
-      for (; 2 * kk + 32 <= kc; kk += 16) {
-        __m512i r[16];
-        for (int q = 0; q < 16; ++q) {
-          const __m512i even = bf16_words16<T>(m.data, at<Trans>(m.ld, r0 + i, k0 + 2 * (kk + q)), scale);
-          const __m512i odd = bf16_words16<T>(m.data, at<Trans>(m.ld, r0 + i, k0 + 2 * (kk + q) + 1), scale);
-          r[q] = pair_words16(even, odd);
-        }
-        transpose16(r);  // r[j]: row i + j, pairs kk..kk+15
-        for (int j = 0; j < 16; ++j) _mm512_storeu_si512(dst + (i + j) * KP_BF16 + kk, r[j]);
-      }
-      for (int j = 0; j < 16; ++j)
-        for (int64_t k = 2 * kk; k < kc; k += 2)
-          dst[(i + j) * KP_BF16 + k / 2] = pair_at<T, Trans>(m, r0 + i + j, k0, k, kc, scale);
-    }
+    };
+    rows_in_groups(std::integral_constant<int, 2>{});
+    rows_in_groups(std::integral_constant<int, 1>{});
   } else {
     for (; i < rows; ++i) {
       const int64_t base = at<Trans>(m.ld, r0 + i, k0);
